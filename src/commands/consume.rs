@@ -1,0 +1,125 @@
+//! `streamd consume`: a standalone consumer that counts, verifies and times frames.
+
+use super::{now_ns, per_second, print_counters, stop_flag, Status};
+use crate::pattern::verify_ramp;
+use crate::ring::{Consumer, ConsumerOptions, Delivery, RecvError, WaitMode};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// Settings of one consumer run.
+#[derive(Debug, Clone)]
+pub struct ConsumeArgs {
+    pub ring: String,
+    pub group: Option<String>,
+    pub batch: u32,
+    pub delivery: Delivery,
+    pub frames: Option<u64>,
+    pub runtime: Option<f64>,
+    pub verify: bool,
+    pub spin: bool,
+    pub json: bool,
+    pub attach_timeout: f64,
+    /// Simulated processing time per frame, while the frame is held.
+    pub work_us: u64,
+    /// Append each received frame id to this file, one per line, as it arrives.
+    pub record_ids: Option<PathBuf>,
+}
+
+/// Errors shown for the first few bad frames; the rest are only counted.
+const SHOWN_ERRORS: u64 = 5;
+
+pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
+    let options = ConsumerOptions {
+        group: args.group.clone(),
+        batch: args.batch,
+        delivery: args.delivery,
+        wait: if args.spin { WaitMode::Spin } else { WaitMode::Futex },
+        attach_timeout: Duration::from_secs_f64(args.attach_timeout.max(0.0)),
+    };
+    let mut record = match &args.record_ids {
+        Some(path) => Some(File::create(path).with_context(|| format!("could not create {}", path.display()))?),
+        None => None,
+    };
+    let mut consumer = Consumer::attach(&args.ring, &options)?;
+    let stop = stop_flag();
+    consumer.set_interrupt(stop.clone());
+    // 1 ns to 1 h at 3 significant figures; longer waits saturate at the top.
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let mut scratch = Vec::new();
+    let (mut first_id, mut last_id) = (None, None);
+    let (mut verify_errors, mut corrupt, mut bytes) = (0u64, 0u64, 0u64);
+    let deadline = args.runtime.map(Duration::from_secs_f64);
+    let mut started = None;
+    let end = loop {
+        if args.frames.is_some_and(|n| consumer.counters().received >= n) {
+            break "frames";
+        }
+        if deadline.is_some_and(|d| started.get_or_insert_with(Instant::now).elapsed() >= d) {
+            break "runtime";
+        }
+        let frame = match consumer.next() {
+            Ok(frame) => frame,
+            Err(RecvError::EndOfStream { .. }) => break "end-of-stream",
+            Err(RecvError::Interrupted) => break if stop.load(Relaxed) { "interrupted" } else { "runtime" },
+            Err(e @ RecvError::ProducerDied { .. }) => {
+                eprintln!("streamd consume: ring '{}': {e}", args.ring);
+                break "producer-died";
+            }
+            Err(e @ RecvError::Corrupt { .. }) => {
+                corrupt += 1;
+                eprintln!("streamd consume: ring '{}': {e}", args.ring);
+                continue;
+            }
+        };
+        started.get_or_insert_with(Instant::now);
+        let header = frame.header();
+        latency.saturating_record(now_ns().saturating_sub(header.timestamp_ns));
+        first_id.get_or_insert(header.frame_id);
+        last_id = Some(header.frame_id);
+        bytes += header.payload_len;
+        if let Some(file) = record.as_mut() {
+            writeln!(file, "{}", header.frame_id).context("could not record a frame id")?;
+        }
+        if args.verify {
+            if let Some(pixel) = verify_ramp(frame.payload(), header.dtype, header.frame_id, &mut scratch) {
+                verify_errors += 1;
+                if verify_errors <= SHOWN_ERRORS {
+                    eprintln!("streamd consume: frame {} differs from the ramp at pixel {pixel}", header.frame_id);
+                }
+            }
+        }
+        if args.work_us > 0 {
+            std::thread::sleep(Duration::from_micros(args.work_us));
+        }
+    };
+    let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let counters = consumer.counters();
+    drop(consumer);
+    let report = json!({
+        "ring": args.ring,
+        "received": counters.received,
+        "missed": counters.missed,
+        "verify_errors": verify_errors + corrupt,
+        "first_id": first_id,
+        "last_id": last_id,
+        "fps": per_second(counters.received as f64, elapsed),
+        "mb_per_s": per_second(bytes as f64 / 1e6, elapsed),
+        "latency_ns_p50": latency.value_at_quantile(0.5),
+        "latency_ns_p99": latency.value_at_quantile(0.99),
+        "end": end,
+    });
+    print_counters(&report, args.json);
+    Ok(if verify_errors + corrupt > 0 {
+        Status::DataErrors
+    } else if end == "producer-died" {
+        Status::ProducerDied
+    } else {
+        Status::Ok
+    })
+}

@@ -1,0 +1,57 @@
+//! The `streamd` subcommands. Each returns an [`Outcome`]: the counters it prints and
+//! the exit status, so the binary stays a thin shell around them.
+
+pub mod consume;
+pub mod rings;
+pub mod sim;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Exit status of a command that ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok = 0,
+    /// Frames failed verification or a slot was damaged.
+    DataErrors = 1,
+    /// The producer died; everything it published was drained.
+    ProducerDied = 3,
+}
+
+/// A raised flag on SIGINT or SIGTERM, so loops can stop cleanly and still report.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&flag));
+    }
+    flag
+}
+
+/// Prints counters: one JSON object as the last stdout line with `json`, else
+/// `key: value` lines.
+pub fn print_counters(value: &serde_json::Value, json: bool) {
+    if json {
+        println!("{value}");
+    } else if let Some(map) = value.as_object() {
+        for (key, v) in map {
+            println!("{key}: {v}");
+        }
+    }
+}
+
+/// Rate over a duration; 0 for an empty one.
+pub(crate) fn per_second(count: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Nanoseconds since the Unix epoch (frame timestamps).
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,82 @@
+//! `streamd rings` and `streamd clean`: what rings exist, and removing stale ones.
+
+use super::{print_counters, Status};
+use crate::ring::{list_names, segment_path, AttachError, RingInspector};
+use anyhow::Context;
+use serde_json::json;
+
+pub fn list(json_out: bool) -> anyhow::Result<Status> {
+    let mut rings = Vec::new();
+    for name in list_names().context("could not list /dev/shm")? {
+        match RingInspector::open(&name) {
+            Ok(inspector) => rings.push(serde_json::to_value(inspector.snapshot())?),
+            Err(e) => rings.push(json!({ "name": name, "error": e.to_string() })),
+        }
+    }
+    if json_out {
+        println!("{}", json!({ "rings": rings }));
+        return Ok(Status::Ok);
+    }
+    if rings.is_empty() {
+        println!("no rings in /dev/shm");
+    }
+    for ring in &rings {
+        if let Some(err) = ring.get("error") {
+            println!("{}: {}", ring["name"].as_str().unwrap_or("?"), err.as_str().unwrap_or("?"));
+            continue;
+        }
+        println!(
+            "{}: producer {} ({}), {} slots x {} B, published {}, dropped {}, reaped {}",
+            ring["name"].as_str().unwrap_or("?"),
+            ring["producer_pid"],
+            ring["producer"].as_str().unwrap_or("?"),
+            ring["slots"],
+            ring["slot_bytes"],
+            ring["published"],
+            ring["dropped"],
+            ring["consumers_reaped"],
+        );
+        for group in ring["groups"].as_array().into_iter().flatten() {
+            let name = group["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("(broadcast)");
+            println!(
+                "  group {name}: {} batch {}, {} member(s): published {} = delivered {} + missed {} + in flight {}",
+                group["delivery"].as_str().unwrap_or("?"),
+                group["batch"],
+                group["members"],
+                group["published"],
+                group["delivered"],
+                group["missed"],
+                group["in_flight"],
+            );
+        }
+    }
+    Ok(Status::Ok)
+}
+
+/// Removes segments whose producer finished or died, and segments that are not rings.
+pub fn clean(json_out: bool) -> anyhow::Result<Status> {
+    let (mut removed, mut kept, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for name in list_names().context("could not list /dev/shm")? {
+        match RingInspector::open(&name) {
+            Ok(inspector) if inspector.is_stale() => {
+                inspector.remove();
+                removed.push(name);
+            }
+            Ok(_) => kept.push(name),
+            // Not a ring we can read, but ours and in our namespace: a crashed creation.
+            Err(e @ (AttachError::BadMagic { .. } | AttachError::Layout { .. })) => {
+                std::fs::remove_file(segment_path(&name)).with_context(|| format!("could not remove ring '{name}'"))?;
+                removed.push(name.clone());
+                eprintln!("streamd clean: removed '{name}': {e}");
+            }
+            Err(e) => skipped.push(json!({ "name": name, "reason": e.to_string() })),
+        }
+    }
+    let report = json!({ "removed": removed, "kept": kept, "skipped": skipped });
+    if json_out {
+        println!("{report}");
+    } else {
+        print_counters(&report, false);
+    }
+    Ok(Status::Ok)
+}

@@ -1,0 +1,143 @@
+//! `streamd sim`: a detector simulator that publishes frames into a ring.
+
+use super::{now_ns, per_second, print_counters, stop_flag, Status};
+use crate::pattern::{fill_ramp, RandomPool};
+use crate::ring::{ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM};
+use anyhow::{bail, Context};
+use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// Frame content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Ramp,
+    Random,
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ramp" => Ok(Pattern::Ramp),
+            "random" => Ok(Pattern::Random),
+            other => Err(format!("unknown pattern '{other}' (use ramp or random)")),
+        }
+    }
+}
+
+/// Settings of one simulator run.
+#[derive(Debug, Clone)]
+pub struct SimArgs {
+    pub ring: String,
+    pub nx: u32,
+    pub ny: u32,
+    pub dtype: Dtype,
+    /// Frames per second; 0 = as fast as the ring allows.
+    pub fps: f64,
+    pub frames: Option<u64>,
+    pub runtime: Option<f64>,
+    pub pattern: Pattern,
+    pub slots: u32,
+    pub policy: FullPolicy,
+    pub wait_consumers: usize,
+    pub json: bool,
+}
+
+pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
+    if args.nx == 0 || args.ny == 0 {
+        bail!("frame size {}x{} is empty; give --nx and --ny of at least 1", args.nx, args.ny);
+    }
+    if !(args.fps >= 0.0 && args.fps.is_finite()) {
+        bail!("--fps {} is not a rate; use 0 for as fast as possible or a positive number", args.fps);
+    }
+    let frame_bytes = u64::from(args.nx) * u64::from(args.ny) * args.dtype.size() as u64;
+    let options = RingOptions { name: args.ring.clone(), slots: args.slots, slot_bytes: frame_bytes, full_policy: args.policy };
+    let (mut producer, stale) = Producer::create(&options)?;
+    if let Some(stale) = stale {
+        eprintln!(
+            "streamd sim: removed stale segment {} left by producer pid {} that is gone",
+            stale.path.display(),
+            stale.producer_pid
+        );
+    }
+    let stop = stop_flag();
+    producer.set_interrupt(stop.clone());
+    if args.wait_consumers > 0 {
+        eprintln!("streamd sim: ring '{}' waiting for {} consumer(s)", args.ring, args.wait_consumers);
+        if producer.wait_for_consumers(args.wait_consumers) == Err(ClaimError::Interrupted) {
+            eprintln!("streamd sim: interrupted before any consumer attached");
+        }
+    }
+    let pool = (args.pattern == Pattern::Random).then(|| RandomPool::new(frame_bytes as usize, 0x5eed));
+    let dims = [args.ny, args.nx];
+    let interval = (args.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / args.fps));
+    let deadline = args.runtime.map(Duration::from_secs_f64);
+    let started = Instant::now();
+    let (mut first_id, mut last_id) = (None, None);
+    let mut frame_id = 0u64;
+    while !stop.load(Relaxed) {
+        if args.frames.is_some_and(|n| frame_id >= n) || deadline.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        if let Some(interval) = interval {
+            pace(started + interval.mul_f64(frame_id as f64));
+        }
+        let mut slot = match producer.claim() {
+            Ok(slot) => slot,
+            Err(ClaimError::Full) => {
+                frame_id += 1;
+                continue;
+            }
+            Err(ClaimError::Interrupted) => break,
+        };
+        let payload = &mut slot.payload_mut()[..frame_bytes as usize];
+        match &pool {
+            Some(pool) => pool.fill(payload, frame_id),
+            None => fill_ramp(payload, args.dtype, frame_id),
+        }
+        let last = args.frames.is_some_and(|n| frame_id + 1 == n);
+        let meta = FrameMeta {
+            frame_id,
+            timestamp_ns: now_ns(),
+            dtype: args.dtype,
+            dims: &dims,
+            flags: if last { FLAG_END_OF_STREAM } else { 0 },
+        };
+        slot.publish(&meta).context("publishing a frame")?;
+        first_id.get_or_insert(frame_id);
+        last_id = Some(frame_id);
+        frame_id += 1;
+    }
+    producer.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let counters = producer.counters();
+    let report = json!({
+        "ring": args.ring,
+        "published": counters.published,
+        "dropped": counters.dropped,
+        "first_id": first_id,
+        "last_id": last_id,
+        "fps": per_second(counters.published as f64, elapsed),
+        "mb_per_s": per_second(counters.published as f64 * frame_bytes as f64 / 1e6, elapsed),
+    });
+    print_counters(&report, args.json);
+    Ok(Status::Ok)
+}
+
+/// Sleeps until `at`, spinning for the last stretch so high rates stay even.
+fn pace(at: Instant) {
+    let spin = Duration::from_micros(200);
+    loop {
+        let now = Instant::now();
+        if now >= at {
+            return;
+        }
+        let left = at - now;
+        if left > spin {
+            std::thread::sleep(left - spin);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Test patterns a producer writes and a consumer can verify (spec §10).
+//!
+//! `ramp`: pixel `i` (row-major index) of the frame with id `f` holds `(f + i) mod 2^b`
+//! for an unsigned integer type of `b` bits, and `((f + i) mod 2^24) as f32` for f32 —
+//! exact in single precision. Values are stored little-endian.
+
+use crate::ring::Dtype;
+
+/// Bytes generated or compared per step; small enough to stay in L1/L2.
+const CHUNK_PIXELS: usize = 16 * 1024;
+
+/// Writes the ramp of frame `frame_id` into `out` (whole pixels of `dtype`).
+pub fn fill_ramp(out: &mut [u8], dtype: Dtype, frame_id: u64) {
+    fill_ramp_from(out, dtype, frame_id, 0);
+}
+
+/// Writes pixels `first..` of the ramp of `frame_id` into `out`.
+fn fill_ramp_from(out: &mut [u8], dtype: Dtype, frame_id: u64, first: u64) {
+    let base = frame_id.wrapping_add(first);
+    match dtype {
+        Dtype::U8 => {
+            let b = base as u8;
+            for (i, px) in out.iter_mut().enumerate() {
+                *px = b.wrapping_add(i as u8);
+            }
+        }
+        Dtype::U16 => {
+            let b = base as u16;
+            for (i, px) in out.chunks_exact_mut(2).enumerate() {
+                px.copy_from_slice(&b.wrapping_add(i as u16).to_le_bytes());
+            }
+        }
+        Dtype::U32 => {
+            let b = base as u32;
+            for (i, px) in out.chunks_exact_mut(4).enumerate() {
+                px.copy_from_slice(&b.wrapping_add(i as u32).to_le_bytes());
+            }
+        }
+        Dtype::F32 => {
+            let b = (base & 0xFF_FFFF) as u32;
+            for (i, px) in out.chunks_exact_mut(4).enumerate() {
+                let v = (b.wrapping_add(i as u32) & 0xFF_FFFF) as f32;
+                px.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Compares `data` with the ramp of `frame_id`. Returns the index of the first pixel
+/// that differs, or `None` when the frame is exact.
+pub fn verify_ramp(data: &[u8], dtype: Dtype, frame_id: u64, scratch: &mut Vec<u8>) -> Option<u64> {
+    let px = dtype.size();
+    let chunk = CHUNK_PIXELS * px;
+    scratch.resize(chunk, 0);
+    for (n, got) in data.chunks(chunk).enumerate() {
+        let first = (n * CHUNK_PIXELS) as u64;
+        let expected = &mut scratch[..got.len()];
+        fill_ramp_from(expected, dtype, frame_id, first);
+        if got != expected {
+            let at = got.iter().zip(expected.iter()).position(|(a, b)| a != b).unwrap_or(0);
+            return Some(first + (at / px) as u64);
+        }
+    }
+    None
+}
+
+/// A pool of random bytes from which frames are cut at shifting offsets, so `random`
+/// frames cost one copy each and still differ from frame to frame.
+pub struct RandomPool {
+    bytes: Vec<u8>,
+}
+
+/// Extra bytes in the pool beyond one frame, giving 4096 distinct starting points.
+const POOL_SLACK: usize = 4096 * 16;
+
+impl RandomPool {
+    pub fn new(frame_bytes: usize, seed: u64) -> RandomPool {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut bytes = vec![0u8; frame_bytes + POOL_SLACK];
+        rng.fill(&mut bytes);
+        RandomPool { bytes }
+    }
+
+    /// Copies the random frame for `frame_id` into `out`.
+    pub fn fill(&self, out: &mut [u8], frame_id: u64) {
+        let offset = (frame_id as usize % 4096) * 16;
+        out.copy_from_slice(&self.bytes[offset..offset + out.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ramp_matches_the_spec_formula() {
+        let mut out = vec![0u8; 8];
+        fill_ramp(&mut out, Dtype::U16, 65534);
+        assert_eq!(out, [0xFE, 0xFF, 0xFF, 0xFF, 0, 0, 1, 0]);
+        let mut out = vec![0u8; 3];
+        fill_ramp(&mut out, Dtype::U8, 254);
+        assert_eq!(out, [254, 255, 0]);
+        let mut out = vec![0u8; 8];
+        fill_ramp(&mut out, Dtype::F32, (1 << 24) - 1);
+        assert_eq!(f32::from_le_bytes(out[..4].try_into().unwrap()), 16_777_215.0);
+        assert_eq!(f32::from_le_bytes(out[4..].try_into().unwrap()), 0.0);
+        let mut out = vec![0u8; 4];
+        fill_ramp(&mut out, Dtype::U32, u64::from(u32::MAX));
+        assert_eq!(u32::from_le_bytes(out.try_into().unwrap()), u32::MAX);
+    }
+
+    #[test]
+    fn verify_finds_the_first_wrong_pixel_across_chunks() {
+        for dtype in [Dtype::U8, Dtype::U16, Dtype::U32, Dtype::F32] {
+            let pixels = CHUNK_PIXELS * 2 + 17;
+            let mut frame = vec![0u8; pixels * dtype.size()];
+            fill_ramp(&mut frame, dtype, 42);
+            let mut scratch = Vec::new();
+            assert_eq!(verify_ramp(&frame, dtype, 42, &mut scratch), None);
+            assert_eq!(verify_ramp(&frame, dtype, 43, &mut scratch), Some(0));
+            let bad = CHUNK_PIXELS + 5;
+            frame[bad * dtype.size()] ^= 0x01;
+            assert_eq!(verify_ramp(&frame, dtype, 42, &mut scratch), Some(bad as u64));
+        }
+    }
+
+    #[test]
+    fn random_frames_differ_between_ids() {
+        let pool = RandomPool::new(4096, 1);
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        pool.fill(&mut a, 0);
+        pool.fill(&mut b, 1);
+        assert_ne!(a, b);
+    }
+}

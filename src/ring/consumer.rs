@@ -1,0 +1,367 @@
+//! A consumer of a ring: alone (broadcast), or as a member of a group that shares the
+//! stream in runs of `batch` consecutive frames; `lossless` or `lossy`.
+
+use super::error::{AttachError, RecvError};
+use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
+use super::layout::*;
+use super::membership::{adopt, join, leave, reap, JoinRequest, Seat};
+use super::segment::Segment;
+use super::wait::{futex_wait, WaitMode};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::time::{Duration, Instant};
+
+/// Whether a consumer may be skipped forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Never misses a published frame; the producer waits for (or drops at the source
+    /// because of) this consumer.
+    #[default]
+    Lossless,
+    /// Never holds the producer back beyond the frame it is reading; frames it falls
+    /// behind on are counted in `missed`.
+    Lossy,
+}
+
+/// How to attach.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerOptions {
+    /// Share the stream with the other members of this group; `None` = see every frame.
+    pub group: Option<String>,
+    /// Consecutive frames a group member takes at a time.
+    pub batch: u32,
+    pub delivery: Delivery,
+    pub wait: WaitMode,
+    /// How long to wait for the ring to appear.
+    pub attach_timeout: Duration,
+}
+
+/// How often an idle consumer checks that the producer lives and adopts orphaned runs;
+/// bounds the detection of a dead producer (spec §7.4).
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Futex sleep slice; wake-ups are normally immediate, this only bounds a missed one.
+const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
+/// Outcome of waiting for a sequence.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    Published,
+    /// An orphaned run was adopted; `next` moved.
+    RunChanged,
+}
+
+/// Counters of one consumer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerCounters {
+    pub received: u64,
+    pub missed: u64,
+}
+
+/// The consumer end of a ring. Dropping it detaches.
+pub struct Consumer {
+    segment: Segment,
+    seat: Seat,
+    delivery: Delivery,
+    batch: u64,
+    wait: WaitMode,
+    next: u64,
+    run_end: u64,
+    counters: ConsumerCounters,
+    interrupt: Option<Arc<AtomicBool>>,
+    last_check: Instant,
+}
+
+impl Consumer {
+    /// Attaches to ring `name`, waiting up to `options.attach_timeout` for it to appear.
+    pub fn attach(name: &str, options: &ConsumerOptions) -> Result<Consumer, AttachError> {
+        let segment = Segment::open(name, options.attach_timeout)?;
+        let batch = if options.group.is_some() { options.batch } else { options.batch.max(1) };
+        let delivery = match options.delivery {
+            Delivery::Lossless => DELIVERY_LOSSLESS,
+            Delivery::Lossy => DELIVERY_LOSSY,
+        };
+        let seat = join(&segment, &JoinRequest { group: options.group.as_deref(), batch, delivery })?;
+        Ok(Consumer {
+            segment,
+            seat,
+            delivery: options.delivery,
+            batch: u64::from(batch),
+            wait: options.wait,
+            next: 0,
+            run_end: 0,
+            counters: ConsumerCounters::default(),
+            interrupt: None,
+            last_check: Instant::now(),
+        })
+    }
+
+    /// Makes waits return `Interrupted` once `flag` is set (for example by SIGINT).
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    pub fn counters(&self) -> ConsumerCounters {
+        self.counters
+    }
+
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    fn entry(&self) -> &ConsumerEntry {
+        self.segment.consumer(self.seat.entry)
+    }
+
+    /// Waits for and returns the next frame owed to this consumer. The frame stays
+    /// valid, and its slot reserved, until the returned guard is dropped.
+    pub fn next(&mut self) -> Result<Frame<'_>, RecvError> {
+        loop {
+            if self.next >= self.run_end {
+                self.claim_run();
+            }
+            let seq = self.next;
+            if self.wait_published(seq)? == Ready::RunChanged {
+                continue;
+            }
+            let slots = u64::from(self.segment.geometry().slot_count);
+            let slot = (seq % slots) as u32;
+            let stamp = self.segment.stamp(slot);
+            match self.delivery {
+                Delivery::Lossless => {
+                    // SYNC: pairs with the producer's Release stamp store; our pin (≤ seq)
+                    // keeps the slot from being rewritten (spec §6.1).
+                    let found = stamp.load(Acquire);
+                    if found != stamp_published(seq) {
+                        return Err(RecvError::Corrupt {
+                            seq,
+                            what: format!("stamp {found} instead of {}", stamp_published(seq)),
+                        });
+                    }
+                }
+                Delivery::Lossy => {
+                    // SYNC: SeqCst pin store, then SeqCst stamp load; the producer stores
+                    // the WRITING stamp, then loads our pin. One of us sees the other: either
+                    // we see the slot is gone, or the producer waits for us (spec §6.3).
+                    self.entry().pin.store(seq, SeqCst);
+                    if stamp.load(SeqCst) != stamp_published(seq) {
+                        self.entry().pin.store(NO_PIN, SeqCst);
+                        self.count_missed(1);
+                        self.next = seq + 1;
+                        self.entry().next.store(self.next, Relaxed);
+                        continue;
+                    }
+                }
+            }
+            return self.open_frame(seq, slot);
+        }
+    }
+
+    fn open_frame(&mut self, seq: u64, slot: u32) -> Result<Frame<'_>, RecvError> {
+        let capacity = self.segment.geometry().payload_capacity;
+        // SAFETY: slot header inside the mapping; pinned against rewriting (see `next`).
+        let slot_header =
+            unsafe { std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE) };
+        match decode_header(slot_header, capacity) {
+            Ok(header) => Ok(Frame { consumer: self, seq, slot, header }),
+            Err(e) => {
+                self.release(seq);
+                Err(RecvError::Corrupt { seq, what: e.to_string() })
+            }
+        }
+    }
+
+    /// Takes the next run: an orphaned one first, else `batch` fresh sequences.
+    fn claim_run(&mut self) {
+        let grp = self.segment.group(self.seat.group);
+        if grp.orphans.load(Acquire) > 0 {
+            if let Some((next, run_end)) = adopt(&self.segment, self.seat) {
+                self.next = next;
+                self.run_end = run_end;
+                return;
+            }
+        }
+        let slots = u64::from(self.segment.geometry().slot_count);
+        let entry = self.segment.consumer(self.seat.entry);
+        let mut skipped = 0;
+        let (start, end) = loop {
+            let start = grp.claim_next.load(SeqCst);
+            if self.delivery == Delivery::Lossy {
+                // Skip forward past what the ring no longer holds; the skipped frames are
+                // this group's misses, counted once by whoever wins the CAS (spec §5.5).
+                let oldest = self.segment.header().head.load(Acquire).saturating_sub(slots);
+                if start < oldest {
+                    if grp.claim_next.compare_exchange(start, oldest, SeqCst, SeqCst).is_ok() {
+                        skipped += oldest - start;
+                    }
+                    continue;
+                }
+            } else {
+                // SYNC: the pin goes down to `start` before the claim CAS; the producer loads
+                // claim_next before pins, so it never sees the claim without the pin (§6.1).
+                entry.pin.store(start, SeqCst);
+            }
+            let end = start + self.batch;
+            if grp.claim_next.compare_exchange(start, end, SeqCst, SeqCst).is_ok() {
+                break (start, end);
+            }
+        };
+        entry.next.store(start, Relaxed);
+        entry.run_end.store(end, Relaxed);
+        self.next = start;
+        self.run_end = end;
+        if skipped > 0 {
+            self.count_missed(skipped);
+        }
+    }
+
+    /// Waits until `seq` is published. Ends with EndOfStream or ProducerDied once the
+    /// producer is gone and `seq` never will be, unless a departed member's run is
+    /// adopted first (then the caller starts over with that run).
+    fn wait_published(&mut self, seq: u64) -> Result<Ready, RecvError> {
+        let header = self.segment.header();
+        loop {
+            // SYNC: pairs with the producer's SeqCst store of head after the Release stamp.
+            if header.head.load(Acquire) > seq {
+                return Ok(Ready::Published);
+            }
+            if self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed)) {
+                return Err(RecvError::Interrupted);
+            }
+            // SYNC: pairs with the Release store in Producer::finish; end_seq is visible.
+            if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
+                let published = header.end_seq.load(Relaxed);
+                if seq >= published {
+                    return self.end_of_run(RecvError::EndOfStream { published });
+                }
+            }
+            if self.last_check.elapsed() >= LIVENESS_INTERVAL {
+                self.last_check = Instant::now();
+                let producer = self.segment.producer();
+                if !producer.is_alive() && header.producer_state.load(Acquire) != PRODUCER_FINISHED {
+                    // A dead producer never advances head again: what is below it is whole.
+                    let published = header.head.load(Acquire);
+                    if seq >= published {
+                        return self.end_of_run(RecvError::ProducerDied { pid: producer.pid, published });
+                    }
+                    continue;
+                }
+                reap(&self.segment);
+            }
+            match self.wait {
+                WaitMode::Spin => std::hint::spin_loop(),
+                WaitMode::Futex => {
+                    header.data_waiters.fetch_add(1, SeqCst);
+                    let word = header.data_futex.load(SeqCst);
+                    // SYNC: waiter count up (SeqCst) before this head load; the producer
+                    // stores head (SeqCst) before loading the count: no lost wake-up.
+                    if header.head.load(SeqCst) <= seq
+                        && header.producer_state.load(Acquire) != PRODUCER_FINISHED
+                    {
+                        futex_wait(&header.data_futex, word, SLEEP_SLICE);
+                    }
+                    header.data_waiters.fetch_sub(1, SeqCst);
+                }
+            }
+        }
+    }
+
+    /// The stream ended for this run: adopt a departed member's unfinished run if there
+    /// is one, else report `end`.
+    fn end_of_run(&mut self, end: RecvError) -> Result<Ready, RecvError> {
+        if self.adopt_before_leaving() {
+            Ok(Ready::RunChanged)
+        } else {
+            Err(end)
+        }
+    }
+
+    /// Before reporting the end, take over any run a departed member left unfinished.
+    /// Returns true when a run was adopted (the caller retries with it).
+    fn adopt_before_leaving(&mut self) -> bool {
+        reap(&self.segment);
+        if self.segment.group(self.seat.group).orphans.load(Acquire) == 0 {
+            return false;
+        }
+        match adopt(&self.segment, self.seat) {
+            Some((next, run_end)) => {
+                self.next = next;
+                self.run_end = run_end;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn count_missed(&mut self, n: u64) {
+        self.counters.missed += n;
+        self.entry().missed.store(self.counters.missed, Relaxed);
+    }
+
+    /// Releases `seq`: counts it delivered and lets the producer reuse its slot.
+    fn release(&mut self, seq: u64) {
+        self.counters.received += 1;
+        self.next = seq + 1;
+        let entry = self.segment.consumer(self.seat.entry);
+        entry.received.store(self.counters.received, Relaxed);
+        entry.next.store(self.next, Relaxed);
+        // SYNC: SeqCst pin store (our reads of the slot happen-before the producer's
+        // rewrite, which loads this pin), then the SeqCst load of producer_waiting.
+        let pin = if self.delivery == Delivery::Lossless { self.next } else { NO_PIN };
+        entry.pin.store(pin, SeqCst);
+        let header = self.segment.header();
+        if header.producer_waiting.load(SeqCst) != 0 {
+            header.space_futex.fetch_add(1, SeqCst);
+            super::wait::futex_wake_all(&header.space_futex);
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        leave(&self.segment, self.seat);
+    }
+}
+
+/// A frame read in place. The slot stays reserved for this consumer until drop.
+pub struct Frame<'a> {
+    consumer: &'a mut Consumer,
+    seq: u64,
+    slot: u32,
+    header: FrameHeader,
+}
+
+impl Frame<'_> {
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    /// Position of this frame in the ring's stream (0, 1, 2, ...).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The pixels, `header().payload_len` bytes, page-aligned.
+    pub fn payload(&self) -> &[u8] {
+        let seg = &self.consumer.segment;
+        // SAFETY: payload_len ≤ payload_capacity (checked by decode_header), so the range
+        // lies inside the slot; the slot cannot be rewritten while this guard lives.
+        unsafe { std::slice::from_raw_parts(seg.payload_ptr(self.slot), self.header.payload_len as usize) }
+    }
+
+    /// The key/value attributes the producer attached.
+    pub fn attributes(&self) -> impl Iterator<Item = Result<(&str, AttrValue<'_>), FrameError>> {
+        let seg = &self.consumer.segment;
+        // SAFETY: slot header inside the mapping, reserved while this guard lives.
+        let slot_header = unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
+        let area = attr_bytes(slot_header);
+        let failed = area.as_ref().err().cloned();
+        area.ok().into_iter().flat_map(attributes).chain(failed.map(Err))
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        self.consumer.release(self.seq);
+    }
+}

@@ -1,0 +1,402 @@
+//! The frame header and attribute area of a slot (spec §3.5 and §3.6).
+//!
+//! Bytes in shared memory come from another process, so decoding treats them as
+//! untrusted: every length is checked against its capacity and malformed input gives a
+//! [`FrameError`], never a panic or an out-of-bounds read.
+
+use super::layout::{frame_field as f, ATTR_CAPACITY, ATTR_OFFSET, SLOT_HEADER_SIZE};
+use std::fmt;
+
+/// Pixel type of a frame's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    U8,
+    U16,
+    U32,
+    F32,
+}
+
+impl Dtype {
+    /// The code stored in the frame header.
+    pub fn code(self) -> u16 {
+        match self {
+            Dtype::U8 => 1,
+            Dtype::U16 => 2,
+            Dtype::U32 => 3,
+            Dtype::F32 => 4,
+        }
+    }
+
+    pub fn from_code(code: u16) -> Option<Dtype> {
+        Some(match code {
+            1 => Dtype::U8,
+            2 => Dtype::U16,
+            3 => Dtype::U32,
+            4 => Dtype::F32,
+            _ => return None,
+        })
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::U8 => 1,
+            Dtype::U16 => 2,
+            Dtype::U32 | Dtype::F32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::U8 => "u8",
+            Dtype::U16 => "u16",
+            Dtype::U32 => "u32",
+            Dtype::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "u8" => Dtype::U8,
+            "u16" => Dtype::U16,
+            "u32" => Dtype::U32,
+            "f32" => Dtype::F32,
+            other => return Err(format!("unknown dtype '{other}' (use u8, u16, u32 or f32)")),
+        })
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fm.write_str(self.name())
+    }
+}
+
+/// Header `flags` bit: this is the last frame the producer will publish.
+pub const FLAG_END_OF_STREAM: u32 = 1;
+
+/// Decoded frame header. `dims` is in C order (slowest axis first, like a NumPy shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub frame_id: u64,
+    pub timestamp_ns: u64,
+    pub dtype: Dtype,
+    pub dims: Vec<u32>,
+    pub payload_len: u64,
+    pub flags: u32,
+}
+
+impl FrameHeader {
+    /// Number of pixels the dims describe.
+    pub fn pixel_count(&self) -> u64 {
+        self.dims.iter().map(|&d| u64::from(d)).product()
+    }
+}
+
+/// Why a slot header could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("slot header is {0} bytes, expected {SLOT_HEADER_SIZE}")]
+    ShortHeader(usize),
+    #[error("unknown dtype code {0}")]
+    UnknownDtype(u16),
+    #[error("ndims {0} is outside 1..=4")]
+    BadNdims(u16),
+    #[error("payload length {len} exceeds the slot capacity {capacity}")]
+    PayloadTooLong { len: u64, capacity: u64 },
+    #[error("payload length {len} does not match dims and dtype ({expected} bytes)")]
+    PayloadMismatch { len: u64, expected: u64 },
+    #[error("attribute area length {0} exceeds its capacity {ATTR_CAPACITY}")]
+    AttrTooLong(u32),
+    #[error("attribute record at byte {0} is truncated or malformed")]
+    BadAttribute(usize),
+    #[error("attribute area is full: {needed} more bytes needed, {left} left")]
+    AttrAreaFull { needed: usize, left: usize },
+    #[error("attribute key must be 1 to 255 bytes of UTF-8, got {0} bytes")]
+    BadKey(usize),
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes the frame header of a slot header (`SLOT_HEADER_SIZE` bytes).
+pub fn decode_header(slot_header: &[u8], payload_capacity: u64) -> Result<FrameHeader, FrameError> {
+    if slot_header.len() != SLOT_HEADER_SIZE {
+        return Err(FrameError::ShortHeader(slot_header.len()));
+    }
+    let code = u16_at(slot_header, f::DTYPE);
+    let dtype = Dtype::from_code(code).ok_or(FrameError::UnknownDtype(code))?;
+    let ndims = u16_at(slot_header, f::NDIMS);
+    if ndims == 0 || usize::from(ndims) > f::MAX_DIMS {
+        return Err(FrameError::BadNdims(ndims));
+    }
+    let dims: Vec<u32> = (0..usize::from(ndims))
+        .map(|i| u32_at(slot_header, f::DIMS + 4 * i))
+        .collect();
+    let payload_len = u64_at(slot_header, f::PAYLOAD_LEN);
+    if payload_len > payload_capacity {
+        return Err(FrameError::PayloadTooLong { len: payload_len, capacity: payload_capacity });
+    }
+    let expected = dims
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(u64::from(d)));
+    if expected != Some(payload_len) {
+        return Err(FrameError::PayloadMismatch { len: payload_len, expected: expected.unwrap_or(u64::MAX) });
+    }
+    let attr_len = u32_at(slot_header, f::ATTR_LEN);
+    if attr_len as usize > ATTR_CAPACITY {
+        return Err(FrameError::AttrTooLong(attr_len));
+    }
+    Ok(FrameHeader {
+        frame_id: u64_at(slot_header, f::FRAME_ID),
+        timestamp_ns: u64_at(slot_header, f::TIMESTAMP_NS),
+        dtype,
+        dims,
+        payload_len,
+        flags: u32_at(slot_header, f::FLAGS),
+    })
+}
+
+/// Writes `header` into a slot header and clears the attribute area.
+/// The caller has checked dims, dtype and payload length against the slot capacity.
+pub(crate) fn encode_header(slot_header: &mut [u8], header: &FrameHeader) {
+    slot_header[f::FRAME_ID..f::FRAME_ID + 8].copy_from_slice(&header.frame_id.to_le_bytes());
+    slot_header[f::TIMESTAMP_NS..f::TIMESTAMP_NS + 8]
+        .copy_from_slice(&header.timestamp_ns.to_le_bytes());
+    slot_header[f::PAYLOAD_LEN..f::PAYLOAD_LEN + 8]
+        .copy_from_slice(&header.payload_len.to_le_bytes());
+    slot_header[f::DTYPE..f::DTYPE + 2].copy_from_slice(&header.dtype.code().to_le_bytes());
+    slot_header[f::NDIMS..f::NDIMS + 2].copy_from_slice(&(header.dims.len() as u16).to_le_bytes());
+    slot_header[f::FLAGS..f::FLAGS + 4].copy_from_slice(&header.flags.to_le_bytes());
+    for i in 0..f::MAX_DIMS {
+        let d = header.dims.get(i).copied().unwrap_or(0);
+        slot_header[f::DIMS + 4 * i..f::DIMS + 4 * i + 4].copy_from_slice(&d.to_le_bytes());
+    }
+    slot_header[f::ATTR_LEN..f::ATTR_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
+}
+
+/// Value of one attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue<'a> {
+    I64(i64),
+    F64(f64),
+    Str(&'a str),
+}
+
+impl AttrValue<'_> {
+    fn type_code(&self) -> u8 {
+        match self {
+            AttrValue::I64(_) => 1,
+            AttrValue::F64(_) => 2,
+            AttrValue::Str(_) => 3,
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            AttrValue::I64(_) | AttrValue::F64(_) => 8,
+            AttrValue::Str(s) => s.len(),
+        }
+    }
+}
+
+/// Returns the attribute bytes of a slot header (`attr_len` already validated by decode).
+pub fn attr_bytes(slot_header: &[u8]) -> Result<&[u8], FrameError> {
+    if slot_header.len() != SLOT_HEADER_SIZE {
+        return Err(FrameError::ShortHeader(slot_header.len()));
+    }
+    let len = u32_at(slot_header, f::ATTR_LEN);
+    if len as usize > ATTR_CAPACITY {
+        return Err(FrameError::AttrTooLong(len));
+    }
+    Ok(&slot_header[ATTR_OFFSET..ATTR_OFFSET + len as usize])
+}
+
+/// Iterates the records of an attribute area: `key_len u8, type u8, value_len u16 LE,
+/// key, value`. Stops at the first malformed record with an error.
+pub fn attributes(area: &[u8]) -> impl Iterator<Item = Result<(&str, AttrValue<'_>), FrameError>> {
+    let mut at = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at >= area.len() {
+            return None;
+        }
+        let record = decode_attribute(area, at);
+        match &record {
+            Ok((next, _, _)) => at = *next,
+            Err(_) => failed = true,
+        }
+        Some(record.map(|(_, k, v)| (k, v)))
+    })
+}
+
+fn decode_attribute(area: &[u8], at: usize) -> Result<(usize, &str, AttrValue<'_>), FrameError> {
+    let bad = FrameError::BadAttribute(at);
+    let fixed = area.get(at..at + 4).ok_or(bad.clone())?;
+    let key_len = usize::from(fixed[0]);
+    let type_code = fixed[1];
+    let value_len = usize::from(u16::from_le_bytes([fixed[2], fixed[3]]));
+    let key_start = at + 4;
+    let value_start = key_start + key_len;
+    let end = value_start + value_len;
+    let key = area.get(key_start..value_start).ok_or(bad.clone())?;
+    let value = area.get(value_start..end).ok_or(bad.clone())?;
+    let key = std::str::from_utf8(key).map_err(|_| bad.clone())?;
+    if key.is_empty() {
+        return Err(bad);
+    }
+    let value = match (type_code, value_len) {
+        (1, 8) => AttrValue::I64(i64::from_le_bytes(value.try_into().expect("8 bytes"))),
+        (2, 8) => AttrValue::F64(f64::from_le_bytes(value.try_into().expect("8 bytes"))),
+        (3, _) => AttrValue::Str(std::str::from_utf8(value).map_err(|_| bad.clone())?),
+        _ => return Err(bad),
+    };
+    Ok((end, key, value))
+}
+
+/// Appends one record to an attribute area of which `used` bytes are taken.
+/// Returns the new used length.
+pub(crate) fn encode_attribute(
+    area: &mut [u8],
+    used: usize,
+    key: &str,
+    value: &AttrValue<'_>,
+) -> Result<usize, FrameError> {
+    if key.is_empty() || key.len() > 255 {
+        return Err(FrameError::BadKey(key.len()));
+    }
+    let value_len = value.encoded_len();
+    if value_len > usize::from(u16::MAX) {
+        return Err(FrameError::AttrAreaFull { needed: value_len, left: area.len() - used });
+    }
+    let needed = 4 + key.len() + value_len;
+    let left = area.len().saturating_sub(used);
+    if needed > left {
+        return Err(FrameError::AttrAreaFull { needed, left });
+    }
+    let rec = &mut area[used..used + needed];
+    rec[0] = key.len() as u8;
+    rec[1] = value.type_code();
+    rec[2..4].copy_from_slice(&(value_len as u16).to_le_bytes());
+    rec[4..4 + key.len()].copy_from_slice(key.as_bytes());
+    let v = &mut rec[4 + key.len()..];
+    match value {
+        AttrValue::I64(x) => v.copy_from_slice(&x.to_le_bytes()),
+        AttrValue::F64(x) => v.copy_from_slice(&x.to_le_bytes()),
+        AttrValue::Str(s) => v.copy_from_slice(s.as_bytes()),
+    }
+    Ok(used + needed)
+}
+
+/// Stores the attribute area length in a slot header.
+pub(crate) fn set_attr_len(slot_header: &mut [u8], len: usize) {
+    slot_header[f::ATTR_LEN..f::ATTR_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(dtype: Dtype, dims: Vec<u32>) -> FrameHeader {
+        let payload_len = dims.iter().map(|&d| u64::from(d)).product::<u64>() * dtype.size() as u64;
+        FrameHeader { frame_id: 7, timestamp_ns: 11, dtype, dims, payload_len, flags: 0 }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let mut slot = vec![0u8; SLOT_HEADER_SIZE];
+        let h = header(Dtype::U16, vec![3, 5]);
+        encode_header(&mut slot, &h);
+        assert_eq!(decode_header(&slot, 4096).unwrap(), h);
+    }
+
+    #[test]
+    fn header_rejects_payload_longer_than_capacity() {
+        let mut slot = vec![0u8; SLOT_HEADER_SIZE];
+        encode_header(&mut slot, &header(Dtype::U8, vec![64, 65]));
+        assert_eq!(
+            decode_header(&slot, 4096),
+            Err(FrameError::PayloadTooLong { len: 4160, capacity: 4096 })
+        );
+    }
+
+    #[test]
+    fn attributes_round_trip() {
+        let mut slot = vec![0u8; SLOT_HEADER_SIZE];
+        let area = &mut slot[ATTR_OFFSET..];
+        let mut used = encode_attribute(area, 0, "x", &AttrValue::F64(1.5)).unwrap();
+        used = encode_attribute(area, used, "tile_row", &AttrValue::I64(-2)).unwrap();
+        used = encode_attribute(area, used, "motor", &AttrValue::Str("th")).unwrap();
+        set_attr_len(&mut slot, used);
+        let got: Vec<_> = attributes(attr_bytes(&slot).unwrap()).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("x", AttrValue::F64(1.5)),
+                ("tile_row", AttrValue::I64(-2)),
+                ("motor", AttrValue::Str("th"))
+            ]
+        );
+    }
+
+    #[test]
+    fn attribute_area_reports_when_full() {
+        let mut area = vec![0u8; 16];
+        let err = encode_attribute(&mut area, 0, "key", &AttrValue::Str("0123456789")).unwrap_err();
+        assert_eq!(err, FrameError::AttrAreaFull { needed: 17, left: 16 });
+    }
+
+    proptest! {
+        // Arbitrary slot headers never panic and never yield an inconsistent header.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), SLOT_HEADER_SIZE),
+                               capacity in 0u64..1 << 20) {
+            if let Ok(h) = decode_header(&bytes, capacity) {
+                prop_assert!(h.payload_len <= capacity);
+                prop_assert_eq!(h.pixel_count() * h.dtype.size() as u64, h.payload_len);
+            }
+            if let Ok(area) = attr_bytes(&bytes) {
+                for record in attributes(area) {
+                    let _ = record;
+                }
+            }
+        }
+
+        // Arbitrary attribute areas: records decode or the iterator stops with an error.
+        #[test]
+        fn attribute_iteration_is_total(area in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut errors = 0;
+            for record in attributes(&area) {
+                if record.is_err() { errors += 1; }
+            }
+            prop_assert!(errors <= 1);
+        }
+
+        // Wrong-length slot headers are refused.
+        #[test]
+        fn short_headers_are_refused(len in 0usize..SLOT_HEADER_SIZE) {
+            let bytes = vec![0u8; len];
+            prop_assert_eq!(decode_header(&bytes, 4096), Err(FrameError::ShortHeader(len)));
+        }
+
+        // Encoded records always decode back to what was written.
+        #[test]
+        fn encoded_attributes_decode(key in "[a-z_]{1,40}", i in any::<i64>(), s in "\\PC{0,60}") {
+            let mut area = vec![0u8; ATTR_CAPACITY];
+            let mut used = encode_attribute(&mut area, 0, &key, &AttrValue::I64(i)).unwrap();
+            used = encode_attribute(&mut area, used, &key, &AttrValue::Str(&s)).unwrap();
+            let got: Vec<_> = attributes(&area[..used]).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(got, vec![(key.as_str(), AttrValue::I64(i)), (key.as_str(), AttrValue::Str(&s))]);
+        }
+    }
+}

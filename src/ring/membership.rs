@@ -1,0 +1,327 @@
+//! Consumer and group membership: join, leave, reaping dead consumers, adopting the runs
+//! they left behind, and the producer's scan of what consumers still pin (spec §5, §7).
+//!
+//! Everything that changes membership runs under the segment's flock, so membership
+//! changes never race each other; the hot paths only read the atomics they need.
+
+use super::error::AttachError;
+use super::layout::*;
+use super::liveness::ProcessId;
+use super::segment::{name_bytes, name_from_bytes, unix_ns, valid_name, Segment};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+
+/// Where a consumer sits in the tables.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seat {
+    pub entry: usize,
+    pub group: usize,
+}
+
+/// Delivery and distribution asked for by a joining consumer.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinRequest<'a> {
+    pub group: Option<&'a str>,
+    pub batch: u32,
+    pub delivery: u32,
+}
+
+fn describe(delivery: u32, batch: u32) -> String {
+    let mode = if delivery == DELIVERY_LOSSY { "lossy" } else { "lossless" };
+    format!("{mode} with batch {batch}")
+}
+
+/// Registers the calling process as a consumer.
+pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachError> {
+    if req.batch == 0 {
+        return Err(AttachError::BadBatch(req.batch));
+    }
+    if let Some(name) = req.group {
+        if !valid_name(name) {
+            return Err(AttachError::BadGroup(name.into()));
+        }
+    }
+    let _lock = seg.lock_membership();
+    reap_locked(seg);
+    let h = seg.header();
+    let entry = (0..MAX_CONSUMERS)
+        .find(|&i| seg.consumer(i).state.load(Relaxed) == ENTRY_FREE)
+        .ok_or_else(|| AttachError::TableFull { name: seg.name().into(), max: MAX_CONSUMERS })?;
+    let existing = req.group.and_then(|name| {
+        (0..MAX_GROUPS).find(|&g| {
+            let grp = seg.group(g);
+            grp.state.load(Relaxed) == GROUP_ACTIVE && name_from_bytes(&grp.name) == name
+        })
+    });
+    let group = match existing {
+        Some(g) => {
+            let grp = seg.group(g);
+            let (delivery, batch) = (grp.delivery.load(Relaxed), grp.batch.load(Relaxed));
+            if delivery != req.delivery || batch != req.batch {
+                return Err(AttachError::GroupMismatch {
+                    name: seg.name().into(),
+                    group: req.group.unwrap_or_default().into(),
+                    has: describe(delivery, batch),
+                    asked: describe(req.delivery, req.batch),
+                });
+            }
+            g
+        }
+        None => form_group(seg, req)?,
+    };
+    let me = ProcessId::current();
+    let e = seg.consumer(entry);
+    e.pin.store(NO_PIN, SeqCst);
+    e.next.store(0, Relaxed);
+    e.run_end.store(0, Relaxed);
+    e.received.store(0, Relaxed);
+    e.missed.store(0, Relaxed);
+    e.pid.store(me.pid, Relaxed);
+    e.start_time.store(me.start_time, Relaxed);
+    e.group.store(group as u32, Relaxed);
+    e.delivery.store(req.delivery, Relaxed);
+    e.attached_unix_ns.store(unix_ns(), Relaxed);
+    e.state.store(ENTRY_ACTIVE, SeqCst);
+    seg.group(group).members.fetch_add(1, SeqCst);
+    if req.delivery == DELIVERY_LOSSY {
+        // SYNC: SeqCst with the producer's SeqCst stamp store and mask load (spec §6.3).
+        h.lossy_mask.fetch_or(1 << entry, SeqCst);
+    }
+    h.membership_gen.fetch_add(1, SeqCst);
+    Ok(Seat { entry, group })
+}
+
+/// Creates a group that is owed every frame published from now on.
+fn form_group(seg: &Segment, req: &JoinRequest<'_>) -> Result<usize, AttachError> {
+    let h = seg.header();
+    let g = (0..MAX_GROUPS)
+        .find(|&g| seg.group(g).state.load(Relaxed) == GROUP_FREE)
+        .ok_or_else(|| AttachError::GroupsFull { name: seg.name().into(), max: MAX_GROUPS })?;
+    let grp = seg.group(g);
+    // A provisional floor no higher than anything the producer may still write over...
+    let provisional = h.head.load(SeqCst);
+    grp.claim_next.store(provisional, SeqCst);
+    grp.start_seq.store(provisional, Relaxed);
+    grp.gen.store(0, Relaxed);
+    grp.orphans.store(0, Relaxed);
+    grp.delivery.store(req.delivery, Relaxed);
+    grp.batch.store(req.batch, Relaxed);
+    grp.members.store(0, Relaxed);
+    grp.retired_received.store(0, Relaxed);
+    grp.retired_missed.store(0, Relaxed);
+    // Empty for a solo consumer's private group: no one else can join it by name.
+    write_name(grp, req.group.unwrap_or(""));
+    grp.state.store(GROUP_ACTIVE, SeqCst);
+    // ...then make the producer rescan, and start at a head read after that: at most
+    // the one frame being written when the producer last checked the generation was
+    // placed without this group's floor, and it is at `start` or later (spec §5.2).
+    h.membership_gen.fetch_add(1, SeqCst);
+    let start = h.head.load(SeqCst);
+    grp.start_seq.store(start, Relaxed);
+    grp.claim_next.store(start, SeqCst);
+    Ok(g)
+}
+
+fn write_name(grp: &GroupEntry, name: &str) {
+    let bytes = name_bytes(name);
+    let ptr = grp.name.as_ptr() as *mut u8;
+    for (i, b) in bytes.iter().enumerate() {
+        // SAFETY: `ptr` points at the 32-byte name field of a group inside the shared
+        // mapping; we hold the membership lock and the group is FREE, so nobody reads it.
+        unsafe { ptr.add(i).write_volatile(*b) };
+    }
+}
+
+/// Deregisters a consumer; a run it claimed but did not finish goes to a live member.
+pub(crate) fn leave(seg: &Segment, seat: Seat) {
+    let _lock = seg.lock_membership();
+    retire(seg, seat.entry);
+}
+
+/// Reaps consumers whose process is gone. Returns how many were reaped.
+pub(crate) fn reap(seg: &Segment) -> usize {
+    let _lock = seg.lock_membership();
+    reap_locked(seg)
+}
+
+fn reap_locked(seg: &Segment) -> usize {
+    let mut reaped = 0;
+    for i in 0..MAX_CONSUMERS {
+        let e = seg.consumer(i);
+        if e.state.load(Relaxed) != ENTRY_ACTIVE {
+            continue;
+        }
+        let owner = ProcessId { pid: e.pid.load(Relaxed), start_time: e.start_time.load(Relaxed) };
+        if !owner.is_alive() {
+            retire(seg, i);
+            seg.header().consumers_reaped.fetch_add(1, Relaxed);
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Removes an ACTIVE entry (lock held): orphan its unfinished run if the group lives on,
+/// else free it; dissolve the group when no active member is left.
+fn retire(seg: &Segment, entry: usize) {
+    let h = seg.header();
+    let e = seg.consumer(entry);
+    let g = e.group.load(Relaxed) as usize;
+    let grp = seg.group(g);
+    grp.retired_received.fetch_add(e.received.swap(0, Relaxed), Relaxed);
+    grp.retired_missed.fetch_add(e.missed.swap(0, Relaxed), Relaxed);
+    h.lossy_mask.fetch_and(!(1u64 << entry), SeqCst);
+    let remaining = grp.members.fetch_sub(1, SeqCst) - 1;
+    let unfinished = e.next.load(Relaxed) < e.run_end.load(Relaxed);
+    if remaining > 0 && unfinished {
+        if e.delivery.load(Relaxed) == DELIVERY_LOSSY {
+            // A lossy orphan holds nothing; its run is only a to-do list.
+            e.pin.store(NO_PIN, SeqCst);
+        }
+        e.state.store(ENTRY_ORPHAN, SeqCst);
+        grp.orphans.fetch_add(1, SeqCst);
+    } else {
+        e.pin.store(NO_PIN, SeqCst);
+        e.state.store(ENTRY_FREE, SeqCst);
+    }
+    if remaining == 0 {
+        for i in 0..MAX_CONSUMERS {
+            let o = seg.consumer(i);
+            if o.state.load(Relaxed) == ENTRY_ORPHAN && o.group.load(Relaxed) as usize == g {
+                o.pin.store(NO_PIN, SeqCst);
+                o.state.store(ENTRY_FREE, SeqCst);
+            }
+        }
+        grp.state.store(GROUP_FREE, SeqCst);
+    }
+    // Wake a producer that may be waiting on what this entry pinned.
+    h.space_futex.fetch_add(1, SeqCst);
+    super::wait::futex_wake_all(&h.space_futex);
+}
+
+/// Moves one orphaned run of the seat's group to the seat. Returns the run, if any.
+/// The group's seqlock `gen` is odd while the run is in transit, so the producer's scan
+/// never sees it in neither place (spec §7.3).
+pub(crate) fn adopt(seg: &Segment, seat: Seat) -> Option<(u64, u64)> {
+    let _lock = seg.lock_membership();
+    let grp = seg.group(seat.group);
+    let orphan = (0..MAX_CONSUMERS).find(|&i| {
+        let o = seg.consumer(i);
+        o.state.load(Relaxed) == ENTRY_ORPHAN && o.group.load(Relaxed) as usize == seat.group
+    })?;
+    let o = seg.consumer(orphan);
+    let me = seg.consumer(seat.entry);
+    let (next, run_end) = (o.next.load(Relaxed), o.run_end.load(Relaxed));
+    grp.gen.fetch_add(1, SeqCst);
+    me.next.store(next, Relaxed);
+    me.run_end.store(run_end, Relaxed);
+    if me.delivery.load(Relaxed) == DELIVERY_LOSSLESS {
+        me.pin.store(next, SeqCst);
+    }
+    o.pin.store(NO_PIN, SeqCst);
+    o.state.store(ENTRY_FREE, SeqCst);
+    grp.gen.fetch_add(1, SeqCst);
+    grp.orphans.fetch_sub(1, SeqCst);
+    Some((next, run_end))
+}
+
+/// Lowest sequence any lossless group still needs: the producer may write sequence `s`
+/// only while `s < floor + slot_count` (spec §6.1). `u64::MAX` when nothing pins.
+pub(crate) fn lossless_floor(seg: &Segment) -> u64 {
+    let mut floor = u64::MAX;
+    for g in 0..MAX_GROUPS {
+        let grp = seg.group(g);
+        if grp.state.load(SeqCst) != GROUP_ACTIVE || grp.delivery.load(Relaxed) != DELIVERY_LOSSLESS {
+            continue;
+        }
+        loop {
+            let before = grp.gen.load(SeqCst);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // SYNC: claim_next before the pins: a member stores its pin before its claim
+            // CAS, so a claim we see implies we see the pin (spec §6.1).
+            let mut f = grp.claim_next.load(SeqCst);
+            for i in 0..MAX_CONSUMERS {
+                let e = seg.consumer(i);
+                if e.state.load(SeqCst) != ENTRY_FREE && e.group.load(Relaxed) as usize == g {
+                    f = f.min(e.pin.load(SeqCst));
+                }
+            }
+            if grp.gen.load(SeqCst) == before {
+                floor = floor.min(f);
+                break;
+            }
+        }
+    }
+    floor
+}
+
+/// Number of active consumers.
+pub(crate) fn active_consumers(seg: &Segment) -> usize {
+    (0..MAX_CONSUMERS).filter(|&i| seg.consumer(i).state.load(Acquire) == ENTRY_ACTIVE).count()
+}
+
+/// Snapshot of one group for status output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupSnapshot {
+    pub name: String,
+    pub delivery: &'static str,
+    pub batch: u32,
+    pub members: u32,
+    pub orphaned_runs: u32,
+    pub published: u64,
+    pub delivered: u64,
+    pub missed: u64,
+    pub in_flight: u64,
+    pub consumers: Vec<ConsumerSnapshot>,
+}
+
+/// Snapshot of one consumer for status output.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerSnapshot {
+    pub pid: u32,
+    pub alive: bool,
+    pub received: u64,
+    pub missed: u64,
+}
+
+/// Reads every active group's counters. `published = delivered + missed + in_flight`
+/// holds by construction; counters are read without stopping anyone, so a snapshot of
+/// a running ring may be a few frames apart between fields.
+pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
+    let head = seg.header().head.load(Acquire);
+    let mut out = Vec::new();
+    for g in 0..MAX_GROUPS {
+        let grp = seg.group(g);
+        if grp.state.load(Acquire) != GROUP_ACTIVE {
+            continue;
+        }
+        let mut consumers = Vec::new();
+        let (mut delivered, mut missed) = (grp.retired_received.load(Relaxed), grp.retired_missed.load(Relaxed));
+        for i in 0..MAX_CONSUMERS {
+            let e = seg.consumer(i);
+            if e.state.load(Acquire) == ENTRY_ACTIVE && e.group.load(Relaxed) as usize == g {
+                let (r, m) = (e.received.load(Relaxed), e.missed.load(Relaxed));
+                delivered += r;
+                missed += m;
+                let pid = ProcessId { pid: e.pid.load(Relaxed), start_time: e.start_time.load(Relaxed) };
+                consumers.push(ConsumerSnapshot { pid: pid.pid, alive: pid.is_alive(), received: r, missed: m });
+            }
+        }
+        let published = head.saturating_sub(grp.start_seq.load(Relaxed));
+        out.push(GroupSnapshot {
+            name: name_from_bytes(&grp.name),
+            delivery: if grp.delivery.load(Relaxed) == DELIVERY_LOSSY { "lossy" } else { "lossless" },
+            batch: grp.batch.load(Relaxed),
+            members: grp.members.load(Relaxed),
+            orphaned_runs: grp.orphans.load(Relaxed),
+            published,
+            delivered,
+            missed,
+            in_flight: published.saturating_sub(delivered + missed),
+            consumers,
+        });
+    }
+    out
+}

@@ -1,0 +1,107 @@
+//! The lock-free single-producer / multi-consumer frame ring in `/dev/shm`.
+//!
+//! `ringbuf-spec/SPEC.md` is the normative description of the bytes and the protocol;
+//! this module implements it. It knows nothing of processors, pipelines or processes
+//! beyond the pids it stores for liveness.
+//!
+//! ```no_run
+//! use streamd::ring::*;
+//! let opts = RingOptions { name: "raw".into(), slots: 64, slot_bytes: 512 * 512, full_policy: FullPolicy::Block };
+//! let (mut producer, _stale) = Producer::create(&opts)?;
+//! let mut slot = producer.claim()?;
+//! slot.payload_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
+//! slot.publish(&FrameMeta { frame_id: 0, timestamp_ns: 0, dtype: Dtype::U8, dims: &[2, 2], flags: 0 })?;
+//!
+//! let mut consumer = Consumer::attach("raw", &ConsumerOptions { batch: 1, ..Default::default() })?;
+//! // consumer.next() now waits for frames published after it attached.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod consumer;
+mod error;
+mod frame;
+pub mod layout;
+mod liveness;
+mod membership;
+mod producer;
+mod segment;
+mod wait;
+
+pub use consumer::{Consumer, ConsumerCounters, ConsumerOptions, Delivery, Frame, LIVENESS_INTERVAL};
+pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
+pub use frame::{attributes, decode_header, AttrValue, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM};
+pub use liveness::ProcessId;
+pub use membership::{ConsumerSnapshot, GroupSnapshot};
+pub use producer::{FrameMeta, FullPolicy, Producer, ProducerCounters, RingOptions, SlotWriter, REAP_INTERVAL};
+pub use segment::{list_names, segment_path, Segment, StaleSegment};
+pub use wait::WaitMode;
+
+/// A read-only look at a ring for status tools (`streamd rings`, the dashboard).
+pub struct RingInspector {
+    segment: Segment,
+}
+
+/// Everything `streamd rings` shows about one ring.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RingSnapshot {
+    pub name: String,
+    pub path: String,
+    pub slots: u32,
+    pub slot_bytes: u64,
+    pub segment_bytes: u64,
+    pub huge_pages: bool,
+    pub full_policy: &'static str,
+    pub producer_pid: u32,
+    /// `running`, `finished` or `dead` (dead = stale: `streamd clean` removes it).
+    pub producer: &'static str,
+    pub published: u64,
+    pub dropped: u64,
+    pub consumers_reaped: u64,
+    pub groups: Vec<GroupSnapshot>,
+}
+
+impl RingInspector {
+    /// Opens ring `name` without joining it.
+    pub fn open(name: &str) -> Result<RingInspector, AttachError> {
+        Ok(RingInspector { segment: Segment::open(name, std::time::Duration::ZERO)? })
+    }
+
+    /// True when the producer finished or is gone: nobody will publish again.
+    pub fn is_stale(&self) -> bool {
+        self.snapshot().producer != "running"
+    }
+
+    pub fn snapshot(&self) -> RingSnapshot {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        let seg = &self.segment;
+        let h = seg.header();
+        let producer = seg.producer();
+        let state = if h.producer_state.load(Acquire) == layout::PRODUCER_FINISHED {
+            "finished"
+        } else if producer.is_alive() {
+            "running"
+        } else {
+            "dead"
+        };
+        RingSnapshot {
+            name: seg.name().to_string(),
+            path: seg.path().display().to_string(),
+            slots: seg.geometry().slot_count,
+            slot_bytes: seg.geometry().payload_capacity,
+            segment_bytes: seg.geometry().segment_size,
+            huge_pages: h.flags & layout::RING_FLAG_HUGE_PAGES != 0,
+            full_policy: if h.full_policy == layout::POLICY_DROP_NEWEST { "drop-newest" } else { "block" },
+            producer_pid: producer.pid,
+            producer: state,
+            published: h.head.load(Acquire),
+            dropped: h.dropped.load(Relaxed),
+            consumers_reaped: h.consumers_reaped.load(Relaxed),
+            groups: membership::groups(seg),
+        }
+    }
+
+    /// Removes the segment's name (mapped processes keep their mapping).
+    pub fn remove(self) {
+        self.segment.unlink();
+    }
+}

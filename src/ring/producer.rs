@@ -1,0 +1,340 @@
+//! The single producer of a ring: claim a slot, write the frame in place, publish.
+
+use super::error::{ClaimError, CreateError, PublishError};
+use super::frame::{encode_attribute, encode_header, set_attr_len, AttrValue, Dtype, FrameError, FrameHeader};
+use super::layout::*;
+use super::membership::{active_consumers, lossless_floor, reap};
+use super::segment::{RingSpec, Segment, StaleSegment};
+use super::wait::{futex_wait, futex_wake_all};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::time::{Duration, Instant};
+
+/// What the producer does when every slot is still needed by a lossless consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// Wait for space.
+    #[default]
+    Block,
+    /// Do not publish the new frame; count it as dropped.
+    DropNewest,
+}
+
+/// Parameters of a ring to create.
+#[derive(Debug, Clone)]
+pub struct RingOptions {
+    pub name: String,
+    pub slots: u32,
+    /// Largest payload a slot must hold; rounded up to whole pages.
+    pub slot_bytes: u64,
+    pub full_policy: FullPolicy,
+}
+
+/// Shape and identity of a frame being published.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameMeta<'a> {
+    pub frame_id: u64,
+    pub timestamp_ns: u64,
+    pub dtype: Dtype,
+    /// C order (slowest axis first), 1 to 4 entries.
+    pub dims: &'a [u32],
+    pub flags: u32,
+}
+
+/// How often a blocked producer looks for dead consumers; bounds reclaim time (spec §7.2).
+pub const REAP_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The producer end of a ring. Dropping it ends the stream and removes the segment name.
+pub struct Producer {
+    segment: Segment,
+    policy: FullPolicy,
+    next_seq: u64,
+    /// Cached `lossless_floor + slot_count`; may be stale low, never stale high (spec §6.1).
+    limit: u64,
+    seen_gen: u64,
+    published: u64,
+    interrupt: Option<Arc<AtomicBool>>,
+    finished: bool,
+}
+
+impl Producer {
+    /// Creates the ring. A stale segment of the same name (dead producer) is replaced and
+    /// returned so the caller can say so.
+    pub fn create(options: &RingOptions) -> Result<(Producer, Option<StaleSegment>), CreateError> {
+        let spec = RingSpec {
+            name: options.name.clone(),
+            slots: options.slots,
+            payload_bytes: options.slot_bytes,
+            full_policy: match options.full_policy {
+                FullPolicy::Block => POLICY_BLOCK,
+                FullPolicy::DropNewest => POLICY_DROP_NEWEST,
+            },
+        };
+        let (segment, stale) = Segment::create(&spec)?;
+        let producer = Producer {
+            segment,
+            policy: options.full_policy,
+            next_seq: 0,
+            limit: u64::MAX,
+            seen_gen: u64::MAX,
+            published: 0,
+            interrupt: None,
+            finished: false,
+        };
+        Ok((producer, stale))
+    }
+
+    /// Makes waits return `Interrupted` once `flag` is set (for example by SIGINT).
+    pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed))
+    }
+
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Bytes a slot's payload can hold.
+    pub fn slot_capacity(&self) -> u64 {
+        self.segment.geometry().payload_capacity
+    }
+
+    /// Frames published so far.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Frames dropped under `drop-newest` so far.
+    pub fn dropped(&self) -> u64 {
+        self.segment.header().dropped.load(Relaxed)
+    }
+
+    /// Waits until at least `count` consumers are attached.
+    pub fn wait_for_consumers(&self, count: usize) -> Result<(), ClaimError> {
+        let mut last_reap = Instant::now();
+        while active_consumers(&self.segment) < count {
+            if self.interrupted() {
+                return Err(ClaimError::Interrupted);
+            }
+            if last_reap.elapsed() > Duration::from_millis(100) {
+                // A consumer that attached and died must not count.
+                reap(&self.segment);
+                last_reap = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Claims the next slot. With `block` waits for space; with `drop-newest` returns
+    /// `Full` (and counts a dropped frame) when lossless consumers still need every slot.
+    pub fn claim(&mut self) -> Result<SlotWriter<'_>, ClaimError> {
+        let seq = self.next_seq;
+        let slots = u64::from(self.segment.geometry().slot_count);
+        let header = self.segment.header();
+        // SYNC: pairs with the SeqCst increments in `membership::join`; a new group's
+        // floor is scanned before we rely on the cached limit again.
+        let gen = header.membership_gen.load(SeqCst);
+        if gen != self.seen_gen || seq >= self.limit {
+            self.seen_gen = gen;
+            self.limit = lossless_floor(&self.segment).saturating_add(slots);
+        }
+        if seq >= self.limit {
+            match self.policy {
+                FullPolicy::DropNewest => {
+                    header.dropped.fetch_add(1, Relaxed);
+                    return Err(ClaimError::Full);
+                }
+                FullPolicy::Block => self.wait_for_space(seq)?,
+            }
+        }
+        let slot = (seq % slots) as u32;
+        // SYNC: SeqCst store then SeqCst loads of lossy pins; a lossy reader stores its pin
+        // then loads this stamp. One of us sees the other (spec §6.3).
+        self.segment.stamp(slot).store(stamp_writing(seq), SeqCst);
+        if seq >= slots {
+            self.wait_for_lossy_readers(seq - slots)?;
+        }
+        Ok(SlotWriter { producer: self, seq, slot, attr_used: 0 })
+    }
+
+    fn wait_for_space(&mut self, seq: u64) -> Result<(), ClaimError> {
+        let slots = u64::from(self.segment.geometry().slot_count);
+        let header = self.segment.header();
+        let mut last_reap = Instant::now();
+        loop {
+            // SYNC: SeqCst flag store, then SeqCst pin loads in the floor scan; releasing
+            // consumers store their pin, then load this flag (spec §8).
+            header.producer_waiting.store(1, SeqCst);
+            let word = header.space_futex.load(SeqCst);
+            self.limit = lossless_floor(&self.segment).saturating_add(slots);
+            if seq < self.limit {
+                header.producer_waiting.store(0, Relaxed);
+                return Ok(());
+            }
+            if self.interrupted() {
+                header.producer_waiting.store(0, Relaxed);
+                return Err(ClaimError::Interrupted);
+            }
+            futex_wait(&header.space_futex, word, REAP_INTERVAL);
+            if last_reap.elapsed() >= REAP_INTERVAL {
+                reap(&self.segment);
+                last_reap = Instant::now();
+            }
+        }
+    }
+
+    /// Waits while a lossy consumer holds the frame this slot still contains.
+    fn wait_for_lossy_readers(&self, old_seq: u64) -> Result<(), ClaimError> {
+        let header = self.segment.header();
+        let mut since = Instant::now();
+        loop {
+            let mask = header.lossy_mask.load(SeqCst);
+            let held = (0..MAX_CONSUMERS)
+                .filter(|i| mask & (1 << i) != 0)
+                .any(|i| self.segment.consumer(i).pin.load(SeqCst) == old_seq);
+            if !held {
+                return Ok(());
+            }
+            if self.interrupted() {
+                return Err(ClaimError::Interrupted);
+            }
+            std::thread::yield_now();
+            if since.elapsed() >= REAP_INTERVAL {
+                reap(&self.segment);
+                since = Instant::now();
+            }
+        }
+    }
+
+    /// Marks the end of the stream and wakes every consumer. Also done on drop.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let header = self.segment.header();
+        header.end_seq.store(self.next_seq, Relaxed);
+        // SYNC: pairs with consumers' Acquire load of producer_state; end_seq is visible.
+        header.producer_state.store(PRODUCER_FINISHED, Release);
+        header.data_futex.fetch_add(1, SeqCst);
+        futex_wake_all(&header.data_futex);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.finish();
+        self.segment.unlink();
+    }
+}
+
+/// A claimed slot. Write the payload and attributes, then `publish`; dropping it
+/// unpublished publishes nothing and the next claim reuses the slot.
+#[must_use = "a claimed slot is published only by calling publish()"]
+pub struct SlotWriter<'a> {
+    producer: &'a mut Producer,
+    seq: u64,
+    slot: u32,
+    attr_used: usize,
+}
+
+impl SlotWriter<'_> {
+    /// The slot's whole payload area (`slot_capacity` bytes, page-aligned).
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let seg = &self.producer.segment;
+        let len = seg.geometry().payload_capacity as usize;
+        // SAFETY: the payload area lies inside the mapping; the claim protocol guarantees
+        // no consumer reads this slot until publish (lossless floor and lossy pins were
+        // checked after the WRITING stamp), and `&mut self` makes this the only writer.
+        unsafe { std::slice::from_raw_parts_mut(seg.payload_ptr(self.slot), len) }
+    }
+
+    fn slot_header_mut(&mut self) -> &mut [u8] {
+        let seg = &self.producer.segment;
+        // SAFETY: as for `payload_mut`; the slot header is SLOT_HEADER_SIZE bytes; the
+        // stamp (first 8 bytes) is only touched through its atomic, never through this
+        // slice, because every caller writes at FRAME_HEADER_OFFSET or later.
+        unsafe { std::slice::from_raw_parts_mut(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) }
+    }
+
+    /// Appends a key/value attribute (tile coordinates, motor positions, ...).
+    pub fn push_attr(&mut self, key: &str, value: AttrValue<'_>) -> Result<(), FrameError> {
+        let used = self.attr_used;
+        let area = &mut self.slot_header_mut()[ATTR_OFFSET..];
+        self.attr_used = encode_attribute(area, used, key, &value)?;
+        Ok(())
+    }
+
+    /// Sequence number this frame will get.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Publishes the frame: its header is written from `meta` and the payload length
+    /// follows from dims and dtype.
+    pub fn publish(mut self, meta: &FrameMeta<'_>) -> Result<(), PublishError> {
+        if meta.dims.is_empty() || meta.dims.len() > frame_field::MAX_DIMS {
+            return Err(PublishError::BadNdims(meta.dims.len()));
+        }
+        let capacity = self.producer.slot_capacity();
+        let len = meta
+            .dims
+            .iter()
+            .try_fold(meta.dtype.size() as u64, |acc, &d| acc.checked_mul(u64::from(d)))
+            .unwrap_or(u64::MAX);
+        if len > capacity {
+            return Err(PublishError::TooLarge { len, capacity });
+        }
+        let header = FrameHeader {
+            frame_id: meta.frame_id,
+            timestamp_ns: meta.timestamp_ns,
+            dtype: meta.dtype,
+            dims: meta.dims.to_vec(),
+            payload_len: len,
+            flags: meta.flags,
+        };
+        let attr_used = self.attr_used;
+        let slot_header = self.slot_header_mut();
+        encode_header(slot_header, &header);
+        set_attr_len(slot_header, attr_used);
+        let (seq, slot) = (self.seq, self.slot);
+        let producer = &mut *self.producer;
+        let ring = producer.segment.header();
+        // SYNC: pairs with the Acquire stamp load of lossy readers: header and payload
+        // are visible to whoever sees this stamp.
+        producer.segment.stamp(slot).store(stamp_published(seq), Release);
+        // SYNC: pairs with consumers' Acquire load of head; SeqCst so the waiter check
+        // below cannot move before it (no lost wake-up, spec §8).
+        ring.head.store(seq + 1, SeqCst);
+        if ring.data_waiters.load(SeqCst) > 0 {
+            ring.data_futex.fetch_add(1, SeqCst);
+            futex_wake_all(&ring.data_futex);
+        }
+        producer.next_seq = seq + 1;
+        producer.published += 1;
+        Ok(())
+    }
+}
+
+/// A producer's view of its own counters, for reports.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerCounters {
+    pub published: u64,
+    pub dropped: u64,
+}
+
+impl Producer {
+    pub fn counters(&self) -> ProducerCounters {
+        ProducerCounters { published: self.published, dropped: self.dropped() }
+    }
+
+    /// Current head as seen by consumers (equals `published`).
+    pub fn head(&self) -> u64 {
+        self.segment.header().head.load(Acquire)
+    }
+}

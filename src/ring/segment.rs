@@ -1,0 +1,421 @@
+//! Creating, opening, validating, listing and removing ring segments in `/dev/shm`.
+//!
+//! This module owns the mapping and hands out typed references to the shared
+//! structures; all raw-pointer work on segment memory lives here.
+
+use super::error::{AttachError, CreateError};
+use super::layout::*;
+use super::liveness::ProcessId;
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Folder holding ring segments; tmpfs on Linux.
+pub const SHM_DIR: &str = "/dev/shm";
+/// File-name prefix of ring segments: `/dev/shm/streamd-ring.NAME`.
+pub const SEGMENT_PREFIX: &str = "streamd-ring.";
+
+/// How long an attacher waits for a segment that another process is initialising.
+const INIT_GRACE: Duration = Duration::from_secs(2);
+
+/// True when `name` is a valid ring or group name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < NAME_CAPACITY
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// Path of the segment for ring `name`.
+pub fn segment_path(name: &str) -> PathBuf {
+    Path::new(SHM_DIR).join(format!("{SEGMENT_PREFIX}{name}"))
+}
+
+pub(crate) fn name_bytes(name: &str) -> [u8; NAME_CAPACITY] {
+    let mut out = [0u8; NAME_CAPACITY];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    out
+}
+
+pub(crate) fn name_from_bytes(bytes: &[u8; NAME_CAPACITY]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_CAPACITY);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+pub(crate) fn unix_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A mapped ring segment.
+pub struct Segment {
+    name: String,
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    geometry: Geometry,
+}
+
+/// Parameters of a new ring.
+#[derive(Debug, Clone)]
+pub struct RingSpec {
+    pub name: String,
+    pub slots: u32,
+    pub payload_bytes: u64,
+    pub full_policy: u32,
+}
+
+/// What `Segment::create` found and removed under the same name, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleSegment {
+    pub path: PathBuf,
+    pub producer_pid: u32,
+}
+
+/// Largest segment we agree to create.
+const MAX_SEGMENT: u64 = 1 << 40;
+
+impl Segment {
+    /// Creates, sizes, pre-faults and initialises a segment; the caller becomes its producer.
+    /// A segment of the same name whose producer is gone is removed first and reported.
+    pub(crate) fn create(spec: &RingSpec) -> Result<(Segment, Option<StaleSegment>), CreateError> {
+        if !valid_name(&spec.name) {
+            return Err(CreateError::BadName(spec.name.clone()));
+        }
+        let geometry = Geometry::new(spec.slots, spec.payload_bytes)
+            .filter(|g| spec.slots > 0 && g.segment_size <= MAX_SEGMENT)
+            .ok_or_else(|| CreateError::BadSize { name: spec.name.clone(), slots: spec.slots })?;
+        let path = segment_path(&spec.name);
+        let mut stale = None;
+        let file = loop {
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+            match opened {
+                Ok(file) => break file,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && stale.is_none() => {
+                    stale = Some(remove_if_stale(&spec.name, &path)?);
+                }
+                Err(e) => return Err(CreateError::Io { op: "create", path, source: e }),
+            }
+        };
+        let io_err = |op, source| CreateError::Io { op, path: path.clone(), source };
+        // The umask may have widened nothing, but say it explicitly: owner only.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err("set permissions of", e))?;
+        // Allocate tmpfs pages now so a full /dev/shm fails here with a clear error rather
+        // than as SIGBUS on the first write into a hole.
+        // SAFETY: the fd is open for writing; fallocate reads no memory of ours.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, geometry.segment_size as libc::off_t) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            let _ = fs::remove_file(&path);
+            return Err(match err.raw_os_error() {
+                Some(libc::ENOSPC) => CreateError::NoSpace { name: spec.name.clone(), bytes: geometry.segment_size },
+                _ => io_err("allocate", err),
+            });
+        }
+        let map = MmapOptions::new()
+            .len(geometry.segment_size as usize)
+            .populate()
+            .map_raw(&file)
+            .map_err(|e| {
+                let _ = fs::remove_file(&path);
+                io_err("map", e)
+            })?;
+        let huge = huge_pages_available() && map.advise(memmap2::Advice::HugePage).is_ok();
+        let segment = Segment { name: spec.name.clone(), path, file, map, geometry };
+        segment.initialise(spec, huge);
+        Ok((segment, stale.flatten()))
+    }
+
+    fn initialise(&self, spec: &RingSpec, huge: bool) {
+        let g = &self.geometry;
+        let me = ProcessId::current();
+        // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, and no other
+        // process reads these plain fields before `version` is stored below.
+        let header = unsafe { &mut *(self.map.as_mut_ptr() as *mut RingHeader) };
+        header.magic = MAGIC;
+        header.header_size = HEADER_SIZE as u32;
+        header.segment_size = g.segment_size;
+        header.slot_count = g.slot_count;
+        header.max_consumers = MAX_CONSUMERS as u32;
+        header.max_groups = MAX_GROUPS as u32;
+        header.slot_header_size = SLOT_HEADER_SIZE as u32;
+        header.slot_stride = g.slot_stride;
+        header.payload_capacity = g.payload_capacity;
+        header.consumers_offset = g.consumers_offset;
+        header.groups_offset = g.groups_offset;
+        header.slots_offset = g.slots_offset;
+        header.full_policy = spec.full_policy;
+        header.flags = if huge { RING_FLAG_HUGE_PAGES } else { 0 };
+        header.created_unix_ns = unix_ns();
+        header.name = name_bytes(&spec.name);
+        header.producer_pid.store(me.pid, Ordering::Relaxed);
+        header.producer_start_time.store(me.start_time, Ordering::Relaxed);
+        header.producer_state.store(PRODUCER_RUNNING, Ordering::Relaxed);
+        // The rest of the segment is zero from fallocate: free entries, empty stamps.
+        // SYNC: pairs with the Acquire load in `validate`; every field above is visible
+        // to an attacher that reads this version.
+        header.version.store(VERSION, Ordering::Release);
+    }
+
+    /// Opens and validates an existing segment, waiting up to `wait` for it to appear.
+    pub fn open(name: &str, wait: Duration) -> Result<Segment, AttachError> {
+        if !valid_name(name) {
+            return Err(AttachError::BadName(name.to_string()));
+        }
+        let path = segment_path(name);
+        let started = Instant::now();
+        let file = loop {
+            match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(file) => break file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if started.elapsed() >= wait {
+                        return Err(AttachError::NotFound { name: name.into(), path, waited_s: wait.as_secs() });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    let owner = fs::metadata(&path).map_or(u32::MAX, |m| m.uid());
+                    return Err(AttachError::OwnedByOther { name: name.into(), path, owner, you: effective_uid() });
+                }
+                Err(e) => return Err(AttachError::Io { op: "open", path, source: e }),
+            }
+        };
+        Segment::open_file(name, path, file)
+    }
+
+    fn open_file(name: &str, path: PathBuf, file: File) -> Result<Segment, AttachError> {
+        let io_err = |op, path: &Path, source| AttachError::Io { op, path: path.to_path_buf(), source };
+        let meta = file.metadata().map_err(|e| io_err("inspect", &path, e))?;
+        if meta.uid() != effective_uid() {
+            return Err(AttachError::OwnedByOther { name: name.into(), path, owner: meta.uid(), you: effective_uid() });
+        }
+        let started = Instant::now();
+        loop {
+            let len = file.metadata().map_err(|e| io_err("inspect", &path, e))?.len();
+            if len >= HEADER_SIZE as u64 {
+                let map = MmapOptions::new().len(len as usize).map_raw(&file).map_err(|e| io_err("map", &path, e))?;
+                match validate(name, &path, &map, len) {
+                    Ok(geometry) => {
+                        return Ok(Segment { name: name.into(), path, file, map, geometry });
+                    }
+                    Err(Validation::Initialising) => {}
+                    Err(Validation::Invalid(e)) => return Err(e),
+                }
+            }
+            if started.elapsed() > INIT_GRACE {
+                return Err(if len < HEADER_SIZE as u64 {
+                    AttachError::Layout { name: name.into(), what: format!("segment is {len} bytes, shorter than its {HEADER_SIZE}-byte header") }
+                } else {
+                    AttachError::BadMagic { path }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    pub fn header(&self) -> &RingHeader {
+        // SAFETY: validated or initialised mapping of at least HEADER_SIZE bytes, aligned
+        // to a page; RingHeader is plain integers and atomics, valid for any bytes; the
+        // mapping lives as long as `self`.
+        unsafe { &*(self.map.as_ptr() as *const RingHeader) }
+    }
+
+    pub fn consumer(&self, index: usize) -> &ConsumerEntry {
+        assert!(index < MAX_CONSUMERS);
+        let offset = self.geometry.consumers_offset as usize + index * std::mem::size_of::<ConsumerEntry>();
+        // SAFETY: the geometry was checked against the file size, so the entry lies inside
+        // the mapping; offsets are multiples of 128 from a page-aligned base; any bytes
+        // are a valid ConsumerEntry.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const ConsumerEntry) }
+    }
+
+    pub fn group(&self, index: usize) -> &GroupEntry {
+        assert!(index < MAX_GROUPS);
+        let offset = self.geometry.groups_offset as usize + index * std::mem::size_of::<GroupEntry>();
+        // SAFETY: as for `consumer`: inside the checked mapping, 128-aligned, any bytes valid.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const GroupEntry) }
+    }
+
+    /// The stamp of slot `index` (`index < slot_count`).
+    pub fn stamp(&self, index: u32) -> &AtomicU64 {
+        assert!(index < self.geometry.slot_count);
+        // SAFETY: slot offsets are inside the checked mapping and page-aligned, so the
+        // first 8 bytes form an aligned AtomicU64.
+        unsafe { &*(self.map.as_ptr().add(self.geometry.slot_offset(index) as usize) as *const AtomicU64) }
+    }
+
+    /// Pointer to the slot header (`SLOT_HEADER_SIZE` bytes) of slot `index`.
+    pub(crate) fn slot_header_ptr(&self, index: u32) -> *mut u8 {
+        assert!(index < self.geometry.slot_count);
+        // SAFETY: the offset is inside the checked mapping.
+        unsafe { self.map.as_mut_ptr().add(self.geometry.slot_offset(index) as usize) }
+    }
+
+    /// Pointer to the payload (`payload_capacity` bytes) of slot `index`.
+    pub(crate) fn payload_ptr(&self, index: u32) -> *mut u8 {
+        // SAFETY: payload = slot header + SLOT_HEADER_SIZE, still inside the slot's stride.
+        unsafe { self.slot_header_ptr(index).add(SLOT_HEADER_SIZE) }
+    }
+
+    /// Holds the segment's membership lock (flock) until the guard drops. The kernel
+    /// releases it if the holder dies, so a crash never wedges other processes.
+    pub(crate) fn lock_membership(&self) -> MembershipLock<'_> {
+        // SAFETY: the fd is open for the life of `self`; flock touches no memory of ours.
+        while unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            // Only EINTR is possible for a valid fd with LOCK_EX: retry.
+        }
+        MembershipLock { segment: self }
+    }
+
+    /// Removes the segment's file name; mapped processes keep their mapping.
+    pub(crate) fn unlink(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
+
+    /// Producer identity stored in the header.
+    pub fn producer(&self) -> ProcessId {
+        let h = self.header();
+        ProcessId { pid: h.producer_pid.load(Ordering::Relaxed), start_time: h.producer_start_time.load(Ordering::Relaxed) }
+    }
+}
+
+/// Guard of the membership flock.
+pub(crate) struct MembershipLock<'a> {
+    segment: &'a Segment,
+}
+
+impl Drop for MembershipLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the fd is open; unlocking a lock we hold cannot fail in a way we handle.
+        unsafe { libc::flock(self.segment.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+enum Validation {
+    Initialising,
+    Invalid(AttachError),
+}
+
+fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geometry, Validation> {
+    // SAFETY: the mapping holds at least HEADER_SIZE bytes (checked by the caller), is
+    // page-aligned, and RingHeader is valid for any bytes. Plain fields are read only
+    // after the Acquire load of `version` shows the creator finished writing them.
+    let header = unsafe { &*(map.as_ptr() as *const RingHeader) };
+    // SYNC: pairs with the Release store of `version` in `initialise`.
+    let version = header.version.load(Ordering::Acquire);
+    if version == 0 {
+        return Err(Validation::Initialising);
+    }
+    let layout = |what: String| Validation::Invalid(AttachError::Layout { name: name.into(), what });
+    if header.magic != MAGIC {
+        return Err(Validation::Invalid(AttachError::BadMagic { path: path.to_path_buf() }));
+    }
+    if version != VERSION {
+        return Err(Validation::Invalid(AttachError::Version { name: name.into(), found: version, expected: VERSION }));
+    }
+    if header.header_size != HEADER_SIZE as u32 || header.slot_header_size != SLOT_HEADER_SIZE as u32 {
+        return Err(layout(format!(
+            "header size {} and slot header size {}, expected {HEADER_SIZE} and {SLOT_HEADER_SIZE}",
+            header.header_size, header.slot_header_size
+        )));
+    }
+    if header.max_consumers != MAX_CONSUMERS as u32 || header.max_groups != MAX_GROUPS as u32 {
+        return Err(layout(format!(
+            "{} consumer and {} group entries, expected {MAX_CONSUMERS} and {MAX_GROUPS}",
+            header.max_consumers, header.max_groups
+        )));
+    }
+    let expected = Geometry::new(header.slot_count, header.payload_capacity)
+        .filter(|_| header.slot_count > 0)
+        .ok_or_else(|| layout(format!("{} slots of {} bytes overflow", header.slot_count, header.payload_capacity)))?;
+    let stored = Geometry {
+        slot_count: header.slot_count,
+        payload_capacity: header.payload_capacity,
+        slot_stride: header.slot_stride,
+        consumers_offset: header.consumers_offset,
+        groups_offset: header.groups_offset,
+        slots_offset: header.slots_offset,
+        segment_size: header.segment_size,
+    };
+    if stored != expected {
+        return Err(layout(format!("stored offsets {stored:?} differ from the computed {expected:?}")));
+    }
+    if expected.segment_size != file_len {
+        return Err(layout(format!("header says {} bytes but the file has {file_len}", expected.segment_size)));
+    }
+    Ok(expected)
+}
+
+/// Inspects an existing segment that blocks `create`; removes it when its producer is
+/// gone (or it is not a readable ring), refuses when the producer lives.
+fn remove_if_stale(name: &str, path: &Path) -> Result<Option<StaleSegment>, CreateError> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            let owner = fs::metadata(path).map_or(u32::MAX, |m| m.uid());
+            return Err(CreateError::OwnedByOther { name: name.into(), path: path.into(), owner, you: effective_uid() });
+        }
+        Err(e) => return Err(CreateError::Io { op: "open", path: path.into(), source: e }),
+    };
+    let producer_pid = match Segment::open_file(name, path.to_path_buf(), file) {
+        Ok(segment) => {
+            let producer = segment.producer();
+            let finished = segment.header().producer_state.load(Ordering::Acquire) == PRODUCER_FINISHED;
+            if producer.is_alive() && !finished {
+                return Err(CreateError::Exists { name: name.into(), pid: producer.pid });
+            }
+            producer.pid
+        }
+        Err(AttachError::OwnedByOther { owner, you, .. }) => {
+            return Err(CreateError::OwnedByOther { name: name.into(), path: path.into(), owner, you });
+        }
+        Err(_) => 0,
+    };
+    fs::remove_file(path).map_err(|e| CreateError::Io { op: "remove stale", path: path.into(), source: e })?;
+    Ok(Some(StaleSegment { path: path.into(), producer_pid }))
+}
+
+/// True when tmpfs may back this mapping with transparent huge pages on request.
+fn huge_pages_available() -> bool {
+    fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .map(|s| ["[always]", "[advise]", "[within_size]"].iter().any(|m| s.contains(m)))
+        .unwrap_or(false)
+}
+
+/// Names of every ring segment in /dev/shm.
+pub fn list_names() -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(SHM_DIR)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(SEGMENT_PREFIX)).map(String::from))
+        .collect();
+    names.sort();
+    Ok(names)
+}
