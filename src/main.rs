@@ -79,7 +79,7 @@ enum Command {
         /// Seconds to wait for the ring to appear.
         #[arg(long, default_value_t = 30.0)]
         attach_timeout: f64,
-        /// Hold each frame this many microseconds (a stand-in for real processing).
+        /// Spend this many microseconds after each frame (a stand-in for processing a copy).
         #[arg(long, default_value_t = 0)]
         work_us: u64,
         /// Write each received frame id to this file, one per line.

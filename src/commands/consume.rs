@@ -25,7 +25,8 @@ pub struct ConsumeArgs {
     pub spin: bool,
     pub json: bool,
     pub attach_timeout: f64,
-    /// Simulated processing time per frame, while the frame is held.
+    /// Simulated processing time per frame, spent after releasing the frame (as a
+    /// consumer that copied what it needs).
     pub work_us: u64,
     /// Append each received frame id to this file, one per line, as it arrives.
     pub record_ids: Option<PathBuf>,
@@ -84,7 +85,8 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         last_id = Some(header.frame_id);
         bytes += header.payload_len;
         if let Some(file) = record.as_mut() {
-            writeln!(file, "{}", header.frame_id).context("could not record a frame id")?;
+            // One write per id: a consumer killed at any instant leaves whole lines.
+            file.write_all(format!("{}\n", header.frame_id).as_bytes()).context("could not record a frame id")?;
         }
         if args.verify {
             if let Some(pixel) = verify_ramp(frame.payload(), header.dtype, header.frame_id, &mut scratch) {
@@ -94,6 +96,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 }
             }
         }
+        drop(frame);
         if args.work_us > 0 {
             std::thread::sleep(Duration::from_micros(args.work_us));
         }

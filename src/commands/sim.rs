@@ -116,6 +116,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         "ring": args.ring,
         "published": counters.published,
         "dropped": counters.dropped,
+        "consumers_reaped": producer.consumers_reaped(),
         "first_id": first_id,
         "last_id": last_id,
         "fps": per_second(counters.published as f64, elapsed),

@@ -175,7 +175,7 @@ impl Consumer {
     fn claim_run(&mut self) {
         let grp = self.segment.group(self.seat.group);
         if grp.orphans.load(Acquire) > 0 {
-            if let Some((next, run_end)) = adopt(&self.segment, self.seat) {
+            if let Some((next, run_end)) = adopt(&self.segment, self.seat, None) {
                 self.next = next;
                 self.run_end = run_end;
                 return;
@@ -187,12 +187,14 @@ impl Consumer {
         let (start, end) = loop {
             let start = grp.claim_next.load(SeqCst);
             if self.delivery == Delivery::Lossy {
-                // Skip forward past what the ring no longer holds; the skipped frames are
-                // this group's misses, counted once by whoever wins the CAS (spec §5.5).
-                let oldest = self.segment.header().head.load(Acquire).saturating_sub(slots);
-                if start < oldest {
-                    if grp.claim_next.compare_exchange(start, oldest, SeqCst, SeqCst).is_ok() {
-                        skipped += oldest - start;
+                // A ring behind: jump to the newest frame. Not to the oldest one still
+                // held, which is the slot the producer needs next. The skipped frames are
+                // the group's misses, counted once by whoever wins the CAS (spec §5.5).
+                let head = self.segment.header().head.load(Acquire);
+                let newest = head.saturating_sub(1);
+                if start + slots < head {
+                    if grp.claim_next.compare_exchange(start, newest, SeqCst, SeqCst).is_ok() {
+                        skipped += newest - start;
                     }
                     continue;
                 }
@@ -248,6 +250,15 @@ impl Consumer {
                 }
                 reap(&self.segment);
             }
+            // A departed member's run pins the ring below `seq`: take it first, or the
+            // producer never gets to `seq` (spec §7.3).
+            if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
+                if let Some((next, run_end)) = adopt(&self.segment, self.seat, Some((self.next, self.run_end))) {
+                    self.next = next;
+                    self.run_end = run_end;
+                    return Ok(Ready::RunChanged);
+                }
+            }
             match self.wait {
                 WaitMode::Spin => std::hint::spin_loop(),
                 WaitMode::Futex => {
@@ -283,7 +294,8 @@ impl Consumer {
         if self.segment.group(self.seat.group).orphans.load(Acquire) == 0 {
             return false;
         }
-        match adopt(&self.segment, self.seat) {
+        // Our own run lies past the end of the stream: nothing to hand back.
+        match adopt(&self.segment, self.seat, None) {
             Some((next, run_end)) => {
                 self.next = next;
                 self.run_end = run_end;

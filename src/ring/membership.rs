@@ -198,10 +198,13 @@ fn retire(seg: &Segment, entry: usize) {
     super::wait::futex_wake_all(&h.space_futex);
 }
 
-/// Moves one orphaned run of the seat's group to the seat. Returns the run, if any.
-/// The group's seqlock `gen` is odd while the run is in transit, so the producer's scan
-/// never sees it in neither place (spec §7.3).
-pub(crate) fn adopt(seg: &Segment, seat: Seat) -> Option<(u64, u64)> {
+/// Takes over one orphaned run of the seat's group. The seat's own unread run, if it
+/// has one, goes into the orphan entry in exchange, so a member waiting for frames the
+/// producer cannot publish (because the orphan pins the ring) steps back to the older
+/// frames first (spec §7.3). The group's seqlock `gen` is odd while runs are in
+/// transit, so the producer's scan never sees a run in neither place.
+/// Returns the run adopted, if there was an orphan.
+pub(crate) fn adopt(seg: &Segment, seat: Seat, own: Option<(u64, u64)>) -> Option<(u64, u64)> {
     let _lock = seg.lock_membership();
     let grp = seg.group(seat.group);
     let orphan = (0..MAX_CONSUMERS).find(|&i| {
@@ -210,17 +213,27 @@ pub(crate) fn adopt(seg: &Segment, seat: Seat) -> Option<(u64, u64)> {
     })?;
     let o = seg.consumer(orphan);
     let me = seg.consumer(seat.entry);
+    let lossless = me.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
     let (next, run_end) = (o.next.load(Relaxed), o.run_end.load(Relaxed));
     grp.gen.fetch_add(1, SeqCst);
     me.next.store(next, Relaxed);
     me.run_end.store(run_end, Relaxed);
-    if me.delivery.load(Relaxed) == DELIVERY_LOSSLESS {
+    if lossless {
         me.pin.store(next, SeqCst);
     }
-    o.pin.store(NO_PIN, SeqCst);
-    o.state.store(ENTRY_FREE, SeqCst);
+    match own {
+        Some((own_next, own_end)) if own_next < own_end => {
+            o.next.store(own_next, Relaxed);
+            o.run_end.store(own_end, Relaxed);
+            o.pin.store(if lossless { own_next } else { NO_PIN }, SeqCst);
+        }
+        _ => {
+            o.pin.store(NO_PIN, SeqCst);
+            o.state.store(ENTRY_FREE, SeqCst);
+            grp.orphans.fetch_sub(1, SeqCst);
+        }
+    }
     grp.gen.fetch_add(1, SeqCst);
-    grp.orphans.fetch_sub(1, SeqCst);
     Some((next, run_end))
 }
 

@@ -8,7 +8,7 @@ use super::segment::{RingSpec, Segment, StaleSegment};
 use super::wait::{futex_wait, futex_wake_all};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
 /// What the producer does when every slot is still needed by a lossless consumer.
@@ -333,8 +333,8 @@ impl Producer {
         ProducerCounters { published: self.published, dropped: self.dropped() }
     }
 
-    /// Current head as seen by consumers (equals `published`).
-    pub fn head(&self) -> u64 {
-        self.segment.header().head.load(Acquire)
+    /// Consumers found dead and reaped since the ring was created.
+    pub fn consumers_reaped(&self) -> u64 {
+        self.segment.header().consumers_reaped.load(Relaxed)
     }
 }

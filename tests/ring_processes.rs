@@ -1,0 +1,279 @@
+//! The ring's promises, checked with real processes: `streamd sim` and `streamd consume`
+//! spawned as separate programs, killed with SIGKILL where the promise is about crashes.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+#[test]
+fn broadcast_consumers_see_everything_and_a_group_shares_it_in_runs() {
+    const FRAMES: u64 = 20_000;
+    const BATCH: u64 = 4;
+    let ring = ring_name("bcast");
+    let dir = tempfile::tempdir().unwrap();
+    let broadcast: Vec<_> = (0..2)
+        .map(|_| spawn(&["consume", "--ring", &ring, "--verify", "--json"]))
+        .collect();
+    let members: Vec<_> = (0..3)
+        .map(|i| {
+            let ids = tmp_path(&dir, &format!("m{i}.ids"));
+            let child = spawn(&[
+                "consume", "--ring", &ring, "--group", "g", "--batch", "4", "--verify", "--json",
+                "--record-ids", ids.to_str().unwrap(),
+            ]);
+            (child, ids)
+        })
+        .collect();
+    let frames = FRAMES.to_string();
+    let sim = spawn(&[
+        "sim", "--ring", &ring, "--frames", &frames, "--nx", "512", "--ny", "512", "--dtype", "u16",
+        "--wait-consumers", "5", "--json",
+    ]);
+    let sim = counters(&finish(sim, "sim"), "sim");
+    assert_eq!(num(&sim, "published"), FRAMES);
+    assert_eq!(num(&sim, "dropped"), 0);
+
+    for (i, child) in broadcast.into_iter().enumerate() {
+        let out = finish(child, "broadcast consumer");
+        assert!(out.status.success(), "broadcast {i}: {}", stderr(&out));
+        let c = counters(&out, "broadcast consumer");
+        assert_eq!(num(&c, "received"), FRAMES, "broadcast {i}: {c}");
+        assert_eq!(num(&c, "missed"), 0);
+        assert_eq!(num(&c, "verify_errors"), 0);
+        assert_eq!(num(&c, "first_id"), 0);
+        assert_eq!(num(&c, "last_id"), FRAMES - 1);
+        assert_eq!(c["end"], "end-of-stream");
+    }
+
+    let mut owner = BTreeMap::new();
+    let mut total = 0;
+    for (i, (child, ids_path)) in members.into_iter().enumerate() {
+        let out = finish(child, "group member");
+        assert!(out.status.success(), "member {i}: {}", stderr(&out));
+        let c = counters(&out, "group member");
+        assert_eq!(num(&c, "verify_errors"), 0);
+        assert_eq!(num(&c, "missed"), 0);
+        let ids = read_ids(&ids_path);
+        assert_eq!(ids.len() as u64, num(&c, "received"));
+        assert!(!ids.is_empty(), "member {i} received nothing: the group did not share");
+        total += ids.len() as u64;
+        for id in ids {
+            assert!(owner.insert(id, i).is_none(), "frame {id} delivered twice in the group");
+        }
+    }
+    assert_eq!(total, FRAMES);
+    assert_eq!(owner.keys().copied().collect::<Vec<_>>(), (0..FRAMES).collect::<Vec<_>>());
+    for run in 0..FRAMES / BATCH {
+        let first = owner[&(run * BATCH)];
+        for id in run * BATCH..(run + 1) * BATCH {
+            assert_eq!(owner[&id], first, "frame {id} left its run of {BATCH}");
+        }
+    }
+}
+
+#[test]
+fn a_slow_lossy_consumer_counts_every_frame_it_misses() {
+    const FRAMES: u64 = 4_000;
+    let ring = ring_name("lossy");
+    let slow = spawn(&[
+        "consume", "--ring", &ring, "--delivery", "lossy", "--work-us", "300", "--verify", "--json",
+    ]);
+    let fast = spawn(&["consume", "--ring", &ring, "--verify", "--json"]);
+    let frames = FRAMES.to_string();
+    let sim = spawn(&[
+        "sim", "--ring", &ring, "--frames", &frames, "--nx", "128", "--ny", "128", "--slots", "8",
+        "--wait-consumers", "2", "--json",
+    ]);
+    let sim = counters(&finish(sim, "sim"), "sim");
+    assert_eq!(num(&sim, "published"), FRAMES);
+
+    let slow = finish(slow, "lossy consumer");
+    assert!(slow.status.success(), "{}", stderr(&slow));
+    let slow = counters(&slow, "lossy consumer");
+    assert_eq!(num(&slow, "received") + num(&slow, "missed"), FRAMES, "{slow}");
+    assert!(num(&slow, "missed") > 0, "the slow consumer was never lapped: {slow}");
+    assert_eq!(num(&slow, "verify_errors"), 0, "a lossy read was torn");
+
+    let fast = counters(&finish(fast, "lossless consumer"), "lossless consumer");
+    assert_eq!(num(&fast, "received"), FRAMES);
+    assert_eq!(num(&fast, "verify_errors"), 0);
+}
+
+#[test]
+fn drop_newest_counts_what_it_does_not_publish() {
+    const FRAMES: u64 = 2_000;
+    let ring = ring_name("drop");
+    let slow = spawn(&["consume", "--ring", &ring, "--work-us", "200", "--verify", "--json"]);
+    let frames = FRAMES.to_string();
+    let sim = spawn(&[
+        "sim", "--ring", &ring, "--frames", &frames, "--nx", "64", "--ny", "64", "--slots", "4",
+        "--policy", "drop-newest", "--wait-consumers", "1", "--json",
+    ]);
+    let sim = counters(&finish(sim, "sim"), "sim");
+    let (published, dropped) = (num(&sim, "published"), num(&sim, "dropped"));
+    assert_eq!(published + dropped, FRAMES);
+    assert!(dropped > 0, "nothing was dropped: {sim}");
+    let c = counters(&finish(slow, "consumer"), "consumer");
+    assert_eq!(num(&c, "received"), published);
+    assert_eq!(num(&c, "missed"), 0);
+    assert_eq!(num(&c, "verify_errors"), 0);
+}
+
+/// How the victim of a SIGKILL is attached.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    Broadcast,
+    GroupMember,
+    Lossy,
+}
+
+#[test]
+fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
+    const FRAMES: u64 = 1_500;
+    let seed = std::env::var("STREAMD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("SIGKILL test seed {seed} (set STREAMD_TEST_SEED to repeat)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for iteration in 0..15 {
+        let victim_kind = [Victim::Broadcast, Victim::GroupMember, Victim::Lossy][iteration % 3];
+        let ring = ring_name("kill");
+        let dir = tempfile::tempdir().unwrap();
+        let survivor = spawn(&["consume", "--ring", &ring, "--verify", "--json"]);
+        let member_ids = tmp_path(&dir, "member.ids");
+        let victim_ids = tmp_path(&dir, "victim.ids");
+        let member = spawn(&[
+            "consume", "--ring", &ring, "--group", "g", "--batch", "3", "--verify", "--json",
+            "--record-ids", member_ids.to_str().unwrap(),
+        ]);
+        // The victim is slow (1 ms a frame) so it is always mid-stream when killed, and
+        // for lossless kinds it throttles the producer until it is reaped.
+        let mut victim_args = vec!["consume", "--ring", &ring, "--work-us", "1000", "--json"];
+        victim_args.extend(["--record-ids", victim_ids.to_str().unwrap()]);
+        match victim_kind {
+            Victim::Broadcast => {}
+            Victim::GroupMember => victim_args.extend(["--group", "g", "--batch", "3"]),
+            Victim::Lossy => victim_args.extend(["--delivery", "lossy"]),
+        }
+        let victim = spawn(&victim_args);
+        let frames = FRAMES.to_string();
+        let sim = spawn(&[
+            "sim", "--ring", &ring, "--frames", &frames, "--nx", "64", "--ny", "64", "--slots", "8",
+            "--fps", "5000", "--wait-consumers", "3", "--json",
+        ]);
+        wait_published(&ring, 1);
+        std::thread::sleep(Duration::from_millis(rng.u64(0..150)));
+        kill9(&victim);
+        let victim_out = finish(victim, "victim");
+        assert!(!victim_out.status.success(), "iteration {iteration}: the victim finished before the kill");
+
+        let sim = counters(&finish(sim, "sim"), "sim");
+        let context = format!("iteration {iteration} ({victim_kind:?}), seed {seed}");
+        assert_eq!(num(&sim, "published"), FRAMES, "{context}");
+        if !matches!(victim_kind, Victim::Lossy) {
+            assert_eq!(num(&sim, "consumers_reaped"), 1, "{context}: the dead consumer was not reaped");
+        }
+        let s = counters(&finish(survivor, "survivor"), "survivor");
+        assert_eq!(num(&s, "received"), FRAMES, "{context}: {s}");
+        assert_eq!(num(&s, "verify_errors"), 0, "{context}");
+
+        let m_out = finish(member, "group member");
+        let m = counters(&m_out, "group member");
+        assert_eq!(num(&m, "verify_errors"), 0, "{context}");
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut duplicates = 0;
+        let member_got = read_ids(&member_ids);
+        let victim_got = if matches!(victim_kind, Victim::GroupMember) { read_ids(&victim_ids) } else { vec![] };
+        for id in member_got.iter().chain(victim_got.iter()) {
+            if !seen.insert(*id) {
+                duplicates += 1;
+            }
+        }
+        // Lossless group: nothing lost; only the one frame the victim held when it died
+        // may be delivered again (spec §7.3).
+        assert_eq!(seen.len() as u64, FRAMES, "{context}: the group lost frames");
+        assert!(duplicates <= 1, "{context}: {duplicates} frames delivered twice");
+    }
+}
+
+#[test]
+fn consumers_drain_and_report_when_the_producer_is_killed() {
+    let ring = ring_name("pkill");
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<_> = (0..2).map(|i| tmp_path(&dir, &format!("c{i}.ids"))).collect();
+    let consumers: Vec<_> = ids
+        .iter()
+        .map(|p| spawn(&["consume", "--ring", &ring, "--verify", "--json", "--record-ids", p.to_str().unwrap()]))
+        .collect();
+    let sim = spawn(&[
+        "sim", "--ring", &ring, "--fps", "2000", "--frames", "1000000", "--nx", "64", "--ny", "64",
+        "--wait-consumers", "2", "--json",
+    ]);
+    wait_published(&ring, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    kill9(&sim);
+    let _ = finish(sim, "sim");
+
+    let mut drained = Vec::new();
+    for (child, path) in consumers.into_iter().zip(&ids) {
+        let out = finish(child, "consumer");
+        assert_eq!(out.status.code(), Some(3), "exit status for a dead producer; stderr: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("producer (pid") && err.contains("died after publishing"), "{err}");
+        let c = counters(&out, "consumer");
+        assert_eq!(c["end"], "producer-died");
+        assert_eq!(num(&c, "verify_errors"), 0);
+        let got = read_ids(path);
+        assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>(), "gaps in a lossless consumer");
+        assert!(!got.is_empty());
+        drained.push(got.len());
+    }
+    assert_eq!(drained[0], drained[1], "both consumers drain every published frame");
+
+    // The dead producer's segment is stale: listed as such, and replaced by a new producer.
+    let rings = streamd().args(["rings", "--json"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&rings.stdout).unwrap();
+    let entry = listed["rings"].as_array().unwrap().iter().find(|r| r["name"] == ring.as_str()).cloned();
+    assert_eq!(entry.expect("stale ring listed")["producer"], "dead");
+    let again = streamd().args(["sim", "--ring", &ring, "--frames", "10", "--json"]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("removed stale segment"), "{}", stderr(&again));
+    assert!(!streamd_segment(&ring).exists(), "a finished sim removes its segment");
+}
+
+#[test]
+fn clean_removes_segments_of_dead_producers_only() {
+    let dead = ring_name("dead");
+    let live = ring_name("live");
+    let sim_dead = spawn(&["sim", "--ring", &dead, "--wait-consumers", "1"]);
+    let sim_live = spawn(&["sim", "--ring", &live, "--wait-consumers", "1"]);
+    wait_exists(&dead);
+    wait_exists(&live);
+    kill9(&sim_dead);
+    let _ = finish(sim_dead, "sim");
+    let out = streamd().args(["clean", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["removed"].as_array().unwrap().iter().any(|n| n == dead.as_str()), "{report}");
+    assert!(report["kept"].as_array().unwrap().iter().any(|n| n == live.as_str()), "{report}");
+    assert!(!streamd_segment(&dead).exists());
+    assert!(streamd_segment(&live).exists());
+    // SIGTERM lets the live producer finish and remove its own segment.
+    // SAFETY: signalling a child we spawned and have not reaped.
+    unsafe { libc::kill(sim_live.id() as i32, libc::SIGTERM) };
+    let out = finish(sim_live, "sim");
+    assert!(out.status.success());
+    assert!(!streamd_segment(&live).exists());
+}
+
+fn streamd_segment(ring: &str) -> std::path::PathBuf {
+    std::path::Path::new("/dev/shm").join(format!("streamd-ring.{ring}"))
+}
+
+fn wait_exists(ring: &str) {
+    let started = std::time::Instant::now();
+    while !streamd_segment(ring).exists() {
+        assert!(started.elapsed() < HANG_GUARD, "ring {ring} never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
