@@ -177,6 +177,27 @@ pub struct GroupEntry {
     /// Empty for a solo (broadcast) consumer's private group.
     pub name: [u8; NAME_CAPACITY],
     _pad_b: [u8; LINE - 72],
+
+    // Line C: redo journal of the membership change in progress (spec §7.6), written
+    // under the flock; valid while `gen` is odd.
+    pub journal: [JournalWrite; 2],
+    pub journal_len: AtomicU32,
+    _pad_c0: u32,
+    pub journal_retired_received: AtomicU64,
+    pub journal_retired_missed: AtomicU64,
+    _pad_c: [u8; LINE - 2 * 48 - 24],
+}
+
+/// Final values of one consumer entry in a membership journal.
+#[repr(C)]
+pub struct JournalWrite {
+    pub entry: AtomicU32,
+    pub state: AtomicU32,
+    pub pin: AtomicU64,
+    pub next: AtomicU64,
+    pub run_end: AtomicU64,
+    pub received: AtomicU64,
+    pub missed: AtomicU64,
 }
 
 /// The first line of each slot header.
@@ -293,7 +314,12 @@ const _: () = {
     assert!(offset_of!(ConsumerEntry, delivery) == 148);
     assert!(offset_of!(ConsumerEntry, attached_unix_ns) == 152);
 
-    assert!(size_of::<GroupEntry>() == 2 * LINE);
+    assert!(size_of::<GroupEntry>() == 3 * LINE);
+    assert!(size_of::<JournalWrite>() == 48);
+    assert!(offset_of!(GroupEntry, journal) == 256);
+    assert!(offset_of!(GroupEntry, journal_len) == 352);
+    assert!(offset_of!(GroupEntry, journal_retired_received) == 360);
+    assert!(offset_of!(GroupEntry, journal_retired_missed) == 368);
     assert!(offset_of!(GroupEntry, claim_next) == 0);
     assert!(offset_of!(GroupEntry, gen) == 8);
     assert!(offset_of!(GroupEntry, orphans) == 16);
@@ -323,7 +349,7 @@ mod tests {
         assert_eq!(g.consumers_offset, 1024);
         assert_eq!(g.groups_offset, 1024 + 64 * 256);
         assert_eq!(g.slots_offset % PAGE as u64, 0);
-        assert_eq!(g.slots_offset, 28672);
+        assert_eq!(g.slots_offset, 32768);
         for i in 0..8 {
             assert_eq!((g.slot_offset(i) + SLOT_HEADER_SIZE as u64) % PAGE as u64, 0);
         }

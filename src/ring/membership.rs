@@ -7,7 +7,7 @@
 use super::error::AttachError;
 use super::layout::*;
 use super::liveness::ProcessId;
-use super::segment::{name_bytes, name_from_bytes, unix_ns, valid_name, Segment};
+use super::segment::{name_bytes, name_from_bytes, unix_ns, valid_name, MembershipLock, Segment};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 /// Where a consumer sits in the tables.
@@ -40,7 +40,7 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
             return Err(AttachError::BadGroup(name.into()));
         }
     }
-    let _lock = seg.lock_membership();
+    let _lock = locked(seg);
     reap_locked(seg);
     let h = seg.header();
     let entry = (0..MAX_CONSUMERS)
@@ -80,12 +80,11 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
     e.group.store(group as u32, Relaxed);
     e.delivery.store(req.delivery, Relaxed);
     e.attached_unix_ns.store(unix_ns(), Relaxed);
+    // The entry counts from here on; a crash before this store leaves a free entry.
     e.state.store(ENTRY_ACTIVE, SeqCst);
-    seg.group(group).members.fetch_add(1, SeqCst);
-    if req.delivery == DELIVERY_LOSSY {
-        // SYNC: SeqCst with the producer's SeqCst stamp store and mask load (spec §6.3).
-        h.lossy_mask.fetch_or(1 << entry, SeqCst);
-    }
+    // Counts members and sets our lossy_mask bit (SeqCst: the producer's lossy check
+    // must see it before our first pin, spec §6.3).
+    normalize(seg, group);
     h.membership_gen.fetch_add(1, SeqCst);
     Ok(Seat { entry, group })
 }
@@ -106,6 +105,7 @@ fn form_group(seg: &Segment, req: &JoinRequest<'_>) -> Result<usize, AttachError
     grp.delivery.store(req.delivery, Relaxed);
     grp.batch.store(req.batch, Relaxed);
     grp.members.store(0, Relaxed);
+    grp.journal_len.store(0, Relaxed);
     grp.retired_received.store(0, Relaxed);
     grp.retired_missed.store(0, Relaxed);
     // Empty for a solo consumer's private group: no one else can join it by name.
@@ -131,15 +131,118 @@ fn write_name(grp: &GroupEntry, name: &str) {
     }
 }
 
+/// Takes the membership lock and finishes a change its previous holder died in.
+fn locked(seg: &Segment) -> MembershipLock<'_> {
+    let lock = seg.lock_membership();
+    for g in 0..MAX_GROUPS {
+        let grp = seg.group(g);
+        if grp.gen.load(SeqCst) % 2 == 1 {
+            apply_journal(seg, g);
+            grp.gen.fetch_add(1, SeqCst);
+        }
+    }
+    lock
+}
+
+/// Final values of one entry, for a journal.
+#[derive(Debug, Clone, Copy)]
+struct EntryValues {
+    entry: usize,
+    state: u32,
+    pin: u64,
+    next: u64,
+    run_end: u64,
+    received: u64,
+    missed: u64,
+}
+
+/// Performs a membership change of group `g` crash-consistently (lock held): the final
+/// values go to the group's journal, `gen` turns odd (the commit point, and the signal
+/// for the producer's scan to retry), the values are applied, `gen` turns even. If the
+/// holder dies in between, the next `locked` re-applies the journal (spec §7.6).
+fn commit(seg: &Segment, g: usize, writes: &[EntryValues], retired: (u64, u64)) {
+    let grp = seg.group(g);
+    for (slot, w) in grp.journal.iter().zip(writes) {
+        slot.entry.store(w.entry as u32, Relaxed);
+        slot.state.store(w.state, Relaxed);
+        slot.pin.store(w.pin, Relaxed);
+        slot.next.store(w.next, Relaxed);
+        slot.run_end.store(w.run_end, Relaxed);
+        slot.received.store(w.received, Relaxed);
+        slot.missed.store(w.missed, Relaxed);
+    }
+    grp.journal_len.store(writes.len() as u32, Relaxed);
+    grp.journal_retired_received.store(retired.0, Relaxed);
+    grp.journal_retired_missed.store(retired.1, Relaxed);
+    grp.gen.fetch_add(1, SeqCst);
+    apply_journal(seg, g);
+    grp.gen.fetch_add(1, SeqCst);
+}
+
+/// Writes the journal's values (idempotent), then recomputes what is derived.
+fn apply_journal(seg: &Segment, g: usize) {
+    let grp = seg.group(g);
+    let len = (grp.journal_len.load(Relaxed) as usize).min(grp.journal.len());
+    for w in &grp.journal[..len] {
+        let index = w.entry.load(Relaxed) as usize;
+        if index >= MAX_CONSUMERS {
+            continue;
+        }
+        let e = seg.consumer(index);
+        e.pin.store(w.pin.load(Relaxed), SeqCst);
+        e.next.store(w.next.load(Relaxed), Relaxed);
+        e.run_end.store(w.run_end.load(Relaxed), Relaxed);
+        e.received.store(w.received.load(Relaxed), Relaxed);
+        e.missed.store(w.missed.load(Relaxed), Relaxed);
+        e.state.store(w.state.load(Relaxed), SeqCst);
+    }
+    grp.retired_received.store(grp.journal_retired_received.load(Relaxed), Relaxed);
+    grp.retired_missed.store(grp.journal_retired_missed.load(Relaxed), Relaxed);
+    normalize(seg, g);
+}
+
+/// Recomputes group `g`'s member and orphan counts and the ring's lossy mask from the
+/// entries; dissolves a group left without active members (lock held, idempotent).
+fn normalize(seg: &Segment, g: usize) {
+    let grp = seg.group(g);
+    let of_group = |i: usize, state: u32| {
+        let e = seg.consumer(i);
+        e.state.load(Relaxed) == state && e.group.load(Relaxed) as usize == g
+    };
+    let members = (0..MAX_CONSUMERS).filter(|&i| of_group(i, ENTRY_ACTIVE)).count() as u32;
+    if members == 0 && grp.state.load(Relaxed) == GROUP_ACTIVE {
+        // A group with no consumer holds nothing back; its orphans go with it.
+        for i in (0..MAX_CONSUMERS).filter(|&i| of_group(i, ENTRY_ORPHAN)) {
+            seg.consumer(i).pin.store(NO_PIN, SeqCst);
+            seg.consumer(i).state.store(ENTRY_FREE, SeqCst);
+        }
+        grp.state.store(GROUP_FREE, SeqCst);
+    }
+    let orphans = (0..MAX_CONSUMERS).filter(|&i| of_group(i, ENTRY_ORPHAN)).count() as u32;
+    grp.members.store(members, SeqCst);
+    grp.orphans.store(orphans, SeqCst);
+    let lossy = (0..MAX_CONSUMERS)
+        .filter(|&i| {
+            let e = seg.consumer(i);
+            e.state.load(Relaxed) == ENTRY_ACTIVE && e.delivery.load(Relaxed) == DELIVERY_LOSSY
+        })
+        .fold(0u64, |mask, i| mask | 1 << i);
+    seg.header().lossy_mask.store(lossy, SeqCst);
+    // Wake a producer that may be waiting on something this change released.
+    let h = seg.header();
+    h.space_futex.fetch_add(1, SeqCst);
+    super::wait::futex_wake_all(&h.space_futex);
+}
+
 /// Deregisters a consumer; a run it claimed but did not finish goes to a live member.
 pub(crate) fn leave(seg: &Segment, seat: Seat) {
-    let _lock = seg.lock_membership();
+    let _lock = locked(seg);
     retire(seg, seat.entry);
 }
 
 /// Reaps consumers whose process is gone. Returns how many were reaped.
 pub(crate) fn reap(seg: &Segment) -> usize {
-    let _lock = seg.lock_membership();
+    let _lock = locked(seg);
     reap_locked(seg)
 }
 
@@ -160,52 +263,45 @@ fn reap_locked(seg: &Segment) -> usize {
     reaped
 }
 
-/// Removes an ACTIVE entry (lock held): orphan its unfinished run if the group lives on,
-/// else free it; dissolve the group when no active member is left.
+/// Removes an ACTIVE entry (lock held): it becomes an orphan holding its unfinished run
+/// if the group lives on, else it is freed (spec §7.2).
 fn retire(seg: &Segment, entry: usize) {
-    let h = seg.header();
     let e = seg.consumer(entry);
     let g = e.group.load(Relaxed) as usize;
     let grp = seg.group(g);
-    grp.retired_received.fetch_add(e.received.swap(0, Relaxed), Relaxed);
-    grp.retired_missed.fetch_add(e.missed.swap(0, Relaxed), Relaxed);
-    h.lossy_mask.fetch_and(!(1u64 << entry), SeqCst);
-    let remaining = grp.members.fetch_sub(1, SeqCst) - 1;
-    let unfinished = e.next.load(Relaxed) < e.run_end.load(Relaxed);
-    if remaining > 0 && unfinished {
-        if e.delivery.load(Relaxed) == DELIVERY_LOSSY {
-            // A lossy orphan holds nothing; its run is only a to-do list.
-            e.pin.store(NO_PIN, SeqCst);
-        }
-        e.state.store(ENTRY_ORPHAN, SeqCst);
-        grp.orphans.fetch_add(1, SeqCst);
-    } else {
-        e.pin.store(NO_PIN, SeqCst);
-        e.state.store(ENTRY_FREE, SeqCst);
-    }
-    if remaining == 0 {
-        for i in 0..MAX_CONSUMERS {
+    let others = (0..MAX_CONSUMERS)
+        .filter(|&i| i != entry)
+        .any(|i| {
             let o = seg.consumer(i);
-            if o.state.load(Relaxed) == ENTRY_ORPHAN && o.group.load(Relaxed) as usize == g {
-                o.pin.store(NO_PIN, SeqCst);
-                o.state.store(ENTRY_FREE, SeqCst);
-            }
-        }
-        grp.state.store(GROUP_FREE, SeqCst);
-    }
-    // Wake a producer that may be waiting on what this entry pinned.
-    h.space_futex.fetch_add(1, SeqCst);
-    super::wait::futex_wake_all(&h.space_futex);
+            o.state.load(Relaxed) == ENTRY_ACTIVE && o.group.load(Relaxed) as usize == g
+        });
+    let (next, run_end) = (e.next.load(Relaxed), e.run_end.load(Relaxed));
+    let lossless = e.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
+    let orphan = others && next < run_end;
+    let (received, missed) = (e.received.load(Relaxed), e.missed.load(Relaxed));
+    let values = EntryValues {
+        entry,
+        state: if orphan { ENTRY_ORPHAN } else { ENTRY_FREE },
+        // A lossless orphan keeps pinning its run; a lossy one holds nothing.
+        pin: if orphan && lossless { e.pin.load(Relaxed) } else { NO_PIN },
+        next,
+        run_end,
+        received: 0,
+        missed: 0,
+    };
+    let retired = (
+        grp.retired_received.load(Relaxed) + received,
+        grp.retired_missed.load(Relaxed) + missed,
+    );
+    commit(seg, g, &[values], retired);
 }
 
 /// Takes over one orphaned run of the seat's group. The seat's own unread run, if it
 /// has one, goes into the orphan entry in exchange, so a member waiting for frames the
 /// producer cannot publish (because the orphan pins the ring) steps back to the older
-/// frames first (spec §7.3). The group's seqlock `gen` is odd while runs are in
-/// transit, so the producer's scan never sees a run in neither place.
-/// Returns the run adopted, if there was an orphan.
+/// frames first (spec §7.3). Returns the run adopted, if there was an orphan.
 pub(crate) fn adopt(seg: &Segment, seat: Seat, own: Option<(u64, u64)>) -> Option<(u64, u64)> {
-    let _lock = seg.lock_membership();
+    let _lock = locked(seg);
     let grp = seg.group(seat.group);
     let orphan = (0..MAX_CONSUMERS).find(|&i| {
         let o = seg.consumer(i);
@@ -215,25 +311,29 @@ pub(crate) fn adopt(seg: &Segment, seat: Seat, own: Option<(u64, u64)>) -> Optio
     let me = seg.consumer(seat.entry);
     let lossless = me.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
     let (next, run_end) = (o.next.load(Relaxed), o.run_end.load(Relaxed));
-    grp.gen.fetch_add(1, SeqCst);
-    me.next.store(next, Relaxed);
-    me.run_end.store(run_end, Relaxed);
-    if lossless {
-        me.pin.store(next, SeqCst);
-    }
-    match own {
-        Some((own_next, own_end)) if own_next < own_end => {
-            o.next.store(own_next, Relaxed);
-            o.run_end.store(own_end, Relaxed);
-            o.pin.store(if lossless { own_next } else { NO_PIN }, SeqCst);
-        }
-        _ => {
-            o.pin.store(NO_PIN, SeqCst);
-            o.state.store(ENTRY_FREE, SeqCst);
-            grp.orphans.fetch_sub(1, SeqCst);
-        }
-    }
-    grp.gen.fetch_add(1, SeqCst);
+    let mine = EntryValues {
+        entry: seat.entry,
+        state: ENTRY_ACTIVE,
+        pin: if lossless { next } else { NO_PIN },
+        next,
+        run_end,
+        received: me.received.load(Relaxed),
+        missed: me.missed.load(Relaxed),
+    };
+    let theirs = match own {
+        Some((own_next, own_end)) if own_next < own_end => EntryValues {
+            entry: orphan,
+            state: ENTRY_ORPHAN,
+            pin: if lossless { own_next } else { NO_PIN },
+            next: own_next,
+            run_end: own_end,
+            received: 0,
+            missed: 0,
+        },
+        _ => EntryValues { entry: orphan, state: ENTRY_FREE, pin: NO_PIN, next: 0, run_end: 0, received: 0, missed: 0 },
+    };
+    let retired = (grp.retired_received.load(Relaxed), grp.retired_missed.load(Relaxed));
+    commit(seg, seat.group, &[mine, theirs], retired);
     Some((next, run_end))
 }
 
@@ -249,7 +349,9 @@ pub(crate) fn lossless_floor(seg: &Segment) -> u64 {
         loop {
             let before = grp.gen.load(SeqCst);
             if before % 2 == 1 {
-                std::hint::spin_loop();
+                // A change is in flight: wait for its holder, or finish it if the holder
+                // died (taking the lock does both), then scan again.
+                drop(locked(seg));
                 continue;
             }
             // SYNC: claim_next before the pins: a member stores its pin before its claim
