@@ -4,12 +4,12 @@
 use super::error::{AttachError, RecvError};
 use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
 use super::layout::*;
-use super::membership::{adopt, join, leave, reap, JoinRequest, Seat};
+use super::membership::{adopt, claim_shared_run, join, leave, reap, JoinRequest, Run, Seat};
 use super::segment::Segment;
-use super::wait::{futex_wait, WaitMode};
+use super::wait::{futex_wait, futex_wake_all, WaitMode};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Whether a consumer may be skipped forward.
@@ -37,19 +37,11 @@ pub struct ConsumerOptions {
     pub attach_timeout: Duration,
 }
 
-/// How often an idle consumer checks that the producer lives and adopts orphaned runs;
-/// bounds the detection of a dead producer (spec §7.4).
+/// How often an idle consumer checks that the producer lives and reaps dead group
+/// mates; bounds the detection of a dead producer (spec §7.4).
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 /// Futex sleep slice; wake-ups are normally immediate, this only bounds a missed one.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
-
-/// Outcome of waiting for a sequence.
-#[derive(Debug, PartialEq, Eq)]
-enum Ready {
-    Published,
-    /// An orphaned run was adopted; `next` moved.
-    RunChanged,
-}
 
 /// Counters of one consumer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,16 +50,28 @@ pub struct ConsumerCounters {
     pub missed: u64,
 }
 
+/// Outcome of waiting for a sequence.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    Published,
+    /// An orphaned run was adopted; the position moved.
+    RunChanged,
+}
+
 /// The consumer end of a ring. Dropping it detaches.
 pub struct Consumer {
     segment: Segment,
     seat: Seat,
     delivery: Delivery,
+    /// Named groups claim under the lock (crash-safe runs); a solo consumer claims
+    /// lock-free, since its group ends with it.
+    shared: bool,
     batch: u64,
     wait: WaitMode,
-    next: u64,
-    run_end: u64,
-    counters: ConsumerCounters,
+    run: Run,
+    /// Frames of the run done (released or missed) and, of those, missed.
+    done: u32,
+    missed_in_run: u32,
     interrupt: Option<Arc<AtomicBool>>,
     last_check: Instant,
 }
@@ -76,21 +80,21 @@ impl Consumer {
     /// Attaches to ring `name`, waiting up to `options.attach_timeout` for it to appear.
     pub fn attach(name: &str, options: &ConsumerOptions) -> Result<Consumer, AttachError> {
         let segment = Segment::open(name, options.attach_timeout)?;
-        let batch = if options.group.is_some() { options.batch } else { options.batch.max(1) };
         let delivery = match options.delivery {
             Delivery::Lossless => DELIVERY_LOSSLESS,
             Delivery::Lossy => DELIVERY_LOSSY,
         };
-        let seat = join(&segment, &JoinRequest { group: options.group.as_deref(), batch, delivery })?;
+        let seat = join(&segment, &JoinRequest { group: options.group.as_deref(), batch: options.batch, delivery })?;
         Ok(Consumer {
             segment,
             seat,
             delivery: options.delivery,
-            batch: u64::from(batch),
+            shared: options.group.is_some(),
+            batch: u64::from(options.batch),
             wait: options.wait,
-            next: 0,
-            run_end: 0,
-            counters: ConsumerCounters::default(),
+            run: Run { start: 0, end: 0, received_base: 0, missed_base: 0 },
+            done: 0,
+            missed_in_run: 0,
             interrupt: None,
             last_check: Instant::now(),
         })
@@ -102,7 +106,10 @@ impl Consumer {
     }
 
     pub fn counters(&self) -> ConsumerCounters {
-        self.counters
+        ConsumerCounters {
+            received: self.run.received_base + u64::from(self.done - self.missed_in_run),
+            missed: self.run.missed_base + u64::from(self.missed_in_run),
+        }
     }
 
     pub fn segment(&self) -> &Segment {
@@ -113,14 +120,24 @@ impl Consumer {
         self.segment.consumer(self.seat.entry)
     }
 
+    fn next_seq(&self) -> u64 {
+        self.run.start + u64::from(self.done)
+    }
+
+    fn start_run(&mut self, run: Run) {
+        self.run = run;
+        self.done = 0;
+        self.missed_in_run = 0;
+    }
+
     /// Waits for and returns the next frame owed to this consumer. The frame stays
     /// valid, and its slot reserved, until the returned guard is dropped.
     pub fn next(&mut self) -> Result<Frame<'_>, RecvError> {
         loop {
-            if self.next >= self.run_end {
+            if self.next_seq() >= self.run.end {
                 self.claim_run();
             }
-            let seq = self.next;
+            let seq = self.next_seq();
             if self.wait_published(seq)? == Ready::RunChanged {
                 continue;
             }
@@ -145,10 +162,8 @@ impl Consumer {
                     // we see the slot is gone, or the producer waits for us (spec §6.3).
                     self.entry().pin.store(seq, SeqCst);
                     if stamp.load(SeqCst) != stamp_published(seq) {
-                        self.entry().pin.store(NO_PIN, SeqCst);
-                        self.count_missed(1);
-                        self.next = seq + 1;
-                        self.entry().next.store(self.next, Relaxed);
+                        self.missed_in_run += 1;
+                        self.finish_frame();
                         continue;
                     }
                 }
@@ -163,58 +178,55 @@ impl Consumer {
         let slot_header =
             unsafe { std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE) };
         match decode_header(slot_header, capacity) {
-            Ok(header) => Ok(Frame { consumer: self, seq, slot, header }),
+            Ok(header) => Ok(Frame { consumer: self, slot, seq, header }),
             Err(e) => {
-                self.release(seq);
+                self.finish_frame();
                 Err(RecvError::Corrupt { seq, what: e.to_string() })
             }
         }
     }
 
-    /// Takes the next run: an orphaned one first, else `batch` fresh sequences.
+    /// Takes the next run: under the lock for a named group, lock-free for a solo one.
     fn claim_run(&mut self) {
-        let grp = self.segment.group(self.seat.group);
-        if grp.orphans.load(Acquire) > 0 {
-            if let Some((next, run_end)) = adopt(&self.segment, self.seat, None) {
-                self.next = next;
-                self.run_end = run_end;
-                return;
-            }
-        }
         let slots = u64::from(self.segment.geometry().slot_count);
+        let counters = self.counters();
+        if self.shared {
+            let run = claim_shared_run(&self.segment, self.seat, slots);
+            self.start_run(run);
+            return;
+        }
+        let grp = self.segment.group(self.seat.group);
         let entry = self.segment.consumer(self.seat.entry);
-        let mut skipped = 0;
-        let (start, end) = loop {
+        let mut missed_base = counters.missed;
+        let start = loop {
             let start = grp.claim_next.load(SeqCst);
             if self.delivery == Delivery::Lossy {
-                // A ring behind: jump to the newest frame. Not to the oldest one still
-                // held, which is the slot the producer needs next. The skipped frames are
-                // the group's misses, counted once by whoever wins the CAS (spec §5.5).
+                // More than a ring behind: jump to the newest frame, not to the oldest one
+                // still held, whose slot the producer needs next (spec §5.5).
                 let head = self.segment.header().head.load(Acquire);
-                let newest = head.saturating_sub(1);
                 if start + slots < head {
-                    if grp.claim_next.compare_exchange(start, newest, SeqCst, SeqCst).is_ok() {
-                        skipped += newest - start;
+                    if grp.claim_next.compare_exchange(start, head - 1, SeqCst, SeqCst).is_ok() {
+                        missed_base += head - 1 - start;
                     }
                     continue;
                 }
             } else {
-                // SYNC: the pin goes down to `start` before the claim CAS; the producer loads
+                // SYNC: the pin goes to `start` before the claim CAS; the producer loads
                 // claim_next before pins, so it never sees the claim without the pin (§6.1).
                 entry.pin.store(start, SeqCst);
             }
-            let end = start + self.batch;
-            if grp.claim_next.compare_exchange(start, end, SeqCst, SeqCst).is_ok() {
-                break (start, end);
+            if grp.claim_next.compare_exchange(start, start + self.batch, SeqCst, SeqCst).is_ok() {
+                break start;
             }
         };
-        entry.next.store(start, Relaxed);
-        entry.run_end.store(end, Relaxed);
-        self.next = start;
-        self.run_end = end;
-        if skipped > 0 {
-            self.count_missed(skipped);
-        }
+        let run = Run { start, end: start + self.batch, received_base: counters.received, missed_base };
+        // Progress first: a reader summing the words may see a count dip, never a double.
+        entry.progress.store(0, Relaxed);
+        entry.received_base.store(run.received_base, Relaxed);
+        entry.missed_base.store(run.missed_base, Relaxed);
+        entry.run_start.store(run.start, Relaxed);
+        entry.run_end.store(run.end, Relaxed);
+        self.start_run(run);
     }
 
     /// Waits until `seq` is published. Ends with EndOfStream or ProducerDied once the
@@ -250,12 +262,11 @@ impl Consumer {
                 }
                 reap(&self.segment);
             }
-            // A departed member's run pins the ring below `seq`: take it first, or the
-            // producer never gets to `seq` (spec §7.3).
+            // A departed member's older run pins the ring below `seq`: take it first, or
+            // the producer never gets to `seq` (spec §7.3).
             if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
-                if let Some((next, run_end)) = adopt(&self.segment, self.seat, Some((self.next, self.run_end))) {
-                    self.next = next;
-                    self.run_end = run_end;
+                if let Some(run) = adopt(&self.segment, self.seat, Some((seq, self.run.end))) {
+                    self.start_run(run);
                     return Ok(Ready::RunChanged);
                 }
             }
@@ -277,54 +288,34 @@ impl Consumer {
         }
     }
 
-    /// The stream ended for this run: adopt a departed member's unfinished run if there
-    /// is one, else report `end`.
+    /// The stream ended for this run: first reap dead group mates and take over a run
+    /// one of them left unfinished; report `end` only when there is none.
     fn end_of_run(&mut self, end: RecvError) -> Result<Ready, RecvError> {
-        if self.adopt_before_leaving() {
-            Ok(Ready::RunChanged)
-        } else {
-            Err(end)
-        }
-    }
-
-    /// Before reporting the end, take over any run a departed member left unfinished.
-    /// Returns true when a run was adopted (the caller retries with it).
-    fn adopt_before_leaving(&mut self) -> bool {
         reap(&self.segment);
-        if self.segment.group(self.seat.group).orphans.load(Acquire) == 0 {
-            return false;
-        }
-        // Our own run lies past the end of the stream: nothing to hand back.
-        match adopt(&self.segment, self.seat, None) {
-            Some((next, run_end)) => {
-                self.next = next;
-                self.run_end = run_end;
-                true
+        if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
+            // Our own run lies past the end of the stream: nothing to hand back.
+            if let Some(run) = adopt(&self.segment, self.seat, None) {
+                self.start_run(run);
+                return Ok(Ready::RunChanged);
             }
-            None => false,
         }
+        Err(end)
     }
 
-    fn count_missed(&mut self, n: u64) {
-        self.counters.missed += n;
-        self.entry().missed.store(self.counters.missed, Relaxed);
-    }
-
-    /// Releases `seq`: counts it delivered and lets the producer reuse its slot.
-    fn release(&mut self, seq: u64) {
-        self.counters.received += 1;
-        self.next = seq + 1;
+    /// Marks the current frame done (released or missed): one store of the progress
+    /// word, then the pin, then a wake-up for a producer waiting for space.
+    fn finish_frame(&mut self) {
+        self.done += 1;
         let entry = self.segment.consumer(self.seat.entry);
-        entry.received.store(self.counters.received, Relaxed);
-        entry.next.store(self.next, Relaxed);
+        entry.progress.store(progress(self.done, self.missed_in_run), Relaxed);
         // SYNC: SeqCst pin store (our reads of the slot happen-before the producer's
         // rewrite, which loads this pin), then the SeqCst load of producer_waiting.
-        let pin = if self.delivery == Delivery::Lossless { self.next } else { NO_PIN };
+        let pin = if self.delivery == Delivery::Lossless { self.next_seq() } else { NO_PIN };
         entry.pin.store(pin, SeqCst);
         let header = self.segment.header();
         if header.producer_waiting.load(SeqCst) != 0 {
             header.space_futex.fetch_add(1, SeqCst);
-            super::wait::futex_wake_all(&header.space_futex);
+            futex_wake_all(&header.space_futex);
         }
     }
 }
@@ -338,8 +329,8 @@ impl Drop for Consumer {
 /// A frame read in place. The slot stays reserved for this consumer until drop.
 pub struct Frame<'a> {
     consumer: &'a mut Consumer,
-    seq: u64,
     slot: u32,
+    seq: u64,
     header: FrameHeader,
 }
 
@@ -374,6 +365,6 @@ impl Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
-        self.consumer.release(self.seq);
+        self.consumer.finish_frame();
     }
 }

@@ -128,19 +128,27 @@ pub struct RingHeader {
 }
 
 /// One consumer entry; `MAX_CONSUMERS` of them start at `consumers_offset`.
+///
+/// Per frame, the owner changes only `progress` (then `pin`), so a consumer killed
+/// between any two stores leaves an entry the reaper reads consistently: the next
+/// sequence and the counters are derived from `run_start`, `progress` and the bases.
 #[repr(C, align(128))]
 pub struct ConsumerEntry {
-    // Line A: written by the owning consumer only.
+    // Line A: written by the owning consumer (and by journaled changes under the lock).
     /// Lossless: lowest sequence not yet released (the producer must not overwrite it or
     /// anything after it). Lossy: the one sequence being read, or NO_PIN.
     pub pin: AtomicU64,
-    /// Next sequence to read in the claimed run.
-    pub next: AtomicU64,
+    /// Low 32 bits: frames of the run done (released or missed); high 32: of those, missed.
+    pub progress: AtomicU64,
+    /// First sequence of the claimed run; `next = run_start + done`.
+    pub run_start: AtomicU64,
     /// End (exclusive) of the claimed run.
     pub run_end: AtomicU64,
-    pub received: AtomicU64,
-    pub missed: AtomicU64,
-    _pad_a: [u8; LINE - 40],
+    /// Frames received before this run.
+    pub received_base: AtomicU64,
+    /// Frames missed before this run.
+    pub missed_base: AtomicU64,
+    _pad_a: [u8; LINE - 48],
 
     // Line B: identity, written under the segment's flock.
     pub state: AtomicU32,
@@ -152,13 +160,23 @@ pub struct ConsumerEntry {
     _pad_b: [u8; LINE - 32],
 }
 
+/// Packs a run's progress word.
+pub const fn progress(done: u32, missed: u32) -> u64 {
+    (missed as u64) << 32 | done as u64
+}
+
+/// Unpacks a progress word into (done, missed).
+pub const fn progress_parts(word: u64) -> (u32, u32) {
+    (word as u32, (word >> 32) as u32)
+}
+
 /// One consumer group; `MAX_GROUPS` of them start at `groups_offset`.
 #[repr(C, align(128))]
 pub struct GroupEntry {
-    // Line A: written by members with CAS.
+    // Line A: the producer reads these on its slow path.
     /// Next sequence no member has claimed yet.
     pub claim_next: AtomicU64,
-    /// Seqlock (odd while a run moves from an orphan entry to a live member).
+    /// Odd while a journaled membership change is being applied (spec §7.6).
     pub gen: AtomicU64,
     /// Orphan entries waiting for adoption.
     pub orphans: AtomicU32,
@@ -178,14 +196,15 @@ pub struct GroupEntry {
     pub name: [u8; NAME_CAPACITY],
     _pad_b: [u8; LINE - 72],
 
-    // Line C: redo journal of the membership change in progress (spec §7.6), written
-    // under the flock; valid while `gen` is odd.
+    // Lines C and D: redo journal of the membership change in progress (spec §7.6),
+    // written under the flock; valid while `gen` is odd.
     pub journal: [JournalWrite; 2],
     pub journal_len: AtomicU32,
     _pad_c0: u32,
     pub journal_retired_received: AtomicU64,
     pub journal_retired_missed: AtomicU64,
-    _pad_c: [u8; LINE - 2 * 48 - 24],
+    pub journal_claim_next: AtomicU64,
+    _pad_c: [u8; 2 * LINE - 2 * 48 - 32],
 }
 
 /// Final values of one consumer entry in a membership journal.
@@ -194,10 +213,10 @@ pub struct JournalWrite {
     pub entry: AtomicU32,
     pub state: AtomicU32,
     pub pin: AtomicU64,
-    pub next: AtomicU64,
+    pub run_start: AtomicU64,
     pub run_end: AtomicU64,
-    pub received: AtomicU64,
-    pub missed: AtomicU64,
+    pub received_base: AtomicU64,
+    pub missed_base: AtomicU64,
 }
 
 /// The first line of each slot header.
@@ -303,10 +322,11 @@ const _: () = {
 
     assert!(size_of::<ConsumerEntry>() == 2 * LINE);
     assert!(offset_of!(ConsumerEntry, pin) == 0);
-    assert!(offset_of!(ConsumerEntry, next) == 8);
-    assert!(offset_of!(ConsumerEntry, run_end) == 16);
-    assert!(offset_of!(ConsumerEntry, received) == 24);
-    assert!(offset_of!(ConsumerEntry, missed) == 32);
+    assert!(offset_of!(ConsumerEntry, progress) == 8);
+    assert!(offset_of!(ConsumerEntry, run_start) == 16);
+    assert!(offset_of!(ConsumerEntry, run_end) == 24);
+    assert!(offset_of!(ConsumerEntry, received_base) == 32);
+    assert!(offset_of!(ConsumerEntry, missed_base) == 40);
     assert!(offset_of!(ConsumerEntry, state) == 128);
     assert!(offset_of!(ConsumerEntry, pid) == 132);
     assert!(offset_of!(ConsumerEntry, start_time) == 136);
@@ -314,12 +334,8 @@ const _: () = {
     assert!(offset_of!(ConsumerEntry, delivery) == 148);
     assert!(offset_of!(ConsumerEntry, attached_unix_ns) == 152);
 
-    assert!(size_of::<GroupEntry>() == 3 * LINE);
+    assert!(size_of::<GroupEntry>() == 4 * LINE);
     assert!(size_of::<JournalWrite>() == 48);
-    assert!(offset_of!(GroupEntry, journal) == 256);
-    assert!(offset_of!(GroupEntry, journal_len) == 352);
-    assert!(offset_of!(GroupEntry, journal_retired_received) == 360);
-    assert!(offset_of!(GroupEntry, journal_retired_missed) == 368);
     assert!(offset_of!(GroupEntry, claim_next) == 0);
     assert!(offset_of!(GroupEntry, gen) == 8);
     assert!(offset_of!(GroupEntry, orphans) == 16);
@@ -331,6 +347,11 @@ const _: () = {
     assert!(offset_of!(GroupEntry, retired_received) == 152);
     assert!(offset_of!(GroupEntry, retired_missed) == 160);
     assert!(offset_of!(GroupEntry, name) == 168);
+    assert!(offset_of!(GroupEntry, journal) == 256);
+    assert!(offset_of!(GroupEntry, journal_len) == 352);
+    assert!(offset_of!(GroupEntry, journal_retired_received) == 360);
+    assert!(offset_of!(GroupEntry, journal_retired_missed) == 368);
+    assert!(offset_of!(GroupEntry, journal_claim_next) == 376);
 
     assert!(MAX_CONSUMERS <= 64, "lossy_mask has 64 bits");
     assert!(frame_field::ATTR_LEN + 4 <= ATTR_OFFSET);
@@ -348,8 +369,9 @@ mod tests {
         assert_eq!(g.slot_stride, 8192);
         assert_eq!(g.consumers_offset, 1024);
         assert_eq!(g.groups_offset, 1024 + 64 * 256);
+        assert_eq!(g.groups_offset + 32 * 512, 33792);
         assert_eq!(g.slots_offset % PAGE as u64, 0);
-        assert_eq!(g.slots_offset, 32768);
+        assert_eq!(g.slots_offset, 36864);
         for i in 0..8 {
             assert_eq!((g.slot_offset(i) + SLOT_HEADER_SIZE as u64) % PAGE as u64, 0);
         }

@@ -71,10 +71,11 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
     let me = ProcessId::current();
     let e = seg.consumer(entry);
     e.pin.store(NO_PIN, SeqCst);
-    e.next.store(0, Relaxed);
+    e.progress.store(0, Relaxed);
+    e.run_start.store(0, Relaxed);
     e.run_end.store(0, Relaxed);
-    e.received.store(0, Relaxed);
-    e.missed.store(0, Relaxed);
+    e.received_base.store(0, Relaxed);
+    e.missed_base.store(0, Relaxed);
     e.pid.store(me.pid, Relaxed);
     e.start_time.store(me.start_time, Relaxed);
     e.group.store(group as u32, Relaxed);
@@ -144,36 +145,64 @@ fn locked(seg: &Segment) -> MembershipLock<'_> {
     lock
 }
 
-/// Final values of one entry, for a journal.
+/// A claimed run and the counters before it, as the consumer keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub start: u64,
+    pub end: u64,
+    pub received_base: u64,
+    pub missed_base: u64,
+}
+
+/// What an entry says about its owner's position and counts, derived from the words
+/// the owner writes (spec §3.2).
 #[derive(Debug, Clone, Copy)]
-struct EntryValues {
-    entry: usize,
-    state: u32,
-    pin: u64,
+struct EntryView {
     next: u64,
     run_end: u64,
     received: u64,
     missed: u64,
 }
 
+fn view(e: &ConsumerEntry) -> EntryView {
+    let (done, missed_in_run) = progress_parts(e.progress.load(Relaxed));
+    let received_base = e.received_base.load(Relaxed);
+    EntryView {
+        next: e.run_start.load(Relaxed) + u64::from(done),
+        run_end: e.run_end.load(Relaxed),
+        received: received_base + u64::from(done - missed_in_run.min(done)),
+        missed: e.missed_base.load(Relaxed) + u64::from(missed_in_run),
+    }
+}
+
+/// Final values of one entry, for a journal.
+#[derive(Debug, Clone, Copy)]
+struct EntryValues {
+    entry: usize,
+    state: u32,
+    pin: u64,
+    run: Run,
+}
+
 /// Performs a membership change of group `g` crash-consistently (lock held): the final
 /// values go to the group's journal, `gen` turns odd (the commit point, and the signal
 /// for the producer's scan to retry), the values are applied, `gen` turns even. If the
 /// holder dies in between, the next `locked` re-applies the journal (spec §7.6).
-fn commit(seg: &Segment, g: usize, writes: &[EntryValues], retired: (u64, u64)) {
+fn commit(seg: &Segment, g: usize, writes: &[EntryValues], retired: (u64, u64), claim_next: u64) {
     let grp = seg.group(g);
     for (slot, w) in grp.journal.iter().zip(writes) {
         slot.entry.store(w.entry as u32, Relaxed);
         slot.state.store(w.state, Relaxed);
         slot.pin.store(w.pin, Relaxed);
-        slot.next.store(w.next, Relaxed);
-        slot.run_end.store(w.run_end, Relaxed);
-        slot.received.store(w.received, Relaxed);
-        slot.missed.store(w.missed, Relaxed);
+        slot.run_start.store(w.run.start, Relaxed);
+        slot.run_end.store(w.run.end, Relaxed);
+        slot.received_base.store(w.run.received_base, Relaxed);
+        slot.missed_base.store(w.run.missed_base, Relaxed);
     }
     grp.journal_len.store(writes.len() as u32, Relaxed);
     grp.journal_retired_received.store(retired.0, Relaxed);
     grp.journal_retired_missed.store(retired.1, Relaxed);
+    grp.journal_claim_next.store(claim_next, Relaxed);
     grp.gen.fetch_add(1, SeqCst);
     apply_journal(seg, g);
     grp.gen.fetch_add(1, SeqCst);
@@ -190,14 +219,17 @@ fn apply_journal(seg: &Segment, g: usize) {
         }
         let e = seg.consumer(index);
         e.pin.store(w.pin.load(Relaxed), SeqCst);
-        e.next.store(w.next.load(Relaxed), Relaxed);
+        // Every journaled run starts fresh: nothing of it done yet.
+        e.progress.store(0, Relaxed);
+        e.run_start.store(w.run_start.load(Relaxed), Relaxed);
         e.run_end.store(w.run_end.load(Relaxed), Relaxed);
-        e.received.store(w.received.load(Relaxed), Relaxed);
-        e.missed.store(w.missed.load(Relaxed), Relaxed);
+        e.received_base.store(w.received_base.load(Relaxed), Relaxed);
+        e.missed_base.store(w.missed_base.load(Relaxed), Relaxed);
         e.state.store(w.state.load(Relaxed), SeqCst);
     }
     grp.retired_received.store(grp.journal_retired_received.load(Relaxed), Relaxed);
     grp.retired_missed.store(grp.journal_retired_missed.load(Relaxed), Relaxed);
+    grp.claim_next.store(grp.journal_claim_next.load(Relaxed), SeqCst);
     normalize(seg, g);
 }
 
@@ -234,6 +266,10 @@ fn normalize(seg: &Segment, g: usize) {
     super::wait::futex_wake_all(&h.space_futex);
 }
 
+fn retired_counts(grp: &GroupEntry) -> (u64, u64) {
+    (grp.retired_received.load(Relaxed), grp.retired_missed.load(Relaxed))
+}
+
 /// Deregisters a consumer; a run it claimed but did not finish goes to a live member.
 pub(crate) fn leave(seg: &Segment, seat: Seat) {
     let _lock = locked(seg);
@@ -266,75 +302,93 @@ fn reap_locked(seg: &Segment) -> usize {
 /// Removes an ACTIVE entry (lock held): it becomes an orphan holding its unfinished run
 /// if the group lives on, else it is freed (spec §7.2).
 fn retire(seg: &Segment, entry: usize) {
+    let h = seg.header();
     let e = seg.consumer(entry);
     let g = e.group.load(Relaxed) as usize;
     let grp = seg.group(g);
-    let others = (0..MAX_CONSUMERS)
-        .filter(|&i| i != entry)
-        .any(|i| {
-            let o = seg.consumer(i);
-            o.state.load(Relaxed) == ENTRY_ACTIVE && o.group.load(Relaxed) as usize == g
-        });
-    let (next, run_end) = (e.next.load(Relaxed), e.run_end.load(Relaxed));
+    let others = (0..MAX_CONSUMERS).filter(|&i| i != entry).any(|i| {
+        let o = seg.consumer(i);
+        o.state.load(Relaxed) == ENTRY_ACTIVE && o.group.load(Relaxed) as usize == g
+    });
+    let v = view(e);
+    // Frames past the end of a finished stream are owed to nobody.
+    let finished = h.producer_state.load(Acquire) == PRODUCER_FINISHED;
+    let owed_end = if finished { v.run_end.min(h.end_seq.load(Relaxed)) } else { v.run_end };
+    let orphan = others && v.next < owed_end;
     let lossless = e.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
-    let orphan = others && next < run_end;
-    let (received, missed) = (e.received.load(Relaxed), e.missed.load(Relaxed));
     let values = EntryValues {
         entry,
         state: if orphan { ENTRY_ORPHAN } else { ENTRY_FREE },
-        // A lossless orphan keeps pinning its run; a lossy one holds nothing.
-        pin: if orphan && lossless { e.pin.load(Relaxed) } else { NO_PIN },
-        next,
-        run_end,
-        received: 0,
-        missed: 0,
+        // A lossless orphan pins its run; a lossy one holds nothing.
+        pin: if orphan && lossless { v.next } else { NO_PIN },
+        run: Run { start: v.next, end: v.run_end, received_base: 0, missed_base: 0 },
     };
-    let retired = (
-        grp.retired_received.load(Relaxed) + received,
-        grp.retired_missed.load(Relaxed) + missed,
-    );
-    commit(seg, g, &[values], retired);
+    let (r, m) = retired_counts(grp);
+    commit(seg, g, &[values], (r + v.received, m + v.missed), grp.claim_next.load(SeqCst));
 }
 
-/// Takes over one orphaned run of the seat's group. The seat's own unread run, if it
-/// has one, goes into the orphan entry in exchange, so a member waiting for frames the
-/// producer cannot publish (because the orphan pins the ring) steps back to the older
-/// frames first (spec §7.3). Returns the run adopted, if there was an orphan.
-pub(crate) fn adopt(seg: &Segment, seat: Seat, own: Option<(u64, u64)>) -> Option<(u64, u64)> {
+/// Claims the next run for a member of a named group, under the lock and journaled, so
+/// a member killed at any instant leaves its run recorded (spec §5.3). An orphaned run
+/// comes first; a lossy group more than a ring behind skips to the newest frame (§5.5).
+pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
     let _lock = locked(seg);
+    if let Some(run) = adopt_locked(seg, seat, None) {
+        return run;
+    }
+    let grp = seg.group(seat.group);
+    let me = seg.consumer(seat.entry);
+    let v = view(me);
+    let lossy = me.delivery.load(Relaxed) == DELIVERY_LOSSY;
+    let mut start = grp.claim_next.load(SeqCst);
+    let mut missed_base = v.missed;
+    if lossy {
+        let head = seg.header().head.load(Acquire);
+        if start + slots < head {
+            missed_base += head - 1 - start;
+            start = head - 1;
+        }
+    }
+    let end = start + u64::from(grp.batch.load(Relaxed));
+    let run = Run { start, end, received_base: v.received, missed_base };
+    let mine = EntryValues { entry: seat.entry, state: ENTRY_ACTIVE, pin: if lossy { NO_PIN } else { start }, run };
+    commit(seg, seat.group, &[mine], retired_counts(grp), end);
+    run
+}
+
+/// Takes over an orphaned run of the seat's group, if there is one. With `waiting_at`,
+/// the member is waiting for that sequence with its own run unread; it then adopts only
+/// an older run, and hands its own run to the orphan entry in exchange, so the oldest
+/// owed frames, which pin the producer, are always taken first (spec §7.3).
+pub(crate) fn adopt(seg: &Segment, seat: Seat, waiting_at: Option<(u64, u64)>) -> Option<Run> {
+    let _lock = locked(seg);
+    adopt_locked(seg, seat, waiting_at)
+}
+
+fn adopt_locked(seg: &Segment, seat: Seat, waiting_at: Option<(u64, u64)>) -> Option<Run> {
     let grp = seg.group(seat.group);
     let orphan = (0..MAX_CONSUMERS).find(|&i| {
         let o = seg.consumer(i);
-        o.state.load(Relaxed) == ENTRY_ORPHAN && o.group.load(Relaxed) as usize == seat.group
+        o.state.load(Relaxed) == ENTRY_ORPHAN
+            && o.group.load(Relaxed) as usize == seat.group
+            && waiting_at.is_none_or(|(next, _)| view(o).next < next)
     })?;
-    let o = seg.consumer(orphan);
+    let o = view(seg.consumer(orphan));
     let me = seg.consumer(seat.entry);
+    let mine_now = view(me);
     let lossless = me.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
-    let (next, run_end) = (o.next.load(Relaxed), o.run_end.load(Relaxed));
-    let mine = EntryValues {
-        entry: seat.entry,
-        state: ENTRY_ACTIVE,
-        pin: if lossless { next } else { NO_PIN },
-        next,
-        run_end,
-        received: me.received.load(Relaxed),
-        missed: me.missed.load(Relaxed),
-    };
-    let theirs = match own {
-        Some((own_next, own_end)) if own_next < own_end => EntryValues {
+    let run = Run { start: o.next, end: o.run_end, received_base: mine_now.received, missed_base: mine_now.missed };
+    let mine = EntryValues { entry: seat.entry, state: ENTRY_ACTIVE, pin: if lossless { o.next } else { NO_PIN }, run };
+    let theirs = match waiting_at {
+        Some((next, end)) if next < end => EntryValues {
             entry: orphan,
             state: ENTRY_ORPHAN,
-            pin: if lossless { own_next } else { NO_PIN },
-            next: own_next,
-            run_end: own_end,
-            received: 0,
-            missed: 0,
+            pin: if lossless { next } else { NO_PIN },
+            run: Run { start: next, end, received_base: 0, missed_base: 0 },
         },
-        _ => EntryValues { entry: orphan, state: ENTRY_FREE, pin: NO_PIN, next: 0, run_end: 0, received: 0, missed: 0 },
+        _ => EntryValues { entry: orphan, state: ENTRY_FREE, pin: NO_PIN, run: Run { start: 0, end: 0, received_base: 0, missed_base: 0 } },
     };
-    let retired = (grp.retired_received.load(Relaxed), grp.retired_missed.load(Relaxed));
-    commit(seg, seat.group, &[mine, theirs], retired);
-    Some((next, run_end))
+    commit(seg, seat.group, &[mine, theirs], retired_counts(grp), grp.claim_next.load(SeqCst));
+    Some(run)
 }
 
 /// Lowest sequence any lossless group still needs: the producer may write sequence `s`
@@ -417,7 +471,8 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
         for i in 0..MAX_CONSUMERS {
             let e = seg.consumer(i);
             if e.state.load(Acquire) == ENTRY_ACTIVE && e.group.load(Relaxed) as usize == g {
-                let (r, m) = (e.received.load(Relaxed), e.missed.load(Relaxed));
+                let v = view(e);
+                let (r, m) = (v.received, v.missed);
                 delivered += r;
                 missed += m;
                 let pid = ProcessId { pid: e.pid.load(Relaxed), start_time: e.start_time.load(Relaxed) };
