@@ -9,8 +9,14 @@ use streamd::commands::{self, consume::ConsumeArgs, sim::Pattern, sim::SimArgs};
 use streamd::ring::{Delivery, Dtype, FullPolicy};
 
 #[derive(Parser)]
-#[command(name = "streamd", version, about = "Shared-memory frame rings and pipelines for detector hosts")]
-#[command(after_help = "Exit status: 0 ok, 1 frames failed verification, 2 usage or setup error, 3 the producer died.")]
+#[command(
+    name = "streamd",
+    version,
+    about = "Shared-memory frame rings and pipelines for detector hosts"
+)]
+#[command(
+    after_help = "Exit status: 0 ok, 1 frames failed verification, 2 usage or setup error, 3 the producer died."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,22 +119,70 @@ enum DeliveryArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sim { ring, nx, ny, dtype, fps, frames, runtime, pattern, slots, policy, wait_consumers, json } => {
+        Command::Sim {
+            ring,
+            nx,
+            ny,
+            dtype,
+            fps,
+            frames,
+            runtime,
+            pattern,
+            slots,
+            policy,
+            wait_consumers,
+            json,
+        } => {
             let policy = match policy {
                 PolicyArg::Block => FullPolicy::Block,
                 PolicyArg::DropNewest => FullPolicy::DropNewest,
             };
-            commands::sim::run(&SimArgs { ring, nx, ny, dtype, fps, frames, runtime, pattern, slots, policy, wait_consumers, json })
+            commands::sim::run(&SimArgs {
+                ring,
+                nx,
+                ny,
+                dtype,
+                fps,
+                frames,
+                runtime,
+                pattern,
+                slots,
+                policy,
+                wait_consumers,
+                json,
+            })
         }
         Command::Consume {
-            ring, group, batch, delivery, frames, runtime, verify, spin, json, attach_timeout, work_us, record_ids,
+            ring,
+            group,
+            batch,
+            delivery,
+            frames,
+            runtime,
+            verify,
+            spin,
+            json,
+            attach_timeout,
+            work_us,
+            record_ids,
         } => {
             let delivery = match delivery {
                 DeliveryArg::Lossless => Delivery::Lossless,
                 DeliveryArg::Lossy => Delivery::Lossy,
             };
             commands::consume::run(&ConsumeArgs {
-                ring, group, batch, delivery, frames, runtime, verify, spin, json, attach_timeout, work_us, record_ids,
+                ring,
+                group,
+                batch,
+                delivery,
+                frames,
+                runtime,
+                verify,
+                spin,
+                json,
+                attach_timeout,
+                work_us,
+                record_ids,
             })
         }
         Command::Rings { json } => commands::rings::list(json),

@@ -57,7 +57,11 @@ pub fn verify_ramp(data: &[u8], dtype: Dtype, frame_id: u64, scratch: &mut Vec<u
         let expected = &mut scratch[..got.len()];
         fill_ramp_from(expected, dtype, frame_id, first);
         if got != expected {
-            let at = got.iter().zip(expected.iter()).position(|(a, b)| a != b).unwrap_or(0);
+            let at = got
+                .iter()
+                .zip(expected.iter())
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
             return Some(first + (at / px) as u64);
         }
     }
@@ -102,7 +106,10 @@ mod tests {
         assert_eq!(out, [254, 255, 0]);
         let mut out = vec![0u8; 8];
         fill_ramp(&mut out, Dtype::F32, (1 << 24) - 1);
-        assert_eq!(f32::from_le_bytes(out[..4].try_into().unwrap()), 16_777_215.0);
+        assert_eq!(
+            f32::from_le_bytes(out[..4].try_into().unwrap()),
+            16_777_215.0
+        );
         assert_eq!(f32::from_le_bytes(out[4..].try_into().unwrap()), 0.0);
         let mut out = vec![0u8; 4];
         fill_ramp(&mut out, Dtype::U32, u64::from(u32::MAX));
@@ -120,7 +127,10 @@ mod tests {
             assert_eq!(verify_ramp(&frame, dtype, 43, &mut scratch), Some(0));
             let bad = CHUNK_PIXELS + 5;
             frame[bad * dtype.size()] ^= 0x01;
-            assert_eq!(verify_ramp(&frame, dtype, 42, &mut scratch), Some(bad as u64));
+            assert_eq!(
+                verify_ramp(&frame, dtype, 42, &mut scratch),
+                Some(bad as u64)
+            );
         }
     }
 

@@ -20,16 +20,37 @@ fn broadcast_consumers_see_everything_and_a_group_shares_it_in_runs() {
         .map(|i| {
             let ids = tmp_path(&dir, &format!("m{i}.ids"));
             let child = spawn(&[
-                "consume", "--ring", &ring, "--group", "g", "--batch", "4", "--verify", "--json",
-                "--record-ids", ids.to_str().unwrap(),
+                "consume",
+                "--ring",
+                &ring,
+                "--group",
+                "g",
+                "--batch",
+                "4",
+                "--verify",
+                "--json",
+                "--record-ids",
+                ids.to_str().unwrap(),
             ]);
             (child, ids)
         })
         .collect();
     let frames = FRAMES.to_string();
     let sim = spawn(&[
-        "sim", "--ring", &ring, "--frames", &frames, "--nx", "512", "--ny", "512", "--dtype", "u16",
-        "--wait-consumers", "5", "--json",
+        "sim",
+        "--ring",
+        &ring,
+        "--frames",
+        &frames,
+        "--nx",
+        "512",
+        "--ny",
+        "512",
+        "--dtype",
+        "u16",
+        "--wait-consumers",
+        "5",
+        "--json",
     ]);
     let sim = counters(&finish(sim, "sim"), "sim");
     assert_eq!(num(&sim, "published"), FRAMES);
@@ -57,14 +78,23 @@ fn broadcast_consumers_see_everything_and_a_group_shares_it_in_runs() {
         assert_eq!(num(&c, "missed"), 0);
         let ids = read_ids(&ids_path);
         assert_eq!(ids.len() as u64, num(&c, "received"));
-        assert!(!ids.is_empty(), "member {i} received nothing: the group did not share");
+        assert!(
+            !ids.is_empty(),
+            "member {i} received nothing: the group did not share"
+        );
         total += ids.len() as u64;
         for id in ids {
-            assert!(owner.insert(id, i).is_none(), "frame {id} delivered twice in the group");
+            assert!(
+                owner.insert(id, i).is_none(),
+                "frame {id} delivered twice in the group"
+            );
         }
     }
     assert_eq!(total, FRAMES);
-    assert_eq!(owner.keys().copied().collect::<Vec<_>>(), (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!(
+        owner.keys().copied().collect::<Vec<_>>(),
+        (0..FRAMES).collect::<Vec<_>>()
+    );
     for run in 0..FRAMES / BATCH {
         let first = owner[&(run * BATCH)];
         for id in run * BATCH..(run + 1) * BATCH {
@@ -78,13 +108,33 @@ fn a_slow_lossy_consumer_counts_every_frame_it_misses() {
     const FRAMES: u64 = 4_000;
     let ring = ring_name("lossy");
     let slow = spawn(&[
-        "consume", "--ring", &ring, "--delivery", "lossy", "--work-us", "300", "--verify", "--json",
+        "consume",
+        "--ring",
+        &ring,
+        "--delivery",
+        "lossy",
+        "--work-us",
+        "300",
+        "--verify",
+        "--json",
     ]);
     let fast = spawn(&["consume", "--ring", &ring, "--verify", "--json"]);
     let frames = FRAMES.to_string();
     let sim = spawn(&[
-        "sim", "--ring", &ring, "--frames", &frames, "--nx", "128", "--ny", "128", "--slots", "8",
-        "--wait-consumers", "2", "--json",
+        "sim",
+        "--ring",
+        &ring,
+        "--frames",
+        &frames,
+        "--nx",
+        "128",
+        "--ny",
+        "128",
+        "--slots",
+        "8",
+        "--wait-consumers",
+        "2",
+        "--json",
     ]);
     let sim = counters(&finish(sim, "sim"), "sim");
     assert_eq!(num(&sim, "published"), FRAMES);
@@ -92,8 +142,15 @@ fn a_slow_lossy_consumer_counts_every_frame_it_misses() {
     let slow = finish(slow, "lossy consumer");
     assert!(slow.status.success(), "{}", stderr(&slow));
     let slow = counters(&slow, "lossy consumer");
-    assert_eq!(num(&slow, "received") + num(&slow, "missed"), FRAMES, "{slow}");
-    assert!(num(&slow, "missed") > 0, "the slow consumer was never lapped: {slow}");
+    assert_eq!(
+        num(&slow, "received") + num(&slow, "missed"),
+        FRAMES,
+        "{slow}"
+    );
+    assert!(
+        num(&slow, "missed") > 0,
+        "the slow consumer was never lapped: {slow}"
+    );
     assert_eq!(num(&slow, "verify_errors"), 0, "a lossy read was torn");
 
     let fast = counters(&finish(fast, "lossless consumer"), "lossless consumer");
@@ -105,11 +162,33 @@ fn a_slow_lossy_consumer_counts_every_frame_it_misses() {
 fn drop_newest_counts_what_it_does_not_publish() {
     const FRAMES: u64 = 2_000;
     let ring = ring_name("drop");
-    let slow = spawn(&["consume", "--ring", &ring, "--work-us", "200", "--verify", "--json"]);
+    let slow = spawn(&[
+        "consume",
+        "--ring",
+        &ring,
+        "--work-us",
+        "200",
+        "--verify",
+        "--json",
+    ]);
     let frames = FRAMES.to_string();
     let sim = spawn(&[
-        "sim", "--ring", &ring, "--frames", &frames, "--nx", "64", "--ny", "64", "--slots", "4",
-        "--policy", "drop-newest", "--wait-consumers", "1", "--json",
+        "sim",
+        "--ring",
+        &ring,
+        "--frames",
+        &frames,
+        "--nx",
+        "64",
+        "--ny",
+        "64",
+        "--slots",
+        "4",
+        "--policy",
+        "drop-newest",
+        "--wait-consumers",
+        "1",
+        "--json",
     ]);
     let sim = counters(&finish(sim, "sim"), "sim");
     let (published, dropped) = (num(&sim, "published"), num(&sim, "dropped"));
@@ -132,7 +211,10 @@ enum Victim {
 #[test]
 fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
     const FRAMES: u64 = 1_500;
-    let seed = std::env::var("STREAMD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let seed = std::env::var("STREAMD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("SIGKILL test seed {seed} (set STREAMD_TEST_SEED to repeat)");
     let mut rng = fastrand::Rng::with_seed(seed);
     for iteration in 0..15 {
@@ -143,8 +225,17 @@ fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
         let member_ids = tmp_path(&dir, "member.ids");
         let victim_ids = tmp_path(&dir, "victim.ids");
         let member = spawn(&[
-            "consume", "--ring", &ring, "--group", "g", "--batch", "3", "--verify", "--json",
-            "--record-ids", member_ids.to_str().unwrap(),
+            "consume",
+            "--ring",
+            &ring,
+            "--group",
+            "g",
+            "--batch",
+            "3",
+            "--verify",
+            "--json",
+            "--record-ids",
+            member_ids.to_str().unwrap(),
         ]);
         // The victim is slow (1 ms a frame) so it is always mid-stream when killed, and
         // for lossless kinds it throttles the producer until it is reaped.
@@ -158,20 +249,41 @@ fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
         let victim = spawn(&victim_args);
         let frames = FRAMES.to_string();
         let sim = spawn(&[
-            "sim", "--ring", &ring, "--frames", &frames, "--nx", "64", "--ny", "64", "--slots", "8",
-            "--fps", "5000", "--wait-consumers", "3", "--json",
+            "sim",
+            "--ring",
+            &ring,
+            "--frames",
+            &frames,
+            "--nx",
+            "64",
+            "--ny",
+            "64",
+            "--slots",
+            "8",
+            "--fps",
+            "5000",
+            "--wait-consumers",
+            "3",
+            "--json",
         ]);
         wait_published(&ring, 1);
         std::thread::sleep(Duration::from_millis(rng.u64(0..150)));
         kill9(&victim);
         let victim_out = finish(victim, "victim");
-        assert!(!victim_out.status.success(), "iteration {iteration}: the victim finished before the kill");
+        assert!(
+            !victim_out.status.success(),
+            "iteration {iteration}: the victim finished before the kill"
+        );
 
         let sim = counters(&finish(sim, "sim"), "sim");
         let context = format!("iteration {iteration} ({victim_kind:?}), seed {seed}");
         assert_eq!(num(&sim, "published"), FRAMES, "{context}");
         if !matches!(victim_kind, Victim::Lossy) {
-            assert_eq!(num(&sim, "consumers_reaped"), 1, "{context}: the dead consumer was not reaped");
+            assert_eq!(
+                num(&sim, "consumers_reaped"),
+                1,
+                "{context}: the dead consumer was not reaped"
+            );
         }
         let s = counters(&finish(survivor, "survivor"), "survivor");
         assert_eq!(num(&s, "received"), FRAMES, "{context}: {s}");
@@ -183,7 +295,11 @@ fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
         let mut seen: HashSet<u64> = HashSet::new();
         let mut duplicates = 0;
         let member_got = read_ids(&member_ids);
-        let victim_got = if matches!(victim_kind, Victim::GroupMember) { read_ids(&victim_ids) } else { vec![] };
+        let victim_got = if matches!(victim_kind, Victim::GroupMember) {
+            read_ids(&victim_ids)
+        } else {
+            vec![]
+        };
         for id in member_got.iter().chain(victim_got.iter()) {
             if !seen.insert(*id) {
                 duplicates += 1;
@@ -191,8 +307,15 @@ fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
         }
         // Lossless group: nothing lost; only the one frame the victim held when it died
         // may be delivered again (spec §7.3).
-        assert_eq!(seen.len() as u64, FRAMES, "{context}: the group lost frames");
-        assert!(duplicates <= 1, "{context}: {duplicates} frames delivered twice");
+        assert_eq!(
+            seen.len() as u64,
+            FRAMES,
+            "{context}: the group lost frames"
+        );
+        assert!(
+            duplicates <= 1,
+            "{context}: {duplicates} frames delivered twice"
+        );
     }
 }
 
@@ -200,14 +323,38 @@ fn killing_a_consumer_at_random_points_stalls_no_one_and_loses_nothing() {
 fn consumers_drain_and_report_when_the_producer_is_killed() {
     let ring = ring_name("pkill");
     let dir = tempfile::tempdir().unwrap();
-    let ids: Vec<_> = (0..2).map(|i| tmp_path(&dir, &format!("c{i}.ids"))).collect();
+    let ids: Vec<_> = (0..2)
+        .map(|i| tmp_path(&dir, &format!("c{i}.ids")))
+        .collect();
     let consumers: Vec<_> = ids
         .iter()
-        .map(|p| spawn(&["consume", "--ring", &ring, "--verify", "--json", "--record-ids", p.to_str().unwrap()]))
+        .map(|p| {
+            spawn(&[
+                "consume",
+                "--ring",
+                &ring,
+                "--verify",
+                "--json",
+                "--record-ids",
+                p.to_str().unwrap(),
+            ])
+        })
         .collect();
     let sim = spawn(&[
-        "sim", "--ring", &ring, "--fps", "2000", "--frames", "1000000", "--nx", "64", "--ny", "64",
-        "--wait-consumers", "2", "--json",
+        "sim",
+        "--ring",
+        &ring,
+        "--fps",
+        "2000",
+        "--frames",
+        "1000000",
+        "--nx",
+        "64",
+        "--ny",
+        "64",
+        "--wait-consumers",
+        "2",
+        "--json",
     ]);
     wait_published(&ring, 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -217,28 +364,58 @@ fn consumers_drain_and_report_when_the_producer_is_killed() {
     let mut drained = Vec::new();
     for (child, path) in consumers.into_iter().zip(&ids) {
         let out = finish(child, "consumer");
-        assert_eq!(out.status.code(), Some(3), "exit status for a dead producer; stderr: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "exit status for a dead producer; stderr: {}",
+            stderr(&out)
+        );
         let err = stderr(&out);
-        assert!(err.contains("producer (pid") && err.contains("died after publishing"), "{err}");
+        assert!(
+            err.contains("producer (pid") && err.contains("died after publishing"),
+            "{err}"
+        );
         let c = counters(&out, "consumer");
         assert_eq!(c["end"], "producer-died");
         assert_eq!(num(&c, "verify_errors"), 0);
         let got = read_ids(path);
-        assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>(), "gaps in a lossless consumer");
+        assert_eq!(
+            got,
+            (0..got.len() as u64).collect::<Vec<_>>(),
+            "gaps in a lossless consumer"
+        );
         assert!(!got.is_empty());
         drained.push(got.len());
     }
-    assert_eq!(drained[0], drained[1], "both consumers drain every published frame");
+    assert_eq!(
+        drained[0], drained[1],
+        "both consumers drain every published frame"
+    );
 
     // The dead producer's segment is stale: listed as such, and replaced by a new producer.
     let rings = streamd().args(["rings", "--json"]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&rings.stdout).unwrap();
-    let entry = listed["rings"].as_array().unwrap().iter().find(|r| r["name"] == ring.as_str()).cloned();
+    let entry = listed["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == ring.as_str())
+        .cloned();
     assert_eq!(entry.expect("stale ring listed")["producer"], "dead");
-    let again = streamd().args(["sim", "--ring", &ring, "--frames", "10", "--json"]).output().unwrap();
+    let again = streamd()
+        .args(["sim", "--ring", &ring, "--frames", "10", "--json"])
+        .output()
+        .unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stderr(&again).contains("removed stale segment"), "{}", stderr(&again));
-    assert!(!streamd_segment(&ring).exists(), "a finished sim removes its segment");
+    assert!(
+        stderr(&again).contains("removed stale segment"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        !streamd_segment(&ring).exists(),
+        "a finished sim removes its segment"
+    );
 }
 
 #[test]
@@ -254,8 +431,22 @@ fn clean_removes_segments_of_dead_producers_only() {
     let out = streamd().args(["clean", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["removed"].as_array().unwrap().iter().any(|n| n == dead.as_str()), "{report}");
-    assert!(report["kept"].as_array().unwrap().iter().any(|n| n == live.as_str()), "{report}");
+    assert!(
+        report["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == dead.as_str()),
+        "{report}"
+    );
+    assert!(
+        report["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == live.as_str()),
+        "{report}"
+    );
     assert!(!streamd_segment(&dead).exists());
     assert!(streamd_segment(&live).exists());
     // SIGTERM lets the live producer finish and remove its own segment.

@@ -49,28 +49,38 @@ byte head = 0;
 bit finished = 0;
 byte end_seq = 0;
 
-/* Group G: claim_next, seqlock, state, retired counter, journal */
+/* Group G: claim_next, seqlock, state, retired counter, journal (§7.6) */
 byte claim_next = 0;
 byte gen = 0;
 byte gstate = ACTIVE;
 byte orphans = 0;
 byte ret_recv = 0;
 byte j_len = 0;
-byte j_e[2]; byte j_st[2]; byte j_pin[2]; byte j_nx[2]; byte j_end[2]; byte j_recv[2];
+byte j_e[2]; byte j_st[2]; byte j_pin[2]; byte j_start[2]; byte j_end[2]; byte j_rbase[2];
 byte j_ret = 0;
+byte j_claim = 0;
 
-/* Entries of G's members */
+/* Entries of G's members (§3.2): next = rstart + done, received = rbase + done */
 byte est[2];
 byte pin[2];
-byte nx[2];
+byte rstart[2];
 byte rend[2];
-byte recv[2];
+byte done[2];
+byte rbase[2];
 
 /* Lossy consumer L (its own group) */
 byte claimL = 0;
 byte pinL = NONE;
+#ifdef LOSSY
 bit maskL = 1;
+#else
+bit maskL = 0;
+#endif
+#ifdef LOSSY
 byte estL = ACTIVE;
+#else
+byte estL = FREE;        /* no lossy consumer in this configuration */
+#endif
 byte recvL = 0;
 byte missL = 0;
 
@@ -94,7 +104,12 @@ bit held_at_death[F];    /* a member died holding s: it may be delivered again *
 byte reading[2];         /* s+1 while member m holds frame s, else 0 */
 byte released_G = 0;     /* frames released by G's members */
 bit exited[2];
+bit gone[2];             /* a killed member's death has been fully recorded */
+#ifdef LOSSY
 bit exitedL = 0;
+#else
+bit exitedL = 1;
+#endif
 bit producer_done = 0;
 
 inline lock_acquire(id) {
@@ -120,14 +135,16 @@ inline apply_journal() {
     do
     :: ji < j_len ->
         pin[j_e[ji]] = j_pin[ji];
-        nx[j_e[ji]] = j_nx[ji];
+        done[j_e[ji]] = 0;
+        rstart[j_e[ji]] = j_start[ji];
         rend[j_e[ji]] = j_end[ji];
-        recv[j_e[ji]] = j_recv[ji];
+        rbase[j_e[ji]] = j_rbase[ji];
         est[j_e[ji]] = j_st[ji];
         ji++
-    :: else -> break
+    :: else -> ji = 0; break
     od;
     ret_recv = j_ret;
+    claim_next = j_claim;
     normalize()
 }
 
@@ -142,45 +159,71 @@ inline normalize() {
     orphans = (est[0] == ORPHAN) + (est[1] == ORPHAN)
 }
 
-/* Retire member m (dead), lock held: §7.2 through the journal. */
-inline retire(m) {
-    j_len = 1;
-    j_e[0] = m;
-    if
-    :: est[1 - m] == ACTIVE && nx[m] < rend[m] -> j_st[0] = ORPHAN; j_pin[0] = pin[m]
-    :: else -> j_st[0] = FREE; j_pin[0] = NONE
-    fi;
-    j_nx[0] = nx[m]; j_end[0] = rend[m]; j_recv[0] = 0;
-    j_ret = ret_recv + recv[m];
-    gen++;
+/* The journal is private to the lock holder until `gen` turns odd, so preparing it and
+ * the commit point form one step; a death before it is a death before the change. */
+inline commit_and_apply() {
     apply_journal();
     gen++
 }
 
-/* Member m adopts the other's orphaned run; hands back [nx, rend) if own is set. */
-inline adopt(m, own) {
-    lock_acquire(M_ID(m));
-    if
-    :: est[1 - m] == ORPHAN ->
+/* Retire member m (dead), lock held: §7.2 through the journal. */
+inline retire(m) {
+    atomic {
+        j_len = 1;
+        j_e[0] = m;
+        if
+        :: est[1 - m] == ACTIVE && rstart[m] + done[m] < rend[m] &&
+           !(finished && rstart[m] + done[m] >= end_seq) ->
+            j_st[0] = ORPHAN; j_pin[0] = rstart[m] + done[m]
+        :: else -> j_st[0] = FREE; j_pin[0] = NONE
+        fi;
+        j_start[0] = rstart[m] + done[m]; j_end[0] = rend[m]; j_rbase[0] = 0;
+        j_ret = ret_recv + rbase[m] + done[m];
+        j_claim = claim_next;
+        gen++
+    };
+    commit_and_apply()
+}
+
+/* Member m claims [claim_next, claim_next + B), lock held (§5.3). */
+inline claim(m) {
+    atomic {
+        j_len = 1;
+        j_e[0] = m; j_st[0] = ACTIVE; j_pin[0] = claim_next; j_start[0] = claim_next;
+        j_end[0] = claim_next + B; j_rbase[0] = rbase[m] + done[m];
+        j_ret = ret_recv;
+        j_claim = claim_next + B;
+        gen++
+    };
+    commit_and_apply()
+}
+
+/* Member m adopts the other's orphaned run, lock held; with `swap` it hands its own
+ * unread run [rstart + done, rend) to the orphan entry (§7.3). */
+inline adopt(m, swap) {
+    atomic {
         j_len = 2;
-        j_e[0] = m; j_st[0] = ACTIVE; j_pin[0] = nx[1 - m]; j_nx[0] = nx[1 - m];
-        j_end[0] = rend[1 - m]; j_recv[0] = recv[m];
+        j_e[0] = m; j_st[0] = ACTIVE; j_pin[0] = rstart[1 - m]; j_start[0] = rstart[1 - m];
+        j_end[0] = rend[1 - m]; j_rbase[0] = rbase[m] + done[m];
         j_e[1] = 1 - m;
         if
-        :: own && nx[m] < rend[m] ->
-            j_st[1] = ORPHAN; j_pin[1] = nx[m]; j_nx[1] = nx[m]; j_end[1] = rend[m]
+        :: swap ->
+            j_st[1] = ORPHAN; j_pin[1] = rstart[m] + done[m]; j_start[1] = rstart[m] + done[m];
+            j_end[1] = rend[m]
         :: else ->
-            j_st[1] = FREE; j_pin[1] = NONE; j_nx[1] = 0; j_end[1] = 0
+            j_st[1] = FREE; j_pin[1] = NONE; j_start[1] = 0; j_end[1] = 0
         fi;
-        j_recv[1] = 0;
+        j_rbase[1] = 0;
         j_ret = ret_recv;
-        gen++;
-        apply_journal();
+        j_claim = claim_next;
         gen++
-    :: else -> skip
-    fi;
-    lock_release()
+    };
+    commit_and_apply()
 }
+
+/* The mate of m still owes frames below the end of the stream. */
+#define MATE_OWES(m) (est[1 - (m)] == ACTIVE && rstart[1 - (m)] + done[1 - (m)] < rend[1 - (m)] && \
+                      rstart[1 - (m)] + done[1 - (m)] < end_seq)
 
 proctype Producer() {
     byte s = 0, f, g1, cn, p0, p1, e0, e1, slot, ji;
@@ -205,7 +248,7 @@ scan:
         :: else -> f = NONE
         fi;
         if
-        :: f == NONE || s < f + N -> skip
+        :: f == NONE || s < f + N -> d_step { f = 0; g1 = 0; cn = 0; p0 = 0; p1 = 0; e0 = 0; e1 = 0 }
         :: else ->
             /* block (futex) until something the floor depends on changes */
             (claim_next != cn || est[0] != e0 || pin[0] != p0 || est[1] != e1 ||
@@ -222,58 +265,63 @@ scan:
         data[slot] = s;
         stamp[slot] = PUB(s);
         head = s + 1;
-        s++
+        s++;
+        slot = 0
     od;
     producer_done = 1
 }
 
 proctype Member(byte m) {
-    byte s, c, ji;
-    bit won;
+    byte s, ji;
     {
     do
-    :: nx[m] >= rend[m] ->
+    :: rstart[m] + done[m] >= rend[m] ->        /* run exhausted: orphan first, else claim */
+        lock_acquire(M_ID(m));
         if
-        :: orphans > 0 -> adopt(m, 0)
-        :: else ->
-            c = claim_next;
-            pin[m] = c;                 /* pin before the claim CAS (§5.3) */
-            atomic {
-                if
-                :: claim_next == c -> claim_next = c + B; won = 1
-                :: else -> won = 0
-                fi
-            };
-            if
-            :: won -> nx[m] = c; rend[m] = c + B
-            :: else -> skip
-            fi
-        fi
-    :: nx[m] < rend[m] ->
-        s = nx[m];
+        :: est[1 - m] == ORPHAN -> adopt(m, 0)
+        :: else -> claim(m)
+        fi;
+        lock_release()
+    :: rstart[m] + done[m] < rend[m] ->
+        s = rstart[m] + done[m];
         if
         :: head > s ->
             assert(stamp[s % N] == PUB(s));
             atomic { reading[m] = s + 1; got[s]++ };
             assert(data[s % N] == s);   /* read in place... */
             assert(data[s % N] == s);   /* ...and still the same frame at the end */
-            atomic { recv[m]++; released_G++; reading[m] = 0 };
-            nx[m] = s + 1;
-            pin[m] = s + 1
-        :: head <= s && orphans > 0 -> adopt(m, 1)    /* §5.4 step 1 */
-        :: finished && s >= end_seq && orphans == 0 &&
-           !(est[1 - m] == ACTIVE && dead[1 - m]) ->    /* reaped, nothing to adopt */
-            exited[m] = 1;
-            break
+            atomic { done[m]++; released_G++; reading[m] = 0 };   /* one progress store */
+            pin[m] = s + 1;
+            s = 0
+        :: head <= s && est[1 - m] == ORPHAN && rstart[1 - m] < s ->   /* §5.4 step 1 */
+            lock_acquire(M_ID(m));
+            if
+            :: est[1 - m] == ORPHAN && rstart[1 - m] < s -> adopt(m, 1)
+            :: else -> skip
+            fi;
+            lock_release();
+            s = 0
+        :: finished && s >= end_seq && !(est[1 - m] == ACTIVE && (dead[1 - m] || MATE_OWES(m))) ->
+            /* §5.6, decided under the lock: adopt a departed mate's run, or end. A dead,
+             * not yet reaped mate, or a live one that still owes frames, keeps us here. */
+            lock_acquire(M_ID(m));
+            if
+            :: est[1 - m] == ORPHAN -> adopt(m, 0); lock_release()
+            :: est[1 - m] == ACTIVE && MATE_OWES(m) -> lock_release()
+            :: else -> exited[m] = 1; lock_release(); break
+            fi
         fi
     od
     } unless { dead[m] };
     atomic {
         if :: dead[m] && lock == M_ID(m) -> lock = 0 :: else -> skip fi;
-        if :: dead[m] && reading[m] > 0 -> held_at_death[reading[m] - 1] = 1 :: else -> skip fi
+        if :: dead[m] && reading[m] > 0 -> held_at_death[reading[m] - 1] = 1 :: else -> skip fi;
+        gone[m] = dead[m];
+        s = 0; ji = 0
     }
 }
 
+#ifdef LOSSY
 proctype Lossy() {
     byte s, c, hd;
     bit won;
@@ -319,6 +367,8 @@ proctype Lossy() {
     } unless { deadL }
 }
 
+#endif
+
 /* Reaps dead consumers at any time; may itself be killed mid-change. */
 proctype Reaper() {
     byte ji;
@@ -346,7 +396,7 @@ active proctype Killer() {
     do
     :: kills < MAXKILLS && !dead[0] -> dead[0] = 1; kills++
     :: kills < MAXKILLS && !dead[1] -> dead[1] = 1; kills++
-    :: kills < MAXKILLS && !deadL -> deadL = 1; kills++
+    :: kills < MAXKILLS && !deadL && estL == ACTIVE -> deadL = 1; kills++
     :: kills < MAXKILLS && reaper_busy -> kill_reaper = 1; kills++
     :: break
     od
@@ -358,29 +408,36 @@ active proctype Accounting() {
 end_watch:
     atomic {
         (lock == 0 && gen % 2 == 0 && gstate == ACTIVE &&
-         ret_recv + recv[0] + recv[1] != released_G) ||
+         ret_recv + rbase[0] + done[0] + rbase[1] + done[1] != released_G) ||
         (released_G > head) || (recvL + missL > head) ->
         assert(false)
     }
 }
 
-/* Once everyone is done: lossless, exactly-once, lossy accounting. */
+/* Once everyone is done: lossless (every frame reached a member), exactly once (apart
+ * from a frame a dying member held), every frame released once unless the member that
+ * last held it died with it, and the lossy consumer's accounting. */
 active proctype Outcome() {
-    byte s = 0;
-    (producer_done && (exited[0] || dead[0]) && (exited[1] || dead[1]) && (exitedL || deadL));
+    byte s = 0, died_with = 0;
+    (producer_done && (exited[0] || gone[0]) && (exited[1] || gone[1]) && (exitedL || deadL));
     if
-    :: exited[0] || exited[1] ->        /* the group outlived its deaths */
-        assert(released_G == F);
+    :: exited[0] || exited[1] ->        /* the group lived to the end of the stream */
         do
-        :: s < F -> assert(got[s] >= 1 && got[s] <= 1 + held_at_death[s]); s++
+        :: s < F ->
+            assert(got[s] >= 1 && got[s] <= 1 + held_at_death[s]);
+            if :: held_at_death[s] && got[s] == 1 -> died_with++ :: else -> skip fi;
+            s++
         :: else -> break
-        od
+        od;
+        assert(released_G + died_with == F)
     :: else -> skip
     fi;
+#ifdef LOSSY
     if
     :: exitedL -> assert(recvL + missL == F)
     :: else -> skip
     fi
+#endif
 }
 
 init {
@@ -395,7 +452,9 @@ init {
         run Producer();
         run Member(0);
         run Member(1);
+#ifdef LOSSY
         run Lossy();
+#endif
         run Reaper()
     }
 }

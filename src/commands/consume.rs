@@ -40,34 +40,50 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         group: args.group.clone(),
         batch: args.batch,
         delivery: args.delivery,
-        wait: if args.spin { WaitMode::Spin } else { WaitMode::Futex },
+        wait: if args.spin {
+            WaitMode::Spin
+        } else {
+            WaitMode::Futex
+        },
         attach_timeout: Duration::from_secs_f64(args.attach_timeout.max(0.0)),
     };
     let mut record = match &args.record_ids {
-        Some(path) => Some(File::create(path).with_context(|| format!("could not create {}", path.display()))?),
+        Some(path) => Some(
+            File::create(path).with_context(|| format!("could not create {}", path.display()))?,
+        ),
         None => None,
     };
     let mut consumer = Consumer::attach(&args.ring, &options)?;
     let stop = stop_flag();
     consumer.set_interrupt(stop.clone());
     // 1 ns to 1 h at 3 significant figures; longer waits saturate at the top.
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let mut scratch = Vec::new();
     let (mut first_id, mut last_id) = (None, None);
     let (mut verify_errors, mut corrupt, mut bytes) = (0u64, 0u64, 0u64);
     let deadline = args.runtime.map(Duration::from_secs_f64);
     let mut started = None;
     let end = loop {
-        if args.frames.is_some_and(|n| consumer.counters().received >= n) {
+        if args
+            .frames
+            .is_some_and(|n| consumer.counters().received >= n)
+        {
             break "frames";
         }
         if deadline.is_some_and(|d| started.get_or_insert_with(Instant::now).elapsed() >= d) {
             break "runtime";
         }
-        let frame = match consumer.next() {
+        let frame = match consumer.recv() {
             Ok(frame) => frame,
             Err(RecvError::EndOfStream { .. }) => break "end-of-stream",
-            Err(RecvError::Interrupted) => break if stop.load(Relaxed) { "interrupted" } else { "runtime" },
+            Err(RecvError::Interrupted) => {
+                break if stop.load(Relaxed) {
+                    "interrupted"
+                } else {
+                    "runtime"
+                }
+            }
             Err(e @ RecvError::ProducerDied { .. }) => {
                 eprintln!("streamd consume: ring '{}': {e}", args.ring);
                 break "producer-died";
@@ -86,13 +102,19 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         bytes += header.payload_len;
         if let Some(file) = record.as_mut() {
             // One write per id: a consumer killed at any instant leaves whole lines.
-            file.write_all(format!("{}\n", header.frame_id).as_bytes()).context("could not record a frame id")?;
+            file.write_all(format!("{}\n", header.frame_id).as_bytes())
+                .context("could not record a frame id")?;
         }
         if args.verify {
-            if let Some(pixel) = verify_ramp(frame.payload(), header.dtype, header.frame_id, &mut scratch) {
+            if let Some(pixel) =
+                verify_ramp(frame.payload(), header.dtype, header.frame_id, &mut scratch)
+            {
                 verify_errors += 1;
                 if verify_errors <= SHOWN_ERRORS {
-                    eprintln!("streamd consume: frame {} differs from the ramp at pixel {pixel}", header.frame_id);
+                    eprintln!(
+                        "streamd consume: frame {} differs from the ramp at pixel {pixel}",
+                        header.frame_id
+                    );
                 }
             }
         }

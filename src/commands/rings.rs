@@ -22,7 +22,11 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
     }
     for ring in &rings {
         if let Some(err) = ring.get("error") {
-            println!("{}: {}", ring["name"].as_str().unwrap_or("?"), err.as_str().unwrap_or("?"));
+            println!(
+                "{}: {}",
+                ring["name"].as_str().unwrap_or("?"),
+                err.as_str().unwrap_or("?")
+            );
             continue;
         }
         println!(
@@ -37,7 +41,10 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
             ring["consumers_reaped"],
         );
         for group in ring["groups"].as_array().into_iter().flatten() {
-            let name = group["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("(broadcast)");
+            let name = group["name"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("(broadcast)");
             println!(
                 "  group {name}: {} batch {}, {} member(s): published {} = delivered {} + missed {} + in flight {}",
                 group["delivery"].as_str().unwrap_or("?"),
@@ -65,7 +72,8 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
             Ok(_) => kept.push(name),
             // Not a ring we can read, but ours and in our namespace: a crashed creation.
             Err(e @ (AttachError::BadMagic { .. } | AttachError::Layout { .. })) => {
-                std::fs::remove_file(segment_path(&name)).with_context(|| format!("could not remove ring '{name}'"))?;
+                std::fs::remove_file(segment_path(&name))
+                    .with_context(|| format!("could not remove ring '{name}'"))?;
                 removed.push(name.clone());
                 eprintln!("streamd clean: removed '{name}': {e}");
             }

@@ -2,7 +2,9 @@
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
 use crate::pattern::{fill_ramp, RandomPool};
-use crate::ring::{ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM};
+use crate::ring::{
+    ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
+};
 use anyhow::{bail, Context};
 use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
@@ -46,13 +48,25 @@ pub struct SimArgs {
 
 pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     if args.nx == 0 || args.ny == 0 {
-        bail!("frame size {}x{} is empty; give --nx and --ny of at least 1", args.nx, args.ny);
+        bail!(
+            "frame size {}x{} is empty; give --nx and --ny of at least 1",
+            args.nx,
+            args.ny
+        );
     }
     if !(args.fps >= 0.0 && args.fps.is_finite()) {
-        bail!("--fps {} is not a rate; use 0 for as fast as possible or a positive number", args.fps);
+        bail!(
+            "--fps {} is not a rate; use 0 for as fast as possible or a positive number",
+            args.fps
+        );
     }
     let frame_bytes = u64::from(args.nx) * u64::from(args.ny) * args.dtype.size() as u64;
-    let options = RingOptions { name: args.ring.clone(), slots: args.slots, slot_bytes: frame_bytes, full_policy: args.policy };
+    let options = RingOptions {
+        name: args.ring.clone(),
+        slots: args.slots,
+        slot_bytes: frame_bytes,
+        full_policy: args.policy,
+    };
     let (mut producer, stale) = Producer::create(&options)?;
     if let Some(stale) = stale {
         eprintln!(
@@ -64,12 +78,16 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
     if args.wait_consumers > 0 {
-        eprintln!("streamd sim: ring '{}' waiting for {} consumer(s)", args.ring, args.wait_consumers);
+        eprintln!(
+            "streamd sim: ring '{}' waiting for {} consumer(s)",
+            args.ring, args.wait_consumers
+        );
         if producer.wait_for_consumers(args.wait_consumers) == Err(ClaimError::Interrupted) {
             eprintln!("streamd sim: interrupted before any consumer attached");
         }
     }
-    let pool = (args.pattern == Pattern::Random).then(|| RandomPool::new(frame_bytes as usize, 0x5eed));
+    let pool =
+        (args.pattern == Pattern::Random).then(|| RandomPool::new(frame_bytes as usize, 0x5eed));
     let dims = [args.ny, args.nx];
     let interval = (args.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / args.fps));
     let deadline = args.runtime.map(Duration::from_secs_f64);
@@ -77,7 +95,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     let (mut first_id, mut last_id) = (None, None);
     let mut frame_id = 0u64;
     while !stop.load(Relaxed) {
-        if args.frames.is_some_and(|n| frame_id >= n) || deadline.is_some_and(|d| started.elapsed() >= d) {
+        if args.frames.is_some_and(|n| frame_id >= n)
+            || deadline.is_some_and(|d| started.elapsed() >= d)
+        {
             break;
         }
         if let Some(interval) = interval {

@@ -4,7 +4,9 @@
 use super::error::{AttachError, RecvError};
 use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
 use super::layout::*;
-use super::membership::{adopt, claim_shared_run, join, leave, reap, JoinRequest, Run, Seat};
+use super::membership::{
+    adopt, claim_shared_run, end_check, join, leave, reap, EndCheck, JoinRequest, Run, Seat,
+};
 use super::segment::Segment;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
 use std::sync::atomic::AtomicBool;
@@ -84,7 +86,14 @@ impl Consumer {
             Delivery::Lossless => DELIVERY_LOSSLESS,
             Delivery::Lossy => DELIVERY_LOSSY,
         };
-        let seat = join(&segment, &JoinRequest { group: options.group.as_deref(), batch: options.batch, delivery })?;
+        let seat = join(
+            &segment,
+            &JoinRequest {
+                group: options.group.as_deref(),
+                batch: options.batch,
+                delivery,
+            },
+        )?;
         Ok(Consumer {
             segment,
             seat,
@@ -92,7 +101,12 @@ impl Consumer {
             shared: options.group.is_some(),
             batch: u64::from(options.batch),
             wait: options.wait,
-            run: Run { start: 0, end: 0, received_base: 0, missed_base: 0 },
+            run: Run {
+                start: 0,
+                end: 0,
+                received_base: 0,
+                missed_base: 0,
+            },
             done: 0,
             missed_in_run: 0,
             interrupt: None,
@@ -132,7 +146,7 @@ impl Consumer {
 
     /// Waits for and returns the next frame owed to this consumer. The frame stays
     /// valid, and its slot reserved, until the returned guard is dropped.
-    pub fn next(&mut self) -> Result<Frame<'_>, RecvError> {
+    pub fn recv(&mut self) -> Result<Frame<'_>, RecvError> {
         loop {
             if self.next_seq() >= self.run.end {
                 self.claim_run();
@@ -174,14 +188,23 @@ impl Consumer {
 
     fn open_frame(&mut self, seq: u64, slot: u32) -> Result<Frame<'_>, RecvError> {
         let capacity = self.segment.geometry().payload_capacity;
-        // SAFETY: slot header inside the mapping; pinned against rewriting (see `next`).
-        let slot_header =
-            unsafe { std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE) };
+        // SAFETY: slot header inside the mapping; pinned against rewriting (see `recv`).
+        let slot_header = unsafe {
+            std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE)
+        };
         match decode_header(slot_header, capacity) {
-            Ok(header) => Ok(Frame { consumer: self, slot, seq, header }),
+            Ok(header) => Ok(Frame {
+                consumer: self,
+                slot,
+                seq,
+                header,
+            }),
             Err(e) => {
                 self.finish_frame();
-                Err(RecvError::Corrupt { seq, what: e.to_string() })
+                Err(RecvError::Corrupt {
+                    seq,
+                    what: e.to_string(),
+                })
             }
         }
     }
@@ -205,7 +228,11 @@ impl Consumer {
                 // still held, whose slot the producer needs next (spec §5.5).
                 let head = self.segment.header().head.load(Acquire);
                 if start + slots < head {
-                    if grp.claim_next.compare_exchange(start, head - 1, SeqCst, SeqCst).is_ok() {
+                    if grp
+                        .claim_next
+                        .compare_exchange(start, head - 1, SeqCst, SeqCst)
+                        .is_ok()
+                    {
                         missed_base += head - 1 - start;
                     }
                     continue;
@@ -215,11 +242,20 @@ impl Consumer {
                 // claim_next before pins, so it never sees the claim without the pin (§6.1).
                 entry.pin.store(start, SeqCst);
             }
-            if grp.claim_next.compare_exchange(start, start + self.batch, SeqCst, SeqCst).is_ok() {
+            if grp
+                .claim_next
+                .compare_exchange(start, start + self.batch, SeqCst, SeqCst)
+                .is_ok()
+            {
                 break start;
             }
         };
-        let run = Run { start, end: start + self.batch, received_base: counters.received, missed_base };
+        let run = Run {
+            start,
+            end: start + self.batch,
+            received_base: counters.received,
+            missed_base,
+        };
         // Progress first: a reader summing the words may see a count dip, never a double.
         entry.progress.store(0, Relaxed);
         entry.received_base.store(run.received_base, Relaxed);
@@ -246,17 +282,24 @@ impl Consumer {
             if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
                 let published = header.end_seq.load(Relaxed);
                 if seq >= published {
-                    return self.end_of_run(RecvError::EndOfStream { published });
+                    return self.end_of_run(published, RecvError::EndOfStream { published });
                 }
             }
             if self.last_check.elapsed() >= LIVENESS_INTERVAL {
                 self.last_check = Instant::now();
                 let producer = self.segment.producer();
-                if !producer.is_alive() && header.producer_state.load(Acquire) != PRODUCER_FINISHED {
+                if !producer.is_alive() && header.producer_state.load(Acquire) != PRODUCER_FINISHED
+                {
                     // A dead producer never advances head again: what is below it is whole.
                     let published = header.head.load(Acquire);
                     if seq >= published {
-                        return self.end_of_run(RecvError::ProducerDied { pid: producer.pid, published });
+                        return self.end_of_run(
+                            published,
+                            RecvError::ProducerDied {
+                                pid: producer.pid,
+                                published,
+                            },
+                        );
                     }
                     continue;
                 }
@@ -288,18 +331,22 @@ impl Consumer {
         }
     }
 
-    /// The stream ended for this run: first reap dead group mates and take over a run
-    /// one of them left unfinished; report `end` only when there is none.
-    fn end_of_run(&mut self, end: RecvError) -> Result<Ready, RecvError> {
-        reap(&self.segment);
-        if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
-            // Our own run lies past the end of the stream: nothing to hand back.
-            if let Some(run) = adopt(&self.segment, self.seat, None) {
+    /// The stream ended at `published` for this run: take over a run a dead or departed
+    /// mate left unfinished; while a live mate still owes frames below the end, stay (it
+    /// may yet die and leave them to us); then report `end` (spec §5.6).
+    fn end_of_run(&mut self, published: u64, end: RecvError) -> Result<Ready, RecvError> {
+        match end_check(&self.segment, self.seat, published) {
+            EndCheck::Adopted(run) => {
                 self.start_run(run);
-                return Ok(Ready::RunChanged);
+                Ok(Ready::RunChanged)
             }
+            EndCheck::MatesOwe if !self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed)) => {
+                std::thread::sleep(SLEEP_SLICE);
+                Ok(Ready::RunChanged)
+            }
+            EndCheck::MatesOwe => Err(RecvError::Interrupted),
+            EndCheck::Ended => Err(end),
         }
-        Err(end)
     }
 
     /// Marks the current frame done (released or missed): one store of the progress
@@ -307,10 +354,16 @@ impl Consumer {
     fn finish_frame(&mut self) {
         self.done += 1;
         let entry = self.segment.consumer(self.seat.entry);
-        entry.progress.store(progress(self.done, self.missed_in_run), Relaxed);
+        entry
+            .progress
+            .store(progress(self.done, self.missed_in_run), Relaxed);
         // SYNC: SeqCst pin store (our reads of the slot happen-before the producer's
         // rewrite, which loads this pin), then the SeqCst load of producer_waiting.
-        let pin = if self.delivery == Delivery::Lossless { self.next_seq() } else { NO_PIN };
+        let pin = if self.delivery == Delivery::Lossless {
+            self.next_seq()
+        } else {
+            NO_PIN
+        };
         entry.pin.store(pin, SeqCst);
         let header = self.segment.header();
         if header.producer_waiting.load(SeqCst) != 0 {
@@ -349,17 +402,23 @@ impl Frame<'_> {
         let seg = &self.consumer.segment;
         // SAFETY: payload_len ≤ payload_capacity (checked by decode_header), so the range
         // lies inside the slot; the slot cannot be rewritten while this guard lives.
-        unsafe { std::slice::from_raw_parts(seg.payload_ptr(self.slot), self.header.payload_len as usize) }
+        unsafe {
+            std::slice::from_raw_parts(seg.payload_ptr(self.slot), self.header.payload_len as usize)
+        }
     }
 
     /// The key/value attributes the producer attached.
     pub fn attributes(&self) -> impl Iterator<Item = Result<(&str, AttrValue<'_>), FrameError>> {
         let seg = &self.consumer.segment;
         // SAFETY: slot header inside the mapping, reserved while this guard lives.
-        let slot_header = unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
+        let slot_header =
+            unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
         let area = attr_bytes(slot_header);
         let failed = area.as_ref().err().cloned();
-        area.ok().into_iter().flat_map(attributes).chain(failed.map(Err))
+        area.ok()
+            .into_iter()
+            .flat_map(attributes)
+            .chain(failed.map(Err))
     }
 }
 

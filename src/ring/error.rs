@@ -9,16 +9,29 @@ use std::path::PathBuf;
 pub enum CreateError {
     #[error("ring name '{0}' is invalid: use 1 to 31 characters from A-Z a-z 0-9 _ - .")]
     BadName(String),
-    #[error("ring '{name}' needs {slots} slots of at least 1 byte each and at most 2^40 bytes in all")]
+    #[error(
+        "ring '{name}' needs {slots} slots of at least 1 byte each and at most 2^40 bytes in all"
+    )]
     BadSize { name: String, slots: u32 },
-    #[error("ring '{name}' already has a live producer (pid {pid}); stop it or choose another name")]
+    #[error(
+        "ring '{name}' already has a live producer (pid {pid}); stop it or choose another name"
+    )]
     Exists { name: String, pid: u32 },
     #[error("ring '{name}' exists at {path} but belongs to uid {owner}, not to you (uid {you}); remove it as that user")]
-    OwnedByOther { name: String, path: PathBuf, owner: u32, you: u32 },
+    OwnedByOther {
+        name: String,
+        path: PathBuf,
+        owner: u32,
+        you: u32,
+    },
     #[error("not enough space in /dev/shm for ring '{name}' ({bytes} bytes); free space there or use fewer or smaller slots")]
     NoSpace { name: String, bytes: u64 },
     #[error("could not {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Attaching to an existing ring failed.
@@ -27,27 +40,51 @@ pub enum AttachError {
     #[error("ring name '{0}' is invalid: use 1 to 31 characters from A-Z a-z 0-9 _ - .")]
     BadName(String),
     #[error("ring '{name}' did not appear at {path} within {waited_s} s; start its producer (streamd sim --ring {name}) or check the name with `streamd rings`")]
-    NotFound { name: String, path: PathBuf, waited_s: u64 },
+    NotFound {
+        name: String,
+        path: PathBuf,
+        waited_s: u64,
+    },
     #[error("ring '{name}' at {path} belongs to uid {owner}, not to you (uid {you}); attach as that user")]
-    OwnedByOther { name: String, path: PathBuf, owner: u32, you: u32 },
+    OwnedByOther {
+        name: String,
+        path: PathBuf,
+        owner: u32,
+        you: u32,
+    },
     #[error("{path} is not a streamd ring (bad magic); remove it or choose another name")]
     BadMagic { path: PathBuf },
     #[error("ring '{name}' uses layout version {found} but this streamd speaks version {expected}; run producer and consumers from the same release")]
-    Version { name: String, found: u32, expected: u32 },
+    Version {
+        name: String,
+        found: u32,
+        expected: u32,
+    },
     #[error("ring '{name}' has an inconsistent layout ({what}); the segment is damaged: run `streamd clean` and restart its producer")]
     Layout { name: String, what: String },
     #[error("ring '{name}' already has {max} consumers attached; detach one first")]
     TableFull { name: String, max: usize },
     #[error("ring '{name}' already has {max} consumer groups; use an existing group")]
     GroupsFull { name: String, max: usize },
-    #[error("group '{group}' on ring '{name}' is {has}; you asked for {asked}: use the same settings")]
-    GroupMismatch { name: String, group: String, has: String, asked: String },
+    #[error(
+        "group '{group}' on ring '{name}' is {has}; you asked for {asked}: use the same settings"
+    )]
+    GroupMismatch {
+        name: String,
+        group: String,
+        has: String,
+        asked: String,
+    },
     #[error("group name '{0}' is invalid: use 1 to 31 characters from A-Z a-z 0-9 _ - .")]
     BadGroup(String),
     #[error("batch must be at least 1, got {0}")]
     BadBatch(u32),
     #[error("could not {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// The producer could not claim a slot.
@@ -67,7 +104,12 @@ pub enum PublishError {
     #[error("frame of {len} bytes does not fit the slot capacity of {capacity} bytes")]
     TooLarge { len: u64, capacity: u64 },
     #[error("frame shape {dims:?} of {dtype} needs {expected} bytes but {len} were given")]
-    ShapeMismatch { dims: Vec<u32>, dtype: String, expected: u64, len: u64 },
+    ShapeMismatch {
+        dims: Vec<u32>,
+        dtype: String,
+        expected: u64,
+        len: u64,
+    },
     #[error("frames have 1 to 4 dimensions, got {0}")]
     BadNdims(usize),
 }

@@ -144,13 +144,19 @@ pub fn decode_header(slot_header: &[u8], payload_capacity: u64) -> Result<FrameH
         .collect();
     let payload_len = u64_at(slot_header, f::PAYLOAD_LEN);
     if payload_len > payload_capacity {
-        return Err(FrameError::PayloadTooLong { len: payload_len, capacity: payload_capacity });
+        return Err(FrameError::PayloadTooLong {
+            len: payload_len,
+            capacity: payload_capacity,
+        });
     }
     let expected = dims
         .iter()
         .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(u64::from(d)));
     if expected != Some(payload_len) {
-        return Err(FrameError::PayloadMismatch { len: payload_len, expected: expected.unwrap_or(u64::MAX) });
+        return Err(FrameError::PayloadMismatch {
+            len: payload_len,
+            expected: expected.unwrap_or(u64::MAX),
+        });
     }
     let attr_len = u32_at(slot_header, f::ATTR_LEN);
     if attr_len as usize > ATTR_CAPACITY {
@@ -276,7 +282,10 @@ pub(crate) fn encode_attribute(
     }
     let value_len = value.encoded_len();
     if value_len > usize::from(u16::MAX) {
-        return Err(FrameError::AttrAreaFull { needed: value_len, left: area.len() - used });
+        return Err(FrameError::AttrAreaFull {
+            needed: value_len,
+            left: area.len() - used,
+        });
     }
     let needed = 4 + key.len() + value_len;
     let left = area.len().saturating_sub(used);
@@ -309,7 +318,14 @@ mod tests {
 
     fn header(dtype: Dtype, dims: Vec<u32>) -> FrameHeader {
         let payload_len = dims.iter().map(|&d| u64::from(d)).product::<u64>() * dtype.size() as u64;
-        FrameHeader { frame_id: 7, timestamp_ns: 11, dtype, dims, payload_len, flags: 0 }
+        FrameHeader {
+            frame_id: 7,
+            timestamp_ns: 11,
+            dtype,
+            dims,
+            payload_len,
+            flags: 0,
+        }
     }
 
     #[test]
@@ -326,7 +342,10 @@ mod tests {
         encode_header(&mut slot, &header(Dtype::U8, vec![64, 65]));
         assert_eq!(
             decode_header(&slot, 4096),
-            Err(FrameError::PayloadTooLong { len: 4160, capacity: 4096 })
+            Err(FrameError::PayloadTooLong {
+                len: 4160,
+                capacity: 4096
+            })
         );
     }
 
@@ -338,7 +357,9 @@ mod tests {
         used = encode_attribute(area, used, "tile_row", &AttrValue::I64(-2)).unwrap();
         used = encode_attribute(area, used, "motor", &AttrValue::Str("th")).unwrap();
         set_attr_len(&mut slot, used);
-        let got: Vec<_> = attributes(attr_bytes(&slot).unwrap()).collect::<Result<_, _>>().unwrap();
+        let got: Vec<_> = attributes(attr_bytes(&slot).unwrap())
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(
             got,
             vec![
@@ -353,7 +374,13 @@ mod tests {
     fn attribute_area_reports_when_full() {
         let mut area = vec![0u8; 16];
         let err = encode_attribute(&mut area, 0, "key", &AttrValue::Str("0123456789")).unwrap_err();
-        assert_eq!(err, FrameError::AttrAreaFull { needed: 17, left: 16 });
+        assert_eq!(
+            err,
+            FrameError::AttrAreaFull {
+                needed: 17,
+                left: 16
+            }
+        );
     }
 
     proptest! {

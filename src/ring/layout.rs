@@ -287,7 +287,10 @@ fn round_up(value: u64, to: u64) -> Option<u64> {
 
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(cfg!(target_endian = "little"), "the ring layout is little-endian");
+    assert!(
+        cfg!(target_endian = "little"),
+        "the ring layout is little-endian"
+    );
     assert!(size_of::<RingHeader>() == 5 * LINE);
     assert!(size_of::<RingHeader>() <= HEADER_SIZE);
     assert!(offset_of!(RingHeader, version) == 8);
@@ -373,7 +376,10 @@ mod tests {
         assert_eq!(g.slots_offset % PAGE as u64, 0);
         assert_eq!(g.slots_offset, 36864);
         for i in 0..8 {
-            assert_eq!((g.slot_offset(i) + SLOT_HEADER_SIZE as u64) % PAGE as u64, 0);
+            assert_eq!(
+                (g.slot_offset(i) + SLOT_HEADER_SIZE as u64) % PAGE as u64,
+                0
+            );
         }
         assert_eq!(g.segment_size, g.slots_offset + 8 * 8192);
     }

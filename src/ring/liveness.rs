@@ -60,14 +60,20 @@ mod tests {
     #[test]
     fn reused_pid_is_not_the_same_process() {
         let me = ProcessId::current();
-        let impostor = ProcessId { pid: me.pid, start_time: me.start_time + 1 };
+        let impostor = ProcessId {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
         assert!(!impostor.is_alive());
     }
 
     #[test]
     fn exited_child_is_dead() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let id = ProcessId { pid: child.id(), start_time: read_stat(child.id()).map_or(0, |s| s.1) };
+        let id = ProcessId {
+            pid: child.id(),
+            start_time: read_stat(child.id()).map_or(0, |s| s.1),
+        };
         child.wait().unwrap();
         assert!(!id.is_alive());
     }

@@ -26,7 +26,11 @@ pub(crate) struct JoinRequest<'a> {
 }
 
 fn describe(delivery: u32, batch: u32) -> String {
-    let mode = if delivery == DELIVERY_LOSSY { "lossy" } else { "lossless" };
+    let mode = if delivery == DELIVERY_LOSSY {
+        "lossy"
+    } else {
+        "lossless"
+    };
     format!("{mode} with batch {batch}")
 }
 
@@ -45,7 +49,10 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
     let h = seg.header();
     let entry = (0..MAX_CONSUMERS)
         .find(|&i| seg.consumer(i).state.load(Relaxed) == ENTRY_FREE)
-        .ok_or_else(|| AttachError::TableFull { name: seg.name().into(), max: MAX_CONSUMERS })?;
+        .ok_or_else(|| AttachError::TableFull {
+            name: seg.name().into(),
+            max: MAX_CONSUMERS,
+        })?;
     let existing = req.group.and_then(|name| {
         (0..MAX_GROUPS).find(|&g| {
             let grp = seg.group(g);
@@ -95,7 +102,10 @@ fn form_group(seg: &Segment, req: &JoinRequest<'_>) -> Result<usize, AttachError
     let h = seg.header();
     let g = (0..MAX_GROUPS)
         .find(|&g| seg.group(g).state.load(Relaxed) == GROUP_FREE)
-        .ok_or_else(|| AttachError::GroupsFull { name: seg.name().into(), max: MAX_GROUPS })?;
+        .ok_or_else(|| AttachError::GroupsFull {
+            name: seg.name().into(),
+            max: MAX_GROUPS,
+        })?;
     let grp = seg.group(g);
     // A provisional floor no higher than anything the producer may still write over...
     let provisional = h.head.load(SeqCst);
@@ -223,13 +233,17 @@ fn apply_journal(seg: &Segment, g: usize) {
         e.progress.store(0, Relaxed);
         e.run_start.store(w.run_start.load(Relaxed), Relaxed);
         e.run_end.store(w.run_end.load(Relaxed), Relaxed);
-        e.received_base.store(w.received_base.load(Relaxed), Relaxed);
+        e.received_base
+            .store(w.received_base.load(Relaxed), Relaxed);
         e.missed_base.store(w.missed_base.load(Relaxed), Relaxed);
         e.state.store(w.state.load(Relaxed), SeqCst);
     }
-    grp.retired_received.store(grp.journal_retired_received.load(Relaxed), Relaxed);
-    grp.retired_missed.store(grp.journal_retired_missed.load(Relaxed), Relaxed);
-    grp.claim_next.store(grp.journal_claim_next.load(Relaxed), SeqCst);
+    grp.retired_received
+        .store(grp.journal_retired_received.load(Relaxed), Relaxed);
+    grp.retired_missed
+        .store(grp.journal_retired_missed.load(Relaxed), Relaxed);
+    grp.claim_next
+        .store(grp.journal_claim_next.load(Relaxed), SeqCst);
     normalize(seg, g);
 }
 
@@ -241,7 +255,9 @@ fn normalize(seg: &Segment, g: usize) {
         let e = seg.consumer(i);
         e.state.load(Relaxed) == state && e.group.load(Relaxed) as usize == g
     };
-    let members = (0..MAX_CONSUMERS).filter(|&i| of_group(i, ENTRY_ACTIVE)).count() as u32;
+    let members = (0..MAX_CONSUMERS)
+        .filter(|&i| of_group(i, ENTRY_ACTIVE))
+        .count() as u32;
     if members == 0 && grp.state.load(Relaxed) == GROUP_ACTIVE {
         // A group with no consumer holds nothing back; its orphans go with it.
         for i in (0..MAX_CONSUMERS).filter(|&i| of_group(i, ENTRY_ORPHAN)) {
@@ -250,7 +266,9 @@ fn normalize(seg: &Segment, g: usize) {
         }
         grp.state.store(GROUP_FREE, SeqCst);
     }
-    let orphans = (0..MAX_CONSUMERS).filter(|&i| of_group(i, ENTRY_ORPHAN)).count() as u32;
+    let orphans = (0..MAX_CONSUMERS)
+        .filter(|&i| of_group(i, ENTRY_ORPHAN))
+        .count() as u32;
     grp.members.store(members, SeqCst);
     grp.orphans.store(orphans, SeqCst);
     let lossy = (0..MAX_CONSUMERS)
@@ -267,7 +285,10 @@ fn normalize(seg: &Segment, g: usize) {
 }
 
 fn retired_counts(grp: &GroupEntry) -> (u64, u64) {
-    (grp.retired_received.load(Relaxed), grp.retired_missed.load(Relaxed))
+    (
+        grp.retired_received.load(Relaxed),
+        grp.retired_missed.load(Relaxed),
+    )
 }
 
 /// Deregisters a consumer; a run it claimed but did not finish goes to a live member.
@@ -289,7 +310,10 @@ fn reap_locked(seg: &Segment) -> usize {
         if e.state.load(Relaxed) != ENTRY_ACTIVE {
             continue;
         }
-        let owner = ProcessId { pid: e.pid.load(Relaxed), start_time: e.start_time.load(Relaxed) };
+        let owner = ProcessId {
+            pid: e.pid.load(Relaxed),
+            start_time: e.start_time.load(Relaxed),
+        };
         if !owner.is_alive() {
             retire(seg, i);
             seg.header().consumers_reaped.fetch_add(1, Relaxed);
@@ -313,7 +337,11 @@ fn retire(seg: &Segment, entry: usize) {
     let v = view(e);
     // Frames past the end of a finished stream are owed to nobody.
     let finished = h.producer_state.load(Acquire) == PRODUCER_FINISHED;
-    let owed_end = if finished { v.run_end.min(h.end_seq.load(Relaxed)) } else { v.run_end };
+    let owed_end = if finished {
+        v.run_end.min(h.end_seq.load(Relaxed))
+    } else {
+        v.run_end
+    };
     let orphan = others && v.next < owed_end;
     let lossless = e.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
     let values = EntryValues {
@@ -321,10 +349,21 @@ fn retire(seg: &Segment, entry: usize) {
         state: if orphan { ENTRY_ORPHAN } else { ENTRY_FREE },
         // A lossless orphan pins its run; a lossy one holds nothing.
         pin: if orphan && lossless { v.next } else { NO_PIN },
-        run: Run { start: v.next, end: v.run_end, received_base: 0, missed_base: 0 },
+        run: Run {
+            start: v.next,
+            end: v.run_end,
+            received_base: 0,
+            missed_base: 0,
+        },
     };
     let (r, m) = retired_counts(grp);
-    commit(seg, g, &[values], (r + v.received, m + v.missed), grp.claim_next.load(SeqCst));
+    commit(
+        seg,
+        g,
+        &[values],
+        (r + v.received, m + v.missed),
+        grp.claim_next.load(SeqCst),
+    );
 }
 
 /// Claims the next run for a member of a named group, under the lock and journaled, so
@@ -349,8 +388,18 @@ pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
         }
     }
     let end = start + u64::from(grp.batch.load(Relaxed));
-    let run = Run { start, end, received_base: v.received, missed_base };
-    let mine = EntryValues { entry: seat.entry, state: ENTRY_ACTIVE, pin: if lossy { NO_PIN } else { start }, run };
+    let run = Run {
+        start,
+        end,
+        received_base: v.received,
+        missed_base,
+    };
+    let mine = EntryValues {
+        entry: seat.entry,
+        state: ENTRY_ACTIVE,
+        pin: if lossy { NO_PIN } else { start },
+        run,
+    };
     commit(seg, seat.group, &[mine], retired_counts(grp), end);
     run
 }
@@ -376,19 +425,84 @@ fn adopt_locked(seg: &Segment, seat: Seat, waiting_at: Option<(u64, u64)>) -> Op
     let me = seg.consumer(seat.entry);
     let mine_now = view(me);
     let lossless = me.delivery.load(Relaxed) == DELIVERY_LOSSLESS;
-    let run = Run { start: o.next, end: o.run_end, received_base: mine_now.received, missed_base: mine_now.missed };
-    let mine = EntryValues { entry: seat.entry, state: ENTRY_ACTIVE, pin: if lossless { o.next } else { NO_PIN }, run };
+    let run = Run {
+        start: o.next,
+        end: o.run_end,
+        received_base: mine_now.received,
+        missed_base: mine_now.missed,
+    };
+    let mine = EntryValues {
+        entry: seat.entry,
+        state: ENTRY_ACTIVE,
+        pin: if lossless { o.next } else { NO_PIN },
+        run,
+    };
     let theirs = match waiting_at {
         Some((next, end)) if next < end => EntryValues {
             entry: orphan,
             state: ENTRY_ORPHAN,
             pin: if lossless { next } else { NO_PIN },
-            run: Run { start: next, end, received_base: 0, missed_base: 0 },
+            run: Run {
+                start: next,
+                end,
+                received_base: 0,
+                missed_base: 0,
+            },
         },
-        _ => EntryValues { entry: orphan, state: ENTRY_FREE, pin: NO_PIN, run: Run { start: 0, end: 0, received_base: 0, missed_base: 0 } },
+        _ => EntryValues {
+            entry: orphan,
+            state: ENTRY_FREE,
+            pin: NO_PIN,
+            run: Run {
+                start: 0,
+                end: 0,
+                received_base: 0,
+                missed_base: 0,
+            },
+        },
     };
-    commit(seg, seat.group, &[mine, theirs], retired_counts(grp), grp.claim_next.load(SeqCst));
+    commit(
+        seg,
+        seat.group,
+        &[mine, theirs],
+        retired_counts(grp),
+        grp.claim_next.load(SeqCst),
+    );
     Some(run)
+}
+
+/// What a member that reached the end of the stream should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndCheck {
+    /// A departed member's run was adopted: read it.
+    Adopted(Run),
+    /// A live mate still owes frames below the end: stay, it may die and leave them.
+    MatesOwe,
+    /// The group is done with the stream.
+    Ended,
+}
+
+/// Decides, under the lock so no change is half-applied, whether the seat's group is
+/// done with a stream that ended at `end` (spec §5.6).
+pub(crate) fn end_check(seg: &Segment, seat: Seat, end: u64) -> EndCheck {
+    let _lock = locked(seg);
+    reap_locked(seg);
+    // Our own run lies past the end of the stream: nothing to hand back.
+    if let Some(run) = adopt_locked(seg, seat, None) {
+        return EndCheck::Adopted(run);
+    }
+    let mates_owe = (0..MAX_CONSUMERS).filter(|&i| i != seat.entry).any(|i| {
+        let e = seg.consumer(i);
+        let v = view(e);
+        e.state.load(Relaxed) == ENTRY_ACTIVE
+            && e.group.load(Relaxed) as usize == seat.group
+            && v.next < v.run_end.min(end)
+    });
+    if mates_owe {
+        EndCheck::MatesOwe
+    } else {
+        EndCheck::Ended
+    }
 }
 
 /// Lowest sequence any lossless group still needs: the producer may write sequence `s`
@@ -397,7 +511,8 @@ pub(crate) fn lossless_floor(seg: &Segment) -> u64 {
     let mut floor = u64::MAX;
     for g in 0..MAX_GROUPS {
         let grp = seg.group(g);
-        if grp.state.load(SeqCst) != GROUP_ACTIVE || grp.delivery.load(Relaxed) != DELIVERY_LOSSLESS {
+        if grp.state.load(SeqCst) != GROUP_ACTIVE || grp.delivery.load(Relaxed) != DELIVERY_LOSSLESS
+        {
             continue;
         }
         loop {
@@ -428,7 +543,9 @@ pub(crate) fn lossless_floor(seg: &Segment) -> u64 {
 
 /// Number of active consumers.
 pub(crate) fn active_consumers(seg: &Segment) -> usize {
-    (0..MAX_CONSUMERS).filter(|&i| seg.consumer(i).state.load(Acquire) == ENTRY_ACTIVE).count()
+    (0..MAX_CONSUMERS)
+        .filter(|&i| seg.consumer(i).state.load(Acquire) == ENTRY_ACTIVE)
+        .count()
 }
 
 /// Snapshot of one group for status output.
@@ -467,7 +584,10 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
             continue;
         }
         let mut consumers = Vec::new();
-        let (mut delivered, mut missed) = (grp.retired_received.load(Relaxed), grp.retired_missed.load(Relaxed));
+        let (mut delivered, mut missed) = (
+            grp.retired_received.load(Relaxed),
+            grp.retired_missed.load(Relaxed),
+        );
         for i in 0..MAX_CONSUMERS {
             let e = seg.consumer(i);
             if e.state.load(Acquire) == ENTRY_ACTIVE && e.group.load(Relaxed) as usize == g {
@@ -475,14 +595,26 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
                 let (r, m) = (v.received, v.missed);
                 delivered += r;
                 missed += m;
-                let pid = ProcessId { pid: e.pid.load(Relaxed), start_time: e.start_time.load(Relaxed) };
-                consumers.push(ConsumerSnapshot { pid: pid.pid, alive: pid.is_alive(), received: r, missed: m });
+                let pid = ProcessId {
+                    pid: e.pid.load(Relaxed),
+                    start_time: e.start_time.load(Relaxed),
+                };
+                consumers.push(ConsumerSnapshot {
+                    pid: pid.pid,
+                    alive: pid.is_alive(),
+                    received: r,
+                    missed: m,
+                });
             }
         }
         let published = head.saturating_sub(grp.start_seq.load(Relaxed));
         out.push(GroupSnapshot {
             name: name_from_bytes(&grp.name),
-            delivery: if grp.delivery.load(Relaxed) == DELIVERY_LOSSY { "lossy" } else { "lossless" },
+            delivery: if grp.delivery.load(Relaxed) == DELIVERY_LOSSY {
+                "lossy"
+            } else {
+                "lossless"
+            },
             batch: grp.batch.load(Relaxed),
             members: grp.members.load(Relaxed),
             orphaned_runs: grp.orphans.load(Relaxed),

@@ -13,7 +13,7 @@
 //! slot.publish(&FrameMeta { frame_id: 0, timestamp_ns: 0, dtype: Dtype::U8, dims: &[2, 2], flags: 0 })?;
 //!
 //! let mut consumer = Consumer::attach("raw", &ConsumerOptions { batch: 1, ..Default::default() })?;
-//! // consumer.next() now waits for frames published after it attached.
+//! // consumer.recv() now waits for frames published after it attached.
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -27,12 +27,18 @@ mod producer;
 mod segment;
 mod wait;
 
-pub use consumer::{Consumer, ConsumerCounters, ConsumerOptions, Delivery, Frame, LIVENESS_INTERVAL};
+pub use consumer::{
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Frame, LIVENESS_INTERVAL,
+};
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
-pub use frame::{attributes, decode_header, AttrValue, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM};
+pub use frame::{
+    attributes, decode_header, AttrValue, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM,
+};
 pub use liveness::ProcessId;
 pub use membership::{ConsumerSnapshot, GroupSnapshot};
-pub use producer::{FrameMeta, FullPolicy, Producer, ProducerCounters, RingOptions, SlotWriter, REAP_INTERVAL};
+pub use producer::{
+    FrameMeta, FullPolicy, Producer, ProducerCounters, RingOptions, SlotWriter, REAP_INTERVAL,
+};
 pub use segment::{list_names, segment_path, Segment, StaleSegment};
 pub use wait::WaitMode;
 
@@ -63,7 +69,9 @@ pub struct RingSnapshot {
 impl RingInspector {
     /// Opens ring `name` without joining it.
     pub fn open(name: &str) -> Result<RingInspector, AttachError> {
-        Ok(RingInspector { segment: Segment::open(name, std::time::Duration::ZERO)? })
+        Ok(RingInspector {
+            segment: Segment::open(name, std::time::Duration::ZERO)?,
+        })
     }
 
     /// True when the producer finished or is gone: nobody will publish again.
@@ -90,7 +98,11 @@ impl RingInspector {
             slot_bytes: seg.geometry().payload_capacity,
             segment_bytes: seg.geometry().segment_size,
             huge_pages: h.flags & layout::RING_FLAG_HUGE_PAGES != 0,
-            full_policy: if h.full_policy == layout::POLICY_DROP_NEWEST { "drop-newest" } else { "block" },
+            full_policy: if h.full_policy == layout::POLICY_DROP_NEWEST {
+                "drop-newest"
+            } else {
+                "block"
+            },
             producer_pid: producer.pid,
             producer: state,
             published: h.head.load(Acquire),

@@ -1,14 +1,16 @@
 //! The single producer of a ring: claim a slot, write the frame in place, publish.
 
 use super::error::{ClaimError, CreateError, PublishError};
-use super::frame::{encode_attribute, encode_header, set_attr_len, AttrValue, Dtype, FrameError, FrameHeader};
+use super::frame::{
+    encode_attribute, encode_header, set_attr_len, AttrValue, Dtype, FrameError, FrameHeader,
+};
 use super::layout::*;
 use super::membership::{active_consumers, lossless_floor, reap};
 use super::segment::{RingSpec, Segment, StaleSegment};
 use super::wait::{futex_wait, futex_wake_all};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the producer does when every slot is still needed by a lossless consumer.
@@ -159,7 +161,12 @@ impl Producer {
         if seq >= slots {
             self.wait_for_lossy_readers(seq - slots)?;
         }
-        Ok(SlotWriter { producer: self, seq, slot, attr_used: 0 })
+        Ok(SlotWriter {
+            producer: self,
+            seq,
+            slot,
+            attr_used: 0,
+        })
     }
 
     fn wait_for_space(&mut self, seq: u64) -> Result<(), ClaimError> {
@@ -285,7 +292,9 @@ impl SlotWriter<'_> {
         let len = meta
             .dims
             .iter()
-            .try_fold(meta.dtype.size() as u64, |acc, &d| acc.checked_mul(u64::from(d)))
+            .try_fold(meta.dtype.size() as u64, |acc, &d| {
+                acc.checked_mul(u64::from(d))
+            })
             .unwrap_or(u64::MAX);
         if len > capacity {
             return Err(PublishError::TooLarge { len, capacity });
@@ -307,7 +316,10 @@ impl SlotWriter<'_> {
         let ring = producer.segment.header();
         // SYNC: pairs with the Acquire stamp load of lossy readers: header and payload
         // are visible to whoever sees this stamp.
-        producer.segment.stamp(slot).store(stamp_published(seq), Release);
+        producer
+            .segment
+            .stamp(slot)
+            .store(stamp_published(seq), Release);
         // SYNC: pairs with consumers' Acquire load of head; SeqCst so the waiter check
         // below cannot move before it (no lost wake-up, spec §8).
         ring.head.store(seq + 1, SeqCst);
@@ -330,7 +342,10 @@ pub struct ProducerCounters {
 
 impl Producer {
     pub fn counters(&self) -> ProducerCounters {
-        ProducerCounters { published: self.published, dropped: self.dropped() }
+        ProducerCounters {
+            published: self.published,
+            dropped: self.dropped(),
+        }
     }
 
     /// Consumers found dead and reaped since the ring was created.

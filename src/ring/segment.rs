@@ -28,7 +28,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() < NAME_CAPACITY
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// Path of the segment for ring `name`.
@@ -48,7 +50,9 @@ pub(crate) fn name_from_bytes(bytes: &[u8; NAME_CAPACITY]) -> String {
 }
 
 pub(crate) fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn effective_uid() -> u32 {
@@ -93,7 +97,10 @@ impl Segment {
         }
         let geometry = Geometry::new(spec.slots, spec.payload_bytes)
             .filter(|g| spec.slots > 0 && g.segment_size <= MAX_SEGMENT)
-            .ok_or_else(|| CreateError::BadSize { name: spec.name.clone(), slots: spec.slots })?;
+            .ok_or_else(|| CreateError::BadSize {
+                name: spec.name.clone(),
+                slots: spec.slots,
+            })?;
         let path = segment_path(&spec.name);
         let mut stale = None;
         let file = loop {
@@ -108,22 +115,37 @@ impl Segment {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && stale.is_none() => {
                     stale = Some(remove_if_stale(&spec.name, &path)?);
                 }
-                Err(e) => return Err(CreateError::Io { op: "create", path, source: e }),
+                Err(e) => {
+                    return Err(CreateError::Io {
+                        op: "create",
+                        path,
+                        source: e,
+                    })
+                }
             }
         };
-        let io_err = |op, source| CreateError::Io { op, path: path.clone(), source };
+        let io_err = |op, source| CreateError::Io {
+            op,
+            path: path.clone(),
+            source,
+        };
         // The umask may have widened nothing, but say it explicitly: owner only.
         file.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(|e| io_err("set permissions of", e))?;
         // Allocate tmpfs pages now so a full /dev/shm fails here with a clear error rather
         // than as SIGBUS on the first write into a hole.
         // SAFETY: the fd is open for writing; fallocate reads no memory of ours.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, geometry.segment_size as libc::off_t) };
+        let rc = unsafe {
+            libc::fallocate(file.as_raw_fd(), 0, 0, geometry.segment_size as libc::off_t)
+        };
         if rc != 0 {
             let err = io::Error::last_os_error();
             let _ = fs::remove_file(&path);
             return Err(match err.raw_os_error() {
-                Some(libc::ENOSPC) => CreateError::NoSpace { name: spec.name.clone(), bytes: geometry.segment_size },
+                Some(libc::ENOSPC) => CreateError::NoSpace {
+                    name: spec.name.clone(),
+                    bytes: geometry.segment_size,
+                },
                 _ => io_err("allocate", err),
             });
         }
@@ -136,7 +158,13 @@ impl Segment {
                 io_err("map", e)
             })?;
         let huge = huge_pages_available() && map.advise(memmap2::Advice::HugePage).is_ok();
-        let segment = Segment { name: spec.name.clone(), path, file, map, geometry };
+        let segment = Segment {
+            name: spec.name.clone(),
+            path,
+            file,
+            map,
+            geometry,
+        };
         segment.initialise(spec, huge);
         Ok((segment, stale.flatten()))
     }
@@ -164,8 +192,12 @@ impl Segment {
         header.created_unix_ns = unix_ns();
         header.name = name_bytes(&spec.name);
         header.producer_pid.store(me.pid, Ordering::Relaxed);
-        header.producer_start_time.store(me.start_time, Ordering::Relaxed);
-        header.producer_state.store(PRODUCER_RUNNING, Ordering::Relaxed);
+        header
+            .producer_start_time
+            .store(me.start_time, Ordering::Relaxed);
+        header
+            .producer_state
+            .store(PRODUCER_RUNNING, Ordering::Relaxed);
         // The rest of the segment is zero from fallocate: free entries, empty stamps.
         // SYNC: pairs with the Acquire load in `validate`; every field above is visible
         // to an attacher that reads this version.
@@ -184,34 +216,70 @@ impl Segment {
                 Ok(file) => break file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if started.elapsed() >= wait {
-                        return Err(AttachError::NotFound { name: name.into(), path, waited_s: wait.as_secs() });
+                        return Err(AttachError::NotFound {
+                            name: name.into(),
+                            path,
+                            waited_s: wait.as_secs(),
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                     let owner = fs::metadata(&path).map_or(u32::MAX, |m| m.uid());
-                    return Err(AttachError::OwnedByOther { name: name.into(), path, owner, you: effective_uid() });
+                    return Err(AttachError::OwnedByOther {
+                        name: name.into(),
+                        path,
+                        owner,
+                        you: effective_uid(),
+                    });
                 }
-                Err(e) => return Err(AttachError::Io { op: "open", path, source: e }),
+                Err(e) => {
+                    return Err(AttachError::Io {
+                        op: "open",
+                        path,
+                        source: e,
+                    })
+                }
             }
         };
         Segment::open_file(name, path, file)
     }
 
     fn open_file(name: &str, path: PathBuf, file: File) -> Result<Segment, AttachError> {
-        let io_err = |op, path: &Path, source| AttachError::Io { op, path: path.to_path_buf(), source };
+        let io_err = |op, path: &Path, source| AttachError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
         let meta = file.metadata().map_err(|e| io_err("inspect", &path, e))?;
         if meta.uid() != effective_uid() {
-            return Err(AttachError::OwnedByOther { name: name.into(), path, owner: meta.uid(), you: effective_uid() });
+            return Err(AttachError::OwnedByOther {
+                name: name.into(),
+                path,
+                owner: meta.uid(),
+                you: effective_uid(),
+            });
         }
         let started = Instant::now();
         loop {
-            let len = file.metadata().map_err(|e| io_err("inspect", &path, e))?.len();
+            let len = file
+                .metadata()
+                .map_err(|e| io_err("inspect", &path, e))?
+                .len();
             if len >= HEADER_SIZE as u64 {
-                let map = MmapOptions::new().len(len as usize).map_raw(&file).map_err(|e| io_err("map", &path, e))?;
+                let map = MmapOptions::new()
+                    .len(len as usize)
+                    .map_raw(&file)
+                    .map_err(|e| io_err("map", &path, e))?;
                 match validate(name, &path, &map, len) {
                     Ok(geometry) => {
-                        return Ok(Segment { name: name.into(), path, file, map, geometry });
+                        return Ok(Segment {
+                            name: name.into(),
+                            path,
+                            file,
+                            map,
+                            geometry,
+                        });
                     }
                     Err(Validation::Initialising) => {}
                     Err(Validation::Invalid(e)) => return Err(e),
@@ -219,7 +287,12 @@ impl Segment {
             }
             if started.elapsed() > INIT_GRACE {
                 return Err(if len < HEADER_SIZE as u64 {
-                    AttachError::Layout { name: name.into(), what: format!("segment is {len} bytes, shorter than its {HEADER_SIZE}-byte header") }
+                    AttachError::Layout {
+                        name: name.into(),
+                        what: format!(
+                            "segment is {len} bytes, shorter than its {HEADER_SIZE}-byte header"
+                        ),
+                    }
                 } else {
                     AttachError::BadMagic { path }
                 });
@@ -249,7 +322,8 @@ impl Segment {
 
     pub fn consumer(&self, index: usize) -> &ConsumerEntry {
         assert!(index < MAX_CONSUMERS);
-        let offset = self.geometry.consumers_offset as usize + index * std::mem::size_of::<ConsumerEntry>();
+        let offset =
+            self.geometry.consumers_offset as usize + index * std::mem::size_of::<ConsumerEntry>();
         // SAFETY: the geometry was checked against the file size, so the entry lies inside
         // the mapping; offsets are multiples of 128 from a page-aligned base; any bytes
         // are a valid ConsumerEntry.
@@ -258,7 +332,8 @@ impl Segment {
 
     pub fn group(&self, index: usize) -> &GroupEntry {
         assert!(index < MAX_GROUPS);
-        let offset = self.geometry.groups_offset as usize + index * std::mem::size_of::<GroupEntry>();
+        let offset =
+            self.geometry.groups_offset as usize + index * std::mem::size_of::<GroupEntry>();
         // SAFETY: as for `consumer`: inside the checked mapping, 128-aligned, any bytes valid.
         unsafe { &*(self.map.as_ptr().add(offset) as *const GroupEntry) }
     }
@@ -268,14 +343,23 @@ impl Segment {
         assert!(index < self.geometry.slot_count);
         // SAFETY: slot offsets are inside the checked mapping and page-aligned, so the
         // first 8 bytes form an aligned AtomicU64.
-        unsafe { &*(self.map.as_ptr().add(self.geometry.slot_offset(index) as usize) as *const AtomicU64) }
+        unsafe {
+            &*(self
+                .map
+                .as_ptr()
+                .add(self.geometry.slot_offset(index) as usize) as *const AtomicU64)
+        }
     }
 
     /// Pointer to the slot header (`SLOT_HEADER_SIZE` bytes) of slot `index`.
     pub(crate) fn slot_header_ptr(&self, index: u32) -> *mut u8 {
         assert!(index < self.geometry.slot_count);
         // SAFETY: the offset is inside the checked mapping.
-        unsafe { self.map.as_mut_ptr().add(self.geometry.slot_offset(index) as usize) }
+        unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(self.geometry.slot_offset(index) as usize)
+        }
     }
 
     /// Pointer to the payload (`payload_capacity` bytes) of slot `index`.
@@ -302,7 +386,10 @@ impl Segment {
     /// Producer identity stored in the header.
     pub fn producer(&self) -> ProcessId {
         let h = self.header();
-        ProcessId { pid: h.producer_pid.load(Ordering::Relaxed), start_time: h.producer_start_time.load(Ordering::Relaxed) }
+        ProcessId {
+            pid: h.producer_pid.load(Ordering::Relaxed),
+            start_time: h.producer_start_time.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -333,14 +420,27 @@ fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geo
     if version == 0 {
         return Err(Validation::Initialising);
     }
-    let layout = |what: String| Validation::Invalid(AttachError::Layout { name: name.into(), what });
+    let layout = |what: String| {
+        Validation::Invalid(AttachError::Layout {
+            name: name.into(),
+            what,
+        })
+    };
     if header.magic != MAGIC {
-        return Err(Validation::Invalid(AttachError::BadMagic { path: path.to_path_buf() }));
+        return Err(Validation::Invalid(AttachError::BadMagic {
+            path: path.to_path_buf(),
+        }));
     }
     if version != VERSION {
-        return Err(Validation::Invalid(AttachError::Version { name: name.into(), found: version, expected: VERSION }));
+        return Err(Validation::Invalid(AttachError::Version {
+            name: name.into(),
+            found: version,
+            expected: VERSION,
+        }));
     }
-    if header.header_size != HEADER_SIZE as u32 || header.slot_header_size != SLOT_HEADER_SIZE as u32 {
+    if header.header_size != HEADER_SIZE as u32
+        || header.slot_header_size != SLOT_HEADER_SIZE as u32
+    {
         return Err(layout(format!(
             "header size {} and slot header size {}, expected {HEADER_SIZE} and {SLOT_HEADER_SIZE}",
             header.header_size, header.slot_header_size
@@ -354,7 +454,12 @@ fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geo
     }
     let expected = Geometry::new(header.slot_count, header.payload_capacity)
         .filter(|_| header.slot_count > 0)
-        .ok_or_else(|| layout(format!("{} slots of {} bytes overflow", header.slot_count, header.payload_capacity)))?;
+        .ok_or_else(|| {
+            layout(format!(
+                "{} slots of {} bytes overflow",
+                header.slot_count, header.payload_capacity
+            ))
+        })?;
     let stored = Geometry {
         slot_count: header.slot_count,
         payload_capacity: header.payload_capacity,
@@ -365,10 +470,15 @@ fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geo
         segment_size: header.segment_size,
     };
     if stored != expected {
-        return Err(layout(format!("stored offsets {stored:?} differ from the computed {expected:?}")));
+        return Err(layout(format!(
+            "stored offsets {stored:?} differ from the computed {expected:?}"
+        )));
     }
     if expected.segment_size != file_len {
-        return Err(layout(format!("header says {} bytes but the file has {file_len}", expected.segment_size)));
+        return Err(layout(format!(
+            "header says {} bytes but the file has {file_len}",
+            expected.segment_size
+        )));
     }
     Ok(expected)
 }
@@ -381,32 +491,63 @@ fn remove_if_stale(name: &str, path: &Path) -> Result<Option<StaleSegment>, Crea
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             let owner = fs::metadata(path).map_or(u32::MAX, |m| m.uid());
-            return Err(CreateError::OwnedByOther { name: name.into(), path: path.into(), owner, you: effective_uid() });
+            return Err(CreateError::OwnedByOther {
+                name: name.into(),
+                path: path.into(),
+                owner,
+                you: effective_uid(),
+            });
         }
-        Err(e) => return Err(CreateError::Io { op: "open", path: path.into(), source: e }),
+        Err(e) => {
+            return Err(CreateError::Io {
+                op: "open",
+                path: path.into(),
+                source: e,
+            })
+        }
     };
     let producer_pid = match Segment::open_file(name, path.to_path_buf(), file) {
         Ok(segment) => {
             let producer = segment.producer();
-            let finished = segment.header().producer_state.load(Ordering::Acquire) == PRODUCER_FINISHED;
+            let finished =
+                segment.header().producer_state.load(Ordering::Acquire) == PRODUCER_FINISHED;
             if producer.is_alive() && !finished {
-                return Err(CreateError::Exists { name: name.into(), pid: producer.pid });
+                return Err(CreateError::Exists {
+                    name: name.into(),
+                    pid: producer.pid,
+                });
             }
             producer.pid
         }
         Err(AttachError::OwnedByOther { owner, you, .. }) => {
-            return Err(CreateError::OwnedByOther { name: name.into(), path: path.into(), owner, you });
+            return Err(CreateError::OwnedByOther {
+                name: name.into(),
+                path: path.into(),
+                owner,
+                you,
+            });
         }
         Err(_) => 0,
     };
-    fs::remove_file(path).map_err(|e| CreateError::Io { op: "remove stale", path: path.into(), source: e })?;
-    Ok(Some(StaleSegment { path: path.into(), producer_pid }))
+    fs::remove_file(path).map_err(|e| CreateError::Io {
+        op: "remove stale",
+        path: path.into(),
+        source: e,
+    })?;
+    Ok(Some(StaleSegment {
+        path: path.into(),
+        producer_pid,
+    }))
 }
 
 /// True when tmpfs may back this mapping with transparent huge pages on request.
 fn huge_pages_available() -> bool {
     fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
-        .map(|s| ["[always]", "[advise]", "[within_size]"].iter().any(|m| s.contains(m)))
+        .map(|s| {
+            ["[always]", "[advise]", "[within_size]"]
+                .iter()
+                .any(|m| s.contains(m))
+        })
         .unwrap_or(false)
 }
 
@@ -414,7 +555,12 @@ fn huge_pages_available() -> bool {
 pub fn list_names() -> io::Result<Vec<String>> {
     let mut names: Vec<String> = fs::read_dir(SHM_DIR)?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(SEGMENT_PREFIX)).map(String::from))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(SEGMENT_PREFIX))
+                .map(String::from)
+        })
         .collect();
     names.sort();
     Ok(names)

@@ -17,7 +17,12 @@ pub fn streamd() -> Command {
 /// A ring name unique to this test process and call.
 pub fn ring_name(tag: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("t{}-{}-{}", std::process::id(), tag, NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        tag,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn spawn(args: &[&str]) -> Child {
@@ -37,7 +42,10 @@ pub fn finish(mut child: Child, what: &str) -> Output {
             return child.wait_with_output().expect("collect output");
         }
         if started.elapsed() > HANG_GUARD {
-            let rings = streamd().arg("rings").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            let rings = streamd()
+                .arg("rings")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
             eprintln!("rings when {what} hung:\n{}", rings.unwrap_or_default());
             let _ = child.kill();
             let out = child.wait_with_output().expect("collect output");
@@ -54,9 +62,13 @@ pub fn finish(mut child: Child, what: &str) -> Output {
 pub fn counters(out: &Output, what: &str) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!("{what} printed nothing; stderr:\n{}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "{what} printed nothing; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: last line {line:?} is not JSON: {e}"))
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{what}: last line {line:?} is not JSON: {e}"))
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -64,7 +76,9 @@ pub fn stderr(out: &Output) -> String {
 }
 
 pub fn num(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 /// Frame ids recorded by `consume --record-ids`.
