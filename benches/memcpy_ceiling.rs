@@ -8,8 +8,14 @@
 use std::time::{Duration, Instant};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let bytes: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(512 * 512);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let bytes: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(512 * 512);
     let seconds: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1.0);
     // At least 256 MiB of sources, like a ring of that many frames, so copies come from DRAM.
     let count = (256 << 20) / bytes.max(1) + 2;

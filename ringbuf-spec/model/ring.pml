@@ -12,6 +12,9 @@
  * allowed by sequential consistency (the handshakes in §4 are SeqCst; the Acquire/Release
  * pairs are modelled as SeqCst, which is stronger).
  *
+ * scripts/check-model also builds mutants (e.g. -DMUTANT_NO_LOSSY_WAIT, a producer that
+ * ignores the lossy reader's pin) and requires spin to reject them.
+ *
  * Checked: no torn read (a lossless member's or the lossy reader's slot is never
  * rewritten while read); lossless means lossless (every frame reaches the group); each
  * frame goes to exactly one member, apart from the one a dying member held; the group's
@@ -257,10 +260,12 @@ scan:
         fi;
         slot = s % N;
         stamp[slot] = WRITING(s);
+#ifndef MUTANT_NO_LOSSY_WAIT
         if
         :: s >= N -> (maskL == 0 || pinL != s - N)   /* §6.3: wait for a lossy holder */
         :: else -> skip
         fi;
+#endif
         data[slot] = BUSY;
         data[slot] = s;
         stamp[slot] = PUB(s);
