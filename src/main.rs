@@ -77,6 +77,9 @@ enum Command {
         /// Check every frame against the ramp pattern.
         #[arg(long)]
         verify: bool,
+        /// Read every byte of each frame in place (a stand-in for a processor's pass).
+        #[arg(long)]
+        read: bool,
         /// Busy-poll instead of sleeping (lowest latency, burns a core).
         #[arg(long)]
         spin: bool,
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
             frames,
             runtime,
             verify,
+            read,
             spin,
             json,
             attach_timeout,
@@ -178,6 +182,7 @@ fn main() -> ExitCode {
                 frames,
                 runtime,
                 verify,
+                read,
                 spin,
                 json,
                 attach_timeout,

@@ -22,6 +22,8 @@ pub struct ConsumeArgs {
     pub frames: Option<u64>,
     pub runtime: Option<f64>,
     pub verify: bool,
+    /// Read every byte of each frame in place (what any processor does at least).
+    pub read: bool,
     pub spin: bool,
     pub json: bool,
     pub attach_timeout: f64,
@@ -34,6 +36,18 @@ pub struct ConsumeArgs {
 
 /// Errors shown for the first few bad frames; the rest are only counted.
 const SHOWN_ERRORS: u64 = 5;
+
+/// XOR of the payload's 8-byte words: reads every byte at memory bandwidth.
+fn fold_words(payload: &[u8]) -> u64 {
+    let words = payload.chunks_exact(8);
+    let tail = words
+        .remainder()
+        .iter()
+        .fold(0u64, |acc, &b| acc ^ u64::from(b));
+    words.fold(tail, |acc, w| {
+        acc ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))
+    })
+}
 
 pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
     let options = ConsumerOptions {
@@ -104,6 +118,9 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
             // One write per id: a consumer killed at any instant leaves whole lines.
             file.write_all(format!("{}\n", header.frame_id).as_bytes())
                 .context("could not record a frame id")?;
+        }
+        if args.read {
+            std::hint::black_box(fold_words(frame.payload()));
         }
         if args.verify {
             if let Some(pixel) =
