@@ -12,25 +12,44 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-/// Settings of one consumer run.
-#[derive(Debug, Clone)]
+/// Settings of one consumer run (the `streamd consume` command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeArgs {
+    #[arg(long)]
     pub ring: String,
+    /// Share the stream with the other members of this group.
+    #[arg(long)]
     pub group: Option<String>,
+    /// Consecutive frames a group member takes at a time.
+    #[arg(long, default_value_t = 1, requires = "group")]
     pub batch: u32,
+    /// lossless or lossy.
+    #[arg(long, default_value = "lossless")]
     pub delivery: Delivery,
+    #[arg(long, conflicts_with = "runtime")]
     pub frames: Option<u64>,
+    #[arg(long)]
     pub runtime: Option<f64>,
+    /// Check every frame against the ramp pattern.
+    #[arg(long)]
     pub verify: bool,
-    /// Read every byte of each frame in place (what any processor does at least).
+    /// Read every byte of each frame in place (a stand-in for a processor's pass).
+    #[arg(long)]
     pub read: bool,
+    /// Busy-poll instead of sleeping (lowest latency, burns a core).
+    #[arg(long)]
     pub spin: bool,
+    /// Print the counters as one JSON object on the last line.
+    #[arg(long)]
     pub json: bool,
+    /// Seconds to wait for the ring to appear.
+    #[arg(long, default_value_t = 30.0)]
     pub attach_timeout: f64,
-    /// Simulated processing time per frame, spent after releasing the frame (as a
-    /// consumer that copied what it needs).
+    /// Spend this many microseconds after each frame (a stand-in for processing a copy).
+    #[arg(long, default_value_t = 0)]
     pub work_us: u64,
-    /// Append each received frame id to this file, one per line, as it arrives.
+    /// Write each received frame id to this file, one per line, as it arrives.
+    #[arg(long)]
     pub record_ids: Option<PathBuf>,
 }
 

@@ -28,21 +28,40 @@ impl std::str::FromStr for Pattern {
     }
 }
 
-/// Settings of one simulator run.
-#[derive(Debug, Clone)]
+/// Settings of one simulator run (the `streamd sim` command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
+    #[arg(long)]
     pub ring: String,
+    #[arg(long, default_value_t = 512)]
     pub nx: u32,
+    #[arg(long, default_value_t = 512)]
     pub ny: u32,
+    /// u8, u16, u32 or f32.
+    #[arg(long, default_value = "u8")]
     pub dtype: Dtype,
-    /// Frames per second; 0 = as fast as the ring allows.
+    /// Frames per second; 0 = as fast as the consumers allow.
+    #[arg(long, default_value_t = 0.0)]
     pub fps: f64,
+    /// Stop after this many frames.
+    #[arg(long, conflicts_with = "runtime")]
     pub frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
     pub runtime: Option<f64>,
+    /// Frame content: ramp (verifiable, see the spec) or random.
+    #[arg(long, default_value = "ramp")]
     pub pattern: Pattern,
+    #[arg(long, default_value_t = 64)]
     pub slots: u32,
+    /// block or drop-newest: what to do when lossless consumers still need every slot.
+    #[arg(long, default_value = "block")]
     pub policy: FullPolicy,
+    /// Publish nothing until this many consumers are attached.
+    #[arg(long, default_value_t = 0)]
     pub wait_consumers: usize,
+    /// Print the counters as one JSON object on the last line.
+    #[arg(long)]
     pub json: bool,
 }
 

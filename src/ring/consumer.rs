@@ -26,6 +26,19 @@ pub enum Delivery {
     Lossy,
 }
 
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lossless" => Ok(Delivery::Lossless),
+            "lossy" => Ok(Delivery::Lossy),
+            other => Err(format!(
+                "unknown delivery '{other}' (use lossless or lossy)"
+            )),
+        }
+    }
+}
+
 /// How to attach.
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerOptions {

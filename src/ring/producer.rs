@@ -23,6 +23,19 @@ pub enum FullPolicy {
     DropNewest,
 }
 
+impl std::str::FromStr for FullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "block" => Ok(FullPolicy::Block),
+            "drop-newest" => Ok(FullPolicy::DropNewest),
+            other => Err(format!(
+                "unknown full policy '{other}' (use block or drop-newest)"
+            )),
+        }
+    }
+}
+
 /// Parameters of a ring to create.
 #[derive(Debug, Clone)]
 pub struct RingOptions {
