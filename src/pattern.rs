@@ -92,6 +92,116 @@ impl RandomPool {
     }
 }
 
+/// Frames replayed from a NumPy `.npy` file: a C-order array of shape (frames, ny, nx)
+/// or (ny, nx), of u8, u16, u32 or f32, little-endian. Frame id `k` gets frame
+/// `k mod frames`.
+#[derive(Debug)]
+pub struct NpyStack {
+    pub dtype: Dtype,
+    pub ny: u32,
+    pub nx: u32,
+    frames: usize,
+    data: Vec<u8>,
+}
+
+impl NpyStack {
+    /// Reads a whole `.npy` file; errors name the file and what is wrong with it.
+    pub fn open(path: &std::path::Path) -> Result<NpyStack, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
+        NpyStack::parse(&bytes).map_err(|what| {
+            format!(
+                "{} is not a usable .npy frame stack: {what}",
+                path.display()
+            )
+        })
+    }
+
+    fn parse(bytes: &[u8]) -> Result<NpyStack, String> {
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return Err("missing the NUMPY magic".into());
+        }
+        let (header_len, start) = match bytes[6] {
+            1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize,
+                12,
+            ),
+            v => return Err(format!("unsupported format version {v}")),
+        };
+        let header = bytes
+            .get(start..start + header_len)
+            .ok_or("truncated header")?;
+        let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
+        let field = |key: &str| -> Result<&str, String> {
+            let at = header
+                .find(&format!("'{key}'"))
+                .ok_or(format!("no '{key}' in the header"))?;
+            Ok(header[at + key.len() + 2..]
+                .trim_start()
+                .trim_start_matches(':')
+                .trim_start())
+        };
+        let descr = field("descr")?;
+        let dtype = if descr.starts_with("'|u1'") || descr.starts_with("'<u1'") {
+            Dtype::U8
+        } else if descr.starts_with("'<u2'") {
+            Dtype::U16
+        } else if descr.starts_with("'<u4'") {
+            Dtype::U32
+        } else if descr.starts_with("'<f4'") {
+            Dtype::F32
+        } else {
+            return Err(format!(
+                "dtype {} is not one of u8, u16, u32, f32 (little-endian)",
+                descr.split(',').next().unwrap_or("?")
+            ));
+        };
+        if !field("fortran_order")?.starts_with("False") {
+            return Err("Fortran order; save it in C order (numpy.ascontiguousarray)".into());
+        }
+        let shape = field("shape")?;
+        let inner = shape
+            .strip_prefix('(')
+            .and_then(|s| s.split(')').next())
+            .ok_or("unreadable shape")?;
+        let dims: Vec<usize> = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse().map_err(|_| format!("unreadable shape ({inner})")))
+            .collect::<Result<_, _>>()?;
+        let (frames, ny, nx) = match dims[..] {
+            [ny, nx] => (1, ny, nx),
+            [frames, ny, nx] => (frames, ny, nx),
+            _ => {
+                return Err(format!(
+                    "shape ({inner}) is not (frames, ny, nx) or (ny, nx)"
+                ))
+            }
+        };
+        let frame_bytes = ny * nx * dtype.size();
+        let data = bytes[start + header_len..].to_vec();
+        if frames == 0 || frame_bytes == 0 || data.len() != frames * frame_bytes {
+            return Err(format!("{} data bytes for shape ({inner})", data.len()));
+        }
+        let to_u32 = |v: usize| u32::try_from(v).map_err(|_| format!("dimension {v} is too large"));
+        Ok(NpyStack {
+            dtype,
+            ny: to_u32(ny)?,
+            nx: to_u32(nx)?,
+            frames,
+            data,
+        })
+    }
+
+    /// Copies the frame for `frame_id` into `out` (exactly one frame long).
+    pub fn fill(&self, out: &mut [u8], frame_id: u64) {
+        let at = (frame_id % self.frames as u64) as usize * out.len();
+        out.copy_from_slice(&self.data[at..at + out.len()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +242,50 @@ mod tests {
                 Some(bad as u64)
             );
         }
+    }
+
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn npy_stacks_replay_their_frames() {
+        let data: Vec<u8> = (0..12).collect();
+        let stack = NpyStack::parse(&npy("<u2", "(3, 1, 2)", &data)).unwrap();
+        assert_eq!(
+            (stack.dtype, stack.ny, stack.nx, stack.frames),
+            (Dtype::U16, 1, 2, 3)
+        );
+        let mut frame = vec![0u8; 4];
+        stack.fill(&mut frame, 4);
+        assert_eq!(frame, [4, 5, 6, 7]);
+        let single = NpyStack::parse(&npy("|u1", "(2, 3)", &data[..6])).unwrap();
+        assert_eq!((single.frames, single.ny, single.nx), (1, 2, 3));
+    }
+
+    #[test]
+    fn npy_problems_are_named() {
+        let data = vec![0u8; 8];
+        assert!(NpyStack::parse(b"not numpy").unwrap_err().contains("magic"));
+        assert!(NpyStack::parse(&npy("<f8", "(1, 1)", &data))
+            .unwrap_err()
+            .contains("dtype '<f8'"));
+        assert!(NpyStack::parse(&npy("<u2", "(2, 2, 2)", &data))
+            .unwrap_err()
+            .contains("8 data bytes"));
+        assert!(NpyStack::parse(&npy("<u2", "(2,)", &data[..4]))
+            .unwrap_err()
+            .contains("is not (frames, ny, nx)"));
     }
 
     #[test]

@@ -468,3 +468,74 @@ fn wait_exists(ring: &str) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A `.npy` stack of 4 frames of 16×32 u16 whose frame k equals the ramp of frame id k.
+fn ramp_stack_npy(path: &std::path::Path) {
+    let (frames, ny, nx) = (4u64, 16u64, 32u64);
+    let mut header =
+        format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({frames}, {ny}, {nx}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for f in 0..frames {
+        for i in 0..ny * nx {
+            bytes.extend((((f + i) % 65536) as u16).to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn sim_replays_a_npy_stack_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let npy = tmp_path(&dir, "stack.npy");
+    ramp_stack_npy(&npy);
+    let ring = ring_name("npy");
+    let consumer = spawn(&["consume", "--ring", &ring, "--verify", "--json"]);
+    let pattern = format!("file:{}", npy.display());
+    let sim = spawn(&[
+        "sim",
+        "--ring",
+        &ring,
+        "--pattern",
+        &pattern,
+        "--frames",
+        "4",
+        "--wait-consumers",
+        "1",
+        "--json",
+    ]);
+    let sim = counters(&finish(sim, "sim"), "sim");
+    assert_eq!(num(&sim, "published"), 4);
+    let c = counters(&finish(consumer, "consumer"), "consumer");
+    assert_eq!(num(&c, "received"), 4);
+    assert_eq!(
+        num(&c, "verify_errors"),
+        0,
+        "replayed frames differ from the file"
+    );
+
+    let bad = tmp_path(&dir, "bad.npy");
+    std::fs::write(&bad, b"not a numpy file").unwrap();
+    let out = streamd()
+        .args([
+            "sim",
+            "--ring",
+            &ring_name("npybad"),
+            "--pattern",
+            &format!("file:{}", bad.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.npy is not a usable .npy frame stack: missing the NUMPY magic"),
+        "{err}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
-use crate::pattern::{fill_ramp, RandomPool};
+use crate::pattern::{fill_ramp, NpyStack, RandomPool};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub enum Pattern {
     Ramp,
     Random,
+    /// Replay the frames of a `.npy` stack; its shape and dtype override --nx/--ny/--dtype.
+    File(std::path::PathBuf),
 }
 
 impl std::str::FromStr for Pattern {
@@ -23,7 +25,12 @@ impl std::str::FromStr for Pattern {
         match s {
             "ramp" => Ok(Pattern::Ramp),
             "random" => Ok(Pattern::Random),
-            other => Err(format!("unknown pattern '{other}' (use ramp or random)")),
+            other => match other.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(Pattern::File(path.into())),
+                _ => Err(format!(
+                    "unknown pattern '{other}' (use ramp, random or file:PATH.npy)"
+                )),
+            },
         }
     }
 }
@@ -49,7 +56,8 @@ pub struct SimArgs {
     /// Stop after this many seconds.
     #[arg(long)]
     pub runtime: Option<f64>,
-    /// Frame content: ramp (verifiable, see the spec) or random.
+    /// Frame content: ramp (verifiable, see the spec), random, or file:PATH.npy (replay a
+    /// (frames, ny, nx) stack, whose shape and dtype then apply).
     #[arg(long, default_value = "ramp")]
     pub pattern: Pattern,
     #[arg(long, default_value_t = 64)]
@@ -65,7 +73,27 @@ pub struct SimArgs {
     pub json: bool,
 }
 
+/// Where frame content comes from during a run.
+enum Source {
+    Ramp,
+    Random(RandomPool),
+    File(NpyStack),
+}
+
 pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
+    let stack = match &args.pattern {
+        Pattern::File(path) => Some(NpyStack::open(path).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let (nx, ny, dtype) = stack
+        .as_ref()
+        .map_or((args.nx, args.ny, args.dtype), |s| (s.nx, s.ny, s.dtype));
+    let args = &SimArgs {
+        nx,
+        ny,
+        dtype,
+        ..args.clone()
+    };
     if args.nx == 0 || args.ny == 0 {
         bail!(
             "frame size {}x{} is empty; give --nx and --ny of at least 1",
@@ -105,8 +133,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             eprintln!("streamd sim: interrupted before any consumer attached");
         }
     }
-    let pool =
-        (args.pattern == Pattern::Random).then(|| RandomPool::new(frame_bytes as usize, 0x5eed));
+    let source = match (stack, &args.pattern) {
+        (Some(stack), _) => Source::File(stack),
+        (None, Pattern::Random) => Source::Random(RandomPool::new(frame_bytes as usize, 0x5eed)),
+        (None, _) => Source::Ramp,
+    };
     let dims = [args.ny, args.nx];
     let interval = (args.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / args.fps));
     let deadline = args.runtime.map(Duration::from_secs_f64);
@@ -131,9 +162,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             Err(ClaimError::Interrupted) => break,
         };
         let payload = &mut slot.payload_mut()[..frame_bytes as usize];
-        match &pool {
-            Some(pool) => pool.fill(payload, frame_id),
-            None => fill_ramp(payload, args.dtype, frame_id),
+        match &source {
+            Source::Ramp => fill_ramp(payload, args.dtype, frame_id),
+            Source::Random(pool) => pool.fill(payload, frame_id),
+            Source::File(stack) => stack.fill(payload, frame_id),
         }
         let last = args.frames.is_some_and(|n| frame_id + 1 == n);
         let meta = FrameMeta {
