@@ -7,7 +7,7 @@
 //! keep this file and the spec in step: change one and the build tells you to change
 //! the other.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 /// `b"STRMDRNG"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMDRNG");
@@ -193,7 +193,7 @@ pub struct GroupEntry {
     pub retired_received: AtomicU64,
     pub retired_missed: AtomicU64,
     /// Empty for a solo (broadcast) consumer's private group.
-    pub name: [u8; NAME_CAPACITY],
+    pub name: [AtomicU8; NAME_CAPACITY],
     _pad_b: [u8; LINE - 72],
 
     // Lines C and D: redo journal of the membership change in progress (spec §7.6),

@@ -8,6 +8,7 @@ use super::error::AttachError;
 use super::layout::*;
 use super::liveness::ProcessId;
 use super::segment::{name_bytes, name_from_bytes, unix_ns, valid_name, MembershipLock, Segment};
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 /// Where a consumer sits in the tables.
@@ -56,7 +57,7 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
     let existing = req.group.and_then(|name| {
         (0..MAX_GROUPS).find(|&g| {
             let grp = seg.group(g);
-            grp.state.load(Relaxed) == GROUP_ACTIVE && name_from_bytes(&grp.name) == name
+            grp.state.load(Relaxed) == GROUP_ACTIVE && group_name(grp) == name
         })
     });
     let group = match existing {
@@ -133,13 +134,13 @@ fn form_group(seg: &Segment, req: &JoinRequest<'_>) -> Result<usize, AttachError
 }
 
 fn write_name(grp: &GroupEntry, name: &str) {
-    let bytes = name_bytes(name);
-    let ptr = grp.name.as_ptr() as *mut u8;
-    for (i, b) in bytes.iter().enumerate() {
-        // SAFETY: `ptr` points at the 32-byte name field of a group inside the shared
-        // mapping; we hold the membership lock and the group is FREE, so nobody reads it.
-        unsafe { ptr.add(i).write_volatile(*b) };
+    for (cell, b) in grp.name.iter().zip(name_bytes(name)) {
+        cell.store(b, Relaxed);
     }
+}
+
+fn group_name(grp: &GroupEntry) -> String {
+    name_from_bytes(&grp.name.each_ref().map(|b: &AtomicU8| b.load(Relaxed)))
 }
 
 /// Takes the membership lock and finishes a change its previous holder died in.
@@ -609,7 +610,7 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
         }
         let published = head.saturating_sub(grp.start_seq.load(Relaxed));
         out.push(GroupSnapshot {
-            name: name_from_bytes(&grp.name),
+            name: group_name(grp),
             delivery: if grp.delivery.load(Relaxed) == DELIVERY_LOSSY {
                 "lossy"
             } else {
