@@ -76,7 +76,24 @@ impl RingInspector {
 
     /// True when the producer finished or is gone: nobody will publish again.
     pub fn is_stale(&self) -> bool {
-        self.snapshot().producer != "running"
+        self.producer_state() != "running"
+    }
+
+    /// `running`, `finished` or `dead`.
+    fn producer_state(&self) -> &'static str {
+        if self
+            .segment
+            .header()
+            .producer_state
+            .load(std::sync::atomic::Ordering::Acquire)
+            == layout::PRODUCER_FINISHED
+        {
+            "finished"
+        } else if self.segment.producer().is_alive() {
+            "running"
+        } else {
+            "dead"
+        }
     }
 
     pub fn snapshot(&self) -> RingSnapshot {
@@ -84,13 +101,7 @@ impl RingInspector {
         let seg = &self.segment;
         let h = seg.header();
         let producer = seg.producer();
-        let state = if h.producer_state.load(Acquire) == layout::PRODUCER_FINISHED {
-            "finished"
-        } else if producer.is_alive() {
-            "running"
-        } else {
-            "dead"
-        };
+        let state = self.producer_state();
         RingSnapshot {
             name: seg.name().to_string(),
             path: seg.path().display().to_string(),

@@ -128,6 +128,18 @@ impl Producer {
         self.segment.header().dropped.load(Relaxed)
     }
 
+    pub fn counters(&self) -> ProducerCounters {
+        ProducerCounters {
+            published: self.published,
+            dropped: self.dropped(),
+        }
+    }
+
+    /// Consumers found dead and reaped since the ring was created.
+    pub fn consumers_reaped(&self) -> u64 {
+        self.segment.header().consumers_reaped.load(Relaxed)
+    }
+
     /// Waits until at least `count` consumers are attached.
     pub fn wait_for_consumers(&self, count: usize) -> Result<(), ClaimError> {
         let mut last_reap = Instant::now();
@@ -351,18 +363,4 @@ impl SlotWriter<'_> {
 pub struct ProducerCounters {
     pub published: u64,
     pub dropped: u64,
-}
-
-impl Producer {
-    pub fn counters(&self) -> ProducerCounters {
-        ProducerCounters {
-            published: self.published,
-            dropped: self.dropped(),
-        }
-    }
-
-    /// Consumers found dead and reaped since the ring was created.
-    pub fn consumers_reaped(&self) -> u64 {
-        self.segment.header().consumers_reaped.load(Relaxed)
-    }
 }
