@@ -7,5 +7,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod commands;
+pub mod control;
 pub mod pattern;
+pub mod pipeline;
+pub mod processors;
 pub mod ring;
+pub mod stats;

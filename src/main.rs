@@ -1,10 +1,17 @@
 //! The `streamd` binary: parses the command line and runs a subcommand. Errors reach
-//! the user as one sentence on stderr with exit status 2; data problems use 1 and a
-//! dead producer 3 (see `streamd --help`).
+//! the user as one sentence on stderr with exit status 2; data problems use 1, a dead
+//! producer 3 and a failed pipeline stage 5 (see `streamd --help`).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use streamd::commands::{self, consume::ConsumeArgs, sim::SimArgs};
+use streamd::commands::{
+    self,
+    consume::ConsumeArgs,
+    control::Target,
+    run::{DemoArgs, RunArgs},
+    sim::SimArgs,
+};
+use streamd::control::Request;
 
 #[derive(Parser)]
 #[command(
@@ -13,7 +20,7 @@ use streamd::commands::{self, consume::ConsumeArgs, sim::SimArgs};
     about = "Shared-memory frame rings and pipelines for detector hosts"
 )]
 #[command(
-    after_help = "Exit status: 0 ok, 1 frames failed verification, 2 usage or setup error, 3 the producer died."
+    after_help = "Exit status: 0 ok, 1 frames failed verification or processing, 2 usage or setup error, 3 the producer died, 5 a pipeline stage failed or did not drain."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,6 +29,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pipeline file: rings, pinned stage processes, supervision, control socket.
+    Run(RunArgs),
+    /// Run the built-in demo pipeline and say where its files go.
+    Demo(DemoArgs),
+    /// Show a running pipeline's stages, workers, rings and counters.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a running pipeline in order and stop it.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Zero a running pipeline's counters.
+    ResetStats {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change a processor argument of a running stage: STAGE KEY=VALUE.
+    Configure {
+        stage: String,
+        #[arg(value_parser = commands::control::key_value)]
+        setting: (String, String),
+        #[command(flatten)]
+        target: Target,
+    },
     /// Simulate a detector: publish frames into a ring.
     Sim(SimArgs),
     /// Read frames from a ring: count, verify and time them.
@@ -31,19 +67,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove ring segments whose producer finished or died.
+    /// Remove segments whose producer or pipeline finished or died.
     Clean {
         #[arg(long)]
         json: bool,
     },
+    /// A pipeline's stage process (started by `streamd run`, not by hand).
+    #[command(hide = true)]
+    Worker { spec: String },
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Run(args) => commands::run::run(&args),
+        Command::Demo(args) => commands::run::demo(&args),
+        Command::Status { target, json } => commands::control::status(&target, json),
+        Command::Stop { target } => commands::control::simple(&target, Request::Stop),
+        Command::ResetStats { target } => commands::control::simple(&target, Request::ResetStats),
+        Command::Configure {
+            stage,
+            setting: (key, value),
+            target,
+        } => commands::control::simple(&target, Request::Configure { stage, key, value }),
         Command::Sim(args) => commands::sim::run(&args),
         Command::Consume(args) => commands::consume::run(&args),
         Command::Rings { json } => commands::rings::list(json),
         Command::Clean { json } => commands::rings::clean(json),
+        Command::Worker { spec } => worker(&spec),
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),
@@ -52,4 +102,10 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn worker(spec: &str) -> anyhow::Result<commands::Status> {
+    let spec: streamd::pipeline::worker::WorkerSpec = serde_json::from_str(spec)?;
+    let code = streamd::pipeline::worker::run(&spec)?;
+    std::process::exit(code)
 }

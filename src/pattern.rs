@@ -200,11 +200,162 @@ impl NpyStack {
         let at = (frame_id % self.frames as u64) as usize * out.len();
         out.copy_from_slice(&self.data[at..at + out.len()]);
     }
+
+    /// Frames in the stack.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+}
+
+/// Frames replayed from a series of single-image grey TIFF files (u8, u16, u32 or f32),
+/// named by a pattern such as `scan/frame_*.tif`, in name order. All files must share
+/// one shape and sample type.
+pub struct TiffSeries {
+    pub dtype: Dtype,
+    pub ny: u32,
+    pub nx: u32,
+    paths: Vec<std::path::PathBuf>,
+    data: Vec<u8>,
+}
+
+impl TiffSeries {
+    /// Reads every file matching `pattern` (`*` matches within the file name).
+    pub fn open(pattern: &std::path::Path) -> Result<TiffSeries, String> {
+        let paths = expand_pattern(pattern)?;
+        if paths.is_empty() {
+            return Err(format!("no file matches {}", pattern.display()));
+        }
+        TiffSeries::from_paths(&paths)
+    }
+
+    /// Reads the files `paths`, in that order.
+    pub fn from_paths(paths: &[std::path::PathBuf]) -> Result<TiffSeries, String> {
+        let mut series: Option<TiffSeries> = None;
+        for path in paths {
+            let (nx, ny, dtype, bytes) = read_tiff(path)?;
+            let s = series.get_or_insert_with(|| TiffSeries {
+                dtype,
+                ny,
+                nx,
+                paths: paths.to_vec(),
+                data: Vec::new(),
+            });
+            if (s.nx, s.ny, s.dtype) != (nx, ny, dtype) {
+                return Err(format!(
+                    "{} is {nx}x{ny} {} but the series started with {}x{} {}; replay files of one shape",
+                    path.display(),
+                    dtype.name(),
+                    s.nx,
+                    s.ny,
+                    s.dtype.name()
+                ));
+            }
+            s.data.extend_from_slice(&bytes);
+        }
+        series.ok_or_else(|| "a TIFF series needs at least one file".to_string())
+    }
+
+    pub fn frames(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn paths(&self) -> &[std::path::PathBuf] {
+        &self.paths
+    }
+
+    /// Copies frame `frame_id` (cycling through the series) into `out`.
+    pub fn fill(&self, out: &mut [u8], frame_id: u64) {
+        let at = (frame_id % self.paths.len() as u64) as usize * out.len();
+        out.copy_from_slice(&self.data[at..at + out.len()]);
+    }
+}
+
+/// Files whose names match the last component of `pattern` (`*` = any run of
+/// characters), sorted by name.
+fn expand_pattern(pattern: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let dir = pattern
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = pattern
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} does not name files", pattern.display()))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("could not list {}: {e}", dir.display()))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| wildcard_match(name, n))
+        })
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| wildcard_match(rest, &tail[i..]))
+        }
+    }
+}
+
+fn read_tiff(path: &std::path::Path) -> Result<(u32, u32, Dtype, Vec<u8>), String> {
+    use tiff::decoder::{Decoder, DecodingResult};
+    let fail = |e: &dyn std::fmt::Display| format!("could not read TIFF {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let mut decoder = Decoder::new(std::io::BufReader::new(file)).map_err(|e| fail(&e))?;
+    let (nx, ny) = decoder.dimensions().map_err(|e| fail(&e))?;
+    let (dtype, bytes) = match decoder.read_image().map_err(|e| fail(&e))? {
+        DecodingResult::U8(v) => (Dtype::U8, v),
+        DecodingResult::U16(v) => (Dtype::U16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        DecodingResult::U32(v) => (Dtype::U32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        DecodingResult::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        _ => return Err(fail(&"samples are not u8, u16, u32 or f32")),
+    };
+    if bytes.len() as u64 != u64::from(nx) * u64::from(ny) * dtype.size() as u64 {
+        return Err(fail(&"only single-channel (grey) images can be replayed"));
+    }
+    Ok((nx, ny, dtype, bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_match_file_names() {
+        assert!(wildcard_match("frame_*.tif", "frame_0001.tif"));
+        assert!(!wildcard_match("frame_*.tif", "frame_0001.tiff"));
+        assert!(wildcard_match("*", "x"));
+        assert!(wildcard_match("a*b*c", "aXbYc"));
+    }
+
+    #[test]
+    fn a_tiff_series_replays_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in [2u16, 0, 1] {
+            let file = std::fs::File::create(dir.path().join(format!("f_{i}.tif"))).unwrap();
+            let mut enc = tiff::encoder::TiffEncoder::new(file).unwrap();
+            enc.write_image::<tiff::encoder::colortype::Gray16>(3, 2, &[i; 6])
+                .unwrap();
+        }
+        let s = TiffSeries::open(&dir.path().join("f_*.tif")).unwrap();
+        assert_eq!((s.nx, s.ny, s.dtype, s.frames()), (3, 2, Dtype::U16, 3));
+        let mut out = [0u8; 12];
+        s.fill(&mut out, 1);
+        assert_eq!(out, [1, 0].repeat(6)[..]);
+    }
 
     #[test]
     fn ramp_matches_the_spec_formula() {

@@ -2,7 +2,9 @@
 //! the exit status, so the binary stays a thin shell around them.
 
 pub mod consume;
+pub mod control;
 pub mod rings;
+pub mod run;
 pub mod sim;
 
 use std::sync::atomic::AtomicBool;
@@ -16,6 +18,8 @@ pub enum Status {
     DataErrors = 1,
     /// The producer died; everything it published was drained.
     ProducerDied = 3,
+    /// A pipeline stage failed (crashed too often) or did not drain in time.
+    PipelineFailed = 5,
 }
 
 /// A raised flag on SIGINT or SIGTERM, so loops can stop cleanly and still report.
@@ -50,7 +54,7 @@ pub(crate) fn per_second(count: f64, seconds: f64) -> f64 {
 }
 
 /// Nanoseconds since the Unix epoch (frame timestamps).
-pub(crate) fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)

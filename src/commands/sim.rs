@@ -1,7 +1,8 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
-use crate::pattern::{fill_ramp, NpyStack, RandomPool};
+use crate::pattern::{NpyStack, RandomPool};
+use crate::pipeline::source::{pace, FrameContent};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };
@@ -73,13 +74,6 @@ pub struct SimArgs {
     pub json: bool,
 }
 
-/// Where frame content comes from during a run.
-enum Source {
-    Ramp,
-    Random(RandomPool),
-    File(NpyStack),
-}
-
 pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     let stack = match &args.pattern {
         Pattern::File(path) => Some(NpyStack::open(path).map_err(anyhow::Error::msg)?),
@@ -134,9 +128,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         }
     }
     let source = match (stack, &args.pattern) {
-        (Some(stack), _) => Source::File(stack),
-        (None, Pattern::Random) => Source::Random(RandomPool::new(frame_bytes as usize, 0x5eed)),
-        (None, _) => Source::Ramp,
+        (Some(stack), _) => FrameContent::Npy(stack),
+        (None, Pattern::Random) => {
+            FrameContent::Random(RandomPool::new(frame_bytes as usize, 0x5eed))
+        }
+        (None, _) => FrameContent::Ramp(args.dtype),
     };
     let dims = [args.ny, args.nx];
     let interval = (args.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / args.fps));
@@ -162,11 +158,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             Err(ClaimError::Interrupted) => break,
         };
         let payload = &mut slot.payload_mut()[..frame_bytes as usize];
-        match &source {
-            Source::Ramp => fill_ramp(payload, args.dtype, frame_id),
-            Source::Random(pool) => pool.fill(payload, frame_id),
-            Source::File(stack) => stack.fill(payload, frame_id),
-        }
+        source.fill(payload, frame_id);
         let last = args.frames.is_some_and(|n| frame_id + 1 == n);
         let meta = FrameMeta {
             frame_id,
@@ -195,21 +187,4 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     });
     print_counters(&report, args.json);
     Ok(Status::Ok)
-}
-
-/// Sleeps until `at`, spinning for the last stretch so high rates stay even.
-fn pace(at: Instant) {
-    let spin = Duration::from_micros(200);
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        let left = at - now;
-        if left > spin {
-            std::thread::sleep(left - spin);
-        } else {
-            std::hint::spin_loop();
-        }
-    }
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Whether a consumer may be skipped forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// Never misses a published frame; the producer waits for (or drops at the source
     /// because of) this consumer.
@@ -71,6 +72,8 @@ enum Ready {
     Published,
     /// An orphaned run was adopted; the position moved.
     RunChanged,
+    /// The deadline passed first.
+    TimedOut,
 }
 
 /// The consumer end of a ring. Dropping it detaches.
@@ -160,13 +163,33 @@ impl Consumer {
     /// Waits for and returns the next frame owed to this consumer. The frame stays
     /// valid, and its slot reserved, until the returned guard is dropped.
     pub fn recv(&mut self) -> Result<Frame<'_>, RecvError> {
+        self.next_frame(None)
+            .map(|frame| frame.expect("a wait without deadline ends with a frame or an error"))
+    }
+
+    /// Like [`recv`](Self::recv), but gives up after `timeout` with `Ok(None)`; the
+    /// consumer's place is kept for the next call. Lets a loop over several rings, or
+    /// one that must show a heartbeat, wait without blocking forever.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Frame<'_>>, RecvError> {
+        self.next_frame(Some(Instant::now() + timeout))
+    }
+
+    /// Frames published into the ring so far (its head): with a frame's
+    /// [`seq`](Frame::seq), how far this consumer lags behind the producer.
+    pub fn published(&self) -> u64 {
+        self.segment.header().head.load(Acquire)
+    }
+
+    fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame<'_>>, RecvError> {
         loop {
             if self.next_seq() >= self.run.end {
                 self.claim_run();
             }
             let seq = self.next_seq();
-            if self.wait_published(seq)? == Ready::RunChanged {
-                continue;
+            match self.wait_published(seq, deadline)? {
+                Ready::RunChanged => continue,
+                Ready::TimedOut => return Ok(None),
+                Ready::Published => {}
             }
             let slots = u64::from(self.segment.geometry().slot_count);
             let slot = (seq % slots) as u32;
@@ -195,7 +218,7 @@ impl Consumer {
                     }
                 }
             }
-            return self.open_frame(seq, slot);
+            return self.open_frame(seq, slot).map(Some);
         }
     }
 
@@ -281,12 +304,15 @@ impl Consumer {
     /// Waits until `seq` is published. Ends with EndOfStream or ProducerDied once the
     /// producer is gone and `seq` never will be, unless a departed member's run is
     /// adopted first (then the caller starts over with that run).
-    fn wait_published(&mut self, seq: u64) -> Result<Ready, RecvError> {
+    fn wait_published(&mut self, seq: u64, deadline: Option<Instant>) -> Result<Ready, RecvError> {
         let header = self.segment.header();
         loop {
             // SYNC: pairs with the producer's SeqCst store of head after the Release stamp.
             if header.head.load(Acquire) > seq {
                 return Ok(Ready::Published);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Ready::TimedOut);
             }
             if self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed)) {
                 return Err(RecvError::Interrupted);
@@ -336,7 +362,10 @@ impl Consumer {
                     if header.head.load(SeqCst) <= seq
                         && header.producer_state.load(Acquire) != PRODUCER_FINISHED
                     {
-                        futex_wait(&header.data_futex, word, SLEEP_SLICE);
+                        let slice = deadline.map_or(SLEEP_SLICE, |d| {
+                            d.saturating_duration_since(Instant::now()).min(SLEEP_SLICE)
+                        });
+                        futex_wait(&header.data_futex, word, slice);
                     }
                     header.data_waiters.fetch_sub(1, SeqCst);
                 }
@@ -405,6 +434,12 @@ impl Frame<'_> {
         &self.header
     }
 
+    /// Frames the producer has published after this one: how far the reader lags.
+    pub fn lag(&self) -> u64 {
+        let head = self.consumer.segment.header().head.load(Acquire);
+        head.saturating_sub(self.seq + 1)
+    }
+
     /// Position of this frame in the ring's stream (0, 1, 2, ...).
     pub fn seq(&self) -> u64 {
         self.seq
@@ -418,6 +453,16 @@ impl Frame<'_> {
         unsafe {
             std::slice::from_raw_parts(seg.payload_ptr(self.slot), self.header.payload_len as usize)
         }
+    }
+
+    /// The attribute area as encoded (spec §4.3), for copying a frame's attributes
+    /// unchanged into another ring.
+    pub fn raw_attributes(&self) -> Result<&[u8], FrameError> {
+        let seg = &self.consumer.segment;
+        // SAFETY: slot header inside the mapping, reserved while this guard lives.
+        let slot_header =
+            unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
+        attr_bytes(slot_header)
     }
 
     /// The key/value attributes the producer attached.

@@ -79,6 +79,8 @@ pub enum AttachError {
     BadGroup(String),
     #[error("batch must be at least 1, got {0}")]
     BadBatch(u32),
+    #[error("ring '{0}' has ended its stream, so no producer can resume it; create it anew")]
+    Finished(String),
     #[error("could not {op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -8,7 +8,8 @@ use super::layout::{frame_field as f, ATTR_CAPACITY, ATTR_OFFSET, SLOT_HEADER_SI
 use std::fmt;
 
 /// Pixel type of a frame's payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Dtype {
     U8,
     U16,

@@ -37,7 +37,8 @@ pub use frame::{
 pub use liveness::ProcessId;
 pub use membership::{ConsumerSnapshot, GroupSnapshot};
 pub use producer::{
-    FrameMeta, FullPolicy, Producer, ProducerCounters, RingOptions, SlotWriter, REAP_INTERVAL,
+    FrameMeta, FullPolicy, OwnedRing, Producer, ProducerCounters, RingOptions, SlotWriter,
+    REAP_INTERVAL,
 };
 pub use segment::{list_names, segment_path, Segment, StaleSegment};
 pub use wait::WaitMode;

@@ -1,20 +1,22 @@
 //! The single producer of a ring: claim a slot, write the frame in place, publish.
 
-use super::error::{ClaimError, CreateError, PublishError};
+use super::error::{AttachError, ClaimError, CreateError, PublishError};
 use super::frame::{
-    encode_attribute, encode_header, set_attr_len, AttrValue, Dtype, FrameError, FrameHeader,
+    decode_header, encode_attribute, encode_header, set_attr_len, AttrValue, Dtype, FrameError,
+    FrameHeader,
 };
 use super::layout::*;
 use super::membership::{active_consumers, lossless_floor, reap};
 use super::segment::{RingSpec, Segment, StaleSegment};
 use super::wait::{futex_wait, futex_wake_all};
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the producer does when every slot is still needed by a lossless consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FullPolicy {
     /// Wait for space.
     #[default]
@@ -57,6 +59,18 @@ pub struct FrameMeta<'a> {
     pub flags: u32,
 }
 
+fn ring_spec(options: &RingOptions) -> RingSpec {
+    RingSpec {
+        name: options.name.clone(),
+        slots: options.slots,
+        payload_bytes: options.slot_bytes,
+        full_policy: match options.full_policy {
+            FullPolicy::Block => POLICY_BLOCK,
+            FullPolicy::DropNewest => POLICY_DROP_NEWEST,
+        },
+    }
+}
+
 /// How often a blocked producer looks for dead consumers; bounds reclaim time (spec §7.2).
 pub const REAP_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -71,22 +85,56 @@ pub struct Producer {
     published: u64,
     interrupt: Option<Arc<AtomicBool>>,
     finished: bool,
+    /// False for a writer resuming a ring its supervisor owns: the owner removes it.
+    unlink_on_drop: bool,
+}
+
+/// A ring created and owned by a supervisor that hands the producer role to one writer
+/// process at a time ([`Producer::resume`]). The owner's pid is the ring's producer pid,
+/// so consumers keep waiting while a crashed writer is restarted (spec §7.7). Dropping
+/// it removes the segment name.
+pub struct OwnedRing {
+    segment: Segment,
+}
+
+impl OwnedRing {
+    /// Creates ring `options.name` owned by the calling process; a stale segment of the
+    /// same name is replaced and returned.
+    pub fn create(options: &RingOptions) -> Result<(OwnedRing, Option<StaleSegment>), CreateError> {
+        let (segment, stale) = Segment::create(&ring_spec(options))?;
+        Ok((OwnedRing { segment }, stale))
+    }
+
+    pub fn name(&self) -> &str {
+        self.segment.name()
+    }
+
+    /// Ends the stream for a writer that will not come back (its stage failed), so
+    /// consumers drain what was published and stop. No writer may be running.
+    pub fn finish(&self) {
+        let header = self.segment.header();
+        if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
+            return;
+        }
+        header.end_seq.store(header.head.load(Acquire), Relaxed);
+        // SYNC: pairs with consumers' Acquire load of producer_state; end_seq is visible.
+        header.producer_state.store(PRODUCER_FINISHED, Release);
+        header.data_futex.fetch_add(1, SeqCst);
+        futex_wake_all(&header.data_futex);
+    }
+}
+
+impl Drop for OwnedRing {
+    fn drop(&mut self) {
+        self.segment.unlink();
+    }
 }
 
 impl Producer {
     /// Creates the ring. A stale segment of the same name (dead producer) is replaced and
     /// returned so the caller can say so.
     pub fn create(options: &RingOptions) -> Result<(Producer, Option<StaleSegment>), CreateError> {
-        let spec = RingSpec {
-            name: options.name.clone(),
-            slots: options.slots,
-            payload_bytes: options.slot_bytes,
-            full_policy: match options.full_policy {
-                FullPolicy::Block => POLICY_BLOCK,
-                FullPolicy::DropNewest => POLICY_DROP_NEWEST,
-            },
-        };
-        let (segment, stale) = Segment::create(&spec)?;
+        let (segment, stale) = Segment::create(&ring_spec(options))?;
         let producer = Producer {
             segment,
             policy: options.full_policy,
@@ -96,8 +144,50 @@ impl Producer {
             published: 0,
             interrupt: None,
             finished: false,
+            unlink_on_drop: true,
         };
         Ok((producer, stale))
+    }
+
+    /// Takes over production of ring `name`, created by an [`OwnedRing`], at its first
+    /// unpublished sequence. A slot a crashed writer left half-written is written again
+    /// (spec §7.7). The caller's supervisor guarantees that no other writer lives.
+    pub fn resume(name: &str) -> Result<Producer, AttachError> {
+        let segment = Segment::open(name, Duration::ZERO)?;
+        let header = segment.header();
+        // SYNC: pairs with the Release store in `finish`.
+        if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
+            return Err(AttachError::Finished(name.into()));
+        }
+        let head = header.head.load(Acquire);
+        let policy = if header.full_policy == POLICY_DROP_NEWEST {
+            FullPolicy::DropNewest
+        } else {
+            FullPolicy::Block
+        };
+        Ok(Producer {
+            segment,
+            policy,
+            next_seq: head,
+            limit: u64::MAX,
+            seen_gen: u64::MAX,
+            published: head,
+            interrupt: None,
+            finished: false,
+            unlink_on_drop: false,
+        })
+    }
+
+    /// Header of the newest published frame, if any; a resumed writer continues its ids.
+    pub fn last_published(&self) -> Option<FrameHeader> {
+        let seq = self.next_seq.checked_sub(1)?;
+        let slot = (seq % u64::from(self.segment.geometry().slot_count)) as u32;
+        // SAFETY: the slot header lies inside the mapping, and only this producer writes
+        // slots, so the published header cannot change while we read it.
+        let slot_header = unsafe {
+            std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE)
+        };
+        decode_header(slot_header, self.slot_capacity()).ok()
     }
 
     /// Makes waits return `Interrupted` once `flag` is set (for example by SIGINT).
@@ -261,7 +351,9 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         self.finish();
-        self.segment.unlink();
+        if self.unlink_on_drop {
+            self.segment.unlink();
+        }
     }
 }
 
@@ -292,6 +384,17 @@ impl SlotWriter<'_> {
         // stamp (first 8 bytes) is only touched through its atomic, never through this
         // slice, because every caller writes at FRAME_HEADER_OFFSET or later.
         unsafe { std::slice::from_raw_parts_mut(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) }
+    }
+
+    /// Replaces the attributes with an already encoded area, such as
+    /// [`Frame::raw_attributes`](super::Frame::raw_attributes) of an input frame.
+    pub fn copy_attributes(&mut self, encoded: &[u8]) -> Result<(), FrameError> {
+        if encoded.len() > ATTR_CAPACITY {
+            return Err(FrameError::AttrTooLong(encoded.len() as u32));
+        }
+        self.slot_header_mut()[ATTR_OFFSET..ATTR_OFFSET + encoded.len()].copy_from_slice(encoded);
+        self.attr_used = encoded.len();
+        Ok(())
     }
 
     /// Appends a key/value attribute (tile coordinates, motor positions, ...).

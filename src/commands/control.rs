@@ -1,0 +1,44 @@
+//! `streamd status | stop | reset-stats | configure`: talk to a running pipeline.
+
+use super::Status;
+use crate::control::{choose_pipeline, send, status::render, Request};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The pipeline to address; may be left out when only one runs.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+}
+
+pub fn status(target: &Target, json: bool) -> anyhow::Result<Status> {
+    let name = choose_pipeline(target.pipeline.as_deref())?;
+    let reply = send(&name, &Request::Status)?;
+    let report = reply
+        .status
+        .ok_or_else(|| anyhow::anyhow!("pipeline '{name}' sent no status: {}", reply.message))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(Status::Ok)
+}
+
+pub fn simple(target: &Target, request: Request) -> anyhow::Result<Status> {
+    let name = choose_pipeline(target.pipeline.as_deref())?;
+    let reply = send(&name, &request)?;
+    if reply.ok {
+        println!("{}", reply.message);
+        Ok(Status::Ok)
+    } else {
+        anyhow::bail!("{}", reply.message)
+    }
+}
+
+/// Splits `KEY=VALUE`.
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
+}

@@ -1,0 +1,195 @@
+//! The supervisor's side of the control socket and of the metrics endpoint.
+
+use super::status::{collect, Rates};
+use super::{socket_path, Reply, Request};
+use crate::processors;
+use crate::stats::layout::*;
+use crate::stats::StatsSegment;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the control thread shares with the supervisor loop.
+#[derive(Default)]
+pub struct Shared {
+    /// Raised by `streamd stop`.
+    pub stop: AtomicBool,
+    pub rates: Mutex<Rates>,
+    /// Human-readable events (restarts, failures, configuration changes), newest last.
+    pub events: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn event(&self, text: String) {
+        eprintln!("streamd run: {text}");
+        if let Ok(mut events) = self.events.lock() {
+            events.push(text);
+        }
+    }
+}
+
+/// Binds pipeline `name`'s control socket (mode 0600) and serves it on a thread.
+pub fn serve(name: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let path = socket_path(name);
+    let _ = std::fs::remove_file(&path);
+    let listener = crate::pipeline::sys::with_umask(0o177, || UnixListener::bind(&path))
+        .map_err(|e| anyhow::anyhow!("cannot create the control socket {}: {e}", path.display()))?;
+    let stats = StatsSegment::open(name)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = handle(&stats, &shared, stream);
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(stats: &StatsSegment, shared: &Shared, stream: UnixStream) -> anyhow::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Err(e) => refuse(format!("unreadable request: {e}")),
+        Ok(Request::Status) => Reply {
+            ok: true,
+            message: String::new(),
+            status: Some(collect(
+                stats,
+                &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
+            )),
+        },
+        Ok(Request::Stop) => {
+            shared.stop.store(true, Ordering::SeqCst);
+            shared.event("stop requested over the control socket; draining".into());
+            accept("stopping: the source stops, the stages drain, then the pipeline exits".into())
+        }
+        Ok(Request::ResetStats) => {
+            stats.header().reset_gen.fetch_add(1, Relaxed);
+            for i in 0..stats.entry_count() {
+                stats.entry(i).restarts.store(0, Relaxed);
+            }
+            shared.event("statistics reset".into());
+            accept("statistics reset; workers start counting from zero within 100 ms".into())
+        }
+        Ok(Request::Configure { stage, key, value }) => {
+            configure(stats, shared, &stage, &key, &value)
+        }
+    };
+    let mut writer = &stream;
+    writeln!(writer, "{}", serde_json::to_string(&reply)?)?;
+    Ok(())
+}
+
+fn accept(message: String) -> Reply {
+    Reply {
+        ok: true,
+        message,
+        status: None,
+    }
+}
+
+fn refuse(message: String) -> Reply {
+    Reply {
+        ok: false,
+        message,
+        status: None,
+    }
+}
+
+/// Validates `key=value` on a scratch processor, publishes the new arguments, and waits
+/// briefly for the workers to apply them to their next frame.
+fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, value: &str) -> Reply {
+    let Some(index) = (1..stats.stage_count()).find(|&i| stats.stage_name(i) == stage) else {
+        let names: Vec<String> = (1..stats.stage_count())
+            .map(|i| stats.stage_name(i))
+            .collect();
+        return refuse(format!(
+            "no stage '{stage}' in this pipeline (stages: {}); nothing changed",
+            names.join(", ")
+        ));
+    };
+    let Some((_, text)) = stats.read_args(index) else {
+        return refuse("another configure is being applied; try again".into());
+    };
+    let mut args: toml::Table = serde_json::from_str(&text).unwrap_or_default();
+    args.insert(key.to_string(), processors::parse_value(value));
+    let processor = stats.stage_processor(index);
+    if let Err(e) = processors::build(&processor, &args) {
+        return refuse(format!(
+            "stage '{stage}' refused {key}={value}: {}; nothing changed",
+            e.reason
+        ));
+    }
+    let json =
+        match serde_json::to_string(&args) {
+            Ok(json) if json.len() <= ARGS_BYTES => json,
+            _ => return refuse(format!(
+                "stage '{stage}': the arguments do not fit in {ARGS_BYTES} bytes; nothing changed"
+            )),
+        };
+    let gen = stats.write_args(index, &json);
+    shared.event(format!("stage '{stage}': {key} set to {value}"));
+    let slot = stats.stage(index);
+    let entries = slot.first_entry.load(Relaxed) as usize
+        ..(slot.first_entry.load(Relaxed) + slot.workers.load(Relaxed)) as usize;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut applied = Vec::new();
+    loop {
+        applied.clear();
+        let mut waiting = false;
+        for i in entries.clone() {
+            let e = stats.entry(i);
+            let state = e.state.load(Acquire);
+            // SYNC: pairs with the worker's Release store of applied_gen; the frame id
+            // it stored just before is visible.
+            if e.applied_gen.load(Acquire) >= gen {
+                applied.push(format!(
+                    "worker {} from frame {}",
+                    e.worker.load(Relaxed),
+                    e.applied_from_frame.load(Relaxed)
+                ));
+            } else if state == WORKER_RUNNING {
+                waiting = true;
+            }
+        }
+        if !waiting || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let taken = if applied.is_empty() {
+        "it applies from the next frame each worker takes".to_string()
+    } else {
+        format!("applied by {}", applied.join(", "))
+    };
+    accept(format!("stage '{stage}': {key}={value} accepted; {taken}"))
+}
+
+/// Serves the status as Prometheus text on `addr` (one short HTTP/1.0 reply per connection).
+pub fn serve_metrics(addr: SocketAddr, name: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}; choose a free port"))?;
+    let stats = StatsSegment::open(name)?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let rates = shared.rates.lock().map(|r| r.clone()).unwrap_or_default();
+                let body = super::metrics::render(&collect(&stats, &rates));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,797 @@
+//! The pipeline file (TOML): parsing and validation. Everything a user can get wrong is
+//! found here, before any ring or process exists, and reported as one sentence that
+//! starts with `FILE:LINE:COLUMN:`.
+
+use crate::pattern::{NpyStack, TiffSeries};
+use crate::processors;
+use crate::ring::{Delivery, Dtype, FullPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Longest ring segment name (`PIPELINE.RING.N`), from the ring layout.
+const MAX_SEGMENT_NAME: usize = crate::ring::layout::NAME_CAPACITY - 1;
+const DEFAULT_SLOTS: u32 = 64;
+
+/// A validated pipeline: what `streamd run` starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub name: String,
+    /// Where it came from, for messages.
+    pub origin: String,
+    pub drain_timeout: Duration,
+    pub restart: RestartPolicy,
+    pub rings: Vec<RingPlan>,
+    pub source: SourcePlan,
+    pub stages: Vec<StagePlan>,
+}
+
+/// When a crashing worker stops being restarted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// Crashes within `window_s` after which the worker is marked failed.
+    #[serde(default = "default_max_crashes")]
+    pub max_crashes: u32,
+    #[serde(default = "default_window_s")]
+    pub window_s: f64,
+    /// First delay before a restart; doubles with each crash in the window, up to 5 s.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+fn default_max_crashes() -> u32 {
+    5
+}
+fn default_window_s() -> f64 {
+    60.0
+}
+fn default_backoff_ms() -> u64 {
+    100
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_crashes: default_max_crashes(),
+            window_s: default_window_s(),
+            backoff_ms: default_backoff_ms(),
+        }
+    }
+}
+
+/// A ring as the pipeline uses it. A ring written by a stage with several workers is
+/// one segment per worker (`NAME.0`, `NAME.1`, ...): a ring has a single producer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RingPlan {
+    pub name: String,
+    pub slots: u32,
+    pub slot_bytes: u64,
+    pub full_policy: FullPolicy,
+    /// Processes that write it: one segment each.
+    pub writers: u32,
+}
+
+impl RingPlan {
+    /// Segment names in `/dev/shm` for pipeline `pipeline`.
+    pub fn segments(&self, pipeline: &str) -> Vec<String> {
+        if self.writers == 1 {
+            vec![format!("{pipeline}.{}", self.name)]
+        } else {
+            (0..self.writers)
+                .map(|i| format!("{pipeline}.{}.{i}", self.name))
+                .collect()
+        }
+    }
+}
+
+/// Which cores a stage's workers run on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoreChoice {
+    /// Spread over the host's cores by the supervisor.
+    Auto,
+    /// Worker `i` gets `list[i % len]`.
+    List(Vec<usize>),
+}
+
+/// What the source publishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SourceContent {
+    Ramp,
+    Random,
+    Npy(PathBuf),
+    Tiff(Vec<PathBuf>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourcePlan {
+    pub ring: String,
+    pub content: SourceContent,
+    pub nx: u32,
+    pub ny: u32,
+    pub dtype: Dtype,
+    /// Frames per second; 0 = as fast as the pipeline takes them.
+    pub fps: f64,
+    /// `None` runs until stopped.
+    pub frames: Option<u64>,
+    pub cores: CoreChoice,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub name: String,
+    pub processor: String,
+    pub args: toml::Table,
+    pub inputs: Vec<String>,
+    pub output: Option<String>,
+    pub workers: u32,
+    pub batch: u32,
+    pub delivery: Delivery,
+    /// Every worker sees every frame instead of sharing them.
+    pub broadcast: bool,
+    pub cores: CoreChoice,
+}
+
+impl StagePlan {
+    /// The ring group worker `worker` joins on each input.
+    pub fn group(&self, worker: u32) -> String {
+        if self.broadcast {
+            format!("{}.{worker}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// Distinct groups of this stage on each input.
+    pub fn groups(&self) -> Vec<String> {
+        if self.broadcast {
+            (0..self.workers).map(|w| self.group(w)).collect()
+        } else {
+            vec![self.name.clone()]
+        }
+    }
+}
+
+/// A configuration mistake, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+// ---- The file as written ------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    name: Spanned<String>,
+    drain_timeout_s: Option<Spanned<f64>>,
+    #[serde(default)]
+    restart: RestartPolicy,
+    #[serde(default, rename = "ring")]
+    rings: Vec<Spanned<RawRing>>,
+    source: Spanned<RawSource>,
+    #[serde(default, rename = "stage")]
+    stages: Vec<Spanned<RawStage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRing {
+    name: Spanned<String>,
+    slots: Option<Spanned<u32>>,
+    frame: Option<Spanned<RawShape>>,
+    slot_bytes: Option<Spanned<u64>>,
+    full_policy: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShape {
+    nx: u32,
+    ny: u32,
+    dtype: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    ring: Spanned<String>,
+    pattern: Option<Spanned<String>>,
+    replay: Option<Spanned<String>>,
+    nx: Option<u32>,
+    ny: Option<u32>,
+    dtype: Option<Spanned<String>>,
+    fps: Option<Spanned<f64>>,
+    frames: Option<u64>,
+    cores: Option<Spanned<RawCores>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Spanned<String>,
+    processor: Spanned<String>,
+    input: Spanned<OneOrMany>,
+    output: Option<Spanned<String>>,
+    workers: Option<Spanned<u32>>,
+    batch: Option<Spanned<u32>>,
+    delivery: Option<Spanned<String>>,
+    #[serde(default)]
+    broadcast: bool,
+    cores: Option<Spanned<RawCores>>,
+    #[serde(default)]
+    args: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCores {
+    Word(String),
+    List(Vec<usize>),
+}
+
+// ---- Loading ----------------------------------------------------------------------------
+
+impl Pipeline {
+    /// Reads and validates `path`. `name` replaces the file's pipeline name (to run two
+    /// copies of one file side by side).
+    pub fn load(path: &Path, name: Option<&str>) -> Result<Pipeline, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the pipeline file: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Pipeline::parse(&text, &origin, base, name)
+    }
+
+    /// Validates pipeline text; relative replay paths are taken from `base`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        name: Option<&str>,
+    ) -> Result<Pipeline, ConfigError> {
+        let v = Validator { text, origin };
+        let raw: RawPipeline = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start);
+            v.error(
+                at..at,
+                e.message().trim_end_matches('\n').replace('\n', " "),
+            )
+        })?;
+        v.pipeline(raw, base, name)
+    }
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} name '{name}' is invalid: use 1 to {max} characters from A-Z a-z 0-9 _ -"
+        ))
+    }
+}
+
+impl Validator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let at = span.start.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError {
+            origin: self.origin.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.error(s.span(), message)
+    }
+
+    fn cores(&self, raw: Option<&Spanned<RawCores>>) -> Result<CoreChoice, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(CoreChoice::Auto);
+        };
+        match raw.get_ref() {
+            RawCores::Word(w) if w == "auto" => Ok(CoreChoice::Auto),
+            RawCores::Word(w) => Err(self.at(
+                raw,
+                format!("cores must be \"auto\" or a list of core ids, not \"{w}\""),
+            )),
+            RawCores::List(list) if list.is_empty() => {
+                Err(self.at(raw, "cores is an empty list; give core ids or \"auto\""))
+            }
+            RawCores::List(list) => {
+                let available = super::pinning::available_cores();
+                if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
+                    return Err(self.at(
+                        raw,
+                        format!(
+                            "core {bad} is not available on this host (available: {}); use ids from that list or \"auto\"",
+                            super::pinning::describe(&available)
+                        ),
+                    ));
+                }
+                Ok(CoreChoice::List(list.clone()))
+            }
+        }
+    }
+
+    fn pipeline(
+        &self,
+        raw: RawPipeline,
+        base: &Path,
+        name_override: Option<&str>,
+    ) -> Result<Pipeline, ConfigError> {
+        let name = name_override.map_or_else(|| raw.name.get_ref().clone(), str::to_string);
+        check_name("pipeline", &name, 16).map_err(|m| self.at(&raw.name, m))?;
+        let drain_timeout = match &raw.drain_timeout_s {
+            None => Duration::from_secs(10),
+            Some(s) if *s.get_ref() > 0.0 && s.get_ref().is_finite() => {
+                Duration::from_secs_f64(*s.get_ref())
+            }
+            Some(s) => {
+                return Err(self.at(s, "drain_timeout_s must be a positive number of seconds"))
+            }
+        };
+        if raw.restart.max_crashes == 0
+            || raw.restart.window_s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        {
+            return Err(self.error(
+                0..0,
+                "[restart] needs max_crashes of at least 1 and a positive window_s",
+            ));
+        }
+
+        // Rings by name.
+        let mut rings: Vec<(RingPlan, &Spanned<RawRing>, Option<u64>)> = Vec::new();
+        for r in &raw.rings {
+            let rn = &r.get_ref().name;
+            check_name("ring", rn.get_ref(), 24).map_err(|m| self.at(rn, m))?;
+            if rings.iter().any(|(p, _, _)| &p.name == rn.get_ref()) {
+                return Err(self.at(rn, format!("ring '{}' is declared twice", rn.get_ref())));
+            }
+            let ring = r.get_ref();
+            let slots = match &ring.slots {
+                None => DEFAULT_SLOTS,
+                Some(s) if *s.get_ref() >= 1 => *s.get_ref(),
+                Some(s) => return Err(self.at(s, "slots must be at least 1")),
+            };
+            let full_policy = match &ring.full_policy {
+                None => FullPolicy::Block,
+                Some(p) => p.get_ref().parse().map_err(|m: String| self.at(p, m))?,
+            };
+            let frame_bytes = match &ring.frame {
+                None => None,
+                Some(f) => {
+                    let shape = f.get_ref();
+                    let dtype: Dtype = shape
+                        .dtype
+                        .get_ref()
+                        .parse()
+                        .map_err(|m: String| self.at(&shape.dtype, m))?;
+                    if shape.nx == 0 || shape.ny == 0 {
+                        return Err(self.at(f, "frame nx and ny must be at least 1"));
+                    }
+                    Some(u64::from(shape.nx) * u64::from(shape.ny) * dtype.size() as u64)
+                }
+            };
+            let declared = match (&ring.slot_bytes, frame_bytes) {
+                (Some(s), Some(fb)) if *s.get_ref() < fb => {
+                    return Err(self.at(
+                        s,
+                        format!(
+                            "ring '{}' has slot_bytes {} but its frame needs {fb} bytes; raise slot_bytes or drop it",
+                            rn.get_ref(),
+                            s.get_ref()
+                        ),
+                    ))
+                }
+                (Some(s), _) if *s.get_ref() == 0 => {
+                    return Err(self.at(s, "slot_bytes must be at least 1"))
+                }
+                (Some(s), _) => Some(*s.get_ref()),
+                (None, fb) => fb,
+            };
+            rings.push((
+                RingPlan {
+                    name: rn.get_ref().clone(),
+                    slots,
+                    slot_bytes: declared.unwrap_or(0),
+                    full_policy,
+                    writers: 1,
+                },
+                r,
+                declared,
+            ));
+        }
+        let positions: HashMap<String, usize> = rings
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _, _))| (p.name.clone(), i))
+            .collect();
+        let ring_index = |name: &str| positions.get(name).copied();
+
+        // The source.
+        let src = raw.source.get_ref();
+        let src_ring = ring_index(src.ring.get_ref()).ok_or_else(|| {
+            self.at(
+                &src.ring,
+                format!(
+                    "the source writes ring '{}', which no [[ring]] declares",
+                    src.ring.get_ref()
+                ),
+            )
+        })?;
+        let fps = src.fps.as_ref().map_or(0.0, |f| *f.get_ref());
+        if let Some(f) = src
+            .fps
+            .as_ref()
+            .filter(|_| !(fps >= 0.0 && fps.is_finite()))
+        {
+            return Err(self.at(f, "fps must be 0 (as fast as possible) or a positive rate"));
+        }
+        let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
+            (Some(p), Some(_)) => {
+                return Err(self.at(p, "the source has both pattern and replay; keep one"))
+            }
+            (_, Some(replay)) => {
+                if src.nx.is_some() || src.ny.is_some() || src.dtype.is_some() {
+                    return Err(self.at(
+                        replay,
+                        "a replayed source takes its shape from its files; remove nx, ny and dtype",
+                    ));
+                }
+                let path = base.join(replay.get_ref());
+                if replay.get_ref().ends_with(".npy") {
+                    let stack = NpyStack::open(&path).map_err(|m| self.at(replay, m))?;
+                    let n = stack.frames() as u64;
+                    (
+                        SourceContent::Npy(path),
+                        stack.nx,
+                        stack.ny,
+                        stack.dtype,
+                        src.frames.or(Some(n)),
+                    )
+                } else {
+                    let series = TiffSeries::open(&path).map_err(|m| self.at(replay, m))?;
+                    let n = series.frames() as u64;
+                    let files = series.paths().to_vec();
+                    (
+                        SourceContent::Tiff(files),
+                        series.nx,
+                        series.ny,
+                        series.dtype,
+                        src.frames.or(Some(n)),
+                    )
+                }
+            }
+            (pattern, None) => {
+                let content = match pattern.as_ref().map(|p| (p, p.get_ref().as_str())) {
+                    None | Some((_, "ramp")) => SourceContent::Ramp,
+                    Some((_, "random")) => SourceContent::Random,
+                    Some((p, other)) => {
+                        return Err(self.at(
+                            p,
+                            format!("unknown pattern '{other}' (use ramp or random, or replay = \"FILE.npy\" or \"DIR/*.tif\")"),
+                        ))
+                    }
+                };
+                let dtype = match &src.dtype {
+                    None => Dtype::U16,
+                    Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+                };
+                let (nx, ny) = (src.nx.unwrap_or(512), src.ny.unwrap_or(512));
+                if nx == 0 || ny == 0 {
+                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                }
+                (content, nx, ny, dtype, src.frames)
+            }
+        };
+        let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
+        let source = SourcePlan {
+            ring: src.ring.get_ref().clone(),
+            content,
+            nx,
+            ny,
+            dtype,
+            fps,
+            frames,
+            cores: self.cores(src.cores.as_ref())?,
+        };
+
+        // Stages.
+        let mut stages: Vec<StagePlan> = Vec::new();
+        let mut writer_of: HashMap<usize, String> =
+            HashMap::from([(src_ring, "the source".to_string())]);
+        let mut processors_built = Vec::new();
+        for s in &raw.stages {
+            let st = s.get_ref();
+            check_name("stage", st.name.get_ref(), 24).map_err(|m| self.at(&st.name, m))?;
+            if stages.iter().any(|p| &p.name == st.name.get_ref()) {
+                return Err(self.at(
+                    &st.name,
+                    format!("stage '{}' is declared twice", st.name.get_ref()),
+                ));
+            }
+            let stage_name = st.name.get_ref().clone();
+            let inputs = match st.input.get_ref() {
+                OneOrMany::One(r) => vec![r.clone()],
+                OneOrMany::Many(list) => list.clone(),
+            };
+            if inputs.is_empty() {
+                return Err(self.at(
+                    &st.input,
+                    format!("stage '{stage_name}' has an empty input list"),
+                ));
+            }
+            for input in &inputs {
+                if ring_index(input).is_none() {
+                    return Err(self.at(
+                        &st.input,
+                        format!(
+                            "stage '{stage_name}' reads ring '{input}', which no [[ring]] declares"
+                        ),
+                    ));
+                }
+            }
+            let output = match &st.output {
+                None => None,
+                Some(o) => {
+                    let idx = ring_index(o.get_ref()).ok_or_else(|| {
+                        self.at(
+                            o,
+                            format!(
+                                "stage '{stage_name}' writes ring '{}', which no [[ring]] declares",
+                                o.get_ref()
+                            ),
+                        )
+                    })?;
+                    if let Some(other) = writer_of.get(&idx) {
+                        return Err(self.at(
+                            o,
+                            format!("ring '{}' is already written by {other}; a ring has one producer, so give this stage its own ring", o.get_ref()),
+                        ));
+                    }
+                    writer_of.insert(idx, format!("stage '{stage_name}'"));
+                    Some(o.get_ref().clone())
+                }
+            };
+            let positive = |v: &Option<Spanned<u32>>, key: &str| -> Result<u32, ConfigError> {
+                match v {
+                    None => Ok(1),
+                    Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+                    Some(n) => Err(self.at(n, format!("{key} must be at least 1"))),
+                }
+            };
+            let workers = positive(&st.workers, "workers")?;
+            if workers > 64 {
+                return Err(self.at(
+                    st.workers.as_ref().expect("set"),
+                    "workers must be at most 64",
+                ));
+            }
+            let batch = positive(&st.batch, "batch")?;
+            let delivery = match &st.delivery {
+                None => Delivery::Lossless,
+                Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+            };
+            let mut processor = processors::create(st.processor.get_ref())
+                .map_err(|m| self.at(&st.processor, m))?;
+            let mut args = toml::Table::new();
+            for (key, value) in &st.args {
+                processor
+                    .configure(key, value.get_ref())
+                    .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
+                args.insert(key.clone(), value.get_ref().clone());
+            }
+            let longest_group = if st.broadcast {
+                stage_name.len() + 3
+            } else {
+                stage_name.len()
+            };
+            if longest_group > MAX_SEGMENT_NAME {
+                return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 28 characters")));
+            }
+            let cores = self.cores(st.cores.as_ref())?;
+            processors_built.push(processor);
+            stages.push(StagePlan {
+                name: stage_name,
+                processor: st.processor.get_ref().clone(),
+                args,
+                inputs,
+                output,
+                workers,
+                batch,
+                delivery,
+                broadcast: st.broadcast,
+                cores,
+            });
+        }
+
+        // Every ring has a producer; remember how many segments it needs.
+        for (i, (plan, r, _)) in rings.iter_mut().enumerate() {
+            if !writer_of.contains_key(&i) {
+                return Err(self.at(
+                    &r.get_ref().name,
+                    format!(
+                        "ring '{}' has no producer: neither the source nor any stage writes it",
+                        plan.name
+                    ),
+                ));
+            }
+            plan.writers = stages
+                .iter()
+                .find(|s| s.output.as_deref() == Some(plan.name.as_str()))
+                .map_or(1, |s| s.workers);
+        }
+
+        // No cycles; the order also sizes rings from their producers.
+        let order = self.topological(&raw, &stages)?;
+        let mut bytes: Vec<u64> = rings.iter().map(|(p, _, _)| p.slot_bytes).collect();
+        if rings[src_ring]
+            .2
+            .is_some_and(|declared| declared < source_bytes)
+        {
+            return Err(self.at(
+                &src.ring,
+                format!(
+                    "the source's {nx}x{ny} {} frames ({source_bytes} bytes) do not fit ring '{}', whose slots hold {} bytes",
+                    dtype.name(), source.ring, bytes[src_ring]
+                ),
+            ));
+        }
+        if rings[src_ring].2.is_none() {
+            bytes[src_ring] = source_bytes;
+        }
+        for &si in &order {
+            let stage = &stages[si];
+            let Some(out) = &stage.output else { continue };
+            let oi = ring_index(out).expect("checked");
+            let input_bytes = stage
+                .inputs
+                .iter()
+                .map(|i| bytes[ring_index(i).expect("checked")])
+                .max()
+                .unwrap_or(0);
+            let needed = processors_built[si].output_bytes(input_bytes);
+            match rings[oi].2 {
+                Some(declared) if declared < needed => {
+                    let o = raw.stages[si]
+                        .get_ref()
+                        .output
+                        .as_ref()
+                        .expect("has output");
+                    return Err(self.at(
+                        o,
+                        format!(
+                            "stage '{}' writes frames of up to {needed} bytes but ring '{out}' holds {declared}; raise its slot_bytes or frame, or remove them to size it from the stage",
+                            stage.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => bytes[oi] = needed,
+            }
+        }
+        let mut ring_plans = Vec::new();
+        for ((mut plan, r, _), b) in rings.into_iter().zip(bytes) {
+            plan.slot_bytes = b;
+            if let Some(longest) = plan.segments(&name).iter().map(String::len).max() {
+                if longest > MAX_SEGMENT_NAME {
+                    return Err(self.at(
+                        &r.get_ref().name,
+                        format!(
+                            "ring '{}' of pipeline '{name}' makes a segment name of {longest} characters; shorten the pipeline or ring name to stay within {MAX_SEGMENT_NAME}",
+                            plan.name
+                        ),
+                    ));
+                }
+            }
+            ring_plans.push(plan);
+        }
+        Ok(Pipeline {
+            name,
+            origin: self.origin.to_string(),
+            drain_timeout,
+            restart: raw.restart,
+            rings: ring_plans,
+            source,
+            stages,
+        })
+    }
+
+    /// Stage indices in data-flow order; a cycle is an error at the stage closing it.
+    fn topological(
+        &self,
+        raw: &RawPipeline,
+        stages: &[StagePlan],
+    ) -> Result<Vec<usize>, ConfigError> {
+        // 0 = unvisited, 1 = on the current path, 2 = done.
+        fn visit(
+            i: usize,
+            stages: &[StagePlan],
+            state: &mut [u8],
+            path: &mut Vec<usize>,
+            order: &mut Vec<usize>,
+        ) -> Result<(), Vec<usize>> {
+            match state[i] {
+                2 => return Ok(()),
+                1 => {
+                    let from = path.iter().position(|&p| p == i).expect("on path");
+                    return Err(path[from..].to_vec());
+                }
+                _ => {}
+            }
+            state[i] = 1;
+            path.push(i);
+            for (j, s) in stages.iter().enumerate() {
+                if s.inputs
+                    .iter()
+                    .any(|inp| stages[i].output.as_deref() == Some(inp.as_str()))
+                {
+                    visit(j, stages, state, path, order)?;
+                }
+            }
+            path.pop();
+            state[i] = 2;
+            order.push(i);
+            Ok(())
+        }
+        let mut state = vec![0u8; stages.len()];
+        let mut order = Vec::new();
+        for i in 0..stages.len() {
+            let mut path = Vec::new();
+            if let Err(cycle) = visit(i, stages, &mut state, &mut path, &mut order) {
+                let names: Vec<&str> = cycle.iter().map(|&c| stages[c].name.as_str()).collect();
+                let last = *cycle.last().expect("non-empty");
+                let out = raw.stages[last]
+                    .get_ref()
+                    .output
+                    .as_ref()
+                    .expect("a cycle passes through outputs");
+                return Err(self.at(
+                    out,
+                    format!(
+                        "stages {} → {} form a cycle; frames must flow one way from the source",
+                        names.join(" → "),
+                        names[0]
+                    ),
+                ));
+            }
+        }
+        order.reverse();
+        Ok(order)
+    }
+}

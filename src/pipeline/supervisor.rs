@@ -1,0 +1,435 @@
+//! `streamd run`: creates a pipeline's rings and stats segment, spawns every stage
+//! worker as its own pinned process, restarts what crashes, serves the control socket,
+//! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
+
+use super::config::{Pipeline, SourceContent};
+use super::pinning::CoreAssigner;
+use super::worker::{Role, WorkerSpec};
+use crate::commands::stop_flag;
+use crate::control::server::{serve, serve_metrics, Shared};
+use crate::control::socket_path;
+use crate::control::status::{collect, StatusReport};
+use crate::ring::{list_names, Consumer, ConsumerOptions, OwnedRing, RingInspector, RingOptions};
+use crate::stats::layout::*;
+use crate::stats::{StageDecl, StatsSegment};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How `streamd run` was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Drain and stop after this long.
+    pub runtime: Option<Duration>,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// How a run ended.
+pub struct RunOutcome {
+    pub report: StatusReport,
+    /// Stages that failed or did not drain in time, one sentence each.
+    pub problems: Vec<String>,
+}
+
+const TICK: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One worker process slot (stage `stage`, worker `worker`).
+struct Slot {
+    spec: WorkerSpec,
+    child: Option<Child>,
+    crashes: Vec<Instant>,
+    restart_at: Option<Instant>,
+    done: bool,
+    /// The ring segment this worker writes, if any.
+    output: Option<String>,
+}
+
+/// Runs `pipeline` until it ends or is stopped.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
+    let stop = stop_flag();
+    let name = &pipeline.name;
+    let mut decls = vec![StageDecl {
+        name: "source".into(),
+        processor: match &pipeline.source.content {
+            SourceContent::Ramp | SourceContent::Random => "sim".into(),
+            SourceContent::Npy(_) => "npy".into(),
+            SourceContent::Tiff(_) => "tiff".into(),
+        },
+        workers: 1,
+    }];
+    decls.extend(pipeline.stages.iter().map(|s| StageDecl {
+        name: s.name.clone(),
+        processor: s.processor.clone(),
+        workers: s.workers,
+    }));
+    let (stats, replaced) = StatsSegment::create(name, &decls)?;
+    if let Some(pid) = replaced {
+        let removed = remove_stale_rings(name);
+        eprintln!(
+            "streamd run: removed the stale stats segment and {removed} ring(s) of pipeline '{name}' left by supervisor pid {pid}, which is gone"
+        );
+    }
+    // Whatever happens from here on, the segments go when we return.
+    let _cleanup = Cleanup {
+        stats: &stats,
+        socket: socket_path(name),
+    };
+    stats.write_args(0, "{}");
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
+    }
+
+    // Rings, owned here so consumers wait through a writer's restart.
+    let mut rings: HashMap<String, OwnedRing> = HashMap::new();
+    for plan in &pipeline.rings {
+        for segment in plan.segments(name) {
+            let (ring, _stale) = OwnedRing::create(&RingOptions {
+                name: segment.clone(),
+                slots: plan.slots,
+                slot_bytes: plan.slot_bytes,
+                full_policy: plan.full_policy,
+            })?;
+            rings.insert(segment, ring);
+        }
+    }
+    let segments_of = |ring: &str| -> Vec<String> {
+        pipeline
+            .rings
+            .iter()
+            .find(|r| r.name == ring)
+            .map(|r| r.segments(name))
+            .unwrap_or_default()
+    };
+
+    // Hold every stage group from the first frame on, so a group keeps its place while
+    // its only worker restarts, and no frame is published before the group exists.
+    let mut holders: Vec<Vec<Consumer>> = Vec::new();
+    for stage in &pipeline.stages {
+        let mut held = Vec::new();
+        for input in &stage.inputs {
+            for segment in segments_of(input) {
+                for group in stage.groups() {
+                    held.push(Consumer::attach(
+                        &segment,
+                        &ConsumerOptions {
+                            group: Some(group),
+                            batch: stage.batch,
+                            delivery: stage.delivery,
+                            ..Default::default()
+                        },
+                    )?);
+                }
+            }
+        }
+        holders.push(held);
+    }
+
+    let shared = Arc::new(Shared::default());
+    serve(name, shared.clone())?;
+    if let Some(addr) = options.metrics {
+        serve_metrics(addr, name, shared.clone())?;
+    }
+
+    // Worker slots: stages first (so they are attached), the source last.
+    let mut cores = CoreAssigner::new();
+    let supervisor_pid = std::process::id();
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut entry = 1usize;
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        let outputs = stage.output.as_deref().map(segments_of).unwrap_or_default();
+        for w in 0..stage.workers {
+            let output = outputs.get(w as usize).cloned();
+            let inputs = stage.inputs.iter().flat_map(|r| segments_of(r)).collect();
+            slots.push(Slot {
+                spec: WorkerSpec {
+                    pipeline: name.clone(),
+                    supervisor_pid,
+                    stage_index: i + 1,
+                    entry,
+                    worker: w,
+                    core: cores.assign(&stage.cores, w),
+                    role: Role::Stage {
+                        plan: stage.clone(),
+                        inputs,
+                        group: stage.group(w),
+                        output: output.clone(),
+                    },
+                },
+                child: None,
+                crashes: Vec::new(),
+                restart_at: None,
+                done: false,
+                output,
+            });
+            entry += 1;
+        }
+    }
+    let source_output = segments_of(&pipeline.source.ring).remove(0);
+    slots.push(Slot {
+        spec: WorkerSpec {
+            pipeline: name.clone(),
+            supervisor_pid,
+            stage_index: 0,
+            entry: 0,
+            worker: 0,
+            core: cores.assign(&pipeline.source.cores, 0),
+            role: Role::Source {
+                plan: pipeline.source.clone(),
+                output: source_output.clone(),
+            },
+        },
+        child: None,
+        crashes: Vec::new(),
+        restart_at: None,
+        done: false,
+        output: Some(source_output),
+    });
+    if let Some(notice) = cores.sharing_notice(slots.len()) {
+        eprintln!("streamd run: {notice}");
+    }
+    for slot in &mut slots {
+        spawn(slot, &stats)?;
+    }
+    stats.header().state.store(PIPELINE_RUNNING, Release);
+    eprintln!(
+        "streamd run: pipeline '{name}' running with {} processes; `streamd status` shows it, Ctrl-C drains and stops it",
+        slots.len()
+    );
+
+    let started = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    let mut problems = Vec::new();
+    let mut rate_clock = Instant::now();
+    let mut last_counts: HashMap<usize, (u64, u64)> = HashMap::new();
+    loop {
+        let asked_to_stop = stop.load(Relaxed)
+            || shared.stop.load(SeqCst)
+            || options.runtime.is_some_and(|r| started.elapsed() >= r);
+        if asked_to_stop && drain_deadline.is_none() {
+            drain_deadline = Some(Instant::now() + pipeline.drain_timeout);
+            stats.header().state.store(PIPELINE_DRAINING, Release);
+            let source = slots.last_mut().expect("the source slot");
+            match &source.child {
+                Some(child) => signal(child.id(), libc::SIGTERM),
+                None => {
+                    // Waiting for a restart: it will not come; end its stream here.
+                    source.done = true;
+                    source.restart_at = None;
+                    finish_output(source, &rings);
+                }
+            }
+        }
+        let draining = drain_deadline.is_some();
+        for slot in &mut slots {
+            reap(
+                slot,
+                &stats,
+                &shared,
+                &rings,
+                pipeline,
+                draining,
+                &mut problems,
+            );
+            if slot.restart_at.is_some_and(|t| Instant::now() >= t) {
+                slot.restart_at = None;
+                stats.entry(slot.spec.entry).restarts.fetch_add(1, Relaxed);
+                spawn(slot, &stats)?;
+            }
+        }
+        // A stage whose workers are all done no longer needs its groups held.
+        for (i, held) in holders.iter_mut().enumerate() {
+            if !held.is_empty()
+                && slots
+                    .iter()
+                    .filter(|s| s.spec.stage_index == i + 1)
+                    .all(|s| s.done)
+            {
+                held.clear();
+            }
+        }
+        if slots.iter().all(|s| s.done) {
+            break;
+        }
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            for slot in slots.iter_mut().filter(|s| !s.done) {
+                let stage = stats.stage_name(slot.spec.stage_index);
+                problems.push(format!(
+                    "stage '{stage}' worker {} did not drain within {:.0} s and was killed",
+                    slot.spec.worker,
+                    pipeline.drain_timeout.as_secs_f64()
+                ));
+                if let Some(mut child) = slot.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                slot.done = true;
+            }
+            break;
+        }
+        if rate_clock.elapsed() >= Duration::from_secs(1) {
+            let seconds = rate_clock.elapsed().as_secs_f64();
+            rate_clock = Instant::now();
+            let mut rates = HashMap::new();
+            for i in 0..stats.entry_count() {
+                let e = stats.entry(i);
+                let now = (e.frames_in.load(Relaxed), e.frames_out.load(Relaxed));
+                let before = last_counts.insert(i, now).unwrap_or(now);
+                rates.insert(
+                    i,
+                    (
+                        now.0.saturating_sub(before.0) as f64 / seconds,
+                        now.1.saturating_sub(before.1) as f64 / seconds,
+                    ),
+                );
+            }
+            if let Ok(mut r) = shared.rates.lock() {
+                *r = rates;
+            }
+        }
+        std::thread::sleep(TICK);
+    }
+    stats.header().state.store(PIPELINE_FINISHED, Release);
+    let report = collect(
+        &stats,
+        &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
+    );
+    drop(holders);
+    drop(rings);
+    Ok(RunOutcome { report, problems })
+}
+
+/// Removes the stats segment and control socket on every exit path.
+struct Cleanup<'a> {
+    stats: &'a StatsSegment,
+    socket: std::path::PathBuf,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        self.stats.unlink();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn spawn(slot: &mut Slot, stats: &StatsSegment) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let spec = serde_json::to_string(&slot.spec)?;
+    let mut command = Command::new(exe);
+    command
+        .arg("worker")
+        .arg(spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // Its own process group: a Ctrl-C at the terminal reaches only the supervisor, which
+    // then drains the pipeline in order.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let child = command.spawn()?;
+    let e = stats.entry(slot.spec.entry);
+    e.pid.store(child.id(), Relaxed);
+    e.state.store(WORKER_STARTING, Release);
+    slot.child = Some(child);
+    Ok(())
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child we have not reaped yet (so the pid is still ours).
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn finish_output(slot: &Slot, rings: &HashMap<String, OwnedRing>) {
+    if let Some(ring) = slot.output.as_ref().and_then(|o| rings.get(o)) {
+        ring.finish();
+    }
+}
+
+/// Notices a worker's exit: done when it finished, else a crash to restart or, after
+/// too many, a failure whose output stream is ended so the stages after it drain.
+fn reap(
+    slot: &mut Slot,
+    stats: &StatsSegment,
+    shared: &Shared,
+    rings: &HashMap<String, OwnedRing>,
+    pipeline: &Pipeline,
+    draining: bool,
+    problems: &mut Vec<String>,
+) {
+    let Some(child) = slot.child.as_mut() else {
+        return;
+    };
+    let Ok(Some(status)) = child.try_wait() else {
+        return;
+    };
+    slot.child = None;
+    let e = stats.entry(slot.spec.entry);
+    let stage = stats.stage_name(slot.spec.stage_index);
+    let who = format!(
+        "stage '{stage}' worker {} (pid {})",
+        slot.spec.worker,
+        e.pid.load(Relaxed)
+    );
+    let is_source = slot.spec.stage_index == 0;
+    if status.success() && e.state.load(Acquire) == WORKER_FINISHED {
+        slot.done = true;
+        return;
+    }
+    let how = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
+    };
+    if is_source && draining {
+        // A source stopped while draining has done its job; end its stream.
+        slot.done = true;
+        finish_output(slot, rings);
+        e.state.store(WORKER_FINISHED, Release);
+        return;
+    }
+    let now = Instant::now();
+    let window = Duration::from_secs_f64(pipeline.restart.window_s);
+    slot.crashes.retain(|t| now.duration_since(*t) < window);
+    slot.crashes.push(now);
+    let crashes = slot.crashes.len() as u32;
+    if crashes >= pipeline.restart.max_crashes {
+        slot.done = true;
+        e.state.store(WORKER_FAILED, Release);
+        finish_output(slot, rings);
+        let text = format!(
+            "{who} {how}; it crashed {crashes} times within {:.0} s, so it is marked failed and not restarted",
+            pipeline.restart.window_s
+        );
+        shared.event(text.clone());
+        problems.push(text);
+        return;
+    }
+    let backoff = Duration::from_millis(pipeline.restart.backoff_ms)
+        .saturating_mul(1 << (crashes - 1).min(16))
+        .min(MAX_BACKOFF);
+    e.state.store(WORKER_RESTARTING, Release);
+    slot.restart_at = Some(now + backoff);
+    shared.event(format!(
+        "{who} {how}; restarting in {} ms (crash {crashes} of {} allowed within {:.0} s)",
+        backoff.as_millis(),
+        pipeline.restart.max_crashes,
+        pipeline.restart.window_s
+    ));
+}
+
+/// Removes ring segments `NAME.*` whose owner is gone. Returns how many.
+pub fn remove_stale_rings(name: &str) -> usize {
+    let prefix = format!("{name}.");
+    list_names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.starts_with(&prefix))
+        .filter_map(|r| RingInspector::open(&r).ok())
+        .filter(|r| r.is_stale())
+        .map(|r| r.remove())
+        .count()
+}

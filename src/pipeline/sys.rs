@@ -1,0 +1,23 @@
+//! The few system calls the supervisor and its children make outside the ring.
+
+/// Asks the kernel to SIGKILL this process when its parent dies, so no worker outlives
+/// a supervisor that was killed; false if the parent (`parent`) is already gone.
+pub fn die_with_parent(parent: u32) -> bool {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == 0;
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() } as u32;
+    set && ppid == parent
+}
+
+/// Runs `f` with the file-creation mask `mask`, so files it creates never exist with
+/// wider permissions (a control socket is created 0600 without a window).
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps the process's mask; called from the supervisor's main
+    // thread before any thread that creates files starts.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let out = f();
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    out
+}

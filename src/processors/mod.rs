@@ -1,0 +1,177 @@
+//! Frame processors: what a pipeline stage does to each frame — the counterpart of
+//! PvaPy's `UserDataProcessor`. A processor is configured from its `args` table, started
+//! once per worker, handed every input frame in place, stopped at the end of the stream,
+//! and asked for its counters, which the worker publishes in the stats segment.
+//!
+//! Processors know frames and rings, nothing of processes: the stage worker
+//! (`pipeline::worker`) owns the loop, the rings and the statistics.
+//!
+//! Adding one: write a type implementing [`Processor`], then add a line to
+//! [`REGISTRY`]. The README walks through an example.
+
+mod outputs;
+mod passthrough;
+mod verify;
+
+pub use outputs::Outputs;
+
+use crate::ring::Frame;
+
+/// An argument value as written in the pipeline file or given to `streamd configure`.
+pub type ArgValue = toml::Value;
+
+/// Where a processor instance runs.
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    pub stage: String,
+    /// This worker's index in its stage, 0-based.
+    pub worker: u32,
+    pub workers: u32,
+    /// Number of input rings (a collector has several).
+    pub inputs: usize,
+    /// Number of output rings the processor may publish to.
+    pub outputs: usize,
+}
+
+/// One stage's work on frames.
+pub trait Processor: Send {
+    /// Sets one argument. Called for every `args` entry before `start`, and at run time
+    /// by `streamd configure`. On error the processor must be left exactly as it was;
+    /// the message says what is wrong with the key or the value.
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String>;
+
+    /// Called once before the first frame.
+    fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Handles one frame that arrived on input ring `input`. Publishing to `out` is the
+    /// only way results travel on. An error counts the frame as failed and goes on.
+    fn process(&mut self, input: usize, frame: &Frame<'_>, out: &mut Outputs)
+        -> Result<(), String>;
+
+    /// Called once after every input ended, before the output rings end.
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Processor-specific counters (at most [`MAX_COUNTERS`]), shown by `status` and `top`.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
+    /// Largest payload this processor publishes for inputs of `input_bytes`; sizes
+    /// output rings that do not give their own size.
+    fn output_bytes(&self, input_bytes: u64) -> u64 {
+        input_bytes
+    }
+}
+
+/// How many processor counters a worker can publish.
+pub const MAX_COUNTERS: usize = 8;
+
+/// A processor the pipeline file can name.
+pub struct Registration {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub create: fn() -> Box<dyn Processor>,
+}
+
+/// Every built-in processor, by name.
+pub static REGISTRY: &[Registration] = &[
+    Registration {
+        name: "passthrough",
+        about: "forwards frames unchanged (every = N keeps one frame id in N)",
+        create: || Box::new(passthrough::Passthrough::default()),
+    },
+    Registration {
+        name: "verify",
+        about: "checks the ramp pattern of every frame and can record frame ids",
+        create: || Box::new(verify::Verify::default()),
+    },
+];
+
+/// Names of the registered processors, for messages.
+pub fn names() -> String {
+    REGISTRY
+        .iter()
+        .map(|r| r.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A new, unconfigured processor.
+pub fn create(name: &str) -> Result<Box<dyn Processor>, String> {
+    REGISTRY
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| (r.create)())
+        .ok_or_else(|| format!("unknown processor '{name}' (known: {})", names()))
+}
+
+/// Creates processor `name` and applies `args`; the error names the failing key.
+pub fn build(name: &str, args: &toml::Table) -> Result<Box<dyn Processor>, ArgError> {
+    let mut processor = create(name).map_err(|reason| ArgError { key: None, reason })?;
+    for (key, value) in args {
+        processor.configure(key, value).map_err(|reason| ArgError {
+            key: Some(key.clone()),
+            reason,
+        })?;
+    }
+    Ok(processor)
+}
+
+/// A processor or one of its arguments was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError {
+    /// The argument at fault; `None` when the processor itself is unknown.
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+/// Parses the VALUE of `KEY=VALUE` as TOML (`3`, `2.5`, `true`, `"text"`, `[1, 2]`); a
+/// bare word that is not TOML is taken as a string.
+pub fn parse_value(text: &str) -> ArgValue {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| ArgValue::String(text.to_string()))
+}
+
+/// Reads a positive integer argument.
+pub(crate) fn positive_integer(key: &str, value: &ArgValue) -> Result<u64, String> {
+    match value.as_integer() {
+        Some(n) if n > 0 => Ok(n as u64),
+        _ => Err(format!("{key} must be a positive integer, got {value}")),
+    }
+}
+
+/// The message for a key a processor does not take.
+pub(crate) fn unknown_key(processor: &str, key: &str, takes: &[&str]) -> String {
+    format!(
+        "{processor} has no argument '{key}' (it takes: {})",
+        takes.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_as_toml_or_fall_back_to_text() {
+        assert_eq!(parse_value("3"), ArgValue::Integer(3));
+        assert_eq!(parse_value("true"), ArgValue::Boolean(true));
+        assert_eq!(parse_value("\"a b\""), ArgValue::String("a b".into()));
+        assert_eq!(parse_value("ramp"), ArgValue::String("ramp".into()));
+    }
+
+    #[test]
+    fn build_names_the_failing_argument() {
+        let args: toml::Table = toml::from_str("every = 0").unwrap();
+        let err = build("passthrough", &args).err().unwrap();
+        assert_eq!(err.key.as_deref(), Some("every"));
+        assert_eq!(err.reason, "every must be a positive integer, got 0");
+        assert!(build("nope", &toml::Table::new()).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! `passthrough`: forwards frames unchanged. With `every = N` it keeps only frames whose
+//! id is a multiple of N — a live-preview tap that does not load its consumers.
+
+use super::{positive_integer, unknown_key, ArgValue, Outputs, Processor};
+use crate::ring::Frame;
+
+pub struct Passthrough {
+    every: u64,
+    skipped: u64,
+}
+
+impl Default for Passthrough {
+    fn default() -> Self {
+        Passthrough {
+            every: 1,
+            skipped: 0,
+        }
+    }
+}
+
+impl Processor for Passthrough {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+        match key {
+            "every" => self.every = positive_integer(key, value)?,
+            _ => return Err(unknown_key("passthrough", key, &["every"])),
+        }
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _input: usize,
+        frame: &Frame<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), String> {
+        if frame.header().frame_id % self.every != 0 {
+            self.skipped += 1;
+            return Ok(());
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        out.forward(0, frame).map_err(|e| e.to_string())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("skipped", self.skipped)]
+    }
+}

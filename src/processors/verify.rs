@@ -1,0 +1,95 @@
+//! `verify`: a sink that checks every frame against the ramp pattern (spec §11) and,
+//! with `ids_file`, writes the id of every frame it saw, one per line — how tests and
+//! commissioning runs prove that each frame arrived exactly once.
+
+use super::{unknown_key, ArgValue, Outputs, Processor, StageContext};
+use crate::pattern::verify_ramp;
+use crate::ring::Frame;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+#[derive(Default)]
+pub struct Verify {
+    /// Path template; `{worker}` becomes the worker's index.
+    ids_file: Option<String>,
+    ids: Option<BufWriter<File>>,
+    scratch: Vec<u8>,
+    verified: u64,
+    verify_errors: u64,
+}
+
+impl Processor for Verify {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+        match (key, value) {
+            ("pattern", ArgValue::String(p)) if p == "ramp" => {}
+            ("pattern", other) => {
+                return Err(format!(
+                    "pattern must be \"ramp\" (the only verifiable one), got {other}"
+                ))
+            }
+            ("ids_file", ArgValue::String(path)) if self.ids.is_none() => {
+                self.ids_file = Some(path.clone())
+            }
+            ("ids_file", ArgValue::String(_)) => {
+                return Err("ids_file cannot change while the stage runs".into())
+            }
+            ("ids_file", other) => return Err(format!("ids_file must be a path, got {other}")),
+            _ => return Err(unknown_key("verify", key, &["pattern", "ids_file"])),
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
+        if let Some(template) = &self.ids_file {
+            let path = template.replace("{worker}", &ctx.worker.to_string());
+            // Append: a restarted worker keeps what its predecessor recorded.
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("could not open ids file {path}: {e}"))?;
+            self.ids = Some(BufWriter::new(file));
+        }
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _input: usize,
+        frame: &Frame<'_>,
+        _out: &mut Outputs,
+    ) -> Result<(), String> {
+        let header = frame.header();
+        if let Some(ids) = &mut self.ids {
+            writeln!(ids, "{}", header.frame_id).map_err(|e| format!("writing ids: {e}"))?;
+        }
+        if let Some(pixel) = verify_ramp(
+            frame.payload(),
+            header.dtype,
+            header.frame_id,
+            &mut self.scratch,
+        ) {
+            self.verify_errors += 1;
+            return Err(format!(
+                "frame {} differs from the ramp at pixel {pixel}",
+                header.frame_id
+            ));
+        }
+        self.verified += 1;
+        Ok(())
+    }
+
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+        if let Some(ids) = &mut self.ids {
+            ids.flush().map_err(|e| format!("writing ids: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("verified", self.verified),
+            ("verify_errors", self.verify_errors),
+        ]
+    }
+}

@@ -1,0 +1,134 @@
+//! Bytes of the stats segment `/dev/shm/streamd-stats.PIPELINE`. Every field is an
+//! atomic with a single writer: the supervisor writes the header, the stage table and
+//! each entry's `restarts`/`state` while its worker is down; a worker writes the rest of
+//! its own entry. Readers (`status`, `top`, metrics) only load, so they never slow a
+//! worker; a snapshot may be a frame apart between fields.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
+pub const VERSION: u32 = 1;
+pub const NAME_BYTES: usize = 32;
+pub const COUNTER_NAME_BYTES: usize = 24;
+pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
+/// Room for a stage's arguments as JSON.
+pub const ARGS_BYTES: usize = 8000;
+
+pub const HEADER_SIZE: usize = 4096;
+pub const STAGE_SIZE: usize = 8192;
+pub const ENTRY_SIZE: usize = 512;
+
+/// Pipeline states (`StatsHeader::state`).
+pub const PIPELINE_STARTING: u32 = 0;
+pub const PIPELINE_RUNNING: u32 = 1;
+pub const PIPELINE_DRAINING: u32 = 2;
+pub const PIPELINE_FINISHED: u32 = 3;
+
+/// Worker states (`WorkerEntry::state`).
+pub const WORKER_PENDING: u32 = 0;
+pub const WORKER_STARTING: u32 = 1;
+pub const WORKER_RUNNING: u32 = 2;
+/// Inputs ended; finishing outputs.
+pub const WORKER_DRAINING: u32 = 3;
+pub const WORKER_FINISHED: u32 = 4;
+/// Crashed; the supervisor restarts it after a backoff.
+pub const WORKER_RESTARTING: u32 = 5;
+/// Crashed too often; not restarted.
+pub const WORKER_FAILED: u32 = 6;
+
+/// No frame yet (`last_frame_id`), no core (`core`).
+pub const NONE: u64 = u64::MAX;
+
+#[repr(C)]
+pub struct StatsHeader {
+    pub magic: AtomicU64,
+    /// Stored last on creation (Release), checked first on open (Acquire).
+    pub version: AtomicU32,
+    pub stage_count: AtomicU32,
+    pub entry_count: AtomicU32,
+    pub supervisor_pid: AtomicU32,
+    pub supervisor_start_time: AtomicU64,
+    pub started_unix_ns: AtomicU64,
+    pub state: AtomicU32,
+    pub _pad: AtomicU32,
+    /// Bumped by `reset-stats`; each worker zeroes its counters when it sees a new value.
+    pub reset_gen: AtomicU64,
+    pub name: [AtomicU8; NAME_BYTES],
+}
+
+#[repr(C)]
+pub struct StageSlot {
+    pub name: [AtomicU8; NAME_BYTES],
+    pub processor: [AtomicU8; NAME_BYTES],
+    pub workers: AtomicU32,
+    pub first_entry: AtomicU32,
+    /// Seqlock over `args_len` and `args`: odd while the supervisor writes them.
+    pub args_gen: AtomicU64,
+    pub args_len: AtomicU32,
+    pub args: [AtomicU8; ARGS_BYTES],
+}
+
+#[repr(C)]
+pub struct WorkerEntry {
+    pub stage: AtomicU32,
+    pub worker: AtomicU32,
+    pub pid: AtomicU32,
+    pub state: AtomicU32,
+    pub core: AtomicU64,
+    pub restarts: AtomicU64,
+    /// Unix ns of the worker's last sign of life (at least every 100 ms while it runs).
+    pub heartbeat_ns: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Frames the ring skipped past this worker (lossy delivery).
+    pub missed: AtomicU64,
+    /// Frames this worker could not publish (full `drop-newest` output ring).
+    pub dropped: AtomicU64,
+    /// Frames the processor failed on.
+    pub errors: AtomicU64,
+    pub proc_p50_ns: AtomicU64,
+    pub proc_p99_ns: AtomicU64,
+    /// Frames published into the input ring that this worker's group had not taken yet.
+    pub lag: AtomicU64,
+    pub last_frame_id: AtomicU64,
+    /// The stage `args_gen` this worker applies, and the first frame id it applied to.
+    pub applied_gen: AtomicU64,
+    pub applied_from_frame: AtomicU64,
+    pub reset_seen: AtomicU64,
+    pub counter_names: [[AtomicU8; COUNTER_NAME_BYTES]; MAX_COUNTERS],
+    pub counter_values: [AtomicU64; MAX_COUNTERS],
+}
+
+const _: () = assert!(std::mem::size_of::<StatsHeader>() <= HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<StageSlot>() <= STAGE_SIZE);
+const _: () = assert!(std::mem::size_of::<WorkerEntry>() <= ENTRY_SIZE);
+
+/// Bytes of a segment with `stages` stages and `entries` worker entries.
+pub fn segment_size(stages: usize, entries: usize) -> usize {
+    HEADER_SIZE + stages * STAGE_SIZE + entries * ENTRY_SIZE
+}
+
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        WORKER_PENDING => "pending",
+        WORKER_STARTING => "starting",
+        WORKER_RUNNING => "running",
+        WORKER_DRAINING => "draining",
+        WORKER_FINISHED => "finished",
+        WORKER_RESTARTING => "restarting",
+        WORKER_FAILED => "failed",
+        _ => "unknown",
+    }
+}
+
+pub fn pipeline_state_name(state: u32) -> &'static str {
+    match state {
+        PIPELINE_STARTING => "starting",
+        PIPELINE_RUNNING => "running",
+        PIPELINE_DRAINING => "draining",
+        PIPELINE_FINISHED => "finished",
+        _ => "unknown",
+    }
+}
