@@ -60,7 +60,8 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
     Ok(Status::Ok)
 }
 
-/// Removes segments whose producer finished or died, and segments that are not rings.
+/// Removes segments whose producer finished or died, segments that are not rings, and
+/// the stats segments and control sockets of pipelines whose supervisor died.
 pub fn clean(json_out: bool) -> anyhow::Result<Status> {
     let (mut removed, mut kept, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for name in list_names().context("could not list /dev/shm")? {
@@ -79,6 +80,17 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
             }
             Err(e) => skipped.push(json!({ "name": name, "reason": e.to_string() })),
         }
+    }
+    // Pipelines whose supervisor is gone: their stats segment and control socket.
+    for pipeline in crate::stats::list_pipelines().unwrap_or_default() {
+        let alive = crate::stats::StatsSegment::open(&pipeline).is_ok_and(|s| s.supervisor().is_alive());
+        if alive {
+            kept.push(format!("pipeline {pipeline}"));
+            continue;
+        }
+        let _ = std::fs::remove_file(crate::stats::stats_path(&pipeline));
+        let _ = std::fs::remove_file(crate::control::socket_path(&pipeline));
+        removed.push(format!("pipeline {pipeline}"));
     }
     let report = json!({ "removed": removed, "kept": kept, "skipped": skipped });
     if json_out {

@@ -257,8 +257,12 @@ impl Pipeline {
             column: 1,
             message: format!("cannot read the pipeline file: {e}"),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Pipeline::parse(&text, &origin, base, name)
+        // Absolute, so replayed files are found whatever folder the stages run in.
+        let base = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Pipeline::parse(&text, &origin, &base, name)
     }
 
     /// Validates pipeline text; relative replay paths are taken from `base`.
@@ -271,10 +275,14 @@ impl Pipeline {
         let v = Validator { text, origin };
         let raw: RawPipeline = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
-            v.error(
-                at..at,
-                e.message().trim_end_matches('\n').replace('\n', " "),
-            )
+            // serde says "field"; the file has keys.
+            let message = e
+                .message()
+                .trim_end_matches('\n')
+                .replace('\n', " ")
+                .replace("unknown field", "unknown key")
+                .replace("missing field", "missing key");
+            v.error(at..at, message)
         })?;
         v.pipeline(raw, base, name)
     }

@@ -1,0 +1,327 @@
+//! `streamd run` with real processes: distribution and chains, a worker killed and
+//! restarted, run-time configuration, draining on SIGTERM, a killed daemon's leftovers,
+//! and the exact message of every broken config in `fixtures/bad/`.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+/// A pipeline name unique to this test process (names are at most 16 characters).
+fn pipeline_name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/fixtures/pipelines/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn start(fixture_file: &str, name: &str, out: &Path) -> Child {
+    spawn(&[
+        "run",
+        &fixture(fixture_file),
+        "--name",
+        name,
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+}
+
+/// `streamd status --json` of a running pipeline; `None` while it is not up yet.
+fn status(name: &str) -> Option<Value> {
+    let out = streamd()
+        .args(["status", "--json", "--pipeline", name])
+        .output()
+        .expect("status");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until the pipeline's status satisfies `ready`; returns that status.
+fn wait_status(name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    while started.elapsed() < HANG_GUARD {
+        if let Some(s) = status(name).filter(|s| ready(s)) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("pipeline {name} never reached: {what}");
+}
+
+fn stage<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
+}
+
+fn worker<'a>(report: &'a Value, stage_name: &str, index: usize) -> &'a Value {
+    &stage(report, stage_name)["workers"][index]
+}
+
+fn frames_in(report: &Value, stage_name: &str) -> u64 {
+    num(stage(report, stage_name), "frames_in")
+}
+
+/// How often each frame id was recorded in `files`.
+fn id_counts(dir: &Path, files: &[&str]) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    for f in files {
+        for id in read_ids(&dir.join(f)) {
+            *counts.entry(id).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn assert_exactly_once(counts: &BTreeMap<u64, u32>, frames: u64, what: &str) {
+    let missing: Vec<u64> = (0..frames).filter(|i| !counts.contains_key(i)).take(10).collect();
+    let repeated: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n != 1).take(10).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && counts.len() as u64 == frames,
+        "{what}: {} distinct ids of {frames}; missing {missing:?}, repeated {repeated:?}",
+        counts.len()
+    );
+}
+
+fn finished_ok(child: Child, what: &str) -> (Output, Value) {
+    let out = finish(child, what);
+    assert!(
+        out.status.success(),
+        "{what} exited {:?}; stderr:\n{}",
+        out.status,
+        stderr(&out)
+    );
+    let report = counters(&out, what);
+    (out, report)
+}
+
+/// Files in /dev/shm that belong to pipeline `name`.
+fn leftovers(name: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| {
+            f == &format!("streamd-stats.{name}")
+                || f == &format!("streamd-control.{name}")
+                || f.starts_with(&format!("streamd-ring.{name}."))
+        })
+        .collect()
+}
+
+#[test]
+fn two_groups_and_a_chain_of_three_see_every_frame_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("groups");
+    let child = start("two-groups.toml", &name, dir.path());
+    // The control socket answers while frames flow.
+    let live = wait_status(&name, "frames flowing through a3", |s| frames_in(s, "a3") > 0);
+    assert_eq!(live["pipeline"], name.as_str());
+    assert_eq!(stage(&live, "g2")["workers"].as_array().unwrap().len(), 2);
+    let (_, report) = finished_ok(child, "run two-groups");
+    let frames = 2000;
+    assert_eq!(num(stage(&report, "source"), "frames_out"), frames);
+
+    // Group g2: every frame once over its two workers, three consecutive frames a turn.
+    let g2 = id_counts(dir.path(), &["g2-0.ids", "g2-1.ids"]);
+    assert_exactly_once(&g2, frames, "group g2");
+    for w in 0..2 {
+        let ids = read_ids(&dir.path().join(format!("g2-{w}.ids")));
+        assert_eq!(num(worker(&report, "g2", w), "frames_in"), ids.len() as u64, "g2 worker {w} count");
+        assert_eq!(worker(&report, "g2", w)["counters"]["verified"], ids.len() as u64);
+        for chunk in ids.chunks(3) {
+            assert!(
+                chunk[0] % 3 == 0 && chunk.iter().enumerate().all(|(i, &id)| id == chunk[0] + i as u64),
+                "g2 worker {w} got a turn that is not 3 consecutive frames: {chunk:?}"
+            );
+        }
+    }
+    // Group a1 and the chain a1 → a2 → a3: every frame once at the end of the chain.
+    let a3 = id_counts(dir.path(), &["a3.ids"]);
+    assert_exactly_once(&a3, frames, "end of the chain a3");
+    for s in ["a1", "a2", "a3", "g2"] {
+        assert_eq!(frames_in(&report, s), frames, "stage {s} frames_in");
+        assert_eq!(num(stage(&report, s), "missed"), 0, "stage {s} missed");
+        assert_eq!(num(stage(&report, s), "errors"), 0, "stage {s} errors");
+    }
+    assert_eq!(num(stage(&report, "a1"), "frames_out"), frames);
+    assert_eq!(num(stage(&report, "a2"), "frames_out"), frames);
+    assert!(leftovers(&name).is_empty(), "left behind: {:?}", leftovers(&name));
+}
+
+#[test]
+fn a_killed_worker_is_restarted_counted_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("kill");
+    let child = start("two-groups.toml", &name, dir.path());
+    let live = wait_status(&name, "a1 worker 0 busy", |s| num(worker(s, "a1", 0), "frames_in") > 60);
+    let victim = num(worker(&live, "a1", 0), "pid");
+    // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let after = wait_status(&name, "the restart shown", |s| num(worker(s, "a1", 0), "restarts") == 1);
+    assert_ne!(num(worker(&after, "a1", 0), "pid"), victim);
+    let (out, report) = finished_ok(child, "run two-groups with a kill");
+    assert!(stderr(&out).contains("was killed by signal 9; restarting"), "{}", stderr(&out));
+    assert_eq!(num(stage(&report, "a1"), "restarts"), 1);
+    let frames = 2000;
+    // The other group loses nothing and sees nothing twice.
+    assert_exactly_once(&id_counts(dir.path(), &["g2-0.ids", "g2-1.ids"]), frames, "group g2");
+    // The killed group's runs were taken over: every frame reached the end of its chain;
+    // the frame the victim was forwarding when it died may arrive twice (at least once).
+    let a3 = id_counts(dir.path(), &["a3.ids"]);
+    let missing: Vec<u64> = (0..frames).filter(|i| !a3.contains_key(i)).collect();
+    assert!(missing.is_empty(), "chain a3 lost frames {missing:?}");
+    let repeats: u32 = a3.values().map(|n| n - 1).sum();
+    assert!(repeats <= 3, "{repeats} repeated frames: more than one batch");
+    assert_eq!(num(stage(&report, "a3"), "errors"), 0);
+}
+
+#[test]
+fn configure_applies_from_the_next_frame_and_a_bad_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("conf");
+    let child = start("configure.toml", &name, dir.path());
+    wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 50);
+    let configure = |setting: &str| {
+        streamd()
+            .args(["configure", "tap", setting, "--pipeline", &name])
+            .output()
+            .expect("configure")
+    };
+    for (setting, reason) in [
+        ("every=0", "stage 'tap' refused every=0: every must be a positive integer, got 0; nothing changed"),
+        ("speed=2", "stage 'tap' refused speed=2: passthrough has no argument 'speed' (it takes: every); nothing changed"),
+    ] {
+        let out = configure(setting);
+        assert_eq!(out.status.code(), Some(2), "{setting} accepted");
+        assert_eq!(stderr(&out).trim(), format!("streamd: {reason}"));
+    }
+    let unchanged = status(&name).expect("status");
+    assert_eq!(stage(&unchanged, "tap")["args"]["every"], 1);
+    let out = configure("every=5");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let message = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(message.contains("every=5 accepted; applied by worker 0 from frame"), "{message}");
+    let (_, report) = finished_ok(child, "run configure");
+    let from = num(worker(&report, "tap", 0), "configured_from_frame");
+    assert!(message.trim_end().ends_with(&format!("from frame {from}")), "{message} vs {from}");
+    assert_eq!(stage(&report, "tap")["args"]["every"], 5);
+    let frames = 2500u64;
+    let seen = id_counts(dir.path(), &["sink.ids"]);
+    let expected: Vec<u64> = (0..frames).filter(|&id| id < from || id % 5 == 0).collect();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected, "ids after configure at {from}");
+    let skipped = (from..frames).filter(|id| id % 5 != 0).count() as u64;
+    assert_eq!(worker(&report, "tap", 0)["counters"]["skipped"], skipped);
+}
+
+#[test]
+fn sigterm_drains_without_loss_and_removes_every_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("term");
+    let port = 20_000 + std::process::id() % 20_000;
+    let child = spawn(&[
+        "run",
+        &fixture("endless.toml"),
+        "--name",
+        &name,
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--metrics",
+        &format!("127.0.0.1:{port}"),
+        "--json",
+    ]);
+    wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 100);
+    // Metrics: the same counters in Prometheus text.
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("metrics port");
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut http, &mut page).unwrap();
+    assert!(
+        page.contains(&format!("streamd_frames_in_total{{pipeline=\"{name}\",stage=\"sink\",worker=\"0\"}}")),
+        "{page}"
+    );
+    // reset-stats zeroes the counters; they count again from there.
+    let before = frames_in(&status(&name).unwrap(), "sink");
+    let out = streamd().args(["reset-stats", "--pipeline", &name]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_status(&name, "counters reset", |s| frames_in(s, "sink") < before);
+    // SAFETY: signalling the daemon we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let (_, report) = finished_ok(child, "run endless, SIGTERM");
+    let ids = id_counts(dir.path(), &["sink.ids"]);
+    let published = *ids.keys().last().expect("frames arrived") + 1;
+    assert_exactly_once(&ids, published, "sink after SIGTERM");
+    assert_eq!(num(worker(&report, "source", 0), "last_frame_id") + 1, published);
+    assert_eq!(num(stage(&report, "sink"), "errors"), 0);
+    assert!(leftovers(&name).is_empty(), "left behind: {:?}", leftovers(&name));
+}
+
+#[test]
+fn a_killed_daemon_leaves_segments_that_run_and_clean_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("dead");
+    for round in 0..2 {
+        let child = start("endless.toml", &name, dir.path());
+        wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 20);
+        // A second daemon with the same name is refused while the first runs.
+        let twin = streamd()
+            .args(["run", &fixture("endless.toml"), "--name", &name])
+            .output()
+            .unwrap();
+        assert_eq!(twin.status.code(), Some(2));
+        assert!(stderr(&twin).contains(&format!("pipeline '{name}' is already running")), "{}", stderr(&twin));
+        kill9(&child);
+        finish(child, "killed daemon");
+        let left = leftovers(&name);
+        assert!(left.len() >= 4, "expected stats, socket and rings, found {left:?}");
+        if round == 0 {
+            // The next run finds and removes them, then runs normally.
+            let out = streamd()
+                .args(["run", &fixture("endless.toml"), "--name", &name, "--runtime", "0.5"])
+                .args(["--output", dir.path().to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(stderr(&out).contains("removed the stale stats segment and 3 ring(s)"), "{}", stderr(&out));
+        } else {
+            let out = streamd().args(["clean"]).output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        assert!(leftovers(&name).is_empty(), "round {round} left {:?}", leftovers(&name));
+    }
+}
+
+#[test]
+fn every_broken_config_gives_its_exact_message() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cpus = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_string()))
+        .unwrap();
+    let mut checked = 0;
+    let mut files: Vec<_> = std::fs::read_dir(format!("{root}/fixtures/bad")).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+        let rel = path.strip_prefix(root).unwrap();
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", rel.display()))
+            .trim()
+            .replace("{cpus_allowed}", &cpus);
+        let out = streamd().current_dir(root).arg("run").arg(rel).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{} was accepted", rel.display());
+        assert_eq!(stderr(&out).trim(), format!("streamd: {expected}"), "{}", rel.display());
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} broken configs");
+}
