@@ -85,7 +85,10 @@ fn id_counts(dir: &Path, files: &[&str]) -> BTreeMap<u64, u32> {
 }
 
 fn assert_exactly_once(counts: &BTreeMap<u64, u32>, frames: u64, what: &str) {
-    let missing: Vec<u64> = (0..frames).filter(|i| !counts.contains_key(i)).take(10).collect();
+    let missing: Vec<u64> = (0..frames)
+        .filter(|i| !counts.contains_key(i))
+        .take(10)
+        .collect();
     let repeated: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n != 1).take(10).collect();
     assert!(
         missing.is_empty() && repeated.is_empty() && counts.len() as u64 == frames,
@@ -125,7 +128,9 @@ fn two_groups_and_a_chain_of_three_see_every_frame_exactly_once() {
     let name = pipeline_name("groups");
     let child = start("two-groups.toml", &name, dir.path());
     // The control socket answers while frames flow.
-    let live = wait_status(&name, "frames flowing through a3", |s| frames_in(s, "a3") > 0);
+    let live = wait_status(&name, "frames flowing through a3", |s| {
+        frames_in(s, "a3") > 0
+    });
     assert_eq!(live["pipeline"], name.as_str());
     assert_eq!(stage(&live, "g2")["workers"].as_array().unwrap().len(), 2);
     let (_, report) = finished_ok(child, "run two-groups");
@@ -137,18 +142,35 @@ fn two_groups_and_a_chain_of_three_see_every_frame_exactly_once() {
     assert_exactly_once(&g2, frames, "group g2");
     for w in 0..2 {
         let ids = read_ids(&dir.path().join(format!("g2-{w}.ids")));
-        assert_eq!(num(worker(&report, "g2", w), "frames_in"), ids.len() as u64, "g2 worker {w} count");
-        assert_eq!(worker(&report, "g2", w)["counters"]["verified"], ids.len() as u64);
+        assert_eq!(
+            num(worker(&report, "g2", w), "frames_in"),
+            ids.len() as u64,
+            "g2 worker {w} count"
+        );
+        assert_eq!(
+            worker(&report, "g2", w)["counters"]["verified"],
+            ids.len() as u64
+        );
         for chunk in ids.chunks(3) {
             assert!(
-                chunk[0] % 3 == 0 && chunk.iter().enumerate().all(|(i, &id)| id == chunk[0] + i as u64),
+                chunk[0] % 3 == 0
+                    && chunk
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &id)| id == chunk[0] + i as u64),
                 "g2 worker {w} got a turn that is not 3 consecutive frames: {chunk:?}"
             );
         }
     }
+    // Broadcast stage b2: each worker sees every frame once.
+    for w in 0..2 {
+        let file = format!("b2-{w}.ids");
+        assert_exactly_once(&id_counts(dir.path(), &[&file]), frames, &file);
+    }
     // Group a1 and the chain a1 → a2 → a3: every frame once at the end of the chain.
     let a3 = id_counts(dir.path(), &["a3.ids"]);
     assert_exactly_once(&a3, frames, "end of the chain a3");
+    assert_eq!(frames_in(&report, "b2"), 2 * frames);
     for s in ["a1", "a2", "a3", "g2"] {
         assert_eq!(frames_in(&report, s), frames, "stage {s} frames_in");
         assert_eq!(num(stage(&report, s), "missed"), 0, "stage {s} missed");
@@ -156,7 +178,11 @@ fn two_groups_and_a_chain_of_three_see_every_frame_exactly_once() {
     }
     assert_eq!(num(stage(&report, "a1"), "frames_out"), frames);
     assert_eq!(num(stage(&report, "a2"), "frames_out"), frames);
-    assert!(leftovers(&name).is_empty(), "left behind: {:?}", leftovers(&name));
+    assert!(
+        leftovers(&name).is_empty(),
+        "left behind: {:?}",
+        leftovers(&name)
+    );
 }
 
 #[test]
@@ -164,25 +190,40 @@ fn a_killed_worker_is_restarted_counted_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let name = pipeline_name("kill");
     let child = start("two-groups.toml", &name, dir.path());
-    let live = wait_status(&name, "a1 worker 0 busy", |s| num(worker(s, "a1", 0), "frames_in") > 60);
+    let live = wait_status(&name, "a1 worker 0 busy", |s| {
+        num(worker(s, "a1", 0), "frames_in") > 60
+    });
     let victim = num(worker(&live, "a1", 0), "pid");
     // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    let after = wait_status(&name, "the restart shown", |s| num(worker(s, "a1", 0), "restarts") == 1);
+    let after = wait_status(&name, "the restart shown", |s| {
+        num(worker(s, "a1", 0), "restarts") == 1
+    });
     assert_ne!(num(worker(&after, "a1", 0), "pid"), victim);
     let (out, report) = finished_ok(child, "run two-groups with a kill");
-    assert!(stderr(&out).contains("was killed by signal 9; restarting"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was killed by signal 9; restarting"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(num(stage(&report, "a1"), "restarts"), 1);
     let frames = 2000;
     // The other group loses nothing and sees nothing twice.
-    assert_exactly_once(&id_counts(dir.path(), &["g2-0.ids", "g2-1.ids"]), frames, "group g2");
+    assert_exactly_once(
+        &id_counts(dir.path(), &["g2-0.ids", "g2-1.ids"]),
+        frames,
+        "group g2",
+    );
     // The killed group's runs were taken over: every frame reached the end of its chain;
     // the frame the victim was forwarding when it died may arrive twice (at least once).
     let a3 = id_counts(dir.path(), &["a3.ids"]);
     let missing: Vec<u64> = (0..frames).filter(|i| !a3.contains_key(i)).collect();
     assert!(missing.is_empty(), "chain a3 lost frames {missing:?}");
     let repeats: u32 = a3.values().map(|n| n - 1).sum();
-    assert!(repeats <= 3, "{repeats} repeated frames: more than one batch");
+    assert!(
+        repeats <= 3,
+        "{repeats} repeated frames: more than one batch"
+    );
     assert_eq!(num(stage(&report, "a3"), "errors"), 0);
 }
 
@@ -211,15 +252,25 @@ fn configure_applies_from_the_next_frame_and_a_bad_one_changes_nothing() {
     let out = configure("every=5");
     assert!(out.status.success(), "{}", stderr(&out));
     let message = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(message.contains("every=5 accepted; applied by worker 0 from frame"), "{message}");
+    assert!(
+        message.contains("every=5 accepted; applied by worker 0 from frame"),
+        "{message}"
+    );
     let (_, report) = finished_ok(child, "run configure");
     let from = num(worker(&report, "tap", 0), "configured_from_frame");
-    assert!(message.trim_end().ends_with(&format!("from frame {from}")), "{message} vs {from}");
+    assert!(
+        message.trim_end().ends_with(&format!("from frame {from}")),
+        "{message} vs {from}"
+    );
     assert_eq!(stage(&report, "tap")["args"]["every"], 5);
     let frames = 2500u64;
     let seen = id_counts(dir.path(), &["sink.ids"]);
     let expected: Vec<u64> = (0..frames).filter(|&id| id < from || id % 5 == 0).collect();
-    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), expected, "ids after configure at {from}");
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        expected,
+        "ids after configure at {from}"
+    );
     let skipped = (from..frames).filter(|id| id % 5 != 0).count() as u64;
     assert_eq!(worker(&report, "tap", 0)["counters"]["skipped"], skipped);
 }
@@ -247,12 +298,17 @@ fn sigterm_drains_without_loss_and_removes_every_segment() {
     let mut page = String::new();
     std::io::Read::read_to_string(&mut http, &mut page).unwrap();
     assert!(
-        page.contains(&format!("streamd_frames_in_total{{pipeline=\"{name}\",stage=\"sink\",worker=\"0\"}}")),
+        page.contains(&format!(
+            "streamd_frames_in_total{{pipeline=\"{name}\",stage=\"sink\",worker=\"0\"}}"
+        )),
         "{page}"
     );
     // reset-stats zeroes the counters; they count again from there.
     let before = frames_in(&status(&name).unwrap(), "sink");
-    let out = streamd().args(["reset-stats", "--pipeline", &name]).output().unwrap();
+    let out = streamd()
+        .args(["reset-stats", "--pipeline", &name])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     wait_status(&name, "counters reset", |s| frames_in(s, "sink") < before);
     // SAFETY: signalling the daemon we spawned and have not reaped.
@@ -261,9 +317,16 @@ fn sigterm_drains_without_loss_and_removes_every_segment() {
     let ids = id_counts(dir.path(), &["sink.ids"]);
     let published = *ids.keys().last().expect("frames arrived") + 1;
     assert_exactly_once(&ids, published, "sink after SIGTERM");
-    assert_eq!(num(worker(&report, "source", 0), "last_frame_id") + 1, published);
+    assert_eq!(
+        num(worker(&report, "source", 0), "last_frame_id") + 1,
+        published
+    );
     assert_eq!(num(stage(&report, "sink"), "errors"), 0);
-    assert!(leftovers(&name).is_empty(), "left behind: {:?}", leftovers(&name));
+    assert!(
+        leftovers(&name).is_empty(),
+        "left behind: {:?}",
+        leftovers(&name)
+    );
 }
 
 #[test]
@@ -279,26 +342,120 @@ fn a_killed_daemon_leaves_segments_that_run_and_clean_remove() {
             .output()
             .unwrap();
         assert_eq!(twin.status.code(), Some(2));
-        assert!(stderr(&twin).contains(&format!("pipeline '{name}' is already running")), "{}", stderr(&twin));
+        assert!(
+            stderr(&twin).contains(&format!("pipeline '{name}' is already running")),
+            "{}",
+            stderr(&twin)
+        );
         kill9(&child);
         finish(child, "killed daemon");
         let left = leftovers(&name);
-        assert!(left.len() >= 4, "expected stats, socket and rings, found {left:?}");
+        assert!(
+            left.len() >= 4,
+            "expected stats, socket and rings, found {left:?}"
+        );
         if round == 0 {
             // The next run finds and removes them, then runs normally.
             let out = streamd()
-                .args(["run", &fixture("endless.toml"), "--name", &name, "--runtime", "0.5"])
+                .args([
+                    "run",
+                    &fixture("endless.toml"),
+                    "--name",
+                    &name,
+                    "--runtime",
+                    "0.5",
+                ])
                 .args(["--output", dir.path().to_str().unwrap()])
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{}", stderr(&out));
-            assert!(stderr(&out).contains("removed the stale stats segment and 3 ring(s)"), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("removed the stale stats segment and 3 ring(s)"),
+                "{}",
+                stderr(&out)
+            );
         } else {
             let out = streamd().args(["clean"]).output().unwrap();
             assert!(out.status.success(), "{}", stderr(&out));
         }
-        assert!(leftovers(&name).is_empty(), "round {round} left {:?}", leftovers(&name));
+        assert!(
+            leftovers(&name).is_empty(),
+            "round {round} left {:?}",
+            leftovers(&name)
+        );
     }
+}
+
+#[test]
+fn a_stage_that_keeps_crashing_is_marked_failed_and_the_rest_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("fail");
+    let out = finish(start("failing.toml", &name, dir.path()), "run failing");
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("it crashed 3 times within 60 s, so it is marked failed and not restarted"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("could not open ids file no-such-folder/broken.ids"),
+        "{}",
+        stderr(&out)
+    );
+    let report = counters(&out, "run failing");
+    assert_eq!(stage(&report, "broken")["state"], "failed");
+    assert_eq!(num(stage(&report, "broken"), "restarts"), 2);
+    assert_exactly_once(
+        &id_counts(dir.path(), &["healthy.ids"]),
+        400,
+        "healthy stage",
+    );
+    assert!(
+        leftovers(&name).is_empty(),
+        "left behind: {:?}",
+        leftovers(&name)
+    );
+}
+
+#[test]
+fn a_tiff_series_is_replayed_through_a_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = 12u64;
+    for id in 0..frames {
+        let mut ramp = vec![0u8; 32 * 16 * 2];
+        streamd::pattern::fill_ramp(&mut ramp, streamd::ring::Dtype::U16, id);
+        let pixels: Vec<u16> = ramp
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let file = std::fs::File::create(dir.path().join(format!("scan_{id:03}.tif"))).unwrap();
+        tiff::encoder::TiffEncoder::new(file)
+            .unwrap()
+            .write_image::<tiff::encoder::colortype::Gray16>(32, 16, &pixels)
+            .unwrap();
+    }
+    let config = dir.path().join("replay.toml");
+    std::fs::write(
+        &config,
+        "name = \"replay\"\n[[ring]]\nname = \"raw\"\n[source]\nring = \"raw\"\nreplay = \"scan_*.tif\"\nfps = 100\n\
+         [[stage]]\nname = \"check\"\nprocessor = \"verify\"\ninput = \"raw\"\nargs = { ids_file = \"ids\" }\n",
+    )
+    .unwrap();
+    let name = pipeline_name("tiff");
+    let child = spawn(&[
+        "run",
+        config.to_str().unwrap(),
+        "--name",
+        &name,
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    let (_, report) = finished_ok(child, "run replay");
+    assert_exactly_once(&id_counts(dir.path(), &["ids"]), frames, "replayed series");
+    assert_eq!(worker(&report, "check", 0)["counters"]["verified"], frames);
+    assert_eq!(stage(&report, "source")["processor"], "tiff");
 }
 
 #[test]
@@ -307,20 +464,40 @@ fn every_broken_config_gives_its_exact_message() {
     let cpus = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
         .unwrap();
     let mut checked = 0;
-    let mut files: Vec<_> = std::fs::read_dir(format!("{root}/fixtures/bad")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(format!("{root}/fixtures/bad"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
-    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
         let rel = path.strip_prefix(root).unwrap();
         let expected = std::fs::read_to_string(path.with_extension("expected"))
             .unwrap_or_else(|_| panic!("{} has no .expected file", rel.display()))
             .trim()
             .replace("{cpus_allowed}", &cpus);
-        let out = streamd().current_dir(root).arg("run").arg(rel).output().unwrap();
+        let out = streamd()
+            .current_dir(root)
+            .arg("run")
+            .arg(rel)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{} was accepted", rel.display());
-        assert_eq!(stderr(&out).trim(), format!("streamd: {expected}"), "{}", rel.display());
+        assert_eq!(
+            stderr(&out).trim(),
+            format!("streamd: {expected}"),
+            "{}",
+            rel.display()
+        );
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} broken configs");

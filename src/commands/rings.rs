@@ -83,7 +83,8 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
     }
     // Pipelines whose supervisor is gone: their stats segment and control socket.
     for pipeline in crate::stats::list_pipelines().unwrap_or_default() {
-        let alive = crate::stats::StatsSegment::open(&pipeline).is_ok_and(|s| s.supervisor().is_alive());
+        let alive =
+            crate::stats::StatsSegment::open(&pipeline).is_ok_and(|s| s.supervisor().is_alive());
         if alive {
             kept.push(format!("pipeline {pipeline}"));
             continue;

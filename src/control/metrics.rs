@@ -1,12 +1,20 @@
 //! `--metrics ADDR`: the status counters in Prometheus text format over plain HTTP.
 
-use super::status::StatusReport;
+use super::status::{StatusReport, WorkerStatus};
 use std::fmt::Write;
+
+/// A per-worker metric: name, type, help text, and how to read it.
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerStatus) -> f64,
+);
 
 /// The report in Prometheus exposition format (version 0.0.4).
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
-    let metrics: [(&str, &str, &str, fn(&super::status::WorkerStatus) -> f64); 10] = [
+    let metrics: [Metric; 10] = [
         (
             "streamd_frames_in_total",
             "counter",

@@ -125,13 +125,14 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
             e.reason
         ));
     }
-    let json =
-        match serde_json::to_string(&args) {
-            Ok(json) if json.len() <= ARGS_BYTES => json,
-            _ => return refuse(format!(
+    let json = match serde_json::to_string(&args) {
+        Ok(json) if json.len() <= ARGS_BYTES => json,
+        _ => {
+            return refuse(format!(
                 "stage '{stage}': the arguments do not fit in {ARGS_BYTES} bytes; nothing changed"
-            )),
-        };
+            ))
+        }
+    };
     let gen = stats.write_args(index, &json);
     shared.event(format!("stage '{stage}': {key} set to {value}"));
     let slot = stats.stage(index);
