@@ -46,13 +46,12 @@ pub struct DemoArgs {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<Status> {
     let pipeline = Pipeline::load(&args.pipeline, args.name.as_deref())?;
-    execute(
-        &pipeline,
-        args.runtime,
-        args.output.as_deref(),
-        args.metrics,
-        args.json,
-    )
+    let options = RunOptions {
+        runtime: runtime(args.runtime)?,
+        metrics: args.metrics,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    execute(&pipeline, args.output.as_deref(), args.json, &options)
 }
 
 pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
@@ -73,27 +72,29 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
         output.display()
     );
     eprintln!("streamd demo: watch it with `streamd status --pipeline {name}` in another terminal");
-    execute(
-        &pipeline,
-        Some(args.runtime),
-        Some(&output),
-        None,
-        args.json,
-    )
+    let options = RunOptions {
+        runtime: runtime(Some(args.runtime))?,
+        metrics: None,
+        progress: true,
+    };
+    execute(&pipeline, Some(&output), args.json, &options)
+}
+
+fn runtime(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        Some(r) if !(r > 0.0 && r.is_finite()) => {
+            anyhow::bail!("--runtime {r} is not a duration; give a positive number of seconds")
+        }
+        other => Ok(other.map(Duration::from_secs_f64)),
+    }
 }
 
 fn execute(
     pipeline: &Pipeline,
-    runtime: Option<f64>,
     output: Option<&Path>,
-    metrics: Option<SocketAddr>,
     json: bool,
+    options: &RunOptions,
 ) -> anyhow::Result<Status> {
-    if let Some(r) = runtime {
-        if !(r > 0.0 && r.is_finite()) {
-            anyhow::bail!("--runtime {r} is not a duration; give a positive number of seconds");
-        }
-    }
     if let Some(dir) = output {
         std::fs::create_dir_all(dir).map_err(|e| {
             anyhow::anyhow!("cannot create the output folder {}: {e}", dir.display())
@@ -102,11 +103,7 @@ fn execute(
             anyhow::anyhow!("cannot enter the output folder {}: {e}", dir.display())
         })?;
     }
-    let options = RunOptions {
-        runtime: runtime.map(Duration::from_secs_f64),
-        metrics,
-    };
-    let outcome = supervisor::run(pipeline, &options)?;
+    let outcome = supervisor::run(pipeline, options)?;
     for problem in &outcome.problems {
         eprintln!("streamd run: {problem}");
     }

@@ -174,12 +174,6 @@ impl Consumer {
         self.next_frame(Some(Instant::now() + timeout))
     }
 
-    /// Frames published into the ring so far (its head): with a frame's
-    /// [`seq`](Frame::seq), how far this consumer lags behind the producer.
-    pub fn published(&self) -> u64 {
-        self.segment.header().head.load(Acquire)
-    }
-
     fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame<'_>>, RecvError> {
         loop {
             if self.next_seq() >= self.run.end {
