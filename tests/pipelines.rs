@@ -134,7 +134,7 @@ fn two_groups_and_a_chain_of_three_see_every_frame_exactly_once() {
     assert_eq!(live["pipeline"], name.as_str());
     assert_eq!(stage(&live, "g2")["workers"].as_array().unwrap().len(), 2);
     let (_, report) = finished_ok(child, "run two-groups");
-    let frames = 2000;
+    let frames = 3000;
     assert_eq!(num(stage(&report, "source"), "frames_out"), frames);
 
     // Group g2: every frame once over its two workers, three consecutive frames a turn.
@@ -207,7 +207,7 @@ fn a_killed_worker_is_restarted_counted_and_nothing_is_lost() {
         stderr(&out)
     );
     assert_eq!(num(stage(&report, "a1"), "restarts"), 1);
-    let frames = 2000;
+    let frames = 3000;
     // The other group loses nothing and sees nothing twice.
     assert_exactly_once(
         &id_counts(dir.path(), &["g2-0.ids", "g2-1.ids"]),
