@@ -355,22 +355,24 @@ fn a_killed_daemon_leaves_segments_that_run_and_clean_remove() {
             "expected stats, socket and rings, found {left:?}"
         );
         if round == 0 {
-            // The next run finds and removes them, then runs normally.
-            let out = streamd()
-                .args([
-                    "run",
-                    &fixture("endless.toml"),
-                    "--name",
-                    &name,
-                    "--runtime",
-                    "0.5",
-                ])
-                .args(["--output", dir.path().to_str().unwrap()])
+            // The next run finds and removes them, then runs until `streamd stop`.
+            let child = start("endless.toml", &name, dir.path());
+            wait_status(&name, "frames after the restart", |s| {
+                frames_in(s, "sink") > 20
+            });
+            let stop = streamd()
+                .args(["stop", "--pipeline", &name])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(stop.status.success(), "{}", stderr(&stop));
+            let (out, _) = finished_ok(child, "run endless after a killed daemon");
             assert!(
                 stderr(&out).contains("removed the stale stats segment and 3 ring(s)"),
+                "{}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("stop requested over the control socket"),
                 "{}",
                 stderr(&out)
             );
