@@ -162,15 +162,22 @@ pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
     }
 }
 
-/// The rings of pipeline `name` (segments `NAME.*`).
-pub fn ring_snapshots(name: &str) -> Vec<RingSnapshot> {
+/// The readable rings of pipeline `name` (segments `NAME.*`).
+pub fn pipeline_rings(name: &str) -> Vec<RingInspector> {
     let prefix = format!("{name}.");
     list_names()
         .unwrap_or_default()
         .into_iter()
         .filter(|r| r.starts_with(&prefix))
         .filter_map(|r| RingInspector::open(&r).ok())
-        .map(|r| r.snapshot())
+        .collect()
+}
+
+/// Snapshots of the rings of pipeline `name`.
+pub fn ring_snapshots(name: &str) -> Vec<RingSnapshot> {
+    pipeline_rings(name)
+        .iter()
+        .map(RingInspector::snapshot)
         .collect()
 }
 

@@ -8,8 +8,8 @@ use super::worker::{Role, WorkerSpec};
 use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
-use crate::control::status::{collect, StatusReport};
-use crate::ring::{list_names, Consumer, ConsumerOptions, OwnedRing, RingInspector, RingOptions};
+use crate::control::status::{collect, pipeline_rings, StatusReport};
+use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
 use crate::stats::layout::*;
 use crate::stats::{StageDecl, StatsSegment};
 use std::collections::HashMap;
@@ -462,12 +462,8 @@ fn progress_line(
 
 /// Removes ring segments `NAME.*` whose owner is gone. Returns how many.
 pub fn remove_stale_rings(name: &str) -> usize {
-    let prefix = format!("{name}.");
-    list_names()
-        .unwrap_or_default()
+    pipeline_rings(name)
         .into_iter()
-        .filter(|r| r.starts_with(&prefix))
-        .filter_map(|r| RingInspector::open(&r).ok())
         .filter(|r| r.is_stale())
         .map(|r| r.remove())
         .count()
