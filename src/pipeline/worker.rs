@@ -151,12 +151,14 @@ impl<'a> Report<'a> {
         self.entry.dropped.store(d + dropped, Relaxed);
     }
 
-    /// Heartbeat, quantiles and processor counters, at most every HEARTBEAT. Returns
+    /// Whether a heartbeat is due; cheap enough for every frame.
+    fn due(&self) -> bool {
+        self.last_beat.elapsed() >= HEARTBEAT
+    }
+
+    /// Heartbeat, quantiles, missed and processor counters (call when `due`). Returns
     /// true when `reset-stats` asked for zeroed counters (the caller zeroes its own).
     fn tick(&mut self, missed: u64, counters: &[(&'static str, u64)]) -> bool {
-        if self.last_beat.elapsed() < HEARTBEAT {
-            return false;
-        }
         self.flush(counters);
         self.entry
             .missed
@@ -244,7 +246,7 @@ fn run_source(plan: &SourcePlan, output: &str, report: &mut Report<'_>) -> anyho
         published += 1;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, published * frame_bytes as u64, dropped));
-        if report.tick(0, &[]) {
+        if report.due() && report.tick(0, &[]) {
             (published, dropped) = (0, 0);
             report.out_base = (0, 0, 0);
         }
@@ -382,10 +384,12 @@ fn run_stage(
             Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
             Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
         };
-        let missed: u64 = ins.iter().map(|i| i.consumer.counters().missed).sum();
-        if report.tick(missed, &processor.counters()) {
-            out.reset_counts();
-            report.out_base = (0, 0, 0);
+        if report.due() {
+            let missed: u64 = ins.iter().map(|i| i.consumer.counters().missed).sum();
+            if report.tick(missed, &processor.counters()) {
+                out.reset_counts();
+                report.out_base = (0, 0, 0);
+            }
         }
     }
     report.state(WORKER_DRAINING);
