@@ -151,6 +151,14 @@ impl<'a> Report<'a> {
         self.entry.dropped.store(d + dropped, Relaxed);
     }
 
+    /// Missed frames: the inputs' total `missed`, counted from the predecessor's count
+    /// (or from the last reset).
+    fn missed(&self, missed: u64) {
+        self.entry
+            .missed
+            .store(self.missed_base.wrapping_add(missed), Relaxed);
+    }
+
     /// Whether a heartbeat is due; cheap enough for every frame.
     fn due(&self) -> bool {
         self.last_beat.elapsed() >= HEARTBEAT
@@ -160,9 +168,7 @@ impl<'a> Report<'a> {
     /// true when `reset-stats` asked for zeroed counters (the caller zeroes its own).
     fn tick(&mut self, missed: u64, counters: &[(&'static str, u64)]) -> bool {
         self.flush(counters);
-        self.entry
-            .missed
-            .store(self.missed_base.wrapping_add(missed), Relaxed);
+        self.missed(missed);
         let reset = self.stats.header().reset_gen.load(Relaxed);
         if reset != self.reset_seen {
             self.reset_seen = reset;
@@ -399,10 +405,7 @@ fn run_stage(
     out.finish();
     report.outputs(out.counts());
     let missed: u64 = ins.iter().map(|i| i.consumer.counters().missed).sum();
-    report
-        .entry
-        .missed
-        .store(report.missed_base.wrapping_add(missed), Relaxed);
+    report.missed(missed);
     report.flush(&processor.counters());
     report.state(WORKER_FINISHED);
     Ok(0)

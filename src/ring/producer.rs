@@ -116,12 +116,18 @@ impl OwnedRing {
         if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             return;
         }
-        header.end_seq.store(header.head.load(Acquire), Relaxed);
-        // SYNC: pairs with consumers' Acquire load of producer_state; end_seq is visible.
-        header.producer_state.store(PRODUCER_FINISHED, Release);
-        header.data_futex.fetch_add(1, SeqCst);
-        futex_wake_all(&header.data_futex);
+        end_stream(&self.segment, header.head.load(Acquire));
     }
+}
+
+/// Ends the stream after `end_seq` frames and wakes every consumer (spec §6.6).
+fn end_stream(segment: &Segment, end_seq: u64) {
+    let header = segment.header();
+    header.end_seq.store(end_seq, Relaxed);
+    // SYNC: pairs with consumers' Acquire load of producer_state; end_seq is visible.
+    header.producer_state.store(PRODUCER_FINISHED, Release);
+    header.data_futex.fetch_add(1, SeqCst);
+    futex_wake_all(&header.data_futex);
 }
 
 impl Drop for OwnedRing {
@@ -339,12 +345,7 @@ impl Producer {
             return;
         }
         self.finished = true;
-        let header = self.segment.header();
-        header.end_seq.store(self.next_seq, Relaxed);
-        // SYNC: pairs with consumers' Acquire load of producer_state; end_seq is visible.
-        header.producer_state.store(PRODUCER_FINISHED, Release);
-        header.data_futex.fetch_add(1, SeqCst);
-        futex_wake_all(&header.data_futex);
+        end_stream(&self.segment, self.next_seq);
     }
 }
 
