@@ -2,9 +2,10 @@
 
 use super::status::{collect, Rates};
 use super::{socket_path, Reply, Request};
-use crate::processors;
+use crate::processors::{self, Wiring};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -21,6 +22,8 @@ pub struct Shared {
     pub rates: Mutex<Rates>,
     /// Human-readable events (restarts, failures, configuration changes), newest last.
     pub events: Mutex<Vec<String>>,
+    /// How each stage is connected, by name, to check a configuration against.
+    pub wiring: HashMap<String, Wiring>,
 }
 
 impl Shared {
@@ -119,10 +122,15 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
     let mut args: toml::Table = serde_json::from_str(&text).unwrap_or_default();
     args.insert(key.to_string(), processors::parse_value(value));
     let processor = stats.stage_processor(index);
-    if let Err(e) = processors::build(&processor, &args) {
+    let checked = processors::build(&processor, &args)
+        .map_err(|e| e.reason)
+        .and_then(|p| match shared.wiring.get(stage) {
+            Some(wiring) => p.check_wiring(wiring),
+            None => Ok(()),
+        });
+    if let Err(reason) = checked {
         return refuse(format!(
-            "stage '{stage}' refused {key}={value}: {}; nothing changed",
-            e.reason
+            "stage '{stage}' refused {key}={value}: {reason}; nothing changed"
         ));
     }
     let json = match serde_json::to_string(&args) {

@@ -2,6 +2,7 @@
 //! found here, before any ring or process exists, and reported as one sentence that
 //! starts with `FILE:LINE:COLUMN:`.
 
+use super::source::MetadataPlan;
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
 use crate::ring::{Delivery, Dtype, FullPolicy};
@@ -118,6 +119,8 @@ pub struct SourcePlan {
     /// `None` runs until stopped.
     pub frames: Option<u64>,
     pub cores: CoreChoice,
+    /// Channel values published beside the frames.
+    pub metadata: Option<MetadataPlan>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,7 +129,10 @@ pub struct StagePlan {
     pub processor: String,
     pub args: toml::Table,
     pub inputs: Vec<String>,
-    pub output: Option<String>,
+    /// Output rings by port; most stages have one, `route` several, sinks none.
+    pub outputs: Vec<String>,
+    /// Rings of metadata channel values every worker reads in full.
+    pub metadata: Vec<String>,
     pub workers: u32,
     pub batch: u32,
     pub delivery: Delivery,
@@ -143,6 +149,17 @@ impl StagePlan {
         } else {
             self.name.clone()
         }
+    }
+
+    /// The ring group worker `worker` joins on each metadata ring: its own, so every
+    /// worker sees every value.
+    pub fn metadata_group(&self, worker: u32) -> String {
+        format!("{}.m{worker}", self.name)
+    }
+
+    /// Every ring the stage reads: inputs, then metadata.
+    pub fn reads(&self) -> impl Iterator<Item = &String> {
+        self.inputs.iter().chain(&self.metadata)
     }
 
     /// Distinct groups of this stage on each input.
@@ -211,6 +228,18 @@ struct RawSource {
     fps: Option<Spanned<f64>>,
     frames: Option<u64>,
     cores: Option<Spanned<RawCores>>,
+    metadata: Option<Spanned<RawMetadata>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    ring: Spanned<String>,
+    channels: Spanned<String>,
+    #[serde(default)]
+    jitter_us: f64,
+    #[serde(default)]
+    gap_every: u64,
 }
 
 #[derive(Deserialize)]
@@ -219,7 +248,8 @@ struct RawStage {
     name: Spanned<String>,
     processor: Spanned<String>,
     input: Spanned<OneOrMany>,
-    output: Option<Spanned<String>>,
+    output: Option<Spanned<OneOrMany>>,
+    metadata: Option<Spanned<OneOrMany>>,
     workers: Option<Spanned<u32>>,
     batch: Option<Spanned<u32>>,
     delivery: Option<Spanned<String>>,
@@ -528,6 +558,42 @@ impl Validator<'_> {
             }
         };
         let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
+        let mut writer_of: HashMap<usize, String> =
+            HashMap::from([(src_ring, "the source".to_string())]);
+        let metadata = match &src.metadata {
+            None => None,
+            Some(m) => {
+                let raw = m.get_ref();
+                let ring = ring_index(raw.ring.get_ref()).ok_or_else(|| {
+                    self.at(
+                        &raw.ring,
+                        format!(
+                            "the source's metadata goes to ring '{}', which no [[ring]] declares",
+                            raw.ring.get_ref()
+                        ),
+                    )
+                })?;
+                if writer_of.insert(ring, "the source".into()).is_some() {
+                    return Err(self.at(
+                        &raw.ring,
+                        "the metadata ring must differ from the frame ring",
+                    ));
+                }
+                if !(raw.jitter_us >= 0.0 && raw.jitter_us.is_finite()) {
+                    return Err(self.at(
+                        m,
+                        "jitter_us must be 0 or a positive number of microseconds",
+                    ));
+                }
+                Some(MetadataPlan {
+                    ring: raw.ring.get_ref().clone(),
+                    channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                        .map_err(|e| self.at(&raw.channels, e))?,
+                    jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+                    gap_every: raw.gap_every,
+                })
+            }
+        };
         let source = SourcePlan {
             ring: src.ring.get_ref().clone(),
             content,
@@ -537,12 +603,11 @@ impl Validator<'_> {
             fps,
             frames,
             cores: self.cores(src.cores.as_ref())?,
+            metadata,
         };
 
         // Stages.
         let mut stages: Vec<StagePlan> = Vec::new();
-        let mut writer_of: HashMap<usize, String> =
-            HashMap::from([(src_ring, "the source".to_string())]);
         let mut processors_built = Vec::new();
         for s in &raw.stages {
             let st = s.get_ref();
@@ -564,38 +629,48 @@ impl Validator<'_> {
                     format!("stage '{stage_name}' has an empty input list"),
                 ));
             }
-            for input in &inputs {
+            let metadata = match st.metadata.as_ref().map(|m| (m, m.get_ref())) {
+                None => Vec::new(),
+                Some((_, OneOrMany::One(r))) => vec![r.clone()],
+                Some((_, OneOrMany::Many(list))) => list.clone(),
+            };
+            for (input, span) in inputs.iter().map(|i| (i, st.input.span())).chain(
+                metadata
+                    .iter()
+                    .map(|m| (m, st.metadata.as_ref().expect("listed").span())),
+            ) {
                 if ring_index(input).is_none() {
-                    return Err(self.at(
-                        &st.input,
+                    return Err(self.error(
+                        span,
                         format!(
                             "stage '{stage_name}' reads ring '{input}', which no [[ring]] declares"
                         ),
                     ));
                 }
             }
-            let output = match &st.output {
-                None => None,
-                Some(o) => {
-                    let idx = ring_index(o.get_ref()).ok_or_else(|| {
-                        self.at(
-                            o,
-                            format!(
-                                "stage '{stage_name}' writes ring '{}', which no [[ring]] declares",
-                                o.get_ref()
-                            ),
-                        )
-                    })?;
-                    if let Some(other) = writer_of.get(&idx) {
-                        return Err(self.at(
-                            o,
-                            format!("ring '{}' is already written by {other}; a ring has one producer, so give this stage its own ring", o.get_ref()),
-                        ));
-                    }
-                    writer_of.insert(idx, format!("stage '{stage_name}'"));
-                    Some(o.get_ref().clone())
-                }
+            let outputs = match st.output.as_ref().map(|o| (o, o.get_ref())) {
+                None => Vec::new(),
+                Some((_, OneOrMany::One(r))) => vec![r.clone()],
+                Some((_, OneOrMany::Many(list))) => list.clone(),
             };
+            for o in &outputs {
+                let span = st.output.as_ref().expect("listed");
+                let idx = ring_index(o).ok_or_else(|| {
+                    self.at(
+                        span,
+                        format!(
+                            "stage '{stage_name}' writes ring '{o}', which no [[ring]] declares"
+                        ),
+                    )
+                })?;
+                if let Some(other) = writer_of.get(&idx) {
+                    return Err(self.at(
+                        span,
+                        format!("ring '{o}' is already written by {other}; a ring has one producer, so give this stage its own ring"),
+                    ));
+                }
+                writer_of.insert(idx, format!("stage '{stage_name}'"));
+            }
             let positive = |v: &Option<Spanned<u32>>, key: &str| -> Result<u32, ConfigError> {
                 match v {
                     None => Ok(1),
@@ -624,13 +699,21 @@ impl Validator<'_> {
                     .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
                 args.insert(key.clone(), value.get_ref().clone());
             }
-            let longest_group = if st.broadcast {
-                stage_name.len() + 3
+            processor
+                .check_wiring(&processors::Wiring {
+                    inputs: inputs.len(),
+                    outputs: outputs.len(),
+                    metadata: metadata.len(),
+                })
+                .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
+            // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
+            let longest_group = if metadata.is_empty() {
+                stage_name.len() + if st.broadcast { 3 } else { 0 }
             } else {
-                stage_name.len()
+                stage_name.len() + 4
             };
             if longest_group > MAX_SEGMENT_NAME {
-                return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 28 characters")));
+                return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 27 characters")));
             }
             let cores = self.cores(st.cores.as_ref())?;
             processors_built.push(processor);
@@ -639,7 +722,8 @@ impl Validator<'_> {
                 processor: st.processor.get_ref().clone(),
                 args,
                 inputs,
-                output,
+                outputs,
+                metadata,
                 workers,
                 batch,
                 delivery,
@@ -661,7 +745,7 @@ impl Validator<'_> {
             }
             plan.writers = stages
                 .iter()
-                .find(|s| s.output.as_deref() == Some(plan.name.as_str()))
+                .find(|s| s.outputs.contains(&plan.name))
                 .map_or(1, |s| s.workers);
         }
 
@@ -685,8 +769,6 @@ impl Validator<'_> {
         }
         for &si in &order {
             let stage = &stages[si];
-            let Some(out) = &stage.output else { continue };
-            let oi = ring_index(out).expect("checked");
             let input_bytes = stage
                 .inputs
                 .iter()
@@ -694,23 +776,26 @@ impl Validator<'_> {
                 .max()
                 .unwrap_or(0);
             let needed = processors_built[si].output_bytes(input_bytes);
-            match rings[oi].2 {
-                Some(declared) if declared < needed => {
-                    let o = raw.stages[si]
-                        .get_ref()
-                        .output
-                        .as_ref()
-                        .expect("has output");
-                    return Err(self.at(
-                        o,
-                        format!(
-                            "stage '{}' writes frames of up to {needed} bytes but ring '{out}' holds {declared}; raise its slot_bytes or frame, or remove them to size it from the stage",
-                            stage.name
-                        ),
-                    ));
+            for out in &stage.outputs {
+                let oi = ring_index(out).expect("checked");
+                match rings[oi].2 {
+                    Some(declared) if declared < needed => {
+                        let o = raw.stages[si]
+                            .get_ref()
+                            .output
+                            .as_ref()
+                            .expect("has output");
+                        return Err(self.at(
+                            o,
+                            format!(
+                                "stage '{}' writes frames of up to {needed} bytes but ring '{out}' holds {declared}; raise its slot_bytes or frame, or remove them to size it from the stage",
+                                stage.name
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => bytes[oi] = needed,
                 }
-                Some(_) => {}
-                None => bytes[oi] = needed,
             }
         }
         let mut ring_plans = Vec::new();
@@ -765,10 +850,7 @@ impl Validator<'_> {
             state[i] = 1;
             path.push(i);
             for (j, s) in stages.iter().enumerate() {
-                if s.inputs
-                    .iter()
-                    .any(|inp| stages[i].output.as_deref() == Some(inp.as_str()))
-                {
+                if s.reads().any(|inp| stages[i].outputs.contains(inp)) {
                     visit(j, stages, state, path, order)?;
                 }
             }

@@ -9,6 +9,7 @@ use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
 use crate::control::status::{collect, pipeline_rings, StatusReport};
+use crate::processors::Wiring;
 use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
 use crate::stats::layout::*;
 use crate::stats::{StageDecl, StatsSegment};
@@ -46,8 +47,8 @@ struct Slot {
     crashes: Vec<Instant>,
     restart_at: Option<Instant>,
     done: bool,
-    /// The ring segment this worker writes, if any.
-    output: Option<String>,
+    /// The ring segments this worker writes.
+    outputs: Vec<String>,
 }
 
 /// Runs `pipeline` until it ends or is stopped.
@@ -127,10 +128,37 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                 }
             }
         }
+        for ring in &stage.metadata {
+            for segment in segments_of(ring) {
+                for w in 0..stage.workers {
+                    held.push(Consumer::attach(
+                        &segment,
+                        &ConsumerOptions {
+                            group: Some(stage.metadata_group(w)),
+                            ..Default::default()
+                        },
+                    )?);
+                }
+            }
+        }
         holders.push(held);
     }
 
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        wiring: pipeline
+            .stages
+            .iter()
+            .map(|s| {
+                let wiring = Wiring {
+                    inputs: s.inputs.len(),
+                    outputs: s.outputs.len(),
+                    metadata: s.metadata.len(),
+                };
+                (s.name.clone(), wiring)
+            })
+            .collect(),
+        ..Shared::default()
+    });
     serve(name, shared.clone())?;
     if let Some(addr) = options.metrics {
         serve_metrics(addr, name, shared.clone())?;
@@ -142,10 +170,15 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     let mut slots: Vec<Slot> = Vec::new();
     let mut entry = 1usize;
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let outputs = stage.output.as_deref().map(segments_of).unwrap_or_default();
         for w in 0..stage.workers {
-            let output = outputs.get(w as usize).cloned();
+            // Worker w writes segment w of each of its stage's output rings.
+            let outputs: Vec<String> = stage
+                .outputs
+                .iter()
+                .filter_map(|r| segments_of(r).get(w as usize).cloned())
+                .collect();
             let inputs = stage.inputs.iter().flat_map(|r| segments_of(r)).collect();
+            let metadata = stage.metadata.iter().flat_map(|r| segments_of(r)).collect();
             slots.push(Slot {
                 spec: WorkerSpec {
                     pipeline: name.clone(),
@@ -158,19 +191,25 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                         plan: stage.clone(),
                         inputs,
                         group: stage.group(w),
-                        output: output.clone(),
+                        outputs: outputs.clone(),
+                        metadata,
                     },
                 },
                 child: None,
                 crashes: Vec::new(),
                 restart_at: None,
                 done: false,
-                output,
+                outputs,
             });
             entry += 1;
         }
     }
     let source_output = segments_of(&pipeline.source.ring).remove(0);
+    let source_metadata = pipeline
+        .source
+        .metadata
+        .as_ref()
+        .map(|m| segments_of(&m.ring).remove(0));
     slots.push(Slot {
         spec: WorkerSpec {
             pipeline: name.clone(),
@@ -182,13 +221,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             role: Role::Source {
                 plan: pipeline.source.clone(),
                 output: source_output.clone(),
+                metadata: source_metadata.clone(),
             },
         },
         child: None,
         crashes: Vec::new(),
         restart_at: None,
         done: false,
-        output: Some(source_output),
+        outputs: [Some(source_output), source_metadata]
+            .into_iter()
+            .flatten()
+            .collect(),
     });
     if let Some(notice) = cores.sharing_notice(slots.len()) {
         eprintln!("streamd run: {notice}");
@@ -346,7 +389,7 @@ fn signal(pid: u32, sig: i32) {
 }
 
 fn finish_output(slot: &Slot, rings: &HashMap<String, OwnedRing>) {
-    if let Some(ring) = slot.output.as_ref().and_then(|o| rings.get(o)) {
+    for ring in slot.outputs.iter().filter_map(|o| rings.get(o)) {
         ring.finish();
     }
 }

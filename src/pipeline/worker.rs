@@ -5,11 +5,11 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::config::{SourcePlan, StagePlan};
-use super::source::{pace, FrameContent};
+use super::source::{pace, FrameContent, MetadataError};
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::{self, Outputs, StageContext};
 use crate::ring::{
-    ClaimError, Consumer, ConsumerOptions, FrameMeta, Producer, RecvError, WaitMode,
+    ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
 };
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
@@ -37,13 +37,18 @@ pub enum Role {
     Source {
         plan: SourcePlan,
         output: String,
+        /// The metadata ring's segment, when the source publishes channel values.
+        metadata: Option<String>,
     },
     Stage {
         plan: StagePlan,
         /// Input segments, every one of them read in `group`.
         inputs: Vec<String>,
         group: String,
-        output: Option<String>,
+        /// Output segments by port.
+        outputs: Vec<String>,
+        /// Metadata segments, read in this worker's own group.
+        metadata: Vec<String>,
     },
 }
 
@@ -63,13 +68,18 @@ pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
     let stats = StatsSegment::open(&spec.pipeline)?;
     let mut report = Report::start(&stats, spec);
     let status = match &spec.role {
-        Role::Source { plan, output } => run_source(plan, output, &mut report),
+        Role::Source {
+            plan,
+            output,
+            metadata,
+        } => run_source(plan, output, metadata.as_deref(), &mut report),
         Role::Stage {
             plan,
             inputs,
             group,
-            output,
-        } => run_stage(spec, plan, inputs, group, output.as_deref(), &mut report),
+            outputs,
+            metadata,
+        } => run_stage(spec, plan, inputs, group, outputs, metadata, &mut report),
     };
     report.flush(&[]);
     status
@@ -166,7 +176,7 @@ impl<'a> Report<'a> {
 
     /// Heartbeat, quantiles, missed and processor counters (call when `due`). Returns
     /// true when `reset-stats` asked for zeroed counters (the caller zeroes its own).
-    fn tick(&mut self, missed: u64, counters: &[(&'static str, u64)]) -> bool {
+    fn tick(&mut self, missed: u64, counters: &[(String, u64)]) -> bool {
         self.flush(counters);
         self.missed(missed);
         let reset = self.stats.header().reset_gen.load(Relaxed);
@@ -196,7 +206,7 @@ impl<'a> Report<'a> {
         false
     }
 
-    fn flush(&mut self, counters: &[(&'static str, u64)]) {
+    fn flush(&mut self, counters: &[(String, u64)]) {
         self.last_beat = Instant::now();
         self.entry.heartbeat_ns.store(now_ns(), Relaxed);
         if !self.times.is_empty() {
@@ -211,13 +221,27 @@ impl<'a> Report<'a> {
     }
 }
 
-fn run_source(plan: &SourcePlan, output: &str, report: &mut Report<'_>) -> anyhow::Result<i32> {
+fn run_source(
+    plan: &SourcePlan,
+    output: &str,
+    metadata: Option<&str>,
+    report: &mut Report<'_>,
+) -> anyhow::Result<i32> {
     let frame_bytes = plan.nx as usize * plan.ny as usize * plan.dtype.size();
     let content =
         FrameContent::open(&plan.content, plan.dtype, frame_bytes).map_err(anyhow::Error::msg)?;
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
+    let mut metadata_ring = match metadata {
+        Some(name) => {
+            let mut ring = Producer::resume(name)?;
+            ring.set_interrupt(stop.clone());
+            Some(ring)
+        }
+        None => None,
+    };
+    let (mut values, mut values_dropped) = (0u64, 0u64);
     // A restarted source continues after the last frame its predecessor published.
     let mut frame_id = producer.last_published().map_or(0, |h| h.frame_id + 1);
     let dims = [plan.ny, plan.nx];
@@ -241,9 +265,18 @@ fn run_source(plan: &SourcePlan, output: &str, report: &mut Report<'_>) -> anyho
             Err(ClaimError::Interrupted) => break,
         };
         content.fill(&mut slot.payload_mut()[..frame_bytes], frame_id);
+        let timestamp_ns = now_ns();
+        if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
+            // Published before the frame it belongs to, as a motor position would be.
+            match m.publish(ring, frame_id, timestamp_ns) {
+                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+                Err(MetadataError::Interrupted) => break,
+                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+            }
+        }
         let meta = FrameMeta {
             frame_id,
-            timestamp_ns: now_ns(),
+            timestamp_ns,
             dtype: plan.dtype,
             dims: &dims,
             flags: 0,
@@ -252,16 +285,36 @@ fn run_source(plan: &SourcePlan, output: &str, report: &mut Report<'_>) -> anyho
         published += 1;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, published * frame_bytes as u64, dropped));
-        if report.due() && report.tick(0, &[]) {
-            (published, dropped) = (0, 0);
+        let counters = metadata_counters(metadata_ring.is_some(), values, values_dropped);
+        if report.due() && report.tick(0, &counters) {
+            (published, dropped, values, values_dropped) = (0, 0, 0, 0);
             report.out_base = (0, 0, 0);
         }
         frame_id += 1;
     }
     report.state(WORKER_DRAINING);
     producer.finish();
+    if let Some(ring) = &mut metadata_ring {
+        ring.finish();
+    }
+    report.flush(&metadata_counters(
+        metadata_ring.is_some(),
+        values,
+        values_dropped,
+    ));
     report.state(WORKER_FINISHED);
     Ok(0)
+}
+
+/// The source's counters: metadata values published and dropped, when it has any.
+fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
+    if !publishes {
+        return Vec::new();
+    }
+    vec![
+        ("metadata_values".into(), values),
+        ("metadata_dropped".into(), dropped),
+    ]
 }
 
 /// One input ring of a stage worker.
@@ -275,7 +328,8 @@ fn run_stage(
     plan: &StagePlan,
     inputs: &[String],
     group: &str,
-    output: Option<&str>,
+    outputs: &[String],
+    metadata: &[String],
     report: &mut Report<'_>,
 ) -> anyhow::Result<i32> {
     let stats = report.stats;
@@ -286,24 +340,39 @@ fn run_stage(
     let mut processor = processors::build(&plan.processor, &args)
         .map_err(|e| anyhow::anyhow!("stage '{}': {}", plan.name, e.reason))?;
     let stop = stop_flag();
-    let options = ConsumerOptions {
-        group: Some(group.to_string()),
-        batch: plan.batch,
-        delivery: plan.delivery,
-        wait: WaitMode::Futex,
-        attach_timeout: Duration::from_secs(5),
-    };
-    let mut ins = Vec::new();
-    for name in inputs {
+    let attach = |name: &String, group: String, batch: u32, delivery| -> anyhow::Result<Input> {
+        let options = ConsumerOptions {
+            group: Some(group),
+            batch,
+            delivery,
+            wait: WaitMode::Futex,
+            attach_timeout: Duration::from_secs(5),
+        };
         let mut consumer = Consumer::attach(name, &options)?;
         consumer.set_interrupt(stop.clone());
-        ins.push(Input {
+        Ok(Input {
             consumer,
             ended: false,
-        });
-    }
+        })
+    };
+    let mut ins = inputs
+        .iter()
+        .map(|name| attach(name, group.to_string(), plan.batch, plan.delivery))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let metadata_group = plan.metadata_group(spec.worker);
+    let mut side = metadata
+        .iter()
+        .map(|name| {
+            attach(
+                name,
+                metadata_group.clone(),
+                METADATA_BATCH,
+                Delivery::Lossless,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut producers = Vec::new();
-    if let Some(name) = output {
+    for name in outputs {
         let mut producer = Producer::resume(name)?;
         producer.set_interrupt(stop.clone());
         producers.push(producer);
@@ -314,7 +383,7 @@ fn run_stage(
         worker: spec.worker,
         workers: plan.workers,
         inputs: ins.len(),
-        outputs: out.len(),
+        outputs: plan.outputs.clone(),
     };
     processor
         .start(&ctx)
@@ -324,6 +393,12 @@ fn run_stage(
     let mut pending_config = false;
     let mut next = 0usize;
     let mut idle_pass = 0usize;
+    // How long to wait for a frame before polling the processor (metadata may be due).
+    let idle_wait = if side.is_empty() {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_millis(1)
+    };
     while ins.iter().any(|i| !i.ended) {
         // `streamd configure`: new arguments apply from the next frame on.
         if stage_slot.args_gen.load(Relaxed) != args_gen {
@@ -345,14 +420,16 @@ fn run_stage(
         let active: Vec<usize> = (0..ins.len()).filter(|&i| !ins[i].ended).collect();
         let k = active[next % active.len()];
         next = next.wrapping_add(1);
-        // One input: wait up to a heartbeat. Several: poll each, then nap briefly on one.
+        // One input: wait a while. Several: poll each, then nap briefly on one.
         let wait = if active.len() == 1 {
-            HEARTBEAT
+            idle_wait
         } else if idle_pass >= active.len() {
             Duration::from_millis(1)
         } else {
             Duration::ZERO
         };
+        // Every value published before the frame is taken reaches the processor first.
+        let took_metadata = take_metadata(&mut side, processor.as_mut(), report)?;
         let input = &mut ins[k];
         match input.consumer.recv_timeout(wait) {
             Ok(Some(frame)) => {
@@ -382,7 +459,10 @@ fn run_stage(
                     report.entry.applied_gen.store(args_gen, Release);
                 }
             }
-            Ok(None) => idle_pass += 1,
+            Ok(None) => {
+                idle_pass += 1;
+                poll(processor.as_mut(), &mut out, report);
+            }
             Err(RecvError::EndOfStream { .. }) => input.ended = true,
             Err(RecvError::ProducerDied { pid, .. }) => {
                 anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
@@ -390,8 +470,15 @@ fn run_stage(
             Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
             Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
         };
+        if took_metadata {
+            poll(processor.as_mut(), &mut out, report);
+        }
         if report.due() {
-            let missed: u64 = ins.iter().map(|i| i.consumer.counters().missed).sum();
+            let missed = ins
+                .iter()
+                .chain(&side)
+                .map(|i| i.consumer.counters().missed)
+                .sum();
             if report.tick(missed, &processor.counters()) {
                 out.reset_counts();
                 report.out_base = (0, 0, 0);
@@ -399,16 +486,69 @@ fn run_stage(
         }
     }
     report.state(WORKER_DRAINING);
+    take_metadata(&mut side, processor.as_mut(), report)?;
     if let Err(e) = processor.stop(&mut out) {
         report.error(&format!("stage '{}' stop: {e}", plan.name));
     }
     out.finish();
     report.outputs(out.counts());
-    let missed: u64 = ins.iter().map(|i| i.consumer.counters().missed).sum();
+    let missed: u64 = ins
+        .iter()
+        .chain(&side)
+        .map(|i| i.consumer.counters().missed)
+        .sum();
     report.missed(missed);
     report.flush(&processor.counters());
     report.state(WORKER_FINISHED);
     Ok(0)
+}
+
+/// Metadata records a member of a metadata group claims at once (one lock per run).
+const METADATA_BATCH: u32 = 64;
+
+/// Hands every metadata record published so far to the processor; true if any came.
+fn take_metadata(
+    side: &mut [Input],
+    processor: &mut dyn processors::Processor,
+    report: &mut Report<'_>,
+) -> anyhow::Result<bool> {
+    let mut took = false;
+    for input in side.iter_mut().filter(|i| !i.ended) {
+        loop {
+            match input.consumer.recv_timeout(Duration::ZERO) {
+                Ok(Some(record)) => {
+                    took = true;
+                    if let Err(e) = processor.metadata(&record) {
+                        report.error(&format!(
+                            "metadata record {}: {e}",
+                            record.header().frame_id
+                        ));
+                    }
+                }
+                Ok(None) => break,
+                Err(RecvError::EndOfStream { .. }) => {
+                    input.ended = true;
+                    break;
+                }
+                Err(RecvError::ProducerDied { pid, .. }) => {
+                    anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
+                }
+                Err(RecvError::Interrupted) => break,
+                Err(e @ RecvError::Corrupt { .. }) => {
+                    report.error(&e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    Ok(took)
+}
+
+fn poll(processor: &mut dyn processors::Processor, out: &mut Outputs, report: &mut Report<'_>) {
+    if let Err(e) = processor.poll(out) {
+        report.error(&format!("poll: {e}"));
+    }
+    report.outputs(out.counts());
 }
 
 /// Stage `stage`'s arguments as the supervisor last published them.

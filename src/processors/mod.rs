@@ -9,11 +9,16 @@
 //! Adding one: write a type implementing [`Processor`], then add a line to
 //! [`REGISTRY`]. The README walks through an example.
 
+pub mod metadata;
 mod outputs;
 mod passthrough;
+pub mod reductions;
+mod route;
+mod split;
+mod stitch;
 mod verify;
 
-pub use outputs::Outputs;
+pub use outputs::{OutputSlot, Outputs};
 
 use crate::ring::Frame;
 
@@ -29,8 +34,17 @@ pub struct StageContext {
     pub workers: u32,
     /// Number of input rings (a collector has several).
     pub inputs: usize,
-    /// Number of output rings the processor may publish to.
+    /// The output rings the processor publishes to, by port (0, 1, ...).
+    pub outputs: Vec<String>,
+}
+
+/// How a stage is connected: what [`Processor::check_wiring`] is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wiring {
+    pub inputs: usize,
     pub outputs: usize,
+    /// Metadata rings (the stage's `metadata` key).
+    pub metadata: usize,
 }
 
 /// One stage's work on frames.
@@ -39,6 +53,12 @@ pub trait Processor: Send {
     /// by `streamd configure`. On error the processor must be left exactly as it was;
     /// the message says what is wrong with the key or the value.
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String>;
+
+    /// Refuses a stage whose rings do not suit the processor's arguments (checked when
+    /// the pipeline file is read and again for `streamd configure`).
+    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Called once before the first frame.
     fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
@@ -50,13 +70,25 @@ pub trait Processor: Send {
     fn process(&mut self, input: usize, frame: &Frame<'_>, out: &mut Outputs)
         -> Result<(), String>;
 
+    /// Takes one record from a metadata ring (stages with a `metadata` key). Every
+    /// record published before an input frame is handed over before that frame.
+    fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Called when no input frame came for a while (about 10 ms, 1 ms with metadata
+    /// rings) and after metadata arrived: a processor holding frames can time them out.
+    fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Called once after every input ended, before the output rings end.
     fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
         Ok(())
     }
 
     /// Processor-specific counters (at most [`MAX_COUNTERS`]), shown by `status` and `top`.
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
 
@@ -68,7 +100,7 @@ pub trait Processor: Send {
 }
 
 /// How many processor counters a worker can publish.
-pub const MAX_COUNTERS: usize = 8;
+pub const MAX_COUNTERS: usize = 32;
 
 /// A processor the pipeline file can name.
 pub struct Registration {
@@ -86,8 +118,33 @@ pub static REGISTRY: &[Registration] = &[
     },
     Registration {
         name: "verify",
-        about: "checks the ramp pattern of every frame and can record frame ids",
+        about: "checks the ramp pattern of every frame and can record frame ids and attributes",
         create: || Box::new(verify::Verify::default()),
+    },
+    Registration {
+        name: "split",
+        about: "cuts each frame into tiles (tile = [ny, nx] or grid = [rows, cols])",
+        create: || Box::new(split::Split::default()),
+    },
+    Registration {
+        name: "stitch",
+        about: "reassembles tiles into whole frames, in frame-id order",
+        create: || Box::new(stitch::Stitch::default()),
+    },
+    Registration {
+        name: "metadata",
+        about: "attaches metadata channel values to frames by timestamp",
+        create: || Box::new(metadata::AttachMetadata::default()),
+    },
+    Registration {
+        name: "stats",
+        about: "per-frame reductions: sum, mean, min, max, std, histogram, centroid, count above",
+        create: || Box::new(reductions::Reduce::default()),
+    },
+    Registration {
+        name: "route",
+        about: "sends each frame to one output ring by a value of its attributes",
+        create: || Box::new(route::Route::default()),
     },
 ];
 
@@ -144,6 +201,25 @@ pub(crate) fn positive_integer(key: &str, value: &ArgValue) -> Result<u64, Strin
         Some(n) if n > 0 => Ok(n as u64),
         _ => Err(format!("{key} must be a positive integer, got {value}")),
     }
+}
+
+/// Reads a number (integer or float) argument.
+pub(crate) fn number(key: &str, value: &ArgValue) -> Result<f64, String> {
+    match value {
+        ArgValue::Integer(n) => Ok(*n as f64),
+        ArgValue::Float(x) if x.is_finite() => Ok(*x),
+        other => Err(format!("{key} must be a number, got {other}")),
+    }
+}
+
+/// Reads a list of exactly `n` non-negative integers (`[ny, nx]`-style arguments).
+pub(crate) fn integer_list(key: &str, value: &ArgValue, n: usize) -> Result<Vec<u64>, String> {
+    let list = value.as_array().filter(|l| l.len() == n).and_then(|l| {
+        l.iter()
+            .map(|v| v.as_integer().filter(|&i| i >= 0).map(|i| i as u64))
+            .collect::<Option<Vec<u64>>>()
+    });
+    list.ok_or_else(|| format!("{key} must be a list of {n} non-negative integers, got {value}"))
 }
 
 /// The message for a key a processor does not take.

@@ -1,6 +1,6 @@
 //! The output rings a processor publishes into, with the counts the worker reports.
 
-use crate::ring::{ClaimError, Frame, FrameMeta, Producer, SlotWriter};
+use crate::ring::{AttrValue, ClaimError, Frame, FrameError, FrameMeta, Producer, SlotWriter};
 
 /// A stage worker's output rings (ports 0, 1, ...), counting what goes through them.
 pub struct Outputs {
@@ -53,15 +53,19 @@ impl Outputs {
     }
 
     /// Claims a slot in port `port`; `Ok(None)` when the ring is full under
-    /// `drop-newest` (the frame is counted as dropped).
-    pub fn claim(&mut self, port: usize) -> Result<Option<SlotWriter<'_>>, OutputError> {
+    /// `drop-newest` (the frame is counted as dropped). Publishing the slot counts it.
+    pub fn claim(&mut self, port: usize) -> Result<Option<OutputSlot<'_>>, OutputError> {
         let count = self.rings.len();
         let ring = self
             .rings
             .get_mut(port)
             .ok_or(OutputError::NoPort { port, count })?;
         match ring.claim() {
-            Ok(slot) => Ok(Some(slot)),
+            Ok(slot) => Ok(Some(OutputSlot {
+                slot,
+                frames: &mut self.frames,
+                bytes: &mut self.bytes,
+            })),
             Err(ClaimError::Full) => {
                 self.dropped += 1;
                 Ok(None)
@@ -70,29 +74,33 @@ impl Outputs {
         }
     }
 
-    /// Publishes a claimed slot and counts it.
-    pub fn publish(
-        &mut self,
-        slot: SlotWriter<'_>,
-        meta: &FrameMeta<'_>,
-    ) -> Result<(), OutputError> {
-        let bytes = meta
-            .dims
-            .iter()
-            .fold(meta.dtype.size() as u64, |acc, &d| acc * u64::from(d));
-        slot.publish(meta)?;
-        self.frames += 1;
-        self.bytes += bytes;
-        Ok(())
-    }
-
     /// Copies `frame` — pixels, header and attributes — to port `port`.
     pub fn forward(&mut self, port: usize, frame: &Frame<'_>) -> Result<(), OutputError> {
+        let header = frame.header();
+        let meta = FrameMeta {
+            frame_id: header.frame_id,
+            timestamp_ns: header.timestamp_ns,
+            dtype: header.dtype,
+            dims: &header.dims,
+            flags: header.flags,
+        };
+        self.send(port, &meta, frame.payload(), frame.raw_attributes()?, &[])
+    }
+
+    /// Publishes a frame described by `meta` whose pixels are `payload`, with the encoded
+    /// attributes `attributes` followed by `extra`. A full `drop-newest` ring drops it
+    /// (counted).
+    pub fn send(
+        &mut self,
+        port: usize,
+        meta: &FrameMeta<'_>,
+        payload: &[u8],
+        attributes: &[u8],
+        extra: &[(&str, AttrValue<'_>)],
+    ) -> Result<(), OutputError> {
         let Some(mut slot) = self.claim(port)? else {
             return Ok(());
         };
-        let header = frame.header();
-        let payload = frame.payload();
         let capacity = slot.payload_mut().len() as u64;
         if payload.len() as u64 > capacity {
             return Err(crate::ring::PublishError::TooLarge {
@@ -102,19 +110,11 @@ impl Outputs {
             .into());
         }
         slot.payload_mut()[..payload.len()].copy_from_slice(payload);
-        slot.copy_attributes(frame.raw_attributes()?)?;
-        let meta = FrameMeta {
-            frame_id: header.frame_id,
-            timestamp_ns: header.timestamp_ns,
-            dtype: header.dtype,
-            dims: &header.dims,
-            flags: header.flags,
-        };
-        // The borrow of `self` through `slot` ends at publish; count afterwards.
-        slot.publish(&meta)?;
-        self.frames += 1;
-        self.bytes += payload.len() as u64;
-        Ok(())
+        slot.copy_attributes(attributes)?;
+        for (key, value) in extra {
+            slot.push_attr(key, value.clone())?;
+        }
+        slot.publish(meta)
     }
 
     /// Ends the stream of every output ring.
@@ -122,5 +122,38 @@ impl Outputs {
         for ring in &mut self.rings {
             ring.finish();
         }
+    }
+}
+
+/// A claimed output slot: write the payload and attributes, then publish (counted).
+pub struct OutputSlot<'a> {
+    slot: SlotWriter<'a>,
+    frames: &'a mut u64,
+    bytes: &'a mut u64,
+}
+
+impl OutputSlot<'_> {
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.slot.payload_mut()
+    }
+
+    pub fn copy_attributes(&mut self, encoded: &[u8]) -> Result<(), FrameError> {
+        self.slot.copy_attributes(encoded)
+    }
+
+    pub fn push_attr(&mut self, key: &str, value: AttrValue<'_>) -> Result<(), FrameError> {
+        self.slot.push_attr(key, value)
+    }
+
+    /// Publishes the frame and counts it.
+    pub fn publish(self, meta: &FrameMeta<'_>) -> Result<(), OutputError> {
+        let bytes = meta
+            .dims
+            .iter()
+            .fold(meta.dtype.size() as u64, |acc, &d| acc * u64::from(d));
+        self.slot.publish(meta)?;
+        *self.frames += 1;
+        *self.bytes += bytes;
+        Ok(())
     }
 }

@@ -43,7 +43,7 @@ impl Processor for Passthrough {
         out.forward(0, frame).map_err(|e| e.to_string())
     }
 
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("skipped", self.skipped)]
+    fn counters(&self) -> Vec<(String, u64)> {
+        vec![("skipped".into(), self.skipped)]
     }
 }

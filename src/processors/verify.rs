@@ -1,17 +1,22 @@
 //! `verify`: a sink that checks every frame against the ramp pattern (spec §11) and,
 //! with `ids_file`, writes the id of every frame it saw, one per line — how tests and
-//! commissioning runs prove that each frame arrived exactly once.
+//! commissioning runs prove that each frame arrived exactly once. `attributes` adds the
+//! named attributes to each line (`ID key=value ...`, `key=-` when absent);
+//! `pattern = "none"` only records.
 
 use super::{unknown_key, ArgValue, Outputs, Processor, StageContext};
 use crate::pattern::verify_ramp;
-use crate::ring::Frame;
+use crate::ring::{AttrValue, Frame};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
 #[derive(Default)]
 pub struct Verify {
+    /// Frames are not checked against the ramp (`pattern = "none"`).
+    record_only: bool,
     /// Path template; `{worker}` becomes the worker's index.
     ids_file: Option<String>,
+    attributes: Vec<String>,
     ids: Option<BufWriter<File>>,
     scratch: Vec<u8>,
     verified: u64,
@@ -21,10 +26,12 @@ pub struct Verify {
 impl Processor for Verify {
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
         match (key, value) {
-            ("pattern", ArgValue::String(p)) if p == "ramp" => {}
+            ("pattern", ArgValue::String(p)) if p == "ramp" || p == "none" => {
+                self.record_only = p == "none"
+            }
             ("pattern", other) => {
                 return Err(format!(
-                    "pattern must be \"ramp\" (the only verifiable one), got {other}"
+                    "pattern must be \"ramp\" (the only verifiable one) or \"none\", got {other}"
                 ))
             }
             ("ids_file", ArgValue::String(path)) if self.ids.is_none() => {
@@ -34,7 +41,23 @@ impl Processor for Verify {
                 return Err("ids_file cannot change while the stage runs".into())
             }
             ("ids_file", other) => return Err(format!("ids_file must be a path, got {other}")),
-            _ => return Err(unknown_key("verify", key, &["pattern", "ids_file"])),
+            ("attributes", ArgValue::Array(list)) => {
+                self.attributes = list
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| format!("attributes must be a list of names, got {value}"))?
+            }
+            ("attributes", other) => {
+                return Err(format!("attributes must be a list of names, got {other}"))
+            }
+            _ => {
+                return Err(unknown_key(
+                    "verify",
+                    key,
+                    &["pattern", "ids_file", "attributes"],
+                ))
+            }
         }
         Ok(())
     }
@@ -61,7 +84,24 @@ impl Processor for Verify {
     ) -> Result<(), String> {
         let header = frame.header();
         if let Some(ids) = &mut self.ids {
-            writeln!(ids, "{}", header.frame_id).map_err(|e| format!("writing ids: {e}"))?;
+            let mut line = header.frame_id.to_string();
+            for key in &self.attributes {
+                let value = frame
+                    .attributes()
+                    .filter_map(Result::ok)
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v);
+                line.push_str(&match value {
+                    Some(AttrValue::I64(i)) => format!(" {key}={i}"),
+                    Some(AttrValue::F64(x)) => format!(" {key}={x}"),
+                    Some(AttrValue::Str(s)) => format!(" {key}={s}"),
+                    None => format!(" {key}=-"),
+                });
+            }
+            writeln!(ids, "{line}").map_err(|e| format!("writing ids: {e}"))?;
+        }
+        if self.record_only {
+            return Ok(());
         }
         if let Some(pixel) = verify_ramp(
             frame.payload(),
@@ -86,10 +126,10 @@ impl Processor for Verify {
         Ok(())
     }
 
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn counters(&self) -> Vec<(String, u64)> {
         vec![
-            ("verified", self.verified),
-            ("verify_errors", self.verify_errors),
+            ("verified".into(), self.verified),
+            ("verify_errors".into(), self.verify_errors),
         ]
     }
 }

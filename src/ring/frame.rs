@@ -307,6 +307,40 @@ pub(crate) fn encode_attribute(
     Ok(used + needed)
 }
 
+/// An attribute area built outside a slot (frames a processor holds or assembles),
+/// later handed to [`SlotWriter::copy_attributes`](super::SlotWriter::copy_attributes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributeArea {
+    bytes: Vec<u8>,
+}
+
+impl AttributeArea {
+    /// Copies the records of `area` whose key `keep` accepts.
+    pub fn filtered(area: &[u8], keep: impl Fn(&str) -> bool) -> Result<AttributeArea, FrameError> {
+        let mut out = AttributeArea::default();
+        for record in attributes(area) {
+            let (key, value) = record?;
+            if keep(key) {
+                out.push(key, &value)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends one record; fails when the area would outgrow a slot's.
+    pub fn push(&mut self, key: &str, value: &AttrValue<'_>) -> Result<(), FrameError> {
+        let used = self.bytes.len();
+        self.bytes.resize(ATTR_CAPACITY, 0);
+        let result = encode_attribute(&mut self.bytes, used, key, value);
+        self.bytes.truncate(*result.as_ref().unwrap_or(&used));
+        result.map(|_| ())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Stores the attribute area length in a slot header.
 pub(crate) fn set_attr_len(slot_header: &mut [u8], len: usize) {
     slot_header[f::ATTR_LEN..f::ATTR_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());

@@ -32,7 +32,8 @@ pub use consumer::{
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
-    attributes, decode_header, AttrValue, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM,
+    attributes, decode_header, AttrValue, AttributeArea, Dtype, FrameError, FrameHeader,
+    FLAG_END_OF_STREAM,
 };
 pub use liveness::ProcessId;
 pub use membership::{ConsumerSnapshot, GroupSnapshot};

@@ -7,16 +7,16 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const NAME_BYTES: usize = 32;
-pub const COUNTER_NAME_BYTES: usize = 24;
+pub const COUNTER_NAME_BYTES: usize = 32;
 pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
 /// Room for a stage's arguments as JSON.
 pub const ARGS_BYTES: usize = 8000;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const STAGE_SIZE: usize = 8192;
-pub const ENTRY_SIZE: usize = 512;
+pub const ENTRY_SIZE: usize = 2048;
 
 /// Pipeline states (`StatsHeader::state`).
 pub const PIPELINE_STARTING: u32 = 0;

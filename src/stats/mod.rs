@@ -333,7 +333,7 @@ impl StatsSegment {
     }
 
     /// Publishes a worker's processor counters (the worker only).
-    pub fn write_counters(&self, entry: usize, counters: &[(&'static str, u64)]) {
+    pub fn write_counters(&self, entry: usize, counters: &[(String, u64)]) {
         let e = self.entry(entry);
         for (i, (name, value)) in counters.iter().take(MAX_COUNTERS).enumerate() {
             if read_str(&e.counter_names[i]) != *name {

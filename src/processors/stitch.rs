@@ -1,0 +1,345 @@
+//! `stitch`: a collector that reassembles the tiles made by `split` into whole frames.
+//!
+//! Tiles may come from one ring shared by several workers or from a list of rings, in
+//! any order. Frames being assembled wait in a cache of at most `cache` frames; they
+//! leave in frame-id order. A complete frame leaves as soon as every lower id has left;
+//! the lowest frame leaves anyway when the cache overflows or it has waited
+//! `timeout_ms` since its first tile (the reorder window). A frame that leaves without
+//! all its tiles is counted `incomplete` and, with `incomplete = "mark"` (the default),
+//! published with its missing area set to `fill` (default: the dtype's largest value,
+//! NaN for f32) and the attribute `missing_tiles`; with `incomplete = "drop"` it is not
+//! published. Tiles of a frame that already left are counted `late_tiles`; a tile that
+//! arrives twice (re-delivered after a worker crash) is counted `duplicate_tiles` once
+//! and ignored; ids that never showed a tile are counted `skipped_ids`.
+
+use super::split::TILE_KEYS;
+use super::{number, positive_integer, unknown_key, ArgValue, Outputs, Processor};
+use crate::ring::{AttrValue, AttributeArea, Dtype, Frame, FrameMeta};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Where a tile belongs (its `split` attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TilePos {
+    row: u32,
+    col: u32,
+    rows: u32,
+    cols: u32,
+    y: u32,
+    x: u32,
+    frame_ny: u32,
+    frame_nx: u32,
+}
+
+impl TilePos {
+    fn of(frame: &Frame<'_>) -> Result<TilePos, String> {
+        let mut v = [None; 8];
+        for record in frame.attributes() {
+            let (key, value) = record.map_err(|e| e.to_string())?;
+            if let Some(i) = TILE_KEYS.iter().position(|k| *k == key) {
+                if let AttrValue::I64(n) = value {
+                    v[i] = u32::try_from(n).ok();
+                }
+            }
+        }
+        let get = |i: usize| {
+            v[i].ok_or_else(|| {
+                format!(
+                    "frame {} is not a tile: attribute {} is missing (stitch takes the output of split)",
+                    frame.header().frame_id,
+                    TILE_KEYS[i]
+                )
+            })
+        };
+        Ok(TilePos {
+            row: get(0)?,
+            col: get(1)?,
+            rows: get(2)?,
+            cols: get(3)?,
+            y: get(4)?,
+            x: get(5)?,
+            frame_ny: get(6)?,
+            frame_nx: get(7)?,
+        })
+    }
+}
+
+/// A frame being assembled.
+struct Pending {
+    timestamp_ns: u64,
+    dtype: Dtype,
+    ny: u32,
+    nx: u32,
+    cols: u32,
+    got: Vec<bool>,
+    missing: usize,
+    /// Rectangles received: (y, x, h, w).
+    areas: Vec<(u32, u32, u32, u32)>,
+    pixels: Vec<u8>,
+    attributes: AttributeArea,
+    since: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Incomplete {
+    Mark,
+    Drop,
+}
+
+pub struct Stitch {
+    cache: usize,
+    timeout: Duration,
+    incomplete_policy: Incomplete,
+    fill: Option<f64>,
+    pending: BTreeMap<u64, Pending>,
+    /// The lowest id that may still leave; `None` before the first frame left.
+    next: Option<u64>,
+    spare: Vec<Vec<u8>>,
+    stitched: u64,
+    incomplete: u64,
+    late_tiles: u64,
+    duplicate_tiles: u64,
+    skipped_ids: u64,
+}
+
+impl Default for Stitch {
+    fn default() -> Self {
+        Stitch {
+            cache: 16,
+            timeout: Duration::from_secs(1),
+            incomplete_policy: Incomplete::Mark,
+            fill: None,
+            pending: BTreeMap::new(),
+            next: None,
+            spare: Vec::new(),
+            stitched: 0,
+            incomplete: 0,
+            late_tiles: 0,
+            duplicate_tiles: 0,
+            skipped_ids: 0,
+        }
+    }
+}
+
+impl Processor for Stitch {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+        match key {
+            "cache" => self.cache = positive_integer(key, value)? as usize,
+            "timeout_ms" => self.timeout = Duration::from_millis(positive_integer(key, value)?),
+            "incomplete" => {
+                self.incomplete_policy = match value.as_str() {
+                    Some("mark") => Incomplete::Mark,
+                    Some("drop") => Incomplete::Drop,
+                    _ => {
+                        return Err(format!(
+                            "incomplete must be \"mark\" or \"drop\", got {value}"
+                        ))
+                    }
+                }
+            }
+            "fill" => {
+                self.fill = Some(number(key, value).or_else(|e| match value.as_str() {
+                    Some("nan") => Ok(f64::NAN),
+                    _ => Err(e),
+                })?)
+            }
+            _ => {
+                return Err(unknown_key(
+                    "stitch",
+                    key,
+                    &["cache", "timeout_ms", "incomplete", "fill"],
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _input: usize,
+        frame: &Frame<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), String> {
+        let header = frame.header();
+        let id = header.frame_id;
+        let tile = TilePos::of(frame)?;
+        if self.next.is_some_and(|next| id < next) {
+            self.late_tiles += 1;
+            return Ok(());
+        }
+        let &[h, w] = &header.dims[..] else {
+            return Err(format!(
+                "tile of frame {id} has dims {:?}, not 2-D",
+                header.dims
+            ));
+        };
+        let fits = tile.row < tile.rows
+            && tile.col < tile.cols
+            && u64::from(tile.y) + u64::from(h) <= u64::from(tile.frame_ny)
+            && u64::from(tile.x) + u64::from(w) <= u64::from(tile.frame_nx);
+        if !fits {
+            return Err(format!(
+                "tile {tile:?} of frame {id} lies outside its frame"
+            ));
+        }
+        if !self.pending.contains_key(&id) {
+            let bytes = tile.frame_ny as usize * tile.frame_nx as usize * header.dtype.size();
+            let mut pixels = self.spare.pop().unwrap_or_default();
+            pixels.resize(bytes, 0);
+            let attributes =
+                AttributeArea::filtered(frame.raw_attributes().map_err(|e| e.to_string())?, |k| {
+                    !TILE_KEYS.contains(&k)
+                })
+                .map_err(|e| e.to_string())?;
+            let count = tile.rows as usize * tile.cols as usize;
+            self.pending.insert(
+                id,
+                Pending {
+                    timestamp_ns: header.timestamp_ns,
+                    dtype: header.dtype,
+                    ny: tile.frame_ny,
+                    nx: tile.frame_nx,
+                    cols: tile.cols,
+                    got: vec![false; count],
+                    missing: count,
+                    areas: Vec::with_capacity(count),
+                    pixels,
+                    attributes,
+                    since: Instant::now(),
+                },
+            );
+        }
+        let p = self.pending.get_mut(&id).expect("inserted above");
+        if (p.dtype, p.ny, p.nx, p.cols, p.got.len())
+            != (
+                header.dtype,
+                tile.frame_ny,
+                tile.frame_nx,
+                tile.cols,
+                tile.rows as usize * tile.cols as usize,
+            )
+        {
+            return Err(format!(
+                "tile {tile:?} of frame {id} disagrees with the frame's earlier tiles"
+            ));
+        }
+        let index = tile.row as usize * tile.cols as usize + tile.col as usize;
+        if p.got[index] {
+            self.duplicate_tiles += 1;
+            return Ok(());
+        }
+        let size = header.dtype.size();
+        let (row_bytes, tile_row_bytes) = (p.nx as usize * size, w as usize * size);
+        for (y, src) in frame
+            .payload()
+            .chunks_exact(tile_row_bytes.max(1))
+            .take(h as usize)
+            .enumerate()
+        {
+            let at = (tile.y as usize + y) * row_bytes + tile.x as usize * size;
+            p.pixels[at..at + tile_row_bytes].copy_from_slice(src);
+        }
+        p.got[index] = true;
+        p.missing -= 1;
+        p.areas.push((tile.y, tile.x, h, w));
+        self.release(out, false)
+    }
+
+    fn poll(&mut self, out: &mut Outputs) -> Result<(), String> {
+        self.release(out, false)
+    }
+
+    fn stop(&mut self, out: &mut Outputs) -> Result<(), String> {
+        self.release(out, true)
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        [
+            ("stitched", self.stitched),
+            ("incomplete", self.incomplete),
+            ("late_tiles", self.late_tiles),
+            ("duplicate_tiles", self.duplicate_tiles),
+            ("skipped_ids", self.skipped_ids),
+            ("cached", self.pending.len() as u64),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into()
+    }
+}
+
+impl Stitch {
+    /// Lets frames leave in id order: complete ones whose predecessors left, and the
+    /// lowest one when the window overflows or times out (every one with `all`).
+    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), String> {
+        let overflow = |s: &Self| s.pending.len() > s.cache;
+        while let Some((&id, p)) = self.pending.first_key_value() {
+            let in_turn = self.next.is_none_or(|next| next == id);
+            let forced = all || overflow(self) || p.since.elapsed() >= self.timeout;
+            if !(forced || (in_turn && p.missing == 0)) {
+                return Ok(());
+            }
+            let mut p = self.pending.remove(&id).expect("first entry");
+            if let Some(next) = self.next {
+                self.skipped_ids += id - next;
+            }
+            self.next = Some(id + 1);
+            let result = self.emit(id, &mut p, out);
+            self.spare.push(std::mem::take(&mut p.pixels));
+            result?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, id: u64, p: &mut Pending, out: &mut Outputs) -> Result<(), String> {
+        let mut extra = Vec::new();
+        if p.missing == 0 {
+            self.stitched += 1;
+        } else {
+            self.incomplete += 1;
+            if self.incomplete_policy == Incomplete::Drop {
+                return Ok(());
+            }
+            mark_missing(p, self.fill);
+            extra.push(("missing_tiles", AttrValue::I64(p.missing as i64)));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let dims = [p.ny, p.nx];
+        let meta = FrameMeta {
+            frame_id: id,
+            timestamp_ns: p.timestamp_ns,
+            dtype: p.dtype,
+            dims: &dims,
+            flags: 0,
+        };
+        out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), &extra)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Sets every pixel no tile covered to `fill` (default: the dtype's largest value, NaN
+/// for f32).
+fn mark_missing(p: &mut Pending, fill: Option<f64>) {
+    let (ny, nx) = (p.ny as usize, p.nx as usize);
+    let mut covered = vec![false; ny * nx];
+    for &(y, x, h, w) in &p.areas {
+        for row in y as usize..(y + h) as usize {
+            covered[row * nx + x as usize..row * nx + (x + w) as usize].fill(true);
+        }
+    }
+    let value: Vec<u8> = match p.dtype {
+        Dtype::U8 => vec![fill.map_or(u8::MAX, |f| f as u8)],
+        Dtype::U16 => fill.map_or(u16::MAX, |f| f as u16).to_le_bytes().to_vec(),
+        Dtype::U32 => fill.map_or(u32::MAX, |f| f as u32).to_le_bytes().to_vec(),
+        Dtype::F32 => (fill.unwrap_or(f64::NAN) as f32).to_le_bytes().to_vec(),
+    };
+    for (pixel, _) in p
+        .pixels
+        .chunks_exact_mut(value.len())
+        .zip(&covered)
+        .filter(|(_, c)| !**c)
+    {
+        pixel.copy_from_slice(&value);
+    }
+}
