@@ -471,22 +471,7 @@ fn wait_exists(ring: &str) {
 
 /// A `.npy` stack of 4 frames of 16×32 u16 whose frame k equals the ramp of frame id k.
 fn ramp_stack_npy(path: &std::path::Path) {
-    let (frames, ny, nx) = (4u64, 16u64, 32u64);
-    let mut header =
-        format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({frames}, {ny}, {nx}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    for f in 0..frames {
-        for i in 0..ny * nx {
-            bytes.extend((((f + i) % 65536) as u16).to_le_bytes());
-        }
-    }
-    std::fs::write(path, bytes).unwrap();
+    write_npy_u16(path, (4, 16, 32), |f, i| ((f + i) % 65536) as u16);
 }
 
 #[test]

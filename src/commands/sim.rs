@@ -2,7 +2,7 @@
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
 use crate::pattern::{NpyStack, RandomPool};
-use crate::pipeline::source::{pace, FrameContent};
+use crate::pipeline::source::{pace, FrameContent, MetadataError, MetadataPlan};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };
@@ -66,6 +66,19 @@ pub struct SimArgs {
     /// block or drop-newest: what to do when lossless consumers still need every slot.
     #[arg(long, default_value = "block")]
     pub policy: FullPolicy,
+    /// Metadata channels to publish beside the frames, e.g. `x,y/2,z` (`/N`: only every
+    /// N-th frame). Values go to --metadata-ring; the spec of the values is in the README.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Ring of the metadata values (default: RING.meta).
+    #[arg(long, requires = "metadata")]
+    pub metadata_ring: Option<String>,
+    /// Move each value's timestamp by up to ± this many microseconds.
+    #[arg(long, default_value_t = 0.0, requires = "metadata")]
+    pub metadata_jitter_us: f64,
+    /// Leave out every value of frames whose id is N-1 modulo N.
+    #[arg(long, default_value_t = 0, requires = "metadata")]
+    pub metadata_gap: u64,
     /// Publish nothing until this many consumers are attached.
     #[arg(long, default_value_t = 0)]
     pub wait_consumers: usize,
@@ -118,6 +131,21 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     }
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
+    let mut metadata = match &args.metadata {
+        None => None,
+        Some(spec) => {
+            let plan = metadata_plan(args, spec)?;
+            let (mut ring, _) = Producer::create(&RingOptions {
+                name: plan.ring.clone(),
+                slots: args.slots.saturating_mul(plan.channels.len() as u32),
+                slot_bytes: 0,
+                full_policy: args.policy,
+            })?;
+            ring.set_interrupt(stop.clone());
+            Some((plan, ring))
+        }
+    };
+    let (mut values, mut values_dropped) = (0u64, 0u64);
     if args.wait_consumers > 0 {
         eprintln!(
             "streamd sim: ring '{}' waiting for {} consumer(s)",
@@ -160,9 +188,17 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         let payload = &mut slot.payload_mut()[..frame_bytes as usize];
         source.fill(payload, frame_id);
         let last = args.frames.is_some_and(|n| frame_id + 1 == n);
+        let timestamp_ns = now_ns();
+        if let Some((plan, ring)) = &mut metadata {
+            match plan.publish(ring, frame_id, timestamp_ns) {
+                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+                Err(MetadataError::Interrupted) => break,
+                Err(e) => bail!("publishing metadata: {e}"),
+            }
+        }
         let meta = FrameMeta {
             frame_id,
-            timestamp_ns: now_ns(),
+            timestamp_ns,
             dtype: args.dtype,
             dims: &dims,
             flags: if last { FLAG_END_OF_STREAM } else { 0 },
@@ -173,9 +209,12 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         frame_id += 1;
     }
     producer.finish();
+    if let Some((_, ring)) = &mut metadata {
+        ring.finish();
+    }
     let elapsed = started.elapsed().as_secs_f64();
     let counters = producer.counters();
-    let report = json!({
+    let mut report = json!({
         "ring": args.ring,
         "published": counters.published,
         "dropped": counters.dropped,
@@ -185,6 +224,27 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         "fps": per_second(counters.published as f64, elapsed),
         "mb_per_s": per_second(counters.published as f64 * frame_bytes as f64 / 1e6, elapsed),
     });
+    if let Some((plan, _)) = &metadata {
+        report["metadata_ring"] = json!(plan.ring);
+        report["metadata_published"] = json!(values);
+        report["metadata_dropped"] = json!(values_dropped);
+    }
     print_counters(&report, args.json);
     Ok(Status::Ok)
+}
+
+fn metadata_plan(args: &SimArgs, spec: &str) -> anyhow::Result<MetadataPlan> {
+    let channels = MetadataPlan::parse_channels(spec).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?;
+    if !(args.metadata_jitter_us >= 0.0 && args.metadata_jitter_us.is_finite()) {
+        bail!("--metadata-jitter-us must be 0 or a positive number of microseconds");
+    }
+    Ok(MetadataPlan {
+        ring: args
+            .metadata_ring
+            .clone()
+            .unwrap_or_else(|| format!("{}.meta", args.ring)),
+        channels,
+        jitter_ns: (args.metadata_jitter_us * 1000.0).round() as u64,
+        gap_every: args.metadata_gap,
+    })
 }

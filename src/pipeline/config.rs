@@ -775,7 +775,7 @@ impl Validator<'_> {
                 .map(|i| bytes[ring_index(i).expect("checked")])
                 .max()
                 .unwrap_or(0);
-            let needed = processors_built[si].output_bytes(input_bytes);
+            let needed = processors_built[si].output_bytes(input_bytes, source_bytes);
             for out in &stage.outputs {
                 let oi = ring_index(out).expect("checked");
                 match rings[oi].2 {

@@ -4,7 +4,7 @@
 
 use super::config::{Pipeline, SourceContent};
 use super::pinning::CoreAssigner;
-use super::worker::{Role, WorkerSpec};
+use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
@@ -135,6 +135,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                         &segment,
                         &ConsumerOptions {
                             group: Some(stage.metadata_group(w)),
+                            batch: METADATA_BATCH,
                             ..Default::default()
                         },
                     )?);

@@ -247,6 +247,7 @@ fn run_source(
     let dims = [plan.ny, plan.nx];
     let interval = (plan.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / plan.fps));
     let started = Instant::now();
+    let started_ns = now_ns();
     let first_id = frame_id;
     let (mut published, mut dropped) = (0u64, 0u64);
     report.state(WORKER_RUNNING);
@@ -265,7 +266,14 @@ fn run_source(
             Err(ClaimError::Interrupted) => break,
         };
         content.fill(&mut slot.payload_mut()[..frame_bytes], frame_id);
-        let timestamp_ns = now_ns();
+        // A paced source stamps each frame with its scheduled time, as a detector's clock
+        // would, so a late publication does not move the timestamp metadata is matched to.
+        let timestamp_ns = match interval {
+            Some(interval) => {
+                started_ns + interval.mul_f64((frame_id - first_id) as f64).as_nanos() as u64
+            }
+            None => now_ns(),
+        };
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
             match m.publish(ring, frame_id, timestamp_ns) {
@@ -504,7 +512,7 @@ fn run_stage(
 }
 
 /// Metadata records a member of a metadata group claims at once (one lock per run).
-const METADATA_BATCH: u32 = 64;
+pub const METADATA_BATCH: u32 = 64;
 
 /// Hands every metadata record published so far to the processor; true if any came.
 fn take_metadata(

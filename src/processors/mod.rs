@@ -92,9 +92,10 @@ pub trait Processor: Send {
         Vec::new()
     }
 
-    /// Largest payload this processor publishes for inputs of `input_bytes`; sizes
-    /// output rings that do not give their own size.
-    fn output_bytes(&self, input_bytes: u64) -> u64 {
+    /// Largest payload this processor publishes for inputs of `input_bytes` in a
+    /// pipeline whose source frames are `source_bytes`; sizes output rings that do not
+    /// give their own size.
+    fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
         input_bytes
     }
 }

@@ -329,7 +329,7 @@ impl Processor for Reduce {
         ]
     }
 
-    fn output_bytes(&self, input_bytes: u64) -> u64 {
+    fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
         match self.publish {
             Publish::Frame => input_bytes,
             Publish::Record => (self.settings.bins as u64 * 4).max(1),

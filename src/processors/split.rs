@@ -169,7 +169,7 @@ impl Processor for Split {
         vec![("tiles".into(), self.tiles)]
     }
 
-    fn output_bytes(&self, input_bytes: u64) -> u64 {
+    fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
         // A tile is never larger than its frame; the dtype is not known here.
         match self.cut {
             Some(Cut::Tile { ny, nx }) => input_bytes.min(u64::from(ny) * u64::from(nx) * 4),

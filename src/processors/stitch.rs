@@ -245,6 +245,12 @@ impl Processor for Stitch {
         self.release(out, false)
     }
 
+    /// Whole frames: as large as the source's unless the tiles are larger (a ring with
+    /// its own `frame` or `slot_bytes` overrides this for frames that changed size).
+    fn output_bytes(&self, input_bytes: u64, source_bytes: u64) -> u64 {
+        input_bytes.max(source_bytes)
+    }
+
     fn poll(&mut self, out: &mut Outputs) -> Result<(), String> {
         self.release(out, false)
     }

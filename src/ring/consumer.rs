@@ -41,7 +41,7 @@ impl std::str::FromStr for Delivery {
 }
 
 /// How to attach.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConsumerOptions {
     /// Share the stream with the other members of this group; `None` = see every frame.
     pub group: Option<String>,
@@ -51,6 +51,19 @@ pub struct ConsumerOptions {
     pub wait: WaitMode,
     /// How long to wait for the ring to appear.
     pub attach_timeout: Duration,
+}
+
+impl Default for ConsumerOptions {
+    /// A solo lossless consumer, one frame at a time, that does not wait for its ring.
+    fn default() -> Self {
+        ConsumerOptions {
+            group: None,
+            batch: 1,
+            delivery: Delivery::Lossless,
+            wait: WaitMode::default(),
+            attach_timeout: Duration::ZERO,
+        }
+    }
 }
 
 /// How often an idle consumer checks that the producer lives and reaps dead group

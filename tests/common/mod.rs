@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,12 +82,27 @@ pub fn num(v: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
-/// Frame ids recorded by `consume --record-ids`.
+/// Frame ids recorded by `consume --record-ids` or a `verify` stage's ids file.
 pub fn read_ids(path: &Path) -> Vec<u64> {
+    read_records(path).into_iter().map(|(id, _)| id).collect()
+}
+
+/// Lines `ID key=value ...` of a `verify` stage's ids file.
+pub fn read_records(path: &Path) -> Vec<(u64, BTreeMap<String, String>)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| l.parse().expect("whole id lines"))
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next().unwrap().parse().expect("an id first");
+            let attributes = fields
+                .map(|f| {
+                    let (k, v) = f.split_once('=').expect("key=value");
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            (id, attributes)
+        })
         .collect()
 }
 
@@ -110,6 +126,26 @@ pub fn wait_published(ring: &str, count: u64) {
     panic!("ring {ring} never published {count} frames");
 }
 
+/// Writes a `.npy` stack of `frames` u16 frames of `ny` × `nx`; pixel `i` of frame `f`
+/// is `pixel(f, i)`.
+pub fn write_npy_u16(path: &Path, (frames, ny, nx): (u64, u64, u64), pixel: impl Fn(u64, u64) -> u16) {
+    let mut header =
+        format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({frames}, {ny}, {nx}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for f in 0..frames {
+        for i in 0..ny * nx {
+            bytes.extend(pixel(f, i).to_le_bytes());
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
 pub fn tmp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
@@ -118,4 +154,117 @@ pub fn kill9(child: &Child) {
     // SAFETY: sending a signal to a pid we spawned and have not reaped yet.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     assert_eq!(rc, 0, "kill -9 {}", child.id());
+}
+
+// ---- Pipelines (`streamd run`) ----------------------------------------------------
+
+/// A pipeline name unique to this test process (names are at most 16 characters).
+pub fn pipeline_name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+pub fn fixture(name: &str) -> String {
+    format!("{}/fixtures/pipelines/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn start(fixture_file: &str, name: &str, out: &Path) -> Child {
+    spawn(&[
+        "run",
+        &fixture(fixture_file),
+        "--name",
+        name,
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+    ])
+}
+
+/// `streamd status --json` of a running pipeline; `None` while it is not up yet.
+pub fn status(name: &str) -> Option<Value> {
+    let out = streamd()
+        .args(["status", "--json", "--pipeline", name])
+        .output()
+        .expect("status");
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until the pipeline's status satisfies `ready`; returns that status.
+pub fn wait_status(name: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    while started.elapsed() < HANG_GUARD {
+        if let Some(s) = status(name).filter(|s| ready(s)) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("pipeline {name} never reached: {what}");
+}
+
+pub fn stage<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
+}
+
+pub fn worker<'a>(report: &'a Value, stage_name: &str, index: usize) -> &'a Value {
+    &stage(report, stage_name)["workers"][index]
+}
+
+pub fn frames_in(report: &Value, stage_name: &str) -> u64 {
+    num(stage(report, stage_name), "frames_in")
+}
+
+/// How often each frame id was recorded in `files`.
+pub fn id_counts(dir: &Path, files: &[&str]) -> BTreeMap<u64, u32> {
+    let mut counts = BTreeMap::new();
+    for f in files {
+        for id in read_ids(&dir.join(f)) {
+            *counts.entry(id).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+pub fn assert_exactly_once(counts: &BTreeMap<u64, u32>, frames: u64, what: &str) {
+    let missing: Vec<u64> = (0..frames)
+        .filter(|i| !counts.contains_key(i))
+        .take(10)
+        .collect();
+    let repeated: Vec<(&u64, &u32)> = counts.iter().filter(|(_, &n)| n != 1).take(10).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty() && counts.len() as u64 == frames,
+        "{what}: {} distinct ids of {frames}; missing {missing:?}, repeated {repeated:?}",
+        counts.len()
+    );
+}
+
+pub fn finished_ok(child: Child, what: &str) -> (Output, Value) {
+    let out = finish(child, what);
+    assert!(
+        out.status.success(),
+        "{what} exited {:?}; stderr:\n{}",
+        out.status,
+        stderr(&out)
+    );
+    let report = counters(&out, what);
+    (out, report)
+}
+
+/// Files in /dev/shm that belong to pipeline `name`.
+pub fn leftovers(name: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| {
+            f == &format!("streamd-stats.{name}")
+                || f == &format!("streamd-control.{name}")
+                || f.starts_with(&format!("streamd-ring.{name}."))
+        })
+        .collect()
 }

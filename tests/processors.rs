@@ -1,0 +1,185 @@
+//! The frame processors in real pipelines: split → stitch bit for bit (u8, u16, f32;
+//! even and uneven cuts; tiles over two workers), a tile worker killed for good, metadata
+//! merged by timestamp with exact counters, and gating with exact counts per route.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// Runs `fixture_file` in `dir` with `edits` (text replacements) applied to a copy.
+fn run_edited(fixture_file: &str, tag: &str, dir: &Path, edits: &[(&str, &str)]) -> serde_json::Value {
+    let mut text = std::fs::read_to_string(fixture(fixture_file)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{fixture_file} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let file = dir.join(fixture_file);
+    std::fs::write(&file, text).unwrap();
+    let child = spawn(&[
+        "run",
+        file.to_str().unwrap(),
+        "--name",
+        &pipeline_name(tag),
+        "--output",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    finished_ok(child, fixture_file).1
+}
+
+fn counter(report: &serde_json::Value, stage_name: &str, key: &str) -> u64 {
+    num(&worker(report, stage_name, 0)["counters"], key)
+}
+
+#[test]
+fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
+    let cases: [(&str, &[(&str, &str)]); 3] = [
+        // u16, a 3 × 4 grid that divides 750 × 1000 evenly.
+        ("u16-even", &[]),
+        // u8, 256 × 300 tiles: edge tiles of 238 rows and 100 columns.
+        (
+            "u8-tiles",
+            &[("dtype = \"u16\"", "dtype = \"u8\""), ("grid = [3, 4]", "tile = [256, 300]")],
+        ),
+        // f32, a 4 × 3 grid: rows of 187 and 188, columns of 333 and 334.
+        (
+            "f32-grid",
+            &[("dtype = \"u16\"", "dtype = \"f32\""), ("grid = [3, 4]", "grid = [4, 3]")],
+        ),
+    ];
+    for (case, edits) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let report = run_edited("split-stitch.toml", "tiles", dir.path(), edits);
+        let frames = 300;
+        // Every frame came out whole, in order, once, and equal to the ramp pixel for pixel.
+        let ids = read_ids(&dir.path().join("check.ids"));
+        assert_eq!(ids, (0..frames).collect::<Vec<u64>>(), "{case}: ids at the check");
+        assert_eq!(counter(&report, "check", "verified"), frames, "{case}");
+        assert_eq!(counter(&report, "check", "verify_errors"), 0, "{case}");
+        assert_eq!(counter(&report, "stitch", "stitched"), frames, "{case}");
+        for key in ["incomplete", "late_tiles", "duplicate_tiles", "skipped_ids"] {
+            assert_eq!(counter(&report, "stitch", key), 0, "{case}: stitch {key}");
+        }
+        // The tiles really were shared by the two workers.
+        let tiles = counter(&report, "split", "tiles");
+        assert_eq!(tiles, 12 * frames, "{case}: 12 tiles a frame");
+        let (w0, w1) = (
+            num(worker(&report, "work", 0), "frames_in"),
+            num(worker(&report, "work", 1), "frames_in"),
+        );
+        assert!(w0 > 0 && w1 > 0 && w0 + w1 == tiles, "{case}: tiles per worker {w0} + {w1}");
+    }
+}
+
+#[test]
+fn a_tile_worker_killed_for_good_gives_counted_and_marked_incomplete_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("tilekill");
+    let child = start("split-kill.toml", &name, dir.path());
+    let live = wait_status(&name, "frames stitched", |s| frames_in(s, "check") > 100);
+    let victim = num(worker(&live, "right", 0), "pid");
+    // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let out = finish(child, "run split-kill");
+    // A stage failed, so the run says so in its exit status.
+    assert_eq!(out.status.code(), Some(5), "stderr:\n{}", stderr(&out));
+    let report = counters(&out, "run split-kill");
+    let frames = 600;
+    let (stitched, incomplete) = (
+        counter(&report, "stitch", "stitched"),
+        counter(&report, "stitch", "incomplete"),
+    );
+    assert!(incomplete > 0, "the kill lost tiles");
+    assert_eq!(stitched + incomplete, frames, "every frame left the stitcher once");
+    // Whole frames verify; every incomplete one is marked and fails the pixel check.
+    assert_eq!(counter(&report, "check", "verified"), stitched);
+    assert_eq!(counter(&report, "check", "verify_errors"), incomplete);
+    let records = read_records(&dir.path().join("check.ids"));
+    assert_eq!(
+        records.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..frames).collect::<Vec<u64>>()
+    );
+    let marked = records
+        .iter()
+        .filter(|(_, a)| a["missing_tiles"] != "-")
+        .count() as u64;
+    assert_eq!(marked, incomplete, "frames marked with missing_tiles");
+    assert!(
+        records.iter().all(|(_, a)| ["-", "1", "2"].contains(&a["missing_tiles"].as_str())),
+        "a frame lost at most the right-hand tiles"
+    );
+}
+
+#[test]
+fn metadata_is_merged_by_timestamp_with_exact_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_edited("metadata.toml", "meta", dir.path(), &[]);
+    let frames = 700u64;
+    let gap = |f: u64| f % 7 == 6;
+    let x_expected = (0..frames).filter(|&f| !gap(f)).count() as u64;
+    let y_expected = (0..frames).filter(|&f| f % 2 == 0 && !gap(f)).count() as u64;
+    assert_eq!((x_expected, y_expected), (600, 300));
+    assert_eq!(
+        counter(&report, "source", "metadata_values"),
+        x_expected + y_expected
+    );
+    assert_eq!(counter(&report, "attach", "x.matched"), x_expected);
+    assert_eq!(counter(&report, "attach", "x.unmatched"), frames - x_expected);
+    assert_eq!(counter(&report, "attach", "y.matched"), y_expected);
+    assert_eq!(counter(&report, "attach", "y.unmatched"), frames - y_expected);
+    assert_eq!(counter(&report, "attach", "x.discarded"), 0);
+    assert_eq!(counter(&report, "attach", "y.discarded"), 0);
+    // Each frame carries exactly its own values (x = id + 1/8, y = id + 2/8).
+    let records = read_records(&dir.path().join("check.ids"));
+    assert_eq!(records.len() as u64, frames);
+    for (f, attributes) in records {
+        let want_x = (!gap(f)).then(|| (f as f64 + 0.125).to_string());
+        let want_y = (f % 2 == 0 && !gap(f)).then(|| (f as f64 + 0.25).to_string());
+        assert_eq!(attributes["x"], want_x.unwrap_or("-".into()), "frame {f} x");
+        assert_eq!(attributes["y"], want_y.unwrap_or("-".into()), "frame {f} y");
+    }
+    assert_eq!(counter(&report, "check", "verify_errors"), 0);
+}
+
+#[test]
+fn gating_sends_every_frame_to_exactly_one_route() {
+    let dir = tempfile::tempdir().unwrap();
+    // Frame f: background below the threshold; f % 10 of 6 or 7 adds 5 bright pixels
+    // (uncertain), 8 or 9 adds 40 (a hit).
+    let frames = 400u64;
+    let bright = |f: u64| match f % 10 {
+        6 | 7 => 5,
+        8 | 9 => 40,
+        _ => 0,
+    };
+    write_npy_u16(&dir.path().join("hits.npy"), (frames, 32, 32), |f, i| {
+        if i * 7 % 1024 < bright(f) {
+            2000
+        } else {
+            ((f + i) % 500) as u16
+        }
+    });
+    let report = run_edited("gating.toml", "gating", dir.path(), &[]);
+    let expect = |class: &[u64]| (0..frames).filter(|f| class.contains(&(f % 10))).collect::<Vec<u64>>();
+    let routes = [
+        ("misses", "misses.ids", expect(&[0, 1, 2, 3, 4, 5])),
+        ("maybe", "maybe.ids", expect(&[6, 7])),
+        ("hits", "hits.ids", expect(&[8, 9])),
+    ];
+    let mut seen = Vec::new();
+    for (ring, file, want) in &routes {
+        let records = read_records(&dir.path().join(file));
+        let ids: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(&ids, want, "frames routed to {ring}");
+        assert_eq!(counter(&report, "gate", ring), want.len() as u64, "{ring} counter");
+        for (f, attributes) in records.iter().filter(|r| r.1.contains_key("above")) {
+            assert_eq!(attributes["above"], bright(*f).to_string(), "frame {f} above");
+        }
+        seen.extend(ids);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..frames).collect::<Vec<u64>>(), "each frame in exactly one route");
+    assert_eq!(counter(&report, "gate", "no_value"), 0);
+    assert_eq!(counter(&report, "reduce", "reduced"), frames);
+}
