@@ -8,7 +8,12 @@ use common::*;
 use std::path::Path;
 
 /// Runs `fixture_file` in `dir` with `edits` (text replacements) applied to a copy.
-fn run_edited(fixture_file: &str, tag: &str, dir: &Path, edits: &[(&str, &str)]) -> serde_json::Value {
+fn run_edited(
+    fixture_file: &str,
+    tag: &str,
+    dir: &Path,
+    edits: &[(&str, &str)],
+) -> serde_json::Value {
     let mut text = std::fs::read_to_string(fixture(fixture_file)).unwrap();
     for (from, to) in edits {
         assert!(text.contains(from), "{fixture_file} has no {from:?}");
@@ -40,12 +45,18 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
         // u8, 256 × 300 tiles: edge tiles of 238 rows and 100 columns.
         (
             "u8-tiles",
-            &[("dtype = \"u16\"", "dtype = \"u8\""), ("grid = [3, 4]", "tile = [256, 300]")],
+            &[
+                ("dtype = \"u16\"", "dtype = \"u8\""),
+                ("grid = [3, 4]", "tile = [256, 300]"),
+            ],
         ),
         // f32, a 4 × 3 grid: rows of 187 and 188, columns of 333 and 334.
         (
             "f32-grid",
-            &[("dtype = \"u16\"", "dtype = \"f32\""), ("grid = [3, 4]", "grid = [4, 3]")],
+            &[
+                ("dtype = \"u16\"", "dtype = \"f32\""),
+                ("grid = [3, 4]", "grid = [4, 3]"),
+            ],
         ),
     ];
     for (case, edits) in cases {
@@ -54,7 +65,11 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
         let frames = 300;
         // Every frame came out whole, in order, once, and equal to the ramp pixel for pixel.
         let ids = read_ids(&dir.path().join("check.ids"));
-        assert_eq!(ids, (0..frames).collect::<Vec<u64>>(), "{case}: ids at the check");
+        assert_eq!(
+            ids,
+            (0..frames).collect::<Vec<u64>>(),
+            "{case}: ids at the check"
+        );
         assert_eq!(counter(&report, "check", "verified"), frames, "{case}");
         assert_eq!(counter(&report, "check", "verify_errors"), 0, "{case}");
         assert_eq!(counter(&report, "stitch", "stitched"), frames, "{case}");
@@ -68,7 +83,10 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
             num(worker(&report, "work", 0), "frames_in"),
             num(worker(&report, "work", 1), "frames_in"),
         );
-        assert!(w0 > 0 && w1 > 0 && w0 + w1 == tiles, "{case}: tiles per worker {w0} + {w1}");
+        assert!(
+            w0 > 0 && w1 > 0 && w0 + w1 == tiles,
+            "{case}: tiles per worker {w0} + {w1}"
+        );
     }
 }
 
@@ -91,7 +109,11 @@ fn a_tile_worker_killed_for_good_gives_counted_and_marked_incomplete_frames() {
         counter(&report, "stitch", "incomplete"),
     );
     assert!(incomplete > 0, "the kill lost tiles");
-    assert_eq!(stitched + incomplete, frames, "every frame left the stitcher once");
+    assert_eq!(
+        stitched + incomplete,
+        frames,
+        "every frame left the stitcher once"
+    );
     // Whole frames verify; every incomplete one is marked and fails the pixel check.
     assert_eq!(counter(&report, "check", "verified"), stitched);
     assert_eq!(counter(&report, "check", "verify_errors"), incomplete);
@@ -106,7 +128,9 @@ fn a_tile_worker_killed_for_good_gives_counted_and_marked_incomplete_frames() {
         .count() as u64;
     assert_eq!(marked, incomplete, "frames marked with missing_tiles");
     assert!(
-        records.iter().all(|(_, a)| ["-", "1", "2"].contains(&a["missing_tiles"].as_str())),
+        records
+            .iter()
+            .all(|(_, a)| ["-", "1", "2"].contains(&a["missing_tiles"].as_str())),
         "a frame lost at most the right-hand tiles"
     );
 }
@@ -125,9 +149,15 @@ fn metadata_is_merged_by_timestamp_with_exact_counters() {
         x_expected + y_expected
     );
     assert_eq!(counter(&report, "attach", "x.matched"), x_expected);
-    assert_eq!(counter(&report, "attach", "x.unmatched"), frames - x_expected);
+    assert_eq!(
+        counter(&report, "attach", "x.unmatched"),
+        frames - x_expected
+    );
     assert_eq!(counter(&report, "attach", "y.matched"), y_expected);
-    assert_eq!(counter(&report, "attach", "y.unmatched"), frames - y_expected);
+    assert_eq!(
+        counter(&report, "attach", "y.unmatched"),
+        frames - y_expected
+    );
     assert_eq!(counter(&report, "attach", "x.discarded"), 0);
     assert_eq!(counter(&report, "attach", "y.discarded"), 0);
     // Each frame carries exactly its own values (x = id + 1/8, y = id + 2/8).
@@ -161,7 +191,11 @@ fn gating_sends_every_frame_to_exactly_one_route() {
         }
     });
     let report = run_edited("gating.toml", "gating", dir.path(), &[]);
-    let expect = |class: &[u64]| (0..frames).filter(|f| class.contains(&(f % 10))).collect::<Vec<u64>>();
+    let expect = |class: &[u64]| {
+        (0..frames)
+            .filter(|f| class.contains(&(f % 10)))
+            .collect::<Vec<u64>>()
+    };
     let routes = [
         ("misses", "misses.ids", expect(&[0, 1, 2, 3, 4, 5])),
         ("maybe", "maybe.ids", expect(&[6, 7])),
@@ -172,14 +206,26 @@ fn gating_sends_every_frame_to_exactly_one_route() {
         let records = read_records(&dir.path().join(file));
         let ids: Vec<u64> = records.iter().map(|r| r.0).collect();
         assert_eq!(&ids, want, "frames routed to {ring}");
-        assert_eq!(counter(&report, "gate", ring), want.len() as u64, "{ring} counter");
+        assert_eq!(
+            counter(&report, "gate", ring),
+            want.len() as u64,
+            "{ring} counter"
+        );
         for (f, attributes) in records.iter().filter(|r| r.1.contains_key("above")) {
-            assert_eq!(attributes["above"], bright(*f).to_string(), "frame {f} above");
+            assert_eq!(
+                attributes["above"],
+                bright(*f).to_string(),
+                "frame {f} above"
+            );
         }
         seen.extend(ids);
     }
     seen.sort_unstable();
-    assert_eq!(seen, (0..frames).collect::<Vec<u64>>(), "each frame in exactly one route");
+    assert_eq!(
+        seen,
+        (0..frames).collect::<Vec<u64>>(),
+        "each frame in exactly one route"
+    );
     assert_eq!(counter(&report, "gate", "no_value"), 0);
     assert_eq!(counter(&report, "reduce", "reduced"), frames);
 }

@@ -234,7 +234,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
 }
 
 fn metadata_plan(args: &SimArgs, spec: &str) -> anyhow::Result<MetadataPlan> {
-    let channels = MetadataPlan::parse_channels(spec).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?;
+    let channels =
+        MetadataPlan::parse_channels(spec).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?;
     if !(args.metadata_jitter_us >= 0.0 && args.metadata_jitter_us.is_finite()) {
         bail!("--metadata-jitter-us must be 0 or a positive number of microseconds");
     }

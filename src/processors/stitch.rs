@@ -349,3 +349,165 @@ fn mark_missing(p: &mut Pending, fill: Option<f64>) {
         pixel.copy_from_slice(&value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::split::Split;
+    use super::*;
+    use crate::ring::{Consumer, ConsumerOptions, FrameHeader, FullPolicy, Producer, RingOptions};
+    use std::time::Duration;
+
+    /// A frame as published: header, pixels, attribute area.
+    type Owned = (FrameHeader, Vec<u8>, Vec<u8>);
+
+    fn ring(tag: &str, slots: u32) -> (Producer, Consumer) {
+        let name = format!("t{}-stitch-{tag}", std::process::id());
+        let (producer, _) = Producer::create(&RingOptions {
+            name: name.clone(),
+            slots,
+            slot_bytes: 4096,
+            full_policy: FullPolicy::Block,
+        })
+        .unwrap();
+        let consumer = Consumer::attach(&name, &ConsumerOptions::default()).unwrap();
+        (producer, consumer)
+    }
+
+    fn drain(consumer: &mut Consumer) -> Vec<Owned> {
+        let mut got = Vec::new();
+        while let Some(f) = consumer.recv_timeout(Duration::ZERO).unwrap() {
+            let raw = f.raw_attributes().unwrap().to_vec();
+            got.push((f.header().clone(), f.payload().to_vec(), raw));
+        }
+        got
+    }
+
+    fn publish(out: &mut Outputs, (header, pixels, attributes): &Owned) {
+        let meta = FrameMeta {
+            frame_id: header.frame_id,
+            timestamp_ns: header.timestamp_ns,
+            dtype: header.dtype,
+            dims: &header.dims,
+            flags: 0,
+        };
+        out.send(0, &meta, pixels, attributes, &[]).unwrap();
+    }
+
+    /// 7 × 5 u16 frames whose pixels are `1000 * id + index`.
+    fn frame(id: u64) -> Owned {
+        let pixels: Vec<u8> = (0..35u16)
+            .flat_map(|i| (1000 * id as u16 + i).to_le_bytes())
+            .collect();
+        let header = FrameHeader {
+            frame_id: id,
+            timestamp_ns: 77 + id,
+            dtype: Dtype::U16,
+            dims: vec![7, 5],
+            payload_len: 70,
+            flags: 0,
+        };
+        (header, pixels, Vec::new())
+    }
+
+    /// Tiles of frames 0..6 cut by `split` into a 3 × 2 grid, in split's order.
+    fn tiles(tag: &str) -> Vec<Owned> {
+        let (frames_p, mut frames_c) = ring(&format!("{tag}-f"), 16);
+        let (tiles_p, mut tiles_c) = ring(&format!("{tag}-t"), 64);
+        let mut frames_out = Outputs::new(vec![frames_p]);
+        for id in 0..6 {
+            publish(&mut frames_out, &frame(id));
+        }
+        let mut split = Split::default();
+        split
+            .configure("grid", &toml::Value::Array(vec![3.into(), 2.into()]))
+            .unwrap();
+        let mut tiles_out = Outputs::new(vec![tiles_p]);
+        while let Some(f) = frames_c.recv_timeout(Duration::ZERO).unwrap() {
+            split.process(0, &f, &mut tiles_out).unwrap();
+        }
+        drain(&mut tiles_c)
+    }
+
+    /// Feeds `tiles` to a stitcher; returns what it published.
+    fn stitch(tag: &str, stitcher: &mut Stitch, tiles: &[Owned]) -> Vec<Owned> {
+        let (in_p, mut in_c) = ring(&format!("{tag}-i"), 64);
+        let (out_p, mut out_c) = ring(&format!("{tag}-o"), 16);
+        let mut feed = Outputs::new(vec![in_p]);
+        let mut out = Outputs::new(vec![out_p]);
+        for tile in tiles {
+            publish(&mut feed, tile);
+            let f = in_c
+                .recv_timeout(Duration::ZERO)
+                .unwrap()
+                .expect("just published");
+            stitcher.process(0, &f, &mut out).unwrap();
+        }
+        stitcher.stop(&mut out).unwrap();
+        drain(&mut out_c)
+    }
+
+    #[test]
+    fn shuffled_tiles_come_back_as_whole_frames_in_order() {
+        let mut tiles = tiles("shuffle");
+        assert_eq!(tiles.len(), 36);
+        fastrand::Rng::with_seed(7).shuffle(&mut tiles);
+        // One tile arrives twice (a re-delivery after a crash).
+        let again = tiles[3].clone();
+        tiles.insert(20, again);
+        let mut stitcher = Stitch::default();
+        let whole = stitch("shuffle", &mut stitcher, &tiles);
+        assert_eq!(whole.len(), 6);
+        for (id, (header, pixels, attributes)) in whole.into_iter().enumerate() {
+            let (want_header, want_pixels, _) = frame(id as u64);
+            assert_eq!((header, pixels), (want_header, want_pixels), "frame {id}");
+            assert!(attributes.is_empty(), "tile attributes removed");
+        }
+        assert_eq!(
+            (
+                stitcher.stitched,
+                stitcher.duplicate_tiles,
+                stitcher.incomplete
+            ),
+            (6, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_missing_tile_is_marked_and_a_late_one_counted() {
+        let mut tiles = tiles("missing");
+        // Frame 2 loses its tile at row 1, column 0 (rows 2-3, columns 0-1 of the frame):
+        // split publishes frame f's tiles row by row, so it is tile 2 of frame 2.
+        let lost_tile = tiles.remove(2 * 6 + 2);
+        // With a cache of two frames, frame 2 is pushed out incomplete; its lost tile
+        // turns up at the end, too late.
+        tiles.push(lost_tile);
+        let mut stitcher = Stitch::default();
+        stitcher.configure("cache", &2.into()).unwrap();
+        stitcher.configure("fill", &9.into()).unwrap();
+        let whole = stitch("missing", &mut stitcher, &tiles);
+        assert_eq!(
+            whole.iter().map(|w| w.0.frame_id).collect::<Vec<_>>(),
+            (0..6).collect::<Vec<_>>()
+        );
+        let (_, pixels, attributes) = &whole[2];
+        let (_, want, _) = frame(2);
+        for i in 0..35 {
+            let (y, x) = (i / 5, i % 5);
+            let missing = (2..4).contains(&y) && (0..2).contains(&x);
+            let got = &pixels[2 * i..2 * i + 2];
+            if missing {
+                assert_eq!(got, 9u16.to_le_bytes(), "pixel {i} marked");
+            } else {
+                assert_eq!(got, &want[2 * i..2 * i + 2], "pixel {i} kept");
+            }
+        }
+        let marks: Vec<_> = crate::ring::attributes(attributes)
+            .filter_map(Result::ok)
+            .collect();
+        assert_eq!(marks, vec![("missing_tiles", AttrValue::I64(1))]);
+        assert_eq!(
+            (stitcher.stitched, stitcher.incomplete, stitcher.late_tiles),
+            (5, 1, 1)
+        );
+    }
+}

@@ -128,7 +128,11 @@ pub fn wait_published(ring: &str, count: u64) {
 
 /// Writes a `.npy` stack of `frames` u16 frames of `ny` × `nx`; pixel `i` of frame `f`
 /// is `pixel(f, i)`.
-pub fn write_npy_u16(path: &Path, (frames, ny, nx): (u64, u64, u64), pixel: impl Fn(u64, u64) -> u16) {
+pub fn write_npy_u16(
+    path: &Path,
+    (frames, ny, nx): (u64, u64, u64),
+    pixel: impl Fn(u64, u64) -> u16,
+) {
     let mut header =
         format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({frames}, {ny}, {nx}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
