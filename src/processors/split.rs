@@ -32,8 +32,12 @@ pub enum Cut {
     Grid { rows: u32, cols: u32 },
 }
 
-/// One axis of the cut: (start, length) of each band.
-pub fn bands(cut_len: u32, size: u32, by_count: bool) -> Vec<(u32, u32)> {
+/// (start, length) of each band of one axis.
+pub type Bands = Vec<(u32, u32)>;
+
+/// One axis of the cut: `size` pixels cut into bands of `cut_len` pixels, or into
+/// `cut_len` bands when `by_count`.
+pub fn bands(cut_len: u32, size: u32, by_count: bool) -> Bands {
     if by_count {
         let count = u64::from(cut_len);
         (0..count)
@@ -52,7 +56,7 @@ pub fn bands(cut_len: u32, size: u32, by_count: bool) -> Vec<(u32, u32)> {
 
 impl Cut {
     /// Row bands and column bands of a `ny` × `nx` frame.
-    pub fn layout(self, ny: u32, nx: u32) -> Result<(Vec<(u32, u32)>, Vec<(u32, u32)>), String> {
+    pub fn layout(self, ny: u32, nx: u32) -> Result<(Bands, Bands), String> {
         match self {
             Cut::Tile { ny: ty, nx: tx } => Ok((bands(ty, ny, false), bands(tx, nx, false))),
             Cut::Grid { rows, cols } if rows > ny || cols > nx => Err(format!(
