@@ -175,6 +175,8 @@ impl Processor for Stitch {
         };
         let fits = tile.row < tile.rows
             && tile.col < tile.cols
+            && tile.rows <= tile.frame_ny
+            && tile.cols <= tile.frame_nx
             && u64::from(tile.y) + u64::from(h) <= u64::from(tile.frame_ny)
             && u64::from(tile.x) + u64::from(w) <= u64::from(tile.frame_nx);
         if !fits {
