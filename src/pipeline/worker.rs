@@ -293,8 +293,12 @@ fn run_source(
         published += 1;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, published * frame_bytes as u64, dropped));
-        let counters = metadata_counters(metadata_ring.is_some(), values, values_dropped);
-        if report.due() && report.tick(0, &counters) {
+        if report.due()
+            && report.tick(
+                0,
+                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
+            )
+        {
             (published, dropped, values, values_dropped) = (0, 0, 0, 0);
             report.out_base = (0, 0, 0);
         }
