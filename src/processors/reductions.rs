@@ -60,57 +60,69 @@ pub struct Reductions {
     pub empty_roi: bool,
 }
 
-/// Pixels of a known dtype as `f64`.
-fn pixels(payload: &[u8], dtype: Dtype) -> Box<dyn Fn(usize) -> f64 + '_> {
+/// Decodes `out.len()` pixels of `dtype` from `bytes` into `out`.
+fn decode(bytes: &[u8], dtype: Dtype, out: &mut [f64]) {
     match dtype {
-        Dtype::U8 => Box::new(move |i| f64::from(payload[i])),
-        Dtype::U16 => {
-            Box::new(move |i| f64::from(u16::from_le_bytes([payload[2 * i], payload[2 * i + 1]])))
-        }
-        Dtype::U32 => Box::new(move |i| {
-            f64::from(u32::from_le_bytes(
-                payload[4 * i..4 * i + 4].try_into().expect("4 bytes"),
-            ))
-        }),
-        Dtype::F32 => Box::new(move |i| {
-            f64::from(f32::from_le_bytes(
-                payload[4 * i..4 * i + 4].try_into().expect("4 bytes"),
-            ))
-        }),
+        Dtype::U8 => out
+            .iter_mut()
+            .zip(bytes)
+            .for_each(|(d, &b)| *d = f64::from(b)),
+        Dtype::U16 => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(2))
+            .for_each(|(d, b)| *d = f64::from(u16::from_le_bytes([b[0], b[1]]))),
+        Dtype::U32 => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(4))
+            .for_each(|(d, b)| *d = f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        Dtype::F32 => out
+            .iter_mut()
+            .zip(bytes.chunks_exact(4))
+            .for_each(|(d, b)| *d = f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
     }
 }
 
-/// Reduces a `ny` × `nx` frame.
+/// Reduces a `ny` × `nx` frame: two passes over the region, a row at a time.
 pub fn reduce(payload: &[u8], dtype: Dtype, ny: u32, nx: u32, settings: &Settings) -> Reductions {
     let roi = settings.roi.unwrap_or(Roi { y: 0, x: 0, ny, nx });
     let (y0, x0) = (roi.y.min(ny), roi.x.min(nx));
     let y1 = (u64::from(roi.y) + u64::from(roi.ny)).min(u64::from(ny)) as u32;
     let x1 = (u64::from(roi.x) + u64::from(roi.nx)).min(u64::from(nx)) as u32;
     let empty_roi = y0 >= y1 || x0 >= x1;
-    let at = pixels(payload, dtype);
-    let region = || (y0..y1).flat_map(move |y| (x0..x1).map(move |x| (y, x)));
-    let value = |(y, x): (u32, u32)| at(y as usize * nx as usize + x as usize);
-
+    let size = dtype.size();
+    let mut row = vec![0.0f64; x1.saturating_sub(x0) as usize];
+    let mut rows = |each: &mut dyn FnMut(u32, &[f64])| {
+        for y in y0..y1 {
+            let start = (y as usize * nx as usize + x0 as usize) * size;
+            decode(&payload[start..start + row.len() * size], dtype, &mut row);
+            each(y, &row);
+        }
+    };
     let (mut count, mut nonfinite, mut sum) = (0u64, 0u64, 0.0f64);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut wy, mut wx) = (0.0f64, 0.0f64);
-    let mut above = settings.threshold.map(|_| 0u64);
-    for p in region() {
-        let v = value(p);
-        if !v.is_finite() {
-            nonfinite += 1;
-            continue;
+    let threshold = settings.threshold.unwrap_or(f64::INFINITY);
+    let mut above = 0u64;
+    rows(&mut |y, values| {
+        // Row sums first: fewer long dependency chains than one running total.
+        let (mut row_sum, mut row_wx) = (0.0f64, 0.0f64);
+        for (i, &v) in values.iter().enumerate() {
+            if !v.is_finite() {
+                nonfinite += 1;
+                continue;
+            }
+            count += 1;
+            row_sum += v;
+            min = min.min(v);
+            max = max.max(v);
+            row_wx += (x0 as usize + i) as f64 * v;
+            above += u64::from(v > threshold);
         }
-        count += 1;
-        sum += v;
-        min = min.min(v);
-        max = max.max(v);
-        wy += f64::from(p.0) * v;
-        wx += f64::from(p.1) * v;
-        if let (Some(n), Some(t)) = (above.as_mut(), settings.threshold) {
-            *n += u64::from(v > t);
-        }
-    }
+        sum += row_sum;
+        wy += f64::from(y) * row_sum;
+        wx += row_wx;
+    });
+    let above = settings.threshold.map(|_| above);
     let nan = f64::NAN;
     if count == 0 {
         return Reductions {
@@ -130,26 +142,24 @@ pub fn reduce(payload: &[u8], dtype: Dtype, ny: u32, nx: u32, settings: &Setting
         };
     }
     let mean = sum / count as f64;
-    // Second pass: deviations from the mean, so the variance does not cancel.
-    let squares: f64 = region()
-        .map(value)
-        .filter(|v| v.is_finite())
-        .map(|v| (v - mean) * (v - mean))
-        .sum();
     let hist_range = settings.range.unwrap_or(if min == max {
         (min - 0.5, max + 0.5)
     } else {
         (min, max)
     });
+    let (lo, hi) = hist_range;
+    let scale = settings.bins as f64 / (hi - lo);
     let mut histogram = vec![0u32; settings.bins];
-    if settings.bins > 0 {
-        let (lo, hi) = hist_range;
-        for v in region().map(value).filter(|v| v.is_finite()) {
-            if let Some(b) = bin(v, lo, hi, settings.bins) {
+    // Second pass: deviations from the mean, so the variance does not cancel.
+    let mut squares = 0.0f64;
+    rows(&mut |_, values| {
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            squares += (v - mean) * (v - mean);
+            if let Some(b) = bin(v, lo, hi, scale, settings.bins) {
                 histogram[b] += 1;
             }
         }
-    }
+    });
     let (cy, cx) = if sum == 0.0 {
         (nan, nan)
     } else {
@@ -172,12 +182,13 @@ pub fn reduce(payload: &[u8], dtype: Dtype, ny: u32, nx: u32, settings: &Setting
     }
 }
 
-/// The histogram bin of `v` over `[lo, hi]` with `bins` bins; `hi` is in the last one.
-pub fn bin(v: f64, lo: f64, hi: f64, bins: usize) -> Option<usize> {
-    if !(v >= lo && v <= hi) || hi <= lo {
+/// The histogram bin of `v` over `[lo, hi]` with `bins` bins of width `1 / scale`
+/// (`scale = bins / (hi - lo)`): `floor((v - lo) * scale)`; `hi` is in the last one.
+pub fn bin(v: f64, lo: f64, hi: f64, scale: f64, bins: usize) -> Option<usize> {
+    if bins == 0 || !(v >= lo && v <= hi) || hi <= lo {
         return None;
     }
-    Some((((v - lo) / (hi - lo) * bins as f64) as usize).min(bins - 1))
+    Some((((v - lo) * scale) as usize).min(bins - 1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,7 +389,7 @@ mod tests {
         let mut histogram = vec![0u32; s.bins];
         for &(_, _, v) in &finite {
             if v >= range.0 && v <= range.1 && s.bins > 0 {
-                let b = ((v - range.0) / (range.1 - range.0) * s.bins as f64) as usize;
+                let b = ((v - range.0) * (s.bins as f64 / (range.1 - range.0))) as usize;
                 histogram[b.min(s.bins - 1)] += 1;
             }
         }
