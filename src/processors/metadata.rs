@@ -11,7 +11,7 @@
 //! values; frames wait in arrival order (at most `max_held`) and leave in that order.
 
 use super::{number, positive_integer, unknown_key, ArgValue, Outputs, Processor, Wiring};
-use crate::ring::{AttrValue, AttributeArea, Frame, FrameHeader, FrameMeta};
+use crate::ring::{AttrValue, AttributeArea, Frame, FrameHeader};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -337,13 +337,7 @@ fn send(
         .zip(values)
         .filter_map(|(name, v)| v.map(|v| (name.as_str(), AttrValue::F64(v))))
         .collect();
-    let meta = FrameMeta {
-        frame_id: header.frame_id,
-        timestamp_ns: header.timestamp_ns,
-        dtype: header.dtype,
-        dims: &header.dims,
-        flags: 0,
-    };
+    let meta = header.meta();
     out.send(0, &meta, pixels, attributes, &extra)
         .map_err(|e| e.to_string())
 }

@@ -223,6 +223,20 @@ pub(crate) fn integer_list(key: &str, value: &ArgValue, n: usize) -> Result<Vec<
     list.ok_or_else(|| format!("{key} must be a list of {n} non-negative integers, got {value}"))
 }
 
+/// The (ny, nx) of a 2-D frame; processors that work on images refuse other shapes.
+pub(crate) fn image_shape(
+    processor: &str,
+    header: &crate::ring::FrameHeader,
+) -> Result<(u32, u32), String> {
+    match header.dims[..] {
+        [ny, nx] => Ok((ny, nx)),
+        _ => Err(format!(
+            "{processor} takes 2-D frames; frame {} has dims {:?}",
+            header.frame_id, header.dims
+        )),
+    }
+}
+
 /// The message for a key a processor does not take.
 pub(crate) fn unknown_key(processor: &str, key: &str, takes: &[&str]) -> String {
     format!(

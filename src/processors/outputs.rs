@@ -77,13 +77,7 @@ impl Outputs {
     /// Copies `frame` — pixels, header and attributes — to port `port`.
     pub fn forward(&mut self, port: usize, frame: &Frame<'_>) -> Result<(), OutputError> {
         let header = frame.header();
-        let meta = FrameMeta {
-            frame_id: header.frame_id,
-            timestamp_ns: header.timestamp_ns,
-            dtype: header.dtype,
-            dims: &header.dims,
-            flags: header.flags,
-        };
+        let meta = header.meta();
         self.send(port, &meta, frame.payload(), frame.raw_attributes()?, &[])
     }
 

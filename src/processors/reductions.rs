@@ -20,7 +20,7 @@
 //! `nonfinite`, `hist_lo`, `hist_hi`), under the frame's id, timestamp and attributes.
 //! `publish = "frame"` forwards the frame itself with those attributes, for a `route`.
 
-use super::{integer_list, number, unknown_key, ArgValue, Outputs, Processor};
+use super::{image_shape, integer_list, number, unknown_key, ArgValue, Outputs, Processor};
 use crate::ring::{AttrValue, Dtype, Frame, FrameMeta};
 
 /// A region of interest: first row, first column, rows, columns.
@@ -277,12 +277,7 @@ impl Processor for Reduce {
         out: &mut Outputs,
     ) -> Result<(), String> {
         let header = frame.header();
-        let &[ny, nx] = &header.dims[..] else {
-            return Err(format!(
-                "stats takes 2-D frames; frame {} has dims {:?}",
-                header.frame_id, header.dims
-            ));
-        };
+        let (ny, nx) = image_shape("stats", header)?;
         let r = reduce(frame.payload(), header.dtype, ny, nx, &self.settings);
         self.frames += 1;
         self.empty_roi += u64::from(r.empty_roi);
@@ -306,13 +301,7 @@ impl Processor for Reduce {
         let attributes = frame.raw_attributes().map_err(|e| e.to_string())?;
         let result = match self.publish {
             Publish::Frame => {
-                let meta = FrameMeta {
-                    frame_id: header.frame_id,
-                    timestamp_ns: header.timestamp_ns,
-                    dtype: header.dtype,
-                    dims: &header.dims,
-                    flags: 0,
-                };
+                let meta = header.meta();
                 out.send(0, &meta, frame.payload(), attributes, &extra)
             }
             Publish::Record => {

@@ -10,7 +10,7 @@
 //! Tile `i` (row-major) goes to output port `i % outputs`; its pixels are copied once,
 //! straight from the input slot into the output slot.
 
-use super::{integer_list, unknown_key, ArgValue, Outputs, Processor, Wiring};
+use super::{image_shape, integer_list, unknown_key, ArgValue, Outputs, Processor, Wiring};
 use crate::ring::{AttrValue, Frame, FrameMeta};
 
 /// Tile attribute keys, in the order they are written.
@@ -116,12 +116,7 @@ impl Processor for Split {
         out: &mut Outputs,
     ) -> Result<(), String> {
         let header = frame.header();
-        let &[ny, nx] = &header.dims[..] else {
-            return Err(format!(
-                "split takes 2-D frames; frame {} has dims {:?}",
-                header.frame_id, header.dims
-            ));
-        };
+        let (ny, nx) = image_shape("split", header)?;
         let cut = self.cut.ok_or("split has no tile or grid")?;
         if out.is_empty() {
             return Err("split has no output ring".into());

@@ -385,13 +385,7 @@ mod tests {
     }
 
     fn publish(out: &mut Outputs, (header, pixels, attributes): &Owned) {
-        let meta = FrameMeta {
-            frame_id: header.frame_id,
-            timestamp_ns: header.timestamp_ns,
-            dtype: header.dtype,
-            dims: &header.dims,
-            flags: 0,
-        };
+        let meta = header.meta();
         out.send(0, &meta, pixels, attributes, &[]).unwrap();
     }
 

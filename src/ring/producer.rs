@@ -59,6 +59,20 @@ pub struct FrameMeta<'a> {
     pub flags: u32,
 }
 
+impl FrameHeader {
+    /// The header as the shape and identity of a frame to publish (flags cleared: end
+    /// of stream belongs to the ring that carries it).
+    pub fn meta(&self) -> FrameMeta<'_> {
+        FrameMeta {
+            frame_id: self.frame_id,
+            timestamp_ns: self.timestamp_ns,
+            dtype: self.dtype,
+            dims: &self.dims,
+            flags: 0,
+        }
+    }
+}
+
 fn ring_spec(options: &RingOptions) -> RingSpec {
     RingSpec {
         name: options.name.clone(),
