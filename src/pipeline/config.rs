@@ -267,6 +267,17 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+impl OneOrMany {
+    /// The ring names of `key = "a"` or `key = ["a", "b"]`; none when the key is absent.
+    fn list(value: Option<&Spanned<OneOrMany>>) -> Vec<String> {
+        match value.map(Spanned::get_ref) {
+            None => Vec::new(),
+            Some(OneOrMany::One(r)) => vec![r.clone()],
+            Some(OneOrMany::Many(list)) => list.clone(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawCores {
@@ -619,21 +630,14 @@ impl Validator<'_> {
                 ));
             }
             let stage_name = st.name.get_ref().clone();
-            let inputs = match st.input.get_ref() {
-                OneOrMany::One(r) => vec![r.clone()],
-                OneOrMany::Many(list) => list.clone(),
-            };
+            let inputs = OneOrMany::list(Some(&st.input));
             if inputs.is_empty() {
                 return Err(self.at(
                     &st.input,
                     format!("stage '{stage_name}' has an empty input list"),
                 ));
             }
-            let metadata = match st.metadata.as_ref().map(|m| (m, m.get_ref())) {
-                None => Vec::new(),
-                Some((_, OneOrMany::One(r))) => vec![r.clone()],
-                Some((_, OneOrMany::Many(list))) => list.clone(),
-            };
+            let metadata = OneOrMany::list(st.metadata.as_ref());
             for (input, span) in inputs.iter().map(|i| (i, st.input.span())).chain(
                 metadata
                     .iter()
@@ -648,11 +652,7 @@ impl Validator<'_> {
                     ));
                 }
             }
-            let outputs = match st.output.as_ref().map(|o| (o, o.get_ref())) {
-                None => Vec::new(),
-                Some((_, OneOrMany::One(r))) => vec![r.clone()],
-                Some((_, OneOrMany::Many(list))) => list.clone(),
-            };
+            let outputs = OneOrMany::list(st.output.as_ref());
             for o in &outputs {
                 let span = st.output.as_ref().expect("listed");
                 let idx = ring_index(o).ok_or_else(|| {

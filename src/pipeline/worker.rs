@@ -485,16 +485,9 @@ fn run_stage(
         if took_metadata {
             poll(processor.as_mut(), &mut out, report);
         }
-        if report.due() {
-            let missed = ins
-                .iter()
-                .chain(&side)
-                .map(|i| i.consumer.counters().missed)
-                .sum();
-            if report.tick(missed, &processor.counters()) {
-                out.reset_counts();
-                report.out_base = (0, 0, 0);
-            }
+        if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
+            out.reset_counts();
+            report.out_base = (0, 0, 0);
         }
     }
     report.state(WORKER_DRAINING);
@@ -504,15 +497,18 @@ fn run_stage(
     }
     out.finish();
     report.outputs(out.counts());
-    let missed: u64 = ins
-        .iter()
-        .chain(&side)
-        .map(|i| i.consumer.counters().missed)
-        .sum();
-    report.missed(missed);
+    report.missed(missed(&ins, &side));
     report.flush(&processor.counters());
     report.state(WORKER_FINISHED);
     Ok(0)
+}
+
+/// Frames the ring skipped past this worker, over its inputs and metadata rings.
+fn missed(ins: &[Input], side: &[Input]) -> u64 {
+    ins.iter()
+        .chain(side)
+        .map(|i| i.consumer.counters().missed)
+        .sum()
 }
 
 /// Metadata records a member of a metadata group claims at once (one lock per run).

@@ -260,9 +260,8 @@ impl Processor for AttachMetadata {
         let mut pixels = self.spare.pop().unwrap_or_default();
         pixels.clear();
         pixels.extend_from_slice(frame.payload());
-        let attributes =
-            AttributeArea::filtered(frame.raw_attributes().map_err(|e| e.to_string())?, |_| true)
-                .map_err(|e| e.to_string())?;
+        let attributes = AttributeArea::copied(frame.raw_attributes().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
         self.held.push_back(Held {
             header: header.clone(),
             pixels,

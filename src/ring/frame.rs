@@ -327,10 +327,22 @@ impl AttributeArea {
         Ok(out)
     }
 
+    /// A copy of an encoded area (such as a frame's `raw_attributes`).
+    pub fn copied(area: &[u8]) -> Result<AttributeArea, FrameError> {
+        if area.len() > ATTR_CAPACITY {
+            return Err(FrameError::AttrTooLong(area.len() as u32));
+        }
+        Ok(AttributeArea {
+            bytes: area.to_vec(),
+        })
+    }
+
     /// Appends one record; fails when the area would outgrow a slot's.
     pub fn push(&mut self, key: &str, value: &AttrValue<'_>) -> Result<(), FrameError> {
         let used = self.bytes.len();
-        self.bytes.resize(ATTR_CAPACITY, 0);
+        // Room for the record (encode_attribute refuses what exceeds the capacity).
+        let room = (used + 4 + key.len() + value.encoded_len()).min(ATTR_CAPACITY);
+        self.bytes.resize(room, 0);
         let result = encode_attribute(&mut self.bytes, used, key, value);
         self.bytes.truncate(*result.as_ref().unwrap_or(&used));
         result.map(|_| ())
