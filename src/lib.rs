@@ -13,3 +13,5 @@ pub mod pipeline;
 pub mod processors;
 pub mod ring;
 pub mod stats;
+pub mod uring;
+pub mod writers;

@@ -63,6 +63,8 @@ pub struct WorkerStatus {
     /// Frame id from which the last `configure` applied (None before any).
     pub configured_from_frame: Option<u64>,
     pub counters: serde_json::Map<String, serde_json::Value>,
+    /// The worker's latest error message, if it had one.
+    pub last_error: Option<String>,
 }
 
 fn optional(v: u64) -> Option<u64> {
@@ -114,6 +116,7 @@ pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
                     .into_iter()
                     .map(|(k, v)| (k, v.into()))
                     .collect(),
+                last_error: Some(stats.last_error(i)).filter(|t| !t.is_empty()),
             });
         }
         let sum = |f: fn(&WorkerStatus) -> u64| workers.iter().map(f).sum::<u64>();
@@ -218,6 +221,17 @@ pub fn render(report: &StatusReport) -> String {
                 w.proc_us_p99,
                 w.lag
             );
+        }
+    }
+    for stage in &report.stages {
+        for w in &stage.workers {
+            if let Some(error) = &w.last_error {
+                let _ = writeln!(
+                    out,
+                    "{} worker {} last error: {error}",
+                    stage.name, w.worker
+                );
+            }
         }
     }
     for ring in &report.rings {

@@ -9,7 +9,7 @@ use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
 use crate::control::status::{collect, pipeline_rings, StatusReport};
-use crate::processors::Wiring;
+use crate::processors::{self, Wiring};
 use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
 use crate::stats::layout::*;
 use crate::stats::{StageDecl, StatsSegment};
@@ -55,6 +55,13 @@ struct Slot {
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let stop = stop_flag();
     let name = &pipeline.name;
+    // Writers check their folders here, in the run's folder, before anything starts.
+    for stage in &pipeline.stages {
+        processors::build(&stage.processor, &stage.args)
+            .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
+            .prepare(stage.workers)
+            .map_err(|e| anyhow::anyhow!("stage '{}': {e}", stage.name))?;
+    }
     let mut decls = vec![StageDecl {
         name: "source".into(),
         processor: match &pipeline.source.content {
@@ -252,10 +259,27 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     let mut rate_clock = Instant::now();
     let mut last_counts: HashMap<usize, (u64, u64)> = HashMap::new();
     loop {
+        // SYNC: pairs with the Release store of a worker whose fault asks for a stop.
+        let fault_stop = stats.header().stop_request.load(Acquire) != 0;
         let asked_to_stop = stop.load(Relaxed)
             || shared.stop.load(SeqCst)
+            || fault_stop
             || options.runtime.is_some_and(|r| started.elapsed() >= r);
         if asked_to_stop && drain_deadline.is_none() {
+            if fault_stop {
+                for i in 0..stats.entry_count() {
+                    if stats.entry(i).state.load(Acquire) == WORKER_ERROR {
+                        let stage = stats.stage_name(stats.entry(i).stage.load(Relaxed) as usize);
+                        let text = format!(
+                            "stage '{stage}' worker {} stopped the pipeline (on_error = \"stop\"): {}",
+                            stats.entry(i).worker.load(Relaxed),
+                            stats.last_error(i)
+                        );
+                        shared.event(text.clone());
+                        problems.push(text);
+                    }
+                }
+            }
             drain_deadline = Some(Instant::now() + pipeline.drain_timeout);
             stats.header().state.store(PIPELINE_DRAINING, Release);
             let source = slots.last_mut().expect("the source slot");

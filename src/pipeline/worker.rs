@@ -151,6 +151,25 @@ impl<'a> Report<'a> {
         if self.errors <= 3 {
             eprintln!("streamd worker {}: {what}", std::process::id());
         }
+        self.stats.write_last_error(self.index, what);
+    }
+
+    /// Shows a processor's standing fault as the worker's state; a fault that asks for
+    /// it makes the supervisor drain the pipeline.
+    fn fault(&mut self, fault: Option<&processors::Fault>) {
+        let in_error = self.entry.state.load(Relaxed) == WORKER_ERROR;
+        match fault {
+            Some(fault) if !in_error => {
+                self.stats.write_last_error(self.index, &fault.reason);
+                if fault.stop_pipeline {
+                    // SYNC: pairs with the supervisor's Acquire load; last_error is visible.
+                    self.stats.header().stop_request.store(1, Release);
+                }
+                self.state(WORKER_ERROR);
+            }
+            None if in_error => self.state(WORKER_RUNNING),
+            _ => {}
+        }
     }
 
     /// Output counts: frames, bytes, dropped, on top of what predecessors counted.
@@ -396,6 +415,7 @@ fn run_stage(
         workers: plan.workers,
         inputs: ins.len(),
         outputs: plan.outputs.clone(),
+        restarts: report.entry.restarts.load(Relaxed),
     };
     processor
         .start(&ctx)
@@ -457,6 +477,9 @@ fn run_stage(
                         "stage '{}' frame {}: {e}",
                         plan.name, header.frame_id
                     ));
+                    report.fault(processor.fault());
+                } else if report.entry.state.load(Relaxed) == WORKER_ERROR {
+                    report.fault(processor.fault());
                 }
                 report.frame_in(header.frame_id, header.payload_len, lag, took);
                 report.outputs(out.counts());

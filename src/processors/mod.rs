@@ -36,6 +36,9 @@ pub struct StageContext {
     pub inputs: usize,
     /// The output rings the processor publishes to, by port (0, 1, ...).
     pub outputs: Vec<String>,
+    /// How often this worker was restarted after a crash (a writer then continues its
+    /// files instead of starting new ones).
+    pub restarts: u64,
 }
 
 /// How a stage is connected: what [`Processor::check_wiring`] is given.
@@ -87,6 +90,21 @@ pub trait Processor: Send {
         Ok(())
     }
 
+    /// A standing problem the processor cannot get past by itself (a full disk, a
+    /// folder gone), asked after a frame failed and while the worker shows it: the worker
+    /// enters the `error` state with the reason, and drains the pipeline when
+    /// `stop_pipeline` says so. `None` again returns the worker to `running`.
+    fn fault(&self) -> Option<&Fault> {
+        None
+    }
+
+    /// Checks what the processor needs outside the pipeline (an output folder it can
+    /// write) once, in the supervisor, before any process starts or frame is taken;
+    /// `workers` is the stage's worker count.
+    fn prepare(&self, _workers: u32) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Processor-specific counters (at most [`MAX_COUNTERS`]), shown by `status` and `top`.
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
@@ -98,6 +116,13 @@ pub trait Processor: Send {
     fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
         input_bytes
     }
+}
+
+/// What [`Processor::fault`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub reason: String,
+    pub stop_pipeline: bool,
 }
 
 /// How many processor counters a worker can publish.
@@ -141,6 +166,21 @@ pub static REGISTRY: &[Registration] = &[
         name: "stats",
         about: "per-frame reductions: sum, mean, min, max, std, histogram, centroid, count above",
         create: || Box::new(reductions::Reduce::default()),
+    },
+    Registration {
+        name: "tiff",
+        about: "writes one TIFF file per frame (tags: frame id, timestamp, attributes)",
+        create: || Box::new(crate::writers::tiff::TiffWriter::default()),
+    },
+    Registration {
+        name: "hdf5",
+        about: "writes NXmx HDF5 files: SWMR, rollover, optional bitshuffle-LZ4",
+        create: || Box::new(crate::writers::hdf5::Hdf5Writer::default()),
+    },
+    Registration {
+        name: "raw",
+        about: "appends frames to flat O_DIRECT files with a CSV index",
+        create: || Box::new(crate::writers::raw::RawWriter::default()),
     },
     Registration {
         name: "route",
@@ -205,7 +245,7 @@ pub(crate) fn positive_integer(key: &str, value: &ArgValue) -> Result<u64, Strin
 }
 
 /// Reads a number (integer or float) argument.
-pub(crate) fn number(key: &str, value: &ArgValue) -> Result<f64, String> {
+pub fn number(key: &str, value: &ArgValue) -> Result<f64, String> {
     match value {
         ArgValue::Integer(n) => Ok(*n as f64),
         ArgValue::Float(x) if x.is_finite() => Ok(*x),
@@ -224,7 +264,7 @@ pub(crate) fn integer_list(key: &str, value: &ArgValue, n: usize) -> Result<Vec<
 }
 
 /// The (ny, nx) of a 2-D frame; processors that work on images refuse other shapes.
-pub(crate) fn image_shape(
+pub fn image_shape(
     processor: &str,
     header: &crate::ring::FrameHeader,
 ) -> Result<(u32, u32), String> {
@@ -238,7 +278,7 @@ pub(crate) fn image_shape(
 }
 
 /// The message for a key a processor does not take.
-pub(crate) fn unknown_key(processor: &str, key: &str, takes: &[&str]) -> String {
+pub fn unknown_key(processor: &str, key: &str, takes: &[&str]) -> String {
     format!(
         "{processor} has no argument '{key}' (it takes: {})",
         takes.join(", ")

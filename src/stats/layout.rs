@@ -7,12 +7,14 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const NAME_BYTES: usize = 32;
 pub const COUNTER_NAME_BYTES: usize = 32;
 pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
 /// Room for a stage's arguments as JSON.
 pub const ARGS_BYTES: usize = 8000;
+/// Room for a worker's last error message.
+pub const ERROR_BYTES: usize = 240;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const STAGE_SIZE: usize = 8192;
@@ -35,6 +37,9 @@ pub const WORKER_FINISHED: u32 = 4;
 pub const WORKER_RESTARTING: u32 = 5;
 /// Crashed too often; not restarted.
 pub const WORKER_FAILED: u32 = 6;
+/// Running, but its processor reports a standing fault (a full disk); `last_error` says
+/// which.
+pub const WORKER_ERROR: u32 = 7;
 
 /// No frame yet (`last_frame_id`), no core (`core`).
 pub const NONE: u64 = u64::MAX;
@@ -50,7 +55,9 @@ pub struct StatsHeader {
     pub supervisor_start_time: AtomicU64,
     pub started_unix_ns: AtomicU64,
     pub state: AtomicU32,
-    pub _pad: AtomicU32,
+    /// Set by a worker whose processor's fault asks the pipeline to stop (`on_error =
+    /// "stop"`); the supervisor then drains, as for `streamd stop`.
+    pub stop_request: AtomicU32,
     /// Bumped by `reset-stats`; each worker zeroes its counters when it sees a new value.
     pub reset_gen: AtomicU64,
     pub name: [AtomicU8; NAME_BYTES],
@@ -99,6 +106,8 @@ pub struct WorkerEntry {
     pub reset_seen: AtomicU64,
     pub counter_names: [[AtomicU8; COUNTER_NAME_BYTES]; MAX_COUNTERS],
     pub counter_values: [AtomicU64; MAX_COUNTERS],
+    /// The worker's latest error message (empty: none yet).
+    pub last_error: [AtomicU8; ERROR_BYTES],
 }
 
 const _: () = assert!(std::mem::size_of::<StatsHeader>() <= HEADER_SIZE);
@@ -119,6 +128,7 @@ pub fn state_name(state: u32) -> &'static str {
         WORKER_FINISHED => "finished",
         WORKER_RESTARTING => "restarting",
         WORKER_FAILED => "failed",
+        WORKER_ERROR => "error",
         _ => "unknown",
     }
 }

@@ -357,6 +357,20 @@ impl StatsSegment {
             .collect()
     }
 
+    /// Records a worker's latest error message (the worker only).
+    pub fn write_last_error(&self, entry: usize, text: &str) {
+        let mut end = text.len().min(layout::ERROR_BYTES - 1);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        write_str(&self.entry(entry).last_error, &text[..end]);
+    }
+
+    /// A worker's latest error message, empty when it had none.
+    pub fn last_error(&self, entry: usize) -> String {
+        read_str(&self.entry(entry).last_error)
+    }
+
     /// Removes the segment's name.
     pub fn unlink(&self) {
         let _ = std::fs::remove_file(&self.path);

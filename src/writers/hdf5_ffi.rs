@@ -1,0 +1,1073 @@
+//! Everything the HDF5 writer asks of libhdf5, behind a small safe API: library set-up,
+//! the io_uring virtual file driver, the in-process bitshuffle-LZ4 filter (id 32008), and
+//! the handful of calls that build NXmx files. All `unsafe` of the writers is here.
+//!
+//! **The io_uring file driver.** libhdf5 stays the format authority: it decides every
+//! byte and offset. Its file driver layer (VFL) hands those bytes to a driver; ours
+//! (`streamd-uring`, modelled on libhdf5's `sec2`) sends every read and write through
+//! the io_uring engine — no `write`/`pwrite` reaches the kernel. A write that is
+//! page-aligned in memory, offset and length (every uncompressed frame chunk: ring
+//! payloads are page-aligned and the file access list aligns large objects to 4 KiB)
+//! goes to a second descriptor opened with O_DIRECT; metadata and compressed chunks go
+//! through the page cache. `flush` is an fdatasync: the writer's durability point.
+//!
+//! The driver's class and file structs mirror `H5FDpublic.h` of libhdf5 1.10 (the
+//! hdf5-metno-sys definitions follow other versions); [`init`] refuses any other
+//! major.minor with a message naming both.
+//!
+//! libhdf5 here is the serial build (not thread-safe): every call is made while holding
+//! [`lock`], which also keeps unit tests on several threads correct.
+
+use super::bitshuffle;
+use crate::uring::{direct_ok, Uring};
+use hdf5_sys::h5::{haddr_t, herr_t, hsize_t};
+use hdf5_sys::h5i::hid_t;
+use hdf5_sys::{h5, h5a, h5d, h5e, h5f, h5fd, h5g, h5l, h5p, h5s, h5t, h5z};
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// What the driver supports: what `sec2` says of itself in 1.10, SWMR included.
+const FEATURES: c_ulong = (h5fd::H5FD_FEAT_AGGREGATE_METADATA
+    | h5fd::H5FD_FEAT_ACCUMULATE_METADATA
+    | h5fd::H5FD_FEAT_DATA_SIEVE
+    | h5fd::H5FD_FEAT_AGGREGATE_SMALLDATA
+    | FEAT_SUPPORTS_SWMR_IO
+    | FEAT_DEFAULT_VFD_COMPATIBLE) as c_ulong;
+const FEAT_SUPPORTS_SWMR_IO: c_uint = 0x0000_1000;
+const FEAT_DEFAULT_VFD_COMPATIBLE: c_uint = 0x0000_8000;
+/// Largest address: what `sec2` allows with a 64-bit off_t.
+const MAX_ADDR: haddr_t = (1 << 63) - 1;
+/// H5FD_FLMAP_DICHOTOMY, as `sec2` uses.
+const FREE_LIST_MAP: [c_int; 7] = [1, 1, 1, 3, 3, 1, 1];
+/// Objects at least this large start on a 4 KiB boundary (frame chunks: O_DIRECT).
+const ALIGN_THRESHOLD: hsize_t = 64 << 10;
+
+type Unused = Option<unsafe extern "C" fn()>;
+
+/// `H5FD_class_t` of libhdf5 1.10.
+#[repr(C)]
+struct DriverClass {
+    name: *const c_char,
+    maxaddr: haddr_t,
+    fc_degree: c_int,
+    terminate: Unused,
+    sb_size: Unused,
+    sb_encode: Unused,
+    sb_decode: Unused,
+    fapl_size: usize,
+    fapl_get: Unused,
+    fapl_copy: Unused,
+    fapl_free: Unused,
+    dxpl_size: usize,
+    dxpl_copy: Unused,
+    dxpl_free: Unused,
+    open: Option<unsafe extern "C" fn(*const c_char, c_uint, hid_t, haddr_t) -> *mut PublicFile>,
+    close: Option<unsafe extern "C" fn(*mut PublicFile) -> herr_t>,
+    cmp: Option<unsafe extern "C" fn(*const PublicFile, *const PublicFile) -> c_int>,
+    query: Option<unsafe extern "C" fn(*const PublicFile, *mut c_ulong) -> herr_t>,
+    get_type_map: Unused,
+    alloc: Unused,
+    free: Unused,
+    get_eoa: Option<unsafe extern "C" fn(*const PublicFile, c_int) -> haddr_t>,
+    set_eoa: Option<unsafe extern "C" fn(*mut PublicFile, c_int, haddr_t) -> herr_t>,
+    get_eof: Option<unsafe extern "C" fn(*const PublicFile, c_int) -> haddr_t>,
+    get_handle: Option<unsafe extern "C" fn(*mut PublicFile, hid_t, *mut *mut c_void) -> herr_t>,
+    read: Option<
+        unsafe extern "C" fn(*mut PublicFile, c_int, hid_t, haddr_t, usize, *mut c_void) -> herr_t,
+    >,
+    write: Option<
+        unsafe extern "C" fn(
+            *mut PublicFile,
+            c_int,
+            hid_t,
+            haddr_t,
+            usize,
+            *const c_void,
+        ) -> herr_t,
+    >,
+    flush: Option<unsafe extern "C" fn(*mut PublicFile, hid_t, bool) -> herr_t>,
+    truncate: Option<unsafe extern "C" fn(*mut PublicFile, hid_t, bool) -> herr_t>,
+    lock: Option<unsafe extern "C" fn(*mut PublicFile, bool) -> herr_t>,
+    unlock: Option<unsafe extern "C" fn(*mut PublicFile) -> herr_t>,
+    fl_map: [c_int; 7],
+}
+
+/// `H5FD_t` of libhdf5 1.10: the public part libhdf5 fills in after `open`.
+#[repr(C)]
+struct PublicFile {
+    driver_id: hid_t,
+    cls: *const DriverClass,
+    fileno: c_ulong,
+    access_flags: c_uint,
+    feature_flags: c_ulong,
+    maxaddr: haddr_t,
+    base_addr: haddr_t,
+    threshold: hsize_t,
+    alignment: hsize_t,
+    paged_aggr: bool,
+}
+
+/// One open file of the driver; `public` first, so a `*mut PublicFile` is a `*mut UringFile`.
+#[repr(C)]
+struct UringFile {
+    public: PublicFile,
+    fd: c_int,
+    /// The same file opened with O_DIRECT (-1: read-only, or unsupported here).
+    direct_fd: c_int,
+    eoa: haddr_t,
+    eof: haddr_t,
+    device: u64,
+    inode: u64,
+    uring: Uring,
+}
+
+thread_local! {
+    /// The system error behind the last failed driver call, for the writer's message.
+    static LAST_IO_ERROR: RefCell<Option<io::Error>> = const { RefCell::new(None) };
+}
+
+fn failed(e: io::Error) -> herr_t {
+    LAST_IO_ERROR.with(|last| *last.borrow_mut() = Some(e));
+    -1
+}
+
+/// Takes the system error behind the last failed libhdf5 call, if the driver saw one
+/// (failure messages include it; the writer classifies it: disk full, no permission).
+pub fn take_io_error() -> Option<io::Error> {
+    LAST_IO_ERROR.with(|last| last.borrow_mut().take())
+}
+
+unsafe extern "C" fn drv_open(
+    name: *const c_char,
+    flags: c_uint,
+    _fapl: hid_t,
+    maxaddr: haddr_t,
+) -> *mut PublicFile {
+    // SAFETY: libhdf5 passes a NUL-terminated file name.
+    let name = unsafe { std::ffi::CStr::from_ptr(name) };
+    let path = Path::new(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    if maxaddr == 0 || maxaddr > MAX_ADDR {
+        failed(io::Error::from_raw_os_error(libc::EINVAL));
+        return std::ptr::null_mut();
+    }
+    let writable = flags & h5f::H5F_ACC_RDWR != 0;
+    let mut o_flags = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    if flags & h5f::H5F_ACC_TRUNC != 0 {
+        o_flags |= libc::O_TRUNC;
+    }
+    if flags & h5f::H5F_ACC_CREAT != 0 {
+        o_flags |= libc::O_CREAT;
+    }
+    if flags & h5f::H5F_ACC_EXCL != 0 {
+        o_flags |= libc::O_EXCL;
+    }
+    let opened = (|| -> io::Result<Box<UringFile>> {
+        let mut uring = Uring::new(crate::uring::DIRECT_ALIGN)?;
+        let fd = uring.open(path, o_flags, 0o644)?;
+        let direct_fd = if writable {
+            uring
+                .open(path, libc::O_WRONLY | libc::O_DIRECT, 0)
+                .unwrap_or(-1)
+        } else {
+            -1
+        };
+        let meta = std::fs::metadata(path)?;
+        Ok(Box::new(UringFile {
+            // SAFETY: PublicFile is plain integers and pointers; libhdf5 fills it in.
+            public: unsafe { std::mem::zeroed() },
+            fd,
+            direct_fd,
+            eoa: 0,
+            eof: meta.len(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            uring,
+        }))
+    })();
+    match opened {
+        Ok(file) => Box::into_raw(file).cast(),
+        Err(e) => {
+            failed(e);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// The driver's file behind libhdf5's pointer.
+///
+/// # Safety
+/// `file` must come from `drv_open` and not be closed; libhdf5 calls a file's callbacks
+/// one at a time (serial library, and [`lock`] is held), so no other reference exists.
+unsafe fn file_mut<'a>(file: *mut PublicFile) -> &'a mut UringFile {
+    // SAFETY: per the function's contract; `public` is the first field of a repr(C)
+    // UringFile allocated by drv_open.
+    unsafe { &mut *file.cast::<UringFile>() }
+}
+
+unsafe extern "C" fn drv_close(file: *mut PublicFile) -> herr_t {
+    // SAFETY: allocated by drv_open with Box::into_raw; libhdf5 closes a file once.
+    let mut file = unsafe { Box::from_raw(file.cast::<UringFile>()) };
+    let direct = file.direct_fd;
+    if direct >= 0 {
+        let _ = file.uring.close(direct);
+    }
+    let fd = file.fd;
+    match file.uring.close(fd) {
+        Ok(()) => 0,
+        Err(e) => failed(e),
+    }
+}
+
+unsafe extern "C" fn drv_cmp(a: *const PublicFile, b: *const PublicFile) -> c_int {
+    // SAFETY: both come from drv_open (libhdf5 compares files of this driver only).
+    let (a, b) = unsafe { (&*a.cast::<UringFile>(), &*b.cast::<UringFile>()) };
+    match (a.device, a.inode).cmp(&(b.device, b.inode)) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
+    }
+}
+
+unsafe extern "C" fn drv_query(_file: *const PublicFile, flags: *mut c_ulong) -> herr_t {
+    if !flags.is_null() {
+        // SAFETY: libhdf5 passes a valid out pointer.
+        unsafe { *flags = FEATURES };
+    }
+    0
+}
+
+unsafe extern "C" fn drv_get_eoa(file: *const PublicFile, _type: c_int) -> haddr_t {
+    // SAFETY: from drv_open, see `file_mut`.
+    unsafe { (*file.cast::<UringFile>()).eoa }
+}
+
+unsafe extern "C" fn drv_set_eoa(file: *mut PublicFile, _type: c_int, addr: haddr_t) -> herr_t {
+    // SAFETY: see `file_mut`.
+    unsafe { file_mut(file) }.eoa = addr;
+    0
+}
+
+unsafe extern "C" fn drv_get_eof(file: *const PublicFile, _type: c_int) -> haddr_t {
+    // SAFETY: from drv_open, see `file_mut`.
+    unsafe { (*file.cast::<UringFile>()).eof }
+}
+
+unsafe extern "C" fn drv_get_handle(
+    file: *mut PublicFile,
+    _fapl: hid_t,
+    handle: *mut *mut c_void,
+) -> herr_t {
+    // SAFETY: see `file_mut`; `handle` is libhdf5's out pointer.
+    unsafe {
+        let file = file_mut(file);
+        *handle = (&mut file.fd as *mut c_int).cast();
+    }
+    0
+}
+
+unsafe extern "C" fn drv_read(
+    file: *mut PublicFile,
+    _type: c_int,
+    _dxpl: hid_t,
+    addr: haddr_t,
+    size: usize,
+    buf: *mut c_void,
+) -> herr_t {
+    // SAFETY: see `file_mut`; libhdf5 hands a buffer of `size` writable bytes.
+    let (file, buf) = unsafe {
+        (
+            file_mut(file),
+            std::slice::from_raw_parts_mut(buf.cast::<u8>(), size),
+        )
+    };
+    let fd = file.fd;
+    match file.uring.read_at(fd, buf, addr) {
+        Ok(n) => {
+            // Past the end of the file reads as zeros (as in sec2).
+            buf[n..].fill(0);
+            0
+        }
+        Err(e) => failed(e),
+    }
+}
+
+unsafe extern "C" fn drv_write(
+    file: *mut PublicFile,
+    _type: c_int,
+    _dxpl: hid_t,
+    addr: haddr_t,
+    size: usize,
+    buf: *const c_void,
+) -> herr_t {
+    // SAFETY: see `file_mut`; libhdf5 hands `size` readable bytes.
+    let (file, data) = unsafe {
+        (
+            file_mut(file),
+            std::slice::from_raw_parts(buf.cast::<u8>(), size),
+        )
+    };
+    if addr
+        .checked_add(size as u64)
+        .is_none_or(|end| end > file.eoa)
+    {
+        return failed(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let fd = if file.direct_fd >= 0 && direct_ok(data, addr) {
+        file.direct_fd
+    } else {
+        file.fd
+    };
+    match file.uring.write_all_at(fd, data, addr) {
+        Ok(()) => {
+            file.eof = file.eof.max(addr + size as u64);
+            0
+        }
+        Err(e) => failed(e),
+    }
+}
+
+unsafe extern "C" fn drv_flush(file: *mut PublicFile, _dxpl: hid_t, _closing: bool) -> herr_t {
+    // SAFETY: see `file_mut`.
+    let file = unsafe { file_mut(file) };
+    if file.direct_fd < 0 {
+        return 0;
+    }
+    let fd = file.fd;
+    match file.uring.datasync(fd) {
+        Ok(()) => 0,
+        Err(e) => failed(e),
+    }
+}
+
+unsafe extern "C" fn drv_truncate(file: *mut PublicFile, _dxpl: hid_t, _closing: bool) -> herr_t {
+    // SAFETY: see `file_mut`.
+    let file = unsafe { file_mut(file) };
+    if file.eoa == file.eof {
+        return 0;
+    }
+    // SAFETY: plain system call on our own descriptor.
+    if unsafe { libc::ftruncate(file.fd, file.eoa as libc::off_t) } != 0 {
+        return failed(io::Error::last_os_error());
+    }
+    file.eof = file.eoa;
+    0
+}
+
+unsafe extern "C" fn drv_lock(file: *mut PublicFile, rw: bool) -> herr_t {
+    // SAFETY: see `file_mut`.
+    let file = unsafe { file_mut(file) };
+    let op = if rw { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    // SAFETY: plain system call on our own descriptor.
+    if unsafe { libc::flock(file.fd, op) } != 0 {
+        let e = io::Error::last_os_error();
+        // As sec2: a filesystem without locks is not an error.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return failed(e);
+        }
+    }
+    0
+}
+
+unsafe extern "C" fn drv_unlock(file: *mut PublicFile) -> herr_t {
+    // SAFETY: see `file_mut`.
+    let file = unsafe { file_mut(file) };
+    // SAFETY: plain system call on our own descriptor.
+    if unsafe { libc::flock(file.fd, libc::LOCK_UN) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return failed(e);
+        }
+    }
+    0
+}
+
+/// The bitshuffle-LZ4 filter for libhdf5's pipeline (used when reading back in tests
+/// and by non-direct writes; frame chunks are compressed by the writer itself).
+unsafe extern "C" fn bitshuffle_filter(
+    flags: c_uint,
+    cd_nelmts: usize,
+    cd_values: *const c_uint,
+    nbytes: usize,
+    buf_size: *mut usize,
+    buf: *mut *mut c_void,
+) -> usize {
+    if cd_nelmts < 3 {
+        return 0;
+    }
+    // SAFETY: libhdf5 passes cd_nelmts values, and a malloc'd buffer of `nbytes` valid
+    // bytes in *buf that we may replace with another malloc'd buffer.
+    unsafe {
+        let elem_size = *cd_values.add(2) as usize;
+        let input = std::slice::from_raw_parts((*buf).cast::<u8>(), nbytes);
+        let output = if flags & h5z::H5Z_FLAG_REVERSE != 0 {
+            match bitshuffle::decompress(input, elem_size) {
+                Ok(out) => out,
+                Err(_) => return 0,
+            }
+        } else {
+            if elem_size == 0 || nbytes % elem_size != 0 {
+                return 0;
+            }
+            let mut out = vec![0u8; bitshuffle::max_compressed_len(nbytes, elem_size)];
+            let len = bitshuffle::compress(input, elem_size, &mut out, &mut Vec::new());
+            out.truncate(len);
+            out
+        };
+        let fresh = libc::malloc(output.len().max(1)).cast::<u8>();
+        if fresh.is_null() {
+            return 0;
+        }
+        std::ptr::copy_nonoverlapping(output.as_ptr(), fresh, output.len());
+        libc::free(*buf);
+        *buf = fresh.cast();
+        *buf_size = output.len();
+        output.len()
+    }
+}
+
+struct Library {
+    driver: hid_t,
+}
+
+static LIBRARY: OnceLock<Result<Library, String>> = OnceLock::new();
+static CALLS: Mutex<()> = Mutex::new(());
+
+/// Serialises calls into libhdf5 (a serial build).
+pub fn lock() -> MutexGuard<'static, ()> {
+    CALLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets libhdf5 up once: checks its version, silences its error printing (errors come
+/// back as messages), registers the io_uring driver and the bitshuffle filter.
+pub fn init() -> Result<(), String> {
+    LIBRARY
+        .get_or_init(|| {
+            let _guard = lock();
+            let (mut major, mut minor, mut release) = (0, 0, 0);
+            // SAFETY: plain library calls with valid out pointers.
+            unsafe {
+                if h5::H5open() < 0 {
+                    return Err("libhdf5 could not be initialised".to_string());
+                }
+                h5::H5get_libversion(&mut major, &mut minor, &mut release);
+            }
+            if (major, minor) != (1, 10) {
+                return Err(format!(
+                    "the HDF5 writer's io_uring file driver is built for libhdf5 1.10; this host has {major}.{minor}.{release}"
+                ));
+            }
+            // SAFETY: turning off libhdf5's automatic error printing for all stacks.
+            unsafe { h5e::H5Eset_auto2(h5e::H5E_DEFAULT, None, std::ptr::null_mut()) };
+            let class = Box::leak(Box::new(DriverClass {
+                name: c"streamd-uring".as_ptr(),
+                maxaddr: MAX_ADDR,
+                fc_degree: 1, // H5F_CLOSE_WEAK
+                terminate: None,
+                sb_size: None,
+                sb_encode: None,
+                sb_decode: None,
+                fapl_size: 0,
+                fapl_get: None,
+                fapl_copy: None,
+                fapl_free: None,
+                dxpl_size: 0,
+                dxpl_copy: None,
+                dxpl_free: None,
+                open: Some(drv_open),
+                close: Some(drv_close),
+                cmp: Some(drv_cmp),
+                query: Some(drv_query),
+                get_type_map: None,
+                alloc: None,
+                free: None,
+                get_eoa: Some(drv_get_eoa),
+                set_eoa: Some(drv_set_eoa),
+                get_eof: Some(drv_get_eof),
+                get_handle: Some(drv_get_handle),
+                read: Some(drv_read),
+                write: Some(drv_write),
+                flush: Some(drv_flush),
+                truncate: Some(drv_truncate),
+                lock: Some(drv_lock),
+                unlock: Some(drv_unlock),
+                fl_map: FREE_LIST_MAP,
+            }));
+            // SAFETY: the class is leaked ('static) and laid out as libhdf5 1.10's
+            // H5FD_class_t (checked version above).
+            let driver = unsafe { h5fd::H5FDregister((class as *const DriverClass).cast()) };
+            if driver < 0 {
+                return Err("libhdf5 refused the io_uring file driver".into());
+            }
+            let filter = Box::leak(Box::new(h5z::H5Z_class2_t {
+                version: 1, // H5Z_CLASS_T_VERS
+                id: bitshuffle::FILTER_ID as h5z::H5Z_filter_t,
+                encoder_present: 1,
+                decoder_present: 1,
+                name: c"bitshuffle; see https://github.com/kiyo-masui/bitshuffle".as_ptr(),
+                can_apply: None,
+                set_local: None,
+                filter: Some(bitshuffle_filter),
+            }));
+            // SAFETY: a leaked, fully initialised H5Z_class2_t.
+            if unsafe { h5z::H5Zregister((filter as *const h5z::H5Z_class2_t).cast()) } < 0 {
+                return Err("libhdf5 refused the bitshuffle filter".into());
+            }
+            Ok(Library { driver })
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(Clone::clone)
+}
+
+fn driver() -> hid_t {
+    LIBRARY
+        .get()
+        .and_then(|l| l.as_ref().ok())
+        .expect("init() succeeded")
+        .driver
+}
+
+/// An open libhdf5 object, closed on drop.
+pub struct Handle {
+    id: hid_t,
+    close: unsafe extern "C" fn(hid_t) -> herr_t,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: `id` is a live identifier of the kind `close` closes.
+        unsafe { (self.close)(self.id) };
+    }
+}
+
+fn check_id(id: hid_t, what: &str) -> Result<hid_t, String> {
+    if id < 0 {
+        Err(failure(what))
+    } else {
+        Ok(id)
+    }
+}
+
+fn check(status: herr_t, what: &str) -> Result<(), String> {
+    if status < 0 {
+        Err(failure(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// The message for a failed call: the system error the driver saw, if any.
+fn failure(what: &str) -> String {
+    LAST_IO_ERROR.with(|last| match &*last.borrow() {
+        Some(e) => format!("{what}: {e}"),
+        None => format!("{what} (libhdf5 refused it)"),
+    })
+}
+
+fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', " ")).expect("no NUL")
+}
+
+/// Element types the writer stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+}
+
+impl Element {
+    /// Little-endian types on disk; `init` has run, so libhdf5's type globals are set.
+    fn file_type(self) -> hid_t {
+        match self {
+            Element::U8 => *h5t::H5T_STD_U8LE,
+            Element::U16 => *h5t::H5T_STD_U16LE,
+            Element::U32 => *h5t::H5T_STD_U32LE,
+            Element::U64 => *h5t::H5T_STD_U64LE,
+            Element::F32 => *h5t::H5T_IEEE_F32LE,
+            Element::F64 => *h5t::H5T_IEEE_F64LE,
+        }
+    }
+
+    fn memory_type(self) -> hid_t {
+        match self {
+            Element::U8 => *h5t::H5T_NATIVE_UINT8,
+            Element::U16 => *h5t::H5T_NATIVE_UINT16,
+            Element::U32 => *h5t::H5T_NATIVE_UINT32,
+            Element::U64 => *h5t::H5T_NATIVE_UINT64,
+            Element::F32 => *h5t::H5T_NATIVE_FLOAT,
+            Element::F64 => *h5t::H5T_NATIVE_DOUBLE,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Element::U8 => 1,
+            Element::U16 => 2,
+            Element::U32 | Element::F32 => 4,
+            Element::U64 | Element::F64 => 8,
+        }
+    }
+}
+
+/// An HDF5 file opened through the io_uring driver.
+pub struct File {
+    handle: Handle,
+}
+
+/// How to open a [`File`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A new file; an existing one is an error (EEXIST) unless `overwrite`.
+    Create { overwrite: bool },
+    /// An existing file, read-write.
+    Append,
+}
+
+impl File {
+    pub fn open(path: &Path, mode: Mode) -> Result<File, String> {
+        init()?;
+        let name = c_string(&path.to_string_lossy());
+        let what = format!("could not open {}", path.display());
+        // SAFETY: property-list calls on a fresh list; `name` outlives the calls.
+        unsafe {
+            let fapl = Handle {
+                id: check_id(h5p::H5Pcreate(*h5p::H5P_CLS_FILE_ACCESS), &what)?,
+                close: h5p::H5Pclose,
+            };
+            check(
+                h5p::H5Pset_driver(fapl.id, driver(), std::ptr::null()),
+                &what,
+            )?;
+            check(
+                h5p::H5Pset_libver_bounds(fapl.id, h5f::H5F_LIBVER_LATEST, h5f::H5F_LIBVER_LATEST),
+                &what,
+            )?;
+            check(
+                h5p::H5Pset_alignment(
+                    fapl.id,
+                    ALIGN_THRESHOLD,
+                    crate::uring::DIRECT_ALIGN as hsize_t,
+                ),
+                &what,
+            )?;
+            let id = match mode {
+                Mode::Create { overwrite } => {
+                    let flags = if overwrite {
+                        h5f::H5F_ACC_TRUNC
+                    } else {
+                        h5f::H5F_ACC_EXCL
+                    };
+                    h5f::H5Fcreate(name.as_ptr(), flags, h5p::H5P_DEFAULT, fapl.id)
+                }
+                Mode::Append => h5f::H5Fopen(name.as_ptr(), h5f::H5F_ACC_RDWR, fapl.id),
+            };
+            Ok(File {
+                handle: Handle {
+                    id: check_id(id, &what)?,
+                    close: h5f::H5Fclose,
+                },
+            })
+        }
+    }
+
+    pub fn root(&self) -> hid_t {
+        self.handle.id
+    }
+
+    /// From here on a reader may follow the file (no new objects may be created).
+    pub fn start_swmr(&self) -> Result<(), String> {
+        // SAFETY: a live file identifier.
+        check(
+            unsafe { h5f::H5Fstart_swmr_write(self.handle.id) },
+            "could not start SWMR writing",
+        )
+    }
+
+    /// Writes what libhdf5 caches and fdatasyncs the file.
+    pub fn flush(&self) -> Result<(), String> {
+        // SAFETY: a live file identifier.
+        check(
+            unsafe { h5f::H5Fflush(self.handle.id, h5f::H5F_scope_t::H5F_SCOPE_LOCAL) },
+            "could not flush",
+        )
+    }
+
+    /// Closes the file, reporting a failure (dropping closes too, silently).
+    pub fn close(self) -> Result<(), String> {
+        let id = self.handle.id;
+        std::mem::forget(self);
+        // SAFETY: a live file identifier, closed once (the Drop was skipped).
+        check(unsafe { h5f::H5Fclose(id) }, "could not close")
+    }
+}
+
+/// Creates group `name` in `parent` with its `NX_class` attribute.
+pub fn group(parent: hid_t, name: &str, nx_class: &str) -> Result<Handle, String> {
+    let c_name = c_string(name);
+    let what = format!("could not create group {name}");
+    // SAFETY: a live parent identifier; `c_name` outlives the call.
+    let id = unsafe {
+        h5g::H5Gcreate2(
+            parent,
+            c_name.as_ptr(),
+            h5p::H5P_DEFAULT,
+            h5p::H5P_DEFAULT,
+            h5p::H5P_DEFAULT,
+        )
+    };
+    let group = Handle {
+        id: check_id(id, &what)?,
+        close: h5g::H5Gclose,
+    };
+    string_attribute(group.id, "NX_class", nx_class)?;
+    Ok(group)
+}
+
+fn string_type(text: &str) -> Result<Handle, String> {
+    // SAFETY: copying a predefined type and sizing the copy.
+    unsafe {
+        let t = Handle {
+            id: check_id(h5t::H5Tcopy(*h5t::H5T_C_S1), "could not make a string type")?,
+            close: h5t::H5Tclose,
+        };
+        check(h5t::H5Tset_size(t.id, text.len().max(1)), "string type")?;
+        Ok(t)
+    }
+}
+
+fn scalar_space() -> Result<Handle, String> {
+    // SAFETY: plain constructor.
+    let id = unsafe { h5s::H5Screate(h5s::H5S_class_t::H5S_SCALAR) };
+    Ok(Handle {
+        id: check_id(id, "could not make a dataspace")?,
+        close: h5s::H5Sclose,
+    })
+}
+
+/// A fixed-length string attribute (how NeXus tools expect `NX_class`, `units`).
+pub fn string_attribute(object: hid_t, name: &str, value: &str) -> Result<(), String> {
+    let (c_name, text) = (c_string(name), c_string(value));
+    let what = format!("could not write attribute {name}");
+    let t = string_type(value)?;
+    let space = scalar_space()?;
+    // SAFETY: live identifiers; the buffer holds the type's size in bytes.
+    unsafe {
+        let attr = Handle {
+            id: check_id(
+                h5a::H5Acreate2(
+                    object,
+                    c_name.as_ptr(),
+                    t.id,
+                    space.id,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                ),
+                &what,
+            )?,
+            close: h5a::H5Aclose,
+        };
+        check(h5a::H5Awrite(attr.id, t.id, text.as_ptr().cast()), &what)
+    }
+}
+
+/// A scalar string dataset (`definition`, `description`, ...).
+pub fn string_dataset(parent: hid_t, name: &str, value: &str) -> Result<(), String> {
+    let (c_name, text) = (c_string(name), c_string(value));
+    let what = format!("could not write dataset {name}");
+    let t = string_type(value)?;
+    let space = scalar_space()?;
+    // SAFETY: live identifiers; the buffer holds the type's size in bytes.
+    unsafe {
+        let ds = Handle {
+            id: check_id(
+                h5d::H5Dcreate2(
+                    parent,
+                    c_name.as_ptr(),
+                    t.id,
+                    space.id,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                ),
+                &what,
+            )?,
+            close: h5d::H5Dclose,
+        };
+        check(
+            h5d::H5Dwrite(
+                ds.id,
+                t.id,
+                h5s::H5S_ALL,
+                h5s::H5S_ALL,
+                h5p::H5P_DEFAULT,
+                text.as_ptr().cast(),
+            ),
+            &what,
+        )
+    }
+}
+
+/// A scalar f64 dataset with a `units` attribute.
+pub fn number_dataset(parent: hid_t, name: &str, value: f64, units: &str) -> Result<(), String> {
+    let c_name = c_string(name);
+    let what = format!("could not write dataset {name}");
+    let space = scalar_space()?;
+    // SAFETY: live identifiers; one f64 is read from `value`.
+    unsafe {
+        let ds = Handle {
+            id: check_id(
+                h5d::H5Dcreate2(
+                    parent,
+                    c_name.as_ptr(),
+                    Element::F64.file_type(),
+                    space.id,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                ),
+                &what,
+            )?,
+            close: h5d::H5Dclose,
+        };
+        check(
+            h5d::H5Dwrite(
+                ds.id,
+                Element::F64.memory_type(),
+                h5s::H5S_ALL,
+                h5s::H5S_ALL,
+                h5p::H5P_DEFAULT,
+                (&value as *const f64).cast(),
+            ),
+            &what,
+        )?;
+        if !units.is_empty() {
+            string_attribute(ds.id, "units", units)?;
+        }
+    }
+    Ok(())
+}
+
+/// An extendible dataset of `item` shaped items (shape `(0, item...)`, growing along
+/// the first axis), chunked `chunk_items` items at a time, optionally bitshuffle-LZ4.
+pub struct Growing {
+    handle: Handle,
+    element: Element,
+    item: Vec<hsize_t>,
+    pub len: u64,
+}
+
+impl Growing {
+    pub fn create(
+        parent: hid_t,
+        name: &str,
+        element: Element,
+        item: &[u64],
+        chunk_items: u64,
+        bitshuffle_lz4: bool,
+    ) -> Result<Growing, String> {
+        let c_name = c_string(name);
+        let what = format!("could not create dataset {name}");
+        let rank = item.len() + 1;
+        let dims: Vec<hsize_t> = std::iter::once(0).chain(item.iter().copied()).collect();
+        let max: Vec<hsize_t> = std::iter::once(h5s::H5S_UNLIMITED)
+            .chain(item.iter().copied())
+            .collect();
+        let chunk: Vec<hsize_t> = std::iter::once(chunk_items)
+            .chain(item.iter().copied())
+            .collect();
+        // SAFETY: live identifiers; the dims vectors hold `rank` values each.
+        unsafe {
+            let space = Handle {
+                id: check_id(
+                    h5s::H5Screate_simple(rank as c_int, dims.as_ptr(), max.as_ptr()),
+                    &what,
+                )?,
+                close: h5s::H5Sclose,
+            };
+            let dcpl = Handle {
+                id: check_id(h5p::H5Pcreate(*h5p::H5P_CLS_DATASET_CREATE), &what)?,
+                close: h5p::H5Pclose,
+            };
+            check(
+                h5p::H5Pset_chunk(dcpl.id, rank as c_int, chunk.as_ptr()),
+                &what,
+            )?;
+            if bitshuffle_lz4 {
+                let cd: [c_uint; 5] = [0, 0, element.size() as c_uint, 0, bitshuffle::LZ4];
+                check(
+                    h5p::H5Pset_filter(
+                        dcpl.id,
+                        bitshuffle::FILTER_ID as h5z::H5Z_filter_t,
+                        h5z::H5Z_FLAG_MANDATORY,
+                        cd.len(),
+                        cd.as_ptr(),
+                    ),
+                    &what,
+                )?;
+            }
+            let id = h5d::H5Dcreate2(
+                parent,
+                c_name.as_ptr(),
+                element.file_type(),
+                space.id,
+                h5p::H5P_DEFAULT,
+                dcpl.id,
+                h5p::H5P_DEFAULT,
+            );
+            Ok(Growing {
+                handle: Handle {
+                    id: check_id(id, &what)?,
+                    close: h5d::H5Dclose,
+                },
+                element,
+                item: item.to_vec(),
+                len: 0,
+            })
+        }
+    }
+
+    pub fn id(&self) -> hid_t {
+        self.handle.id
+    }
+
+    fn extend(&mut self, len: u64) -> Result<(), String> {
+        let dims: Vec<hsize_t> = std::iter::once(len)
+            .chain(self.item.iter().copied())
+            .collect();
+        // SAFETY: a live dataset; `dims` holds its rank.
+        check(
+            unsafe { h5d::H5Dset_extent(self.handle.id, dims.as_ptr()) },
+            "could not extend a dataset",
+        )?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Appends one item as a ready chunk (one item per chunk), stored as given: raw
+    /// bytes, or bitshuffle-LZ4 bytes for a compressed dataset.
+    pub fn append_chunk(&mut self, chunk: &[u8]) -> Result<(), String> {
+        let index = self.len;
+        self.extend(index + 1)?;
+        let offset: Vec<hsize_t> = std::iter::once(index)
+            .chain(self.item.iter().map(|_| 0))
+            .collect();
+        // SAFETY: a live dataset; `offset` holds its rank; `chunk` is readable.
+        let status = unsafe {
+            h5d::H5Dwrite_chunk(
+                self.handle.id,
+                h5p::H5P_DEFAULT,
+                0,
+                offset.as_ptr(),
+                chunk.len(),
+                chunk.as_ptr().cast(),
+            )
+        };
+        check(status, "could not write a frame chunk")
+    }
+
+    /// Appends values to a 1-D dataset of this element type (given as raw LE bytes).
+    pub fn append_values(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let count = (bytes.len() / self.element.size()) as u64;
+        if count == 0 {
+            return Ok(());
+        }
+        let start = self.len;
+        self.extend(start + count)?;
+        let what = "could not append values";
+        // SAFETY: live identifiers; the selection covers `count` elements, which
+        // `bytes` holds.
+        unsafe {
+            let file_space = Handle {
+                id: check_id(h5d::H5Dget_space(self.handle.id), what)?,
+                close: h5s::H5Sclose,
+            };
+            check(
+                h5s::H5Sselect_hyperslab(
+                    file_space.id,
+                    h5s::H5S_seloper_t::H5S_SELECT_SET,
+                    &start,
+                    std::ptr::null(),
+                    &count,
+                    std::ptr::null(),
+                ),
+                what,
+            )?;
+            let memory_space = Handle {
+                id: check_id(h5s::H5Screate_simple(1, &count, std::ptr::null()), what)?,
+                close: h5s::H5Sclose,
+            };
+            check(
+                h5d::H5Dwrite(
+                    self.handle.id,
+                    self.element.memory_type(),
+                    memory_space.id,
+                    file_space.id,
+                    h5p::H5P_DEFAULT,
+                    bytes.as_ptr().cast(),
+                ),
+                what,
+            )
+        }
+    }
+
+    /// Makes what was appended visible to SWMR readers.
+    pub fn flush(&self) -> Result<(), String> {
+        // SAFETY: a live dataset.
+        check(
+            unsafe { h5d::H5Dflush(self.handle.id) },
+            "could not flush a dataset",
+        )
+    }
+}
+
+/// A link `name` in `parent` to object `object` of file `file` (a relative file name is
+/// found next to the file holding the link).
+pub fn external_link(parent: hid_t, name: &str, file: &str, object: &str) -> Result<(), String> {
+    let (c_name, c_file, c_object) = (c_string(name), c_string(file), c_string(object));
+    // SAFETY: a live parent; the strings outlive the call.
+    check(
+        unsafe {
+            h5l::H5Lcreate_external(
+                c_file.as_ptr(),
+                c_object.as_ptr(),
+                parent,
+                c_name.as_ptr(),
+                h5p::H5P_DEFAULT,
+                h5p::H5P_DEFAULT,
+            )
+        },
+        &format!("could not link {name} to {file}"),
+    )
+}
+
+/// Opens group `path` (e.g. `/entry/data`) of an open file.
+pub fn open_group(file: &File, path: &str) -> Result<Handle, String> {
+    let c_path = c_string(path);
+    // SAFETY: a live file; the string outlives the call.
+    let id = unsafe { h5g::H5Gopen2(file.root(), c_path.as_ptr(), h5p::H5P_DEFAULT) };
+    Ok(Handle {
+        id: check_id(id, &format!("could not open group {path}"))?,
+        close: h5g::H5Gclose,
+    })
+}
+
+impl Handle {
+    pub fn id(&self) -> hid_t {
+        self.id
+    }
+}

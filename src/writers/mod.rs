@@ -1,0 +1,316 @@
+//! File writers: pipeline sinks that put frames on disk through the io_uring engine
+//! (`crate::uring`). `tiff` writes one file per frame, `hdf5` NXmx files with SWMR and
+//! rollover, `raw` flat O_DIRECT files with an index. What they share lives here: the
+//! output folder and file-name template (confined to the folder), the folder check made
+//! before any frame is taken, the error policy, and the counters.
+
+pub mod bitshuffle;
+pub mod hdf5;
+mod hdf5_ffi;
+pub mod raw;
+pub mod tiff;
+
+use crate::processors::{unknown_key, ArgValue, Fault};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Where a writer's files go and what it does when writing fails: the keys every writer
+/// takes (`folder`, `prefix`, `template`, `overwrite`, `on_error`).
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub folder: PathBuf,
+    pub prefix: String,
+    pub template: Template,
+    pub overwrite: bool,
+    pub stop_on_error: bool,
+}
+
+/// Keys [`Destination::configure`] takes, for the unknown-key message.
+pub const DESTINATION_KEYS: &[&str] = &["folder", "prefix", "template", "overwrite", "on_error"];
+
+impl Destination {
+    pub fn new(template: &str, placeholders: &'static [&'static str]) -> Destination {
+        Destination {
+            folder: PathBuf::from("."),
+            prefix: "scan".into(),
+            template: Template::parse(template, placeholders).expect("built-in template"),
+            overwrite: false,
+            stop_on_error: false,
+        }
+    }
+
+    /// Takes one of the shared keys; `Ok(false)` when `key` is not one of them.
+    pub fn configure(&mut self, key: &str, value: &ArgValue) -> Result<bool, String> {
+        match (key, value) {
+            ("folder", ArgValue::String(f)) => self.folder = PathBuf::from(f),
+            ("prefix", ArgValue::String(p)) => {
+                check_prefix(p)?;
+                self.prefix = p.clone();
+            }
+            ("template", ArgValue::String(t)) => {
+                self.template = Template::parse(t, self.template.placeholders)?
+            }
+            ("overwrite", ArgValue::Boolean(b)) => self.overwrite = *b,
+            ("on_error", ArgValue::String(p)) if p == "continue" || p == "stop" => {
+                self.stop_on_error = p == "stop"
+            }
+            ("on_error", other) => {
+                return Err(format!(
+                    "on_error must be \"continue\" (count frames not written and go on) or \"stop\" (drain the pipeline), got {other}"
+                ))
+            }
+            ("folder" | "prefix" | "template", other) => {
+                return Err(format!("{key} must be a string, got {other}"))
+            }
+            ("overwrite", other) => {
+                return Err(format!("overwrite must be true or false, got {other}"))
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The path of a file named by the template, inside the folder.
+    pub fn path(&self, values: &[(&str, u64)]) -> PathBuf {
+        self.folder.join(self.template.render(&self.prefix, values))
+    }
+
+    /// Checks the folder exists, is a folder, and takes a new file (probed by creating
+    /// and removing one), so a wrong folder fails the run before any frame is taken.
+    pub fn check_folder(&self) -> Result<(), String> {
+        let folder = &self.folder;
+        let shown = folder.display();
+        match std::fs::metadata(folder) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "output folder {shown} does not exist; create it or correct `folder`"
+                ))
+            }
+            Err(e) => return Err(format!("output folder {shown} cannot be read: {e}")),
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "output folder {shown} is not a folder; point `folder` at a directory"
+                ))
+            }
+            Ok(_) => {}
+        }
+        let probe = folder.join(format!(".streamd-probe-{}", std::process::id()));
+        let mut uring = crate::uring::Uring::new(crate::uring::DIRECT_ALIGN)
+            .map_err(|e| format!("io_uring is not available: {e}"))?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+        match uring.open(&probe, flags, 0o600) {
+            Ok(fd) => {
+                let _ = uring.close(fd);
+                let _ = std::fs::remove_file(&probe);
+            }
+            Err(e) => return Err(write_failure(folder, &e)),
+        }
+        // The template may name a sub-folder: it must exist too.
+        let sample = self.path(&[]);
+        if let Some(parent) = sample.parent() {
+            if !parent.is_dir() {
+                return Err(format!(
+                    "the template puts files in {}, which does not exist; create it or change `template`",
+                    parent.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One sentence for a failed write into `folder`, naming the cause and the fix.
+pub fn write_failure(folder: &Path, e: &io::Error) -> String {
+    let shown = folder.display();
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => format!(
+            "the disk holding {shown} is full; free space there or point `folder` at another disk"
+        ),
+        Some(libc::EFBIG) => format!(
+            "a file in {shown} reached the file-size limit (ulimit -f) or the filesystem's largest file"
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "no permission to write in {shown}; give this user write access or choose another `folder`"
+        ),
+        Some(libc::EROFS) => format!("{shown} is on a read-only filesystem; choose another `folder`"),
+        Some(libc::EEXIST) => format!(
+            "a file of that name already exists in {shown}; set overwrite = true to replace files, or change `prefix`"
+        ),
+        Some(libc::EIO) => format!("the disk holding {shown} reported an I/O error (EIO); check the device"),
+        _ => format!("writing in {shown} failed: {e}"),
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.contains('/') || prefix == "." || prefix == ".." {
+        return Err(format!(
+            "prefix must be a plain file-name part (no '/'), got \"{prefix}\""
+        ));
+    }
+    Ok(())
+}
+
+/// A file-name template: text with `{name}` or `{name:0N}` (zero-padded to N digits)
+/// placeholders; `{prefix}` is the writer's prefix. A template whose names could leave
+/// the output folder (absolute, `..`) is refused.
+#[derive(Debug, Clone)]
+pub struct Template {
+    text: String,
+    placeholders: &'static [&'static str],
+}
+
+impl Template {
+    pub fn parse(text: &str, placeholders: &'static [&'static str]) -> Result<Template, String> {
+        let template = Template {
+            text: text.to_string(),
+            placeholders,
+        };
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("template \"{text}\" has a '{{' without its '}}'"))?;
+            let inner = &rest[open + 1..open + close];
+            let (name, spec) = inner.split_once(':').unwrap_or((inner, ""));
+            if name != "prefix" && !placeholders.contains(&name) {
+                return Err(format!(
+                    "template \"{text}\" names {{{name}}}; known: {{prefix}}, {}",
+                    placeholders
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if !spec.is_empty() && (!spec.starts_with('0') || spec[1..].parse::<u8>().is_err()) {
+                return Err(format!(
+                    "template \"{text}\": {{{inner}}} — the only format is 0N (zero-padded to N digits)"
+                ));
+            }
+            rest = &rest[open + close + 1..];
+        }
+        let sample = Path::new(&template.render("p", &[])).to_path_buf();
+        let confined = sample
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+            && sample.components().next().is_some();
+        if !confined {
+            return Err(format!(
+                "template \"{text}\" would write outside the output folder; use a relative name without '..'"
+            ));
+        }
+        Ok(template)
+    }
+
+    /// Whether the template uses placeholder `name`.
+    pub fn names(&self, name: &str) -> bool {
+        self.text.contains(&format!("{{{name}}}")) || self.text.contains(&format!("{{{name}:"))
+    }
+
+    /// The name for these values (placeholders without a value render as 0).
+    pub fn render(&self, prefix: &str, values: &[(&str, u64)]) -> String {
+        let mut out = String::with_capacity(self.text.len() + 16);
+        let mut rest = self.text.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = open + rest[open..].find('}').expect("checked by parse");
+            let inner = &rest[open + 1..close];
+            let (name, spec) = inner.split_once(':').unwrap_or((inner, ""));
+            if name == "prefix" {
+                out.push_str(prefix);
+            } else {
+                let value = values
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, v)| *v);
+                let width: usize = spec.get(1..).and_then(|w| w.parse().ok()).unwrap_or(0);
+                out.push_str(&format!("{value:0width$}"));
+            }
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// What every writer counts, and its standing fault.
+#[derive(Debug, Default)]
+pub struct WriteCounters {
+    pub frames_written: u64,
+    pub bytes_written: u64,
+    pub files_written: u64,
+    /// Frames that reached the writer but are not on disk (each also counts as an error).
+    pub frames_not_written: u64,
+    pub fault: Option<Fault>,
+}
+
+impl WriteCounters {
+    pub fn written(&mut self, bytes: u64) {
+        self.frames_written += 1;
+        self.bytes_written += bytes;
+        self.fault = None;
+    }
+
+    /// Counts a frame that was not written and returns the message for the frame error.
+    pub fn not_written(&mut self, destination: &Destination, e: &io::Error) -> String {
+        self.frames_not_written += 1;
+        let reason = write_failure(&destination.folder, e);
+        self.fault = Some(Fault {
+            reason: format!(
+                "{reason} ({} frames not written so far)",
+                self.frames_not_written
+            ),
+            stop_pipeline: destination.stop_on_error,
+        });
+        reason
+    }
+
+    pub fn list(&self) -> Vec<(String, u64)> {
+        vec![
+            ("frames_written".into(), self.frames_written),
+            ("bytes_written".into(), self.bytes_written),
+            ("files_written".into(), self.files_written),
+            ("frames_not_written".into(), self.frames_not_written),
+        ]
+    }
+}
+
+/// The unknown-key message of a writer: its own keys and the shared ones.
+pub fn unknown_writer_key(writer: &str, key: &str, own: &[&str]) -> String {
+    let all: Vec<&str> = own.iter().chain(DESTINATION_KEYS).copied().collect();
+    unknown_key(writer, key, &all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMES: &[&str] = &["frame_id", "worker"];
+
+    #[test]
+    fn templates_render_and_stay_in_the_folder() {
+        let t = Template::parse("{prefix}_{frame_id:06}.tiff", NAMES).unwrap();
+        assert_eq!(t.render("scan", &[("frame_id", 42)]), "scan_000042.tiff");
+        let t = Template::parse("w{worker}/{prefix}-{frame_id}.tif", NAMES).unwrap();
+        assert_eq!(
+            t.render("a", &[("frame_id", 7), ("worker", 1)]),
+            "w1/a-7.tif"
+        );
+        for bad in [
+            "../{frame_id}.tiff",
+            "/tmp/{frame_id}.tiff",
+            "a/../../b",
+            "",
+        ] {
+            let err = Template::parse(bad, NAMES).unwrap_err();
+            assert!(err.contains("outside the output folder"), "{bad}: {err}");
+        }
+        assert!(Template::parse("{nope}.tiff", NAMES)
+            .unwrap_err()
+            .contains("names {nope}"));
+        assert!(Template::parse("{frame_id:6}.tiff", NAMES)
+            .unwrap_err()
+            .contains("0N"));
+        assert!(Template::parse("{frame_id.tiff", NAMES).is_err());
+    }
+}

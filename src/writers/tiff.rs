@@ -1,0 +1,216 @@
+//! `tiff`: one TIFF per frame, encoded by the `tiff` crate straight into the io_uring
+//! engine's registered buffer and published by one linked chain (open a temporary name,
+//! write, fdatasync, close, rename to the final name without replacing): a file is whole
+//! or absent under its final name, whatever happens to the writer.
+//!
+//! Tags (documented in the README): ImageDescription holds JSON
+//! `{"frame_id": N, "timestamp_ns": T, "attributes": {...}}`; private tags 65000
+//! (frame id) and 65001 (timestamp, ns since the Unix epoch) hold the same numbers as
+//! ASCII decimal; Software is `streamd VERSION`.
+
+use super::{unknown_writer_key, Destination, WriteCounters};
+use crate::processors::{image_shape, ArgValue, Fault, Outputs, Processor, StageContext};
+use crate::ring::{AttrValue, Dtype, Frame};
+use crate::uring::{FileOptions, Uring};
+use std::io::Cursor;
+use tiff::encoder::{colortype, TiffEncoder, TiffValue};
+use tiff::tags::Tag;
+
+pub const TAG_FRAME_ID: u16 = 65000;
+pub const TAG_TIMESTAMP_NS: u16 = 65001;
+
+/// Room for the TIFF structure and tags around the pixels.
+const TIFF_OVERHEAD: usize = 64 << 10;
+
+pub struct TiffWriter {
+    destination: Destination,
+    worker: u32,
+    uring: Option<Uring>,
+    counters: WriteCounters,
+}
+
+impl Default for TiffWriter {
+    fn default() -> Self {
+        TiffWriter {
+            destination: Destination::new("{prefix}_{frame_id:06}.tiff", &["frame_id", "worker"]),
+            worker: 0,
+            uring: None,
+            counters: WriteCounters::default(),
+        }
+    }
+}
+
+impl Processor for TiffWriter {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+        if self.destination.configure(key, value)? {
+            return Ok(());
+        }
+        Err(unknown_writer_key("tiff", key, &[]))
+    }
+
+    fn prepare(&self, _workers: u32) -> Result<(), String> {
+        self.destination.check_folder()
+    }
+
+    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
+        self.worker = ctx.worker;
+        self.uring = Some(Uring::new(TIFF_OVERHEAD).map_err(|e| format!("io_uring: {e}"))?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _input: usize,
+        frame: &Frame<'_>,
+        _out: &mut Outputs,
+    ) -> Result<(), String> {
+        let header = frame.header();
+        let (ny, nx) = image_shape("tiff", header)?;
+        let description = describe(frame);
+        let uring = self.uring.as_mut().expect("started");
+        let staging = uring
+            .staging_mut(frame.payload().len() + description.len() + TIFF_OVERHEAD)
+            .map_err(|e| format!("io_uring buffer: {e}"))?;
+        let len = encode(staging, frame, ny, nx, &description)
+            .map_err(|e| format!("TIFF encoding of frame {}: {e}", header.frame_id))?;
+        let path = self.destination.path(&[
+            ("frame_id", header.frame_id),
+            ("worker", u64::from(self.worker)),
+        ]);
+        let name = path
+            .file_name()
+            .expect("template names a file")
+            .to_string_lossy();
+        let temp = path.with_file_name(format!(".{name}.part"));
+        let options = FileOptions {
+            overwrite: self.destination.overwrite,
+            sync: true,
+        };
+        match uring.write_file(&temp, &path, len, options) {
+            Ok(()) => {
+                self.counters.written(len as u64);
+                self.counters.files_written += 1;
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "{} not written: {}",
+                path.display(),
+                self.counters.not_written(&self.destination, &e)
+            )),
+        }
+    }
+
+    fn fault(&self) -> Option<&Fault> {
+        self.counters.fault.as_ref()
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.counters.list()
+    }
+}
+
+/// The ImageDescription JSON.
+fn describe(frame: &Frame<'_>) -> String {
+    let header = frame.header();
+    let attributes: serde_json::Map<String, serde_json::Value> = frame
+        .attributes()
+        .filter_map(Result::ok)
+        .map(|(k, v)| {
+            let value = match v {
+                AttrValue::I64(i) => i.into(),
+                AttrValue::F64(x) => x.into(),
+                AttrValue::Str(s) => s.into(),
+            };
+            (k.to_string(), value)
+        })
+        .collect();
+    serde_json::json!({
+        "frame_id": header.frame_id,
+        "timestamp_ns": header.timestamp_ns,
+        "attributes": attributes,
+    })
+    .to_string()
+}
+
+/// Encodes the frame as a one-page TIFF into `buf`; returns the length.
+fn encode(
+    buf: &mut [u8],
+    frame: &Frame<'_>,
+    ny: u32,
+    nx: u32,
+    description: &str,
+) -> tiff::TiffResult<usize> {
+    let header = frame.header();
+    let mut cursor = Cursor::new(buf);
+    let mut tiff = TiffEncoder::new(&mut cursor)?;
+    let payload = frame.payload();
+    match header.dtype {
+        Dtype::U8 => page::<colortype::Gray8, _>(&mut tiff, nx, ny, frame, description, payload)?,
+        Dtype::U16 => page::<colortype::Gray16, _>(
+            &mut tiff,
+            nx,
+            ny,
+            frame,
+            description,
+            &pixels::<u16>(payload),
+        )?,
+        Dtype::U32 => page::<colortype::Gray32, _>(
+            &mut tiff,
+            nx,
+            ny,
+            frame,
+            description,
+            &pixels::<u32>(payload),
+        )?,
+        Dtype::F32 => page::<colortype::Gray32Float, _>(
+            &mut tiff,
+            nx,
+            ny,
+            frame,
+            description,
+            &pixels::<f32>(payload),
+        )?,
+    }
+    drop(tiff);
+    Ok(cursor.position() as usize)
+}
+
+/// The payload as pixels: borrowed when aligned (ring payloads are page-aligned).
+fn pixels<T: bytemuck::Pod>(payload: &[u8]) -> std::borrow::Cow<'_, [T]> {
+    match bytemuck::try_cast_slice(payload) {
+        Ok(p) => std::borrow::Cow::Borrowed(p),
+        Err(_) => std::borrow::Cow::Owned(bytemuck::pod_collect_to_vec(payload)),
+    }
+}
+
+fn page<C, W>(
+    tiff: &mut TiffEncoder<W>,
+    nx: u32,
+    ny: u32,
+    frame: &Frame<'_>,
+    description: &str,
+    data: &[C::Inner],
+) -> tiff::TiffResult<()>
+where
+    C: colortype::ColorType,
+    W: std::io::Write + std::io::Seek,
+    [C::Inner]: TiffValue,
+{
+    let header = frame.header();
+    let mut image = tiff.new_image::<C>(nx, ny)?;
+    let dir = image.encoder();
+    dir.write_tag(Tag::ImageDescription, description)?;
+    dir.write_tag(
+        Tag::Software,
+        concat!("streamd ", env!("CARGO_PKG_VERSION")),
+    )?;
+    dir.write_tag(
+        Tag::Unknown(TAG_FRAME_ID),
+        header.frame_id.to_string().as_str(),
+    )?;
+    dir.write_tag(
+        Tag::Unknown(TAG_TIMESTAMP_NS),
+        header.timestamp_ns.to_string().as_str(),
+    )?;
+    image.write_data(data)
+}
