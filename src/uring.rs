@@ -337,9 +337,10 @@ impl Uring {
         }
         let results = self.complete(n)?;
         let failure = results.iter().enumerate().find_map(|(i, &res)| {
-            let short_write = i == 1 && res >= 0 && (res as usize) < len;
-            if short_write {
-                Some(io::Error::from_raw_os_error(libc::ENOSPC))
+            if i == 1 && res >= 0 && (res as usize) < len {
+                // A short write broke the chain: the rest, written alone, tells why
+                // (ENOSPC, or EFBIG at a file-size limit).
+                Some(self.write_rest(file, len, res as usize))
             } else if res < 0 && res != -libc::ECANCELED {
                 Some(io::Error::from_raw_os_error(-res))
             } else {
@@ -363,6 +364,25 @@ impl Uring {
             let _ = self.complete(1);
         }
         Err(error)
+    }
+}
+
+impl Uring {
+    /// After a short write of `done` of `len` staging bytes to the chain's file: writes
+    /// the rest and returns the error that stopped it.
+    fn write_rest(&mut self, file: types::Fixed, len: usize, done: usize) -> io::Error {
+        // SAFETY: done < len <= staging.len: the range lies in the buffer.
+        let ptr = unsafe { self.staging.ptr.add(done) };
+        let entry = opcode::WriteFixed::new(file, ptr, (len - done) as u32, 0)
+            .offset(done as u64)
+            .build()
+            .user_data(0);
+        self.push(entry);
+        match self.complete(1) {
+            Ok(results) if results[0] < 0 => io::Error::from_raw_os_error(-results[0]),
+            Ok(_) => io::Error::from_raw_os_error(libc::ENOSPC),
+            Err(e) => e,
+        }
     }
 }
 

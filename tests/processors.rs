@@ -5,37 +5,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-
-/// Runs `fixture_file` in `dir` with `edits` (text replacements) applied to a copy.
-fn run_edited(
-    fixture_file: &str,
-    tag: &str,
-    dir: &Path,
-    edits: &[(&str, &str)],
-) -> serde_json::Value {
-    let mut text = std::fs::read_to_string(fixture(fixture_file)).unwrap();
-    for (from, to) in edits {
-        assert!(text.contains(from), "{fixture_file} has no {from:?}");
-        text = text.replace(from, to);
-    }
-    let file = dir.join(fixture_file);
-    std::fs::write(&file, text).unwrap();
-    let child = spawn(&[
-        "run",
-        file.to_str().unwrap(),
-        "--name",
-        &pipeline_name(tag),
-        "--output",
-        dir.to_str().unwrap(),
-        "--json",
-    ]);
-    finished_ok(child, fixture_file).1
-}
-
-fn counter(report: &serde_json::Value, stage_name: &str, key: &str) -> u64 {
-    num(&worker(report, stage_name, 0)["counters"], key)
-}
 
 #[test]
 fn split_then_stitch_gives_back_every_frame_bit_for_bit() {

@@ -10,6 +10,13 @@ pub fn die_with_parent(parent: u32) -> bool {
     set && ppid == parent
 }
 
+/// Ignores SIGXFSZ, so a write past the file-size limit (ulimit -f) fails with EFBIG,
+/// which a writer counts and reports, instead of killing the worker.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
+
 /// Runs `f` with the file-creation mask `mask`, so files it creates never exist with
 /// wider permissions (a control socket is created 0600 without a window).
 pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {

@@ -59,6 +59,7 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 
 /// Runs a worker to its end; returns the process exit status.
 pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
+    super::sys::ignore_file_size_signal();
     if !super::sys::die_with_parent(spec.supervisor_pid) {
         anyhow::bail!("the supervisor (pid {}) is gone", spec.supervisor_pid);
     }

@@ -692,19 +692,15 @@ impl File {
     /// From here on a reader may follow the file (no new objects may be created).
     pub fn start_swmr(&self) -> Result<(), String> {
         // SAFETY: a live file identifier.
-        check(
-            unsafe { h5f::H5Fstart_swmr_write(self.handle.id) },
-            "could not start SWMR writing",
-        )
+        let status = unsafe { h5f::H5Fstart_swmr_write(self.handle.id) };
+        check(status, "could not start SWMR writing")
     }
 
     /// Writes what libhdf5 caches and fdatasyncs the file.
     pub fn flush(&self) -> Result<(), String> {
         // SAFETY: a live file identifier.
-        check(
-            unsafe { h5f::H5Fflush(self.handle.id, h5f::H5F_scope_t::H5F_SCOPE_LOCAL) },
-            "could not flush",
-        )
+        let status = unsafe { h5f::H5Fflush(self.handle.id, h5f::H5F_scope_t::H5F_SCOPE_LOCAL) };
+        check(status, "could not flush")
     }
 
     /// Closes the file, reporting a failure (dropping closes too, silently).
@@ -950,10 +946,8 @@ impl Growing {
             .chain(self.item.iter().copied())
             .collect();
         // SAFETY: a live dataset; `dims` holds its rank.
-        check(
-            unsafe { h5d::H5Dset_extent(self.handle.id, dims.as_ptr()) },
-            "could not extend a dataset",
-        )?;
+        let status = unsafe { h5d::H5Dset_extent(self.handle.id, dims.as_ptr()) };
+        check(status, "could not extend a dataset")?;
         self.len = len;
         Ok(())
     }
@@ -1028,10 +1022,8 @@ impl Growing {
     /// Makes what was appended visible to SWMR readers.
     pub fn flush(&self) -> Result<(), String> {
         // SAFETY: a live dataset.
-        check(
-            unsafe { h5d::H5Dflush(self.handle.id) },
-            "could not flush a dataset",
-        )
+        let status = unsafe { h5d::H5Dflush(self.handle.id) };
+        check(status, "could not flush a dataset")
     }
 }
 

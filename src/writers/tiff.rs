@@ -171,7 +171,6 @@ fn encode(
             &pixels::<f32>(payload),
         )?,
     }
-    drop(tiff);
     Ok(cursor.position() as usize)
 }
 

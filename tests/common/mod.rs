@@ -167,7 +167,11 @@ pub fn pipeline_name(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
 }
 
+/// A pipeline file: a name under `fixtures/pipelines/`, or a path as it is.
 pub fn fixture(name: &str) -> String {
+    if name.starts_with('/') {
+        return name.to_string();
+    }
     format!("{}/fixtures/pipelines/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -271,4 +275,34 @@ pub fn leftovers(name: &str) -> Vec<String> {
                 || f.starts_with(&format!("streamd-ring.{name}."))
         })
         .collect()
+}
+
+/// Writes `fixture_file` with `edits` (text replacements) applied into `dir`; returns
+/// the copy's path.
+pub fn edited_fixture(fixture_file: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(fixture(fixture_file)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{fixture_file} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let file = dir.join(fixture_file);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Starts `fixture_file` with `edits` applied, in `dir`.
+pub fn start_edited(fixture_file: &str, name: &str, dir: &Path, edits: &[(&str, &str)]) -> Child {
+    let file = edited_fixture(fixture_file, dir, edits);
+    start(file.to_str().unwrap(), name, dir)
+}
+
+/// Runs `fixture_file` with `edits` applied, in `dir`, to a successful end.
+pub fn run_edited(fixture_file: &str, tag: &str, dir: &Path, edits: &[(&str, &str)]) -> Value {
+    let child = start_edited(fixture_file, &pipeline_name(tag), dir, edits);
+    finished_ok(child, fixture_file).1
+}
+
+/// Worker 0's processor counter `key` in a final report.
+pub fn counter(report: &Value, stage_name: &str, key: &str) -> u64 {
+    num(&worker(report, stage_name, 0)["counters"], key)
 }
