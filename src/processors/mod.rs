@@ -168,6 +168,11 @@ pub static REGISTRY: &[Registration] = &[
         create: || Box::new(reductions::Reduce::default()),
     },
     Registration {
+        name: "route",
+        about: "sends each frame to one output ring by a value of its attributes",
+        create: || Box::new(route::Route::default()),
+    },
+    Registration {
         name: "tiff",
         about: "writes one TIFF file per frame (tags: frame id, timestamp, attributes)",
         create: || Box::new(crate::writers::tiff::TiffWriter::default()),
@@ -181,11 +186,6 @@ pub static REGISTRY: &[Registration] = &[
         name: "raw",
         about: "appends frames to flat O_DIRECT files with a CSV index",
         create: || Box::new(crate::writers::raw::RawWriter::default()),
-    },
-    Registration {
-        name: "route",
-        about: "sends each frame to one output ring by a value of its attributes",
-        create: || Box::new(route::Route::default()),
     },
 ];
 
