@@ -10,6 +10,7 @@ use streamd::commands::{
     control::Target,
     run::{DemoArgs, RunArgs},
     sim::SimArgs,
+    top::TopArgs,
 };
 use streamd::control::Request;
 
@@ -58,6 +59,8 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// The live dashboard of a running pipeline (`--once`: the overview as text).
+    Top(TopArgs),
     /// Simulate a detector: publish frames into a ring.
     Sim(SimArgs),
     /// Read frames from a ring: count, verify and time them.
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             setting: (key, value),
             target,
         } => commands::control::simple(&target, Request::Configure { stage, key, value }),
+        Command::Top(args) => commands::top::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
         Command::Consume(args) => commands::consume::run(&args),
         Command::Rings { json } => commands::rings::list(json),

@@ -6,6 +6,7 @@ pub mod control;
 pub mod rings;
 pub mod run;
 pub mod sim;
+pub mod top;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

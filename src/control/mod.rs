@@ -40,17 +40,21 @@ pub struct Reply {
     pub status: Option<status::StatusReport>,
 }
 
+/// The pipelines on this host whose supervisor is alive, by name.
+pub fn running_pipelines() -> Vec<String> {
+    crate::stats::list_pipelines()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| crate::stats::StatsSegment::open(n).is_ok_and(|s| s.supervisor().is_alive()))
+        .collect()
+}
+
 /// Picks the pipeline a command addresses: the one named, or the only one running.
 pub fn choose_pipeline(named: Option<&str>) -> anyhow::Result<String> {
     if let Some(name) = named {
         return Ok(name.to_string());
     }
-    let running: Vec<String> = crate::stats::list_pipelines()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| crate::stats::StatsSegment::open(n).is_ok_and(|s| s.supervisor().is_alive()))
-        .collect();
-    match running.as_slice() {
+    match running_pipelines().as_slice() {
         [] => anyhow::bail!(
             "no pipeline is running on this host; start one with `streamd run PIPELINE.toml`"
         ),

@@ -1,7 +1,7 @@
 //! The pipeline's state as `streamd status` shows it, read from the stats segment and
 //! the rings — shared memory only, so building it never disturbs a worker.
 
-use crate::ring::{list_names, RingInspector, RingSnapshot};
+use crate::ring::{list_names, RingInspector};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,8 @@ pub struct StatusReport {
     pub pipeline: String,
     pub supervisor_pid: u32,
     pub state: String,
+    /// When the supervisor started (Unix ns): a new value means a new run of the pipeline.
+    pub started_unix_ns: u64,
     pub uptime_s: f64,
     pub stages: Vec<StageStatus>,
     pub rings: Vec<serde_json::Value>,
@@ -55,6 +57,9 @@ pub struct WorkerStatus {
     pub restarts: u64,
     pub proc_us_p50: f64,
     pub proc_us_p99: f64,
+    /// Frames per processing time: bucket 0 under 2 µs, bucket b in [2^b, 2^(b+1)) µs,
+    /// the last one everything longer.
+    pub proc_histogram: Vec<u64>,
     pub lag: u64,
     pub last_frame_id: Option<u64>,
     pub heartbeat_age_ms: u64,
@@ -71,8 +76,13 @@ fn optional(v: u64) -> Option<u64> {
     (v != NONE).then_some(v)
 }
 
-/// Reads every counter of the pipeline behind `stats`.
+/// Reads every counter of the pipeline behind `stats`, and its rings.
 pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
+    collect_with(stats, rates, &pipeline_rings(&stats.name()))
+}
+
+/// [`collect`] with the pipeline's rings already open (a reader that polls keeps them).
+pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]) -> StatusReport {
     let h = stats.header();
     let now = crate::commands::now_ns();
     let name = stats.name();
@@ -101,6 +111,7 @@ pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
                 restarts: e.restarts.load(Relaxed),
                 proc_us_p50: e.proc_p50_ns.load(Relaxed) as f64 / 1e3,
                 proc_us_p99: e.proc_p99_ns.load(Relaxed) as f64 / 1e3,
+                proc_histogram: e.proc_histogram.iter().map(|c| c.load(Relaxed)).collect(),
                 lag: e.lag.load(Relaxed),
                 last_frame_id: optional(e.last_frame_id.load(Relaxed)),
                 heartbeat_age_ms: now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000,
@@ -156,11 +167,12 @@ pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
         pipeline: name.clone(),
         supervisor_pid: h.supervisor_pid.load(Relaxed),
         state: pipeline_state_name(h.state.load(Acquire)).into(),
+        started_unix_ns: h.started_unix_ns.load(Relaxed),
         uptime_s: now.saturating_sub(h.started_unix_ns.load(Relaxed)) as f64 / 1e9,
         stages,
-        rings: ring_snapshots(&name)
-            .into_iter()
-            .filter_map(|r| serde_json::to_value(r).ok())
+        rings: rings
+            .iter()
+            .filter_map(|r| serde_json::to_value(r.snapshot()).ok())
             .collect(),
     }
 }
@@ -173,14 +185,6 @@ pub fn pipeline_rings(name: &str) -> Vec<RingInspector> {
         .into_iter()
         .filter(|r| r.starts_with(&prefix))
         .filter_map(|r| RingInspector::open(&r).ok())
-        .collect()
-}
-
-/// Snapshots of the rings of pipeline `name`.
-pub fn ring_snapshots(name: &str) -> Vec<RingSnapshot> {
-    pipeline_rings(name)
-        .iter()
-        .map(RingInspector::snapshot)
         .collect()
 }
 

@@ -218,7 +218,10 @@ impl<'a> Report<'a> {
                 &self.entry.errors,
                 &self.entry.proc_p50_ns,
                 &self.entry.proc_p99_ns,
-            ] {
+            ]
+            .into_iter()
+            .chain(&self.entry.proc_histogram)
+            {
                 field.store(0, Relaxed);
             }
             return true;
@@ -236,9 +239,22 @@ impl<'a> Report<'a> {
             self.entry
                 .proc_p99_ns
                 .store(self.times.value_at_quantile(0.99), Relaxed);
+            let mut buckets = [0u64; TIME_BUCKETS];
+            for v in self.times.iter_recorded() {
+                buckets[time_bucket(v.value_iterated_to())] += v.count_at_value();
+            }
+            for (cell, count) in self.entry.proc_histogram.iter().zip(buckets) {
+                cell.store(count, Relaxed);
+            }
         }
         self.stats.write_counters(self.index, counters);
     }
+}
+
+/// The histogram bucket of a processing time of `ns` (see [`TIME_BUCKETS`]).
+fn time_bucket(ns: u64) -> usize {
+    let micros = ns / 1000;
+    (micros.max(1).ilog2() as usize).min(TIME_BUCKETS - 1)
 }
 
 fn run_source(
@@ -587,4 +603,20 @@ fn poll(processor: &mut dyn processors::Processor, out: &mut Outputs, report: &m
 fn current_args(stats: &StatsSegment, stage: usize) -> Option<(u64, toml::Table)> {
     let (gen, text) = stats.read_args(stage)?;
     Some((gen, serde_json::from_str(&text).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processing_times_fall_in_power_of_two_microsecond_buckets() {
+        assert_eq!(time_bucket(0), 0);
+        assert_eq!(time_bucket(1_999), 0);
+        assert_eq!(time_bucket(2_000), 1);
+        assert_eq!(time_bucket(3_999), 1);
+        assert_eq!(time_bucket(4_000), 2);
+        assert_eq!(time_bucket(1_000_000), 9);
+        assert_eq!(time_bucket(u64::MAX), TIME_BUCKETS - 1);
+    }
 }

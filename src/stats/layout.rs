@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 pub const NAME_BYTES: usize = 32;
 pub const COUNTER_NAME_BYTES: usize = 32;
 pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
@@ -40,6 +40,10 @@ pub const WORKER_FAILED: u32 = 6;
 /// Running, but its processor reports a standing fault (a full disk); `last_error` says
 /// which.
 pub const WORKER_ERROR: u32 = 7;
+
+/// Buckets of a worker's processing-time histogram: bucket 0 counts times under 2 µs,
+/// bucket b times in [2^b, 2^(b+1)) µs, the last bucket everything longer.
+pub const TIME_BUCKETS: usize = 24;
 
 /// No frame yet (`last_frame_id`), no core (`core`).
 pub const NONE: u64 = u64::MAX;
@@ -97,6 +101,8 @@ pub struct WorkerEntry {
     pub errors: AtomicU64,
     pub proc_p50_ns: AtomicU64,
     pub proc_p99_ns: AtomicU64,
+    /// Frames per processing-time bucket ([`TIME_BUCKETS`]), since start or reset.
+    pub proc_histogram: [AtomicU64; TIME_BUCKETS],
     /// Frames published into the input ring that this worker's group had not taken yet.
     pub lag: AtomicU64,
     pub last_frame_id: AtomicU64,
