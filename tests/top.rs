@@ -1,0 +1,172 @@
+//! `streamd top` end to end: a real pipeline, the dashboard in a tmux pane (a real
+//! pseudo-terminal), the screen read back until every stage shows frames flowing; `q`
+//! leaves the terminal as it found it. And `--once` prints the same overview as text.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// A tmux server of this test's own, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("streamd-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed by scripts/install-deps");
+        assert!(out.status.success(), "tmux {args:?}: {}", stderr(&out));
+        out
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+
+    /// Waits (up to the hang guard) until the screen satisfies `ready`.
+    fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < HANG_GUARD,
+                "the screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The stage table's rows: (stage, worker, IN/s, OUT/s).
+fn rows(screen: &str) -> Vec<(String, u32, f64, f64)> {
+    screen
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line
+                .trim_matches(|c| c == '│' || c == ' ')
+                .split_whitespace()
+                .collect();
+            // STAGE W PID CORE STATE IN/s OUT/s ...
+            let worker = cells.get(1)?.parse().ok()?;
+            let fps_in = cells.get(5)?.parse().ok()?;
+            let fps_out = cells.get(6)?.parse().ok()?;
+            Some((cells[0].to_string(), worker, fps_in, fps_out))
+        })
+        .collect()
+}
+
+/// Every stage of `endless.toml` shows frames flowing: the source publishing, the
+/// others taking frames in.
+fn all_flowing(screen: &str) -> bool {
+    let rows = rows(screen);
+    let flowing = |stage: &str, worker: u32| {
+        rows.iter().any(|(s, w, fps_in, fps_out)| {
+            s == stage
+                && *w == worker
+                && if stage == "source" {
+                    *fps_out > 0.0
+                } else {
+                    *fps_in > 0.0
+                }
+        })
+    };
+    flowing("source", 0) && flowing("pass", 0) && flowing("pass", 1) && flowing("sink", 0)
+}
+
+#[test]
+fn the_dashboard_shows_every_stage_flowing_and_q_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("top");
+    let child = start("endless.toml", &name, dir.path());
+    wait_status(&name, "frames flowing", |s| frames_in(s, "sink") > 0);
+
+    let once = streamd()
+        .args(["top", "--once", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(once.status.success(), "{}", stderr(&once));
+    let text = String::from_utf8_lossy(&once.stdout);
+    assert!(all_flowing(&text), "--once:\n{text}");
+    assert!(
+        text.contains(&format!("pipeline {name}  running")),
+        "{text}"
+    );
+
+    let tmux = Tmux::new();
+    let stty = dir.path().join("stty-after");
+    let binary = env!("CARGO_BIN_EXE_streamd");
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "150",
+        "-y",
+        "45",
+        "bash --norc --noprofile",
+    ]);
+    let before = dir.path().join("stty-before");
+    let script = format!(
+        "stty -a > {}; {binary} top --pipeline {name}; echo top-exited-$?; stty -a > {}",
+        before.display(),
+        stty.display()
+    );
+    tmux.run(&["send-keys", "-t", "top", &script, "Enter"]);
+    let screen = tmux.wait_for("every stage with a non-zero rate", all_flowing);
+    assert!(screen.contains("stages · workers"), "{screen}");
+    assert!(screen.contains("q quit"), "the help line:\n{screen}");
+    assert!(!screen.contains("LOSS"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let screen = tmux.wait_for("the shell after q", |s| s.contains("top-exited-0"));
+    assert!(
+        !screen.contains("stages · workers"),
+        "the dashboard's screen was left:\n{screen}"
+    );
+    let started = Instant::now();
+    while !stty.exists() || std::fs::read_to_string(&stty).unwrap().is_empty() {
+        assert!(started.elapsed() < HANG_GUARD, "stty never ran after top");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settings = |path: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.split(|c: char| c == ' ' || c == ';' || c == '\n')
+            .filter(|w| ["icanon", "-icanon", "echo", "-echo", "isig", "-isig"].contains(w))
+            .map(str::to_string)
+            .collect()
+    };
+    let after = settings(&stty);
+    assert_eq!(after, settings(&before), "terminal modes after top");
+    assert!(after.contains(&"icanon".to_string()) && after.contains(&"echo".to_string()));
+
+    let stopped = streamd()
+        .args(["stop", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    finished_ok(child, "run endless");
+}
