@@ -154,7 +154,7 @@ fn the_dashboard_shows_every_stage_flowing_and_q_restores_the_terminal() {
     }
     let settings = |path: &Path| -> Vec<String> {
         let text = std::fs::read_to_string(path).unwrap();
-        text.split(|c: char| c == ' ' || c == ';' || c == '\n')
+        text.split([' ', ';', '\n'])
             .filter(|w| ["icanon", "-icanon", "echo", "-echo", "isig", "-isig"].contains(w))
             .map(str::to_string)
             .collect()
