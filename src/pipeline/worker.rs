@@ -286,6 +286,9 @@ fn run_source(
     let started_ns = now_ns();
     let first_id = frame_id;
     let (mut published, mut dropped) = (0u64, 0u64);
+    // From the first publication to the latest: the rate the source really held.
+    let mut first_published: Option<Instant> = None;
+    let mut span = Duration::ZERO;
     report.state(WORKER_RUNNING);
     while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
         if let Some(interval) = interval {
@@ -326,13 +329,14 @@ fn run_source(
             flags: 0,
         };
         slot.publish(&meta).context("publishing a frame")?;
+        span = first_published.get_or_insert_with(Instant::now).elapsed();
         published += 1;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, published * frame_bytes as u64, dropped));
         if report.due()
             && report.tick(
                 0,
-                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
+                &source_counters(span, metadata_ring.is_some(), values, values_dropped),
             )
         {
             (published, dropped, values, values_dropped) = (0, 0, 0, 0);
@@ -345,7 +349,8 @@ fn run_source(
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.flush(&metadata_counters(
+    report.flush(&source_counters(
+        span,
         metadata_ring.is_some(),
         values,
         values_dropped,
@@ -354,15 +359,21 @@ fn run_source(
     Ok(0)
 }
 
-/// The source's counters: metadata values published and dropped, when it has any.
-fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
-    if !publishes {
-        return Vec::new();
+/// The source's counters: `span_us` from its first publication to its latest (frames
+/// over it is the rate it held), and the metadata values published and dropped, when
+/// it has any.
+fn source_counters(
+    span: Duration,
+    publishes: bool,
+    values: u64,
+    dropped: u64,
+) -> Vec<(String, u64)> {
+    let mut counters = vec![("span_us".into(), span.as_micros() as u64)];
+    if publishes {
+        counters.push(("metadata_values".into(), values));
+        counters.push(("metadata_dropped".into(), dropped));
     }
-    vec![
-        ("metadata_values".into(), values),
-        ("metadata_dropped".into(), dropped),
-    ]
+    counters
 }
 
 /// One input ring of a stage worker.
