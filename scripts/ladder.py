@@ -48,15 +48,17 @@ def grid_index(rate):
 
 
 def search(test, guess, log):
-    """The highest grid rate that passes `test`, starting at `guess`: bracket in steps
-    of two grid values (about ×1.45), then bisect. Returns (rate, rungs tried)."""
+    """The highest grid rate that passes `test` (which returns pass or fail and what
+    failed), starting at `guess`: bracket in steps of two grid values (about ×1.45),
+    then bisect. Returns the rate and what failed one step above it."""
     tried = {}
 
     def run(i):
         if i not in tried:
             tried[i] = test(grid(i))
-            log(f"    {grid(i):>10g} frames/s: {'pass' if tried[i] else 'FAIL'}")
-        return tried[i]
+            ok, why = tried[i]
+            log(f"    {grid(i):>10g} frames/s: {'pass' if ok else 'FAIL: ' + why}")
+        return tried[i][0]
 
     step = 2
     lo = hi = grid_index(guess)
@@ -68,7 +70,7 @@ def search(test, guess, log):
         while lo > 0 and not run(max(0, lo - step)):
             lo = max(0, lo - step)
         if lo == 0 or not run(max(0, lo - step)):
-            return 0, tried
+            return 0, tried[lo][1]
         lo, hi = max(0, lo - step), lo
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -76,7 +78,7 @@ def search(test, guess, log):
             lo = mid
         else:
             hi = mid
-    return grid(lo), tried
+    return grid(lo), tried[hi][1]
 
 
 def sh(args, **kw):
@@ -112,11 +114,6 @@ def machine():
 
 # ---- streamd rungs ------------------------------------------------------------------
 
-def ring_slots(frame_bytes):
-    """About 256 MiB of ring, 16 to 1024 slots (PvaPy's tables use queues of 100-1000)."""
-    return max(16, min(1024, (256 << 20) // frame_bytes))
-
-
 def streamd_rung(size, consumers, rate, seconds, tag):
     """`streamd sim` at `rate` with drop-newest, `consumers` × `streamd consume --read`
     (a group, one frame per turn, when more than one)."""
@@ -128,15 +125,18 @@ def streamd_rung(size, consumers, rate, seconds, tag):
                for _ in range(consumers)]
     sim = sh([STREAMD, "sim", "--ring", ring, "--nx", str(size), "--ny", str(size), "--dtype", "u8",
               "--fps", str(rate), "--runtime", str(seconds), "--policy", "drop-newest",
-              "--slots", str(ring_slots(size * size)), "--wait-consumers", str(consumers), "--json"])
+              "--wait-consumers", str(consumers), "--json"])
     results = [last_json(r.communicate(timeout=seconds + 120)[0]) for r in readers]
     produced = last_json(sim.stdout)
     if produced is None or any(r is None for r in results):
         raise RuntimeError(f"a rung did not report: {sim.stderr} {[r for r in results if r is None]}")
     received = sum(r["received"] for r in results)
     missed = sum(r["missed"] for r in results)
-    held = produced["published"] + produced["dropped"] >= 0.98 * rate * seconds
-    return held and produced["dropped"] == 0 and missed == 0 and received == produced["published"]
+    if produced["published"] + produced["dropped"] < 0.98 * rate * seconds:
+        return False, "producer"
+    if produced["dropped"] or missed or received != produced["published"]:
+        return False, "consumers"
+    return True, ""
 
 
 def pipeline_text(name, size, rate, frames, consumers, kind, folder):
@@ -145,7 +145,6 @@ def pipeline_text(name, size, rate, frames, consumers, kind, folder):
     text = f"""name = "{name}"
 [[ring]]
 name = "raw"
-slots = {ring_slots(size * size)}
 full_policy = "drop-newest"
 """
     if kind == "metadata":
@@ -202,19 +201,20 @@ def pipeline_rung(size, consumers, rate, seconds, kind, scratch, tag):
     # The rate the source held: its frames over the time from its first publication
     # to its last.
     span = source["workers"][0]["counters"]["span_us"] / 1e6
-    held = frames < 2 or (frames - 1) / span >= 0.98 * rate if span > 0 else False
-    ok = (out.returncode == 0 and held and ring_dropped == 0 and work["missed"] == 0
-          and work["errors"] == 0 and work["frames_in"] == frames and source["frames_out"] == frames)
-    for w in work["workers"]:
-        c = w["counters"]
-        if kind == "metadata":
-            ok = ok and all(c.get(f"{ch}.unmatched", 1) == 0 for ch in "abcdef")
-        else:
-            ok = ok and c.get("frames_not_written", 1) == 0
+    if frames > 1 and (span <= 0 or (frames - 1) / span < 0.98 * rate):
+        return False, "producer"
+    if (out.returncode != 0 or ring_dropped or work["missed"] or work["errors"]
+            or work["frames_in"] != frames or source["frames_out"] != frames):
+        return False, "consumers" if kind == "metadata" else "writer"
+    counters = [w["counters"] for w in work["workers"]]
     if kind == "metadata":
-        matched = sum(w["counters"].get("a.matched", 0) for w in work["workers"])
-        ok = ok and matched == frames and source["workers"][0]["counters"].get("metadata_dropped", 1) == 0
-    return ok
+        matched = sum(c.get("a.matched", 0) for c in counters)
+        unmatched = sum(c.get(f"{ch}.unmatched", 0) for c in counters for ch in "abcdef")
+        if matched != frames or unmatched or source["workers"][0]["counters"].get("metadata_dropped", 1):
+            return False, "metadata"
+    elif any(c.get("frames_not_written", 1) for c in counters):
+        return False, "disk"
+    return True, ""
 
 
 def rings_ladder(sizes, counts, seconds, memcpy, log, tag):
@@ -224,8 +224,8 @@ def rings_ladder(sizes, counts, seconds, memcpy, log, tag):
         guess = memcpy[str(size)] * 1e6 / (size * size) * 0.6
         for consumers in counts:
             log(f"  {size}², rings, {consumers} consumer(s)")
-            rate, tried = search(lambda f: streamd_rung(size, consumers, f, seconds, next(tag)), guess, log)
-            rows.append({"size": size, "consumers": consumers, "fps": rate, "rungs": len(tried)})
+            rate, limit = search(lambda f: streamd_rung(size, consumers, f, seconds, next(tag)), guess, log)
+            rows.append({"size": size, "consumers": consumers, "fps": rate, "limit": limit})
             guess = rate or guess
     return rows
 
@@ -247,8 +247,8 @@ def run_streamd(args):
         guess = guess * (512 / size) ** 2 if size == 512 else guess / 4
         for consumers in [1] if args.quick else counts:
             log(f"  {size}², metadata (6 channels), {consumers} consumer(s)")
-            rate, tried = search(lambda f: pipeline_rung(size, consumers, f, seconds, "metadata", scratch, next(tag)), guess, log)
-            result["metadata"].append({"size": size, "consumers": consumers, "fps": rate, "rungs": len(tried)})
+            rate, limit = search(lambda f: pipeline_rung(size, consumers, f, seconds, "metadata", scratch, next(tag)), guess, log)
+            result["metadata"].append({"size": size, "consumers": consumers, "fps": rate, "limit": limit})
             guess = rate or guess
     disk = direct_write_mb_per_s(scratch, 2048 if args.quick else 8192)
     result["direct_write_mb_per_s"] = disk
@@ -258,8 +258,8 @@ def run_streamd(args):
             guess = disk * 1e6 / (size * size) * share
             for consumers in [1] if args.quick else counts:
                 log(f"  {size}², {kind}, {consumers} writer(s)")
-                rate, tried = search(lambda f: pipeline_rung(size, consumers, f, seconds, kind, scratch, next(tag)), guess, log)
-                result["writers"].append({"size": size, "consumers": consumers, "writer": kind, "fps": rate, "rungs": len(tried)})
+                rate, limit = search(lambda f: pipeline_rung(size, consumers, f, seconds, kind, scratch, next(tag)), guess, log)
+                result["writers"].append({"size": size, "consumers": consumers, "writer": kind, "fps": rate, "limit": limit})
                 guess = rate or guess
     shutil.rmtree(scratch, ignore_errors=True)
     with open(args.out, "w") as f:
@@ -311,8 +311,11 @@ def pvapy_rung(python, size, consumers, rate, seconds, tag):
     if os.environ.get("LADDER_DEBUG"):
         print(f"      PvaPy {size}² at {rate}: served {frames} at {achieved} fps; consumers "
               f"(processed, missed, overruns, rejected) {finals}", file=sys.stderr)
-    return (len(finals) == consumers and lost == 0 and processed >= frames
-            and achieved >= 0.98 * rate)
+    if achieved < 0.98 * rate:
+        return False, "producer"
+    if len(finals) != consumers or lost or processed < frames:
+        return False, "consumers"
+    return True, ""
 
 
 def run_pvapy(args):
@@ -328,8 +331,8 @@ def run_pvapy(args):
         guess = PVAPY_PUBLISHED[(size, 1)] / 4
         for consumers in counts:
             log(f"  PvaPy {size}², {consumers} consumer(s)")
-            rate, tried = search(lambda f: pvapy_rung(args.python, size, consumers, f, seconds, next(tag)), guess, log)
-            result["pvapy"].append({"size": size, "consumers": consumers, "fps": rate, "rungs": len(tried)})
+            rate, limit = search(lambda f: pvapy_rung(args.python, size, consumers, f, seconds, next(tag)), guess, log)
+            result["pvapy"].append({"size": size, "consumers": consumers, "fps": rate, "limit": limit})
             guess = rate or guess
     for size in SIZES:
         result["memcpy_mb_per_s"][str(size)] = memcpy_mb_per_s(size * size)
@@ -355,22 +358,22 @@ def table(args):
     if "pvapy" in s:
         return pvapy_table(s)
     out = [header(s), "", "### Rings: simulator → consumers reading every byte (u8 frames)", "",
-           "| frame | consumers | frames/s | MB/s | memcpy MB/s (same run) | ratio to memcpy |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "| frame | consumers | frames/s | MB/s | memcpy MB/s (same run) | ratio to memcpy | limit |",
+           "|---|---:|---:|---:|---:|---:|---|"]
     for r in s["rings"]:
         ceiling = s["memcpy_mb_per_s"][str(r["size"])]
         rate = r["fps"] * mb(r["size"])
-        out.append(f"| {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {rate:,.0f} | {ceiling:,.0f} | {rate / ceiling:.0%} |")
+        out.append(f"| {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {rate:,.0f} | {ceiling:,.0f} | {rate / ceiling:.0%} | {r['limit']} |")
     out += ["", "### With the metadata processor (6 channels, every frame matched)", "",
-            "| frame | consumers | frames/s | metadata values/s | MB/s |", "|---|---:|---:|---:|---:|"]
+            "| frame | consumers | frames/s | metadata values/s | MB/s | limit |", "|---|---:|---:|---:|---:|---|"]
     for r in s["metadata"]:
-        out.append(f"| {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {6 * r['fps']:,.0f} | {r['fps'] * mb(r['size']):,.0f} |")
+        out.append(f"| {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {6 * r['fps']:,.0f} | {r['fps'] * mb(r['size']):,.0f} | {r['limit']} |")
     disk = s["direct_write_mb_per_s"]
     out += ["", f"### With a writer at the end (disk: O_DIRECT sequential write {disk:,.0f} MB/s, same run)", "",
-            "| writer | frame | writers | frames/s | MB/s (frame bytes) | ratio to O_DIRECT |", "|---|---|---:|---:|---:|---:|"]
+            "| writer | frame | writers | frames/s | MB/s (frame bytes) | ratio to O_DIRECT | limit |", "|---|---|---:|---:|---:|---:|---|"]
     for r in s["writers"]:
         rate = r["fps"] * mb(r["size"])
-        out.append(f"| {r['writer']} | {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {rate:,.0f} | {rate / disk:.0%} |")
+        out.append(f"| {r['writer']} | {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {rate:,.0f} | {rate / disk:.0%} | {r['limit']} |")
     print("\n".join(out))
 
 
