@@ -114,6 +114,14 @@ def machine():
 
 # ---- streamd rungs ------------------------------------------------------------------
 
+# Ring slots per frame size: PvaPy's server queue sizes in its own throughput tables.
+QUEUE = {512: 1000, 1024: 500, 2048: 200, 4096: 100}
+
+# How long after the source's last frame the last consumer may finish, as a share of
+# the rung's time: what the ring absorbs must be jitter, not a backlog.
+CATCH_UP = 0.05
+
+
 def streamd_rung(size, consumers, rate, seconds, tag):
     """`streamd sim` at `rate` with drop-newest, `consumers` × `streamd consume --read`
     (a group, one frame per turn, when more than one)."""
@@ -125,16 +133,20 @@ def streamd_rung(size, consumers, rate, seconds, tag):
                for _ in range(consumers)]
     sim = sh([STREAMD, "sim", "--ring", ring, "--nx", str(size), "--ny", str(size), "--dtype", "u8",
               "--fps", str(rate), "--runtime", str(seconds), "--policy", "drop-newest",
-              "--wait-consumers", str(consumers), "--json"])
-    results = [last_json(r.communicate(timeout=seconds + 120)[0]) for r in readers]
+              "--slots", str(QUEUE[size]), "--wait-consumers", str(consumers), "--json"])
+    outputs = [r.communicate(timeout=seconds + 120) for r in readers]
+    results = [last_json(out) for out, _ in outputs]
     produced = last_json(sim.stdout)
     if produced is None or any(r is None for r in results):
-        raise RuntimeError(f"a rung did not report: {sim.stderr} {[r for r in results if r is None]}")
+        raise RuntimeError(f"a rung did not report: {sim.stderr} {[err for _, err in outputs]}")
     received = sum(r["received"] for r in results)
     missed = sum(r["missed"] for r in results)
     if produced["published"] + produced["dropped"] < 0.98 * rate * seconds:
         return False, "producer"
     if produced["dropped"] or missed or received != produced["published"]:
+        return False, "consumers"
+    # Each consumer's time from its first frame to the end of the stream.
+    if any(r["received"] / r["fps"] > seconds * (1 + CATCH_UP) for r in results if r["fps"] > 0):
         return False, "consumers"
     return True, ""
 
@@ -145,6 +157,7 @@ def pipeline_text(name, size, rate, frames, consumers, kind, folder):
     text = f"""name = "{name}"
 [[ring]]
 name = "raw"
+slots = {QUEUE[size]}
 full_policy = "drop-newest"
 """
     if kind == "metadata":
@@ -200,10 +213,11 @@ def pipeline_rung(size, consumers, rate, seconds, kind, scratch, tag):
     ring_dropped = sum(r["dropped"] for r in report["rings"])
     # The rate the source held: its frames over the time from its first publication
     # to its last.
-    span = source["workers"][0]["counters"]["span_us"] / 1e6
+    span = source["workers"][0]["span_us"] / 1e6
     if frames > 1 and (span <= 0 or (frames - 1) / span < 0.98 * rate):
         return False, "producer"
-    if (out.returncode != 0 or ring_dropped or work["missed"] or work["errors"]
+    behind = max(w["span_us"] for w in work["workers"]) / 1e6 > span + CATCH_UP * seconds
+    if (out.returncode != 0 or ring_dropped or work["missed"] or work["errors"] or behind
             or work["frames_in"] != frames or source["frames_out"] != frames):
         return False, "consumers" if kind == "metadata" else "writer"
     counters = [w["counters"] for w in work["workers"]]

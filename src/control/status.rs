@@ -62,6 +62,8 @@ pub struct WorkerStatus {
     pub proc_histogram: Vec<u64>,
     pub lag: u64,
     pub last_frame_id: Option<u64>,
+    /// µs from the worker's first frame to its latest: frames over it is the rate held.
+    pub span_us: u64,
     pub heartbeat_age_ms: u64,
     pub fps_in: f64,
     pub fps_out: f64,
@@ -114,6 +116,7 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
                 proc_histogram: e.proc_histogram.iter().map(|c| c.load(Relaxed)).collect(),
                 lag: e.lag.load(Relaxed),
                 last_frame_id: optional(e.last_frame_id.load(Relaxed)),
+                span_us: e.span_us.load(Relaxed),
                 heartbeat_age_ms: now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000,
                 fps_in,
                 fps_out,

@@ -97,6 +97,8 @@ struct Report<'a> {
     errors: u64,
     out_base: (u64, u64, u64),
     times: Histogram<u64>,
+    /// When this worker handled its first frame (since it started or a reset).
+    first_frame: Option<Instant>,
     last_beat: Instant,
     reset_seen: u64,
 }
@@ -125,6 +127,7 @@ impl<'a> Report<'a> {
                 entry.dropped.load(Relaxed),
             ),
             times: Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds"),
+            first_frame: None,
             last_beat: Instant::now(),
             reset_seen: entry.reset_seen.load(Relaxed),
         }
@@ -135,7 +138,14 @@ impl<'a> Report<'a> {
         self.entry.state.store(state, Release);
     }
 
+    /// A frame was handled now: extends the span from the first one.
+    fn active(&mut self) {
+        let span = self.first_frame.get_or_insert_with(Instant::now).elapsed();
+        self.entry.span_us.store(span.as_micros() as u64, Relaxed);
+    }
+
     fn frame_in(&mut self, frame_id: u64, bytes: u64, lag: u64, took: Duration) {
+        self.active();
         self.frames_in += 1;
         self.bytes_in += bytes;
         self.entry.frames_in.store(self.frames_in, Relaxed);
@@ -208,6 +218,7 @@ impl<'a> Report<'a> {
             self.errors = 0;
             self.missed_base = 0u64.wrapping_sub(missed);
             self.times.reset();
+            self.first_frame = None;
             for field in [
                 &self.entry.frames_in,
                 &self.entry.bytes_in,
@@ -218,6 +229,7 @@ impl<'a> Report<'a> {
                 &self.entry.errors,
                 &self.entry.proc_p50_ns,
                 &self.entry.proc_p99_ns,
+                &self.entry.span_us,
             ]
             .into_iter()
             .chain(&self.entry.proc_histogram)
@@ -286,9 +298,6 @@ fn run_source(
     let started_ns = now_ns();
     let first_id = frame_id;
     let (mut published, mut dropped) = (0u64, 0u64);
-    // From the first publication to the latest: the rate the source really held.
-    let mut first_published: Option<Instant> = None;
-    let mut span = Duration::ZERO;
     report.state(WORKER_RUNNING);
     while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
         if let Some(interval) = interval {
@@ -329,14 +338,14 @@ fn run_source(
             flags: 0,
         };
         slot.publish(&meta).context("publishing a frame")?;
-        span = first_published.get_or_insert_with(Instant::now).elapsed();
+        report.active();
         published += 1;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, published * frame_bytes as u64, dropped));
         if report.due()
             && report.tick(
                 0,
-                &source_counters(span, metadata_ring.is_some(), values, values_dropped),
+                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
             )
         {
             (published, dropped, values, values_dropped) = (0, 0, 0, 0);
@@ -349,8 +358,7 @@ fn run_source(
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.flush(&source_counters(
-        span,
+    report.flush(&metadata_counters(
         metadata_ring.is_some(),
         values,
         values_dropped,
@@ -359,21 +367,15 @@ fn run_source(
     Ok(0)
 }
 
-/// The source's counters: `span_us` from its first publication to its latest (frames
-/// over it is the rate it held), and the metadata values published and dropped, when
-/// it has any.
-fn source_counters(
-    span: Duration,
-    publishes: bool,
-    values: u64,
-    dropped: u64,
-) -> Vec<(String, u64)> {
-    let mut counters = vec![("span_us".into(), span.as_micros() as u64)];
-    if publishes {
-        counters.push(("metadata_values".into(), values));
-        counters.push(("metadata_dropped".into(), dropped));
+/// The source's counters: metadata values published and dropped, when it has any.
+fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
+    if !publishes {
+        return Vec::new();
     }
-    counters
+    vec![
+        ("metadata_values".into(), values),
+        ("metadata_dropped".into(), dropped),
+    ]
 }
 
 /// One input ring of a stage worker.

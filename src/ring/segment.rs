@@ -242,10 +242,17 @@ impl Segment {
                 }
             }
         };
-        Segment::open_file(name, path, file)
+        Segment::open_file(name, path, file, INIT_GRACE.max(wait))
     }
 
-    fn open_file(name: &str, path: PathBuf, file: File) -> Result<Segment, AttachError> {
+    /// Validates an opened segment, waiting up to `grace` for its creator to finish
+    /// initialising it (a large ring takes a while to allocate and fault in).
+    fn open_file(
+        name: &str,
+        path: PathBuf,
+        file: File,
+        grace: Duration,
+    ) -> Result<Segment, AttachError> {
         let io_err = |op, path: &Path, source| AttachError::Io {
             op,
             path: path.to_path_buf(),
@@ -285,7 +292,7 @@ impl Segment {
                     Err(Validation::Invalid(e)) => return Err(e),
                 }
             }
-            if started.elapsed() > INIT_GRACE {
+            if started.elapsed() > grace {
                 return Err(if len < HEADER_SIZE as u64 {
                     AttachError::Layout {
                         name: name.into(),
@@ -506,7 +513,7 @@ fn remove_if_stale(name: &str, path: &Path) -> Result<Option<StaleSegment>, Crea
             })
         }
     };
-    let producer_pid = match Segment::open_file(name, path.to_path_buf(), file) {
+    let producer_pid = match Segment::open_file(name, path.to_path_buf(), file, INIT_GRACE) {
         Ok(segment) => {
             let producer = segment.producer();
             let finished =

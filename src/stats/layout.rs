@@ -106,6 +106,9 @@ pub struct WorkerEntry {
     /// Frames published into the input ring that this worker's group had not taken yet.
     pub lag: AtomicU64,
     pub last_frame_id: AtomicU64,
+    /// µs from this worker's first frame to its latest (since it started or statistics
+    /// were reset): frames over it is the rate it held.
+    pub span_us: AtomicU64,
     /// The stage `args_gen` this worker applies, and the first frame id it applied to.
     pub applied_gen: AtomicU64,
     pub applied_from_frame: AtomicU64,

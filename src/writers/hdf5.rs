@@ -28,11 +28,11 @@
 
 use super::bitshuffle;
 use super::hdf5_ffi::{self as h5, Element, File, Growing, Mode};
-use super::{unknown_writer_key, Destination, WriteCounters};
+use super::{unknown_writer_key, Destination, FileContent, Rollover, WriteCounters};
 use crate::processors::{number, ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{AttrValue, Dtype, Frame};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const OWN_KEYS: &[&str] = &[
     "compression",
@@ -154,16 +154,13 @@ struct DataFile {
     pending_ids: Vec<u64>,
     pending_times: Vec<u64>,
     pending_values: Vec<Vec<f64>>,
-    frames: u64,
-    dtype: Dtype,
-    dims: Vec<u32>,
+    content: FileContent,
 }
 
 pub struct Hdf5Writer {
     destination: Destination,
     bitshuffle_lz4: bool,
-    frames_per_file: u64,
-    flush_every: Duration,
+    rollover: Rollover,
     attributes: Option<Vec<String>>,
     geometry: Geometry,
     worker: u32,
@@ -185,8 +182,7 @@ impl Default for Hdf5Writer {
         Hdf5Writer {
             destination: Destination::new("{prefix}_data_{file:06}.h5", &["file", "worker"]),
             bitshuffle_lz4: false,
-            frames_per_file: 0,
-            flush_every: Duration::from_secs(1),
+            rollover: Rollover::default(),
             attributes: None,
             geometry: Geometry::default(),
             worker: 0,
@@ -290,9 +286,7 @@ impl Hdf5Writer {
             values,
             pending_ids: Vec::new(),
             pending_times: Vec::new(),
-            frames: 0,
-            dtype: header.dtype,
-            dims: header.dims.clone(),
+            content: FileContent::new(header),
         });
         self.last_flush = Instant::now();
         Ok(())
@@ -383,12 +377,11 @@ impl Hdf5Writer {
         if header.pixel_count() == 0 {
             return Err(format!("frame {} has no pixels to store", header.frame_id));
         }
-        let roll = self.current.as_ref().is_some_and(|f| {
-            (self.frames_per_file > 0 && f.frames >= self.frames_per_file)
-                || f.dtype != header.dtype
-                || f.dims != header.dims
-        });
-        if roll {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|f| self.rollover.ends(&f.content, header))
+        {
             self.close_current()?;
         }
         if self.current.is_none() {
@@ -430,7 +423,7 @@ impl Hdf5Writer {
         if found < numeric {
             self.values_not_stored += 1;
         }
-        f.frames += 1;
+        f.content.frames += 1;
         self.bytes_stored += stored;
         Ok(())
     }
@@ -455,7 +448,7 @@ impl Processor for Hdf5Writer {
         if changing_layout {
             return Err(format!("{key} cannot change while a file is open"));
         }
-        if self.destination.configure(key, value)? {
+        if self.destination.configure(key, value)? || self.rollover.configure(key, value)? {
             return Ok(());
         }
         match (key, value) {
@@ -466,18 +459,6 @@ impl Processor for Hdf5Writer {
                 return Err(format!(
                     "compression must be \"none\" or \"bslz4\" (bitshuffle-LZ4, HDF5 filter 32008), got {other}"
                 ))
-            }
-            ("frames_per_file", ArgValue::Integer(n)) if *n >= 0 => self.frames_per_file = *n as u64,
-            ("frames_per_file", other) => {
-                return Err(format!(
-                    "frames_per_file must be a whole number (0: no rollover), got {other}"
-                ))
-            }
-            ("flush_ms", ArgValue::Integer(n)) if *n > 0 => {
-                self.flush_every = Duration::from_millis(*n as u64)
-            }
-            ("flush_ms", other) => {
-                return Err(format!("flush_ms must be a positive number of ms, got {other}"))
             }
             ("attributes", ArgValue::Array(list)) => {
                 self.attributes = Some(
@@ -532,7 +513,7 @@ impl Processor for Hdf5Writer {
     ) -> Result<(), String> {
         let _hdf5 = h5::lock();
         let result = self.write_frame(frame).and_then(|()| {
-            if self.last_flush.elapsed() >= self.flush_every {
+            if self.last_flush.elapsed() >= self.rollover.flush_every {
                 self.flush()
             } else {
                 Ok(())
@@ -548,7 +529,7 @@ impl Processor for Hdf5Writer {
     }
 
     fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
-        if self.last_flush.elapsed() < self.flush_every {
+        if self.last_flush.elapsed() < self.rollover.flush_every {
             return Ok(());
         }
         let _hdf5 = h5::lock();

@@ -11,8 +11,10 @@ pub mod raw;
 pub mod tiff;
 
 use crate::processors::{unknown_key, ArgValue, Fault};
+use crate::ring::{Dtype, FrameHeader};
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// Where a writer's files go and what it does when writing fails: the keys every writer
 /// takes (`folder`, `prefix`, `template`, `overwrite`, `on_error`).
@@ -116,6 +118,78 @@ impl Destination {
             }
         }
         Ok(())
+    }
+}
+
+/// When a writer that keeps files open (`hdf5`, `raw`) starts a new file and makes what
+/// it wrote durable: the keys `frames_per_file` (0: never roll over) and `flush_ms`.
+#[derive(Debug, Clone)]
+pub struct Rollover {
+    pub frames_per_file: u64,
+    pub flush_every: Duration,
+}
+
+impl Default for Rollover {
+    fn default() -> Self {
+        Rollover {
+            frames_per_file: 0,
+            flush_every: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Rollover {
+    pub const KEYS: [&'static str; 2] = ["frames_per_file", "flush_ms"];
+
+    /// Takes one of [`Rollover::KEYS`]; `Ok(false)` when `key` is not one of them.
+    pub fn configure(&mut self, key: &str, value: &ArgValue) -> Result<bool, String> {
+        match (key, value) {
+            ("frames_per_file", ArgValue::Integer(n)) if *n >= 0 => {
+                self.frames_per_file = *n as u64
+            }
+            ("frames_per_file", other) => {
+                return Err(format!(
+                    "frames_per_file must be a whole number (0: no rollover), got {other}"
+                ))
+            }
+            ("flush_ms", ArgValue::Integer(n)) if *n > 0 => {
+                self.flush_every = Duration::from_millis(*n as u64)
+            }
+            ("flush_ms", other) => {
+                return Err(format!(
+                    "flush_ms must be a positive number of ms, got {other}"
+                ))
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Whether a file holding `content` must end before the frame of `header`: it is
+    /// full, or the frames changed dtype or shape.
+    pub fn ends(&self, content: &FileContent, header: &FrameHeader) -> bool {
+        (self.frames_per_file > 0 && content.frames >= self.frames_per_file)
+            || content.dtype != header.dtype
+            || content.dims != header.dims
+    }
+}
+
+/// What an open data file holds: its frame count and the frames' dtype and shape.
+#[derive(Debug, Clone)]
+pub struct FileContent {
+    pub frames: u64,
+    pub dtype: Dtype,
+    pub dims: Vec<u32>,
+}
+
+impl FileContent {
+    /// An empty file for frames like `header`'s.
+    pub fn new(header: &FrameHeader) -> FileContent {
+        FileContent {
+            frames: 0,
+            dtype: header.dtype,
+            dims: header.dims.clone(),
+        }
     }
 }
 

@@ -18,13 +18,13 @@
 //! at every flush (`flush_ms`), after an fdatasync of the data: it only names frames that
 //! are on disk. `frames_per_file` starts a new file every N frames.
 
-use super::{unknown_writer_key, Destination, WriteCounters};
+use super::{unknown_writer_key, Destination, FileContent, Rollover, WriteCounters};
 use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{Dtype, Frame};
 use crate::uring::{align_up, direct_ok, Uring, DIRECT_ALIGN};
 use std::io;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 struct RawFile {
     path: PathBuf,
@@ -33,15 +33,12 @@ struct RawFile {
     len: u64,
     index_len: u64,
     pending_index: String,
-    frames: u64,
-    dtype: Dtype,
-    dims: Vec<u32>,
+    content: FileContent,
 }
 
 pub struct RawWriter {
     destination: Destination,
-    frames_per_file: u64,
-    flush_every: Duration,
+    rollover: Rollover,
     worker: u32,
     restarted: bool,
     next_file: u64,
@@ -56,8 +53,7 @@ impl Default for RawWriter {
     fn default() -> Self {
         RawWriter {
             destination: Destination::new("{prefix}_{file:06}.raw", &["file", "worker"]),
-            frames_per_file: 0,
-            flush_every: Duration::from_secs(1),
+            rollover: Rollover::default(),
             worker: 0,
             restarted: false,
             next_file: 1,
@@ -127,9 +123,7 @@ impl RawWriter {
             len: 0,
             index_len: 0,
             pending_index,
-            frames: 0,
-            dtype: header.dtype,
-            dims: header.dims.clone(),
+            content: FileContent::new(header),
         });
         self.next_file += 1;
         self.counters.files_written += 1;
@@ -171,12 +165,11 @@ impl RawWriter {
 
     fn write_frame(&mut self, frame: &Frame<'_>) -> io::Result<()> {
         let header = frame.header();
-        let roll = self.current.as_ref().is_some_and(|f| {
-            (self.frames_per_file > 0 && f.frames >= self.frames_per_file)
-                || f.dtype != header.dtype
-                || f.dims != header.dims
-        });
-        if roll {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|f| self.rollover.ends(&f.content, header))
+        {
             self.close_current()?;
         }
         if self.current.is_none() {
@@ -204,7 +197,7 @@ impl RawWriter {
                 header.frame_id, header.timestamp_ns, f.len
             ));
             f.len += record;
-            f.frames += 1;
+            f.content.frames += 1;
         }
         self.current = Some(f);
         written
@@ -216,35 +209,10 @@ impl Processor for RawWriter {
         if matches!(key, "template" | "prefix" | "folder") && self.current.is_some() {
             return Err(format!("{key} cannot change while a file is open"));
         }
-        if self.destination.configure(key, value)? {
+        if self.destination.configure(key, value)? || self.rollover.configure(key, value)? {
             return Ok(());
         }
-        match (key, value) {
-            ("frames_per_file", ArgValue::Integer(n)) if *n >= 0 => {
-                self.frames_per_file = *n as u64
-            }
-            ("frames_per_file", other) => {
-                return Err(format!(
-                    "frames_per_file must be a whole number (0: no rollover), got {other}"
-                ))
-            }
-            ("flush_ms", ArgValue::Integer(n)) if *n > 0 => {
-                self.flush_every = Duration::from_millis(*n as u64)
-            }
-            ("flush_ms", other) => {
-                return Err(format!(
-                    "flush_ms must be a positive number of ms, got {other}"
-                ))
-            }
-            _ => {
-                return Err(unknown_writer_key(
-                    "raw",
-                    key,
-                    &["frames_per_file", "flush_ms"],
-                ))
-            }
-        }
-        Ok(())
+        Err(unknown_writer_key("raw", key, &Rollover::KEYS))
     }
 
     fn prepare(&self, workers: u32) -> Result<(), String> {
@@ -271,7 +239,7 @@ impl Processor for RawWriter {
         _out: &mut Outputs,
     ) -> Result<(), String> {
         let mut result = self.write_frame(frame);
-        if result.is_ok() && self.last_flush.elapsed() >= self.flush_every {
+        if result.is_ok() && self.last_flush.elapsed() >= self.rollover.flush_every {
             result = self.flush();
         }
         match result {
@@ -288,7 +256,7 @@ impl Processor for RawWriter {
     }
 
     fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
-        if self.last_flush.elapsed() < self.flush_every {
+        if self.last_flush.elapsed() < self.rollover.flush_every {
             return Ok(());
         }
         self.flush()
