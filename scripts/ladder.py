@@ -3,8 +3,9 @@
 
 For each frame size (u8 frames, 512² to 4096²) and consumer count, the highest frame
 rate a simulated detector can hold for a fixed time with zero frames missed, found by
-search. A rung is one run at one rate; it passes only when the source published every
-frame at that rate (a detector cannot wait: streamd's source ring uses the
+search. A rung is one run at one rate (a rung that fails is run once more: it fails only
+when it fails twice, so one hiccup of a shared machine does not decide it); it passes
+only when the source published every frame at that rate (a detector cannot wait: streamd's source ring uses the
 `drop-newest` policy, so a consumer that falls behind makes frames go unpublished and
 counted) and every consumer took its share with nothing missed. Rates come from one
 grid (the E12 series, steps of about 20 %), so two runs that agree land on the same
@@ -56,6 +57,9 @@ def search(test, guess, log):
     def run(i):
         if i not in tried:
             tried[i] = test(grid(i))
+            if not tried[i][0]:
+                # A shared machine has hiccups: a rung fails only when it fails twice.
+                tried[i] = test(grid(i))
             ok, why = tried[i]
             log(f"    {grid(i):>10g} frames/s: {'pass' if ok else 'FAIL: ' + why}")
         return tried[i][0]
@@ -295,7 +299,8 @@ def pvapy_rung(python, size, consumers, rate, seconds, tag):
     start_delay = 3.0
     server = subprocess.Popen(
         [os.path.join(bin_dir, "pvapy-ad-sim-server"), "-cn", channel, "-nf", "20", "-dt", "uint8",
-         "-rt", str(seconds), "-nx", str(size), "-ny", str(size), "-fps", str(rate), "-rp", str(rate),
+         "-rt", str(seconds), "-nx", str(size), "-ny", str(size), "-fps", f"{rate:g}",
+         "-rp", str(max(1, round(rate))),
          "-std", str(start_delay), "-shd", "0.5", "-dc"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     served = ""
