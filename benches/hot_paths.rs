@@ -63,6 +63,7 @@ fn context(outputs: Vec<String>) -> StageContext {
         inputs: 1,
         outputs,
         restarts: 0,
+        previous: Vec::new(),
     }
 }
 

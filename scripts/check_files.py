@@ -69,30 +69,34 @@ def check_hdf5(args):
     if text(detector.attrs["NX_class"]) != "NXdetector":
         fail("/entry/instrument/detector is not an NXdetector")
     geometry = {k: (text(v[()]) if v.dtype.kind in "SOU" else float(v[()]))
-                for k, v in detector.items()}
-    links = sorted(k for k in entry["data"].keys() if k.startswith("data_"))
-    frames, ids, files = 0, [], []
-    values = {}
-    for link in links:
-        data = entry["data"][link]
-        if args.compression == "bslz4" and "32008" not in data._filters:
-            fail(f"{link} is not bitshuffle-LZ4 compressed: {data._filters}")
-        if args.compression == "none" and data._filters:
-            fail(f"{link} has filters {data._filters}")
-        if data.chunks != (1,) + data.shape[1:]:
-            fail(f"{link} chunks {data.chunks} are not one frame each")
-        data_file = data.file
-        files.append(os.path.basename(data_file.filename))
-        file_ids = data_file["entry/data/frame_id"][:]
-        stamps = data_file["entry/data/timestamp_ns"][:]
-        if len(file_ids) != data.shape[0] or len(stamps) != data.shape[0]:
-            fail(f"{link}: {data.shape[0]} frames but {len(file_ids)} ids")
-        for i, frame_id in enumerate(file_ids):
-            check_frame(data[i], frame_id, link)
-        for name, ds in data_file["entry/metadata"].items():
-            values.setdefault(name, []).extend(ds[:].tolist())
-        ids.extend(int(x) for x in file_ids)
-        frames += data.shape[0]
+                for k, v in detector.items()
+                if isinstance(v, h5py.Dataset) and v.shape == ()}
+    data = entry["data/data"]
+    if not data.is_virtual:
+        fail("/entry/data/data is not a virtual dataset over the data files")
+    files = sorted({os.path.basename(v.file_name) for v in data.virtual_sources()})
+    folder = os.path.dirname(os.path.abspath(args.path))
+    for name in files:
+        with h5py.File(os.path.join(folder, name), "r") as data_file:
+            stored = data_file["entry/data/data"]
+            if args.compression == "bslz4" and "32008" not in stored._filters:
+                fail(f"{name} is not bitshuffle-LZ4 compressed: {stored._filters}")
+            if args.compression == "none" and stored._filters:
+                fail(f"{name} has filters {stored._filters}")
+            if stored.chunks != (1,) + stored.shape[1:]:
+                fail(f"{name}: chunks {stored.chunks} are not one frame each")
+            if len(data_file["entry/data/frame_id"]) != stored.shape[0]:
+                fail(f"{name}: {stored.shape[0]} frames but {len(data_file['entry/data/frame_id'])} ids")
+    ids = [int(x) for x in entry["data/frame_id"][:]]
+    stamps = entry["data/timestamp_ns"][:]
+    if len(ids) != data.shape[0] or len(stamps) != data.shape[0]:
+        fail(f"the master shows {data.shape[0]} frames but {len(ids)} ids")
+    if any(b <= a for a, b in zip(ids, ids[1:])):
+        fail("the master's frames are not in increasing frame-id order")
+    for k, frame_id in enumerate(ids):
+        check_frame(data[k], frame_id, f"{args.path} image {k}")
+    values = {name: ds[:].tolist() for name, ds in entry["metadata"].items()}
+    frames = data.shape[0]
     if args.frames is not None and frames != args.frames:
         fail(f"{frames} frames in the files, expected {args.frames}")
     if args.frames is not None and sorted(ids) != list(range(args.frames)):

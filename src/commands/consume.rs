@@ -79,6 +79,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
             WaitMode::Futex
         },
         attach_timeout: Duration::from_secs_f64(args.attach_timeout.max(0.0)),
+        hold: false,
     };
     let mut record = match &args.record_ids {
         Some(path) => Some(
@@ -126,6 +127,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 eprintln!("streamd consume: ring '{}': {e}", args.ring);
                 continue;
             }
+            Err(RecvError::MustCommit) => unreachable!("consume does not hold frames"),
         };
         started.get_or_insert_with(Instant::now);
         let header = frame.header();

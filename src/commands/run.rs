@@ -104,6 +104,9 @@ fn execute(
         })?;
     }
     let outcome = supervisor::run(pipeline, options)?;
+    for note in &outcome.notes {
+        eprintln!("streamd run: {note}");
+    }
     for problem in &outcome.problems {
         eprintln!("streamd run: {problem}");
     }

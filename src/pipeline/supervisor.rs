@@ -2,7 +2,7 @@
 //! worker as its own pinned process, restarts what crashes, serves the control socket,
 //! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
 
-use super::config::{Pipeline, SourceContent};
+use super::config::{Pipeline, SourceContent, StagePlan};
 use super::pinning::CoreAssigner;
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::commands::stop_flag;
@@ -35,6 +35,8 @@ pub struct RunOutcome {
     pub report: StatusReport,
     /// Stages that failed or did not drain in time, one sentence each.
     pub problems: Vec<String>,
+    /// What stages said when they concluded (where a writer's master file is).
+    pub notes: Vec<String>,
 }
 
 const TICK: Duration = Duration::from_millis(20);
@@ -256,6 +258,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     let started = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     let mut rate_clock = Instant::now();
     let mut last_counts: HashMap<usize, (u64, u64)> = HashMap::new();
     loop {
@@ -310,7 +313,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                 spawn(slot, &stats)?;
             }
         }
-        // A stage whose workers are all done no longer needs its groups held.
+        // A stage whose workers are all done no longer needs its groups held, and
+        // concludes (a writer ties its workers' files together).
         for (i, held) in holders.iter_mut().enumerate() {
             if !held.is_empty()
                 && slots
@@ -319,6 +323,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                     .all(|s| s.done)
             {
                 held.clear();
+                conclude(
+                    &pipeline.stages[i],
+                    &stats,
+                    i + 1,
+                    &mut notes,
+                    &mut problems,
+                );
             }
         }
         if slots.iter().all(|s| s.done) {
@@ -365,6 +376,19 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         }
         std::thread::sleep(TICK);
     }
+    // Stages cut short by the drain deadline conclude with what they left.
+    for (i, held) in holders.iter_mut().enumerate() {
+        if !held.is_empty() {
+            held.clear();
+            conclude(
+                &pipeline.stages[i],
+                &stats,
+                i + 1,
+                &mut notes,
+                &mut problems,
+            );
+        }
+    }
     stats.header().state.store(PIPELINE_FINISHED, Release);
     let report = collect(
         &stats,
@@ -372,7 +396,34 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     );
     drop(holders);
     drop(rings);
-    Ok(RunOutcome { report, problems })
+    Ok(RunOutcome {
+        report,
+        problems,
+        notes,
+    })
+}
+
+/// Lets stage `stage` (index `index` in the stats segment) conclude, with the
+/// arguments it last ran with.
+fn conclude(
+    stage: &StagePlan,
+    stats: &StatsSegment,
+    index: usize,
+    notes: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) {
+    let args = stats
+        .read_args(index)
+        .and_then(|(_, text)| serde_json::from_str::<toml::Table>(&text).ok())
+        .unwrap_or_else(|| stage.args.clone());
+    let concluded = processors::build(&stage.processor, &args)
+        .map_err(|e| e.reason)
+        .and_then(|p| p.conclude(stage.workers));
+    match concluded {
+        Ok(Some(note)) => notes.push(format!("stage '{}': {note}", stage.name)),
+        Ok(None) => {}
+        Err(e) => problems.push(format!("stage '{}': {e}", stage.name)),
+    }
 }
 
 /// Removes the stats segment and control socket on every exit path.

@@ -96,6 +96,9 @@ struct Report<'a> {
     missed_base: u64,
     errors: u64,
     out_base: (u64, u64, u64),
+    /// The processor counters a crashed predecessor last showed: shown counters are this
+    /// plus the processor's own, so totals continue across restarts.
+    counter_base: Vec<(String, u64)>,
     times: Histogram<u64>,
     /// When this worker handled its first frame (since it started or a reset).
     first_frame: Option<Instant>,
@@ -126,6 +129,7 @@ impl<'a> Report<'a> {
                 entry.bytes_out.load(Relaxed),
                 entry.dropped.load(Relaxed),
             ),
+            counter_base: stats.counters(spec.entry),
             times: Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds"),
             first_frame: None,
             last_beat: Instant::now(),
@@ -259,7 +263,18 @@ impl<'a> Report<'a> {
                 cell.store(count, Relaxed);
             }
         }
-        self.stats.write_counters(self.index, counters);
+        let totals: Vec<(String, u64)> = counters
+            .iter()
+            .map(|(name, value)| {
+                let base = self
+                    .counter_base
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, b)| *b);
+                (name.clone(), base + value)
+            })
+            .collect();
+        self.stats.write_counters(self.index, &totals);
     }
 }
 
@@ -401,24 +416,36 @@ fn run_stage(
     let mut processor = processors::build(&plan.processor, &args)
         .map_err(|e| anyhow::anyhow!("stage '{}': {}", plan.name, e.reason))?;
     let stop = stop_flag();
-    let attach = |name: &String, group: String, batch: u32, delivery| -> anyhow::Result<Input> {
+    // A processor that makes frames durable later (a writer) holds them in the ring
+    // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
+    let sync_every = processor.sync_interval();
+    let attach = |name: &String, group: String, batch: u32, delivery, hold| {
         let options = ConsumerOptions {
             group: Some(group),
             batch,
             delivery,
             wait: WaitMode::Futex,
             attach_timeout: Duration::from_secs(5),
+            hold,
         };
         let mut consumer = Consumer::attach(name, &options)?;
         consumer.set_interrupt(stop.clone());
-        Ok(Input {
+        anyhow::Ok(Input {
             consumer,
             ended: false,
         })
     };
     let mut ins = inputs
         .iter()
-        .map(|name| attach(name, group.to_string(), plan.batch, plan.delivery))
+        .map(|name| {
+            attach(
+                name,
+                group.to_string(),
+                plan.batch,
+                plan.delivery,
+                sync_every.is_some(),
+            )
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let metadata_group = plan.metadata_group(spec.worker);
     let mut side = metadata
@@ -429,6 +456,7 @@ fn run_stage(
                 metadata_group.clone(),
                 METADATA_BATCH,
                 Delivery::Lossless,
+                false,
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -446,6 +474,7 @@ fn run_stage(
         inputs: ins.len(),
         outputs: plan.outputs.clone(),
         restarts: report.entry.restarts.load(Relaxed),
+        previous: report.counter_base.clone(),
     };
     processor
         .start(&ctx)
@@ -453,6 +482,7 @@ fn run_stage(
     report.entry.applied_gen.store(args_gen, Relaxed);
     report.state(WORKER_RUNNING);
     let mut pending_config = false;
+    let mut last_sync = Instant::now();
     let mut next = 0usize;
     let mut idle_pass = 0usize;
     // How long to wait for a frame before polling the processor (metadata may be due).
@@ -493,6 +523,7 @@ fn run_stage(
         // Every value published before the frame is taken reaches the processor first.
         let took_metadata = take_metadata(&mut side, processor.as_mut(), report)?;
         let input = &mut ins[k];
+        let mut must_settle = false;
         match input.consumer.recv_timeout(wait) {
             Ok(Some(frame)) => {
                 idle_pass = 0;
@@ -533,10 +564,15 @@ fn run_stage(
                 anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
             }
             Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
+            Err(RecvError::MustCommit) => must_settle = true,
             Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
         };
         if took_metadata {
             poll(processor.as_mut(), &mut out, report);
+        }
+        if must_settle || sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
+            settle(processor.as_mut(), &mut ins, report, &plan.name);
+            last_sync = Instant::now();
         }
         if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
             out.reset_counts();
@@ -547,6 +583,10 @@ fn run_stage(
     take_metadata(&mut side, processor.as_mut(), report)?;
     if let Err(e) = processor.stop(&mut out) {
         report.error(&format!("stage '{}' stop: {e}", plan.name));
+    }
+    // Whatever stop could not make durable is counted by the processor by now.
+    for input in &mut ins {
+        input.consumer.commit();
     }
     out.finish();
     report.outputs(out.counts());
@@ -594,7 +634,8 @@ fn take_metadata(
                 Err(RecvError::ProducerDied { pid, .. }) => {
                     anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
                 }
-                Err(RecvError::Interrupted) => break,
+                // Metadata rings are read without holding (MustCommit cannot come).
+                Err(RecvError::Interrupted | RecvError::MustCommit) => break,
                 Err(e @ RecvError::Corrupt { .. }) => {
                     report.error(&e.to_string());
                     break;
@@ -603,6 +644,28 @@ fn take_metadata(
         }
     }
     Ok(took)
+}
+
+/// Makes what the processor was handed durable, shows the counters that say so, then
+/// lets the rings forget those frames (spec §5.8). A crash before the commit re-delivers
+/// them; one after it finds them counted.
+fn settle(
+    processor: &mut dyn processors::Processor,
+    ins: &mut [Input],
+    report: &mut Report<'_>,
+    stage: &str,
+) {
+    if ins.iter().all(|i| i.consumer.held() == 0) {
+        return;
+    }
+    if let Err(e) = processor.sync() {
+        report.error(&format!("stage '{stage}': {e}"));
+        report.fault(processor.fault());
+    }
+    report.flush(&processor.counters());
+    for input in ins {
+        input.consumer.commit();
+    }
 }
 
 fn poll(processor: &mut dyn processors::Processor, out: &mut Outputs, report: &mut Report<'_>) {

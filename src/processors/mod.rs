@@ -39,6 +39,10 @@ pub struct StageContext {
     /// How often this worker was restarted after a crash (a writer then continues its
     /// files instead of starting new ones).
     pub restarts: u64,
+    /// The counters a crashed predecessor last showed. The worker shows these plus the
+    /// processor's own, so totals continue across restarts; a writer that finds more on
+    /// disk than they say counts the difference as its own (see the writers).
+    pub previous: Vec<(String, u64)>,
 }
 
 /// How a stage is connected: what [`Processor::check_wiring`] is given.
@@ -85,6 +89,22 @@ pub trait Processor: Send {
         Ok(())
     }
 
+    /// How often a processor that makes its frames durable later than `process` (a
+    /// writer buffering for the disk) calls for [`sync`](Self::sync). `Some` makes the
+    /// worker hold every input frame in its ring until a sync has made it durable (spec
+    /// §5.8), so a crash loses nothing: what was not yet durable is delivered again, and
+    /// the processor recognises repeated frames by id. `None`: a frame is done when
+    /// `process` returns.
+    fn sync_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Makes everything handed over so far durable, or counts what could not be. Also
+    /// called when the ring needs its slots back (the worker holds half a ring at most).
+    fn sync(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Called once after every input ended, before the output rings end.
     fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
         Ok(())
@@ -103,6 +123,13 @@ pub trait Processor: Send {
     /// `workers` is the stage's worker count.
     fn prepare(&self, _workers: u32) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Called once in the supervisor after every worker of the stage finished or failed
+    /// (a writer ties its workers' files together here); `Ok(Some(text))` is a line for
+    /// the run's summary.
+    fn conclude(&self, _workers: u32) -> Result<Option<String>, String> {
+        Ok(None)
     }
 
     /// Processor-specific counters (at most [`MAX_COUNTERS`]), shown by `status` and `top`.

@@ -9,6 +9,7 @@ use crate::pattern::verify_ramp;
 use crate::ring::{AttrValue, Frame};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct Verify {
@@ -116,6 +117,19 @@ impl Processor for Verify {
             ));
         }
         self.verified += 1;
+        Ok(())
+    }
+
+    /// With an ids file, frames are held until their ids reach the file, so a killed
+    /// worker's successor records what it had buffered (ids may then repeat).
+    fn sync_interval(&self) -> Option<Duration> {
+        self.ids_file.as_ref().map(|_| Duration::from_millis(200))
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        if let Some(ids) = &mut self.ids {
+            ids.flush().map_err(|e| format!("writing ids: {e}"))?;
+        }
         Ok(())
     }
 

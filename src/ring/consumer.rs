@@ -5,7 +5,8 @@ use super::error::{AttachError, RecvError};
 use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
 use super::layout::*;
 use super::membership::{
-    adopt, claim_shared_run, end_check, join, leave, reap, EndCheck, JoinRequest, Run, Seat,
+    adopt, claim_shared_run, end_check, extend_held_run, join, leave, reap, EndCheck, JoinRequest,
+    Run, Seat,
 };
 use super::segment::Segment;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
@@ -51,6 +52,10 @@ pub struct ConsumerOptions {
     pub wait: WaitMode,
     /// How long to wait for the ring to appear.
     pub attach_timeout: Duration,
+    /// Hold frames until [`Consumer::commit`] (spec §5.8): a dropped frame is read but
+    /// not released, so frames not yet made durable are re-delivered after a crash.
+    /// Only for a lossless member of a named group.
+    pub hold: bool,
 }
 
 impl Default for ConsumerOptions {
@@ -62,6 +67,7 @@ impl Default for ConsumerOptions {
             delivery: Delivery::Lossless,
             wait: WaitMode::default(),
             attach_timeout: Duration::ZERO,
+            hold: false,
         }
     }
 }
@@ -87,6 +93,8 @@ enum Ready {
     RunChanged,
     /// The deadline passed first.
     TimedOut,
+    /// A holding consumer must commit before it can go on (spec §5.8).
+    MustCommit,
 }
 
 /// The consumer end of a ring. Dropping it detaches.
@@ -103,14 +111,31 @@ pub struct Consumer {
     /// Frames of the run done (released or missed) and, of those, missed.
     done: u32,
     missed_in_run: u32,
+    /// Holding (spec §5.8): the most frames held before a commit is required, and the
+    /// next sequence to read (≥ the watermark `next_seq`). `None`: every frame is
+    /// released when its guard drops, and the read position is `next_seq`.
+    hold: Option<Hold>,
     interrupt: Option<Arc<AtomicBool>>,
     last_check: Instant,
+}
+
+/// A holding consumer's read position and window.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    window: u64,
+    read: u64,
 }
 
 impl Consumer {
     /// Attaches to ring `name`, waiting up to `options.attach_timeout` for it to appear.
     pub fn attach(name: &str, options: &ConsumerOptions) -> Result<Consumer, AttachError> {
+        if options.hold && (options.group.is_none() || options.delivery != Delivery::Lossless) {
+            return Err(AttachError::HoldNeedsGroup);
+        }
         let segment = Segment::open(name, options.attach_timeout)?;
+        // The producer cannot write past the watermark plus a ring: a holder that kept a
+        // whole ring would wait for a frame that can never come.
+        let window = (u64::from(segment.geometry().slot_count) / 2).max(1);
         let delivery = match options.delivery {
             Delivery::Lossless => DELIVERY_LOSSLESS,
             Delivery::Lossy => DELIVERY_LOSSY,
@@ -138,6 +163,7 @@ impl Consumer {
             },
             done: 0,
             missed_in_run: 0,
+            hold: options.hold.then_some(Hold { window, read: 0 }),
             interrupt: None,
             last_check: Instant::now(),
         })
@@ -163,14 +189,43 @@ impl Consumer {
         self.segment.consumer(self.seat.entry)
     }
 
+    /// The watermark: frames below it are released (or missed).
     fn next_seq(&self) -> u64 {
         self.run.start + u64::from(self.done)
     }
 
+    /// The next sequence to hand out.
+    fn read_seq(&self) -> u64 {
+        self.hold.map_or_else(|| self.next_seq(), |h| h.read)
+    }
+
+    /// Frames read but not yet committed (always 0 unless holding).
+    pub fn held(&self) -> u64 {
+        self.read_seq() - self.next_seq()
+    }
+
+    /// A new run, with nothing of it read unless frames were held across (an extension).
     fn start_run(&mut self, run: Run) {
+        let held = self.held();
         self.run = run;
         self.done = 0;
         self.missed_in_run = 0;
+        // Only an extension (spec §5.8) starts a run while frames are held, at the
+        // watermark: the read position stays. Any other run is read from its start.
+        if let Some(h) = self.hold.as_mut() {
+            h.read = run.start + held;
+        }
+    }
+
+    /// Releases every frame read so far (spec §5.8): one progress store, then the pin,
+    /// then a wake-up. A holding consumer calls this once what it read is durable; for
+    /// one that does not hold, it does nothing.
+    pub fn commit(&mut self) {
+        let held = self.held();
+        if held > 0 {
+            self.done += held as u32;
+            self.store_progress();
+        }
     }
 
     /// Waits for and returns the next frame owed to this consumer. The frame stays
@@ -189,13 +244,23 @@ impl Consumer {
 
     fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame<'_>>, RecvError> {
         loop {
-            if self.next_seq() >= self.run.end {
-                self.claim_run();
+            if self.read_seq() >= self.run.end {
+                if self.held() == 0 {
+                    self.claim_run();
+                } else {
+                    let run = extend_held_run(&self.segment, self.seat, self.run.end)
+                        .ok_or(RecvError::MustCommit)?;
+                    self.start_run(run);
+                }
             }
-            let seq = self.next_seq();
+            if self.hold.is_some_and(|h| self.held() >= h.window) {
+                return Err(RecvError::MustCommit);
+            }
+            let seq = self.read_seq();
             match self.wait_published(seq, deadline)? {
                 Ready::RunChanged => continue,
                 Ready::TimedOut => return Ok(None),
+                Ready::MustCommit => return Err(RecvError::MustCommit),
                 Ready::Published => {}
             }
             let slots = u64::from(self.segment.geometry().slot_count);
@@ -354,6 +419,10 @@ impl Consumer {
             // A departed member's older run pins the ring below `seq`: take it first, or
             // the producer never gets to `seq` (spec §7.3).
             if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
+                // A holder hands nothing back: it commits, then claims the orphan (§5.8).
+                if self.held() > 0 {
+                    return Ok(Ready::MustCommit);
+                }
                 if let Some(run) = adopt(&self.segment, self.seat, Some((seq, self.run.end))) {
                     self.start_run(run);
                     return Ok(Ready::RunChanged);
@@ -384,6 +453,9 @@ impl Consumer {
     /// mate left unfinished; while a live mate still owes frames below the end, stay (it
     /// may yet die and leave them to us); then report `end` (spec §5.6).
     fn end_of_run(&mut self, published: u64, end: RecvError) -> Result<Ready, RecvError> {
+        if self.held() > 0 {
+            return Ok(Ready::MustCommit);
+        }
         match end_check(&self.segment, self.seat, published) {
             EndCheck::Adopted(run) => {
                 self.start_run(run);
@@ -401,7 +473,16 @@ impl Consumer {
     /// Marks the current frame done (released or missed): one store of the progress
     /// word, then the pin, then a wake-up for a producer waiting for space.
     fn finish_frame(&mut self) {
+        if let Some(h) = self.hold.as_mut() {
+            // Read, not released: the watermark moves only in `commit`.
+            h.read += 1;
+            return;
+        }
         self.done += 1;
+        self.store_progress();
+    }
+
+    fn store_progress(&mut self) {
         let entry = self.segment.consumer(self.seat.entry);
         entry
             .progress

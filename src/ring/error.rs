@@ -79,6 +79,8 @@ pub enum AttachError {
     BadGroup(String),
     #[error("batch must be at least 1, got {0}")]
     BadBatch(u32),
+    #[error("only a lossless member of a named group can hold frames until it commits; give it a group and lossless delivery")]
+    HoldNeedsGroup,
     #[error("ring '{0}' has ended its stream, so no producer can resume it; create it anew")]
     Finished(String),
     #[error("could not {op} {path}: {source}")]
@@ -131,4 +133,8 @@ pub enum RecvError {
     /// A slot did not hold what the protocol guarantees; the ring is damaged.
     #[error("slot for frame sequence {seq} is damaged: {what}")]
     Corrupt { seq: u64, what: String },
+    /// A holding consumer (spec §5.8) must `commit()` before it can take another frame:
+    /// its window is full, its next run is not contiguous, or the stream ended.
+    #[error("the consumer holds frames it must commit before it can go on")]
+    MustCommit,
 }

@@ -405,6 +405,34 @@ pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
     run
 }
 
+/// Extends a holding member's run (spec §5.8): when nobody claimed since its run ended
+/// (`claim_next == run_end`) and no orphan waits, one journaled change gives it the run
+/// from its watermark to `run_end + batch`, keeping every held frame pinned and owed to
+/// it. `None`: it must commit first and claim as usual.
+pub(crate) fn extend_held_run(seg: &Segment, seat: Seat, run_end: u64) -> Option<Run> {
+    let _lock = locked(seg);
+    let grp = seg.group(seat.group);
+    if grp.orphans.load(Relaxed) > 0 || grp.claim_next.load(SeqCst) != run_end {
+        return None;
+    }
+    let v = view(seg.consumer(seat.entry));
+    let end = run_end + u64::from(grp.batch.load(Relaxed));
+    let run = Run {
+        start: v.next,
+        end,
+        received_base: v.received,
+        missed_base: v.missed,
+    };
+    let mine = EntryValues {
+        entry: seat.entry,
+        state: ENTRY_ACTIVE,
+        pin: v.next,
+        run,
+    };
+    commit(seg, seat.group, &[mine], retired_counts(grp), end);
+    Some(run)
+}
+
 /// Takes over an orphaned run of the seat's group, if there is one. With `waiting_at`,
 /// the member is waiting for that sequence with its own run unread; it then adopts only
 /// an older run, and hands its own run to the orphan entry in exchange, so the oldest

@@ -2,145 +2,50 @@
 //! (`hdf5_ffi`).
 //!
 //! Layout (Dectris-style master + data files, readable by h5py + hdf5plugin, silx,
-//! DIALS):
+//! fabio, DIALS's `nxmx`):
 //!
 //! ```text
-//! {prefix}_master.h5                       ({prefix}_w{worker}_master.h5 with workers > 1)
-//!   /entry                 NXentry, definition = "NXmx"
-//!   /entry/instrument/detector  NXdetector: geometry from the `detector` table
-//!   /entry/instrument/beam      NXbeam: incident_wavelength (when given)
-//!   /entry/data            NXdata: data_000001, data_000002, ... external links to
-//!                          each data file's /entry/data/data
-//! {prefix}_data_000001.h5 (template)       the same /entry skeleton, plus
+//! {prefix}_data_000001.h5 (template)       per worker, in the order the worker got them
 //!   /entry/data/data          (frames, ny, nx), one frame per chunk, raw or
 //!                             bitshuffle-LZ4 (filter 32008), written as direct chunks
 //!   /entry/data/frame_id      u64 per frame
 //!   /entry/data/timestamp_ns  u64 per frame (ns since the Unix epoch)
 //!   /entry/metadata/NAME      f64 per frame: metadata channels and reductions (frame
 //!                             attributes); NaN where a frame lacks the value
+//! {prefix}_master.h5                       written when the stage ends (`nxmx.rs`):
+//!                             every data file as one dataset in frame-id order
 //! ```
 //!
 //! Data files are written in SWMR mode: a reader opening with `swmr=True` follows
-//! them live, and after a crash finds every frame of the last flush. A flush (every
-//! `flush_ms`, and at rollover and end) appends the per-frame values, makes the new
-//! extent visible and fdatasyncs the file; `frame_id` only grows after the frames it
-//! names are on disk. `frames_per_file` starts a new data file every N frames.
+//! them live. A sync (every `flush_ms`, and whenever the worker needs ring slots back)
+//! appends the per-frame values, makes the new extent visible and fdatasyncs the file;
+//! `frame_id` only grows after the frames it names are on disk, and the ring releases a
+//! frame only after that (spec §5.8). A killed writer's successor makes its files
+//! consistent (`nxmx::recover`), skips frames delivered again that they already hold,
+//! and counts what it found. `frames_per_file` starts a new data file every N frames.
 
 use super::bitshuffle;
 use super::hdf5_ffi::{self as h5, Element, File, Growing, Mode};
-use super::{unknown_writer_key, Destination, FileContent, Rollover, WriteCounters};
-use crate::processors::{number, ArgValue, Fault, Outputs, Processor, StageContext};
-use crate::ring::{AttrValue, Dtype, Frame};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use super::nxmx::{self, Experiment};
+use super::{
+    unknown_writer_key, Destination, FileContent, Incoming, Placement, Recovered, Reorder,
+    Rollover, WriteCounters, REORDER_KEYS,
+};
+use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
+use crate::ring::{Dtype, Frame};
+use std::path::PathBuf;
+use std::time::Duration;
 
 const OWN_KEYS: &[&str] = &[
     "compression",
     "frames_per_file",
     "flush_ms",
+    "reorder_window",
     "attributes",
     "detector",
 ];
 /// Per-frame value datasets grow this many values per chunk.
 const VALUES_PER_CHUNK: u64 = 1024;
-
-/// Detector geometry for `/entry/instrument` (the `detector` table).
-#[derive(Debug, Clone, Default)]
-struct Geometry {
-    description: Option<String>,
-    distance_m: Option<f64>,
-    pixel_size_m: Option<[f64; 2]>,
-    beam_center_px: Option<[f64; 2]>,
-    sensor_material: Option<String>,
-    sensor_thickness_m: Option<f64>,
-    wavelength_a: Option<f64>,
-}
-
-const GEOMETRY_KEYS: &[&str] = &[
-    "description",
-    "distance_m",
-    "pixel_size_m",
-    "beam_center_px",
-    "sensor_material",
-    "sensor_thickness_m",
-    "wavelength_a",
-];
-
-impl Geometry {
-    fn parse(value: &ArgValue) -> Result<Geometry, String> {
-        let table = value
-            .as_table()
-            .ok_or_else(|| format!("detector must be a table of geometry, got {value}"))?;
-        let mut g = Geometry::default();
-        let pair = |key: &str, v: &ArgValue| -> Result<[f64; 2], String> {
-            match v.as_array().map(|a| {
-                a.iter()
-                    .map(|x| number(key, x))
-                    .collect::<Result<Vec<_>, _>>()
-            }) {
-                Some(Ok(v)) if v.len() == 2 => Ok([v[0], v[1]]),
-                _ => Err(format!("detector.{key} must be [y, x], got {v}")),
-            }
-        };
-        for (key, v) in table {
-            let text = || {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("detector.{key} must be a string, got {v}"))
-            };
-            match key.as_str() {
-                "description" => g.description = Some(text()?),
-                "sensor_material" => g.sensor_material = Some(text()?),
-                "distance_m" => g.distance_m = Some(number(key, v)?),
-                "sensor_thickness_m" => g.sensor_thickness_m = Some(number(key, v)?),
-                "wavelength_a" => g.wavelength_a = Some(number(key, v)?),
-                "pixel_size_m" => g.pixel_size_m = Some(pair(key, v)?),
-                "beam_center_px" => g.beam_center_px = Some(pair(key, v)?),
-                other => {
-                    return Err(format!(
-                        "detector has no key '{other}' (it takes: {})",
-                        GEOMETRY_KEYS.join(", ")
-                    ))
-                }
-            }
-        }
-        Ok(g)
-    }
-
-    /// Writes `/entry` with its definition and instrument; returns the entry group.
-    fn write_entry(&self, file: &File) -> Result<h5::Handle, String> {
-        let entry = h5::group(file.root(), "entry", "NXentry")?;
-        h5::string_dataset(entry.id(), "definition", "NXmx")?;
-        let instrument = h5::group(entry.id(), "instrument", "NXinstrument")?;
-        let detector = h5::group(instrument.id(), "detector", "NXdetector")?;
-        let d = detector.id();
-        if let Some(text) = &self.description {
-            h5::string_dataset(d, "description", text)?;
-        }
-        if let Some(m) = self.distance_m {
-            h5::number_dataset(d, "distance", m, "m")?;
-        }
-        if let Some([y, x]) = self.pixel_size_m {
-            h5::number_dataset(d, "y_pixel_size", y, "m")?;
-            h5::number_dataset(d, "x_pixel_size", x, "m")?;
-        }
-        if let Some([y, x]) = self.beam_center_px {
-            h5::number_dataset(d, "beam_center_y", y, "pixel")?;
-            h5::number_dataset(d, "beam_center_x", x, "pixel")?;
-        }
-        if let Some(text) = &self.sensor_material {
-            h5::string_dataset(d, "sensor_material", text)?;
-        }
-        if let Some(m) = self.sensor_thickness_m {
-            h5::number_dataset(d, "sensor_thickness", m, "m")?;
-        }
-        if let Some(a) = self.wavelength_a {
-            let beam = h5::group(instrument.id(), "beam", "NXbeam")?;
-            h5::number_dataset(beam.id(), "incident_wavelength", a, "angstrom")?;
-        }
-        Ok(entry)
-    }
-}
 
 /// The data file being written.
 struct DataFile {
@@ -161,15 +66,14 @@ pub struct Hdf5Writer {
     destination: Destination,
     bitshuffle_lz4: bool,
     rollover: Rollover,
+    reorder: Reorder,
     attributes: Option<Vec<String>>,
-    geometry: Geometry,
+    experiment: Experiment,
     worker: u32,
-    workers: u32,
-    restarted: bool,
-    master: Option<PathBuf>,
     next_file: u64,
     current: Option<DataFile>,
-    last_flush: Instant,
+    /// Ids already in the files of a crashed predecessor.
+    stored: Recovered,
     compressed: Vec<u8>,
     scratch: Vec<u8>,
     counters: WriteCounters,
@@ -183,15 +87,13 @@ impl Default for Hdf5Writer {
             destination: Destination::new("{prefix}_data_{file:06}.h5", &["file", "worker"]),
             bitshuffle_lz4: false,
             rollover: Rollover::default(),
+            reorder: Reorder::default(),
             attributes: None,
-            geometry: Geometry::default(),
+            experiment: Experiment::default(),
             worker: 0,
-            workers: 1,
-            restarted: false,
-            master: None,
             next_file: 1,
             current: None,
-            last_flush: Instant::now(),
+            stored: Recovered::default(),
             compressed: Vec::new(),
             scratch: Vec::new(),
             counters: WriteCounters::default(),
@@ -202,42 +104,42 @@ impl Default for Hdf5Writer {
 }
 
 impl Hdf5Writer {
-    fn master_path(&self, worker: u32, workers: u32) -> PathBuf {
+    fn master_path(&self) -> PathBuf {
         let prefix = &self.destination.prefix;
-        self.destination.folder.join(if workers > 1 {
-            format!("{prefix}_w{worker}_master.h5")
-        } else {
-            format!("{prefix}_master.h5")
-        })
+        self.destination.folder.join(format!("{prefix}_master.h5"))
     }
 
-    fn data_path(&self, file: u64) -> PathBuf {
+    fn data_path(&self, worker: u32, file: u64) -> PathBuf {
         self.destination
-            .path(&[("file", file), ("worker", u64::from(self.worker))])
+            .path(&[("file", file), ("worker", u64::from(worker))])
     }
 
-    /// Opens the next data file for frames like `frame`, and links it from the master.
-    fn open_next(&mut self, frame: &Frame<'_>) -> Result<(), String> {
+    /// Every data file of `worker`, in order (a restarted worker continues the numbers).
+    fn data_files(&self, worker: u32) -> Vec<PathBuf> {
+        (1..)
+            .map(|file| self.data_path(worker, file))
+            .take_while(|path| path.exists())
+            .collect()
+    }
+
+    /// Opens the next data file for frames like `frame`.
+    fn open_next(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
         let header = frame.header();
-        // A restarted worker continues after the files its predecessor made.
-        while self.restarted && self.data_path(self.next_file).exists() {
-            self.next_file += 1;
-        }
         let index = self.next_file;
-        let path = self.data_path(index);
+        let path = self.data_path(self.worker, index);
         let names: Vec<String> = match &self.attributes {
             Some(list) => list.clone(),
-            None => frame
-                .attributes()
-                .filter_map(Result::ok)
-                .filter(|(_, v)| !matches!(v, AttrValue::Str(_)))
-                .map(|(k, _)| k.to_string())
-                .collect(),
+            None => {
+                let mut names = Vec::new();
+                frame.for_each_value(|k, _| names.push(k.to_string()));
+                names
+            }
         };
         self.attributes = Some(names.clone());
         let overwrite = self.destination.overwrite;
         let file = File::open(&path, Mode::Create { overwrite })?;
-        let entry = self.geometry.write_entry(&file)?;
+        let entry = h5::group(file.root(), "entry", "NXentry")?;
+        h5::string_dataset(entry.id(), "definition", "NXmx")?;
         let data_group = h5::group(entry.id(), "data", "NXdata")?;
         h5::string_attribute(data_group.id(), "signal", "data")?;
         let item: Vec<u64> = header.dims.iter().map(|&d| u64::from(d)).collect();
@@ -273,7 +175,6 @@ impl Hdf5Writer {
             .collect::<Result<Vec<_>, _>>()?;
         drop((metadata, data_group, entry));
         file.start_swmr()?;
-        self.link_from_master(index, &path)?;
         self.next_file = index + 1;
         self.counters.files_written += 1;
         self.current = Some(DataFile {
@@ -288,47 +189,11 @@ impl Hdf5Writer {
             pending_times: Vec::new(),
             content: FileContent::new(header),
         });
-        self.last_flush = Instant::now();
         Ok(())
-    }
-
-    /// Adds data file `index` to the master file (created with the first data file).
-    fn link_from_master(&mut self, index: u64, data: &Path) -> Result<(), String> {
-        let master_path = self.master_path(self.worker, self.workers);
-        let master = if self.master.is_none() && !(self.restarted && master_path.exists()) {
-            let file = File::open(
-                &master_path,
-                Mode::Create {
-                    overwrite: self.destination.overwrite,
-                },
-            )?;
-            let entry = self.geometry.write_entry(&file)?;
-            let data_group = h5::group(entry.id(), "data", "NXdata")?;
-            h5::string_attribute(data_group.id(), "signal", "data_000001")?;
-            drop((data_group, entry));
-            file
-        } else {
-            File::open(&master_path, Mode::Append)?
-        };
-        self.master = Some(master_path.clone());
-        let group = h5::open_group(&master, "/entry/data")?;
-        // Relative to the master's folder, so the set can be moved as a whole.
-        let relative = data
-            .strip_prefix(master_path.parent().unwrap_or(Path::new(".")))
-            .unwrap_or(data);
-        h5::external_link(
-            group.id(),
-            &format!("data_{index:06}"),
-            &relative.to_string_lossy(),
-            "/entry/data/data",
-        )?;
-        drop(group);
-        master.close()
     }
 
     /// Appends the pending per-frame values and makes everything visible and durable.
     fn flush(&mut self) -> Result<(), String> {
-        self.last_flush = Instant::now();
         let Some(f) = self.current.as_mut() else {
             return Ok(());
         };
@@ -353,8 +218,31 @@ impl Hdf5Writer {
         f.file.flush()
     }
 
+    /// Makes what was written durable and counts it; a failed flush leaves the file
+    /// with the frames of the last good one (the extent never shows frames that are not
+    /// there) and counts the rest as not written.
+    fn make_durable(&mut self) -> Result<(), String> {
+        match self.flush() {
+            Ok(()) => {
+                self.counters.durable();
+                Ok(())
+            }
+            Err(message) => {
+                let e = h5::take_io_error().unwrap_or_else(|| std::io::Error::other(message));
+                let reason = self.counters.pending_lost(&self.destination, &e);
+                // The file keeps what its ids name; the next frame starts a new file.
+                if let Some(f) = self.current.take() {
+                    let path = f.path.clone();
+                    drop(f);
+                    let _ = nxmx::recover(&path);
+                }
+                Err(format!("flushing: {reason}"))
+            }
+        }
+    }
+
     fn close_current(&mut self) -> Result<(), String> {
-        let flushed = self.flush();
+        let flushed = self.make_durable();
         if let Some(f) = self.current.take() {
             let DataFile {
                 file,
@@ -372,7 +260,7 @@ impl Hdf5Writer {
         flushed
     }
 
-    fn write_frame(&mut self, frame: &Frame<'_>) -> Result<(), String> {
+    fn write_frame(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
         let header = frame.header();
         if header.pixel_count() == 0 {
             return Err(format!("frame {} has no pixels to store", header.frame_id));
@@ -403,29 +291,50 @@ impl Hdf5Writer {
         f.data.append_chunk(chunk)?;
         f.pending_ids.push(header.frame_id);
         f.pending_times.push(header.timestamp_ns);
-        let mut found = 0usize;
-        let mut numeric = 0usize;
+        let (mut found, mut numeric) = (0usize, 0usize);
         for pending in f.pending_values.iter_mut() {
             pending.push(f64::NAN);
         }
-        for (key, value) in frame.attributes().filter_map(Result::ok) {
-            let number = match value {
-                AttrValue::I64(i) => i as f64,
-                AttrValue::F64(x) => x,
-                AttrValue::Str(_) => continue,
-            };
+        frame.for_each_value(|key, number| {
             numeric += 1;
             if let Some(k) = names.iter().position(|n| n == key) {
                 *f.pending_values[k].last_mut().expect("pushed above") = number;
                 found += 1;
             }
-        }
+        });
         if found < numeric {
             self.values_not_stored += 1;
         }
         f.content.frames += 1;
         self.bytes_stored += stored;
+        self.counters.pending(payload.len() as u64);
         Ok(())
+    }
+
+    /// Writes one frame, counting it as not written when that fails.
+    fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
+        let id = frame.header().frame_id;
+        self.write_frame(frame).map_err(|message| {
+            let e = h5::take_io_error().unwrap_or_else(|| std::io::Error::other(message));
+            let path = self
+                .current
+                .as_ref()
+                .map_or_else(|| self.destination.folder.clone(), |f| f.path.clone());
+            format!(
+                "frame {id} not written to {}: {}",
+                path.display(),
+                self.counters.not_written(&self.destination, &e)
+            )
+        })
+    }
+
+    /// Stores the kept frames that are due (all of them with `all`).
+    fn store_kept(&mut self, all: bool) -> Result<(), String> {
+        let mut result = Ok(());
+        while let Some(kept) = self.reorder.next(all) {
+            result = result.and(self.store(&Incoming::Kept(&kept)));
+        }
+        result
     }
 }
 
@@ -448,7 +357,10 @@ impl Processor for Hdf5Writer {
         if changing_layout {
             return Err(format!("{key} cannot change while a file is open"));
         }
-        if self.destination.configure(key, value)? || self.rollover.configure(key, value)? {
+        if self.destination.configure(key, value)?
+            || self.rollover.configure(key, value)?
+            || self.reorder.configure(key, value)?
+        {
             return Ok(());
         }
         match (key, value) {
@@ -471,8 +383,11 @@ impl Processor for Hdf5Writer {
             ("attributes", other) => {
                 return Err(format!("attributes must be a list of names, got {other}"))
             }
-            ("detector", v) => self.geometry = Geometry::parse(v)?,
-            _ => return Err(unknown_writer_key("hdf5", key, OWN_KEYS)),
+            ("detector", v) => self.experiment = Experiment::parse(v)?,
+            _ => {
+                let own: Vec<&str> = OWN_KEYS.iter().chain(&REORDER_KEYS).copied().collect();
+                return Err(unknown_writer_key("hdf5", key, &own));
+            }
         }
         Ok(())
     }
@@ -485,14 +400,12 @@ impl Processor for Hdf5Writer {
                 "with {workers} workers the data file template needs {{worker}}, or the workers would write the same files"
             ));
         }
-        for worker in 0..workers {
-            let master = self.master_path(worker, workers);
-            if master.exists() && !self.destination.overwrite {
-                return Err(format!(
-                    "{} already exists; set overwrite = true to replace it, or change `prefix`",
-                    master.display()
-                ));
-            }
+        let master = self.master_path();
+        if master.exists() && !self.destination.overwrite {
+            return Err(format!(
+                "{} already exists; set overwrite = true to replace it, or change `prefix`",
+                master.display()
+            ));
         }
         Ok(())
     }
@@ -500,8 +413,18 @@ impl Processor for Hdf5Writer {
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
         h5::init()?;
         self.worker = ctx.worker;
-        self.workers = ctx.workers;
-        self.restarted = ctx.restarts > 0;
+        if ctx.restarts > 0 {
+            let _hdf5 = h5::lock();
+            let files = self.data_files(self.worker);
+            for path in &files {
+                let ids = nxmx::recover(path)?;
+                self.stored.frames += ids.len() as u64;
+                self.stored.ids.extend(ids);
+            }
+            self.stored.files = files.len() as u64;
+            self.next_file = files.len() as u64 + 1;
+            self.counters.recovered(&self.stored, &ctx.previous);
+        }
         Ok(())
     }
 
@@ -511,34 +434,56 @@ impl Processor for Hdf5Writer {
         frame: &Frame<'_>,
         _out: &mut Outputs,
     ) -> Result<(), String> {
-        let _hdf5 = h5::lock();
-        let result = self.write_frame(frame).and_then(|()| {
-            if self.last_flush.elapsed() >= self.rollover.flush_every {
-                self.flush()
-            } else {
-                Ok(())
-            }
-        });
-        match result {
-            Ok(()) => {
-                self.counters.written(frame.payload().len() as u64);
-                Ok(())
-            }
-            Err(message) => Err(self.failed(frame.header().frame_id, message)),
-        }
-    }
-
-    fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
-        if self.last_flush.elapsed() < self.rollover.flush_every {
+        if self.stored.ids.contains(&frame.header().frame_id) {
+            self.counters.duplicates += 1;
             return Ok(());
         }
         let _hdf5 = h5::lock();
-        self.flush().map_err(|m| self.failed(u64::MAX, m))
+        let now = match self.reorder.place(frame) {
+            Placement::Now | Placement::Late => self.store(&Incoming::Slot(frame)),
+            Placement::Kept => Ok(()),
+        };
+        now.and(self.store_kept(false))
+    }
+
+    fn sync_interval(&self) -> Option<Duration> {
+        Some(self.rollover.flush_every)
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        let _hdf5 = h5::lock();
+        let kept = self.store_kept(true);
+        kept.and(self.make_durable())
     }
 
     fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
         let _hdf5 = h5::lock();
-        self.close_current().map_err(|m| self.failed(u64::MAX, m))
+        let kept = self.store_kept(true);
+        kept.and(self.close_current())
+    }
+
+    fn conclude(&self, workers: u32) -> Result<Option<String>, String> {
+        h5::init()?;
+        let _hdf5 = h5::lock();
+        let files: Vec<PathBuf> = (0..workers).flat_map(|w| self.data_files(w)).collect();
+        let master = self.master_path();
+        let summary = nxmx::write_master(
+            &master,
+            &files,
+            &self.experiment,
+            self.destination.overwrite,
+        )
+        .map_err(|e| format!("writing {}: {e}", master.display()))?;
+        let duplicates = match summary.duplicates {
+            0 => String::new(),
+            n => format!(" ({n} frames stored twice after a crash are shown once)"),
+        };
+        Ok(Some(format!(
+            "{}: {} frames from {} data files in frame-id order{duplicates}",
+            master.display(),
+            summary.frames,
+            files.len()
+        )))
     }
 
     fn fault(&self) -> Option<&Fault> {
@@ -549,35 +494,7 @@ impl Processor for Hdf5Writer {
         let mut list = self.counters.list();
         list.push(("bytes_stored".into(), self.bytes_stored));
         list.push(("frames_with_unstored_values".into(), self.values_not_stored));
+        list.push(("late_frames".into(), self.reorder.late));
         list
-    }
-}
-
-impl Hdf5Writer {
-    /// Counts a frame (or a flush, `frame_id` MAX) that did not reach the disk.
-    fn failed(&mut self, frame_id: u64, message: String) -> String {
-        let path = self
-            .current
-            .as_ref()
-            .map_or_else(|| self.destination.folder.clone(), |f| f.path.clone());
-        let what = if frame_id == u64::MAX {
-            "flushing".to_string()
-        } else {
-            format!("frame {frame_id} not written")
-        };
-        match h5::take_io_error() {
-            Some(e) if frame_id != u64::MAX => format!(
-                "{what} to {}: {}",
-                path.display(),
-                self.counters.not_written(&self.destination, &e)
-            ),
-            _ => {
-                if frame_id != u64::MAX {
-                    self.counters
-                        .not_written(&self.destination, &std::io::Error::other(message.clone()));
-                }
-                format!("{what} to {}: {message}", path.display())
-            }
-        }
     }
 }

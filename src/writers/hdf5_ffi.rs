@@ -21,7 +21,7 @@
 use super::bitshuffle;
 use crate::uring::{direct_ok, Uring};
 use hdf5_sys::h5::{haddr_t, herr_t, hsize_t};
-use hdf5_sys::h5i::hid_t;
+pub use hdf5_sys::h5i::hid_t;
 use hdf5_sys::{h5, h5a, h5d, h5e, h5f, h5fd, h5g, h5l, h5p, h5s, h5t, h5z};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString};
@@ -634,8 +634,11 @@ pub struct File {
 pub enum Mode {
     /// A new file; an existing one is an error (EEXIST) unless `overwrite`.
     Create { overwrite: bool },
-    /// An existing file, read-write.
-    Append,
+    /// An existing file, read-only.
+    Read,
+    /// An existing file, read-write, clearing the "open for write" flags a killed SWMR
+    /// writer leaves (what `h5clear -s` does), so that readers can open it again.
+    Recover,
 }
 
 impl File {
@@ -674,7 +677,20 @@ impl File {
                     };
                     h5f::H5Fcreate(name.as_ptr(), flags, h5p::H5P_DEFAULT, fapl.id)
                 }
-                Mode::Append => h5f::H5Fopen(name.as_ptr(), h5f::H5F_ACC_RDWR, fapl.id),
+                Mode::Read => h5f::H5Fopen(name.as_ptr(), h5f::H5F_ACC_RDONLY, fapl.id),
+                Mode::Recover => {
+                    let mut clear: h5::hbool_t = 1 as _;
+                    // The file-access property h5clear sets; libhdf5 1.10 registers it.
+                    check(
+                        h5p::H5Pset(
+                            fapl.id,
+                            c"clear_status_flags".as_ptr(),
+                            (&mut clear as *mut h5::hbool_t).cast(),
+                        ),
+                        &what,
+                    )?;
+                    h5f::H5Fopen(name.as_ptr(), h5f::H5F_ACC_RDWR, fapl.id)
+                }
             };
             Ok(File {
                 handle: Handle {
@@ -818,44 +834,14 @@ pub fn string_dataset(parent: hid_t, name: &str, value: &str) -> Result<(), Stri
     }
 }
 
-/// A scalar f64 dataset with a `units` attribute.
-pub fn number_dataset(parent: hid_t, name: &str, value: f64, units: &str) -> Result<(), String> {
-    let c_name = c_string(name);
-    let what = format!("could not write dataset {name}");
-    let space = scalar_space()?;
-    // SAFETY: live identifiers; one f64 is read from `value`.
-    unsafe {
-        let ds = Handle {
-            id: check_id(
-                h5d::H5Dcreate2(
-                    parent,
-                    c_name.as_ptr(),
-                    Element::F64.file_type(),
-                    space.id,
-                    h5p::H5P_DEFAULT,
-                    h5p::H5P_DEFAULT,
-                    h5p::H5P_DEFAULT,
-                ),
-                &what,
-            )?,
-            close: h5d::H5Dclose,
-        };
-        check(
-            h5d::H5Dwrite(
-                ds.id,
-                Element::F64.memory_type(),
-                h5s::H5S_ALL,
-                h5s::H5S_ALL,
-                h5p::H5P_DEFAULT,
-                (&value as *const f64).cast(),
-            ),
-            &what,
-        )?;
-        if !units.is_empty() {
-            string_attribute(ds.id, "units", units)?;
-        }
-    }
-    Ok(())
+/// A scalar f64 dataset with a `units` attribute (none when empty).
+pub fn number_dataset(
+    parent: hid_t,
+    name: &str,
+    value: f64,
+    units: &str,
+) -> Result<Handle, String> {
+    scalar_dataset(parent, name, Element::F64, &value.to_le_bytes(), units)
 }
 
 /// An extendible dataset of `item` shaped items (shape `(0, item...)`, growing along
@@ -971,7 +957,12 @@ impl Growing {
                 chunk.as_ptr().cast(),
             )
         };
-        check(status, "could not write a frame chunk")
+        let written = check(status, "could not write a frame chunk");
+        if written.is_err() {
+            // The extent counts only frames that are there (a full disk, say).
+            let _ = self.extend(index);
+        }
+        written
     }
 
     /// Appends values to a 1-D dataset of this element type (given as raw LE bytes).
@@ -1027,26 +1018,6 @@ impl Growing {
     }
 }
 
-/// A link `name` in `parent` to object `object` of file `file` (a relative file name is
-/// found next to the file holding the link).
-pub fn external_link(parent: hid_t, name: &str, file: &str, object: &str) -> Result<(), String> {
-    let (c_name, c_file, c_object) = (c_string(name), c_string(file), c_string(object));
-    // SAFETY: a live parent; the strings outlive the call.
-    check(
-        unsafe {
-            h5l::H5Lcreate_external(
-                c_file.as_ptr(),
-                c_object.as_ptr(),
-                parent,
-                c_name.as_ptr(),
-                h5p::H5P_DEFAULT,
-                h5p::H5P_DEFAULT,
-            )
-        },
-        &format!("could not link {name} to {file}"),
-    )
-}
-
 /// Opens group `path` (e.g. `/entry/data`) of an open file.
 pub fn open_group(file: &File, path: &str) -> Result<Handle, String> {
     let c_path = c_string(path);
@@ -1062,4 +1033,339 @@ impl Handle {
     pub fn id(&self) -> hid_t {
         self.id
     }
+}
+
+/// An existing dataset, opened to read it back or trim it (recovery, the master file).
+pub struct Dataset {
+    handle: Handle,
+}
+
+/// Opens dataset `path` of an open file; `None` when there is none.
+pub fn open_dataset(file: &File, path: &str) -> Option<Dataset> {
+    let c_path = c_string(path);
+    // SAFETY: a live file; the string outlives the call. A missing path fails quietly
+    // (automatic error printing is off).
+    let id = unsafe { h5d::H5Dopen2(file.root(), c_path.as_ptr(), h5p::H5P_DEFAULT) };
+    (id >= 0).then(|| Dataset {
+        handle: Handle {
+            id,
+            close: h5d::H5Dclose,
+        },
+    })
+}
+
+impl Dataset {
+    /// The current extent, one value per axis.
+    pub fn dims(&self) -> Result<Vec<u64>, String> {
+        let what = "could not read a dataset's shape";
+        // SAFETY: a live dataset; `dims` has room for the rank libhdf5 reports.
+        unsafe {
+            let space = Handle {
+                id: check_id(h5d::H5Dget_space(self.handle.id), what)?,
+                close: h5s::H5Sclose,
+            };
+            let rank = h5s::H5Sget_simple_extent_ndims(space.id);
+            if rank < 0 {
+                return Err(failure(what));
+            }
+            let mut dims = vec![0 as hsize_t; rank as usize];
+            check(
+                h5s::H5Sget_simple_extent_dims(space.id, dims.as_mut_ptr(), std::ptr::null_mut()),
+                what,
+            )?;
+            Ok(dims)
+        }
+    }
+
+    /// Reads a whole 1-D dataset as `element` values (converted by libhdf5).
+    pub fn read(&self, element: Element) -> Result<Vec<u8>, String> {
+        let len = self.dims()?.iter().product::<u64>() as usize;
+        let mut bytes = vec![0u8; len * element.size()];
+        if len == 0 {
+            return Ok(bytes);
+        }
+        // SAFETY: a live dataset; `bytes` holds every element in the memory type.
+        let status = unsafe {
+            h5d::H5Dread(
+                self.handle.id,
+                element.memory_type(),
+                h5s::H5S_ALL,
+                h5s::H5S_ALL,
+                h5p::H5P_DEFAULT,
+                bytes.as_mut_ptr().cast(),
+            )
+        };
+        check(status, "could not read a dataset")?;
+        Ok(bytes)
+    }
+
+    /// Sets the length of the first axis (the frame axis), keeping the others.
+    pub fn set_len(&self, len: u64) -> Result<(), String> {
+        let mut dims = self.dims()?;
+        if dims.is_empty() {
+            return Ok(());
+        }
+        dims[0] = len;
+        // SAFETY: a live dataset; `dims` holds its rank.
+        let status = unsafe { h5d::H5Dset_extent(self.handle.id, dims.as_ptr()) };
+        check(status, "could not trim a dataset")
+    }
+
+    /// The dataset's type as stored (for a virtual dataset over it).
+    pub fn file_type(&self) -> Result<Handle, String> {
+        // SAFETY: a live dataset.
+        let id = unsafe { h5d::H5Dget_type(self.handle.id) };
+        Ok(Handle {
+            id: check_id(id, "could not read a dataset's type")?,
+            close: h5t::H5Tclose,
+        })
+    }
+}
+
+/// The names of the links in group `path` of an open file (empty when it is absent).
+pub fn link_names(file: &File, path: &str) -> Vec<String> {
+    let Ok(group) = open_group(file, path) else {
+        return Vec::new();
+    };
+    // SAFETY: a live group; H5G_info_t is plain data libhdf5 fills in.
+    let mut info: h5g::H5G_info_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { h5g::H5Gget_info(group.id, &mut info) } < 0 {
+        return Vec::new();
+    }
+    (0..info.nlinks)
+        .filter_map(|n| {
+            let mut name = [0u8; 256];
+            // SAFETY: a live group; the buffer holds `name.len()` bytes and libhdf5
+            // NUL-terminates what it writes.
+            let len = unsafe {
+                h5l::H5Lget_name_by_idx(
+                    group.id,
+                    c".".as_ptr(),
+                    h5::H5_index_t::H5_INDEX_NAME,
+                    h5::H5_iter_order_t::H5_ITER_INC,
+                    n,
+                    name.as_mut_ptr().cast(),
+                    name.len(),
+                    h5p::H5P_DEFAULT,
+                )
+            };
+            (len > 0 && (len as usize) < name.len())
+                .then(|| String::from_utf8_lossy(&name[..len as usize]).into_owned())
+        })
+        .collect()
+}
+
+fn simple_space(dims: &[u64]) -> Result<Handle, String> {
+    // SAFETY: `dims` holds `dims.len()` values.
+    let id = unsafe { h5s::H5Screate_simple(dims.len() as c_int, dims.as_ptr(), std::ptr::null()) };
+    Ok(Handle {
+        id: check_id(id, "could not make a dataspace")?,
+        close: h5s::H5Sclose,
+    })
+}
+
+/// Selects `count` items from `start` along the first axis of `space` (all of the rest).
+fn select_items(space: &Handle, dims: &[u64], start: u64, count: u64) -> Result<(), String> {
+    let offset: Vec<hsize_t> = std::iter::once(start)
+        .chain(dims[1..].iter().map(|_| 0))
+        .collect();
+    let size: Vec<hsize_t> = std::iter::once(count)
+        .chain(dims[1..].iter().copied())
+        .collect();
+    // SAFETY: a live dataspace of rank `dims.len()`; both vectors hold that many values.
+    let status = unsafe {
+        h5s::H5Sselect_hyperslab(
+            space.id,
+            h5s::H5S_seloper_t::H5S_SELECT_SET,
+            offset.as_ptr(),
+            std::ptr::null(),
+            size.as_ptr(),
+            std::ptr::null(),
+        )
+    };
+    check(status, "could not select frames")
+}
+
+/// A 1-D dataset of `element` values given as raw little-endian bytes, with `units`
+/// when not empty.
+pub fn values_dataset(
+    parent: hid_t,
+    name: &str,
+    element: Element,
+    bytes: &[u8],
+    units: &str,
+) -> Result<Handle, String> {
+    let space = simple_space(&[(bytes.len() / element.size()) as u64])?;
+    typed_dataset(parent, name, element, &space, bytes, units)
+}
+
+/// A scalar dataset of one `element` value given as raw little-endian bytes.
+pub fn scalar_dataset(
+    parent: hid_t,
+    name: &str,
+    element: Element,
+    bytes: &[u8],
+    units: &str,
+) -> Result<Handle, String> {
+    typed_dataset(parent, name, element, &scalar_space()?, bytes, units)
+}
+
+fn typed_dataset(
+    parent: hid_t,
+    name: &str,
+    element: Element,
+    space: &Handle,
+    bytes: &[u8],
+    units: &str,
+) -> Result<Handle, String> {
+    let c_name = c_string(name);
+    let what = format!("could not write dataset {name}");
+    // SAFETY: live identifiers; `bytes` holds every element of the dataspace.
+    unsafe {
+        let ds = Handle {
+            id: check_id(
+                h5d::H5Dcreate2(
+                    parent,
+                    c_name.as_ptr(),
+                    element.file_type(),
+                    space.id,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                ),
+                &what,
+            )?,
+            close: h5d::H5Dclose,
+        };
+        if !bytes.is_empty() {
+            check(
+                h5d::H5Dwrite(
+                    ds.id,
+                    element.memory_type(),
+                    h5s::H5S_ALL,
+                    h5s::H5S_ALL,
+                    h5p::H5P_DEFAULT,
+                    bytes.as_ptr().cast(),
+                ),
+                &what,
+            )?;
+        }
+        if !units.is_empty() {
+            string_attribute(ds.id, "units", units)?;
+        }
+        Ok(ds)
+    }
+}
+
+/// An f64 array attribute (a transformation's `vector` and `offset`).
+pub fn f64s_attribute(object: hid_t, name: &str, values: &[f64]) -> Result<(), String> {
+    let c_name = c_string(name);
+    let what = format!("could not write attribute {name}");
+    let space = simple_space(&[values.len() as u64])?;
+    // SAFETY: live identifiers; `values` holds every element of the dataspace.
+    unsafe {
+        let attr = Handle {
+            id: check_id(
+                h5a::H5Acreate2(
+                    object,
+                    c_name.as_ptr(),
+                    Element::F64.file_type(),
+                    space.id,
+                    h5p::H5P_DEFAULT,
+                    h5p::H5P_DEFAULT,
+                ),
+                &what,
+            )?,
+            close: h5a::H5Aclose,
+        };
+        check(
+            h5a::H5Awrite(attr.id, Element::F64.memory_type(), values.as_ptr().cast()),
+            &what,
+        )
+    }
+}
+
+/// One piece of a virtual dataset: `count` frames from `first` (in the virtual
+/// dataset) are frames `source_first…` of `dataset` in `file`, whose extent is `source`.
+#[derive(Debug, Clone)]
+pub struct VirtualPiece {
+    pub first: u64,
+    pub count: u64,
+    pub file: String,
+    pub dataset: String,
+    pub source_first: u64,
+    pub source: Vec<u64>,
+}
+
+/// A virtual dataset of shape `dims` and type `element_type` made of `pieces`.
+pub fn virtual_dataset(
+    parent: hid_t,
+    name: &str,
+    element_type: hid_t,
+    dims: &[u64],
+    pieces: &[VirtualPiece],
+) -> Result<(), String> {
+    let c_name = c_string(name);
+    let what = format!("could not write virtual dataset {name}");
+    let space = simple_space(dims)?;
+    // SAFETY: property-list and dataset calls on live identifiers; the strings outlive
+    // the calls that take them.
+    unsafe {
+        let dcpl = Handle {
+            id: check_id(h5p::H5Pcreate(*h5p::H5P_CLS_DATASET_CREATE), &what)?,
+            close: h5p::H5Pclose,
+        };
+        for piece in pieces {
+            let virtual_space = simple_space(dims)?;
+            select_items(&virtual_space, dims, piece.first, piece.count)?;
+            let source_space = simple_space(&piece.source)?;
+            select_items(
+                &source_space,
+                &piece.source,
+                piece.source_first,
+                piece.count,
+            )?;
+            let (file, dataset) = (c_string(&piece.file), c_string(&piece.dataset));
+            check(
+                h5p::H5Pset_virtual(
+                    dcpl.id,
+                    virtual_space.id,
+                    file.as_ptr(),
+                    dataset.as_ptr(),
+                    source_space.id,
+                ),
+                &what,
+            )?;
+        }
+        let id = h5d::H5Dcreate2(
+            parent,
+            c_name.as_ptr(),
+            element_type,
+            space.id,
+            h5p::H5P_DEFAULT,
+            dcpl.id,
+            h5p::H5P_DEFAULT,
+        );
+        drop(Handle {
+            id: check_id(id, &what)?,
+            close: h5d::H5Dclose,
+        });
+    }
+    Ok(())
+}
+
+/// The largest value of an unsigned integer type (the saturation value of a detector
+/// that counts in it); `None` for other types.
+pub fn unsigned_max(type_id: hid_t) -> Option<f64> {
+    // SAFETY: a live datatype identifier.
+    let (class, sign, size) = unsafe {
+        (
+            h5t::H5Tget_class(type_id),
+            h5t::H5Tget_sign(type_id),
+            h5t::H5Tget_size(type_id),
+        )
+    };
+    (class == h5t::H5T_class_t::H5T_INTEGER && sign == h5t::H5T_sign_t::H5T_SGN_NONE)
+        .then(|| 2f64.powi(8 * size as i32) - 1.0)
 }

@@ -7,11 +7,13 @@
 pub mod bitshuffle;
 pub mod hdf5;
 mod hdf5_ffi;
+pub mod nxmx;
 pub mod raw;
 pub mod tiff;
 
 use crate::processors::{unknown_key, ArgValue, Fault};
-use crate::ring::{Dtype, FrameHeader};
+use crate::ring::{AttrValue, Dtype, Frame, FrameHeader};
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -281,6 +283,47 @@ impl Template {
         self.text.contains(&format!("{{{name}}}")) || self.text.contains(&format!("{{{name}:"))
     }
 
+    /// Whether file name `name` is one the template's last path component makes with
+    /// `prefix`, the `fixed` values (this worker's number, say) and any number for the
+    /// other placeholders (how a restarted writer finds its files).
+    pub fn matches(&self, prefix: &str, name: &str, fixed: &[(&str, u64)]) -> bool {
+        let text = self.text.rsplit('/').next().unwrap_or(&self.text);
+        let mut rest = name;
+        let mut template = text;
+        while let Some(open) = template.find('{') {
+            let Some(tail) = rest.strip_prefix(&template[..open]) else {
+                return false;
+            };
+            let close = open + template[open..].find('}').expect("checked by parse");
+            let inner = &template[open + 1..close];
+            let (placeholder, _) = inner.split_once(':').unwrap_or((inner, ""));
+            rest = if placeholder == "prefix" {
+                match tail.strip_prefix(prefix) {
+                    Some(r) => r,
+                    None => return false,
+                }
+            } else if fixed.iter().any(|(n, _)| *n == placeholder) {
+                let one = Template {
+                    text: format!("{{{inner}}}"),
+                    placeholders: self.placeholders,
+                };
+                match tail.strip_prefix(&one.render(prefix, fixed)) {
+                    Some(r) => r,
+                    None => return false,
+                }
+            } else {
+                let digits =
+                    tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                if digits == 0 {
+                    return false;
+                }
+                &tail[digits..]
+            };
+            template = &template[close + 1..];
+        }
+        rest == template
+    }
+
     /// The name for these values (placeholders without a value render as 0).
     pub fn render(&self, prefix: &str, values: &[(&str, u64)]) -> String {
         let mut out = String::with_capacity(self.text.len() + 16);
@@ -307,7 +350,9 @@ impl Template {
     }
 }
 
-/// What every writer counts, and its standing fault.
+/// What every writer counts, and its standing fault. `frames_written` counts frames
+/// that are durable; a writer that makes frames durable in batches (`flush_ms`) keeps
+/// the others pending until its sync says how it went.
 #[derive(Debug, Default)]
 pub struct WriteCounters {
     pub frames_written: u64,
@@ -315,6 +360,10 @@ pub struct WriteCounters {
     pub files_written: u64,
     /// Frames that reached the writer but are not on disk (each also counts as an error).
     pub frames_not_written: u64,
+    /// Frames delivered again after a crash that were already on disk, not stored twice.
+    pub duplicates: u64,
+    /// Written but not yet durable: frames and bytes.
+    pending: (u64, u64),
     pub fault: Option<Fault>,
 }
 
@@ -325,9 +374,49 @@ impl WriteCounters {
         self.fault = None;
     }
 
+    /// A frame is in the file but not yet durable.
+    pub fn pending(&mut self, bytes: u64) {
+        self.pending.0 += 1;
+        self.pending.1 += bytes;
+    }
+
+    /// Everything pending became durable.
+    pub fn durable(&mut self) {
+        let (frames, bytes) = std::mem::take(&mut self.pending);
+        if frames > 0 {
+            self.frames_written += frames;
+            self.bytes_written += bytes;
+            self.fault = None;
+        }
+    }
+
+    /// Nothing pending became durable: counts it as not written; returns the reason.
+    pub fn pending_lost(&mut self, destination: &Destination, e: &io::Error) -> String {
+        let (frames, _) = std::mem::take(&mut self.pending);
+        self.lost(frames, destination, e)
+    }
+
+    /// Takes what a restarted writer found on disk as the truth: what its predecessor
+    /// showed (`previous`, which the worker adds to these counters) plus what it made
+    /// durable without showing it before it died.
+    pub fn recovered(&mut self, found: &Recovered, previous: &[(String, u64)]) {
+        let shown = |name: &str| {
+            previous
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| *v)
+        };
+        self.frames_written += found.frames.saturating_sub(shown("frames_written"));
+        self.files_written += found.files.saturating_sub(shown("files_written"));
+    }
+
     /// Counts a frame that was not written and returns the message for the frame error.
     pub fn not_written(&mut self, destination: &Destination, e: &io::Error) -> String {
-        self.frames_not_written += 1;
+        self.lost(1, destination, e)
+    }
+
+    fn lost(&mut self, frames: u64, destination: &Destination, e: &io::Error) -> String {
+        self.frames_not_written += frames;
         let reason = write_failure(&destination.folder, e);
         self.fault = Some(Fault {
             reason: format!(
@@ -345,7 +434,169 @@ impl WriteCounters {
             ("bytes_written".into(), self.bytes_written),
             ("files_written".into(), self.files_written),
             ("frames_not_written".into(), self.frames_not_written),
+            ("duplicates".into(), self.duplicates),
         ]
+    }
+}
+
+/// What a restarted writer found in the files its predecessors left.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Frame ids stored: a frame delivered again after the crash is not stored twice.
+    pub ids: HashSet<u64>,
+    pub frames: u64,
+    pub files: u64,
+}
+
+/// A frame on its way into a file: still in its ring slot, or a copy that the reorder
+/// window kept.
+pub enum Incoming<'a> {
+    Slot(&'a Frame<'a>),
+    Kept(&'a KeptFrame),
+}
+
+/// A frame copied out of its slot to be stored later, in frame-id order.
+pub struct KeptFrame {
+    header: FrameHeader,
+    payload: Vec<u8>,
+    values: Vec<(String, f64)>,
+}
+
+impl Incoming<'_> {
+    pub fn header(&self) -> &FrameHeader {
+        match self {
+            Incoming::Slot(frame) => frame.header(),
+            Incoming::Kept(kept) => &kept.header,
+        }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Incoming::Slot(frame) => frame.payload(),
+            Incoming::Kept(kept) => &kept.payload,
+        }
+    }
+
+    /// Calls `f` with each numeric attribute (text attributes are not stored as values).
+    pub fn for_each_value(&self, mut f: impl FnMut(&str, f64)) {
+        match self {
+            Incoming::Slot(frame) => {
+                for (key, value) in frame.attributes().filter_map(Result::ok) {
+                    match value {
+                        AttrValue::I64(i) => f(key, i as f64),
+                        AttrValue::F64(x) => f(key, x),
+                        AttrValue::Str(_) => {}
+                    }
+                }
+            }
+            Incoming::Kept(kept) => {
+                for (key, value) in &kept.values {
+                    f(key, *value)
+                }
+            }
+        }
+    }
+}
+
+/// Where [`Reorder::place`] puts a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Store it now: it follows the last stored frame.
+    Now,
+    /// Store it now, out of order: a higher id is stored already. Counted.
+    Late,
+    /// Kept until the frames before it came, the window overflows, or a sync.
+    Kept,
+}
+
+/// Puts frames that arrive from several rings (a writer collecting several workers'
+/// output) back in frame-id order before they are stored. A frame waits while a lower
+/// id may still come, for at most `window` frames or until the next sync (`flush_ms`);
+/// then the lowest waiting frame is stored. So a frame is stored in order if it comes
+/// less than `window` frames and one sync period after a higher one; a later one is
+/// still stored, out of order, and counted in `late_frames`.
+pub struct Reorder {
+    window: usize,
+    kept: BTreeMap<u64, KeptFrame>,
+    last: Option<u64>,
+    pub late: u64,
+}
+
+/// Keys [`Reorder::configure`] takes.
+pub const REORDER_KEYS: [&str; 1] = ["reorder_window"];
+
+impl Default for Reorder {
+    fn default() -> Self {
+        Reorder {
+            window: 16,
+            kept: BTreeMap::new(),
+            last: None,
+            late: 0,
+        }
+    }
+}
+
+impl Reorder {
+    /// Takes `reorder_window` (frames; 0 stores frames as they come); `Ok(false)` for
+    /// another key.
+    pub fn configure(&mut self, key: &str, value: &ArgValue) -> Result<bool, String> {
+        match (key, value) {
+            ("reorder_window", ArgValue::Integer(n)) if (0..=4096).contains(n) => {
+                self.window = *n as usize
+            }
+            ("reorder_window", other) => {
+                return Err(format!(
+                    "reorder_window must be a number of frames from 0 (store as they come) to 4096, got {other}"
+                ))
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub fn place(&mut self, frame: &Frame<'_>) -> Placement {
+        let id = frame.header().frame_id;
+        let waiting_below = self.kept.first_key_value().is_some_and(|(&k, _)| k < id);
+        match self.last {
+            Some(last) if id <= last => {
+                self.late += 1;
+                Placement::Late
+            }
+            _ if self.window == 0 => {
+                self.last = Some(id);
+                Placement::Now
+            }
+            last if !waiting_below && last.map_or(id == 0, |l| id == l + 1) => {
+                self.last = Some(id);
+                Placement::Now
+            }
+            _ => {
+                let mut values = Vec::new();
+                Incoming::Slot(frame).for_each_value(|k, v| values.push((k.to_string(), v)));
+                self.kept.insert(
+                    id,
+                    KeptFrame {
+                        header: frame.header().clone(),
+                        payload: frame.payload().to_vec(),
+                        values,
+                    },
+                );
+                Placement::Kept
+            }
+        }
+    }
+
+    /// The next kept frame to store: the lowest, once it follows the last stored one or
+    /// the window overflows; with `all` (a sync), every kept frame in turn.
+    pub fn next(&mut self, all: bool) -> Option<KeptFrame> {
+        let (&first, _) = self.kept.first_key_value()?;
+        let ready =
+            all || self.kept.len() > self.window || self.last.is_some_and(|l| first == l + 1);
+        if !ready {
+            return None;
+        }
+        self.last = Some(first);
+        self.kept.remove(&first)
     }
 }
 
@@ -386,5 +637,19 @@ mod tests {
             .unwrap_err()
             .contains("0N"));
         assert!(Template::parse("{frame_id.tiff", NAMES).is_err());
+    }
+
+    #[test]
+    fn templates_recognise_their_own_names() {
+        let t = Template::parse("{prefix}_w{worker}_{frame_id:06}.tiff", NAMES).unwrap();
+        let mine = [("worker", 1)];
+        assert!(t.matches("scan", "scan_w1_000042.tiff", &mine));
+        assert!(t.matches("scan", "scan_w1_1234567.tiff", &mine));
+        assert!(!t.matches("scan", "scan_w2_000042.tiff", &mine));
+        assert!(!t.matches("scan", "scan_w1_000042.tiff.part", &mine));
+        assert!(!t.matches("scan", ".scan_w1_000042.tiff.part", &mine));
+        assert!(!t.matches("other", "scan_w1_000042.tiff", &mine));
+        let sub = Template::parse("w{worker}/{prefix}-{frame_id}.tif", NAMES).unwrap();
+        assert!(sub.matches("a", "a-7.tif", &[("worker", 0)]));
     }
 }

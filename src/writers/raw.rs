@@ -16,15 +16,21 @@
 //! so `np.loadtxt(index, delimiter=",", dtype=np.uint64, ndmin=2)` gives the table and
 //! `np.fromfile(raw, dtype, count=ny*nx, offset=offset)` a frame. The index is appended
 //! at every flush (`flush_ms`), after an fdatasync of the data: it only names frames that
-//! are on disk. `frames_per_file` starts a new file every N frames.
+//! are on disk, and the ring releases a frame only after that (spec §5.8). A killed
+//! writer's successor reads its predecessor's indexes, skips frames delivered again that
+//! they already name, and continues with a new file. `frames_per_file` starts a new file
+//! every N frames.
 
-use super::{unknown_writer_key, Destination, FileContent, Rollover, WriteCounters};
+use super::{
+    unknown_writer_key, Destination, FileContent, Incoming, Placement, Recovered, Reorder,
+    Rollover, WriteCounters, REORDER_KEYS,
+};
 use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
-use crate::ring::{Dtype, Frame};
+use crate::ring::{Dtype, Frame, FrameHeader};
 use crate::uring::{align_up, direct_ok, Uring, DIRECT_ALIGN};
 use std::io;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 struct RawFile {
     path: PathBuf,
@@ -39,12 +45,13 @@ struct RawFile {
 pub struct RawWriter {
     destination: Destination,
     rollover: Rollover,
+    reorder: Reorder,
     worker: u32,
-    restarted: bool,
     next_file: u64,
     uring: Option<Uring>,
     current: Option<RawFile>,
-    last_flush: Instant,
+    /// Ids already in the files of a crashed predecessor.
+    stored: Recovered,
     direct: bool,
     counters: WriteCounters,
 }
@@ -54,12 +61,12 @@ impl Default for RawWriter {
         RawWriter {
             destination: Destination::new("{prefix}_{file:06}.raw", &["file", "worker"]),
             rollover: Rollover::default(),
+            reorder: Reorder::default(),
             worker: 0,
-            restarted: false,
             next_file: 1,
             uring: None,
             current: None,
-            last_flush: Instant::now(),
+            stored: Recovered::default(),
             direct: true,
             counters: WriteCounters::default(),
         }
@@ -85,11 +92,7 @@ impl RawWriter {
             .path(&[("file", file), ("worker", u64::from(self.worker))])
     }
 
-    fn open_next(&mut self, frame: &Frame<'_>) -> io::Result<()> {
-        let header = frame.header();
-        while self.restarted && self.data_path(self.next_file).exists() {
-            self.next_file += 1;
-        }
+    fn open_next(&mut self, header: &FrameHeader) -> io::Result<()> {
         let path = self.data_path(self.next_file);
         let index_path = PathBuf::from(format!("{}.index.csv", path.display()));
         let exists = if self.destination.overwrite {
@@ -132,7 +135,6 @@ impl RawWriter {
 
     /// Makes the data durable, then appends the index lines that name it.
     fn flush(&mut self) -> io::Result<()> {
-        self.last_flush = Instant::now();
         let Some(mut f) = self.current.take() else {
             return Ok(());
         };
@@ -163,7 +165,7 @@ impl RawWriter {
         }
     }
 
-    fn write_frame(&mut self, frame: &Frame<'_>) -> io::Result<()> {
+    fn write_frame(&mut self, frame: &Incoming<'_>) -> io::Result<()> {
         let header = frame.header();
         if self
             .current
@@ -171,9 +173,10 @@ impl RawWriter {
             .is_some_and(|f| self.rollover.ends(&f.content, header))
         {
             self.close_current()?;
+            self.counters.durable();
         }
         if self.current.is_none() {
-            self.open_next(frame)?;
+            self.open_next(header)?;
         }
         let payload = frame.payload();
         let record = align_up(payload.len()) as u64;
@@ -198,10 +201,62 @@ impl RawWriter {
             ));
             f.len += record;
             f.content.frames += 1;
+            self.counters.pending(payload.len() as u64);
         }
         self.current = Some(f);
         written
     }
+
+    /// Makes the data durable, then the index lines that name it, and counts them.
+    fn make_durable(&mut self) -> Result<(), String> {
+        match self.flush() {
+            Ok(()) => {
+                self.counters.durable();
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "flushing: {}",
+                self.counters.pending_lost(&self.destination, &e)
+            )),
+        }
+    }
+
+    /// Writes one frame, counting it as not written when that fails.
+    fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
+        self.write_frame(frame).map_err(|e| {
+            format!(
+                "frame {} not written: {}",
+                frame.header().frame_id,
+                self.counters.not_written(&self.destination, &e)
+            )
+        })
+    }
+
+    /// Stores the kept frames that are due (all of them with `all`).
+    fn store_kept(&mut self, all: bool) -> Result<(), String> {
+        let mut result = Ok(());
+        while let Some(kept) = self.reorder.next(all) {
+            result = result.and(self.store(&Incoming::Kept(&kept)));
+        }
+        result
+    }
+}
+
+/// The frame ids an index names (its complete lines), trimming a torn last line.
+fn recover_index(index: &Path) -> io::Result<Vec<u64>> {
+    let text = std::fs::read_to_string(index)?;
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(index)?
+            .set_len(complete as u64)?;
+    }
+    Ok(text[..complete]
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect())
 }
 
 impl Processor for RawWriter {
@@ -209,10 +264,18 @@ impl Processor for RawWriter {
         if matches!(key, "template" | "prefix" | "folder") && self.current.is_some() {
             return Err(format!("{key} cannot change while a file is open"));
         }
-        if self.destination.configure(key, value)? || self.rollover.configure(key, value)? {
+        if self.destination.configure(key, value)?
+            || self.rollover.configure(key, value)?
+            || self.reorder.configure(key, value)?
+        {
             return Ok(());
         }
-        Err(unknown_writer_key("raw", key, &Rollover::KEYS))
+        let own: Vec<&str> = Rollover::KEYS
+            .iter()
+            .chain(&REORDER_KEYS)
+            .copied()
+            .collect();
+        Err(unknown_writer_key("raw", key, &own))
     }
 
     fn prepare(&self, workers: u32) -> Result<(), String> {
@@ -227,8 +290,19 @@ impl Processor for RawWriter {
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
         self.worker = ctx.worker;
-        self.restarted = ctx.restarts > 0;
         self.uring = Some(Uring::new(DIRECT_ALIGN).map_err(|e| format!("io_uring: {e}"))?);
+        if ctx.restarts > 0 {
+            // A restarted worker continues after the files its predecessors made.
+            while self.data_path(self.next_file).exists() {
+                let index = format!("{}.index.csv", self.data_path(self.next_file).display());
+                let ids = recover_index(Path::new(&index)).unwrap_or_default();
+                self.stored.frames += ids.len() as u64;
+                self.stored.ids.extend(ids);
+                self.stored.files += 1;
+                self.next_file += 1;
+            }
+            self.counters.recovered(&self.stored, &ctx.previous);
+        }
         Ok(())
     }
 
@@ -238,32 +312,29 @@ impl Processor for RawWriter {
         frame: &Frame<'_>,
         _out: &mut Outputs,
     ) -> Result<(), String> {
-        let mut result = self.write_frame(frame);
-        if result.is_ok() && self.last_flush.elapsed() >= self.rollover.flush_every {
-            result = self.flush();
-        }
-        match result {
-            Ok(()) => {
-                self.counters.written(frame.payload().len() as u64);
-                Ok(())
-            }
-            Err(e) => Err(format!(
-                "frame {} not written: {}",
-                frame.header().frame_id,
-                self.counters.not_written(&self.destination, &e)
-            )),
-        }
-    }
-
-    fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
-        if self.last_flush.elapsed() < self.rollover.flush_every {
+        if self.stored.ids.contains(&frame.header().frame_id) {
+            self.counters.duplicates += 1;
             return Ok(());
         }
-        self.flush()
-            .map_err(|e| super::write_failure(&self.destination.folder, &e))
+        let now = match self.reorder.place(frame) {
+            Placement::Now | Placement::Late => self.store(&Incoming::Slot(frame)),
+            Placement::Kept => Ok(()),
+        };
+        now.and(self.store_kept(false))
+    }
+
+    fn sync_interval(&self) -> Option<Duration> {
+        Some(self.rollover.flush_every)
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        let kept = self.store_kept(true);
+        kept.and(self.make_durable())
     }
 
     fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+        self.store_kept(true)?;
+        self.make_durable()?;
         let path = self.current.as_ref().map(|f| f.path.clone());
         self.close_current().map_err(|e| {
             format!(
@@ -281,6 +352,7 @@ impl Processor for RawWriter {
     fn counters(&self) -> Vec<(String, u64)> {
         let mut list = self.counters.list();
         list.push(("direct_io".into(), u64::from(self.direct)));
+        list.push(("late_frames".into(), self.reorder.late));
         list
     }
 }

@@ -11,7 +11,7 @@
 //! (frame id) and 65001 (timestamp, ns since the Unix epoch) hold the same numbers as
 //! ASCII decimal; Software is `streamd VERSION`.
 
-use super::{unknown_writer_key, Destination, WriteCounters};
+use super::{unknown_writer_key, Destination, Recovered, WriteCounters};
 use crate::processors::{image_shape, ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{AttrValue, Dtype, Frame};
 use crate::uring::{FileOptions, Uring};
@@ -31,6 +31,8 @@ pub struct TiffWriter {
     /// files then survive a crash of streamd, not of the machine).
     sync: bool,
     worker: u32,
+    /// A crashed predecessor's frames come again: a file already there is one of them.
+    restarted: bool,
     uring: Option<Uring>,
     counters: WriteCounters,
 }
@@ -41,6 +43,7 @@ impl Default for TiffWriter {
             destination: Destination::new("{prefix}_{frame_id:06}.tiff", &["frame_id", "worker"]),
             sync: true,
             worker: 0,
+            restarted: false,
             uring: None,
             counters: WriteCounters::default(),
         }
@@ -60,13 +63,46 @@ impl Processor for TiffWriter {
         Ok(())
     }
 
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
-        self.destination.check_folder()
+    fn prepare(&self, workers: u32) -> Result<(), String> {
+        self.destination.check_folder()?;
+        if workers > 1 && !self.destination.template.names("worker") {
+            return Err(format!(
+                "with {workers} workers the TIFF template needs {{worker}}, or a restarted worker could not tell its files from the others'"
+            ));
+        }
+        Ok(())
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
         self.worker = ctx.worker;
         self.uring = Some(Uring::new(TIFF_OVERHEAD).map_err(|e| format!("io_uring: {e}"))?);
+        self.restarted = ctx.restarts > 0;
+        if self.restarted {
+            // The files are the truth: count what the predecessors published.
+            let mine = [("worker", u64::from(self.worker))];
+            let sample = self.destination.path(&[("frame_id", 0), mine[0]]);
+            let folder = sample.parent().unwrap_or(&self.destination.folder);
+            let files = std::fs::read_dir(folder)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| {
+                            self.destination.template.matches(
+                                &self.destination.prefix,
+                                &e.file_name().to_string_lossy(),
+                                &mine,
+                            )
+                        })
+                        .count() as u64
+                })
+                .unwrap_or(0);
+            let found = Recovered {
+                frames: files,
+                files,
+                ..Recovered::default()
+            };
+            self.counters.recovered(&found, &ctx.previous);
+        }
         Ok(())
     }
 
@@ -78,6 +114,14 @@ impl Processor for TiffWriter {
     ) -> Result<(), String> {
         let header = frame.header();
         let (ny, nx) = image_shape("tiff", header)?;
+        let path = self.destination.path(&[
+            ("frame_id", header.frame_id),
+            ("worker", u64::from(self.worker)),
+        ]);
+        if self.restarted && path.exists() {
+            self.counters.duplicates += 1;
+            return Ok(());
+        }
         let description = describe(frame);
         let uring = self.uring.as_mut().expect("started");
         let staging = uring
@@ -85,10 +129,6 @@ impl Processor for TiffWriter {
             .map_err(|e| format!("io_uring buffer: {e}"))?;
         let len = encode(staging, frame, ny, nx, &description)
             .map_err(|e| format!("TIFF encoding of frame {}: {e}", header.frame_id))?;
-        let path = self.destination.path(&[
-            ("frame_id", header.frame_id),
-            ("worker", u64::from(self.worker)),
-        ]);
         let name = path
             .file_name()
             .expect("template names a file")
