@@ -99,6 +99,8 @@ struct Report<'a> {
     /// The processor counters a crashed predecessor last showed: shown counters are this
     /// plus the processor's own, so totals continue across restarts.
     counter_base: Vec<(String, u64)>,
+    /// Processor counters that are levels, shown as they are (`Processor::gauges`).
+    gauges: &'static [&'static str],
     times: Histogram<u64>,
     /// When this worker handled its first frame (since it started or a reset).
     first_frame: Option<Instant>,
@@ -130,6 +132,7 @@ impl<'a> Report<'a> {
                 entry.dropped.load(Relaxed),
             ),
             counter_base: stats.counters(spec.entry),
+            gauges: &[],
             times: Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds"),
             first_frame: None,
             last_beat: Instant::now(),
@@ -269,7 +272,7 @@ impl<'a> Report<'a> {
                 let base = self
                     .counter_base
                     .iter()
-                    .find(|(n, _)| n == name)
+                    .find(|(n, _)| n == name && !self.gauges.contains(&n.as_str()))
                     .map_or(0, |(_, b)| *b);
                 (name.clone(), base + value)
             })
@@ -419,6 +422,7 @@ fn run_stage(
     // A processor that makes frames durable later (a writer) holds them in the ring
     // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
     let sync_every = processor.sync_interval();
+    report.gauges = processor.gauges();
     let attach = |name: &String, group: String, batch: u32, delivery, hold| {
         let options = ConsumerOptions {
             group: Some(group),

@@ -137,6 +137,12 @@ pub trait Processor: Send {
         Vec::new()
     }
 
+    /// Counters that are levels (frames cached now, a mode flag), not totals: a
+    /// restarted worker shows its own value of these, not its predecessor's plus its own.
+    fn gauges(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Largest payload this processor publishes for inputs of `input_bytes` in a
     /// pipeline whose source frames are `source_bytes`; sizes output rings that do not
     /// give their own size.

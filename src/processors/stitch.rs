@@ -261,6 +261,10 @@ impl Processor for Stitch {
         self.release(out, true)
     }
 
+    fn gauges(&self) -> &'static [&'static str] {
+        &["cached"]
+    }
+
     fn counters(&self) -> Vec<(String, u64)> {
         [
             ("stitched", self.stitched),

@@ -29,7 +29,7 @@ use super::hdf5_ffi::{self as h5, Element, File, Growing, Mode};
 use super::nxmx::{self, Experiment};
 use super::{
     unknown_writer_key, Destination, FileContent, Incoming, Placement, Recovered, Reorder,
-    Rollover, WriteCounters, REORDER_KEYS,
+    Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
 use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{Dtype, Frame};
@@ -72,8 +72,7 @@ pub struct Hdf5Writer {
     worker: u32,
     next_file: u64,
     current: Option<DataFile>,
-    /// Ids already in the files of a crashed predecessor.
-    stored: Recovered,
+    seen: Seen,
     compressed: Vec<u8>,
     scratch: Vec<u8>,
     counters: WriteCounters,
@@ -93,7 +92,7 @@ impl Default for Hdf5Writer {
             worker: 0,
             next_file: 1,
             current: None,
-            stored: Recovered::default(),
+            seen: Seen::default(),
             compressed: Vec::new(),
             scratch: Vec::new(),
             counters: WriteCounters::default(),
@@ -416,14 +415,18 @@ impl Processor for Hdf5Writer {
         if ctx.restarts > 0 {
             let _hdf5 = h5::lock();
             let files = self.data_files(self.worker);
+            let mut found = Recovered {
+                files: files.len() as u64,
+                ..Recovered::default()
+            };
             for path in &files {
-                let ids = nxmx::recover(path)?;
-                self.stored.frames += ids.len() as u64;
-                self.stored.ids.extend(ids);
+                for id in nxmx::recover(path)? {
+                    found.frames += 1;
+                    self.seen.first_time(id);
+                }
             }
-            self.stored.files = files.len() as u64;
             self.next_file = files.len() as u64 + 1;
-            self.counters.recovered(&self.stored, &ctx.previous);
+            self.counters.recovered(&found, &ctx.previous);
         }
         Ok(())
     }
@@ -434,7 +437,7 @@ impl Processor for Hdf5Writer {
         frame: &Frame<'_>,
         _out: &mut Outputs,
     ) -> Result<(), String> {
-        if self.stored.ids.contains(&frame.header().frame_id) {
+        if !self.seen.first_time(frame.header().frame_id) {
             self.counters.duplicates += 1;
             return Ok(());
         }

@@ -13,7 +13,7 @@ pub mod tiff;
 
 use crate::processors::{unknown_key, ArgValue, Fault};
 use crate::ring::{AttrValue, Dtype, Frame, FrameHeader};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -442,10 +442,35 @@ impl WriteCounters {
 /// What a restarted writer found in the files its predecessors left.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Frame ids stored: a frame delivered again after the crash is not stored twice.
-    pub ids: HashSet<u64>,
     pub frames: u64,
     pub files: u64,
+}
+
+/// The frame ids a writer stored lately, so that a frame delivered again — after a
+/// crash of this writer (spec §5.8) or of a stage before it (§7.3) — is stored once.
+/// Bounded: a re-delivered frame is at most a ring's worth of frames old.
+#[derive(Debug, Default)]
+pub struct Seen {
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Seen {
+    const REMEMBERED: usize = 1 << 16;
+
+    /// Records `id`; false when it was seen already.
+    pub fn first_time(&mut self, id: u64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// A frame on its way into a file: still in its ring slot, or a copy that the reorder

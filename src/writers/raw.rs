@@ -23,7 +23,7 @@
 
 use super::{
     unknown_writer_key, Destination, FileContent, Incoming, Placement, Recovered, Reorder,
-    Rollover, WriteCounters, REORDER_KEYS,
+    Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
 use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{Dtype, Frame, FrameHeader};
@@ -50,8 +50,7 @@ pub struct RawWriter {
     next_file: u64,
     uring: Option<Uring>,
     current: Option<RawFile>,
-    /// Ids already in the files of a crashed predecessor.
-    stored: Recovered,
+    seen: Seen,
     direct: bool,
     counters: WriteCounters,
 }
@@ -66,7 +65,7 @@ impl Default for RawWriter {
             next_file: 1,
             uring: None,
             current: None,
-            stored: Recovered::default(),
+            seen: Seen::default(),
             direct: true,
             counters: WriteCounters::default(),
         }
@@ -293,15 +292,17 @@ impl Processor for RawWriter {
         self.uring = Some(Uring::new(DIRECT_ALIGN).map_err(|e| format!("io_uring: {e}"))?);
         if ctx.restarts > 0 {
             // A restarted worker continues after the files its predecessors made.
+            let mut found = Recovered::default();
             while self.data_path(self.next_file).exists() {
                 let index = format!("{}.index.csv", self.data_path(self.next_file).display());
-                let ids = recover_index(Path::new(&index)).unwrap_or_default();
-                self.stored.frames += ids.len() as u64;
-                self.stored.ids.extend(ids);
-                self.stored.files += 1;
+                for id in recover_index(Path::new(&index)).unwrap_or_default() {
+                    found.frames += 1;
+                    self.seen.first_time(id);
+                }
+                found.files += 1;
                 self.next_file += 1;
             }
-            self.counters.recovered(&self.stored, &ctx.previous);
+            self.counters.recovered(&found, &ctx.previous);
         }
         Ok(())
     }
@@ -312,7 +313,7 @@ impl Processor for RawWriter {
         frame: &Frame<'_>,
         _out: &mut Outputs,
     ) -> Result<(), String> {
-        if self.stored.ids.contains(&frame.header().frame_id) {
+        if !self.seen.first_time(frame.header().frame_id) {
             self.counters.duplicates += 1;
             return Ok(());
         }
@@ -347,6 +348,10 @@ impl Processor for RawWriter {
 
     fn fault(&self) -> Option<&Fault> {
         self.counters.fault.as_ref()
+    }
+
+    fn gauges(&self) -> &'static [&'static str] {
+        &["direct_io"]
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

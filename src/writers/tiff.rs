@@ -11,7 +11,7 @@
 //! (frame id) and 65001 (timestamp, ns since the Unix epoch) hold the same numbers as
 //! ASCII decimal; Software is `streamd VERSION`.
 
-use super::{unknown_writer_key, Destination, Recovered, WriteCounters};
+use super::{unknown_writer_key, Destination, Recovered, Seen, WriteCounters};
 use crate::processors::{image_shape, ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{AttrValue, Dtype, Frame};
 use crate::uring::{FileOptions, Uring};
@@ -33,6 +33,7 @@ pub struct TiffWriter {
     worker: u32,
     /// A crashed predecessor's frames come again: a file already there is one of them.
     restarted: bool,
+    seen: Seen,
     uring: Option<Uring>,
     counters: WriteCounters,
 }
@@ -44,6 +45,7 @@ impl Default for TiffWriter {
             sync: true,
             worker: 0,
             restarted: false,
+            seen: Seen::default(),
             uring: None,
             counters: WriteCounters::default(),
         }
@@ -118,7 +120,7 @@ impl Processor for TiffWriter {
             ("frame_id", header.frame_id),
             ("worker", u64::from(self.worker)),
         ]);
-        if self.restarted && path.exists() {
+        if !self.seen.first_time(header.frame_id) || (self.restarted && path.exists()) {
             self.counters.duplicates += 1;
             return Ok(());
         }
