@@ -266,6 +266,11 @@ impl<'a> Report<'a> {
                 cell.store(count, Relaxed);
             }
         }
+        self.show_counters(counters);
+    }
+
+    /// Publishes the processor's counters on top of what predecessors counted.
+    fn show_counters(&self, counters: &[(String, u64)]) {
         let totals: Vec<(String, u64)> = counters
             .iter()
             .map(|(name, value)| {
@@ -666,7 +671,7 @@ fn settle(
         report.error(&format!("stage '{stage}': {e}"));
         report.fault(processor.fault());
     }
-    report.flush(&processor.counters());
+    report.show_counters(&processor.counters());
     for input in ins {
         input.consumer.commit();
     }
