@@ -101,6 +101,8 @@ struct Report<'a> {
     counter_base: Vec<(String, u64)>,
     /// Processor counters that are levels, shown as they are (`Processor::gauges`).
     gauges: &'static [&'static str],
+    /// Frames were handled since the processor counters were last shown.
+    counters_behind: bool,
     times: Histogram<u64>,
     /// When this worker handled its first frame (since it started or a reset).
     first_frame: Option<Instant>,
@@ -133,6 +135,7 @@ impl<'a> Report<'a> {
             ),
             counter_base: stats.counters(spec.entry),
             gauges: &[],
+            counters_behind: false,
             times: Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds"),
             first_frame: None,
             last_beat: Instant::now(),
@@ -153,6 +156,7 @@ impl<'a> Report<'a> {
 
     fn frame_in(&mut self, frame_id: u64, bytes: u64, lag: u64, took: Duration) {
         self.active();
+        self.counters_behind = true;
         self.frames_in += 1;
         self.bytes_in += bytes;
         self.entry.frames_in.store(self.frames_in, Relaxed);
@@ -270,7 +274,8 @@ impl<'a> Report<'a> {
     }
 
     /// Publishes the processor's counters on top of what predecessors counted.
-    fn show_counters(&self, counters: &[(String, u64)]) {
+    fn show_counters(&mut self, counters: &[(String, u64)]) {
+        self.counters_behind = false;
         let totals: Vec<(String, u64)> = counters
             .iter()
             .map(|(name, value)| {
@@ -567,6 +572,10 @@ fn run_stage(
             Ok(None) => {
                 idle_pass += 1;
                 poll(processor.as_mut(), &mut out, report);
+                // Idle: `status` shows counters that include every frame handled.
+                if report.counters_behind {
+                    report.show_counters(&processor.counters());
+                }
             }
             Err(RecvError::EndOfStream { .. }) => input.ended = true,
             Err(RecvError::ProducerDied { pid, .. }) => {

@@ -28,7 +28,7 @@ use super::bitshuffle;
 use super::hdf5_ffi::{self as h5, Element, File, Growing, Mode};
 use super::nxmx::{self, Experiment};
 use super::{
-    unknown_writer_key, Destination, FileContent, Incoming, Placement, Recovered, Reorder,
+    unknown_writer_key, Destination, FileContent, Incoming, OrderedStore, Recovered, Reorder,
     Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
 use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
@@ -309,8 +309,22 @@ impl Hdf5Writer {
         self.counters.pending(payload.len() as u64);
         Ok(())
     }
+}
 
-    /// Writes one frame, counting it as not written when that fails.
+fn element(dtype: Dtype) -> Element {
+    match dtype {
+        Dtype::U8 => Element::U8,
+        Dtype::U16 => Element::U16,
+        Dtype::U32 => Element::U32,
+        Dtype::F32 => Element::F32,
+    }
+}
+
+impl OrderedStore for Hdf5Writer {
+    fn parts(&mut self) -> (&mut Seen, &mut Reorder, &mut WriteCounters) {
+        (&mut self.seen, &mut self.reorder, &mut self.counters)
+    }
+
     fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
         let id = frame.header().frame_id;
         self.write_frame(frame).map_err(|message| {
@@ -325,24 +339,6 @@ impl Hdf5Writer {
                 self.counters.not_written(&self.destination, &e)
             )
         })
-    }
-
-    /// Stores the kept frames that are due (all of them with `all`).
-    fn store_kept(&mut self, all: bool) -> Result<(), String> {
-        let mut result = Ok(());
-        while let Some(kept) = self.reorder.next(all) {
-            result = result.and(self.store(&Incoming::Kept(&kept)));
-        }
-        result
-    }
-}
-
-fn element(dtype: Dtype) -> Element {
-    match dtype {
-        Dtype::U8 => Element::U8,
-        Dtype::U16 => Element::U16,
-        Dtype::U32 => Element::U32,
-        Dtype::F32 => Element::F32,
     }
 }
 
@@ -437,16 +433,8 @@ impl Processor for Hdf5Writer {
         frame: &Frame<'_>,
         _out: &mut Outputs,
     ) -> Result<(), String> {
-        if !self.seen.first_time(frame.header().frame_id) {
-            self.counters.duplicates += 1;
-            return Ok(());
-        }
         let _hdf5 = h5::lock();
-        let now = match self.reorder.place(frame) {
-            Placement::Now | Placement::Late => self.store(&Incoming::Slot(frame)),
-            Placement::Kept => Ok(()),
-        };
-        now.and(self.store_kept(false))
+        self.take(frame)
     }
 
     fn sync_interval(&self) -> Option<Duration> {

@@ -464,7 +464,7 @@ pub fn init() -> Result<(), String> {
             }
             if (major, minor) != (1, 10) {
                 return Err(format!(
-                    "the HDF5 writer's io_uring file driver is built for libhdf5 1.10; this host has {major}.{minor}.{release}"
+                    "the hdf5 writer supports libhdf5 1.10 only (its io_uring file driver follows that version's driver structure) but streamd is linked with {major}.{minor}.{release}; build it against libhdf5 1.10 (Debian 12's libhdf5-dev) or use the raw writer"
                 ));
             }
             // SAFETY: turning off libhdf5's automatic error printing for all stacks.

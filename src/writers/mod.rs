@@ -523,6 +523,39 @@ impl Incoming<'_> {
     }
 }
 
+/// What the writers that store frames in frame-id order (`hdf5`, `raw`) share: taking
+/// a frame from the ring — skipped when stored already, stored now when it is next,
+/// kept otherwise — and storing the kept ones when they are due.
+pub trait OrderedStore {
+    /// The writer's repeated-frame memory, reorder window and counters.
+    fn parts(&mut self) -> (&mut Seen, &mut Reorder, &mut WriteCounters);
+
+    /// Stores one frame, counting it as not written when that fails.
+    fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String>;
+
+    fn take(&mut self, frame: &Frame<'_>) -> Result<(), String> {
+        let (seen, reorder, counters) = self.parts();
+        if !seen.first_time(frame.header().frame_id) {
+            counters.duplicates += 1;
+            return Ok(());
+        }
+        let now = match reorder.place(frame) {
+            Placement::Now | Placement::Late => self.store(&Incoming::Slot(frame)),
+            Placement::Kept => Ok(()),
+        };
+        now.and(self.store_kept(false))
+    }
+
+    /// Stores the kept frames that are due (all of them with `all`).
+    fn store_kept(&mut self, all: bool) -> Result<(), String> {
+        let mut result = Ok(());
+        while let Some(kept) = self.parts().1.next(all) {
+            result = result.and(self.store(&Incoming::Kept(&kept)));
+        }
+        result
+    }
+}
+
 /// Where [`Reorder::place`] puts a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {

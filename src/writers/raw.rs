@@ -22,7 +22,7 @@
 //! every N frames.
 
 use super::{
-    unknown_writer_key, Destination, FileContent, Incoming, Placement, Recovered, Reorder,
+    unknown_writer_key, Destination, FileContent, Incoming, OrderedStore, Recovered, Reorder,
     Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
 use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
@@ -219,26 +219,6 @@ impl RawWriter {
             )),
         }
     }
-
-    /// Writes one frame, counting it as not written when that fails.
-    fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
-        self.write_frame(frame).map_err(|e| {
-            format!(
-                "frame {} not written: {}",
-                frame.header().frame_id,
-                self.counters.not_written(&self.destination, &e)
-            )
-        })
-    }
-
-    /// Stores the kept frames that are due (all of them with `all`).
-    fn store_kept(&mut self, all: bool) -> Result<(), String> {
-        let mut result = Ok(());
-        while let Some(kept) = self.reorder.next(all) {
-            result = result.and(self.store(&Incoming::Kept(&kept)));
-        }
-        result
-    }
 }
 
 /// The frame ids an index names (its complete lines), trimming a torn last line.
@@ -256,6 +236,22 @@ fn recover_index(index: &Path) -> io::Result<Vec<u64>> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(',').next()?.parse().ok())
         .collect())
+}
+
+impl OrderedStore for RawWriter {
+    fn parts(&mut self) -> (&mut Seen, &mut Reorder, &mut WriteCounters) {
+        (&mut self.seen, &mut self.reorder, &mut self.counters)
+    }
+
+    fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
+        self.write_frame(frame).map_err(|e| {
+            format!(
+                "frame {} not written: {}",
+                frame.header().frame_id,
+                self.counters.not_written(&self.destination, &e)
+            )
+        })
+    }
 }
 
 impl Processor for RawWriter {
@@ -313,15 +309,7 @@ impl Processor for RawWriter {
         frame: &Frame<'_>,
         _out: &mut Outputs,
     ) -> Result<(), String> {
-        if !self.seen.first_time(frame.header().frame_id) {
-            self.counters.duplicates += 1;
-            return Ok(());
-        }
-        let now = match self.reorder.place(frame) {
-            Placement::Now | Placement::Late => self.store(&Incoming::Slot(frame)),
-            Placement::Kept => Ok(()),
-        };
-        now.and(self.store_kept(false))
+        self.take(frame)
     }
 
     fn sync_interval(&self) -> Option<Duration> {
