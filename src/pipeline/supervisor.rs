@@ -2,7 +2,7 @@
 //! worker as its own pinned process, restarts what crashes, serves the control socket,
 //! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
 
-use super::config::{Pipeline, SourceContent, StagePlan};
+use super::config::{Pipeline, SourceContent};
 use super::pinning::CoreAssigner;
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::commands::stop_flag;
@@ -315,23 +315,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         }
         // A stage whose workers are all done no longer needs its groups held, and
         // concludes (a writer ties its workers' files together).
-        for (i, held) in holders.iter_mut().enumerate() {
-            if !held.is_empty()
-                && slots
-                    .iter()
-                    .filter(|s| s.spec.stage_index == i + 1)
-                    .all(|s| s.done)
-            {
-                held.clear();
-                conclude(
-                    &pipeline.stages[i],
-                    &stats,
-                    i + 1,
-                    &mut notes,
-                    &mut problems,
-                );
-            }
-        }
+        let stage_done = |i: usize| {
+            slots
+                .iter()
+                .filter(|s| s.spec.stage_index == i + 1)
+                .all(|s| s.done)
+        };
+        let mut ended = Ended {
+            notes: &mut notes,
+            problems: &mut problems,
+        };
+        ended.conclude(&mut holders, pipeline, &stats, stage_done);
         if slots.iter().all(|s| s.done) {
             break;
         }
@@ -377,18 +371,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         std::thread::sleep(TICK);
     }
     // Stages cut short by the drain deadline conclude with what they left.
-    for (i, held) in holders.iter_mut().enumerate() {
-        if !held.is_empty() {
-            held.clear();
-            conclude(
-                &pipeline.stages[i],
-                &stats,
-                i + 1,
-                &mut notes,
-                &mut problems,
-            );
-        }
-    }
+    let mut ended = Ended {
+        notes: &mut notes,
+        problems: &mut problems,
+    };
+    ended.conclude(&mut holders, pipeline, &stats, |_| true);
     stats.header().state.store(PIPELINE_FINISHED, Release);
     let report = collect(
         &stats,
@@ -403,26 +390,41 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     })
 }
 
-/// Lets stage `stage` (index `index` in the stats segment) conclude, with the
-/// arguments it last ran with.
-fn conclude(
-    stage: &StagePlan,
-    stats: &StatsSegment,
-    index: usize,
-    notes: &mut Vec<String>,
-    problems: &mut Vec<String>,
-) {
-    let args = stats
-        .read_args(index)
-        .and_then(|(_, text)| serde_json::from_str::<toml::Table>(&text).ok())
-        .unwrap_or_else(|| stage.args.clone());
-    let concluded = processors::build(&stage.processor, &args)
-        .map_err(|e| e.reason)
-        .and_then(|p| p.conclude(stage.workers));
-    match concluded {
-        Ok(Some(note)) => notes.push(format!("stage '{}': {note}", stage.name)),
-        Ok(None) => {}
-        Err(e) => problems.push(format!("stage '{}': {e}", stage.name)),
+/// Where concluding stages report.
+struct Ended<'a> {
+    notes: &'a mut Vec<String>,
+    problems: &'a mut Vec<String>,
+}
+
+impl Ended<'_> {
+    /// Lets every stage that still holds its groups and is `done` let them go and
+    /// conclude, with the arguments it last ran with.
+    fn conclude(
+        &mut self,
+        holders: &mut [Vec<Consumer>],
+        pipeline: &Pipeline,
+        stats: &StatsSegment,
+        done: impl Fn(usize) -> bool,
+    ) {
+        for (i, held) in holders.iter_mut().enumerate() {
+            if held.is_empty() || !done(i) {
+                continue;
+            }
+            held.clear();
+            let stage = &pipeline.stages[i];
+            let args = stats
+                .read_args(i + 1)
+                .and_then(|(_, text)| serde_json::from_str::<toml::Table>(&text).ok())
+                .unwrap_or_else(|| stage.args.clone());
+            let concluded = processors::build(&stage.processor, &args)
+                .map_err(|e| e.reason)
+                .and_then(|p| p.conclude(stage.workers));
+            match concluded {
+                Ok(Some(note)) => self.notes.push(format!("stage '{}': {note}", stage.name)),
+                Ok(None) => {}
+                Err(e) => self.problems.push(format!("stage '{}': {e}", stage.name)),
+            }
+        }
     }
 }
 

@@ -614,6 +614,10 @@ impl Element {
         }
     }
 
+    fn types(self) -> (hid_t, hid_t) {
+        (self.file_type(), self.memory_type())
+    }
+
     pub fn size(self) -> usize {
         match self {
             Element::U8 => 1,
@@ -799,39 +803,18 @@ pub fn string_attribute(object: hid_t, name: &str, value: &str) -> Result<(), St
 
 /// A scalar string dataset (`definition`, `description`, ...).
 pub fn string_dataset(parent: hid_t, name: &str, value: &str) -> Result<(), String> {
-    let (c_name, text) = (c_string(name), c_string(value));
-    let what = format!("could not write dataset {name}");
+    let text = c_string(value);
     let t = string_type(value)?;
-    let space = scalar_space()?;
-    // SAFETY: live identifiers; the buffer holds the type's size in bytes.
-    unsafe {
-        let ds = Handle {
-            id: check_id(
-                h5d::H5Dcreate2(
-                    parent,
-                    c_name.as_ptr(),
-                    t.id,
-                    space.id,
-                    h5p::H5P_DEFAULT,
-                    h5p::H5P_DEFAULT,
-                    h5p::H5P_DEFAULT,
-                ),
-                &what,
-            )?,
-            close: h5d::H5Dclose,
-        };
-        check(
-            h5d::H5Dwrite(
-                ds.id,
-                t.id,
-                h5s::H5S_ALL,
-                h5s::H5S_ALL,
-                h5p::H5P_DEFAULT,
-                text.as_ptr().cast(),
-            ),
-            &what,
-        )
-    }
+    // The type is sized to the text (at least 1 byte): the bytes with the NUL hold it.
+    typed_dataset(
+        parent,
+        name,
+        (t.id, t.id),
+        &scalar_space()?,
+        text.as_bytes_with_nul(),
+        "",
+    )?;
+    Ok(())
 }
 
 /// A scalar f64 dataset with a `units` attribute (none when empty).
@@ -1197,7 +1180,7 @@ pub fn values_dataset(
     units: &str,
 ) -> Result<Handle, String> {
     let space = simple_space(&[(bytes.len() / element.size()) as u64])?;
-    typed_dataset(parent, name, element, &space, bytes, units)
+    typed_dataset(parent, name, element.types(), &space, bytes, units)
 }
 
 /// A scalar dataset of one `element` value given as raw little-endian bytes.
@@ -1208,27 +1191,36 @@ pub fn scalar_dataset(
     bytes: &[u8],
     units: &str,
 ) -> Result<Handle, String> {
-    typed_dataset(parent, name, element, &scalar_space()?, bytes, units)
+    typed_dataset(
+        parent,
+        name,
+        element.types(),
+        &scalar_space()?,
+        bytes,
+        units,
+    )
 }
 
+/// A dataset of `space` whose (file, memory) types are `types`, written from `bytes`.
 fn typed_dataset(
     parent: hid_t,
     name: &str,
-    element: Element,
+    (file_type, memory_type): (hid_t, hid_t),
     space: &Handle,
     bytes: &[u8],
     units: &str,
 ) -> Result<Handle, String> {
     let c_name = c_string(name);
     let what = format!("could not write dataset {name}");
-    // SAFETY: live identifiers; `bytes` holds every element of the dataspace.
+    // SAFETY: live identifiers; `bytes` holds every element of the dataspace in the
+    // memory type.
     unsafe {
         let ds = Handle {
             id: check_id(
                 h5d::H5Dcreate2(
                     parent,
                     c_name.as_ptr(),
-                    element.file_type(),
+                    file_type,
                     space.id,
                     h5p::H5P_DEFAULT,
                     h5p::H5P_DEFAULT,
@@ -1242,7 +1234,7 @@ fn typed_dataset(
             check(
                 h5d::H5Dwrite(
                     ds.id,
-                    element.memory_type(),
+                    memory_type,
                     h5s::H5S_ALL,
                     h5s::H5S_ALL,
                     h5p::H5P_DEFAULT,
