@@ -1,10 +1,14 @@
 //! The output rings a processor publishes into, with the counts the worker reports.
 
-use crate::ring::{AttrValue, ClaimError, Frame, FrameError, FrameMeta, Producer, SlotWriter};
+use crate::ring::{
+    AttrValue, ClaimError, Frame, FrameError, FrameMeta, FullPolicy, HeldSlot, Producer, SlotWriter,
+};
 
 /// A stage worker's output rings (ports 0, 1, ...), counting what goes through them.
 pub struct Outputs {
     rings: Vec<Producer>,
+    /// Per port: a slot claimed for a frame a processor fills over several calls.
+    held: Vec<Option<HeldSlot>>,
     frames: u64,
     bytes: u64,
     dropped: u64,
@@ -17,6 +21,8 @@ pub enum OutputError {
     NoPort { port: usize, count: usize },
     #[error("interrupted while waiting for space in the output ring")]
     Interrupted,
+    #[error("output port {port} has a held slot; publish or release it first")]
+    Held { port: usize },
     #[error("{0}")]
     Publish(#[from] crate::ring::PublishError),
     #[error("{0}")]
@@ -26,6 +32,7 @@ pub enum OutputError {
 impl Outputs {
     pub fn new(rings: Vec<Producer>) -> Outputs {
         Outputs {
+            held: rings.iter().map(|_| None).collect(),
             rings,
             frames: 0,
             bytes: 0,
@@ -55,6 +62,9 @@ impl Outputs {
     /// Claims a slot in port `port`; `Ok(None)` when the ring is full under
     /// `drop-newest` (the frame is counted as dropped). Publishing the slot counts it.
     pub fn claim(&mut self, port: usize) -> Result<Option<OutputSlot<'_>>, OutputError> {
+        if self.is_held(port) {
+            return Err(OutputError::Held { port });
+        }
         let count = self.rings.len();
         let ring = self
             .rings
@@ -71,6 +81,63 @@ impl Outputs {
                 Ok(None)
             }
             Err(ClaimError::Interrupted) => Err(OutputError::Interrupted),
+        }
+    }
+
+    /// Claims a slot in port `port` and keeps it for a frame written over several calls
+    /// (the slot is the frame's buffer: no copy when it is done). `Ok(false)` when the
+    /// port does not exist, already holds a slot, or drops frames when full (a claim
+    /// would count a drop that publishing later might not make): the caller then
+    /// buffers the frame itself. Only blocking rings wait for space here.
+    pub fn hold(&mut self, port: usize) -> Result<bool, OutputError> {
+        let Some(ring) = self.rings.get_mut(port) else {
+            return Ok(false);
+        };
+        if self.held[port].is_some() || ring.full_policy() != FullPolicy::Block {
+            return Ok(false);
+        }
+        match ring.claim() {
+            Ok(slot) => {
+                self.held[port] = Some(slot.hold());
+                Ok(true)
+            }
+            Err(ClaimError::Interrupted) => Err(OutputError::Interrupted),
+            Err(ClaimError::Full) => Ok(false),
+        }
+    }
+
+    /// Whether port `port` holds a slot.
+    pub fn is_held(&self, port: usize) -> bool {
+        self.held.get(port).is_some_and(Option::is_some)
+    }
+
+    /// Bytes a slot of port `port` holds (0 for no such port).
+    pub fn capacity(&self, port: usize) -> u64 {
+        self.rings.get(port).map_or(0, Producer::slot_capacity)
+    }
+
+    /// The slot port `port` holds, to write or publish; it stays held until published.
+    pub fn held(&mut self, port: usize) -> Option<HeldOutput<'_>> {
+        let token = self.held.get_mut(port)?;
+        let ring = &mut self.rings[port];
+        let writer = match ring.resume_held(token.take()?) {
+            Ok(writer) => writer,
+            // Cannot happen while only `Outputs` claims on this ring; a stale hold is
+            // dropped (it publishes nothing).
+            Err(_) => return None,
+        };
+        Some(HeldOutput {
+            writer: Some(writer),
+            home: token,
+            frames: &mut self.frames,
+            bytes: &mut self.bytes,
+        })
+    }
+
+    /// Gives up the slot port `port` holds: nothing is published.
+    pub fn release_held(&mut self, port: usize) {
+        if let Some(token) = self.held.get_mut(port) {
+            *token = None;
         }
     }
 
@@ -149,5 +216,54 @@ impl OutputSlot<'_> {
         *self.frames += 1;
         *self.bytes += bytes;
         Ok(())
+    }
+}
+
+/// The slot a port holds ([`Outputs::held`]): write it, publish it (counted), or drop
+/// this guard to keep holding it for a later call. Dropping it never publishes.
+pub struct HeldOutput<'a> {
+    writer: Option<SlotWriter<'a>>,
+    home: &'a mut Option<HeldSlot>,
+    frames: &'a mut u64,
+    bytes: &'a mut u64,
+}
+
+impl HeldOutput<'_> {
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.writer.as_mut().expect("until published").payload_mut()
+    }
+
+    pub fn copy_attributes(&mut self, encoded: &[u8]) -> Result<(), FrameError> {
+        self.writer
+            .as_mut()
+            .expect("until published")
+            .copy_attributes(encoded)
+    }
+
+    pub fn push_attr(&mut self, key: &str, value: AttrValue<'_>) -> Result<(), FrameError> {
+        self.writer
+            .as_mut()
+            .expect("until published")
+            .push_attr(key, value)
+    }
+
+    /// Publishes the frame and counts it; the port holds nothing afterwards.
+    pub fn publish(mut self, meta: &FrameMeta<'_>) -> Result<(), OutputError> {
+        let writer = self.writer.take().expect("until published");
+        let result = OutputSlot {
+            slot: writer,
+            frames: &mut *self.frames,
+            bytes: &mut *self.bytes,
+        }
+        .publish(meta);
+        result
+    }
+}
+
+impl Drop for HeldOutput<'_> {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            *self.home = Some(writer.hold());
+        }
     }
 }

@@ -75,7 +75,11 @@ struct Pending {
     missing: usize,
     /// Rectangles received: (y, x, h, w).
     areas: Vec<(u32, u32, u32, u32)>,
+    /// The frame's bytes: `pixels`, or the output slot port 0 holds (`in_slot`), where
+    /// the tiles go straight so the frame needs no copy when it leaves.
     pixels: Vec<u8>,
+    in_slot: bool,
+    bytes: usize,
     attributes: AttributeArea,
     since: Instant,
 }
@@ -186,8 +190,18 @@ impl Processor for Stitch {
         }
         if !self.pending.contains_key(&id) {
             let bytes = tile.frame_ny as usize * tile.frame_nx as usize * header.dtype.size();
-            let mut pixels = self.spare.pop().unwrap_or_default();
-            pixels.resize(bytes, 0);
+            // The frame that leaves next is assembled in an output slot: one at a time,
+            // the lowest id (frames leave in id order). The others wait in buffers.
+            let next_to_leave = self.pending.keys().next().is_none_or(|&low| id < low);
+            let in_slot = next_to_leave
+                && !out.is_held(0)
+                && bytes as u64 <= out.capacity(0)
+                && out.hold(0).unwrap_or(false);
+            let mut pixels = Vec::new();
+            if !in_slot {
+                pixels = self.spare.pop().unwrap_or_default();
+                pixels.resize(bytes, 0);
+            }
             let attributes =
                 AttributeArea::filtered(frame.raw_attributes().map_err(|e| e.to_string())?, |k| {
                     !TILE_KEYS.contains(&k)
@@ -206,6 +220,8 @@ impl Processor for Stitch {
                     missing: count,
                     areas: Vec::with_capacity(count),
                     pixels,
+                    in_slot,
+                    bytes,
                     attributes,
                     since: Instant::now(),
                 },
@@ -232,6 +248,12 @@ impl Processor for Stitch {
         }
         let size = header.dtype.size();
         let (row_bytes, tile_row_bytes) = (p.nx as usize * size, w as usize * size);
+        let mut slot = if p.in_slot { out.held(0) } else { None };
+        let pixels = match slot.as_mut() {
+            Some(slot) => &mut slot.payload_mut()[..p.bytes],
+            None if p.in_slot => return Err("the output slot being assembled was lost".into()),
+            None => &mut p.pixels[..],
+        };
         for (y, src) in frame
             .payload()
             .chunks_exact(tile_row_bytes.max(1))
@@ -239,8 +261,9 @@ impl Processor for Stitch {
             .enumerate()
         {
             let at = (tile.y as usize + y) * row_bytes + tile.x as usize * size;
-            p.pixels[at..at + tile_row_bytes].copy_from_slice(src);
+            pixels[at..at + tile_row_bytes].copy_from_slice(src);
         }
+        drop(slot);
         p.got[index] = true;
         p.missing -= 1;
         p.areas.push((tile.y, tile.x, h, w));
@@ -296,27 +319,37 @@ impl Stitch {
             }
             self.next = Some(id + 1);
             let result = self.emit(id, &mut p, out);
-            self.spare.push(std::mem::take(&mut p.pixels));
+            if p.pixels.capacity() > 0 && self.spare.len() <= self.cache {
+                self.spare.push(std::mem::take(&mut p.pixels));
+            }
             result?;
         }
         Ok(())
     }
 
     fn emit(&mut self, id: u64, p: &mut Pending, out: &mut Outputs) -> Result<(), String> {
-        let mut extra = Vec::new();
+        if !p.in_slot && out.is_held(0) {
+            // A frame assembled in a buffer leaves before the one in the slot (a lower id
+            // came late): the slot's frame moves to a buffer, the slot is given up.
+            self.demote(out);
+        }
+        let missing_tiles = p.missing as i64;
         if p.missing == 0 {
             self.stitched += 1;
         } else {
             self.incomplete += 1;
             if self.incomplete_policy == Incomplete::Drop {
+                if p.in_slot {
+                    out.release_held(0);
+                }
                 return Ok(());
             }
-            mark_missing(p, self.fill);
-            extra.push(("missing_tiles", AttrValue::I64(p.missing as i64)));
         }
-        if out.is_empty() {
-            return Ok(());
-        }
+        let extra: &[(&str, AttrValue<'_>)] = if missing_tiles == 0 {
+            &[]
+        } else {
+            &[("missing_tiles", AttrValue::I64(missing_tiles))]
+        };
         let dims = [p.ny, p.nx];
         let meta = FrameMeta {
             frame_id: id,
@@ -325,29 +358,80 @@ impl Stitch {
             dims: &dims,
             flags: 0,
         };
-        out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), &extra)
+        if p.in_slot {
+            let Some(mut slot) = out.held(0) else {
+                return Err(format!(
+                    "frame {id}: the output slot it was assembled in was lost"
+                ));
+            };
+            if missing_tiles > 0 {
+                mark_missing(
+                    p.dtype,
+                    p.nx,
+                    &p.areas,
+                    &mut slot.payload_mut()[..p.bytes],
+                    self.fill,
+                );
+            }
+            slot.copy_attributes(p.attributes.as_bytes())
+                .map_err(|e| e.to_string())?;
+            for (key, value) in extra {
+                slot.push_attr(key, value.clone())
+                    .map_err(|e| e.to_string())?;
+            }
+            return slot.publish(&meta).map_err(|e| e.to_string());
+        }
+        if missing_tiles > 0 {
+            mark_missing(p.dtype, p.nx, &p.areas, &mut p.pixels, self.fill);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), extra)
             .map_err(|e| e.to_string())
+    }
+
+    /// Moves the frame assembled in the held output slot into a buffer.
+    fn demote(&mut self, out: &mut Outputs) {
+        let spare = self.spare.pop().unwrap_or_default();
+        if let Some(p) = self.pending.values_mut().find(|p| p.in_slot) {
+            let mut pixels = spare;
+            pixels.clear();
+            if let Some(mut slot) = out.held(0) {
+                pixels.extend_from_slice(&slot.payload_mut()[..p.bytes]);
+            }
+            pixels.resize(p.bytes, 0);
+            p.pixels = pixels;
+            p.in_slot = false;
+        }
+        out.release_held(0);
     }
 }
 
 /// Sets every pixel no tile covered to `fill` (default: the dtype's largest value, NaN
 /// for f32).
-fn mark_missing(p: &mut Pending, fill: Option<f64>) {
-    let (ny, nx) = (p.ny as usize, p.nx as usize);
+fn mark_missing(
+    dtype: Dtype,
+    nx: u32,
+    areas: &[(u32, u32, u32, u32)],
+    pixels: &mut [u8],
+    fill: Option<f64>,
+) {
+    let nx = nx as usize;
+    let ny = pixels.len() / (nx * dtype.size()).max(1);
     let mut covered = vec![false; ny * nx];
-    for &(y, x, h, w) in &p.areas {
+    for &(y, x, h, w) in areas {
         for row in y as usize..(y + h) as usize {
             covered[row * nx + x as usize..row * nx + (x + w) as usize].fill(true);
         }
     }
-    let value: Vec<u8> = match p.dtype {
+    let value: Vec<u8> = match dtype {
         Dtype::U8 => vec![fill.map_or(u8::MAX, |f| f as u8)],
         Dtype::U16 => fill.map_or(u16::MAX, |f| f as u16).to_le_bytes().to_vec(),
         Dtype::U32 => fill.map_or(u32::MAX, |f| f as u32).to_le_bytes().to_vec(),
         Dtype::F32 => (fill.unwrap_or(f64::NAN) as f32).to_le_bytes().to_vec(),
     };
-    for (pixel, _) in p
-        .pixels
+    for (pixel, _) in pixels
         .chunks_exact_mut(value.len())
         .zip(&covered)
         .filter(|(_, c)| !**c)
@@ -402,7 +486,7 @@ mod tests {
             frame_id: id,
             timestamp_ns: 77 + id,
             dtype: Dtype::U16,
-            dims: vec![7, 5],
+            dims: crate::ring::Dims::new(&[7, 5]).expect("2-D"),
             payload_len: 70,
             flags: 0,
         };
