@@ -28,6 +28,10 @@ const DEPTH: u32 = 64;
 /// The fixed-file slot a whole-file chain opens its file into.
 const CHAIN_SLOT: u32 = 0;
 
+/// Files made durable together in one submission by [`Uring::publish_batch`] (each
+/// takes a fixed-file slot after `CHAIN_SLOT` and three queue entries).
+const SYNC_FILES: usize = 16;
+
 /// Rounds `n` up to the O_DIRECT alignment.
 pub fn align_up(n: usize) -> usize {
     n.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
@@ -92,13 +96,25 @@ pub struct FileOptions {
     pub overwrite: bool,
     /// fdatasync before the rename, so the name never points at unwritten blocks.
     pub sync: bool,
+    /// Rename to the final name in the same chain. `false` leaves the file under its
+    /// temporary name with its writeback started (sync_file_range), for
+    /// [`Uring::publish_batch`] to make durable and rename with others.
+    pub rename: bool,
+}
+
+/// A file written under a temporary name, waiting for [`Uring::publish_batch`].
+#[derive(Debug)]
+pub struct Staged {
+    pub temp: std::path::PathBuf,
+    pub path: std::path::PathBuf,
 }
 
 impl Uring {
     /// A ring with a registered staging buffer of at least `staging_bytes`.
     pub fn new(staging_bytes: usize) -> io::Result<Uring> {
         let ring = IoUring::new(DEPTH)?;
-        ring.submitter().register_files_sparse(1)?;
+        ring.submitter()
+            .register_files_sparse(1 + SYNC_FILES as u32)?;
         let mut uring = Uring {
             ring,
             staging: AlignedBuf::new(staging_bytes),
@@ -309,22 +325,19 @@ impl Uring {
                     .build(),
             );
         }
+        if !options.rename {
+            // Start writing the pages back now, without waiting: the disk works while
+            // the next file is encoded, and the batch's sync finds little left to do.
+            chain.push(
+                opcode::SyncFileRange::new(file, len as u32)
+                    .flags(libc::SYNC_FILE_RANGE_WRITE as u32)
+                    .build(),
+            );
+        }
         chain.push(opcode::Close::new(file).build());
-        let rename_flags = if options.overwrite {
-            0
-        } else {
-            libc::RENAME_NOREPLACE
-        };
-        chain.push(
-            opcode::RenameAt::new(
-                types::Fd(libc::AT_FDCWD),
-                c_temp.as_ptr(),
-                types::Fd(libc::AT_FDCWD),
-                c_path.as_ptr(),
-            )
-            .flags(rename_flags)
-            .build(),
-        );
+        if options.rename {
+            chain.push(rename(&c_temp, &c_path, options.overwrite));
+        }
         assert!(len <= self.staging.len && len <= u32::MAX as usize);
         let n = chain.len();
         for (i, entry) in chain.into_iter().enumerate() {
@@ -351,7 +364,8 @@ impl Uring {
             return Ok(());
         };
         // A broken chain may leave the fixed slot open and the temporary name behind.
-        if results[0] >= 0 && results[n - 2] < 0 {
+        let close_at = if options.rename { n - 2 } else { n - 1 };
+        if results[0] >= 0 && results[close_at] < 0 {
             self.push(opcode::Close::new(file).build().user_data(0));
             let _ = self.complete(1);
         }
@@ -368,6 +382,142 @@ impl Uring {
 }
 
 impl Uring {
+    /// Makes staged files durable and publishes them: each is fdatasynced (all of them
+    /// in flight together, so the file system commits its journal once for the lot,
+    /// not once per file), then renamed to its final name (without replacing unless
+    /// `overwrite`), then `folder` is fsynced so the names survive a power cut too. A
+    /// file whose sync or rename fails is removed; its result says why. Results are in
+    /// the order of `files`.
+    pub fn publish_batch(&mut self, files: &[Staged], overwrite: bool) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = Vec::with_capacity(files.len());
+        let names: Vec<io::Result<(CString, CString)>> = files
+            .iter()
+            .map(|f| Ok((c_path(&f.temp)?, c_path(&f.path)?)))
+            .collect();
+        // 1. fdatasync every file, SYNC_FILES chains (open, fdatasync, close) at a time.
+        for (k, chunk) in names.chunks(SYNC_FILES).enumerate() {
+            let mut pushed = Vec::new();
+            for (i, name) in chunk.iter().enumerate() {
+                let Ok((temp, _)) = name else { continue };
+                let slot_no = CHAIN_SLOT + 1 + i as u32;
+                let slot = types::DestinationSlot::try_from_slot_target(slot_no).expect("slot");
+                let file = types::Fixed(slot_no);
+                let chain = [
+                    opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), temp.as_ptr())
+                        .flags(libc::O_WRONLY)
+                        .file_index(Some(slot))
+                        .build(),
+                    opcode::Fsync::new(file)
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build(),
+                    opcode::Close::new(file).build(),
+                ];
+                let base = 3 * pushed.len() as u64;
+                for (j, entry) in chain.into_iter().enumerate() {
+                    let entry = entry.user_data(base + j as u64);
+                    self.push(if j < 2 {
+                        entry.flags(squeue::Flags::IO_LINK)
+                    } else {
+                        entry
+                    });
+                }
+                pushed.push(k * SYNC_FILES + i);
+            }
+            let done = self.complete(3 * pushed.len());
+            let mut outcome: Vec<io::Result<()>> = chunk
+                .iter()
+                .map(|name| match name {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                })
+                .collect();
+            match done {
+                Ok(res) => {
+                    for (p, &index) in pushed.iter().enumerate() {
+                        let chain = &res[3 * p..3 * p + 3];
+                        let failed = chain.iter().find(|&&r| r < 0 && r != -libc::ECANCELED);
+                        if let Some(&r) = failed {
+                            outcome[index - k * SYNC_FILES] = Err(io::Error::from_raw_os_error(-r));
+                        }
+                        if chain[0] >= 0 && chain[2] < 0 {
+                            // Opened but not closed (the sync failed): close the slot.
+                            let file =
+                                types::Fixed(CHAIN_SLOT + 1 + (index - k * SYNC_FILES) as u32);
+                            self.push(opcode::Close::new(file).build().user_data(0));
+                            let _ = self.complete(1);
+                        }
+                    }
+                }
+                Err(e) => outcome
+                    .iter_mut()
+                    .for_each(|o| *o = Err(io::Error::new(e.kind(), e.to_string()))),
+            }
+            results.extend(outcome);
+        }
+        // 2. Rename the durable ones (independent operations, submitted together).
+        let durable: Vec<usize> = (0..files.len()).filter(|&i| results[i].is_ok()).collect();
+        for chunk in durable.chunks(DEPTH as usize) {
+            for (j, &i) in chunk.iter().enumerate() {
+                let Ok((temp, path)) = &names[i] else {
+                    continue;
+                };
+                self.push(rename(temp, path, overwrite).user_data(j as u64));
+            }
+            match self.complete(chunk.len()) {
+                Ok(res) => {
+                    for (&i, &r) in chunk.iter().zip(&res) {
+                        if r < 0 {
+                            results[i] = Err(io::Error::from_raw_os_error(-r));
+                        }
+                    }
+                }
+                Err(e) => {
+                    for &i in chunk {
+                        results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                    }
+                }
+            }
+        }
+        // 3. The renames themselves: one fsync of each folder they happened in.
+        let mut folders: Vec<&Path> = (0..files.len())
+            .filter(|&i| results[i].is_ok())
+            .map(|i| files[i].path.parent().unwrap_or(Path::new(".")))
+            .collect();
+        folders.dedup();
+        for folder in folders {
+            let synced = self
+                .open(folder, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .and_then(|fd| {
+                    let synced = self.datasync(fd);
+                    let closed = self.close(fd);
+                    synced.and(closed)
+                });
+            if let Err(e) = synced {
+                // Those names may not survive a power cut: say so for their files.
+                for (i, r) in results.iter_mut().enumerate() {
+                    if r.is_ok() && files[i].path.parent() == Some(folder) {
+                        *r = Err(io::Error::new(
+                            e.kind(),
+                            format!("fsync of {}: {e}", folder.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        // What was not published leaves no temporary file behind.
+        for (i, r) in results.iter().enumerate() {
+            if let (Err(_), Ok((temp, _))) = (r, &names[i]) {
+                self.push(
+                    opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), temp.as_ptr())
+                        .build()
+                        .user_data(0),
+                );
+                let _ = self.complete(1);
+            }
+        }
+        results
+    }
+
     /// After a short write of `done` of `len` staging bytes to the chain's file: writes
     /// the rest and returns the error that stopped it.
     fn write_rest(&mut self, file: types::Fixed, len: usize, done: usize) -> io::Error {
@@ -384,6 +534,19 @@ impl Uring {
             Err(e) => e,
         }
     }
+}
+
+/// A rename of `temp` to `path`, refusing to replace an existing file unless `overwrite`.
+fn rename(temp: &CString, path: &CString, overwrite: bool) -> squeue::Entry {
+    let flags = if overwrite { 0 } else { libc::RENAME_NOREPLACE };
+    opcode::RenameAt::new(
+        types::Fd(libc::AT_FDCWD),
+        temp.as_ptr(),
+        types::Fd(libc::AT_FDCWD),
+        path.as_ptr(),
+    )
+    .flags(flags)
+    .build()
 }
 
 fn check(res: i32) -> io::Result<()> {
@@ -431,6 +594,7 @@ mod tests {
         let options = FileOptions {
             overwrite: false,
             sync: true,
+            rename: true,
         };
         uring
             .write_file(&temp, &final_path, 20_000, options)
@@ -458,6 +622,45 @@ mod tests {
     }
 
     #[test]
+    fn staged_files_appear_whole_only_when_the_batch_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut uring = Uring::new(4096).unwrap();
+        let stage = FileOptions {
+            overwrite: false,
+            sync: false,
+            rename: false,
+        };
+        let mut files = Vec::new();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            uring.staging_mut(100).unwrap().fill(i as u8 + 1);
+            let staged = Staged {
+                temp: dir.path().join(format!(".{name}.part")),
+                path: dir.path().join(name),
+            };
+            uring
+                .write_file(&staged.temp, &staged.path, 100, stage)
+                .unwrap();
+            assert!(staged.temp.exists() && !staged.path.exists());
+            files.push(staged);
+        }
+        std::fs::write(dir.path().join("c"), b"already there").unwrap();
+        let results = uring.publish_batch(&files, false);
+        assert!(results[0].is_ok() && results[1].is_ok());
+        let refused = results[2].as_ref().unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), vec![1u8; 100]);
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), vec![2u8; 100]);
+        assert_eq!(
+            std::fs::read(dir.path().join("c")).unwrap(),
+            b"already there"
+        );
+        assert!(
+            files.iter().all(|f| !f.temp.exists()),
+            "no temporary file is left"
+        );
+    }
+
+    #[test]
     fn errors_carry_the_errno() {
         let mut uring = Uring::new(4096).unwrap();
         let err = uring
@@ -471,6 +674,7 @@ mod tests {
         let options = FileOptions {
             overwrite: false,
             sync: false,
+            rename: true,
         };
         let err = uring
             .write_file(

@@ -1,10 +1,18 @@
 //! `tiff`: one TIFF per frame, encoded by the `tiff` crate straight into the io_uring
-//! engine's registered buffer and published by one linked chain (open a temporary name,
-//! write, fdatasync, close, rename to the final name without replacing): a file is whole
-//! or absent under its final name, whatever happens to the writer. Durability: each
-//! file is fdatasynced before its rename, so after a power cut too a name never points
-//! at missing data; `sync = false` skips that (about 6× faster on this host's disk, and
-//! still whole-or-absent when streamd crashes).
+//! engine's registered buffer and written under a hidden temporary name; a file appears
+//! under its final name only whole, by a rename that does not replace (whole or absent,
+//! whatever happens to the writer).
+//!
+//! Durability (`sync = true`, the default): files are written without waiting for the
+//! disk (their writeback started at once), and every `flush_ms` (and when the worker
+//! needs its ring slots back, and at the end) the batch is made durable together — one
+//! fdatasync per file, all in flight at once, so the file system commits its journal
+//! once for the batch rather than once per file — then renamed, then the folder is
+//! fsynced. Until then the writer *holds* the batch's frames in its input ring (spec
+//! §5.8): a crash before the sync delivers them again to the restarted writer, which
+//! writes them again (a frame whose final file exists is skipped). `sync = false`
+//! renames each file at once without a sync (whole or absent after a crash of streamd,
+//! not of the machine).
 //!
 //! Tags (documented in the README): ImageDescription holds JSON
 //! `{"frame_id": N, "timestamp_ns": T, "attributes": {...}}`; private tags 65000
@@ -14,8 +22,9 @@
 use super::{unknown_writer_key, Destination, Recovered, Seen, WriteCounters};
 use crate::processors::{image_shape, ArgValue, Fault, Outputs, Processor, StageContext};
 use crate::ring::{AttrValue, Dtype, Frame};
-use crate::uring::{FileOptions, Uring};
+use crate::uring::{FileOptions, Staged, Uring};
 use std::io::Cursor;
+use std::time::Duration;
 use tiff::encoder::{colortype, TiffEncoder, TiffValue};
 use tiff::tags::Tag;
 
@@ -35,6 +44,9 @@ pub struct TiffWriter {
     restarted: bool,
     seen: Seen,
     uring: Option<Uring>,
+    /// Files written under their temporary names, not yet durable, with their bytes.
+    batch: Vec<(Staged, u64)>,
+    flush_every: Duration,
     counters: WriteCounters,
 }
 
@@ -47,6 +59,8 @@ impl Default for TiffWriter {
             restarted: false,
             seen: Seen::default(),
             uring: None,
+            batch: Vec::new(),
+            flush_every: Duration::from_secs(1),
             counters: WriteCounters::default(),
         }
     }
@@ -60,7 +74,15 @@ impl Processor for TiffWriter {
         match (key, value) {
             ("sync", ArgValue::Boolean(b)) => self.sync = *b,
             ("sync", other) => return Err(format!("sync must be true or false, got {other}")),
-            _ => return Err(unknown_writer_key("tiff", key, &["sync"])),
+            ("flush_ms", ArgValue::Integer(n)) if *n > 0 => {
+                self.flush_every = Duration::from_millis(*n as u64)
+            }
+            ("flush_ms", other) => {
+                return Err(format!(
+                    "flush_ms must be a positive number of ms, got {other}"
+                ))
+            }
+            _ => return Err(unknown_writer_key("tiff", key, &["sync", "flush_ms"])),
         }
         Ok(())
     }
@@ -103,6 +125,21 @@ impl Processor for TiffWriter {
                 files,
             };
             self.counters.recovered(&found, &ctx.previous);
+            // A predecessor's unpublished batch: its frames come again (held), so
+            // its temporary files only take space.
+            if let Ok(entries) = std::fs::read_dir(folder) {
+                for entry in entries.filter_map(Result::ok) {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let inner = name.strip_prefix('.').and_then(|n| n.strip_suffix(".part"));
+                    if inner.is_some_and(|n| {
+                        self.destination
+                            .template
+                            .matches(&self.destination.prefix, n, &mine)
+                    }) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -135,11 +172,18 @@ impl Processor for TiffWriter {
             .expect("template names a file")
             .to_string_lossy();
         let temp = path.with_file_name(format!(".{name}.part"));
+        // Durable files wait for the batch's sync to be renamed; the others are
+        // renamed at once.
         let options = FileOptions {
             overwrite: self.destination.overwrite,
-            sync: self.sync,
+            sync: false,
+            rename: !self.sync,
         };
         match uring.write_file(&temp, &path, len, options) {
+            Ok(()) if self.sync => {
+                self.batch.push((Staged { temp, path }, len as u64));
+                Ok(())
+            }
             Ok(()) => {
                 self.counters.written(len as u64);
                 self.counters.files_written += 1;
@@ -153,12 +197,52 @@ impl Processor for TiffWriter {
         }
     }
 
+    fn sync_interval(&self) -> Option<Duration> {
+        self.sync.then_some(self.flush_every)
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        self.publish()
+    }
+
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+        self.publish()
+    }
+
     fn fault(&self) -> Option<&Fault> {
         self.counters.fault.as_ref()
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
         self.counters.list()
+    }
+}
+
+impl TiffWriter {
+    /// Makes the batch durable and gives its files their names (one sync for all).
+    fn publish(&mut self) -> Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let uring = self.uring.as_mut().expect("started");
+        let batch = std::mem::take(&mut self.batch);
+        let (files, bytes): (Vec<Staged>, Vec<u64>) = batch.into_iter().unzip();
+        let results = uring.publish_batch(&files, self.destination.overwrite);
+        let mut first_error = None;
+        for ((file, len), result) in files.iter().zip(bytes).zip(results) {
+            match result {
+                Ok(()) => {
+                    self.counters.written(len);
+                    self.counters.files_written += 1;
+                }
+                Err(e) => {
+                    let reason = self.counters.not_written(&self.destination, &e);
+                    first_error
+                        .get_or_insert(format!("{} not written: {reason}", file.path.display()));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
