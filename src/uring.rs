@@ -330,7 +330,7 @@ impl Uring {
             // the next file is encoded, and the batch's sync finds little left to do.
             chain.push(
                 opcode::SyncFileRange::new(file, len as u32)
-                    .flags(libc::SYNC_FILE_RANGE_WRITE as u32)
+                    .flags(libc::SYNC_FILE_RANGE_WRITE)
                     .build(),
             );
         }

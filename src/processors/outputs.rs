@@ -250,13 +250,12 @@ impl HeldOutput<'_> {
     /// Publishes the frame and counts it; the port holds nothing afterwards.
     pub fn publish(mut self, meta: &FrameMeta<'_>) -> Result<(), OutputError> {
         let writer = self.writer.take().expect("until published");
-        let result = OutputSlot {
+        OutputSlot {
             slot: writer,
             frames: &mut *self.frames,
             bytes: &mut *self.bytes,
         }
-        .publish(meta);
-        result
+        .publish(meta)
     }
 }
 
