@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
@@ -301,27 +301,6 @@ fn counters_of_every_processor_kind_continue_across_a_restart() {
                 );
             }
         }
-    }
-}
-
-/// A folder of `bytes` on a tmpfs of its own; `None` where mounting is not allowed.
-fn small_disk(dir: &Path, bytes: u64) -> Option<PathBuf> {
-    let mount = dir.join("small");
-    std::fs::create_dir(&mount).unwrap();
-    Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(&mount)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        .then_some(mount)
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 

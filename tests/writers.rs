@@ -232,28 +232,6 @@ input = "raw"
 args = { prefix = "live", compression = "none", flush_ms = 100, detector = { distance_m = 0.1 } }
 "#;
 
-/// A folder of `bytes` on a tmpfs of its own when the machine lets us mount one;
-/// otherwise `None` (the caller limits the writer's file size instead).
-fn small_disk(dir: &Path, bytes: u64) -> Option<PathBuf> {
-    let mount = dir.join("small");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(&mount)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    mounted.then_some(mount)
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_is_counted_exactly_and_follows_the_error_policy() {
     let dir = tempfile::tempdir().unwrap();

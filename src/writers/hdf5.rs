@@ -469,9 +469,10 @@ impl Processor for Hdf5Writer {
             0 => String::new(),
             n => format!(" ({n} frames stored twice after a crash are shown once)"),
         };
+        let shown = master.canonicalize().unwrap_or(master);
         Ok(Some(format!(
             "{}: {} frames from {} data files in frame-id order{duplicates}",
-            master.display(),
+            shown.display(),
             summary.frames,
             files.len()
         )))

@@ -306,3 +306,27 @@ pub fn run_edited(fixture_file: &str, tag: &str, dir: &Path, edits: &[(&str, &st
 pub fn counter(report: &Value, stage_name: &str, key: &str) -> u64 {
     num(&worker(report, stage_name, 0)["counters"], key)
 }
+
+// ---- Disks ------------------------------------------------------------------------
+
+/// A folder of `bytes` on a tmpfs of its own when the machine lets us mount one;
+/// otherwise `None` (the caller limits the writer's file size instead).
+pub fn small_disk(dir: &Path, bytes: u64) -> Option<PathBuf> {
+    let mount = dir.join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(&mount)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then_some(mount)
+}
+
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
