@@ -270,6 +270,11 @@ impl Template {
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
             && sample.components().next().is_some();
+        if sample.components().all(|c| matches!(c, Component::CurDir)) {
+            return Err(format!(
+                "template \"{text}\" names no file; give a file name such as \"{{prefix}}_{{frame_id:06}}.tiff\""
+            ));
+        }
         if !confined {
             return Err(format!(
                 "template \"{text}\" would write outside the output folder; use a relative name without '..'"
