@@ -148,8 +148,7 @@ fn show_number(value: f64) -> String {
 /// [`SHOWN_NAME`] characters with `…`, so a message stays one readable line.
 pub fn quote(name: &str) -> String {
     let mut out = String::from("'");
-    let mut shown = 0;
-    for c in name.chars() {
+    for (shown, c) in name.chars().enumerate() {
         if shown == SHOWN_NAME {
             out.push('…');
             break;
@@ -160,7 +159,6 @@ pub fn quote(name: &str) -> String {
             c if c.is_control() => out.extend(c.escape_default()),
             c => out.push(c),
         }
-        shown += 1;
     }
     out.push('\'');
     out

@@ -111,7 +111,6 @@ impl Processor for TiffWriter {
             let found = Recovered {
                 frames: files,
                 files,
-                ..Recovered::default()
             };
             self.counters.recovered(&found, &ctx.previous);
         }
