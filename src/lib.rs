@@ -13,5 +13,6 @@ pub mod pipeline;
 pub mod processors;
 pub mod ring;
 pub mod stats;
+pub mod units;
 pub mod uring;
 pub mod writers;

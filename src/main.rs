@@ -8,11 +8,12 @@ use streamd::commands::{
     self,
     consume::ConsumeArgs,
     control::Target,
-    run::{DemoArgs, RunArgs},
+    run::{CheckArgs, DemoArgs, RunArgs},
     sim::SimArgs,
     top::TopArgs,
 };
 use streamd::control::Request;
+use streamd::units::one_line;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run a pipeline file: rings, pinned stage processes, supervision, control socket.
     Run(RunArgs),
+    /// Validate a pipeline file and print its plan; start nothing.
+    Check(CheckArgs),
     /// Run the built-in demo pipeline and say where its files go.
     Demo(DemoArgs),
     /// Show a running pipeline's stages, workers, rings and counters.
@@ -81,9 +84,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match cli.command {
         Command::Run(args) => commands::run::run(&args),
         Command::Demo(args) => commands::run::demo(&args),
+        Command::Check(args) => commands::run::check(&args),
         Command::Status { target, json } => commands::control::status(&target, json),
         Command::Stop { target } => commands::control::simple(&target, Request::Stop),
         Command::ResetStats { target } => commands::control::simple(&target, Request::ResetStats),
@@ -102,10 +110,39 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => ExitCode::from(status as u8),
         Err(e) => {
-            eprintln!("streamd: {e:#}");
+            eprintln!("streamd: {}", one_line(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
+}
+
+/// Help and version go out as clap writes them; a usage error becomes one line (its
+/// tip kept, the usage block left to `--help`), status 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let sentence = parts.join("; ");
+    let sentence = sentence.strip_prefix("error: ").unwrap_or(&sentence);
+    eprintln!(
+        "streamd: {} (see --help)",
+        one_line(sentence.trim_end_matches('.'))
+    );
+    ExitCode::from(2)
 }
 
 fn worker(spec: &str) -> anyhow::Result<commands::Status> {

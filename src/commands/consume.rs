@@ -3,6 +3,7 @@
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
 use crate::pattern::verify_ramp;
 use crate::ring::{Consumer, ConsumerOptions, Delivery, RecvError, WaitMode};
+use crate::units::{one_line, positive_seconds, quote, Seconds};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -28,8 +29,10 @@ pub struct ConsumeArgs {
     pub delivery: Delivery,
     #[arg(long, conflicts_with = "runtime")]
     pub frames: Option<u64>,
-    #[arg(long)]
-    pub runtime: Option<f64>,
+    /// Stop after this many seconds, counted from attaching, whether frames come or not
+    /// (more than 0, at most a year).
+    #[arg(long, value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
+    pub runtime: Option<Seconds>,
     /// Check every frame against the ramp pattern.
     #[arg(long)]
     pub verify: bool,
@@ -42,11 +45,17 @@ pub struct ConsumeArgs {
     /// Print the counters as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for the ring to appear.
-    #[arg(long, default_value_t = 30.0)]
-    pub attach_timeout: f64,
-    /// Spend this many microseconds after each frame (a stand-in for processing a copy).
-    #[arg(long, default_value_t = 0)]
+    /// Seconds to wait for the ring to appear (0 to a year).
+    #[arg(
+        long,
+        default_value = "30",
+        allow_negative_numbers = true,
+        value_name = "SECS"
+    )]
+    pub attach_timeout: Seconds,
+    /// Spend this many microseconds after each frame (a stand-in for processing a copy),
+    /// at most 1000000.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub work_us: u64,
     /// Write each received frame id to this file, one per line, as it arrives.
     #[arg(long)]
@@ -78,13 +87,17 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         } else {
             WaitMode::Futex
         },
-        attach_timeout: Duration::from_secs_f64(args.attach_timeout.max(0.0)),
+        attach_timeout: args.attach_timeout.duration(),
         hold: false,
     };
     let mut record = match &args.record_ids {
-        Some(path) => Some(
-            File::create(path).with_context(|| format!("could not create {}", path.display()))?,
-        ),
+        Some(path) => Some(File::create(path).map_err(|e| {
+            anyhow::anyhow!(
+                "could not create --record-ids file {}: {}; give a path in a folder you can write",
+                quote(&path.display().to_string()),
+                crate::units::one_line(&e.to_string())
+            )
+        })?),
         None => None,
     };
     let mut consumer = Consumer::attach(&args.ring, &options)?;
@@ -96,8 +109,13 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
     let mut scratch = Vec::new();
     let (mut first_id, mut last_id) = (None, None);
     let (mut verify_errors, mut corrupt, mut bytes) = (0u64, 0u64, 0u64);
-    let deadline = args.runtime.map(Duration::from_secs_f64);
+    let mut damaged = false;
+    // The runtime counts from attaching, and holds on an idle or stalled ring: the
+    // wait for a frame never outlasts it.
+    let attached = Instant::now();
+    let deadline = args.runtime.map(|r| attached + r.duration());
     let mut started = None;
+    let mut damaged_shown = false;
     let end = loop {
         if args
             .frames
@@ -105,26 +123,41 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         {
             break "frames";
         }
-        if deadline.is_some_and(|d| started.get_or_insert_with(Instant::now).elapsed() >= d) {
-            break "runtime";
+        if stop.load(Relaxed) {
+            break "interrupted";
         }
-        let frame = match consumer.recv() {
-            Ok(frame) => frame,
+        let received = match deadline {
+            None => consumer.recv().map(Some),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                None => break "runtime",
+                Some(left) => consumer.recv_timeout(left),
+            },
+        };
+        let frame = match received {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break "runtime",
             Err(RecvError::EndOfStream { .. }) => break "end-of-stream",
-            Err(RecvError::Interrupted) => {
-                break if stop.load(Relaxed) {
-                    "interrupted"
-                } else {
-                    "runtime"
-                }
-            }
+            Err(RecvError::Interrupted) => break "interrupted",
             Err(e @ RecvError::ProducerDied { .. }) => {
-                eprintln!("streamd consume: ring '{}': {e}", args.ring);
+                eprintln!("streamd consume: ring {}: {e}", quote(&args.ring));
                 break "producer-died";
             }
+            Err(e @ RecvError::Damaged { .. }) => {
+                eprintln!("streamd consume: {}", one_line(&e.to_string()));
+                damaged = true;
+                break "damaged";
+            }
             Err(e @ RecvError::Corrupt { .. }) => {
+                // Skipped and counted; shown once, the rest summed up at the end.
                 corrupt += 1;
-                eprintln!("streamd consume: ring '{}': {e}", args.ring);
+                if !damaged_shown {
+                    damaged_shown = true;
+                    eprintln!(
+                        "streamd consume: ring {}: {}; skipping damaged slots and counting them",
+                        quote(&args.ring),
+                        one_line(&e.to_string())
+                    );
+                }
                 continue;
             }
             Err(RecvError::MustCommit) => unreachable!("consume does not hold frames"),
@@ -161,7 +194,13 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
             std::thread::sleep(Duration::from_micros(args.work_us));
         }
     };
-    let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    if corrupt > 1 {
+        eprintln!(
+            "streamd consume: ring {}: {corrupt} damaged slots skipped in all (counted in missed and verify_errors)",
+            quote(&args.ring)
+        );
+    }
+    let elapsed = started.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
     let counters = consumer.counters();
     drop(consumer);
     let report = json!({
@@ -178,7 +217,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         "end": end,
     });
     print_counters(&report, args.json);
-    Ok(if verify_errors + corrupt > 0 {
+    Ok(if verify_errors + corrupt > 0 || damaged {
         Status::DataErrors
     } else if end == "producer-died" {
         Status::ProducerDied

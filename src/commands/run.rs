@@ -2,11 +2,12 @@
 
 use super::Status;
 use crate::control::status::render;
+use crate::pipeline::config::check_pipeline_name;
 use crate::pipeline::supervisor::{self, RunOptions};
 use crate::pipeline::Pipeline;
+use crate::units::{positive_seconds, quote, Seconds};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The built-in demo pipeline (`streamd demo`).
 pub const DEMO_PIPELINE: &str = include_str!("../../fixtures/pipelines/demo.toml");
@@ -15,9 +16,9 @@ pub const DEMO_PIPELINE: &str = include_str!("../../fixtures/pipelines/demo.toml
 pub struct RunArgs {
     /// The pipeline file (TOML); `fixtures/pipelines/` has examples.
     pub pipeline: PathBuf,
-    /// Drain and stop after this many seconds.
-    #[arg(long)]
-    pub runtime: Option<f64>,
+    /// Drain and stop after this many seconds (more than 0, at most a year).
+    #[arg(long, value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
+    pub runtime: Option<Seconds>,
     /// Folder the stages run in: relative file names in processor arguments land here.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -34,9 +35,9 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Seconds to run before draining.
-    #[arg(long, default_value_t = 10.0)]
-    pub runtime: f64,
+    /// Seconds to run before draining (more than 0, at most a year).
+    #[arg(long, default_value = "10", value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
+    pub runtime: Seconds,
     /// Where its files go (default: a new folder under the system's temp folder).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -44,10 +45,91 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// The folder the run would use: writers' folders are checked from there.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Check under this pipeline name instead of the file's.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `streamd check`: every check `run` makes before it starts anything, then the plan.
+pub fn check(args: &CheckArgs) -> anyhow::Result<Status> {
+    if let Some(name) = &args.name {
+        check_pipeline_name(name).map_err(|m| anyhow::anyhow!("--name {m}"))?;
+    }
+    let pipeline = Pipeline::load(&args.pipeline, args.name.as_deref())?;
+    match &args.output {
+        Some(dir) if dir.exists() && !dir.is_dir() => anyhow::bail!(
+            "--output {} is a file, not a folder; give a folder (it is created if missing)",
+            quote(&dir.display().to_string())
+        ),
+        Some(dir) if dir.is_dir() => {
+            std::env::set_current_dir(dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot enter the output folder {}: {e}",
+                    quote(&dir.display().to_string())
+                )
+            })?;
+            supervisor::prepare_stages(&pipeline)?;
+        }
+        // A folder `run` would create: writers' own folders are checked when it exists.
+        Some(_) => {}
+        None => supervisor::prepare_stages(&pipeline)?,
+    }
+    println!(
+        "pipeline '{}' ({}): {} rings, source and {} stages",
+        pipeline.name,
+        pipeline.origin,
+        pipeline.rings.len(),
+        pipeline.stages.len()
+    );
+    for ring in &pipeline.rings {
+        println!(
+            "  ring {}: {} slots of {} bytes, {} segment(s)",
+            ring.name, ring.slots, ring.slot_bytes, ring.writers
+        );
+    }
+    let s = &pipeline.source;
+    println!(
+        "  source → {}: {}x{} {} at {} fps, {}",
+        s.ring,
+        s.nx,
+        s.ny,
+        s.dtype.name(),
+        s.fps,
+        s.frames
+            .map_or("until stopped".to_string(), |n| format!("{n} frames"))
+    );
+    for st in &pipeline.stages {
+        println!(
+            "  stage {}: {} × {} workers, {} → {}",
+            st.name,
+            st.processor,
+            st.workers,
+            st.inputs.join(", "),
+            if st.outputs.is_empty() {
+                "-".to_string()
+            } else {
+                st.outputs.join(", ")
+            }
+        );
+    }
+    Ok(Status::Ok)
+}
+
 pub fn run(args: &RunArgs) -> anyhow::Result<Status> {
+    if let Some(name) = &args.name {
+        // The name comes from the command line, not the file: say so.
+        check_pipeline_name(name).map_err(|m| anyhow::anyhow!("--name {m}"))?;
+    }
     let pipeline = Pipeline::load(&args.pipeline, args.name.as_deref())?;
     let options = RunOptions {
-        runtime: runtime(args.runtime)?,
+        runtime: args.runtime.map(Seconds::duration),
         metrics: args.metrics,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
@@ -73,20 +155,11 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
     );
     eprintln!("streamd demo: watch it with `streamd status --pipeline {name}` in another terminal");
     let options = RunOptions {
-        runtime: runtime(Some(args.runtime))?,
+        runtime: Some(args.runtime.duration()),
         metrics: None,
         progress: true,
     };
     execute(&pipeline, Some(&output), args.json, &options)
-}
-
-fn runtime(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
-    match seconds {
-        Some(r) if !(r > 0.0 && r.is_finite()) => {
-            anyhow::bail!("--runtime {r} is not a duration; give a positive number of seconds")
-        }
-        other => Ok(other.map(Duration::from_secs_f64)),
-    }
 }
 
 fn execute(
@@ -96,11 +169,23 @@ fn execute(
     options: &RunOptions,
 ) -> anyhow::Result<Status> {
     if let Some(dir) = output {
+        if dir.exists() && !dir.is_dir() {
+            anyhow::bail!(
+                "--output {} is a file, not a folder; give a folder (it is created if missing)",
+                quote(&dir.display().to_string())
+            );
+        }
         std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the output folder {}: {e}", dir.display())
+            anyhow::anyhow!(
+                "cannot create the output folder {}: {e}; give a folder you can write",
+                quote(&dir.display().to_string())
+            )
         })?;
         std::env::set_current_dir(dir).map_err(|e| {
-            anyhow::anyhow!("cannot enter the output folder {}: {e}", dir.display())
+            anyhow::anyhow!(
+                "cannot enter the output folder {}: {e}",
+                quote(&dir.display().to_string())
+            )
         })?;
     }
     let outcome = supervisor::run(pipeline, options)?;

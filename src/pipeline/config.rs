@@ -6,6 +6,7 @@ use super::source::MetadataPlan;
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
 use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::units::{quote, Rate, Seconds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -16,6 +17,14 @@ use toml::Spanned;
 /// Longest ring segment name (`PIPELINE.RING.N`), from the ring layout.
 const MAX_SEGMENT_NAME: usize = crate::ring::layout::NAME_CAPACITY - 1;
 const DEFAULT_SLOTS: u32 = 64;
+/// Stages besides the source (the stats segment has 64 entries, one is the source's).
+const MAX_STAGES: usize = 63;
+/// Processor arguments of which a stage may give only one.
+const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid")];
+/// Most slots a ring may have.
+const MAX_SLOTS: u32 = 1 << 20;
+/// Largest ring segment (as the ring itself refuses larger ones).
+const MAX_RING_BYTES: u64 = 1 << 40;
 
 /// A validated pipeline: what `streamd run` starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +148,20 @@ pub struct StagePlan {
     /// Every worker sees every frame instead of sharing them.
     pub broadcast: bool,
     pub cores: CoreChoice,
+    /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
+    /// (a writer's folder, checked where the run's folder is known).
+    #[serde(default)]
+    pub at: BTreeMap<String, String>,
+}
+
+impl StagePlan {
+    /// Where argument `key` was written, else where the stage's processor was named.
+    pub fn location(&self, key: &str) -> &str {
+        self.at
+            .get(key)
+            .or_else(|| self.at.get("processor"))
+            .map_or("", String::as_str)
+    }
 }
 
 impl StagePlan {
@@ -182,6 +205,13 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// `FILE:LINE:COLUMN`.
+    pub fn location(&self) -> String {
+        format!("{}:{}:{}", self.origin, self.line, self.column)
+    }
+}
+
 // ---- The file as written ------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -189,8 +219,8 @@ pub struct ConfigError {
 struct RawPipeline {
     name: Spanned<String>,
     drain_timeout_s: Option<Spanned<f64>>,
-    #[serde(default)]
-    restart: RestartPolicy,
+    /// Read as a value first: serde would take `restart = [1, 2]` as a struct.
+    restart: Option<Spanned<toml::Value>>,
     #[serde(default, rename = "ring")]
     rings: Vec<Spanned<RawRing>>,
     source: Spanned<RawSource>,
@@ -317,12 +347,23 @@ impl Pipeline {
         let raw: RawPipeline = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             // serde says "field"; the file has keys.
-            let message = e
+            let mut message = e
                 .message()
                 .trim_end_matches('\n')
                 .replace('\n', " ")
                 .replace("unknown field", "unknown key")
                 .replace("missing field", "missing key");
+            if message.starts_with("duplicate key") {
+                // Name the key: the span points at it.
+                let key: String = text[at.min(text.len())..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect();
+                message = format!(
+                    "key {} is given twice; give it once (each ring and stage is its own [[ring]] or [[stage]] table, with double brackets)",
+                    quote(&key)
+                );
+            }
             v.error(at..at, message)
         })?;
         v.pipeline(raw, base, name)
@@ -332,6 +373,12 @@ impl Pipeline {
 struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
+}
+
+/// Checks a pipeline name given outside the file (`--name`); the message starts with
+/// the quoted name.
+pub fn check_pipeline_name(name: &str) -> Result<(), String> {
+    check_name("pipeline", name, 16).map_err(|m| m.trim_start_matches("pipeline name ").to_string())
 }
 
 fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
@@ -345,7 +392,8 @@ fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{kind} name '{name}' is invalid: use 1 to {max} characters from A-Z a-z 0-9 _ -"
+            "{kind} name {} is invalid: use 1 to {max} characters from A-Z a-z 0-9 _ -",
+            quote(name)
         ))
     }
 }
@@ -366,6 +414,67 @@ impl Validator<'_> {
 
     fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         self.error(s.span(), message)
+    }
+
+    /// The `[restart]` table, each key checked where it is written.
+    fn restart(&self, raw: Option<&Spanned<toml::Value>>) -> Result<RestartPolicy, ConfigError> {
+        let mut policy = RestartPolicy::default();
+        let Some(raw) = raw else {
+            return Ok(policy);
+        };
+        let Some(table) = raw.get_ref().as_table() else {
+            return Err(self.at(
+                raw,
+                "restart must be a table: write [restart] with max_crashes, window_s and backoff_ms on their own lines",
+            ));
+        };
+        // Values of an inline or [restart] table carry no spans of their own: find each
+        // key's line in the text after the table's start.
+        let key_at = |key: &str| -> Range<usize> {
+            let from = raw.span().start.min(self.text.len());
+            self.text[from..]
+                .find(key)
+                .map_or(raw.span(), |i| from + i..from + i + key.len())
+        };
+        for (key, value) in table {
+            let integer = |min: i64, max: i64| -> Result<i64, ConfigError> {
+                match value.as_integer() {
+                    Some(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(self.error(
+                        key_at(key),
+                        format!(
+                            "restart.{key} must be an integer from {min} to {max}, got {value}"
+                        ),
+                    )),
+                }
+            };
+            match key.as_str() {
+                "max_crashes" => policy.max_crashes = integer(1, 1_000_000)? as u32,
+                "backoff_ms" => policy.backoff_ms = integer(0, 60_000)? as u64,
+                "window_s" => {
+                    let n = value
+                        .as_float()
+                        .or_else(|| value.as_integer().map(|i| i as f64));
+                    policy.window_s = n
+                        .ok_or_else(|| {
+                            format!("restart.window_s must be a number of seconds, got {value}")
+                        })
+                        .and_then(|n| Seconds::positive(n, "restart.window_s"))
+                        .map_err(|m| self.error(key_at(key), m))?
+                        .get();
+                }
+                other => {
+                    return Err(self.error(
+                        key_at(other),
+                        format!(
+                            "unknown key {} in [restart]; use max_crashes, window_s or backoff_ms",
+                            quote(other)
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(policy)
     }
 
     fn cores(&self, raw: Option<&Spanned<RawCores>>) -> Result<CoreChoice, ConfigError> {
@@ -407,19 +516,18 @@ impl Validator<'_> {
         check_name("pipeline", &name, 16).map_err(|m| self.at(&raw.name, m))?;
         let drain_timeout = match &raw.drain_timeout_s {
             None => Duration::from_secs(10),
-            Some(s) if *s.get_ref() > 0.0 && s.get_ref().is_finite() => {
-                Duration::from_secs_f64(*s.get_ref())
-            }
-            Some(s) => {
-                return Err(self.at(s, "drain_timeout_s must be a positive number of seconds"))
-            }
+            Some(s) => Seconds::positive(*s.get_ref(), "drain_timeout_s")
+                .map_err(|m| self.at(s, m))?
+                .duration(),
         };
-        if raw.restart.max_crashes == 0
-            || raw.restart.window_s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-        {
-            return Err(self.error(
-                0..0,
-                "[restart] needs max_crashes of at least 1 and a positive window_s",
+        let restart = self.restart(raw.restart.as_ref())?;
+        if raw.stages.len() > MAX_STAGES {
+            return Err(self.at(
+                &raw.stages[MAX_STAGES].get_ref().name,
+                format!(
+                    "a pipeline has at most {MAX_STAGES} stages besides its source; this is stage {}",
+                    MAX_STAGES + 1
+                ),
             ));
         }
 
@@ -434,8 +542,13 @@ impl Validator<'_> {
             let ring = r.get_ref();
             let slots = match &ring.slots {
                 None => DEFAULT_SLOTS,
-                Some(s) if *s.get_ref() >= 1 => *s.get_ref(),
-                Some(s) => return Err(self.at(s, "slots must be at least 1")),
+                Some(s) if (1..=MAX_SLOTS).contains(s.get_ref()) => *s.get_ref(),
+                Some(s) => {
+                    return Err(self.at(
+                        s,
+                        format!("slots must be 1 to {MAX_SLOTS}, got {}", s.get_ref()),
+                    ))
+                }
             };
             let full_policy = match &ring.full_policy {
                 None => FullPolicy::Block,
@@ -503,14 +616,12 @@ impl Validator<'_> {
                 ),
             )
         })?;
-        let fps = src.fps.as_ref().map_or(0.0, |f| *f.get_ref());
-        if let Some(f) = src
-            .fps
-            .as_ref()
-            .filter(|_| !(fps >= 0.0 && fps.is_finite()))
-        {
-            return Err(self.at(f, "fps must be 0 (as fast as possible) or a positive rate"));
-        }
+        let fps = match &src.fps {
+            None => 0.0,
+            Some(f) => Rate::new(*f.get_ref(), "fps")
+                .map_err(|m| self.at(f, m))?
+                .get(),
+        };
         let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
             (Some(p), Some(_)) => {
                 return Err(self.at(p, "the source has both pattern and replay; keep one"))
@@ -692,6 +803,17 @@ impl Validator<'_> {
             };
             let mut processor = processors::create(st.processor.get_ref())
                 .map_err(|m| self.at(&st.processor, m))?;
+            // Keys that exclude each other (a later one would silently replace the other).
+            for (one, other) in EXCLUSIVE_ARGS {
+                if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {
+                    return Err(self.at(
+                        second,
+                        format!(
+                            "stage '{stage_name}': {one} and {other} exclude each other; keep one"
+                        ),
+                    ));
+                }
+            }
             let mut args = toml::Table::new();
             for (key, value) in &st.args {
                 processor
@@ -704,6 +826,12 @@ impl Validator<'_> {
                     inputs: inputs.len(),
                     outputs: outputs.len(),
                     metadata: metadata.len(),
+                    workers,
+                    // Frames straight from the source have its shape.
+                    frame: inputs
+                        .iter()
+                        .all(|i| i == src.ring.get_ref())
+                        .then_some((source.ny, source.nx)),
                 })
                 .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
             // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
@@ -717,7 +845,16 @@ impl Validator<'_> {
             }
             let cores = self.cores(st.cores.as_ref())?;
             processors_built.push(processor);
+            let mut at = BTreeMap::new();
+            at.insert(
+                "processor".to_string(),
+                self.at(&st.processor, "").location(),
+            );
+            for (key, value) in &st.args {
+                at.insert(key.clone(), self.at(value, "").location());
+            }
             stages.push(StagePlan {
+                at,
                 name: stage_name,
                 processor: st.processor.get_ref().clone(),
                 args,
@@ -730,6 +867,19 @@ impl Validator<'_> {
                 broadcast: st.broadcast,
                 cores,
             });
+        }
+
+        let mut total = 1u32;
+        for (st, plan) in raw.stages.iter().zip(&stages) {
+            total += plan.workers;
+            if total > 1024 {
+                let st = st.get_ref();
+                let span = st.workers.as_ref().map_or(st.name.span(), Spanned::span);
+                return Err(self.error(
+                    span,
+                    format!("stage '{}' brings the pipeline to {total} workers; a pipeline has at most 1024 with its source", plan.name),
+                ));
+            }
         }
 
         // Every ring has a producer; remember how many segments it needs.
@@ -801,6 +951,25 @@ impl Validator<'_> {
         let mut ring_plans = Vec::new();
         for ((mut plan, r, _), b) in rings.into_iter().zip(bytes) {
             plan.slot_bytes = b;
+            // As the ring will compute it: pages of payload plus a page of header a slot.
+            let size = b
+                .checked_next_multiple_of(4096)
+                .and_then(|p| p.checked_add(4096))
+                .and_then(|stride| stride.checked_mul(u64::from(plan.slots)));
+            if size.is_none_or(|s| s > MAX_RING_BYTES) {
+                let ring = r.get_ref();
+                let span = ring
+                    .slot_bytes
+                    .as_ref()
+                    .map_or(ring.name.span(), Spanned::span);
+                return Err(self.error(
+                    span,
+                    format!(
+                        "ring '{}' of {} slots of {b} bytes would take more than 2^40 bytes (1 TiB); use fewer or smaller slots",
+                        plan.name, plan.slots
+                    ),
+                ));
+            }
             if let Some(longest) = plan.segments(&name).iter().map(String::len).max() {
                 if longest > MAX_SEGMENT_NAME {
                     return Err(self.at(
@@ -818,7 +987,7 @@ impl Validator<'_> {
             name,
             origin: self.origin.to_string(),
             drain_timeout,
-            restart: raw.restart,
+            restart,
             rings: ring_plans,
             source,
             stages,

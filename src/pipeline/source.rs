@@ -5,6 +5,7 @@ use super::config::SourceContent;
 use crate::pattern::{fill_ramp, NpyStack, RandomPool, TiffSeries};
 use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// Where the pixels of each frame come from.
@@ -46,15 +47,25 @@ impl FrameContent {
 
 /// Sleeps until `at`, spinning for the last stretch so high rates stay even.
 pub fn pace(at: Instant) {
+    pace_or_stop(at, &AtomicBool::new(false));
+}
+
+/// Like [`pace`], but wakes at least every 50 ms to look at `stop`: returns false
+/// when it was raised (a slow rate never makes SIGTERM wait for the next frame).
+pub fn pace_or_stop(at: Instant, stop: &AtomicBool) -> bool {
     let spin = Duration::from_micros(200);
+    let slice = Duration::from_millis(50);
     loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         let now = Instant::now();
         if now >= at {
-            return;
+            return true;
         }
         let left = at - now;
         if left > spin {
-            std::thread::sleep(left - spin);
+            std::thread::sleep((left - spin).min(slice));
         } else {
             std::hint::spin_loop();
         }

@@ -53,17 +53,30 @@ struct Slot {
     outputs: Vec<String>,
 }
 
+/// The checks that need the run's folder (a writer's folder and files), made before
+/// anything starts; each refusal names where the file set it.
+pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
+    for stage in &pipeline.stages {
+        processors::build(&stage.processor, &stage.args)
+            .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
+            .prepare(stage.workers)
+            .map_err(|e| {
+                let key = ["folder", "template", "prefix"]
+                    .into_iter()
+                    .find(|k| e.contains(k) && stage.at.contains_key(*k))
+                    .unwrap_or("processor");
+                anyhow::anyhow!("{}: stage '{}': {e}", stage.location(key), stage.name)
+            })?;
+    }
+    Ok(())
+}
+
 /// Runs `pipeline` until it ends or is stopped.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let stop = stop_flag();
     let name = &pipeline.name;
     // Writers check their folders here, in the run's folder, before anything starts.
-    for stage in &pipeline.stages {
-        processors::build(&stage.processor, &stage.args)
-            .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
-            .prepare(stage.workers)
-            .map_err(|e| anyhow::anyhow!("stage '{}': {e}", stage.name))?;
-    }
+    prepare_stages(pipeline)?;
     let mut decls = vec![StageDecl {
         name: "source".into(),
         processor: match &pipeline.source.content {
@@ -163,6 +176,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                     inputs: s.inputs.len(),
                     outputs: s.outputs.len(),
                     metadata: s.metadata.len(),
+                    workers: s.workers,
+                    frame: None,
                 };
                 (s.name.clone(), wiring)
             })

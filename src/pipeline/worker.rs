@@ -5,7 +5,7 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::config::{SourcePlan, StagePlan};
-use super::source::{pace, FrameContent, MetadataError};
+use super::source::{pace_or_stop, FrameContent, MetadataError};
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::{self, Outputs, StageContext};
 use crate::ring::{
@@ -13,6 +13,7 @@ use crate::ring::{
 };
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
+use crate::units::nth_tick;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -321,7 +322,10 @@ fn run_source(
     // A restarted source continues after the last frame its predecessor published.
     let mut frame_id = producer.last_published().map_or(0, |h| h.frame_id + 1);
     let dims = [plan.ny, plan.nx];
-    let interval = (plan.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / plan.fps));
+    // Validated in the pipeline file already; checked again, never trusted to fit.
+    let interval = crate::units::Rate::new(plan.fps, "fps")
+        .map_err(anyhow::Error::msg)?
+        .interval();
     let started = Instant::now();
     let started_ns = now_ns();
     let first_id = frame_id;
@@ -329,7 +333,9 @@ fn run_source(
     report.state(WORKER_RUNNING);
     while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
         if let Some(interval) = interval {
-            pace(started + interval.mul_f64((frame_id - first_id) as f64));
+            if !pace_or_stop(started + nth_tick(interval, frame_id - first_id), &stop) {
+                break;
+            }
         }
         let mut slot = match producer.claim() {
             Ok(slot) => slot,
@@ -346,7 +352,7 @@ fn run_source(
         // would, so a late publication does not move the timestamp metadata is matched to.
         let timestamp_ns = match interval {
             Some(interval) => {
-                started_ns + interval.mul_f64((frame_id - first_id) as f64).as_nanos() as u64
+                started_ns.saturating_add(nth_tick(interval, frame_id - first_id).as_nanos() as u64)
             }
             None => now_ns(),
         };
@@ -584,6 +590,7 @@ fn run_stage(
             Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
             Err(RecvError::MustCommit) => must_settle = true,
             Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
+            Err(e @ RecvError::Damaged { .. }) => anyhow::bail!("{e}"),
         };
         if took_metadata {
             poll(processor.as_mut(), &mut out, report);
@@ -658,6 +665,7 @@ fn take_metadata(
                     report.error(&e.to_string());
                     break;
                 }
+                Err(e @ RecvError::Damaged { .. }) => anyhow::bail!("{e}"),
             }
         }
     }

@@ -161,7 +161,18 @@ impl Processor for AttachMetadata {
                     .find(|n| n.is_empty() || n.len() > MAX_CHANNEL_NAME)
                 {
                     return Err(format!(
-                        "channel name '{bad}' must be 1 to {MAX_CHANNEL_NAME} characters"
+                        "channel name {} must be 1 to {MAX_CHANNEL_NAME} characters",
+                        crate::units::quote(bad)
+                    ));
+                }
+                if let Some(twice) = names
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+                {
+                    return Err(format!(
+                        "channel {} is listed twice in channels; list each once",
+                        crate::units::quote(twice)
                     ));
                 }
                 if self.matcher.is_some() {
@@ -171,6 +182,9 @@ impl Processor for AttachMetadata {
             }
             "tolerance_us" | "offset_us" => {
                 let us = number(key, value)?;
+                if !(-1e12..=1e12).contains(&us) {
+                    return Err(format!("{key} must be within ±1e12 microseconds, got {us}"));
+                }
                 if key == "tolerance_us" && us < 0.0 {
                     return Err(format!("tolerance_us must be 0 or more, got {us}"));
                 }
@@ -186,8 +200,8 @@ impl Processor for AttachMetadata {
             }
             "wait_ms" => {
                 let ms = number(key, value)?;
-                if ms < 0.0 {
-                    return Err(format!("wait_ms must be 0 or more, got {ms}"));
+                if !(0.0..=60_000.0).contains(&ms) {
+                    return Err(format!("wait_ms must be 0 to 60000, got {ms}"));
                 }
                 self.wait = Duration::from_secs_f64(ms / 1000.0);
             }

@@ -52,6 +52,11 @@ pub struct Wiring {
     pub outputs: usize,
     /// Metadata rings (the stage's `metadata` key).
     pub metadata: usize,
+    /// Worker processes of the stage.
+    pub workers: u32,
+    /// `(ny, nx)` of the frames the stage gets, where the pipeline file tells it (a
+    /// stage that reads the source's ring); `None` where only the frames will.
+    pub frame: Option<(u32, u32)>,
 }
 
 /// One stage's work on frames.

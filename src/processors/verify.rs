@@ -35,6 +35,9 @@ impl Processor for Verify {
                     "pattern must be \"ramp\" (the only verifiable one) or \"none\", got {other}"
                 ))
             }
+            ("ids_file", ArgValue::String(path)) if path.trim().is_empty() => {
+                return Err("ids_file is empty; give a file name, or remove the key".into())
+            }
             ("ids_file", ArgValue::String(path)) if self.ids.is_none() => {
                 self.ids_file = Some(path.clone())
             }

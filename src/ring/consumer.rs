@@ -75,6 +75,10 @@ impl Default for ConsumerOptions {
 /// How often an idle consumer checks that the producer lives and reaps dead group
 /// mates; bounds the detection of a dead producer (spec §7.4).
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The highest sequence a sound ring can reach: at 10 million frames a second it takes
+/// 14,000 years. A larger `head`, `end_seq` or claim position means damage, and
+/// arithmetic near `u64::MAX` would wrap.
+pub const MAX_SEQUENCE: u64 = 1 << 62;
 /// Futex sleep slice; wake-ups are normally immediate, this only bounds a missed one.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
 
@@ -246,7 +250,7 @@ impl Consumer {
         loop {
             if self.read_seq() >= self.run.end {
                 if self.held() == 0 {
-                    self.claim_run();
+                    self.claim_run()?;
                 } else {
                     let run = extend_held_run(&self.segment, self.seat, self.run.end)
                         .ok_or(RecvError::MustCommit)?;
@@ -272,6 +276,10 @@ impl Consumer {
                     // keeps the slot from being rewritten (spec §6.1).
                     let found = stamp.load(Acquire);
                     if found != stamp_published(seq) {
+                        // Skipped and counted as missed, so the next call goes on and
+                        // the accounting still holds.
+                        self.missed_in_run += 1;
+                        self.finish_frame();
                         return Err(RecvError::Corrupt {
                             seq,
                             what: format!("stamp {found} instead of {}", stamp_published(seq)),
@@ -308,6 +316,7 @@ impl Consumer {
                 header,
             }),
             Err(e) => {
+                self.missed_in_run += 1;
                 self.finish_frame();
                 Err(RecvError::Corrupt {
                     seq,
@@ -318,23 +327,26 @@ impl Consumer {
     }
 
     /// Takes the next run: under the lock for a named group, lock-free for a solo one.
-    fn claim_run(&mut self) {
+    fn claim_run(&mut self) -> Result<(), RecvError> {
         let slots = u64::from(self.segment.geometry().slot_count);
         let counters = self.counters();
+        let grp = self.segment.group(self.seat.group);
+        // Checked before any arithmetic on it: a damaged claim position would wrap.
+        self.plausible("the group's claim position", grp.claim_next.load(Relaxed))?;
         if self.shared {
             let run = claim_shared_run(&self.segment, self.seat, slots);
             self.start_run(run);
-            return;
+            return Ok(());
         }
-        let grp = self.segment.group(self.seat.group);
         let entry = self.segment.consumer(self.seat.entry);
         let mut missed_base = counters.missed;
         let start = loop {
-            let start = grp.claim_next.load(SeqCst);
+            let start =
+                self.plausible("the group's claim position", grp.claim_next.load(SeqCst))?;
             if self.delivery == Delivery::Lossy {
                 // More than a ring behind: jump to the newest frame, not to the oldest one
                 // still held, whose slot the producer needs next (spec §5.5).
-                let head = self.segment.header().head.load(Acquire);
+                let head = self.plausible("head", self.segment.header().head.load(Acquire))?;
                 if start + slots < head {
                     if grp
                         .claim_next
@@ -371,6 +383,19 @@ impl Consumer {
         entry.run_start.store(run.start, Relaxed);
         entry.run_end.store(run.end, Relaxed);
         self.start_run(run);
+        Ok(())
+    }
+
+    /// `value` when a sound ring can hold it (at most [`MAX_SEQUENCE`]), else `Damaged`.
+    fn plausible(&self, what: &str, value: u64) -> Result<u64, RecvError> {
+        if value <= MAX_SEQUENCE {
+            Ok(value)
+        } else {
+            Err(RecvError::Damaged {
+                ring: self.segment.name().to_string(),
+                what: format!("{what} is {value}, beyond any real stream"),
+            })
+        }
     }
 
     /// Waits until `seq` is published. Ends with EndOfStream or ProducerDied once the
@@ -380,7 +405,8 @@ impl Consumer {
         let header = self.segment.header();
         loop {
             // SYNC: pairs with the producer's SeqCst store of head after the Release stamp.
-            if header.head.load(Acquire) > seq {
+            let head = self.plausible("head", header.head.load(Acquire))?;
+            if head > seq {
                 return Ok(Ready::Published);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -392,6 +418,15 @@ impl Consumer {
             // SYNC: pairs with the Release store in Producer::finish; end_seq is visible.
             if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
                 let published = header.end_seq.load(Relaxed);
+                if published > header.head.load(Acquire) {
+                    return Err(RecvError::Damaged {
+                        ring: self.segment.name().to_string(),
+                        what: format!(
+                            "its end is at frame {published}, beyond the {} published",
+                            header.head.load(Acquire)
+                        ),
+                    });
+                }
                 if seq >= published {
                     return self.end_of_run(published, RecvError::EndOfStream { published });
                 }
@@ -571,5 +606,127 @@ impl Frame<'_> {
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
         self.consumer.finish_frame();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{Dtype, FrameMeta, FullPolicy, Producer, RingOptions};
+
+    fn ring(tag: &str, frames: u64) -> Producer {
+        let (mut producer, _) = Producer::create(&RingOptions {
+            name: format!("unit-{tag}-{}", std::process::id()),
+            slots: 8,
+            slot_bytes: 64,
+            full_policy: FullPolicy::Block,
+        })
+        .unwrap();
+        for frame_id in 0..frames {
+            let slot = producer.claim().unwrap();
+            let meta = FrameMeta {
+                frame_id,
+                timestamp_ns: 1,
+                dtype: Dtype::U8,
+                dims: &[8, 8],
+                flags: 0,
+            };
+            slot.publish(&meta).unwrap();
+        }
+        producer
+    }
+
+    fn group(name: &str, delivery: Delivery) -> ConsumerOptions {
+        ConsumerOptions {
+            group: Some(name.into()),
+            delivery,
+            ..ConsumerOptions::default()
+        }
+    }
+
+    /// Issue 15: a zeroed stamp made a lossless group member return `Corrupt` for the
+    /// same frame forever. It is reported once, skipped and counted as missed.
+    #[test]
+    fn a_damaged_slot_is_reported_once_then_skipped_and_counted() {
+        let mut producer = ring("stamp", 0);
+        let mut consumer =
+            Consumer::attach(producer.segment().name(), &group("G", Delivery::Lossless)).unwrap();
+        let mut producer = {
+            for frame_id in 0..6 {
+                let slot = producer.claim().unwrap();
+                let meta = FrameMeta {
+                    frame_id,
+                    timestamp_ns: 1,
+                    dtype: Dtype::U8,
+                    dims: &[8, 8],
+                    flags: 0,
+                };
+                slot.publish(&meta).unwrap();
+            }
+            producer
+        };
+        producer.segment().stamp(4).store(0, SeqCst);
+        producer.finish();
+        let (mut ids, mut damaged) = (Vec::new(), Vec::new());
+        loop {
+            match consumer.recv() {
+                Ok(frame) => ids.push(frame.header().frame_id),
+                Err(RecvError::Corrupt { seq, what }) => damaged.push((seq, what)),
+                Err(RecvError::EndOfStream { published }) => {
+                    assert_eq!(published, 6);
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(ids, [0, 1, 2, 3, 5]);
+        assert_eq!(damaged, [(4, "stamp 0 instead of 10".to_string())]);
+        assert_eq!(
+            consumer.counters(),
+            ConsumerCounters {
+                received: 5,
+                missed: 1
+            }
+        );
+    }
+
+    /// Issue 15: a `head` of 2^64-1 made a lossy consumer spin in `claim_run`; every
+    /// delivery now ends with `Damaged` instead of wrapping arithmetic.
+    #[test]
+    fn an_impossible_head_ends_every_consumer_with_damaged() {
+        for (tag, delivery, grouped) in [
+            ("lossy", Delivery::Lossy, false),
+            ("lossless", Delivery::Lossless, false),
+            ("grp", Delivery::Lossless, true),
+        ] {
+            let producer = ring(tag, 3);
+            let options = if grouped {
+                group("G", delivery)
+            } else {
+                ConsumerOptions {
+                    delivery,
+                    ..ConsumerOptions::default()
+                }
+            };
+            let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+            producer.segment().header().head.store(u64::MAX, SeqCst);
+            let mut outcome = None;
+            // Frames before the damage may still come; the damage ends it.
+            for _ in 0..10 {
+                match consumer.recv() {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        outcome = Some(e);
+                        break;
+                    }
+                }
+            }
+            match outcome {
+                Some(RecvError::Damaged { what, .. }) => {
+                    assert!(what.contains("18446744073709551615"), "{what}")
+                }
+                other => panic!("{tag}: {other:?}"),
+            }
+        }
     }
 }

@@ -42,7 +42,7 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
     }
     if let Some(name) = req.group {
         if !valid_name(name) {
-            return Err(AttachError::BadGroup(name.into()));
+            return Err(AttachError::BadGroup(super::error::shown(name)));
         }
     }
     let _lock = locked(seg);

@@ -387,6 +387,16 @@ impl Processor for Hdf5Writer {
         Ok(())
     }
 
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
+        if wiring.workers > 1 && !self.destination.template.names("worker") {
+            return Err(format!(
+                "with {} workers the data file template needs {{worker}}, or the workers would write the same files",
+                wiring.workers
+            ));
+        }
+        Ok(())
+    }
+
     fn prepare(&self, workers: u32) -> Result<(), String> {
         h5::init()?;
         self.destination.check_folder()?;

@@ -270,6 +270,11 @@ impl Template {
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
             && sample.components().next().is_some();
+        if sample.components().all(|c| matches!(c, Component::CurDir)) {
+            return Err(format!(
+                "template \"{text}\" names no file; give a file name such as \"{{prefix}}_{{frame_id:06}}.tiff\""
+            ));
+        }
         if !confined {
             return Err(format!(
                 "template \"{text}\" would write outside the output folder; use a relative name without '..'"
@@ -679,14 +684,14 @@ mod tests {
             t.render("a", &[("frame_id", 7), ("worker", 1)]),
             "w1/a-7.tif"
         );
-        for bad in [
-            "../{frame_id}.tiff",
-            "/tmp/{frame_id}.tiff",
-            "a/../../b",
-            "",
-        ] {
+        for bad in ["../{frame_id}.tiff", "/tmp/{frame_id}.tiff", "a/../../b"] {
             let err = Template::parse(bad, NAMES).unwrap_err();
             assert!(err.contains("outside the output folder"), "{bad}: {err}");
+        }
+        // Issue 15: "." names the folder itself, no file; it is not "outside".
+        for bad in ["", ".", "./."] {
+            let err = Template::parse(bad, NAMES).unwrap_err();
+            assert!(err.contains("names no file"), "{bad}: {err}");
         }
         assert!(Template::parse("{nope}.tiff", NAMES)
             .unwrap_err()

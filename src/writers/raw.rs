@@ -273,6 +273,16 @@ impl Processor for RawWriter {
         Err(unknown_writer_key("raw", key, &own))
     }
 
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
+        if wiring.workers > 1 && !self.destination.template.names("worker") {
+            return Err(format!(
+                "with {} workers the raw file template needs {{worker}}, or the workers would write the same files",
+                wiring.workers
+            ));
+        }
+        Ok(())
+    }
+
     fn prepare(&self, workers: u32) -> Result<(), String> {
         self.destination.check_folder()?;
         if workers > 1 && !self.destination.template.names("worker") {

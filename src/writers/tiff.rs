@@ -65,6 +65,16 @@ impl Processor for TiffWriter {
         Ok(())
     }
 
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
+        if wiring.workers > 1 && !self.destination.template.names("worker") {
+            return Err(format!(
+                "with {} workers the TIFF template needs {{worker}}, or a restarted worker could not tell its files from the others'",
+                wiring.workers
+            ));
+        }
+        Ok(())
+    }
+
     fn prepare(&self, workers: u32) -> Result<(), String> {
         self.destination.check_folder()?;
         if workers > 1 && !self.destination.template.names("worker") {
