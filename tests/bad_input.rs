@@ -229,6 +229,26 @@ fn consume_runtime_holds_on_an_idle_ring() {
 /// Issue 15, item 2: a ring whose `published` count is 2^64-1 ends a lossy consumer
 /// with one sentence and status 1 instead of a silent spin; damage of any other byte of
 /// a segment never panics or hangs, and SIGTERM always ends the consumer.
+/// Defect 4: split-kill.toml without `fps` (the source as fast as it can) lost frames in
+/// the stitcher's cache while no ring dropped anything. The stitcher now holds back the
+/// input that runs ahead, so every frame is stitched whole.
+#[test]
+fn split_and_stitch_keep_up_without_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_edited(
+        "split-kill.toml",
+        "nofps",
+        dir.path(),
+        &[("fps = 200\n", "")],
+    );
+    assert_eq!(counter(&report, "stitch", "stitched"), 600);
+    for key in ["incomplete", "late_tiles", "duplicate_tiles", "skipped_ids"] {
+        assert_eq!(counter(&report, "stitch", key), 0, "{key}");
+    }
+    assert_eq!(counter(&report, "check", "verified"), 600);
+    assert_eq!(counter(&report, "check", "verify_errors"), 0);
+}
+
 #[test]
 fn damaged_segments_are_reported_once_never_spun_on() {
     let seed = seed();

@@ -529,7 +529,14 @@ fn run_stage(
                 pending_config = true;
             }
         }
-        let active: Vec<usize> = (0..ins.len()).filter(|&i| !ins[i].ended).collect();
+        let open = |i: &usize| !ins[*i].ended;
+        let mut active: Vec<usize> = (0..ins.len())
+            .filter(open)
+            .filter(|&i| processor.wants(i))
+            .collect();
+        if active.is_empty() {
+            active = (0..ins.len()).filter(open).collect();
+        }
         let k = active[next % active.len()];
         next = next.wrapping_add(1);
         // One input: wait a while. Several: poll each, then nap briefly on one.

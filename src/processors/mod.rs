@@ -82,6 +82,14 @@ pub trait Processor: Send {
     fn process(&mut self, input: usize, frame: &Frame<'_>, out: &mut Outputs)
         -> Result<(), String>;
 
+    /// Whether the processor wants a frame from input `input` now. A collector whose
+    /// inputs run apart (a stitcher with a full cache) reads only the inputs behind; the
+    /// others wait in their lossless rings, which holds their producers back. When it
+    /// wants none, every input is read.
+    fn wants(&self, _input: usize) -> bool {
+        true
+    }
+
     /// Takes one record from a metadata ring (stages with a `metadata` key). Every
     /// record published before an input frame is handed over before that frame.
     fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), String> {

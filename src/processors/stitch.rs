@@ -100,6 +100,8 @@ pub struct Stitch {
     late_tiles: u64,
     duplicate_tiles: u64,
     skipped_ids: u64,
+    /// The latest frame id each input brought, for backpressure ([`Processor::wants`]).
+    latest: Vec<Option<u64>>,
 }
 
 impl Default for Stitch {
@@ -117,6 +119,7 @@ impl Default for Stitch {
             late_tiles: 0,
             duplicate_tiles: 0,
             skipped_ids: 0,
+            latest: Vec::new(),
         }
     }
 }
@@ -154,14 +157,33 @@ impl Processor for Stitch {
         Ok(())
     }
 
+    /// Backpressure: with the cache nearly full, an input ahead of another waits, so the
+    /// one behind brings the tiles that complete the oldest frames instead of the cache
+    /// overflowing (which would push frames out incomplete).
+    fn wants(&self, input: usize) -> bool {
+        if self.pending.len() + 1 < self.cache {
+            return true;
+        }
+        let behind = self.latest.iter().flatten().min();
+        self.latest
+            .get(input)
+            .copied()
+            .flatten()
+            .is_none_or(|id| Some(&id) <= behind)
+    }
+
     fn process(
         &mut self,
-        _input: usize,
+        input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
     ) -> Result<(), String> {
         let header = frame.header();
         let id = header.frame_id;
+        if self.latest.len() <= input {
+            self.latest.resize(input + 1, None);
+        }
+        self.latest[input] = self.latest[input].max(Some(id));
         let tile = TilePos::of(frame)?;
         if self.next.is_some_and(|next| id < next) {
             self.late_tiles += 1;

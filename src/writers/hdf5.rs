@@ -421,17 +421,35 @@ impl Processor for Hdf5Writer {
         if ctx.restarts > 0 {
             let _hdf5 = h5::lock();
             let files = self.data_files(self.worker);
-            let mut found = Recovered {
-                files: files.len() as u64,
-                ..Recovered::default()
-            };
-            for path in &files {
-                for id in nxmx::recover(path)? {
+            let mut found = Recovered::default();
+            for (k, path) in files.iter().enumerate() {
+                let ids = match nxmx::recover(path) {
+                    Ok(ids) => ids,
+                    // A predecessor killed while creating its last file may leave one
+                    // libhdf5 cannot open. Frames reach a file only after it is whole,
+                    // so that one holds none: it goes, and its number is used again.
+                    Err(_) if k + 1 == files.len() => {
+                        std::fs::remove_file(path).map_err(|e| {
+                            format!(
+                                "{} is unreadable and cannot be removed: {e}",
+                                path.display()
+                            )
+                        })?;
+                        eprintln!(
+                            "streamd hdf5: removed {}, which its killed writer had not finished creating (it held no frames)",
+                            path.display()
+                        );
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                found.files += 1;
+                for id in ids {
                     found.frames += 1;
                     self.seen.first_time(id);
                 }
             }
-            self.next_file = files.len() as u64 + 1;
+            self.next_file = found.files + 1;
             self.counters.recovered(&found, &ctx.previous);
         }
         Ok(())
@@ -498,5 +516,45 @@ impl Processor for Hdf5Writer {
         list.push(("frames_with_unstored_values".into(), self.values_not_stored));
         list.push(("late_frames".into(), self.reorder.late));
         list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restarted(folder: &std::path::Path) -> Result<Hdf5Writer, String> {
+        let mut writer = Hdf5Writer::default();
+        writer.configure("folder", &ArgValue::String(folder.display().to_string()))?;
+        writer.start(&StageContext {
+            stage: "h5".into(),
+            worker: 0,
+            workers: 1,
+            inputs: 1,
+            outputs: Vec::new(),
+            restarts: 1,
+            previous: Vec::new(),
+        })?;
+        Ok(writer)
+    }
+
+    #[test]
+    fn a_last_file_its_killed_writer_never_finished_is_removed_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scan_data_000001.h5");
+        std::fs::write(&path, b"not yet an HDF5 file").unwrap();
+        let writer = restarted(dir.path()).expect("the restart goes on");
+        assert!(!path.exists());
+        assert_eq!(writer.next_file, 1, "its number is used again");
+    }
+
+    #[test]
+    fn an_unreadable_file_before_the_last_stops_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("scan_data_000001.h5"), b"damaged").unwrap();
+        std::fs::write(dir.path().join("scan_data_000002.h5"), b"damaged").unwrap();
+        let err = restarted(dir.path()).err().expect("refused");
+        assert!(err.contains("scan_data_000001.h5"), "{err}");
+        assert!(dir.path().join("scan_data_000001.h5").exists());
     }
 }
