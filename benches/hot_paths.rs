@@ -9,7 +9,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::{Duration, Instant};
 use streamd::processors::metadata::Matcher;
-use streamd::processors::reductions::{reduce, Settings};
+use streamd::processors::reductions::{Scratch, Settings};
 use streamd::processors::{build, Outputs, Processor, StageContext};
 use streamd::ring::{
     Consumer, ConsumerOptions, Dtype, FrameMeta, FullPolicy, Producer, RingOptions,
@@ -158,8 +158,9 @@ fn reductions(c: &mut Criterion) {
             bins,
             range: None,
         };
+        let mut scratch = Scratch::default();
         group.bench_with_input(BenchmarkId::new("bins", bins), &settings, |b, s| {
-            b.iter(|| std::hint::black_box(reduce(&pixels, Dtype::U16, NY, NX, s)))
+            b.iter(|| std::hint::black_box(scratch.reduce(&pixels, Dtype::U16, NY, NX, s)))
         });
     }
     group.finish();
