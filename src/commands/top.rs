@@ -185,7 +185,7 @@ const MAX_SKIP: usize = 4096;
 /// each pixel the mean of up to 2 × 2 samples of its area.
 fn sample(ring: &str, frame: &Frame<'_>, width: usize, height: usize) -> LiveFrame {
     let header = frame.header();
-    let (ny, nx) = match header.dims.as_slice() {
+    let (ny, nx) = match &header.dims[..] {
         [] => (0, 0),
         [n] => (1, *n),
         [.., y, x] => (*y, *x),

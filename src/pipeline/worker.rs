@@ -511,7 +511,8 @@ fn run_stage(
     } else {
         Duration::from_millis(1)
     };
-    while ins.iter().any(|i| !i.ended) {
+    let mut ended = 0usize;
+    while ended < ins.len() {
         // `streamd configure`: new arguments apply from the next frame on.
         if stage_slot.args_gen.load(Relaxed) != args_gen {
             if let Some((gen, text)) = stats.read_args(spec.stage_index) {
@@ -529,20 +530,22 @@ fn run_stage(
                 pending_config = true;
             }
         }
-        let open = |i: &usize| !ins[*i].ended;
-        let mut active: Vec<usize> = (0..ins.len())
-            .filter(open)
-            .filter(|&i| processor.wants(i))
-            .collect();
-        if active.is_empty() {
-            active = (0..ins.len()).filter(open).collect();
-        }
-        let k = active[next % active.len()];
-        next = next.wrapping_add(1);
+        // The next input that has not ended and that the processor wants (any open one
+        // when it wants none), round robin, with no list built per frame.
+        let active = ins.len() - ended;
+        let pick = |wanted: bool| {
+            (0..ins.len())
+                .map(|i| (next + i) % ins.len())
+                .find(|&i| !ins[i].ended && (!wanted || processor.wants(i)))
+        };
+        let k = pick(true)
+            .or_else(|| pick(false))
+            .expect("the loop runs while an input is open");
+        next = k + 1;
         // One input: wait a while. Several: poll each, then nap briefly on one.
-        let wait = if active.len() == 1 {
+        let wait = if active == 1 {
             idle_wait
-        } else if idle_pass >= active.len() {
+        } else if idle_pass >= active {
             Duration::from_millis(1)
         } else {
             Duration::ZERO
@@ -554,29 +557,23 @@ fn run_stage(
         match input.consumer.recv_timeout(wait) {
             Ok(Some(frame)) => {
                 idle_pass = 0;
-                let header = frame.header().clone();
+                let (frame_id, payload_len) = (frame.header().frame_id, frame.header().payload_len);
                 let lag = frame.lag();
                 let began = Instant::now();
                 let result = processor.process(k, &frame, &mut out);
                 let took = began.elapsed();
                 drop(frame);
                 if let Err(e) = result {
-                    report.error(&format!(
-                        "stage '{}' frame {}: {e}",
-                        plan.name, header.frame_id
-                    ));
+                    report.error(&format!("stage '{}' frame {}: {e}", plan.name, frame_id));
                     report.fault(processor.fault());
                 } else if report.entry.state.load(Relaxed) == WORKER_ERROR {
                     report.fault(processor.fault());
                 }
-                report.frame_in(header.frame_id, header.payload_len, lag, took);
+                report.frame_in(frame_id, payload_len, lag, took);
                 report.outputs(out.counts());
                 if pending_config {
                     pending_config = false;
-                    report
-                        .entry
-                        .applied_from_frame
-                        .store(header.frame_id, Relaxed);
+                    report.entry.applied_from_frame.store(frame_id, Relaxed);
                     // SYNC: pairs with the supervisor's Acquire load when it waits for the
                     // workers to take a configuration: applied_from_frame is visible.
                     report.entry.applied_gen.store(args_gen, Release);
@@ -590,7 +587,10 @@ fn run_stage(
                     report.show_counters(&processor.counters());
                 }
             }
-            Err(RecvError::EndOfStream { .. }) => input.ended = true,
+            Err(RecvError::EndOfStream { .. }) => {
+                input.ended = true;
+                ended += 1;
+            }
             Err(RecvError::ProducerDied { pid, .. }) => {
                 anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
             }

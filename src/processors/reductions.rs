@@ -440,7 +440,8 @@ fn histogram_pass<T: bytemuck::Pod + Into<f64>>(
     bins: usize,
 ) {
     let h = hist_spec(r.hist_range, bins);
-    if !(h.hi > h.lo) {
+    // `bin` places nothing in an empty or NaN range.
+    if h.hi.partial_cmp(&h.lo) != Some(std::cmp::Ordering::Greater) {
         return;
     }
     let mut counts = vec![[0u32; 4]; bins + 1];

@@ -382,7 +382,9 @@ fn mark_missing(p: &mut Pending, fill: Option<f64>) {
 mod tests {
     use super::super::split::Split;
     use super::*;
-    use crate::ring::{Consumer, ConsumerOptions, FrameHeader, FullPolicy, Producer, RingOptions};
+    use crate::ring::{
+        Consumer, ConsumerOptions, Dims, FrameHeader, FullPolicy, Producer, RingOptions,
+    };
     use std::time::Duration;
 
     /// A frame as published: header, pixels, attribute area.
@@ -424,7 +426,7 @@ mod tests {
             frame_id: id,
             timestamp_ns: 77 + id,
             dtype: Dtype::U16,
-            dims: vec![7, 5],
+            dims: Dims::new(&[7, 5]).unwrap(),
             payload_len: 70,
             flags: 0,
         };

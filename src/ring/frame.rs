@@ -84,9 +84,61 @@ pub struct FrameHeader {
     pub frame_id: u64,
     pub timestamp_ns: u64,
     pub dtype: Dtype,
-    pub dims: Vec<u32>,
+    pub dims: Dims,
     pub payload_len: u64,
     pub flags: u32,
+}
+
+/// A frame's dims: 1 to `MAX_DIMS` values kept inline, so decoding or copying a header
+/// allocates nothing. Reads as a `&[u32]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dims {
+    len: u8,
+    /// Unused entries are zero, so the derived equality compares the dims alone.
+    values: [u32; f::MAX_DIMS],
+}
+
+impl Dims {
+    /// The dims `dims`, or `None` when there are more than `MAX_DIMS` of them.
+    pub fn new(dims: &[u32]) -> Option<Dims> {
+        let mut values = [0u32; f::MAX_DIMS];
+        values.get_mut(..dims.len())?.copy_from_slice(dims);
+        Some(Dims {
+            len: dims.len() as u8,
+            values,
+        })
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.values[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Dims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl PartialEq<[u32]> for Dims {
+    fn eq(&self, other: &[u32]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Vec<u32>> for Dims {
+    fn eq(&self, other: &Vec<u32>) -> bool {
+        **self == other[..]
+    }
+}
+
+impl<const N: usize> PartialEq<[u32; N]> for Dims {
+    fn eq(&self, other: &[u32; N]) -> bool {
+        **self == other[..]
+    }
 }
 
 impl FrameHeader {
@@ -140,9 +192,11 @@ pub fn decode_header(slot_header: &[u8], payload_capacity: u64) -> Result<FrameH
     if ndims == 0 || usize::from(ndims) > f::MAX_DIMS {
         return Err(FrameError::BadNdims(ndims));
     }
-    let dims: Vec<u32> = (0..usize::from(ndims))
-        .map(|i| u32_at(slot_header, f::DIMS + 4 * i))
-        .collect();
+    let mut values = [0u32; f::MAX_DIMS];
+    for (i, d) in values.iter_mut().enumerate().take(usize::from(ndims)) {
+        *d = u32_at(slot_header, f::DIMS + 4 * i);
+    }
+    let dims = Dims::new(&values[..usize::from(ndims)]).expect("ndims checked above");
     let payload_len = u64_at(slot_header, f::PAYLOAD_LEN);
     if payload_len > payload_capacity {
         return Err(FrameError::PayloadTooLong {
@@ -369,7 +423,7 @@ mod tests {
             frame_id: 7,
             timestamp_ns: 11,
             dtype,
-            dims,
+            dims: Dims::new(&dims).expect("at most MAX_DIMS"),
             payload_len,
             flags: 0,
         }

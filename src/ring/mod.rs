@@ -32,14 +32,14 @@ pub use consumer::{
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
-    attributes, decode_header, AttrValue, AttributeArea, Dtype, FrameError, FrameHeader,
+    attributes, decode_header, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader,
     FLAG_END_OF_STREAM,
 };
 pub use liveness::ProcessId;
 pub use membership::{ConsumerSnapshot, GroupSnapshot};
 pub use producer::{
-    FrameMeta, FullPolicy, OwnedRing, Producer, ProducerCounters, RingOptions, SlotWriter,
-    REAP_INTERVAL,
+    FrameMeta, FullPolicy, HeldSlot, OwnedRing, Producer, ProducerCounters, RingOptions,
+    SlotWriter, REAP_INTERVAL,
 };
 pub use segment::{list_names, segment_path, Segment, StaleSegment};
 pub use wait::WaitMode;

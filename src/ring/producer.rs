@@ -2,8 +2,8 @@
 
 use super::error::{AttachError, ClaimError, CreateError, PublishError};
 use super::frame::{
-    decode_header, encode_attribute, encode_header, set_attr_len, AttrValue, Dtype, FrameError,
-    FrameHeader,
+    decode_header, encode_attribute, encode_header, set_attr_len, AttrValue, Dims, Dtype,
+    FrameError, FrameHeader,
 };
 use super::layout::*;
 use super::membership::{active_consumers, lossless_floor, reap};
@@ -99,6 +99,8 @@ pub struct Producer {
     published: u64,
     interrupt: Option<Arc<AtomicBool>>,
     finished: bool,
+    /// Tells this producer's [`HeldSlot`]s from another's (unique in the process).
+    id: u64,
     /// False for a writer resuming a ring its supervisor owns: the owner removes it.
     unlink_on_drop: bool,
 }
@@ -164,6 +166,7 @@ impl Producer {
             published: 0,
             interrupt: None,
             finished: false,
+            id: next_producer_id(),
             unlink_on_drop: true,
         };
         Ok((producer, stale))
@@ -194,6 +197,7 @@ impl Producer {
             published: head,
             interrupt: None,
             finished: false,
+            id: next_producer_id(),
             unlink_on_drop: false,
         })
     }
@@ -226,6 +230,30 @@ impl Producer {
     /// Bytes a slot's payload can hold.
     pub fn slot_capacity(&self) -> u64 {
         self.segment.geometry().payload_capacity
+    }
+
+    /// What a claim does when the ring is full.
+    pub fn full_policy(&self) -> FullPolicy {
+        self.policy
+    }
+
+    /// The writer of a slot claimed and then [held](SlotWriter::hold), to write more or
+    /// publish. A hold goes stale when this producer published since (or it is another
+    /// producer's): then it comes back as `Err`, and the slot is not to be used.
+    pub fn resume_held(&mut self, held: HeldSlot) -> Result<SlotWriter<'_>, HeldSlot> {
+        if held.producer != self.id || held.seq != self.next_seq {
+            return Err(held);
+        }
+        let slot = (held.seq % u64::from(self.segment.geometry().slot_count)) as u32;
+        // The claim that made this hold checked the lossless floor and the lossy pins for
+        // this seq and stamped the slot WRITING; nothing was published since (seq is still
+        // next_seq), so the slot is still ours alone.
+        Ok(SlotWriter {
+            producer: self,
+            seq: held.seq,
+            slot,
+            attr_used: held.attr_used,
+        })
     }
 
     /// Frames published so far.
@@ -372,6 +400,24 @@ impl Drop for Producer {
     }
 }
 
+fn next_producer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Only uniqueness matters: no other memory is ordered by this counter.
+    NEXT.fetch_add(1, Relaxed)
+}
+
+/// A claim kept across calls without borrowing the producer: made by
+/// [`SlotWriter::hold`], turned back into the writer by [`Producer::resume_held`].
+/// Dropping it publishes nothing, as dropping the writer does (the next claim reuses
+/// the slot).
+#[must_use = "a held slot is published only through Producer::resume_held"]
+#[derive(Debug)]
+pub struct HeldSlot {
+    producer: u64,
+    seq: u64,
+    attr_used: usize,
+}
+
 /// A claimed slot. Write the payload and attributes, then `publish`; dropping it
 /// unpublished publishes nothing and the next claim reuses the slot.
 #[must_use = "a claimed slot is published only by calling publish()"]
@@ -425,6 +471,16 @@ impl SlotWriter<'_> {
         self.seq
     }
 
+    /// Keeps the claim (and what was written) without borrowing the producer, for a
+    /// frame filled over several calls; [`Producer::resume_held`] gives it back.
+    pub fn hold(self) -> HeldSlot {
+        HeldSlot {
+            producer: self.producer.id,
+            seq: self.seq,
+            attr_used: self.attr_used,
+        }
+    }
+
     /// Publishes the frame: its header is written from `meta` and the payload length
     /// follows from dims and dtype.
     pub fn publish(mut self, meta: &FrameMeta<'_>) -> Result<(), PublishError> {
@@ -446,7 +502,7 @@ impl SlotWriter<'_> {
             frame_id: meta.frame_id,
             timestamp_ns: meta.timestamp_ns,
             dtype: meta.dtype,
-            dims: meta.dims.to_vec(),
+            dims: Dims::new(meta.dims).expect("ndims checked above"),
             payload_len: len,
             flags: meta.flags,
         };

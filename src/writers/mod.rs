@@ -172,7 +172,7 @@ impl Rollover {
     pub fn ends(&self, content: &FileContent, header: &FrameHeader) -> bool {
         (self.frames_per_file > 0 && content.frames >= self.frames_per_file)
             || content.dtype != header.dtype
-            || content.dims != header.dims
+            || content.dims[..] != header.dims[..]
     }
 }
 
@@ -190,7 +190,7 @@ impl FileContent {
         FileContent {
             frames: 0,
             dtype: header.dtype,
-            dims: header.dims.clone(),
+            dims: header.dims.to_vec(),
         }
     }
 }
