@@ -12,13 +12,24 @@
  * allowed by sequential consistency (the handshakes in §4 are SeqCst; the Acquire/Release
  * pairs are modelled as SeqCst, which is stronger).
  *
+ * With -DHOLD, member 0 (-DHOLDERS=2: both members) *holds* frames (§5.8): it reads past
+ * its release point without releasing, keeping `pin`/`progress` at the watermark; it
+ * commits (progress, then pin) at any time while holding (the flush timer), and MUST
+ * commit when it holds W frames (-DW, default 2) or before it ends or adopts; at the end
+ * of its run it extends the run with one journaled change only when it is contiguous
+ * (claim_next = run_end, no orphan), else it commits first and claims normally.
+ *
  * scripts/check-model also builds mutants (e.g. -DMUTANT_NO_LOSSY_WAIT, a producer that
- * ignores the lossy reader's pin) and requires spin to reject them.
+ * ignores the lossy reader's pin; the -DMUTANT_HOLD_* ones below) and requires spin to
+ * reject them.
  *
  * Checked: no torn read (a lossless member's or the lossy reader's slot is never
- * rewritten while read); lossless means lossless (every frame reaches the group); each
- * frame goes to exactly one member, apart from the one a dying member held; the group's
- * and the lossy consumer's accounting; no deadlock (invalid end states).
+ * rewritten while read; a slot holding a frame a live holder holds is not rewritten
+ * before the holder commits); lossless means lossless (every frame reaches the group);
+ * a frame is handed to the group twice only if a member held it, unreleased, when it
+ * died (checked at every hand-over), and every such frame is handed to a successor
+ * when the group lives on (re-delivery); the group's and the lossy consumer's
+ * accounting; no deadlock (invalid end states).
  */
 
 #ifndef F
@@ -32,6 +43,14 @@
 #endif
 #ifndef MAXKILLS
 #define MAXKILLS 2
+#endif
+#ifdef HOLD
+#ifndef W
+#define W 2                /* a holder commits when it holds W frames (§5.8) */
+#endif
+#ifndef HOLDERS
+#define HOLDERS 1          /* members 0 .. HOLDERS-1 hold frames */
+#endif
 #endif
 
 #define NONE 255
@@ -103,8 +122,11 @@ byte kills = 0;
 
 /* Ghost state for the properties */
 byte got[F];             /* deliveries of frame s to G (counted when received) */
-bit held_at_death[F];    /* a member died holding s: it may be delivered again */
+bit held_at_death[F];    /* a member died holding s unreleased: it is delivered again */
 byte reading[2];         /* s+1 while member m holds frame s, else 0 */
+#ifdef HOLD
+byte holding[F];         /* m+1 while live holder m holds frame s, read but not committed */
+#endif
 byte released_G = 0;     /* frames released by G's members */
 bit exited[2];
 bit gone[2];             /* a killed member's death has been fully recorded */
@@ -201,6 +223,43 @@ inline claim(m) {
     commit_and_apply()
 }
 
+#ifdef HOLD
+/* Holder m, holding frames at the end of its run, extends it (§5.8): lock held, the
+ * group has no orphan and claim_next = run_end. Its run becomes [next, claim_next + B)
+ * with next the watermark, so the held frames stay in it; pin stays at the watermark. */
+inline extend(m) {
+    atomic {
+        j_len = 1;
+        j_e[0] = m; j_st[0] = ACTIVE;
+        j_pin[0] = rstart[m] + done[m]; j_start[0] = rstart[m] + done[m];
+        j_end[0] = claim_next + B; j_rbase[0] = rbase[m] + done[m];
+        j_ret = ret_recv;
+        j_claim = claim_next + B;
+        gen++
+    };
+    commit_and_apply()
+}
+
+/* Holder m commits everything it holds (§5.8): stores progress with done = rd - run_start
+ * (the ghost release of the held frames goes with it), then pin = rd. Uses the caller's
+ * locals `rd`, `wm` and `k`. */
+inline commit(m) {
+    d_step {
+#ifndef MUTANT_HOLD_PROGRESS
+        assert(wm == rstart[m] + done[m]);      /* the stored watermark is next */
+#endif
+        released_G = released_G + (rd - rstart[m] - done[m]);
+        done[m] = rd - rstart[m];
+        k = 0;
+        do
+        :: k < F -> if :: holding[k] == m + 1 -> holding[k] = 0 :: else -> skip fi; k++
+        :: else -> k = 0; break
+        od
+    };
+    atomic { pin[m] = rd; wm = rd }
+}
+#endif
+
 /* Member m adopts the other's orphaned run, lock held; with `swap` it hands its own
  * unread run [rstart + done, rend) to the orphan entry (§7.3). */
 inline adopt(m, swap) {
@@ -266,6 +325,9 @@ scan:
         :: else -> skip
         fi;
 #endif
+#ifdef HOLD
+        assert(s < N || holding[s - N] == 0);   /* no live holder still holds the old frame */
+#endif
         data[slot] = BUSY;
         data[slot] = s;
         stamp[slot] = PUB(s);
@@ -292,7 +354,7 @@ proctype Member(byte m) {
         if
         :: head > s ->
             assert(stamp[s % N] == PUB(s));
-            atomic { reading[m] = s + 1; got[s]++ };
+            atomic { reading[m] = s + 1; got[s]++; assert(got[s] <= 1 + held_at_death[s]) };
             assert(data[s % N] == s);   /* read in place... */
             assert(data[s % N] == s);   /* ...and still the same frame at the end */
             atomic { done[m]++; released_G++; reading[m] = 0 };   /* one progress store */
@@ -320,11 +382,78 @@ proctype Member(byte m) {
     } unless { dead[m] };
     atomic {
         if :: dead[m] && lock == M_ID(m) -> lock = 0 :: else -> skip fi;
-        if :: dead[m] && reading[m] > 0 -> held_at_death[reading[m] - 1] = 1 :: else -> skip fi;
         gone[m] = dead[m];
         s = 0; ji = 0
     }
 }
+
+#ifdef HOLD
+/* A holding member (§5.8). `rd` is its read position, `wm` the watermark it has stored
+ * (= next = run_start + done); it holds [wm, rd). */
+proctype Holder(byte m) {
+    byte s, ji, k, rd, wm;
+    {
+    do
+    :: rd >= rend[m] && rd == wm ->            /* nothing held, run exhausted: §5.3 */
+        lock_acquire(M_ID(m));
+        if
+        :: est[1 - m] == ORPHAN -> adopt(m, 0)
+        :: else -> claim(m)
+        fi;
+        atomic { lock_release(); rd = rstart[m] + done[m]; wm = rd }
+    :: rd >= rend[m] && rd > wm && rd - wm < W ->   /* holding at the end of the run */
+        lock_acquire(M_ID(m));
+        if
+#ifdef MUTANT_HOLD_NONCONTIG
+        :: est[1 - m] != ORPHAN -> extend(m); lock_release()
+#else
+        :: est[1 - m] != ORPHAN && claim_next == rend[m] -> extend(m); lock_release()
+#endif
+        :: else -> lock_release(); commit(m)      /* commit first, then claim normally */
+        fi
+    :: rd > wm -> commit(m)                    /* at any time while holding (the timer) */
+    :: rd < rend[m] && rd - wm < W && head > rd ->   /* §5.4 steps 1-3, no release */
+        s = rd;
+        assert(stamp[s % N] == PUB(s));
+        atomic { holding[s] = m + 1; got[s]++; assert(got[s] <= 1 + held_at_death[s]) };
+        assert(data[s % N] == s);   /* read in place */
+#ifdef MUTANT_HOLD_PIN
+        pin[m] = s + 1;             /* releases the slot per frame */
+#endif
+#ifdef MUTANT_HOLD_PROGRESS
+        atomic { done[m]++; released_G++ };   /* stores progress per frame, pin later */
+#endif
+        rd++;
+        s = 0
+#ifdef MUTANT_HOLD_ADOPT
+    :: rd < rend[m] && head <= rd && est[1 - m] == ORPHAN && rstart[1 - m] < rd ->
+#else
+    :: rd == wm && rd < rend[m] && head <= rd && est[1 - m] == ORPHAN && rstart[1 - m] < rd ->
+#endif
+        lock_acquire(M_ID(m));                 /* §5.4 step 1: never while holding */
+        if
+        :: est[1 - m] == ORPHAN && rstart[1 - m] < rd -> adopt(m, 1)
+        :: else -> skip
+        fi;
+        atomic { lock_release(); rd = rstart[m] + done[m]; wm = rd }
+    :: rd == wm && finished && rd >= end_seq &&
+       !(est[1 - m] == ACTIVE && (dead[1 - m] || MATE_OWES(m))) ->
+        /* §5.6, never while holding */
+        lock_acquire(M_ID(m));
+        if
+        :: est[1 - m] == ORPHAN -> adopt(m, 0); atomic { lock_release(); rd = rstart[m]; wm = rd }
+        :: est[1 - m] == ACTIVE && MATE_OWES(m) -> lock_release()
+        :: else -> exited[m] = 1; lock_release(); break
+        fi
+    od
+    } unless { dead[m] };
+    atomic {
+        if :: dead[m] && lock == M_ID(m) -> lock = 0 :: else -> skip fi;
+        gone[m] = dead[m];
+        s = 0; ji = 0; k = 0; rd = 0; wm = 0
+    }
+}
+#endif
 
 #ifdef LOSSY
 proctype Lossy() {
@@ -397,10 +526,27 @@ end_idle:
     od
 }
 
-active proctype Killer() {
+/* Kills member m; records the frames it dies holding unreleased (the one it is reading;
+ * a holder's uncommitted ones), which its group MUST deliver again (§7.3). */
+inline kill_member(m) {
+    dead[m] = 1; kills++;
+    if :: reading[m] > 0 -> held_at_death[reading[m] - 1] = 1 :: else -> skip fi;
+#ifdef HOLD
+    k = 0;
     do
-    :: kills < MAXKILLS && !dead[0] -> dead[0] = 1; kills++
-    :: kills < MAXKILLS && !dead[1] -> dead[1] = 1; kills++
+    :: k < F -> if :: holding[k] == m + 1 -> holding[k] = 0; held_at_death[k] = 1 :: else -> skip fi; k++
+    :: else -> k = 0; break
+    od
+#endif
+}
+
+active proctype Killer() {
+#ifdef HOLD
+    byte k;
+#endif
+    do
+    :: atomic { kills < MAXKILLS && !dead[0] -> kill_member(0) }
+    :: atomic { kills < MAXKILLS && !dead[1] -> kill_member(1) }
     :: kills < MAXKILLS && !deadL && estL == ACTIVE -> deadL = 1; kills++
     :: kills < MAXKILLS && reaper_busy -> kill_reaper = 1; kills++
     :: break
@@ -419,22 +565,23 @@ end_watch:
     }
 }
 
-/* Once everyone is done: lossless (every frame reached a member), exactly once (apart
- * from a frame a dying member held), every frame released once unless the member that
- * last held it died with it, and the lossy consumer's accounting. */
+/* Once everyone is done, if the group lived to the end of the stream: lossless (every
+ * frame reached a member), exactly once apart from re-delivery (a frame is handed over a
+ * second time exactly when a member died holding it unreleased), every frame released
+ * once; and the lossy consumer's accounting. */
 active proctype Outcome() {
-    byte s = 0, died_with = 0;
+    byte s = 0;
     (producer_done && (exited[0] || gone[0]) && (exited[1] || gone[1]) && (exitedL || deadL));
     if
     :: exited[0] || exited[1] ->        /* the group lived to the end of the stream */
         do
         :: s < F ->
-            assert(got[s] >= 1 && got[s] <= 1 + held_at_death[s]);
-            if :: held_at_death[s] && got[s] == 1 -> died_with++ :: else -> skip fi;
+            assert(got[s] >= 1);                        /* lossless */
+            assert(got[s] == 1 + held_at_death[s]);     /* exactly once; re-delivery */
             s++
         :: else -> break
         od;
-        assert(released_G + died_with == F)
+        assert(released_G == F)
     :: else -> skip
     fi;
 #ifdef LOSSY
@@ -455,8 +602,16 @@ init {
     pin[0] = NONE; pin[1] = NONE;
     atomic {
         run Producer();
+#if defined(HOLD) && HOLDERS >= 1
+        run Holder(0);
+#else
         run Member(0);
+#endif
+#if defined(HOLD) && HOLDERS >= 2
+        run Holder(1);
+#else
         run Member(1);
+#endif
 #ifdef LOSSY
         run Lossy();
 #endif
