@@ -72,7 +72,11 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
             }
             Ok(_) => kept.push(name),
             // Not a ring we can read, but ours and in our namespace: a crashed creation.
-            Err(e @ (AttachError::BadMagic { .. } | AttachError::Layout { .. })) => {
+            Err(
+                e @ (AttachError::BadMagic { .. }
+                | AttachError::Layout { .. }
+                | AttachError::NeverInitialised { .. }),
+            ) => {
                 std::fs::remove_file(segment_path(&name))
                     .with_context(|| format!("could not remove ring '{name}'"))?;
                 removed.push(name.clone());
