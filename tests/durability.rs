@@ -247,6 +247,10 @@ fn counters_of_every_processor_kind_continue_across_a_restart() {
     // The stages in chain order, each with what "its counters are current" means.
     type Current = Box<dyn Fn(&Value) -> bool>;
     let stages: Vec<(&str, Current)> = vec![
+        (
+            "attach",
+            Box::new(move |w| c(w, "x.matched") + c(w, "x.unmatched") == frames(w)),
+        ),
         ("cut", Box::new(move |w| c(w, "tiles") == 2 * frames(w))),
         (
             "join",
@@ -281,12 +285,21 @@ fn counters_of_every_processor_kind_continue_across_a_restart() {
     };
     let k = |s: &str, key: &str| counter(&report, s, key);
     let n = 320; // counters.toml's frames
-    expect("cut", 2 * n, k("cut", "tiles"), 0);
-    expect("join", n, k("join", "stitched"), 0);
-    expect("reduce", n, k("reduce", "reduced"), 2);
-    expect("gate", n, k("gate", "low") + k("gate", "high"), 3);
-    expect("pass", n / 2, k("pass", "skipped"), 4);
-    expect("check", n / 2, k("check", "verified"), 5);
+                 // The frame the metadata stage held when killed comes again; its value may have
+                 // been taken already, so it can count as unmatched once.
+    expect(
+        "attach",
+        n,
+        k("attach", "x.matched") + k("attach", "x.unmatched"),
+        0,
+    );
+    assert!(k("attach", "x.unmatched") <= 1);
+    expect("cut", 2 * n, k("cut", "tiles"), 2);
+    expect("join", n, k("join", "stitched"), 1);
+    expect("reduce", n, k("reduce", "reduced"), 3);
+    expect("gate", n, k("gate", "low") + k("gate", "high"), 4);
+    expect("pass", n / 2, k("pass", "skipped"), 5);
+    expect("check", n / 2, k("check", "verified"), 6);
     for (stage_name, _) in &stages {
         assert_eq!(restarts(&report, stage_name), 1, "{stage_name}");
     }
