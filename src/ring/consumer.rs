@@ -622,7 +622,13 @@ mod tests {
             full_policy: FullPolicy::Block,
         })
         .unwrap();
-        for frame_id in 0..frames {
+        publish(&mut producer, 0..frames);
+        producer
+    }
+
+    /// Publishes 8 × 8 u8 frames with these ids.
+    fn publish(producer: &mut Producer, ids: std::ops::Range<u64>) {
+        for frame_id in ids {
             let slot = producer.claim().unwrap();
             let meta = FrameMeta {
                 frame_id,
@@ -633,7 +639,6 @@ mod tests {
             };
             slot.publish(&meta).unwrap();
         }
-        producer
     }
 
     fn group(name: &str, delivery: Delivery) -> ConsumerOptions {
@@ -651,20 +656,7 @@ mod tests {
         let mut producer = ring("stamp", 0);
         let mut consumer =
             Consumer::attach(producer.segment().name(), &group("G", Delivery::Lossless)).unwrap();
-        let mut producer = {
-            for frame_id in 0..6 {
-                let slot = producer.claim().unwrap();
-                let meta = FrameMeta {
-                    frame_id,
-                    timestamp_ns: 1,
-                    dtype: Dtype::U8,
-                    dims: &[8, 8],
-                    flags: 0,
-                };
-                slot.publish(&meta).unwrap();
-            }
-            producer
-        };
+        publish(&mut producer, 0..6);
         producer.segment().stamp(4).store(0, SeqCst);
         producer.finish();
         let (mut ids, mut damaged) = (Vec::new(), Vec::new());

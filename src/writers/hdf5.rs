@@ -388,23 +388,12 @@ impl Processor for Hdf5Writer {
     }
 
     fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
-        if wiring.workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {} workers the data file template needs {{worker}}, or the workers would write the same files",
-                wiring.workers
-            ));
-        }
-        Ok(())
+        self.destination.check_workers(wiring.workers, "data file")
     }
 
-    fn prepare(&self, workers: u32) -> Result<(), String> {
+    fn prepare(&self, _workers: u32) -> Result<(), String> {
         h5::init()?;
         self.destination.check_folder()?;
-        if workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {workers} workers the data file template needs {{worker}}, or the workers would write the same files"
-            ));
-        }
         let master = self.master_path();
         if master.exists() && !self.destination.overwrite {
             return Err(format!(

@@ -79,6 +79,17 @@ impl Destination {
         self.folder.join(self.template.render(&self.prefix, values))
     }
 
+    /// Refuses several workers when the template cannot tell their files apart: they
+    /// would write the same files, and a restarted worker could not find its own.
+    pub fn check_workers(&self, workers: u32, files: &str) -> Result<(), String> {
+        if workers > 1 && !self.template.names("worker") {
+            return Err(format!(
+                "with {workers} workers the {files} template needs {{worker}}, so that each worker's files have names of their own"
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the folder exists, is a folder, and takes a new file (probed by creating
     /// and removing one), so a wrong folder fails the run before any frame is taken.
     pub fn check_folder(&self) -> Result<(), String> {

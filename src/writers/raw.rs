@@ -274,23 +274,11 @@ impl Processor for RawWriter {
     }
 
     fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
-        if wiring.workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {} workers the raw file template needs {{worker}}, or the workers would write the same files",
-                wiring.workers
-            ));
-        }
-        Ok(())
+        self.destination.check_workers(wiring.workers, "raw file")
     }
 
-    fn prepare(&self, workers: u32) -> Result<(), String> {
-        self.destination.check_folder()?;
-        if workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {workers} workers the raw file template needs {{worker}}, or the workers would write the same files"
-            ));
-        }
-        Ok(())
+    fn prepare(&self, _workers: u32) -> Result<(), String> {
+        self.destination.check_folder()
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {

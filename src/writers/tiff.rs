@@ -66,23 +66,11 @@ impl Processor for TiffWriter {
     }
 
     fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
-        if wiring.workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {} workers the TIFF template needs {{worker}}, or a restarted worker could not tell its files from the others'",
-                wiring.workers
-            ));
-        }
-        Ok(())
+        self.destination.check_workers(wiring.workers, "TIFF")
     }
 
-    fn prepare(&self, workers: u32) -> Result<(), String> {
-        self.destination.check_folder()?;
-        if workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {workers} workers the TIFF template needs {{worker}}, or a restarted worker could not tell its files from the others'"
-            ));
-        }
-        Ok(())
+    fn prepare(&self, _workers: u32) -> Result<(), String> {
+        self.destination.check_folder()
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
