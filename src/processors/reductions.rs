@@ -87,6 +87,10 @@ impl Region {
         (self.x1 - self.x0) as usize
     }
 
+    fn pixels(&self) -> u64 {
+        u64::from(self.y1 - self.y0) * self.width() as u64
+    }
+
     /// Row `y` of the region, typed: borrowed in place when the payload is aligned for
     /// `T` (ring payloads are page-aligned), else copied into `scratch`. A plain
     /// function, not a closure-taking loop, so it inlines into the AVX2 build.
@@ -375,13 +379,7 @@ fn reduce_small<T: SmallPixel, const N: usize>(
         // Leaves the tables zeroed for the next frame.
         merge(tables, values);
     }
-    let pixels = (region.y1 - region.y0) as u64 * region.width() as u64;
-    let wx = columns
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| (region.x0 as u128 + i as u128) * u128::from(c))
-        .sum::<u128>();
-    let mut r = integer_result(&m, wx, pixels, above, settings);
+    let mut r = integer_result(&m, &columns, region, above, settings);
     if want_table {
         let h = hist_spec(r.hist_range, settings.bins);
         for v in m.min..=m.max {
@@ -418,13 +416,7 @@ fn reduce_wide(payload: &[u8], region: Region, settings: &Settings) -> Reduction
         m.max = m.max.max(max as u32);
         m.above += over;
     }
-    let pixels = (region.y1 - region.y0) as u64 * region.width() as u64;
-    let wx = columns
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| (region.x0 as u128 + i as u128) * u128::from(c))
-        .sum::<u128>();
-    let mut r = integer_result(&m, wx, pixels, above, settings);
+    let mut r = integer_result(&m, &columns, region, above, settings);
     if settings.bins > 0 {
         histogram_pass::<u32>(payload, region, &mut r, settings.bins);
     }
@@ -488,11 +480,17 @@ fn hist_range(settings: &Settings, min: f64, max: f64) -> (f64, f64) {
 /// Reductions from exact integer moments (the histogram left empty for the caller).
 fn integer_result(
     m: &IntMoments,
-    wx: u128,
-    pixels: u64,
+    columns: &[u64],
+    region: Region,
     above: Above,
     settings: &Settings,
 ) -> Reductions {
+    let pixels = region.pixels();
+    let wx = columns
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (region.x0 as u128 + i as u128) * u128::from(c))
+        .sum::<u128>();
     let n = u128::from(pixels);
     let sum = m.sum as f64;
     // n·Σv² − (Σv)² is exact in 128 bits; one rounding at the end.
@@ -548,8 +546,7 @@ fn reduce_float(payload: &[u8], region: Region, settings: &Settings) -> Reductio
         max = max.max(r.max);
         above += r.above;
     }
-    let pixels = (region.y1 - region.y0) as u64 * region.width() as u64;
-    let nonfinite = pixels - count;
+    let nonfinite = region.pixels() - count;
     if count == 0 {
         return empty(nonfinite, settings, false);
     }
