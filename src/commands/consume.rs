@@ -142,7 +142,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 eprintln!("streamd consume: ring {}: {e}", quote(&args.ring));
                 break "producer-died";
             }
-            Err(e @ RecvError::Damaged { .. }) => {
+            Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
                 eprintln!("streamd consume: {}", one_line(&e.to_string()));
                 damaged = true;
                 break "damaged";

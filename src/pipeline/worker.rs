@@ -597,7 +597,9 @@ fn run_stage(
             Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
             Err(RecvError::MustCommit) => must_settle = true,
             Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
-            Err(e @ RecvError::Damaged { .. }) => anyhow::bail!("{e}"),
+            Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
+                anyhow::bail!("{e}")
+            }
         };
         if took_metadata {
             poll(processor.as_mut(), &mut out, report);
@@ -672,7 +674,9 @@ fn take_metadata(
                     report.error(&e.to_string());
                     break;
                 }
-                Err(e @ RecvError::Damaged { .. }) => anyhow::bail!("{e}"),
+                Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
+                    anyhow::bail!("{e}")
+                }
             }
         }
     }

@@ -10,8 +10,8 @@ use super::membership::{
 };
 use super::segment::Segment;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,8 +53,8 @@ pub struct ConsumerOptions {
     /// How long to wait for the ring to appear.
     pub attach_timeout: Duration,
     /// Hold frames until [`Consumer::commit`] (spec §5.8): a dropped frame is read but
-    /// not released, so frames not yet made durable are re-delivered after a crash.
-    /// Only for a lossless member of a named group.
+    /// not released, so frames not yet made durable are re-delivered after a crash (to a
+    /// mate, in a named group) and frames still in use stay in their slots. Lossless only.
     pub hold: bool,
 }
 
@@ -121,7 +121,15 @@ pub struct Consumer {
     hold: Option<Hold>,
     interrupt: Option<Arc<AtomicBool>>,
     last_check: Instant,
+    /// The sequence of a frame given up by [`Frame::detach`] and not yet released; while
+    /// it is set, nothing else is read (a consumer that does not hold keeps one frame).
+    detached: Option<u64>,
+    /// Tells this consumer's detached frames from another's.
+    id: u64,
 }
+
+/// Numbers consumers for [`Detached`] tokens.
+static CONSUMER_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A holding consumer's read position and window.
 #[derive(Debug, Clone, Copy)]
@@ -133,8 +141,8 @@ struct Hold {
 impl Consumer {
     /// Attaches to ring `name`, waiting up to `options.attach_timeout` for it to appear.
     pub fn attach(name: &str, options: &ConsumerOptions) -> Result<Consumer, AttachError> {
-        if options.hold && (options.group.is_none() || options.delivery != Delivery::Lossless) {
-            return Err(AttachError::HoldNeedsGroup);
+        if options.hold && options.delivery != Delivery::Lossless {
+            return Err(AttachError::HoldNeedsLossless);
         }
         let segment = Segment::open(name, options.attach_timeout)?;
         // The producer cannot write past the watermark plus a ring: a holder that kept a
@@ -170,6 +178,8 @@ impl Consumer {
             hold: options.hold.then_some(Hold { window, read: 0 }),
             interrupt: None,
             last_check: Instant::now(),
+            detached: None,
+            id: CONSUMER_IDS.fetch_add(1, Relaxed),
         })
     }
 
@@ -225,11 +235,34 @@ impl Consumer {
     /// then a wake-up. A holding consumer calls this once what it read is durable; for
     /// one that does not hold, it does nothing.
     pub fn commit(&mut self) {
-        let held = self.held();
-        if held > 0 {
-            self.done += held as u32;
+        self.commit_below(self.read_seq());
+    }
+
+    /// Releases the held frames below sequence `seq` and keeps the newer ones (spec §5.8,
+    /// a partial commit): for a reader whose frames stay in use for different times (the
+    /// Python bindings keep a frame while any view of it lives), which releases the
+    /// prefix nobody uses any more.
+    pub fn commit_below(&mut self, seq: u64) {
+        let upto = seq.min(self.read_seq());
+        if upto > self.next_seq() {
+            self.done += (upto - self.next_seq()) as u32;
             self.store_progress();
         }
+    }
+
+    /// Whether this consumer has read everything its stream will ever bring: the producer
+    /// finished (or died) and nothing at or after the read position was published. A
+    /// holder that cannot commit yet uses this to tell the end from a full window.
+    pub fn read_everything(&self) -> bool {
+        let header = self.segment.header();
+        let published = if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
+            header.end_seq.load(Relaxed)
+        } else if !self.segment.producer().is_alive() {
+            header.head.load(Acquire)
+        } else {
+            return false;
+        };
+        self.read_seq() >= published
     }
 
     /// Waits for and returns the next frame owed to this consumer. The frame stays
@@ -247,6 +280,9 @@ impl Consumer {
     }
 
     fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame<'_>>, RecvError> {
+        if let Some(seq) = self.detached {
+            return Err(RecvError::FrameDetached { seq });
+        }
         loop {
             if self.read_seq() >= self.run.end {
                 if self.held() == 0 {
@@ -314,6 +350,7 @@ impl Consumer {
                 slot,
                 seq,
                 header,
+                detaching: false,
             }),
             Err(e) => {
                 self.missed_in_run += 1;
@@ -550,6 +587,8 @@ pub struct Frame<'a> {
     slot: u32,
     seq: u64,
     header: FrameHeader,
+    /// Set by [`Frame::detach`]: the drop keeps the frame reserved.
+    detaching: bool,
 }
 
 impl Frame<'_> {
@@ -605,7 +644,98 @@ impl Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
-        self.consumer.finish_frame();
+        if self.detaching && self.consumer.hold.is_none() {
+            self.consumer.detached = Some(self.seq);
+        } else {
+            self.consumer.finish_frame();
+        }
+    }
+}
+
+impl Frame<'_> {
+    /// Gives up the guard but keeps the frame: for a reader that cannot hold a borrow
+    /// (the Python bindings). A holding consumer has read the frame, which stays in its
+    /// slot until a commit passes it; any other keeps the frame reserved, and reads
+    /// nothing else, until [`Consumer::release`].
+    pub fn detach(mut self) -> Detached {
+        let detached = Detached {
+            consumer: self.consumer.id,
+            seq: self.seq,
+            slot: self.slot,
+            header: self.header.clone(),
+        };
+        self.detaching = true;
+        detached
+    }
+}
+
+/// A frame read by [`Frame::detach`]: a token that reaches its bytes through the consumer
+/// while they are still reserved for it.
+#[derive(Debug)]
+pub struct Detached {
+    consumer: u64,
+    seq: u64,
+    slot: u32,
+    header: FrameHeader,
+}
+
+impl Detached {
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Consumer {
+    /// Whether `frame` is this consumer's and still reserved: detached and not released,
+    /// or held and not committed.
+    fn reserves(&self, frame: &Detached) -> bool {
+        frame.consumer == self.id
+            && match self.hold {
+                Some(_) => self.next_seq() <= frame.seq && frame.seq < self.read_seq(),
+                None => self.detached == Some(frame.seq),
+            }
+    }
+
+    /// The pixels of a detached frame; `None` once its slot may be rewritten (released,
+    /// committed) or when it is another consumer's.
+    pub fn detached_payload(&self, frame: &Detached) -> Option<&[u8]> {
+        if !self.reserves(frame) {
+            return None;
+        }
+        // SAFETY: payload_len ≤ payload_capacity (decode_header); the slot cannot be
+        // rewritten while the frame is reserved for this consumer (checked above), and the
+        // returned borrow of `self` keeps it so (release and commit take `&mut self`).
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                self.segment.payload_ptr(frame.slot),
+                frame.header.payload_len as usize,
+            )
+        })
+    }
+
+    /// The attribute area of a detached frame (spec §4.3); `None` as for the payload.
+    pub fn detached_attributes(&self, frame: &Detached) -> Option<Result<&[u8], FrameError>> {
+        if !self.reserves(frame) {
+            return None;
+        }
+        // SAFETY: slot header inside the mapping, reserved as checked above.
+        let slot_header = unsafe {
+            std::slice::from_raw_parts(self.segment.slot_header_ptr(frame.slot), SLOT_HEADER_SIZE)
+        };
+        Some(attr_bytes(slot_header))
+    }
+
+    /// Releases a detached frame of a consumer that does not hold; a holder releases
+    /// through [`commit_below`](Self::commit_below), and this does nothing for it.
+    pub fn release(&mut self, frame: Detached) {
+        if self.hold.is_none() && frame.consumer == self.id && self.detached == Some(frame.seq) {
+            self.detached = None;
+            self.finish_frame();
+        }
     }
 }
 
@@ -680,6 +810,58 @@ mod tests {
                 missed: 1
             }
         );
+    }
+
+    /// Issue 16: a solo holder keeps frames in use in their slots and releases them out
+    /// of order: the watermark moves only past the frames nobody uses any more, and the
+    /// producer cannot rewrite a slot below it.
+    #[test]
+    fn a_solo_holder_releases_the_prefix_no_frame_uses() {
+        let mut producer = ring("solo-hold", 0);
+        let options = ConsumerOptions {
+            hold: true,
+            ..ConsumerOptions::default()
+        };
+        let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+        publish(&mut producer, 0..8);
+        let frames: Vec<Detached> = (0..4).map(|_| consumer.recv().unwrap().detach()).collect();
+        assert_eq!(consumer.held(), 4);
+        // The window (half of 8 slots) is full.
+        assert_eq!(consumer.recv().err(), Some(RecvError::MustCommit));
+        // Frames 1 and 2 are done, 0 is still in use: nothing can be released.
+        consumer.commit_below(frames[0].seq());
+        assert_eq!(consumer.held(), 4);
+        consumer.commit_below(frames[3].seq());
+        assert_eq!(consumer.held(), 1);
+        assert!(consumer.detached_payload(&frames[0]).is_none());
+        assert_eq!(
+            consumer.detached_payload(&frames[3]).map(<[u8]>::len),
+            Some(64)
+        );
+        consumer.commit();
+        assert!(consumer.detached_payload(&frames[3]).is_none());
+        assert_eq!(consumer.recv().unwrap().header().frame_id, 4);
+    }
+
+    /// Issue 16: a consumer that does not hold keeps one detached frame at a time, and
+    /// its bytes are unreachable once it is released.
+    #[test]
+    fn a_detached_frame_blocks_reading_until_released() {
+        let mut producer = ring("detach", 0);
+        let mut consumer =
+            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        publish(&mut producer, 0..3);
+        let first = consumer.recv().unwrap().detach();
+        assert_eq!(
+            consumer.recv().err(),
+            Some(RecvError::FrameDetached { seq: 0 })
+        );
+        assert!(consumer.detached_payload(&first).is_some());
+        let other =
+            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        assert!(other.detached_payload(&first).is_none());
+        consumer.release(first);
+        assert_eq!(consumer.recv().unwrap().header().frame_id, 1);
     }
 
     /// Issue 15: a `head` of 2^64-1 made a lossy consumer spin in `claim_run`; every

@@ -110,8 +110,8 @@ pub enum AttachError {
     BadGroup(String),
     #[error("batch must be at least 1, got {0}")]
     BadBatch(u32),
-    #[error("only a lossless member of a named group can hold frames until it commits; give it a group and lossless delivery")]
-    HoldNeedsGroup,
+    #[error("only a lossless consumer can hold frames until it commits; use lossless delivery")]
+    HoldNeedsLossless,
     #[error("ring '{0}' has ended its stream, so no producer can resume it; create it anew")]
     Finished(String),
     #[error("could not {op} {path}: {source}")]
@@ -172,4 +172,8 @@ pub enum RecvError {
     /// its window is full, its next run is not contiguous, or the stream ended.
     #[error("the consumer holds frames it must commit before it can go on")]
     MustCommit,
+    /// A frame given up by `Frame::detach` was not released: a consumer that does not
+    /// hold keeps one frame at a time.
+    #[error("frame sequence {seq} is still in use; release it before reading the next")]
+    FrameDetached { seq: u64 },
 }

@@ -28,7 +28,7 @@ mod segment;
 mod wait;
 
 pub use consumer::{
-    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Frame, LIVENESS_INTERVAL,
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, Frame, LIVENESS_INTERVAL,
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
