@@ -120,13 +120,20 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
         return refuse("another configure is being applied; try again".into());
     };
     let mut args: toml::Table = serde_json::from_str(&text).unwrap_or_default();
-    args.insert(key.to_string(), processors::parse_value(value));
+    let before = args.clone();
+    let parsed = processors::parse_value(value);
+    args.insert(key.to_string(), parsed.clone());
     let processor = stats.stage_processor(index);
     let checked = processors::build(&processor, &args)
         .map_err(|e| e.reason)
         .and_then(|p| match shared.wiring.get(stage) {
             Some(wiring) => p.check_wiring(wiring),
             None => Ok(()),
+        })
+        // A Python class checks the change itself, on a scratch instance.
+        .and_then(|()| match processor.as_str() {
+            "python" => processors::python::PythonStage::check_change(&before, key, &parsed),
+            _ => Ok(()),
         });
     if let Err(reason) = checked {
         return refuse(format!(

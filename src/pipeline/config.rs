@@ -5,6 +5,7 @@
 use super::source::MetadataPlan;
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
+use crate::processors::python::PythonCode;
 use crate::ring::{Delivery, Dtype, FullPolicy};
 use crate::units::{quote, Rate, Seconds};
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ const DEFAULT_SLOTS: u32 = 64;
 /// Stages besides the source (the stats segment has 64 entries, one is the source's).
 const MAX_STAGES: usize = 63;
 /// Processor arguments of which a stage may give only one.
-const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid")];
+const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid"), ("file", "module")];
 /// Most slots a ring may have.
 const MAX_SLOTS: u32 = 1 << 20;
 /// Largest ring segment (as the ring itself refuses larger ones).
@@ -114,6 +115,11 @@ pub enum SourceContent {
     Random,
     Npy(PathBuf),
     Tiff(Vec<PathBuf>),
+    /// A Python class's `frames()` generator, given `args` (run in the interpreter).
+    Python {
+        code: PythonCode,
+        args: toml::Table,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +256,14 @@ struct RawShape {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     ring: Spanned<String>,
+    /// `python`: frames from a Python class's `frames()` (with file or module, class,
+    /// python, args); absent: the simulator (pattern) or replayed files.
+    kind: Option<Spanned<String>>,
+    python: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    module: Option<Spanned<String>>,
+    class: Option<Spanned<String>>,
+    args: Option<Spanned<toml::Table>>,
     pattern: Option<Spanned<String>>,
     replay: Option<Spanned<String>>,
     nx: Option<u32>,
@@ -379,6 +393,62 @@ struct Validator<'a> {
 /// the quoted name.
 pub fn check_pipeline_name(name: &str) -> Result<(), String> {
     check_name("pipeline", name, 16).map_err(|m| m.trim_start_matches("pipeline name ").to_string())
+}
+
+impl Validator<'_> {
+    /// The Python class of a `kind = "python"` source, `None` for the simulator; the
+    /// class's keys are refused on any other source.
+    fn python_source(
+        &self,
+        src: &RawSource,
+        base: &Path,
+    ) -> Result<Option<SourceContent>, ConfigError> {
+        let keys = [
+            ("python", &src.python),
+            ("file", &src.file),
+            ("module", &src.module),
+            ("class", &src.class),
+        ];
+        match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            Some((_, "python")) => {}
+            Some((k, other)) => {
+                return Err(self.at(
+                    k,
+                    format!("unknown source kind '{other}' (use python, or leave kind out for the simulator or replayed files)"),
+                ))
+            }
+            None => {
+                let stray = keys.iter().find_map(|(_, v)| v.as_ref());
+                return match stray.or(None) {
+                    Some(v) => Err(self.at(v, "file, module, class and python belong to a Python source; add kind = \"python\"")),
+                    None => match &src.args {
+                        Some(a) => Err(self.at(a, "args belong to a Python source; add kind = \"python\"")),
+                        None => Ok(None),
+                    },
+                };
+            }
+        }
+        let mut code = PythonCode::default();
+        for (key, value) in keys {
+            if let Some(v) = value {
+                let text = match key {
+                    "file" => base.join(v.get_ref()).display().to_string(),
+                    _ => v.get_ref().clone(),
+                };
+                code.configure(key, &toml::Value::String(text))
+                    .map_err(|m| self.at(v, m))?;
+            }
+        }
+        let kind = src.kind.as_ref().expect("python");
+        code.check_complete()
+            .map_err(|m| self.at(kind, m.replace("Python stage", "Python source")))?;
+        let args = src
+            .args
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default();
+        Ok(Some(SourceContent::Python { code, args }))
+    }
 }
 
 fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
@@ -622,7 +692,30 @@ impl Validator<'_> {
                 .map_err(|m| self.at(f, m))?
                 .get(),
         };
+        let python = self.python_source(src, base)?;
         let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
+            (pattern, replay) if python.is_some() => {
+                if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
+                    return Err(self.at(
+                        other,
+                        "a Python source makes its own frames; remove pattern and replay",
+                    ));
+                }
+                let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
+                    return Err(self.at(
+                        &raw.source,
+                        "a Python source declares the largest frame it yields: set nx and ny (and dtype, u16 by default)",
+                    ));
+                };
+                let dtype = match &src.dtype {
+                    None => Dtype::U16,
+                    Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+                };
+                if nx == 0 || ny == 0 {
+                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                }
+                (python.expect("matched"), nx, ny, dtype, src.frames)
+            }
             (Some(p), Some(_)) => {
                 return Err(self.at(p, "the source has both pattern and replay; keep one"))
             }
@@ -816,10 +909,18 @@ impl Validator<'_> {
             }
             let mut args = toml::Table::new();
             for (key, value) in &st.args {
+                let value_here = match (st.processor.get_ref().as_str(), key.as_str()) {
+                    // A Python stage's file is found from the pipeline file's folder.
+                    ("python", "file") => match value.get_ref().as_str() {
+                        Some(file) => toml::Value::String(base.join(file).display().to_string()),
+                        None => value.get_ref().clone(),
+                    },
+                    _ => value.get_ref().clone(),
+                };
                 processor
-                    .configure(key, value.get_ref())
+                    .configure(key, &value_here)
                     .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
-                args.insert(key.clone(), value.get_ref().clone());
+                args.insert(key.clone(), value_here);
             }
             processor
                 .check_wiring(&processors::Wiring {

@@ -3,7 +3,7 @@
 
 use super::config::SourceContent;
 use crate::pattern::{fill_ramp, NpyStack, RandomPool, TiffSeries};
-use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer};
+use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer, SlotWriter};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -31,6 +31,9 @@ impl FrameContent {
                 let series = TiffSeries::from_paths(paths)?;
                 FrameContent::Tiff(series)
             }
+            SourceContent::Python { .. } => {
+                return Err("a Python source's frames come from its interpreter".into())
+            }
         })
     }
 
@@ -42,6 +45,74 @@ impl FrameContent {
             FrameContent::Npy(stack) => stack.fill(out, frame_id),
             FrameContent::Tiff(series) => series.fill(out, frame_id),
         }
+    }
+}
+
+/// Where a source worker's frames come from: a pattern or files (built in), or code its
+/// host runs (a Python class's `frames()`, through the Python package).
+pub trait FrameSupply {
+    /// Gets the next frame ready, numbered `next_id` unless the supply numbers its own;
+    /// `None` ends the stream.
+    fn next(&mut self, next_id: u64) -> Result<Option<SuppliedFrame>, String>;
+    /// Writes the frame [`next`](Self::next) got ready into a claimed slot: its pixels
+    /// (`SuppliedFrame::bytes` of them) and attributes.
+    fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String>;
+}
+
+/// What [`FrameSupply::next`] got ready.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SuppliedFrame {
+    pub frame_id: u64,
+    /// `None`: stamped by the worker (the scheduled time when paced, else now).
+    pub timestamp_ns: Option<u64>,
+    pub dtype: Dtype,
+    /// `[ny, nx]`.
+    pub dims: [u32; 2],
+}
+
+impl SuppliedFrame {
+    pub fn bytes(&self) -> usize {
+        self.dims[0] as usize * self.dims[1] as usize * self.dtype.size()
+    }
+}
+
+/// The built-in supply: pattern or replayed files, one frame id after another.
+pub struct BuiltIn {
+    content: FrameContent,
+    frame: SuppliedFrame,
+}
+
+impl BuiltIn {
+    pub fn open(
+        content: &SourceContent,
+        dtype: Dtype,
+        ny: u32,
+        nx: u32,
+    ) -> Result<BuiltIn, String> {
+        let frame = SuppliedFrame {
+            frame_id: 0,
+            timestamp_ns: None,
+            dtype,
+            dims: [ny, nx],
+        };
+        Ok(BuiltIn {
+            content: FrameContent::open(content, dtype, frame.bytes())?,
+            frame,
+        })
+    }
+}
+
+impl FrameSupply for BuiltIn {
+    fn next(&mut self, next_id: u64) -> Result<Option<SuppliedFrame>, String> {
+        self.frame.frame_id = next_id;
+        Ok(Some(self.frame))
+    }
+
+    fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String> {
+        let bytes = self.frame.bytes();
+        self.content
+            .fill(&mut slot.payload_mut()[..bytes], self.frame.frame_id);
+        Ok(())
     }
 }
 

@@ -56,15 +56,21 @@ struct Slot {
 /// The checks that need the run's folder (a writer's folder and files), made before
 /// anything starts; each refusal names where the file set it.
 pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
+    if let SourceContent::Python { code, args } = &pipeline.source.content {
+        code.check("source", args, None)
+            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?;
+    }
     for stage in &pipeline.stages {
         processors::build(&stage.processor, &stage.args)
             .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
             .prepare(stage.workers)
             .map_err(|e| {
-                let key = ["folder", "template", "prefix"]
-                    .into_iter()
-                    .find(|k| e.contains(k) && stage.at.contains_key(*k))
-                    .unwrap_or("processor");
+                let key = [
+                    "folder", "template", "prefix", "file", "module", "class", "python",
+                ]
+                .into_iter()
+                .find(|k| e.contains(k) && stage.at.contains_key(*k))
+                .unwrap_or("processor");
                 anyhow::anyhow!("{}: stage '{}': {e}", stage.location(key), stage.name)
             })?;
     }
@@ -83,6 +89,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             SourceContent::Ramp | SourceContent::Random => "sim".into(),
             SourceContent::Npy(_) => "npy".into(),
             SourceContent::Tiff(_) => "tiff".into(),
+            SourceContent::Python { .. } => "python".into(),
         },
         workers: 1,
     }];
@@ -457,14 +464,22 @@ impl Drop for Cleanup<'_> {
 }
 
 fn spawn(slot: &mut Slot, stats: &StatsSegment) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
     let spec = serde_json::to_string(&slot.spec)?;
-    let mut command = Command::new(exe);
-    command
-        .arg("worker")
-        .arg(spec)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    // A Python stage or source runs in its interpreter, which hosts the same worker loop
+    // through the streamd package; every other worker is this binary again.
+    let mut command = match slot.spec.python() {
+        Some(code) => {
+            let mut c = Command::new(code.interpreter());
+            c.args(["-m", "streamd._worker"]);
+            c
+        }
+        None => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("worker");
+            c
+        }
+    };
+    command.arg(spec).stdin(Stdio::null()).stdout(Stdio::null());
     // Its own process group: a Ctrl-C at the terminal reaches only the supervisor, which
     // then drains the pipeline in order.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);

@@ -4,9 +4,10 @@
 //! segment current. It exits 0 only when every input ended and its outputs are
 //! finished; any other exit is a crash the supervisor restarts.
 
-use super::config::{SourcePlan, StagePlan};
-use super::source::{pace_or_stop, FrameContent, MetadataError};
+use super::config::{SourceContent, SourcePlan, StagePlan};
+use super::source::{pace_or_stop, BuiltIn, FrameSupply, MetadataError};
 use crate::commands::{now_ns, stop_flag};
+use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
 use crate::ring::{
     ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
@@ -53,6 +54,37 @@ pub enum Role {
     },
 }
 
+impl WorkerSpec {
+    /// The Python code this worker runs, when it is a Python stage or source (then the
+    /// supervisor starts it in that interpreter, with a [`Host`]).
+    pub fn python(&self) -> Option<PythonCode> {
+        match &self.role {
+            Role::Source { plan, .. } => match &plan.content {
+                SourceContent::Python { code, .. } => Some(code.clone()),
+                _ => None,
+            },
+            Role::Stage { plan, .. } if plan.processor == "python" => {
+                Some(PythonCode::from_args(&plan.args))
+            }
+            Role::Stage { .. } => None,
+        }
+    }
+}
+
+/// A program that runs this worker loop for work the binary cannot do itself: the
+/// Python package, which makes Python stages and sources.
+pub trait Host {
+    /// The processor of a Python stage, configured with `args` (the user's and streamd's).
+    fn processor(&self, args: &toml::Table) -> Result<Box<dyn processors::Processor>, String>;
+    /// The frames of a Python source.
+    fn frames(
+        &self,
+        code: &PythonCode,
+        args: &toml::Table,
+        plan: &SourcePlan,
+    ) -> Result<Box<dyn FrameSupply>, String>;
+}
+
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
 pub const EXIT_INTERRUPTED: i32 = 4;
 /// How often an idle worker shows it lives, and a busy one refreshes its quantiles.
@@ -60,6 +92,11 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 
 /// Runs a worker to its end; returns the process exit status.
 pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
+    run_hosted(spec, None)
+}
+
+/// Runs a worker whose stage or source may need `host` (see [`Host`]).
+pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<i32> {
     super::sys::ignore_file_size_signal();
     if !super::sys::die_with_parent(spec.supervisor_pid) {
         anyhow::bail!("the supervisor (pid {}) is gone", spec.supervisor_pid);
@@ -74,14 +111,25 @@ pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
             plan,
             output,
             metadata,
-        } => run_source(plan, output, metadata.as_deref(), &mut report),
+        } => run_source(plan, output, metadata.as_deref(), &mut report, host),
         Role::Stage {
             plan,
             inputs,
             group,
             outputs,
             metadata,
-        } => run_stage(spec, plan, inputs, group, outputs, metadata, &mut report),
+        } => run_stage(
+            spec,
+            plan,
+            &Wires {
+                inputs,
+                group,
+                outputs,
+                metadata,
+            },
+            &mut report,
+            host,
+        ),
     };
     report.flush(&[]);
     status
@@ -303,10 +351,16 @@ fn run_source(
     output: &str,
     metadata: Option<&str>,
     report: &mut Report<'_>,
+    host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
-    let frame_bytes = plan.nx as usize * plan.ny as usize * plan.dtype.size();
-    let content =
-        FrameContent::open(&plan.content, plan.dtype, frame_bytes).map_err(anyhow::Error::msg)?;
+    let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
+        (SourceContent::Python { code, args }, Some(host)) => host
+            .frames(code, args, plan)
+            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?,
+        (content, _) => Box::new(
+            BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(anyhow::Error::msg)?,
+        ),
+    };
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
@@ -320,8 +374,8 @@ fn run_source(
     };
     let (mut values, mut values_dropped) = (0u64, 0u64);
     // A restarted source continues after the last frame its predecessor published.
-    let mut frame_id = producer.last_published().map_or(0, |h| h.frame_id + 1);
-    let dims = [plan.ny, plan.nx];
+    let last_id = producer.last_published().map(|h| h.frame_id);
+    let mut frame_id = last_id.map_or(0, |id| id + 1);
     // Validated in the pipeline file already; checked again, never trusted to fit.
     let interval = crate::units::Rate::new(plan.fps, "fps")
         .map_err(anyhow::Error::msg)?
@@ -329,7 +383,7 @@ fn run_source(
     let started = Instant::now();
     let started_ns = now_ns();
     let first_id = frame_id;
-    let (mut published, mut dropped) = (0u64, 0u64);
+    let (mut published, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
     while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
         if let Some(interval) = interval {
@@ -337,24 +391,39 @@ fn run_source(
                 break;
             }
         }
+        let Some(next) = supply.next(frame_id).map_err(anyhow::Error::msg)? else {
+            break;
+        };
+        // A restarted supply that numbers its own frames starts again from its first:
+        // what the predecessor published is not published twice.
+        if last_id.is_some_and(|id| next.frame_id <= id) {
+            continue;
+        }
+        frame_id = next.frame_id;
         let mut slot = match producer.claim() {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
                 dropped += 1;
                 frame_id += 1;
-                report.outputs((published, published * frame_bytes as u64, dropped));
+                report.outputs((published, bytes, dropped));
                 continue;
             }
             Err(ClaimError::Interrupted) => break,
         };
-        content.fill(&mut slot.payload_mut()[..frame_bytes], frame_id);
+        if let Err(e) = supply.write(&mut slot) {
+            // Not published; the next claim reuses the slot.
+            report.error(&format!("frame {frame_id}: {e}"));
+            frame_id += 1;
+            continue;
+        }
         // A paced source stamps each frame with its scheduled time, as a detector's clock
         // would, so a late publication does not move the timestamp metadata is matched to.
-        let timestamp_ns = match interval {
-            Some(interval) => {
+        let timestamp_ns = match (next.timestamp_ns, interval) {
+            (Some(t), _) => t,
+            (None, Some(interval)) => {
                 started_ns.saturating_add(nth_tick(interval, frame_id - first_id).as_nanos() as u64)
             }
-            None => now_ns(),
+            (None, None) => now_ns(),
         };
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
@@ -367,22 +436,23 @@ fn run_source(
         let meta = FrameMeta {
             frame_id,
             timestamp_ns,
-            dtype: plan.dtype,
-            dims: &dims,
+            dtype: next.dtype,
+            dims: &next.dims,
             flags: 0,
         };
         slot.publish(&meta).context("publishing a frame")?;
         report.active();
         published += 1;
+        bytes += next.bytes() as u64;
         report.entry.last_frame_id.store(frame_id, Relaxed);
-        report.outputs((published, published * frame_bytes as u64, dropped));
+        report.outputs((published, bytes, dropped));
         if report.due()
             && report.tick(
                 0,
                 &metadata_counters(metadata_ring.is_some(), values, values_dropped),
             )
         {
-            (published, dropped, values, values_dropped) = (0, 0, 0, 0);
+            (published, bytes, dropped, values, values_dropped) = (0, 0, 0, 0, 0);
             report.out_base = (0, 0, 0);
         }
         frame_id += 1;
@@ -418,22 +488,38 @@ struct Input {
     ended: bool,
 }
 
+/// A stage worker's rings: inputs read in `group`, outputs by port, metadata rings.
+#[derive(Clone, Copy)]
+struct Wires<'a> {
+    inputs: &'a [String],
+    group: &'a str,
+    outputs: &'a [String],
+    metadata: &'a [String],
+}
+
 fn run_stage(
     spec: &WorkerSpec,
     plan: &StagePlan,
-    inputs: &[String],
-    group: &str,
-    outputs: &[String],
-    metadata: &[String],
+    wires: &Wires<'_>,
     report: &mut Report<'_>,
+    host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
+    let Wires {
+        inputs,
+        group,
+        outputs,
+        metadata,
+    } = *wires;
     let stats = report.stats;
     let stage_slot = stats.stage(spec.stage_index);
     // The arguments as last configured (they may have changed since the plan was made).
     let (mut args_gen, mut args) =
         current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
-    let mut processor = processors::build(&plan.processor, &args)
-        .map_err(|e| anyhow::anyhow!("stage '{}': {}", plan.name, e.reason))?;
+    let mut processor = match (spec.python(), host) {
+        (Some(_), Some(host)) => host.processor(&args),
+        _ => processors::build(&plan.processor, &args).map_err(|e| e.reason),
+    }
+    .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
     let stop = stop_flag();
     // A processor that makes frames durable later (a writer) holds them in the ring
     // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
@@ -609,6 +695,7 @@ fn run_stage(
             last_sync = Instant::now();
         }
         if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
+            processor.reset_counters();
             out.reset_counts();
             report.out_base = (0, 0, 0);
         }

@@ -12,6 +12,7 @@
 pub mod metadata;
 mod outputs;
 mod passthrough;
+pub mod python;
 pub mod reductions;
 mod route;
 mod split;
@@ -150,6 +151,10 @@ pub trait Processor: Send {
         Vec::new()
     }
 
+    /// Zeroes the processor's own counters, for `streamd reset-stats` (a Python class's
+    /// `reset_stats`); the built-in processors' counters are totals that stay.
+    fn reset_counters(&mut self) {}
+
     /// Counters that are levels (frames cached now, a mode flag), not totals: a
     /// restarted worker shows its own value of these, not its predecessor's plus its own.
     fn gauges(&self) -> &'static [&'static str] {
@@ -217,6 +222,12 @@ pub static REGISTRY: &[Registration] = &[
         name: "route",
         about: "sends each frame to one output ring by a value of its attributes",
         create: || Box::new(route::Route::default()),
+    },
+    Registration {
+        name: "python",
+        about:
+            "runs a Python class on every frame (file or module, class; PvaPy's processor shape)",
+        create: || Box::new(python::PythonStage::default()),
     },
     Registration {
         name: "tiff",

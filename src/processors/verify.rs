@@ -2,7 +2,9 @@
 //! with `ids_file`, writes the id of every frame it saw, one per line — how tests and
 //! commissioning runs prove that each frame arrived exactly once. `attributes` adds the
 //! named attributes to each line (`ID key=value ...`, `key=-` when absent);
-//! `pattern = "none"` only records.
+//! `pattern = "none"` only records; `rotated = K` checks frames turned by K quarter
+//! turns counter-clockwise after the ramp was written (`numpy.rot90(a, K)`), as a
+//! rotating stage makes them.
 
 use super::{unknown_key, ArgValue, Outputs, Processor, StageContext};
 use crate::pattern::verify_ramp;
@@ -20,6 +22,9 @@ pub struct Verify {
     attributes: Vec<String>,
     ids: Option<BufWriter<File>>,
     scratch: Vec<u8>,
+    /// Quarter turns (0 to 3) the frames were given after the ramp was written.
+    rotated: u8,
+    turned_back: Vec<u8>,
     verified: u64,
     verify_errors: u64,
 }
@@ -55,11 +60,17 @@ impl Processor for Verify {
             ("attributes", other) => {
                 return Err(format!("attributes must be a list of names, got {other}"))
             }
+            ("rotated", ArgValue::Integer(k)) if (0..4).contains(k) => self.rotated = *k as u8,
+            ("rotated", other) => {
+                return Err(format!(
+                    "rotated must be 0, 1, 2 or 3 quarter turns (as numpy.rot90's k), got {other}"
+                ))
+            }
             _ => {
                 return Err(unknown_key(
                     "verify",
                     key,
-                    &["pattern", "ids_file", "attributes"],
+                    &["pattern", "ids_file", "attributes", "rotated"],
                 ))
             }
         }
@@ -107,12 +118,27 @@ impl Processor for Verify {
         if self.record_only {
             return Ok(());
         }
-        if let Some(pixel) = verify_ramp(
-            frame.payload(),
-            header.dtype,
-            header.frame_id,
-            &mut self.scratch,
-        ) {
+        let pixels = match (self.rotated, &*header.dims) {
+            (0, _) => frame.payload(),
+            (k, &[rows, cols]) => {
+                turn_back(
+                    frame.payload(),
+                    [rows as usize, cols as usize],
+                    header.dtype.size(),
+                    k,
+                    &mut self.turned_back,
+                );
+                &self.turned_back
+            }
+            (_, dims) => {
+                self.verify_errors += 1;
+                return Err(format!(
+                    "frame {} has dims {dims:?}; only 2-D frames can be turned back",
+                    header.frame_id
+                ));
+            }
+        };
+        if let Some(pixel) = verify_ramp(pixels, header.dtype, header.frame_id, &mut self.scratch) {
             self.verify_errors += 1;
             return Err(format!(
                 "frame {} differs from the ramp at pixel {pixel}",
@@ -148,5 +174,23 @@ impl Processor for Verify {
             ("verified".into(), self.verified),
             ("verify_errors".into(), self.verify_errors),
         ]
+    }
+}
+
+/// Undoes `numpy.rot90(a, k)` of a `[rows, cols]` frame of `px`-byte pixels into `out`.
+fn turn_back(data: &[u8], [rows, cols]: [usize; 2], px: usize, k: u8, out: &mut Vec<u8>) {
+    out.resize(data.len(), 0);
+    // The original is cols × rows for odd k, rows × cols for k = 2.
+    let (orig_rows, orig_cols) = if k == 2 { (rows, cols) } else { (cols, rows) };
+    for r in 0..orig_rows {
+        for c in 0..orig_cols {
+            let from = match k {
+                1 => (rows - 1 - c) * cols + r,
+                2 => (rows - 1 - r) * cols + (cols - 1 - c),
+                _ => c * cols + (cols - 1 - r),
+            };
+            let to = r * orig_cols + c;
+            out[to * px..(to + 1) * px].copy_from_slice(&data[from * px..(from + 1) * px]);
+        }
     }
 }
