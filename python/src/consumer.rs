@@ -262,7 +262,7 @@ impl Consumer {
     ) -> PyResult<Consumer> {
         let delivery: Delivery = delivery.parse().map_err(PyValueError::new_err)?;
         let seconds = |value: f64, what: &str| {
-            if value.is_finite() && value >= 0.0 && value < 1e9 {
+            if (0.0..1e9).contains(&value) {
                 Ok(Duration::from_secs_f64(value))
             } else {
                 Err(PyValueError::new_err(format!(
