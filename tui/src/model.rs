@@ -21,6 +21,13 @@ pub struct Snapshot {
     pub rings: Vec<Ring>,
 }
 
+impl Snapshot {
+    /// Lines of the rings pane: one per ring and one per group of it.
+    pub fn ring_lines(&self) -> usize {
+        self.rings.iter().map(|r| 1 + r.groups.len()).sum()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Stage {
     pub name: String,

@@ -1,8 +1,8 @@
 //! Drawing the dashboard: `impl Widget for &App`, one function per panel. No I/O here;
 //! everything shown comes from the [`App`].
 
-use crate::app::{group_stage, App, Screen, HISTORY_SECONDS};
-use crate::model::{LiveFrame, Ring, Snapshot, Worker};
+use crate::app::{group_stage, take, App, Screen, HISTORY_SECONDS};
+use crate::model::{LiveFrame, Ring, Snapshot};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -21,82 +21,6 @@ const WARN: Style = Style::new().fg(Color::Yellow);
 const DIM: Style = Style::new().fg(Color::DarkGray);
 const HEADER: Style = Style::new().add_modifier(Modifier::BOLD);
 
-/// Where each panel of the overview goes; `None` for panels that do not fit.
-#[derive(Debug, Clone, Copy, Default)]
-struct Areas {
-    title: Rect,
-    banner: Option<Rect>,
-    table: Rect,
-    throughput: Option<Rect>,
-    rings: Option<Rect>,
-    live: Option<Rect>,
-    events: Option<Rect>,
-    help: Rect,
-}
-
-/// Splits `height` rows off the top of `area`.
-fn take(area: &mut Rect, height: u16) -> Rect {
-    let height = height.min(area.height);
-    let top = Rect { height, ..*area };
-    area.y += height;
-    area.height -= height;
-    top
-}
-
-fn layout(area: Rect, app: &App) -> Areas {
-    let mut rest = area;
-    let help = Rect {
-        y: area.bottom().saturating_sub(1),
-        height: 1.min(area.height),
-        ..area
-    };
-    rest.height = rest.height.saturating_sub(1);
-    let title = take(&mut rest, 1);
-    let banner =
-        (!loss_summary(app).is_empty() || app.problem.is_some()).then(|| take(&mut rest, 1));
-    let rows = app.rows().len() as u16;
-    let table_height = (rows + 3).min(rest.height);
-    // What is left below the table goes to the live view, or to throughput and rings
-    // and the events; a short terminal keeps only the table.
-    let below = rest.height - table_height;
-    let mut areas = Areas {
-        title,
-        banner,
-        help,
-        ..Areas::default()
-    };
-    if below < 5 {
-        areas.table = rest;
-        return areas;
-    }
-    areas.table = take(&mut rest, table_height);
-    if app.live.is_some() {
-        areas.live = Some(rest);
-        return areas;
-    }
-    let stages = app.snapshot.as_ref().map_or(0, |s| s.stages.len()) as u16;
-    let ring_lines = app.snapshot.as_ref().map_or(0, |s| ring_lines(s).len()) as u16;
-    let middle =
-        (stages.max(ring_lines) + 2).min(rest.height.saturating_sub(3).max(rest.height / 2));
-    let middle = take(&mut rest, middle);
-    let [left, right] = middle.layout(&ratatui::layout::Layout::horizontal([
-        Constraint::Percentage(50),
-        Constraint::Percentage(50),
-    ]));
-    areas.throughput = Some(left);
-    areas.rings = Some(right);
-    areas.events = (rest.height >= 3).then_some(rest);
-    areas
-}
-
-/// How many pixels the live view shows in a terminal of `area`: a column each, two
-/// rows per line (half blocks).
-pub fn live_pixels(app: &App) -> (usize, usize) {
-    let live = layout(app.area, app).live.unwrap_or_default();
-    let inner = Block::bordered().inner(live);
-    (usize::from(inner.width), 2 * usize::from(inner.height))
-}
-
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
@@ -113,7 +37,49 @@ impl Widget for &App {
             Screen::Choose { names, selected } => chooser(names, *selected, area, buf),
             _ => overview(self, area, buf),
         }
+        if self.help {
+            help(area, buf);
+        }
     }
+}
+
+/// The keys `top` answers to, with what each does.
+const KEYS: [(&str, &str); 11] = [
+    ("q", "quit"),
+    ("Esc", "close the detail or the live view; else quit"),
+    ("↑ ↓", "select a worker (a pipeline in the chooser)"),
+    (
+        "Enter",
+        "the selected worker's detail (watch, in the chooser)",
+    ),
+    ("v", "live view of the newest frame of a ring"),
+    ("← →", "the live view's previous or next ring"),
+    ("r", "reset the pipeline's statistics"),
+    ("s", "stop the pipeline (asks first)"),
+    ("p", "freeze or resume the display"),
+    ("c", "choose another pipeline"),
+    ("Ctrl-C", "quit"),
+];
+
+/// The list of keys over the screen (`?`).
+fn help(area: Rect, buf: &mut Buffer) {
+    let popup = area.centered(
+        Constraint::Length(64.min(area.width)),
+        Constraint::Length((KEYS.len() as u16 + 2).min(area.height)),
+    );
+    Clear.render(popup, buf);
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(key, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {key:<7}"), HEADER),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    Paragraph::new(lines)
+        .block(Block::bordered().title(" keys · any key closes "))
+        .render(popup, buf);
 }
 
 fn waiting(app: &App, area: Rect, buf: &mut Buffer) {
@@ -165,7 +131,7 @@ fn chooser(names: &[String], selected: usize, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines)
         .block(Block::bordered().title(" streamd top · choose a pipeline "))
         .render(body, buf);
-    Line::from("↑↓ select  Enter watch  q quit")
+    Line::from("↑↓ select  Enter watch  q quit  ? keys")
         .style(DIM)
         .render(
             Rect {
@@ -178,7 +144,7 @@ fn chooser(names: &[String], selected: usize, area: Rect, buf: &mut Buffer) {
 }
 
 fn overview(app: &App, area: Rect, buf: &mut Buffer) {
-    let areas = layout(area, app);
+    let areas = app.layout(area);
     title(app, areas.title, buf);
     if let Some(banner) = areas.banner {
         banner_line(app).render(banner, buf);
@@ -229,60 +195,8 @@ fn title(app: &App, area: Rect, buf: &mut Buffer) {
     Line::from(spans).render(area, buf);
 }
 
-/// Every kind of loss, summed: `missed 12 (check w0), dropped 3 (source w0)`.
-fn loss_summary(app: &App) -> Vec<String> {
-    let Some(s) = &app.snapshot else {
-        return Vec::new();
-    };
-    let mut parts = Vec::new();
-    let mut add = |what: &str, total: u64, worst: Option<String>| {
-        if total > 0 {
-            parts.push(match worst {
-                Some(who) => format!("{what} {total} (most: {who})"),
-                None => format!("{what} {total}"),
-            });
-        }
-    };
-    for (what, get) in [
-        ("missed", (|w: &Worker| w.missed) as fn(&Worker) -> u64),
-        ("dropped", |w| w.dropped),
-        ("errors", |w| w.errors),
-    ] {
-        let mut total = 0;
-        let mut worst: Option<(u64, String)> = None;
-        for stage in &s.stages {
-            for w in &stage.workers {
-                let n = get(w);
-                total += n;
-                if n > 0 && worst.as_ref().is_none_or(|(m, _)| n > *m) {
-                    worst = Some((n, format!("{} w{}", stage.name, w.worker)));
-                }
-            }
-        }
-        add(what, total, worst.map(|(_, who)| who));
-    }
-    let ring_dropped: u64 = s.rings.iter().map(|r| r.dropped).sum();
-    if ring_dropped > 0 {
-        parts.push(format!("not published (ring full) {ring_dropped}"));
-    }
-    let failed: Vec<String> = s
-        .stages
-        .iter()
-        .flat_map(|st| {
-            st.workers
-                .iter()
-                .filter(|w| w.state == "failed")
-                .map(move |w| format!("{} w{}", st.name, w.worker))
-        })
-        .collect();
-    if !failed.is_empty() {
-        parts.push(format!("FAILED: {}", failed.join(", ")));
-    }
-    parts
-}
-
 fn banner_line(app: &App) -> Line<'static> {
-    let loss = loss_summary(app);
+    let loss = app.loss_summary();
     let mut spans = Vec::new();
     if !loss.is_empty() {
         spans.push(Span::styled(
@@ -665,9 +579,9 @@ fn events(app: &App, area: Rect, buf: &mut Buffer) {
 
 fn help_line(app: &App, area: Rect, buf: &mut Buffer) {
     let keys = if app.live.is_some() {
-        "q quit  ↑↓ select  ←→ ring  v close view  Enter detail  r reset  s stop  p freeze"
+        "q quit  ↑↓ select  ←→ ring  v close view  Enter detail  r reset  s stop  p freeze  ? keys"
     } else {
-        "q quit  ↑↓ select  Enter detail  v live view  r reset stats  s stop  p freeze  c choose"
+        "q quit  ↑↓ select  Enter detail  v live view  r reset stats  s stop  p freeze  c choose  ? keys"
     };
     let mut spans = vec![Span::styled(keys, DIM)];
     if let Some(message) = app.message() {
@@ -784,11 +698,12 @@ fn bucket_label(b: usize) -> String {
 }
 
 fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) {
-    let Some(snapshot) = &app.snapshot else {
+    let Some(s) = app.snapshot.as_ref().and_then(|s| s.stages.get(stage)) else {
         return;
     };
-    let s = &snapshot.stages[stage];
-    let w = &s.workers[worker];
+    let Some(w) = s.workers.get(worker) else {
+        return;
+    };
     let popup = area.centered(Constraint::Percentage(90), Constraint::Percentage(80));
     Clear.render(popup, buf);
     let block = Block::bordered().title(format!(
@@ -904,7 +819,7 @@ fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
 /// the rings, `width` columns wide, trailing spaces trimmed.
 pub fn overview_text(app: &App, width: u16) -> String {
     let rows = app.rows().len() as u16;
-    let ring_count = app.snapshot.as_ref().map_or(0, |s| ring_lines(s).len()) as u16;
+    let ring_count = app.snapshot.as_ref().map_or(0, Snapshot::ring_lines) as u16;
     let height = 2 + rows + 3 + ring_count + 2;
     let area = Rect::new(0, 0, width, height);
     let mut buf = Buffer::empty(area);

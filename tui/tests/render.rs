@@ -81,9 +81,9 @@ fn snapshot(seconds: u64) -> Snapshot {
                 delivery: "lossless".into(),
                 members: 3,
                 published: frames,
-                delivered: frames - 40,
+                delivered: frames.saturating_sub(40),
                 missed: 0,
-                in_flight: 40,
+                in_flight: frames.min(40),
             }],
             ..Ring::default()
         }],
@@ -458,4 +458,172 @@ fn the_live_view_draws_the_newest_frame_in_half_blocks_with_auto_contrast() {
     app.key(key(KeyCode::Right));
     app.key(key(KeyCode::Char('v')));
     assert!(app.live.is_none());
+}
+
+#[test]
+fn freeze_then_choose_then_enter_waits_for_the_list_instead_of_panicking() {
+    let mut app = app_after(snapshot(10), snapshot(11));
+    app.key(key(KeyCode::Char('p')));
+    app.key(key(KeyCode::Char('c')));
+    assert_eq!(app.key(key(KeyCode::Enter)), None);
+    assert_eq!(
+        app.screen,
+        Screen::Choose {
+            names: Vec::new(),
+            selected: 0
+        }
+    );
+    assert_eq!(app.pipeline.as_deref(), Some("beamline"), "nothing chosen");
+    assert!(
+        !app.frozen,
+        "choosing watches live again, so the list can fill"
+    );
+    assert!(screen(&draw(&mut app, 100, 20)).contains("looking for running pipelines"));
+    app.key(key(KeyCode::Down));
+    app.key(key(KeyCode::Up));
+
+    let mut source = Canned {
+        running: vec!["a".into(), "b".into()],
+        snapshot: Some(snapshot(12)),
+        ..Canned::default()
+    };
+    app.refresh(&mut source, Instant::now());
+    app.key(key(KeyCode::Enter));
+    assert_eq!(app.pipeline.as_deref(), Some("a"));
+    assert_eq!(app.screen, Screen::Overview);
+}
+
+/// Every key the dashboard answers to, and a refresh (`None`) between keys.
+fn inputs() -> Vec<Option<KeyEvent>> {
+    let codes = [
+        KeyCode::Char('q'),
+        KeyCode::Esc,
+        KeyCode::Up,
+        KeyCode::Down,
+        KeyCode::Left,
+        KeyCode::Right,
+        KeyCode::Enter,
+        KeyCode::Char('v'),
+        KeyCode::Char('r'),
+        KeyCode::Char('s'),
+        KeyCode::Char('y'),
+        KeyCode::Char('p'),
+        KeyCode::Char('c'),
+        KeyCode::Char('?'),
+        KeyCode::Char('x'),
+    ];
+    codes
+        .into_iter()
+        .map(|c| Some(key(c)))
+        .chain([
+            Some(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            None,
+        ])
+        .collect()
+}
+
+/// Applies every sequence of up to three inputs to a fresh dashboard from `start`,
+/// drawing after each sequence; checks what must hold whatever the operator typed.
+fn survives_every_short_sequence(start: impl Fn() -> (App, Canned)) {
+    let inputs = inputs();
+    let mut sequences: Vec<Vec<usize>> = vec![Vec::new()];
+    for _ in 0..3 {
+        let longer: Vec<Vec<usize>> = sequences
+            .iter()
+            .filter(|s| s.len() == sequences.last().map_or(0, Vec::len))
+            .flat_map(|s| {
+                (0..inputs.len()).map(move |i| {
+                    let mut s = s.clone();
+                    s.push(i);
+                    s
+                })
+            })
+            .collect();
+        sequences.extend(longer);
+    }
+    for sequence in &sequences {
+        let (mut app, mut source) = start();
+        for &i in sequence {
+            match inputs[i] {
+                Some(k) => {
+                    app.key(k);
+                }
+                None => app.refresh(&mut source, Instant::now()),
+            }
+        }
+        let typed: Vec<String> = sequence
+            .iter()
+            .map(|&i| format!("{:?}", inputs[i]))
+            .collect();
+        let rows = app.rows().len();
+        assert!(app.selected <= rows.saturating_sub(1), "{typed:?}");
+        assert!(!app.detail || rows > 0, "a detail of no worker: {typed:?}");
+        assert!(!app.confirm_stop || app.snapshot.is_some(), "{typed:?}");
+        if let Screen::Choose { names, selected } = &app.screen {
+            assert!(*selected <= names.len().saturating_sub(1), "{typed:?}");
+            assert!(!app.frozen, "a chooser that can never fill: {typed:?}");
+        }
+        draw(&mut app, 80, 24);
+    }
+}
+
+#[test]
+fn no_key_sequence_panics_without_a_pipeline() {
+    survives_every_short_sequence(|| (App::new(None), Canned::default()));
+}
+
+#[test]
+fn no_key_sequence_panics_over_an_empty_snapshot() {
+    survives_every_short_sequence(|| {
+        let empty = Snapshot {
+            pipeline: "beamline".into(),
+            ..Snapshot::default()
+        };
+        let mut app = App::new(Some("beamline".into()));
+        app.screen = Screen::Overview;
+        app.update(empty.clone(), Instant::now());
+        let source = Canned {
+            running: vec!["beamline".into(), "other".into()],
+            snapshot: Some(empty),
+            ..Canned::default()
+        };
+        (app, source)
+    });
+}
+
+#[test]
+fn no_key_sequence_panics_over_a_running_pipeline() {
+    survives_every_short_sequence(|| {
+        let source = Canned {
+            running: vec!["beamline".into(), "other".into()],
+            snapshot: Some(snapshot(12)),
+            ..Canned::default()
+        };
+        (app_after(snapshot(10), snapshot(11)), source)
+    });
+}
+
+#[test]
+fn question_mark_lists_the_keys_and_any_key_closes_the_list() {
+    let mut app = app_after(snapshot(10), snapshot(11));
+    assert_eq!(app.key(key(KeyCode::Char('?'))), None);
+    let text = screen(&draw(&mut app, 120, 40));
+    assert!(text.contains("keys · any key closes"), "{text}");
+    for line in [
+        "freeze or resume the display",
+        "choose another pipeline",
+        "Ctrl-C",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    // The list fits the smallest terminal drawn: its title and first key show.
+    let small = screen(&draw(&mut app, 40, 8));
+    assert!(small.contains("keys · any"), "{small}");
+    assert_eq!(app.key(key(KeyCode::Char('q'))), None, "q closes the list");
+    assert!(!app.help);
+    assert!(!screen(&draw(&mut app, 120, 40)).contains("any key closes"));
+    // In the chooser too.
+    app.key(key(KeyCode::Char('c')));
+    app.key(key(KeyCode::Char('?')));
+    assert!(screen(&draw(&mut app, 120, 40)).contains("keys · any key closes"));
 }
