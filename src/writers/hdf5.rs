@@ -316,7 +316,13 @@ fn element(dtype: Dtype) -> Element {
         Dtype::U8 => Element::U8,
         Dtype::U16 => Element::U16,
         Dtype::U32 => Element::U32,
+        Dtype::U64 => Element::U64,
+        Dtype::I8 => Element::I8,
+        Dtype::I16 => Element::I16,
+        Dtype::I32 => Element::I32,
+        Dtype::I64 => Element::I64,
         Dtype::F32 => Element::F32,
+        Dtype::F64 => Element::F64,
     }
 }
 
