@@ -132,7 +132,9 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
         })
         // A Python class checks the change itself, on a scratch instance.
         .and_then(|()| match processor.as_str() {
-            "python" => processors::python::PythonStage::check_change(&before, key, &parsed),
+            "python" | "pva" => {
+                processors::python::PythonStage::check_change(&processor, &before, key, &parsed)
+            }
             _ => Ok(()),
         });
     if let Err(reason) = checked {

@@ -115,8 +115,10 @@ pub enum SourceContent {
     Random,
     Npy(PathBuf),
     Tiff(Vec<PathBuf>),
-    /// A Python class's `frames()` generator, given `args` (run in the interpreter).
+    /// A Python class's `frames()` generator, given `args` (run in the interpreter):
+    /// the user's (`kind = "python"`) or the package's pvAccess source (`kind = "pva"`).
     Python {
+        kind: String,
         code: PythonCode,
         args: toml::Table,
     },
@@ -257,8 +259,12 @@ struct RawShape {
 struct RawSource {
     ring: Spanned<String>,
     /// `python`: frames from a Python class's `frames()` (with file or module, class,
-    /// python, args); absent: the simulator (pattern) or replayed files.
+    /// python, args); `pva`: NTNDArray updates of an EPICS channel (channel, queue_size,
+    /// until_disconnect, python); absent: the simulator (pattern) or replayed files.
     kind: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    queue_size: Option<Spanned<i64>>,
+    until_disconnect: Option<Spanned<bool>>,
     python: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
     module: Option<Spanned<String>>,
@@ -284,6 +290,7 @@ struct RawMetadata {
     jitter_us: f64,
     #[serde(default)]
     gap_every: u64,
+    queue_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -396,8 +403,8 @@ pub fn check_pipeline_name(name: &str) -> Result<(), String> {
 }
 
 impl Validator<'_> {
-    /// The Python class of a `kind = "python"` source, `None` for the simulator; the
-    /// class's keys are refused on any other source.
+    /// The Python class of a `kind = "python"` or `kind = "pva"` source, `None` for the
+    /// simulator; each kind's keys are refused on the others.
     fn python_source(
         &self,
         src: &RawSource,
@@ -409,15 +416,29 @@ impl Validator<'_> {
             ("module", &src.module),
             ("class", &src.class),
         ];
-        match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
-            Some((_, "python")) => {}
+        let pva_keys = [
+            src.channel.as_ref().map(|v| ("channel", v.span())),
+            src.queue_size.as_ref().map(|v| ("queue_size", v.span())),
+            src.until_disconnect
+                .as_ref()
+                .map(|v| ("until_disconnect", v.span())),
+        ];
+        let kind = match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            Some((k, "python")) => k,
+            Some((k, "pva")) => return self.pva_source(src, k).map(Some),
             Some((k, other)) => {
                 return Err(self.at(
                     k,
-                    format!("unknown source kind '{other}' (use python, or leave kind out for the simulator or replayed files)"),
+                    format!("unknown source kind '{other}' (use python or pva, or leave kind out for the simulator or replayed files)"),
                 ))
             }
             None => {
+                if let Some((key, span)) = pva_keys.iter().flatten().next() {
+                    return Err(self.error(
+                        span.clone(),
+                        format!("{key} belongs to an EPICS source; add kind = \"pva\""),
+                    ));
+                }
                 let stray = keys.iter().find_map(|(_, v)| v.as_ref());
                 return match stray.or(None) {
                     Some(v) => Err(self.at(v, "file, module, class and python belong to a Python source; add kind = \"python\"")),
@@ -427,6 +448,12 @@ impl Validator<'_> {
                     },
                 };
             }
+        };
+        if let Some((key, span)) = pva_keys.iter().flatten().next() {
+            return Err(self.error(
+                span.clone(),
+                format!("{key} belongs to kind = \"pva\"; a Python source takes its own arguments in args"),
+            ));
         }
         let mut code = PythonCode::default();
         for (key, value) in keys {
@@ -439,7 +466,6 @@ impl Validator<'_> {
                     .map_err(|m| self.at(v, m))?;
             }
         }
-        let kind = src.kind.as_ref().expect("python");
         code.check_complete()
             .map_err(|m| self.at(kind, m.replace("Python stage", "Python source")))?;
         let args = src
@@ -447,7 +473,75 @@ impl Validator<'_> {
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default();
-        Ok(Some(SourceContent::Python { code, args }))
+        Ok(Some(SourceContent::Python {
+            kind: "python".into(),
+            code,
+            args,
+        }))
+    }
+
+    /// `kind = "pva"`: the package's pvAccess source (`streamd.pva.Source`), monitoring
+    /// `channel`.
+    fn pva_source(
+        &self,
+        src: &RawSource,
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        for (key, value) in [
+            ("file", &src.file),
+            ("module", &src.module),
+            ("class", &src.class),
+        ] {
+            if let Some(v) = value {
+                return Err(self.at(
+                    v,
+                    format!("{key} belongs to kind = \"python\"; a pva source runs the package's own class"),
+                ));
+            }
+        }
+        if let Some(a) = &src.args {
+            return Err(self.at(
+                a,
+                "a pva source takes channel, queue_size and until_disconnect, not args",
+            ));
+        }
+        let Some(channel) = &src.channel else {
+            return Err(self.at(kind, "a pva source needs channel = \"PV name\" (the NTNDArray channel to monitor)"));
+        };
+        let name = channel.get_ref();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.at(channel, "channel must be a PV name without spaces"));
+        }
+        let mut args = toml::Table::new();
+        args.insert("channel".into(), toml::Value::String(name.clone()));
+        if let Some(q) = &src.queue_size {
+            if !(0..=1_000_000).contains(q.get_ref()) {
+                return Err(self.at(q, format!("queue_size must be 0 to 1000000, got {}", q.get_ref())));
+            }
+            args.insert("queue_size".into(), toml::Value::Integer(*q.get_ref()));
+        }
+        if let Some(u) = &src.until_disconnect {
+            args.insert("until_disconnect".into(), toml::Value::Boolean(*u.get_ref()));
+        }
+        if let Some(n) = src.frames {
+            // A count of frames taken: the channel numbers its own (uniqueId).
+            let n = i64::try_from(n).map_err(|_| self.at(kind, "frames is too large"))?;
+            args.insert("frames".into(), toml::Value::Integer(n));
+        }
+        let mut code = PythonCode {
+            module: Some(processors::python::PVA_MODULE.into()),
+            class: Some("Source".into()),
+            ..PythonCode::default()
+        };
+        if let Some(p) = &src.python {
+            code.configure("python", &toml::Value::String(p.get_ref().clone()))
+                .map_err(|m| self.at(p, m))?;
+        }
+        Ok(SourceContent::Python {
+            kind: "pva".into(),
+            code,
+            args,
+        })
     }
 }
 
@@ -704,7 +798,7 @@ impl Validator<'_> {
                 let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
                     return Err(self.at(
                         &raw.source,
-                        "a Python source declares the largest frame it yields: set nx and ny (and dtype, u16 by default)",
+                        "a Python or pva source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)",
                     ));
                 };
                 let dtype = match &src.dtype {
@@ -714,7 +808,13 @@ impl Validator<'_> {
                 if nx == 0 || ny == 0 {
                     return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
                 }
-                (python.expect("matched"), nx, ny, dtype, src.frames)
+                let content = python.expect("matched");
+                // A pva source counts the frames it takes itself (see pva_source).
+                let frames = match &content {
+                    SourceContent::Python { kind, .. } if kind == "pva" => None,
+                    _ => src.frames,
+                };
+                (content, nx, ny, dtype, frames)
             }
             (Some(p), Some(_)) => {
                 return Err(self.at(p, "the source has both pattern and replay; keep one"))
@@ -800,13 +900,44 @@ impl Validator<'_> {
                         "jitter_us must be 0 or a positive number of microseconds",
                     ));
                 }
-                Some(MetadataPlan {
-                    ring: raw.ring.get_ref().clone(),
-                    channels: MetadataPlan::parse_channels(raw.channels.get_ref())
-                        .map_err(|e| self.at(&raw.channels, e))?,
-                    jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
-                    gap_every: raw.gap_every,
-                })
+                match MetadataPlan::parse_pvs(raw.channels.get_ref()) {
+                    None => {
+                        if raw.queue_size.is_some() {
+                            return Err(self.at(m, "queue_size belongs to channels read from PVs (pva://NAME, ca://NAME)"));
+                        }
+                        Some(MetadataPlan {
+                            ring: raw.ring.get_ref().clone(),
+                            channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                                .map_err(|e| self.at(&raw.channels, e))?,
+                            jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+                            gap_every: raw.gap_every,
+                            pvs: Vec::new(),
+                            queue_size: 0,
+                        })
+                    }
+                    Some(pvs) => {
+                        let pvs = pvs.map_err(|e| self.at(&raw.channels, e))?;
+                        if !matches!(content, SourceContent::Python { .. }) {
+                            return Err(self.at(&raw.channels, "channels read from PVs need a source that runs in Python: kind = \"pva\" or kind = \"python\""));
+                        }
+                        if raw.jitter_us != 0.0 || raw.gap_every != 0 {
+                            return Err(self.at(m, "jitter_us and gap_every shape simulated channels; PV channels bring their own values"));
+                        }
+                        let queue_size = match raw.queue_size {
+                            None => 0,
+                            Some(q) if (0..=1_000_000).contains(&q) => q as u32,
+                            Some(q) => return Err(self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))),
+                        };
+                        Some(MetadataPlan {
+                            ring: raw.ring.get_ref().clone(),
+                            channels: Vec::new(),
+                            jitter_ns: 0,
+                            gap_every: 0,
+                            pvs,
+                            queue_size,
+                        })
+                    }
+                }
             }
         };
         let source = SourcePlan {

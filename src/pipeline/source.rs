@@ -3,7 +3,7 @@
 
 use super::config::SourceContent;
 use crate::pattern::{fill_ramp, NpyStack, RandomPool, TiffSeries};
-use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer, SlotWriter};
+use crate::ring::{AttrValue, ClaimError, Dims, Dtype, FrameMeta, Producer, SlotWriter};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -51,29 +51,69 @@ impl FrameContent {
 /// Where a source worker's frames come from: a pattern or files (built in), or code its
 /// host runs (a Python class's `frames()`, through the Python package).
 pub trait FrameSupply {
-    /// Gets the next frame ready, numbered `next_id` unless the supply numbers its own;
-    /// `None` ends the stream.
-    fn next(&mut self, next_id: u64) -> Result<Option<SuppliedFrame>, String>;
+    /// Gets the next frame ready, numbered `next_id` unless the supply numbers its own.
+    fn next(&mut self, next_id: u64) -> Result<Supplied, String>;
     /// Writes the frame [`next`](Self::next) got ready into a claimed slot: its pixels
     /// (`SuppliedFrame::bytes` of them) and attributes.
     fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String>;
+    /// The supply's own counters, shown beside the source's.
+    fn counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+    /// `streamd reset-stats`: zero those counters.
+    fn reset_counters(&mut self) {}
 }
 
-/// What [`FrameSupply::next`] got ready.
+/// What [`FrameSupply::next`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Supplied {
+    Frame(SuppliedFrame),
+    /// No frame yet: the supply waited as long as it waits at once (so a stop is seen).
+    Idle,
+    /// The stream ended.
+    End,
+}
+
+/// A frame [`FrameSupply::next`] got ready.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SuppliedFrame {
     pub frame_id: u64,
     /// `None`: stamped by the worker (the scheduled time when paced, else now).
     pub timestamp_ns: Option<u64>,
     pub dtype: Dtype,
-    /// `[ny, nx]`.
-    pub dims: [u32; 2],
+    /// C order (slowest first), 1 to 4 of them.
+    pub dims: Dims,
+    /// Frames the supply knows were lost before this one (a gap in a detector's
+    /// numbering): counted as the source's `missed`.
+    pub missed: u64,
 }
 
 impl SuppliedFrame {
     pub fn bytes(&self) -> usize {
-        self.dims[0] as usize * self.dims[1] as usize * self.dtype.size()
+        self.dims.iter().map(|&d| d as usize).product::<usize>() * self.dtype.size()
     }
+}
+
+/// Metadata values a source's host reads from outside (EPICS PVs, `pva://` and `ca://`
+/// channels), published into the metadata ring between frames.
+pub trait MetadataFeed {
+    /// Every value that arrived since the last call, oldest first; never waits.
+    fn take(&mut self) -> Result<Vec<ChannelValue>, String>;
+    /// The feed's own counters (values received, disconnects, ...).
+    fn counters(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+    /// `streamd reset-stats`: zero those counters.
+    fn reset_counters(&mut self) {}
+}
+
+/// A channel's value with its timestamp, as the metadata stage matches it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChannelValue {
+    /// Index into [`MetadataPlan::pvs`].
+    pub channel: usize,
+    pub timestamp_ns: u64,
+    pub value: f64,
 }
 
 /// The built-in supply: pattern or replayed files, one frame id after another.
@@ -93,7 +133,8 @@ impl BuiltIn {
             frame_id: 0,
             timestamp_ns: None,
             dtype,
-            dims: [ny, nx],
+            dims: Dims::new(&[ny, nx]).expect("two dims"),
+            missed: 0,
         };
         Ok(BuiltIn {
             content: FrameContent::open(content, dtype, frame.bytes())?,
@@ -103,9 +144,9 @@ impl BuiltIn {
 }
 
 impl FrameSupply for BuiltIn {
-    fn next(&mut self, next_id: u64) -> Result<Option<SuppliedFrame>, String> {
+    fn next(&mut self, next_id: u64) -> Result<Supplied, String> {
         self.frame.frame_id = next_id;
-        Ok(Some(self.frame))
+        Ok(Supplied::Frame(self.frame))
     }
 
     fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String> {
@@ -153,12 +194,34 @@ pub fn pace_or_stop(at: Instant, stop: &AtomicBool) -> bool {
 /// is one record in the metadata ring — an empty payload, the value as an `f64`
 /// attribute named after the channel, its timestamp in the header — published just
 /// before its frame.
+///
+/// With `pvs`, the values come from EPICS channels instead (`channels = "pva://x,
+/// ca://y"`): each update's value and timestamp become one such record, published
+/// between frames by a Python-hosted source (see [`MetadataFeed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataPlan {
     pub ring: String,
+    /// Simulated channels (none when `pvs` is given).
     pub channels: Vec<ChannelPlan>,
     pub jitter_ns: u64,
     pub gap_every: u64,
+    /// Channels read from EPICS PVs.
+    #[serde(default)]
+    pub pvs: Vec<PvChannel>,
+    /// The monitor queue each PV's server keeps for this client (`record[queueSize=N]`,
+    /// PvaPy's `--server-queue-size`); 0 leaves the library's default.
+    #[serde(default)]
+    pub queue_size: u32,
+}
+
+/// A metadata channel read from an EPICS PV: `pva://PV` or `ca://PV`, optionally named
+/// `NAME=pva://PV` (the attribute name; the PV name otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvChannel {
+    pub name: String,
+    /// `pva` or `ca`.
+    pub protocol: String,
+    pub pv: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +231,80 @@ pub struct ChannelPlan {
 }
 
 impl MetadataPlan {
+    /// Parses `pva://x,ca://y,z=pva://13SIM1:m1.RBV`; `None` when no entry names a
+    /// protocol (simulated channels, [`parse_channels`](Self::parse_channels)).
+    pub fn parse_pvs(spec: &str) -> Option<Result<Vec<PvChannel>, String>> {
+        if !spec.contains("://") {
+            return None;
+        }
+        let parse = || {
+            let mut pvs: Vec<PvChannel> = Vec::new();
+            for part in spec.split(',').map(str::trim) {
+                let (name, url) = match part.split_once('=') {
+                    Some((name, url)) if !name.contains("://") => (Some(name.trim()), url.trim()),
+                    _ => (None, part),
+                };
+                let Some((protocol, pv)) = url.split_once("://") else {
+                    return Err(format!(
+                        "channel '{part}' names no protocol; write every channel as pva://PV or ca://PV"
+                    ));
+                };
+                if !matches!(protocol, "pva" | "ca") {
+                    return Err(format!(
+                        "channel '{part}': unknown protocol '{protocol}' (use pva:// or ca://)"
+                    ));
+                }
+                if pv.is_empty() || pv.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!("channel '{part}' has no usable PV name"));
+                }
+                let name = name.unwrap_or(pv);
+                let max = crate::processors::metadata::MAX_CHANNEL_NAME;
+                if name.is_empty() || name.len() > max {
+                    return Err(format!(
+                        "channel '{part}': the name '{name}' must be 1 to {max} characters; name it NAME={protocol}://{pv}"
+                    ));
+                }
+                if pvs.iter().any(|c| c.name == name) {
+                    return Err(format!("channel '{name}' is listed twice"));
+                }
+                pvs.push(PvChannel {
+                    name: name.to_string(),
+                    protocol: protocol.to_string(),
+                    pv: pv.to_string(),
+                });
+            }
+            Ok(pvs)
+        };
+        Some(parse())
+    }
+
+    /// Publishes one channel value as metadata record number `seq`; `Ok(false)` when a
+    /// full `drop-newest` ring dropped it.
+    pub fn publish_value(
+        &self,
+        ring: &mut Producer,
+        seq: u64,
+        value: &ChannelValue,
+    ) -> Result<bool, MetadataError> {
+        let Some(channel) = self.pvs.get(value.channel) else {
+            return Ok(true);
+        };
+        let mut slot = match ring.claim() {
+            Ok(slot) => slot,
+            Err(ClaimError::Full) => return Ok(false),
+            Err(ClaimError::Interrupted) => return Err(MetadataError::Interrupted),
+        };
+        slot.push_attr(&channel.name, AttrValue::F64(value.value))?;
+        slot.publish(&FrameMeta {
+            frame_id: seq,
+            timestamp_ns: value.timestamp_ns,
+            dtype: Dtype::U8,
+            dims: &[0],
+            flags: 0,
+        })?;
+        Ok(true)
+    }
+
     /// Parses `x,y/2,z`.
     pub fn parse_channels(spec: &str) -> Result<Vec<ChannelPlan>, String> {
         let mut channels: Vec<ChannelPlan> = Vec::new();
@@ -257,6 +394,8 @@ pub enum MetadataError {
     Publish(#[from] crate::ring::PublishError),
     #[error("{0}")]
     Attribute(#[from] crate::ring::FrameError),
+    #[error("{0}")]
+    Feed(String),
 }
 
 /// A fixed pseudo-random number for (a, b) (splitmix64 of their mix).
@@ -283,5 +422,28 @@ mod tests {
         assert!(MetadataPlan::parse_channels("x,x").is_err());
         assert!(MetadataPlan::parse_channels("x/0").is_err());
         assert!(MetadataPlan::parse_channels("a.b").is_err());
+    }
+
+    #[test]
+    fn pv_channel_lists_name_their_protocols() {
+        assert!(MetadataPlan::parse_pvs("x,y").is_none());
+        let c = MetadataPlan::parse_pvs("pva://x, ca://y:z,m=pva://13SIM1:m1.RBV")
+            .unwrap()
+            .unwrap();
+        let got: Vec<_> = c
+            .iter()
+            .map(|c| (c.name.as_str(), c.protocol.as_str(), c.pv.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x", "pva", "x"),
+                ("y:z", "ca", "y:z"),
+                ("m", "pva", "13SIM1:m1.RBV")
+            ]
+        );
+        for bad in ["pva://x,y", "http://x", "pva://", "pva://x,pva://x", "pva://a_very_long_pv_name"] {
+            assert!(MetadataPlan::parse_pvs(bad).unwrap().is_err(), "{bad}");
+        }
     }
 }

@@ -56,9 +56,9 @@ struct Slot {
 /// The checks that need the run's folder (a writer's folder and files), made before
 /// anything starts; each refusal names where the file set it.
 pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
-    if let SourceContent::Python { code, args } = &pipeline.source.content {
+    if let SourceContent::Python { kind, code, args } = &pipeline.source.content {
         code.check("source", args, None)
-            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?;
     }
     for stage in &pipeline.stages {
         processors::build(&stage.processor, &stage.args)
@@ -89,7 +89,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             SourceContent::Ramp | SourceContent::Random => "sim".into(),
             SourceContent::Npy(_) => "npy".into(),
             SourceContent::Tiff(_) => "tiff".into(),
-            SourceContent::Python { .. } => "python".into(),
+            SourceContent::Python { kind, .. } => kind.clone(),
         },
         workers: 1,
     }];

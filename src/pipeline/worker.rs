@@ -5,7 +5,9 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::config::{SourceContent, SourcePlan, StagePlan};
-use super::source::{pace_or_stop, BuiltIn, FrameSupply, MetadataError};
+use super::source::{
+    pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, MetadataPlan, Supplied,
+};
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
@@ -63,10 +65,7 @@ impl WorkerSpec {
                 SourceContent::Python { code, .. } => Some(code.clone()),
                 _ => None,
             },
-            Role::Stage { plan, .. } if plan.processor == "python" => {
-                Some(PythonCode::from_args(&plan.args))
-            }
-            Role::Stage { .. } => None,
+            Role::Stage { plan, .. } => PythonCode::for_stage(&plan.processor, &plan.args),
         }
     }
 }
@@ -74,8 +73,13 @@ impl WorkerSpec {
 /// A program that runs this worker loop for work the binary cannot do itself: the
 /// Python package, which makes Python stages and sources.
 pub trait Host {
-    /// The processor of a Python stage, configured with `args` (the user's and streamd's).
-    fn processor(&self, args: &toml::Table) -> Result<Box<dyn processors::Processor>, String>;
+    /// The processor of a Python stage of `processor` (`python`, or a shipped one such as
+    /// `pva`), configured with `args` (the user's and streamd's).
+    fn processor(
+        &self,
+        processor: &str,
+        args: &toml::Table,
+    ) -> Result<Box<dyn processors::Processor>, String>;
     /// The frames of a Python source.
     fn frames(
         &self,
@@ -83,6 +87,8 @@ pub trait Host {
         args: &toml::Table,
         plan: &SourcePlan,
     ) -> Result<Box<dyn FrameSupply>, String>;
+    /// The values of metadata channels read from EPICS PVs (`plan.pvs`).
+    fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
 }
 
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
@@ -354,12 +360,20 @@ fn run_source(
     host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
     let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
-        (SourceContent::Python { code, args }, Some(host)) => host
+        (SourceContent::Python { kind, code, args }, Some(host)) => host
             .frames(code, args, plan)
-            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?,
         (content, _) => Box::new(
             BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(anyhow::Error::msg)?,
         ),
+    };
+    // Channel values from EPICS PVs come through the host, published between frames.
+    let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
+        (Some(m), Some(host)) if !m.pvs.is_empty() => Some(
+            host.metadata(m)
+                .map_err(|e| anyhow::anyhow!("the metadata channels: {e}"))?,
+        ),
+        _ => None,
     };
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
@@ -372,7 +386,7 @@ fn run_source(
         }
         None => None,
     };
-    let (mut values, mut values_dropped) = (0u64, 0u64);
+    let mut values = Values::default();
     // A restarted source continues after the last frame its predecessor published.
     let last_id = producer.last_published().map(|h| h.frame_id);
     let mut frame_id = last_id.map_or(0, |id| id + 1);
@@ -383,16 +397,48 @@ fn run_source(
     let started = Instant::now();
     let started_ns = now_ns();
     let first_id = frame_id;
-    let (mut published, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
+    let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
     while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
         if let Some(interval) = interval {
-            if !pace_or_stop(started + nth_tick(interval, frame_id - first_id), &stop) {
+            if !pace_or_stop(
+                started + nth_tick(interval, frame_id.saturating_sub(first_id)),
+                &stop,
+            ) {
                 break;
             }
         }
-        let Some(next) = supply.next(frame_id).map_err(anyhow::Error::msg)? else {
-            break;
+        let next = supply.next(frame_id).map_err(anyhow::Error::msg)?;
+        // Values that arrived before this frame go first, as a motor position would.
+        if let (Some(feed), Some(ring), Some(m)) =
+            (feed.as_mut(), metadata_ring.as_mut(), plan.metadata.as_ref())
+        {
+            match values.publish_from(feed.as_mut(), ring, m) {
+                Ok(()) => {}
+                Err(MetadataError::Interrupted) => break,
+                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+            }
+        }
+        let next = match next {
+            Supplied::Frame(next) => next,
+            Supplied::Idle => {
+                let counters = source_counters(
+                    supply.as_ref(),
+                    feed.as_deref(),
+                    metadata_ring.is_some().then_some(&values),
+                );
+                if report.due() && report.tick(missed, &counters) {
+                    (published, bytes, dropped, missed) = (0, 0, 0, 0);
+                    values = Values::default();
+                    report.out_base = (0, 0, 0);
+                    supply.reset_counters();
+                    if let Some(feed) = feed.as_mut() {
+                        feed.reset_counters();
+                    }
+                }
+                continue;
+            }
+            Supplied::End => break,
         };
         // A restarted supply that numbers its own frames starts again from its first:
         // what the predecessor published is not published twice.
@@ -400,6 +446,7 @@ fn run_source(
             continue;
         }
         frame_id = next.frame_id;
+        missed += next.missed;
         let mut slot = match producer.claim() {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
@@ -420,15 +467,15 @@ fn run_source(
         // would, so a late publication does not move the timestamp metadata is matched to.
         let timestamp_ns = match (next.timestamp_ns, interval) {
             (Some(t), _) => t,
-            (None, Some(interval)) => {
-                started_ns.saturating_add(nth_tick(interval, frame_id - first_id).as_nanos() as u64)
-            }
+            (None, Some(interval)) => started_ns.saturating_add(
+                nth_tick(interval, frame_id.saturating_sub(first_id)).as_nanos() as u64,
+            ),
             (None, None) => now_ns(),
         };
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
             match m.publish(ring, frame_id, timestamp_ns) {
-                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+                Ok((p, d)) => (values.published, values.dropped) = (values.published + p, values.dropped + d),
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
             }
@@ -446,40 +493,90 @@ fn run_source(
         bytes += next.bytes() as u64;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, bytes, dropped));
-        if report.due()
-            && report.tick(
-                0,
-                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
-            )
-        {
-            (published, bytes, dropped, values, values_dropped) = (0, 0, 0, 0, 0);
-            report.out_base = (0, 0, 0);
+        if report.due() {
+            let counters = source_counters(
+                    supply.as_ref(),
+                    feed.as_deref(),
+                    metadata_ring.is_some().then_some(&values),
+                );
+            if report.tick(missed, &counters) {
+                (published, bytes, dropped, missed) = (0, 0, 0, 0);
+                values = Values::default();
+                report.out_base = (0, 0, 0);
+                supply.reset_counters();
+                if let Some(feed) = feed.as_mut() {
+                    feed.reset_counters();
+                }
+            }
         }
         frame_id += 1;
     }
     report.state(WORKER_DRAINING);
+    // What the feed holds is published too: the metadata stage drains after the frames.
+    if let (Some(feed), Some(ring), Some(m)) =
+        (feed.as_mut(), metadata_ring.as_mut(), plan.metadata.as_ref())
+    {
+        match values.publish_from(feed.as_mut(), ring, m) {
+            Ok(()) | Err(MetadataError::Interrupted) => {}
+            Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+        }
+    }
     producer.finish();
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.flush(&metadata_counters(
-        metadata_ring.is_some(),
-        values,
-        values_dropped,
-    ));
+    report.missed(missed);
+    report.flush(&source_counters(
+                    supply.as_ref(),
+                    feed.as_deref(),
+                    metadata_ring.is_some().then_some(&values),
+                ));
     report.state(WORKER_FINISHED);
     Ok(0)
 }
 
-/// The source's counters: metadata values published and dropped, when it has any.
-fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
-    if !publishes {
-        return Vec::new();
+/// Metadata values a source published into its metadata ring, and dropped there.
+#[derive(Default)]
+struct Values {
+    published: u64,
+    dropped: u64,
+}
+
+impl Values {
+    /// Publishes every value `feed` has, oldest first.
+    fn publish_from(
+        &mut self,
+        feed: &mut dyn MetadataFeed,
+        ring: &mut Producer,
+        plan: &MetadataPlan,
+    ) -> Result<(), MetadataError> {
+        let taken = feed.take().map_err(MetadataError::Feed)?;
+        for value in &taken {
+            if plan.publish_value(ring, self.published + self.dropped, value)? {
+                self.published += 1;
+            } else {
+                self.dropped += 1;
+            }
+        }
+        Ok(())
     }
-    vec![
-        ("metadata_values".into(), values),
-        ("metadata_dropped".into(), dropped),
-    ]
+}
+
+/// The source's counters: its supply's, its feed's, and the metadata values.
+fn source_counters(
+    supply: &dyn FrameSupply,
+    feed: Option<&dyn MetadataFeed>,
+    values: Option<&Values>,
+) -> Vec<(String, u64)> {
+    let mut counters = supply.counters();
+    if let Some(feed) = feed {
+        counters.extend(feed.counters());
+    }
+    if let Some(v) = values {
+        counters.push(("metadata_values".into(), v.published));
+        counters.push(("metadata_dropped".into(), v.dropped));
+    }
+    counters
 }
 
 /// One input ring of a stage worker.
@@ -516,7 +613,7 @@ fn run_stage(
     let (mut args_gen, mut args) =
         current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
     let mut processor = match (spec.python(), host) {
-        (Some(_), Some(host)) => host.processor(&args),
+        (Some(_), Some(host)) => host.processor(&plan.processor, &args),
         _ => processors::build(&plan.processor, &args).map_err(|e| e.reason),
     }
     .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
