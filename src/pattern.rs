@@ -418,7 +418,10 @@ mod tests {
         assert_eq!(u32::from_le_bytes(out.try_into().unwrap()), u32::MAX);
         let mut out = vec![0u8; 2];
         fill_ramp(&mut out, Dtype::I8, 127);
-        assert_eq!(out.iter().map(|&b| b as i8).collect::<Vec<_>>(), [127, -128]);
+        assert_eq!(
+            out.iter().map(|&b| b as i8).collect::<Vec<_>>(),
+            [127, -128]
+        );
         let mut out = vec![0u8; 16];
         fill_ramp(&mut out, Dtype::F64, (1 << 53) - 1);
         assert_eq!(

@@ -61,7 +61,10 @@ impl Host for PythonHost {
                 .map(|c| {
                     toml::Value::Table(toml::Table::from_iter([
                         ("name".to_string(), toml::Value::String(c.name.clone())),
-                        ("protocol".to_string(), toml::Value::String(c.protocol.clone())),
+                        (
+                            "protocol".to_string(),
+                            toml::Value::String(c.protocol.clone()),
+                        ),
                         ("pv".to_string(), toml::Value::String(c.pv.clone())),
                     ]))
                 })

@@ -506,7 +506,10 @@ impl Validator<'_> {
             ));
         }
         let Some(channel) = &src.channel else {
-            return Err(self.at(kind, "a pva source needs channel = \"PV name\" (the NTNDArray channel to monitor)"));
+            return Err(self.at(
+                kind,
+                "a pva source needs channel = \"PV name\" (the NTNDArray channel to monitor)",
+            ));
         };
         let name = channel.get_ref();
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -516,12 +519,18 @@ impl Validator<'_> {
         args.insert("channel".into(), toml::Value::String(name.clone()));
         if let Some(q) = &src.queue_size {
             if !(0..=1_000_000).contains(q.get_ref()) {
-                return Err(self.at(q, format!("queue_size must be 0 to 1000000, got {}", q.get_ref())));
+                return Err(self.at(
+                    q,
+                    format!("queue_size must be 0 to 1000000, got {}", q.get_ref()),
+                ));
             }
             args.insert("queue_size".into(), toml::Value::Integer(*q.get_ref()));
         }
         if let Some(u) = &src.until_disconnect {
-            args.insert("until_disconnect".into(), toml::Value::Boolean(*u.get_ref()));
+            args.insert(
+                "until_disconnect".into(),
+                toml::Value::Boolean(*u.get_ref()),
+            );
         }
         if let Some(n) = src.frames {
             // A count of frames taken: the channel numbers its own (uniqueId).
@@ -926,7 +935,11 @@ impl Validator<'_> {
                         let queue_size = match raw.queue_size {
                             None => 0,
                             Some(q) if (0..=1_000_000).contains(&q) => q as u32,
-                            Some(q) => return Err(self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))),
+                            Some(q) => {
+                                return Err(
+                                    self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))
+                                )
+                            }
                         };
                         Some(MetadataPlan {
                             ring: raw.ring.get_ref().clone(),

@@ -442,7 +442,13 @@ mod tests {
                 ("m", "pva", "13SIM1:m1.RBV")
             ]
         );
-        for bad in ["pva://x,y", "http://x", "pva://", "pva://x,pva://x", "pva://a_very_long_pv_name"] {
+        for bad in [
+            "pva://x,y",
+            "http://x",
+            "pva://",
+            "pva://x,pva://x",
+            "pva://a_very_long_pv_name",
+        ] {
             assert!(MetadataPlan::parse_pvs(bad).unwrap().is_err(), "{bad}");
         }
     }

@@ -360,9 +360,10 @@ fn run_source(
     host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
     let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
-        (SourceContent::Python { kind, code, args }, Some(host)) => host
-            .frames(code, args, plan)
-            .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?,
+        (SourceContent::Python { kind, code, args }, Some(host)) => {
+            host.frames(code, args, plan)
+                .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?
+        }
         (content, _) => Box::new(
             BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(anyhow::Error::msg)?,
         ),
@@ -410,9 +411,11 @@ fn run_source(
         }
         let next = supply.next(frame_id).map_err(anyhow::Error::msg)?;
         // Values that arrived before this frame go first, as a motor position would.
-        if let (Some(feed), Some(ring), Some(m)) =
-            (feed.as_mut(), metadata_ring.as_mut(), plan.metadata.as_ref())
-        {
+        if let (Some(feed), Some(ring), Some(m)) = (
+            feed.as_mut(),
+            metadata_ring.as_mut(),
+            plan.metadata.as_ref(),
+        ) {
             match values.publish_from(feed.as_mut(), ring, m) {
                 Ok(()) => {}
                 Err(MetadataError::Interrupted) => break,
@@ -475,7 +478,9 @@ fn run_source(
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
             match m.publish(ring, frame_id, timestamp_ns) {
-                Ok((p, d)) => (values.published, values.dropped) = (values.published + p, values.dropped + d),
+                Ok((p, d)) => {
+                    (values.published, values.dropped) = (values.published + p, values.dropped + d)
+                }
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
             }
@@ -495,10 +500,10 @@ fn run_source(
         report.outputs((published, bytes, dropped));
         if report.due() {
             let counters = source_counters(
-                    supply.as_ref(),
-                    feed.as_deref(),
-                    metadata_ring.is_some().then_some(&values),
-                );
+                supply.as_ref(),
+                feed.as_deref(),
+                metadata_ring.is_some().then_some(&values),
+            );
             if report.tick(missed, &counters) {
                 (published, bytes, dropped, missed) = (0, 0, 0, 0);
                 values = Values::default();
@@ -513,9 +518,11 @@ fn run_source(
     }
     report.state(WORKER_DRAINING);
     // What the feed holds is published too: the metadata stage drains after the frames.
-    if let (Some(feed), Some(ring), Some(m)) =
-        (feed.as_mut(), metadata_ring.as_mut(), plan.metadata.as_ref())
-    {
+    if let (Some(feed), Some(ring), Some(m)) = (
+        feed.as_mut(),
+        metadata_ring.as_mut(),
+        plan.metadata.as_ref(),
+    ) {
         match values.publish_from(feed.as_mut(), ring, m) {
             Ok(()) | Err(MetadataError::Interrupted) => {}
             Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
@@ -527,10 +534,10 @@ fn run_source(
     }
     report.missed(missed);
     report.flush(&source_counters(
-                    supply.as_ref(),
-                    feed.as_deref(),
-                    metadata_ring.is_some().then_some(&values),
-                ));
+        supply.as_ref(),
+        feed.as_deref(),
+        metadata_ring.is_some().then_some(&values),
+    ));
     report.state(WORKER_FINISHED);
     Ok(0)
 }

@@ -252,11 +252,7 @@ fn float_row<T: Pixel>(row: &[T], columns: &mut [f64], threshold: f64) -> FloatR
         let mean = sum / count as f64;
         for &v in row {
             let v = v.f64();
-            let d = if v.is_finite() {
-                v - mean
-            } else {
-                0.0
-            };
+            let d = if v.is_finite() { v - mean } else { 0.0 };
             m2 += d * d;
         }
     }
@@ -427,12 +423,7 @@ fn reduce_wide(payload: &[u8], region: Region, settings: &Settings) -> Reduction
 
 /// Bins every pixel of the region into `r.histogram` over `r.hist_range`.
 #[inline(always)]
-fn histogram_pass<T: Pixel>(
-    payload: &[u8],
-    region: Region,
-    r: &mut Reductions,
-    bins: usize,
-) {
+fn histogram_pass<T: Pixel>(payload: &[u8], region: Region, r: &mut Reductions, bins: usize) {
     let h = hist_spec(r.hist_range, bins);
     // `bin` places nothing in an empty or NaN range.
     if h.hi.partial_cmp(&h.lo) != Some(std::cmp::Ordering::Greater) {

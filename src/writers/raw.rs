@@ -72,7 +72,6 @@ impl Default for RawWriter {
     }
 }
 
-
 impl RawWriter {
     fn uring(&mut self) -> &mut Uring {
         self.uring.as_mut().expect("started")

@@ -198,7 +198,14 @@ fn encode(
     // Each dtype with the TIFF sample format that holds it (SampleFormat int, uint, float).
     macro_rules! write_as {
         ($color:ident, $t:ty) => {
-            page::<colortype::$color, _>(&mut tiff, nx, ny, frame, description, &pixels::<$t>(payload))?
+            page::<colortype::$color, _>(
+                &mut tiff,
+                nx,
+                ny,
+                frame,
+                description,
+                &pixels::<$t>(payload),
+            )?
         };
     }
     match header.dtype {
