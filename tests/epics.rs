@@ -492,6 +492,26 @@ args = {{ pattern = "none", ids_file = "meta.ids", attributes = ["x", "y", "z"] 
 }
 
 #[test]
+fn ntndarray_updates_become_frames_of_every_areadetector_type_shape_and_codec() {
+    let epics = Epics::new();
+    let out = succeeded(
+        epics.python("pva_mapping.py", &[]),
+        "tests/python/pva_mapping.py",
+    );
+    let found = counters(&out, "pva_mapping.py");
+    let found = found.as_object().unwrap();
+    for (what, ok) in found.iter().filter(|(k, _)| !k.ends_with("message")) {
+        assert_eq!(ok, &Value::Bool(true), "{what}: {found:?}");
+    }
+    for dtype in [
+        "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32",
+        "float64",
+    ] {
+        assert!(found.contains_key(&format!("dtype {dtype}")), "{dtype}");
+    }
+}
+
+#[test]
 fn pipeline_files_name_what_is_wrong_with_a_pva_source_or_sink() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

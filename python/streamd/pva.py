@@ -253,8 +253,9 @@ class Sink:
     Each client's queue is its request's (``record[queueSize=N]``, PvaPy's
     ``--server-queue-size``); a client that falls that far behind loses updates and sees
     the gap in ``uniqueId``. PvaPy's distributor (``_[pydistributor=...]``) is a plugin of
-    PvaPy's own server, not of p4p's: to share this channel's frames among PvaPy
-    consumers, put ``pvapy-mirror-server`` in front (see the README).
+    PvaPy's own server, not of p4p's, which refuses such a request: to share this
+    channel's frames among PvaPy consumers, put ``pvapy-mirror-server`` in front (see
+    the README).
     """
 
     def __init__(self, args):
