@@ -85,13 +85,15 @@ impl Epics {
 
     /// PvaPy's simulator serving `channel`: every frame of `npy` once (its frame cache
     /// smaller than the file, so it stops after the last), `fps` a second, after a start
-    /// delay that leaves streamd time to subscribe first.
+    /// delay that leaves streamd time to start and subscribe first. (The simulator has
+    /// no trigger to wait for instead; and a client that searches before the server
+    /// exists finds it only at its next, backed-off, search.)
     fn sim_server(&self, channel: &str, npy: &Path, fps: u32, extra: &[&str]) -> Child {
         self.command(venv("pvapy-ad-sim-server"))
             .args(["-cn", channel, "-if"])
             .arg(npy)
             .args(["-cs", "10", "-fps", &fps.to_string()])
-            .args(["-std", "5", "-shd", "1", "-rp", "0", "-dc"])
+            .args(["-std", "8", "-shd", "1", "-rp", "0", "-dc"])
             .args(extra)
             .spawn()
             .expect("run pvapy-ad-sim-server (scripts/install-deps installs PvaPy into .venv)")
@@ -189,7 +191,7 @@ fn sim_into_source(tag: &str, frames: u64, fps: u32, slow: bool) -> (Value, Vec<
         (64, "queue_size = 100")
     };
     let file = source_pipeline(dir.path(), &pipeline_name(tag), &image, slots, extra);
-    // The server first, so the source finds it at once; it publishes after 5 s.
+    // The server first, so the source finds it at once; it publishes after 8 s.
     let sim = epics.sim_server(&image, &npy, fps, &[]);
     let run = epics.run(&file, dir.path());
     let out = succeeded(run, "streamd run");
@@ -210,7 +212,7 @@ fn pvapys_simulator_feeds_a_pva_source_bit_for_bit_with_continuous_unique_ids() 
     assert_eq!(
         ids.first().copied(),
         Some(1),
-        "the source saw the first frame (it subscribed during the simulator's start delay)"
+        "the source saw the first frame: it subscribed within the simulator's 8 s start delay (a machine too loaded to start a pipeline in 8 s fails here)"
     );
     let expected: Vec<u64> = (1..=frames).collect();
     assert_eq!(ids, expected, "every uniqueId, in order, once");

@@ -2,7 +2,7 @@
 
 use super::Status;
 use crate::control::status::render;
-use crate::pipeline::config::check_pipeline_name;
+use crate::pipeline::config::{check_pipeline_name, SourceContent};
 use crate::pipeline::supervisor::{self, RunOptions};
 use crate::pipeline::Pipeline;
 use crate::units::{positive_seconds, quote, Seconds};
@@ -95,16 +95,37 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<Status> {
         );
     }
     let s = &pipeline.source;
-    println!(
-        "  source → {}: {}x{} {} at {} fps, {}",
-        s.ring,
-        s.nx,
-        s.ny,
-        s.dtype.name(),
-        s.fps,
-        s.frames
-            .map_or("until stopped".to_string(), |n| format!("{n} frames"))
-    );
+    match &s.content {
+        SourceContent::Python { kind, args, .. } if kind == "pva" => println!(
+            "  source → {}: the NTNDArray channel {} (frames up to {}x{} {}), {}",
+            s.ring,
+            args.get("channel")
+                .map_or(String::new(), ToString::to_string),
+            s.nx,
+            s.ny,
+            s.dtype.name(),
+            args.get("frames")
+                .map_or("until stopped".to_string(), |n| format!("{n} frames"))
+        ),
+        _ => println!(
+            "  source → {}: {}x{} {} at {} fps, {}",
+            s.ring,
+            s.nx,
+            s.ny,
+            s.dtype.name(),
+            s.fps,
+            s.frames
+                .map_or("until stopped".to_string(), |n| format!("{n} frames"))
+        ),
+    }
+    if let Some(m) = s.metadata.as_ref().filter(|m| !m.pvs.is_empty()) {
+        let pvs: Vec<String> = m
+            .pvs
+            .iter()
+            .map(|c| format!("{}={}://{}", c.name, c.protocol, c.pv))
+            .collect();
+        println!("  metadata → {}: {}", m.ring, pvs.join(", "));
+    }
     for st in &pipeline.stages {
         println!(
             "  stage {}: {} × {} workers, {} → {}",

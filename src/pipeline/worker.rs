@@ -425,12 +425,15 @@ fn run_source(
         let next = match next {
             Supplied::Frame(next) => next,
             Supplied::Idle => {
+                if !report.due() {
+                    continue;
+                }
                 let counters = source_counters(
                     supply.as_ref(),
                     feed.as_deref(),
                     metadata_ring.is_some().then_some(&values),
                 );
-                if report.due() && report.tick(missed, &counters) {
+                if report.tick(missed, &counters) {
                     (published, bytes, dropped, missed) = (0, 0, 0, 0);
                     values = Values::default();
                     report.out_base = (0, 0, 0);
