@@ -31,8 +31,8 @@
  * frames of its set.
  *
  * scripts/check-model also builds mutants (e.g. -DMUTANT_NO_LOSSY_WAIT, a producer that
- * ignores the lossy reader's pin; the -DMUTANT_HOLD_* ones below) and requires spin to
- * reject them.
+ * ignores the lossy reader's pin; the -DMUTANT_HOLD_* and -DMUTANT_SETS_* ones below) and
+ * requires spin to reject them.
  *
  * Checked: no torn read (a lossless member's or the lossy reader's slot is never
  * rewritten while read; a slot holding a frame a live holder holds is not rewritten
