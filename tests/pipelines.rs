@@ -134,20 +134,35 @@ fn stages_in_sets_and_round_robin_workers_get_exactly_their_runs() {
         assert_eq!(counts.into_keys().collect::<Vec<_>>(), expected, "{what}");
     };
     exactly(&["s0a.ids"], of_set(frames, 4, 0, 2), "stage s0a (set 0)");
-    exactly(&["s0b-0.ids", "s0b-1.ids"], of_set(frames, 4, 0, 2), "stage s0b (set 0)");
+    exactly(
+        &["s0b-0.ids", "s0b-1.ids"],
+        of_set(frames, 4, 0, 2),
+        "stage s0b (set 0)",
+    );
     exactly(&["s1.ids"], of_set(frames, 4, 1, 2), "stage s1 (set 1)");
     for k in 0..3 {
         let file = format!("rr-{k}.ids");
         let expected = of_set(frames, 2, k, 3);
-        assert_eq!(read_ids(&dir.path().join(&file)), expected, "{file}: runs k, k+3, ...");
-        assert_eq!(num(worker(&report, "rr", k as usize), "frames_in"), expected.len() as u64);
+        assert_eq!(
+            read_ids(&dir.path().join(&file)),
+            expected,
+            "{file}: runs k, k+3, ..."
+        );
+        assert_eq!(
+            num(worker(&report, "rr", k as usize), "frames_in"),
+            expected.len() as u64
+        );
     }
     for (s, expected) in [("s0a", 2400), ("s0b", 2400), ("s1", 2400), ("rr", 4800)] {
         assert_eq!(frames_in(&report, s), expected, "stage {s} frames_in");
         assert_eq!(num(stage(&report, s), "missed"), 0, "stage {s} missed");
         assert_eq!(num(stage(&report, s), "errors"), 0, "stage {s} errors");
     }
-    assert!(leftovers(&name).is_empty(), "left behind: {:?}", leftovers(&name));
+    assert!(
+        leftovers(&name).is_empty(),
+        "left behind: {:?}",
+        leftovers(&name)
+    );
 }
 
 /// Issue 19: a round-robin worker killed with SIGKILL keeps its turns: the supervisor
@@ -166,15 +181,27 @@ fn a_killed_round_robin_worker_keeps_its_turns_for_its_restart() {
     // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
     let (out, report) = finished_ok(child, "run sets with a kill");
-    assert!(stderr(&out).contains("was killed by signal 9; restarting"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("was killed by signal 9; restarting"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(num(stage(&report, "rr"), "restarts"), 1);
     let frames = 4800;
     for k in [0, 2] {
         let file = format!("rr-{k}.ids");
-        assert_eq!(read_ids(&dir.path().join(&file)), of_set(frames, 2, k, 3), "{file}");
+        assert_eq!(
+            read_ids(&dir.path().join(&file)),
+            of_set(frames, 2, k, 3),
+            "{file}"
+        );
     }
     let counts = id_counts(dir.path(), &["rr-1.ids"]);
-    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), of_set(frames, 2, 1, 3), "rr-1");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        of_set(frames, 2, 1, 3),
+        "rr-1"
+    );
     // Delivered again: at most what the victim held uncommitted (a window of 16).
     let repeats: u32 = counts.values().map(|n| n - 1).sum();
     assert!(repeats <= 16, "{repeats} frames repeated");

@@ -558,10 +558,24 @@ fn of_set(end: u64, batch: u64, index: u64, sets: u64) -> Vec<u64> {
 /// `consume` of set `set` of 2 in group `group`, runs of 4, recording ids into `ids`.
 fn set_member(ring: &str, group: &str, set: &str, mode: &str, ids: &Path, slow: bool) -> Child {
     let mut args = vec![
-        "consume", "--ring", ring, "--group", group, "--batch", "4", "--sets", "2", "--set",
-        set, "--set-mode", mode, "--verify", "--json", "--record-ids",
+        "consume",
+        "--ring",
+        ring,
+        "--group",
+        group,
+        "--batch",
+        "4",
+        "--sets",
+        "2",
+        "--set",
+        set,
+        "--set-mode",
+        mode,
+        "--verify",
+        "--json",
+        "--record-ids",
+        ids.to_str().unwrap(),
     ];
-    args.push(ids.to_str().unwrap());
     if slow {
         // 1 ms a frame: mid-stream whenever it is killed, and it throttles the producer.
         args.extend(["--work-us", "1000"]);
@@ -596,7 +610,9 @@ fn the_sets_of_a_group_partition_the_stream_and_each_member_sees_all_of_its_set(
     const FRAMES: u64 = 8_000;
     let ring = ring_name("sets");
     let dir = tempfile::tempdir().unwrap();
-    let ids: Vec<PathBuf> = (0..3).map(|i| tmp_path(&dir, &format!("m{i}.ids"))).collect();
+    let ids: Vec<PathBuf> = (0..3)
+        .map(|i| tmp_path(&dir, &format!("m{i}.ids")))
+        .collect();
     let members = [
         set_member(&ring, "s", "0", "all", &ids[0], false),
         set_member(&ring, "s", "0", "all", &ids[1], false),
@@ -614,10 +630,19 @@ fn the_sets_of_a_group_partition_the_stream_and_each_member_sees_all_of_its_set(
         .iter()
         .filter(|g| g["name"] == "s")
         .collect();
-    assert_eq!(sets.len(), 4, "one group entry per member in mode all: {listed}");
-    assert!(sets.iter().all(|g| g["set"]["sets"] == 2 && g["set"]["mode"] == "all"));
+    assert_eq!(
+        sets.len(),
+        4,
+        "one group entry per member in mode all: {listed}"
+    );
+    assert!(sets
+        .iter()
+        .all(|g| g["set"]["sets"] == 2 && g["set"]["mode"] == "all"));
     kill9(&victim);
-    assert!(!finish(victim, "victim").status.success(), "the victim finished before the kill");
+    assert!(
+        !finish(victim, "victim").status.success(),
+        "the victim finished before the kill"
+    );
 
     let sim = counters(&finish(sim, "sim"), "sim");
     assert_eq!(num(&sim, "published"), FRAMES);
@@ -629,7 +654,11 @@ fn the_sets_of_a_group_partition_the_stream_and_each_member_sees_all_of_its_set(
         let set = if i < 2 { 0 } else { 1 };
         let expected = of_set(FRAMES, 4, set, 2);
         assert_eq!(read_ids(path), expected, "member {i} of set {set}");
-        assert_eq!(num(&c, "received"), expected.len() as u64, "member {i}: {c}");
+        assert_eq!(
+            num(&c, "received"),
+            expected.len() as u64,
+            "member {i}: {c}"
+        );
         assert_eq!(num(&c, "missed"), 0);
         assert_eq!(num(&c, "verify_errors"), 0);
         assert_eq!(c["end"], "end-of-stream");
@@ -664,7 +693,10 @@ fn a_set_member_killed_leaves_its_run_to_its_set_and_the_counts_stay_exact() {
         }) && r["published"].as_u64().is_some_and(|p| p >= 200)
     });
     kill9(&victim);
-    assert!(!finish(victim, "victim").status.success(), "the victim finished before the kill");
+    assert!(
+        !finish(victim, "victim").status.success(),
+        "the victim finished before the kill"
+    );
     // Once reaped, set 0 has one member and its accounting is whole.
     let reaped = wait_ring(&ring, "the victim reaped", |r| r["consumers_reaped"] == 1);
     for g in reaped["groups"].as_array().unwrap() {
@@ -693,9 +725,16 @@ fn a_set_member_killed_leaves_its_run_to_its_set_and_the_counts_stay_exact() {
         *counts.entry(*id).or_default() += 1;
     }
     let set0 = of_set(FRAMES, 4, 0, 2);
-    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), set0, "set 0's frames, no others");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        set0,
+        "set 0's frames, no others"
+    );
     let repeats: u32 = counts.values().map(|n| n - 1).sum();
-    assert!(repeats <= 1, "{repeats} frames delivered twice; at most the one being read");
+    assert!(
+        repeats <= 1,
+        "{repeats} frames delivered twice; at most the one being read"
+    );
     // Exact: the mate received every frame of set 0 the victim had not released.
     assert_eq!(
         mate_got.len() + victim_got.len() - repeats as usize,

@@ -538,7 +538,9 @@ impl Validator<'_> {
                 if !(1..=MAX_STAGE_SETS).contains(&sets_n) {
                     return Err(self.at(
                         sets,
-                        format!("stage '{stage}': sets must be 1 to {MAX_STAGE_SETS}, got {sets_n}"),
+                        format!(
+                            "stage '{stage}': sets must be 1 to {MAX_STAGE_SETS}, got {sets_n}"
+                        ),
                     ));
                 }
                 if set_n >= sets_n {

@@ -195,9 +195,9 @@ impl Consumer {
         }
         let set = options.set.map(|s| (s.index, s.sets));
         // A group of its own: a broadcast consumer, or a set member that sees it all.
-        let solo = options.set.map_or(options.group.is_none(), |s| {
-            s.mode == SetMode::All
-        });
+        let solo = options
+            .set
+            .map_or(options.group.is_none(), |s| s.mode == SetMode::All);
         let segment = Segment::open(name, options.attach_timeout)?;
         // The producer cannot write past the watermark plus a ring: a holder that kept a
         // whole ring would wait for a frame that can never come.
@@ -969,11 +969,18 @@ mod tests {
         assert_eq!(ids[2], of_set(21, 2, 1, 2));
         assert_eq!(members[2].counters().received, 10);
         let groups = super::super::membership::groups(producer.segment());
-        assert_eq!(groups.len(), 3, "a group of its own for each member (mode all)");
+        assert_eq!(
+            groups.len(),
+            3,
+            "a group of its own for each member (mode all)"
+        );
         for (g, expected) in groups.iter().zip([11, 11, 10]) {
             assert_eq!(g.name, "G");
             assert_eq!(g.set.map(|s| s.mode), Some("all"));
-            assert_eq!((g.published, g.delivered, g.missed, g.in_flight), (expected, expected, 0, 0));
+            assert_eq!(
+                (g.published, g.delivered, g.missed, g.in_flight),
+                (expected, expected, 0, 0)
+            );
         }
     }
 
@@ -995,7 +1002,10 @@ mod tests {
         assert_eq!(all, [1, 4, 7, 10]);
         let groups = super::super::membership::groups(producer.segment());
         assert_eq!(groups.len(), 1);
-        assert_eq!((groups[0].members, groups[0].published, groups[0].delivered), (2, 4, 4));
+        assert_eq!(
+            (groups[0].members, groups[0].published, groups[0].delivered),
+            (2, 4, 4)
+        );
     }
 
     /// Issue 19: a set formed while the stream runs is owed the rest of the run it joins
@@ -1050,7 +1060,10 @@ mod tests {
             }
         );
         let groups = super::super::membership::groups(producer.segment());
-        assert_eq!((groups[0].published, groups[0].delivered, groups[0].missed), (20, 1, 19));
+        assert_eq!(
+            (groups[0].published, groups[0].delivered, groups[0].missed),
+            (20, 1, 19)
+        );
     }
 
     /// Issue 19: a holder in a set cannot extend a run over the other sets' runs; it
@@ -1084,8 +1097,12 @@ mod tests {
             error(set_member("G", 2, 1, 3, SetMode::All)),
             format!("group 'G' on ring '{name}' is lossless with batch 2 in 2 sets, each member seeing every frame of its set; you asked for lossless with batch 2 in 3 sets, each member seeing every frame of its set: use the same settings")
         );
-        assert!(error(set_member("G", 2, 1, 2, SetMode::One)).contains("each shared by its members"));
-        assert!(error(set_member("H", 2, 2, 2, SetMode::All)).starts_with("set 2 of 2 does not exist"));
+        assert!(
+            error(set_member("G", 2, 1, 2, SetMode::One)).contains("each shared by its members")
+        );
+        assert!(
+            error(set_member("H", 2, 2, 2, SetMode::All)).starts_with("set 2 of 2 does not exist")
+        );
         let unnamed = ConsumerOptions {
             group: None,
             ..set_member("H", 2, 0, 2, SetMode::All)

@@ -477,7 +477,13 @@ pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
         pin: if lossy { NO_PIN } else { start },
         run,
     };
-    commit(seg, seat.group, &[mine], retired_counts(grp), deal.next_claim(start));
+    commit(
+        seg,
+        seat.group,
+        &[mine],
+        retired_counts(grp),
+        deal.next_claim(start),
+    );
     run
 }
 

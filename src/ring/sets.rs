@@ -118,7 +118,8 @@ mod tests {
                         let newest = (0..seq).rev().find(|&s| deal.owes(s));
                         assert_eq!(deal.newest_below(seq), newest, "{deal:?} under {seq}");
                         if deal.owes(seq) {
-                            let end = (seq..).find(|&s| s / u64::from(batch) != seq / u64::from(batch));
+                            let end =
+                                (seq..).find(|&s| s / u64::from(batch) != seq / u64::from(batch));
                             assert_eq!(Some(deal.run_end(seq)), end);
                             let next = (deal.run_end(seq)..).find(|&s| deal.owes(s)).unwrap();
                             assert_eq!(deal.next_claim(seq), next, "{deal:?} after {seq}");
