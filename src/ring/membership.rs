@@ -71,7 +71,7 @@ impl Settings {
 }
 
 /// The runs group `grp` is owed (spec §5.9).
-pub(crate) fn deal_of(grp: &GroupEntry) -> Deal {
+fn deal_of(grp: &GroupEntry) -> Deal {
     let sets = grp.sets.load(Relaxed);
     let set = (sets > 0).then(|| (grp.set.load(Relaxed), sets));
     Deal::new(grp.batch.load(Relaxed), set)
