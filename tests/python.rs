@@ -136,6 +136,60 @@ fn a_python_consumer_shares_a_group_beside_a_broadcast_and_sees_the_ramp_in_plac
     );
 }
 
+/// Issue 19: a Python consumer in a distributor set (mode all) sees exactly its set's
+/// frames, as a `streamd consume` in the same set does, and none of the other set's.
+#[test]
+fn a_python_consumer_in_a_set_sees_exactly_its_sets_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_name("pyset");
+    let frames = 2_000u64;
+    let sim = spawn(&[
+        "sim",
+        "--ring",
+        &ring,
+        "--nx",
+        "64",
+        "--ny",
+        "64",
+        "--frames",
+        &frames.to_string(),
+        "--wait-consumers",
+        "3",
+        "--json",
+    ]);
+    let ids = |name: &str| dir.path().join(name);
+    let py = spawn_python(&[
+        script("ramp_consumer.py").to_str().unwrap(),
+        &ring,
+        ids("python.ids").to_str().unwrap(),
+        "--group",
+        "ana",
+        "--batch",
+        "4",
+        "--set",
+        "1",
+        "--sets",
+        "2",
+    ]);
+    let member = |set: &str, file: &str| {
+        spawn(&[
+            "consume", "--ring", &ring, "--group", "ana", "--batch", "4", "--sets", "2",
+            "--set", set, "--json", "--record-ids", ids(file).to_str().unwrap(),
+        ])
+    };
+    let (same, other) = (member("1", "same.ids"), member("0", "other.ids"));
+    let py = python_json(py, "the Python set member");
+    finish(same, "set 1's consume");
+    finish(other, "set 0's consume");
+    finish(sim, "sim");
+    assert_eq!(py["errors"], 0, "{py}");
+    let of_set = |set| (0..frames).filter(|s| s / 4 % 2 == set).collect::<Vec<u64>>();
+    assert_eq!(read_ids(&ids("python.ids")), of_set(1));
+    assert_eq!(read_ids(&ids("same.ids")), of_set(1));
+    assert_eq!(read_ids(&ids("other.ids")), of_set(0));
+    assert_eq!(py["received"], frames / 2, "{py}");
+}
+
 #[test]
 fn a_python_producer_feeds_consume_verify_and_a_killed_python_consumer_is_reaped() {
     let dir = tempfile::tempdir().unwrap();

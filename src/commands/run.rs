@@ -2,7 +2,7 @@
 
 use super::Status;
 use crate::control::status::render;
-use crate::pipeline::config::{check_pipeline_name, SourceContent};
+use crate::pipeline::config::{check_pipeline_name, Order, SourceContent};
 use crate::pipeline::supervisor::{self, RunOptions};
 use crate::pipeline::Pipeline;
 use crate::units::{positive_seconds, quote, Seconds};
@@ -127,8 +127,16 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<Status> {
         println!("  metadata → {}: {}", m.ring, pvs.join(", "));
     }
     for st in &pipeline.stages {
+        // How the stage takes its frames, when not every run first-free.
+        let mut dealing = String::new();
+        if let Some((set, sets)) = st.set {
+            dealing.push_str(&format!(", set {set} of {sets} (runs of {})", st.batch));
+        }
+        if st.order == Order::RoundRobin {
+            dealing.push_str(&format!(", round-robin runs of {}", st.batch));
+        }
         println!(
-            "  stage {}: {} × {} workers, {} → {}",
+            "  stage {}: {} × {} workers{dealing}, {} → {}",
             st.name,
             st.processor,
             st.workers,

@@ -144,12 +144,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         let mut held = Vec::new();
         for input in &stage.inputs {
             for segment in segments_of(input) {
-                for group in stage.groups() {
+                for (group, set) in stage.groups() {
                     held.push(Consumer::attach(
                         &segment,
                         &ConsumerOptions {
                             group: Some(group),
                             batch: stage.batch,
+                            set,
                             delivery: stage.delivery,
                             ..Default::default()
                         },

@@ -632,10 +632,11 @@ fn run_stage(
     // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
     let sync_every = processor.sync_interval();
     report.gauges = processor.gauges();
-    let attach = |name: &String, group: String, batch: u32, delivery, hold| {
+    let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
         let options = ConsumerOptions {
             group: Some(group),
             batch,
+            set,
             delivery,
             wait: WaitMode::Futex,
             attach_timeout: Duration::from_secs(5),
@@ -655,6 +656,7 @@ fn run_stage(
                 name,
                 group.to_string(),
                 plan.batch,
+                plan.set_of(spec.worker),
                 plan.delivery,
                 sync_every.is_some(),
             )
@@ -668,6 +670,7 @@ fn run_stage(
                 name,
                 metadata_group.clone(),
                 METADATA_BATCH,
+                None,
                 Delivery::Lossless,
                 false,
             )

@@ -89,10 +89,21 @@ pub struct Group {
     /// `lossless` or `lossy`.
     pub delivery: String,
     pub members: u32,
+    /// The distributor set the group takes (a set of a group, or a round-robin
+    /// worker's turns); absent when it takes every frame.
+    #[serde(default)]
+    pub set: Option<GroupSet>,
     pub published: u64,
     pub delivered: u64,
     pub missed: u64,
     pub in_flight: u64,
+}
+
+/// Set `index` of `sets` (spec §5.9).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct GroupSet {
+    pub index: u32,
+    pub sets: u32,
 }
 
 impl Group {

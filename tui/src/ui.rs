@@ -491,8 +491,12 @@ fn ring_lines(snapshot: &Snapshot) -> Vec<Line<'static>> {
                 count(g.missed),
                 if g.missed > 0 { LOSS } else { Style::new() },
             );
+            // A set's share of the stream: `rr 1/3` is worker 1's of three turns.
+            let set = g
+                .set
+                .map_or(String::new(), |s| format!(" {}/{}", s.index, s.sets));
             lines.push(Line::from(vec![
-                Span::styled(format!("  {} ", g.name), DIM),
+                Span::styled(format!("  {}{set} ", g.name), DIM),
                 Span::raw(format!(
                     "{} = {} + ",
                     count(g.published),

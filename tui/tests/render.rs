@@ -80,6 +80,7 @@ fn snapshot(seconds: u64) -> Snapshot {
                 name: "work".into(),
                 delivery: "lossless".into(),
                 members: 3,
+                set: None,
                 published: frames,
                 delivered: frames.saturating_sub(40),
                 missed: 0,
