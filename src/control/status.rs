@@ -72,10 +72,84 @@ pub struct WorkerStatus {
     pub counters: serde_json::Map<String, serde_json::Value>,
     /// The worker's latest error message, if it had one.
     pub last_error: Option<String>,
+    /// How its last process ended (`exited with status 2`, `was killed by signal 9
+    /// (SIGKILL)`), if one ended.
+    pub last_exit: Option<String>,
+    /// The exit status of its last process, when that exited.
+    pub exit_status: Option<u32>,
+    /// The signal that killed its last process, when one did.
+    pub exit_signal: Option<u32>,
+    /// The last line it wrote to stderr, if any.
+    pub last_stderr: Option<String>,
+    /// Why it is not running as it should (failed, restarting, in error), in one line:
+    /// how it ended, its last error and its last stderr line.
+    pub reason: Option<String>,
 }
 
 fn optional(v: u64) -> Option<u64> {
     (v != NONE).then_some(v)
+}
+
+/// How a worker process ended, from [`WorkerEntry::exit`]; `None` before any ended.
+pub fn exit_text(exit: u64) -> Option<String> {
+    let value = exit & 0xffff_ffff;
+    match exit & !0xffff_ffff {
+        EXIT_CODE => Some(format!("exited with status {value}")),
+        EXIT_SIGNAL => Some(match signal_name(value as i32) {
+            Some(name) => format!("was killed by signal {value} ({name})"),
+            None => format!("was killed by signal {value}"),
+        }),
+        _ => None,
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
+}
+
+/// Why a worker is not running as it should, in one line: for a failed or restarting
+/// worker how its process ended, then (for those and a worker in error) its last error
+/// and the last line it wrote to stderr when that says something more.
+fn reason(w: &WorkerStatus) -> Option<String> {
+    let mut parts = Vec::new();
+    match w.state.as_str() {
+        "failed" | "restarting" => parts.extend(w.last_exit.clone()),
+        "error" => {}
+        _ => return None,
+    }
+    if let Some(error) = &w.last_error {
+        parts.push(error.clone());
+    }
+    if let Some(line) = &w.last_stderr {
+        let repeated = w
+            .last_error
+            .as_ref()
+            .is_some_and(|e| line.contains(e.as_str()) || e.contains(line.as_str()));
+        if !repeated {
+            parts.push(format!("stderr: {line}"));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Reads every counter of the pipeline behind `stats`, and its rings.
@@ -97,6 +171,7 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
         for i in first..(first + count).min(stats.entry_count()) {
             let e = stats.entry(i);
             let state = e.state.load(Acquire);
+            let exit = e.exit.load(Relaxed);
             let (fps_in, fps_out) = rates.get(&i).copied().unwrap_or((0.0, 0.0));
             workers.push(WorkerStatus {
                 worker: e.worker.load(Relaxed),
@@ -131,7 +206,14 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
                     .map(|(k, v)| (k, v.into()))
                     .collect(),
                 last_error: Some(stats.last_error(i)).filter(|t| !t.is_empty()),
+                last_exit: exit_text(exit),
+                exit_status: (exit & !0xffff_ffff == EXIT_CODE).then_some(exit as u32),
+                exit_signal: (exit & !0xffff_ffff == EXIT_SIGNAL).then_some(exit as u32),
+                last_stderr: Some(stats.last_stderr(i)).filter(|t| !t.is_empty()),
+                reason: None,
             });
+            let w = workers.last_mut().expect("pushed above");
+            w.reason = reason(w);
         }
         let sum = |f: fn(&WorkerStatus) -> u64| workers.iter().map(f).sum::<u64>();
         let states: Vec<&str> = workers.iter().map(|w| w.state.as_str()).collect();
@@ -232,13 +314,12 @@ pub fn render(report: &StatusReport) -> String {
     }
     for stage in &report.stages {
         for w in &stage.workers {
-            if let Some(error) = &w.last_error {
-                let _ = writeln!(
-                    out,
-                    "{} worker {} last error: {error}",
-                    stage.name, w.worker
-                );
-            }
+            let why = match (&w.reason, &w.last_error) {
+                (Some(reason), _) => format!("{}: {reason}", w.state),
+                (None, Some(error)) => format!("last error: {error}"),
+                (None, None) => continue,
+            };
+            let _ = writeln!(out, "{} worker {} {why}", stage.name, w.worker);
         }
     }
     for ring in &report.rings {

@@ -131,6 +131,10 @@ pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<
             host,
         ),
     };
+    // The supervisor shows why the worker ended, with how it ended.
+    if let Err(e) = &status {
+        stats.write_last_error(spec.entry, &format!("{e:#}"));
+    }
     report.flush(&[]);
     status
 }

@@ -410,8 +410,9 @@ impl App {
             for (w, was) in stage.workers.iter().zip(&old_stage.workers) {
                 let who = format!("{} w{}", stage.name, w.worker);
                 let why = w
-                    .last_error
+                    .reason
                     .as_deref()
+                    .or(w.last_error.as_deref())
                     .map_or(String::new(), |e| format!(": {e}"));
                 if w.restarts > was.restarts {
                     self.event(
@@ -622,7 +623,10 @@ impl App {
                 st.workers
                     .iter()
                     .filter(|w| w.state == "failed")
-                    .map(move |w| format!("{} w{}", st.name, w.worker))
+                    .map(move |w| match &w.last_exit {
+                        Some(how) => format!("{} w{} ({how})", st.name, w.worker),
+                        None => format!("{} w{}", st.name, w.worker),
+                    })
             })
             .collect();
         if !failed.is_empty() {

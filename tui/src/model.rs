@@ -64,6 +64,12 @@ pub struct Worker {
     pub configured_from_frame: Option<u64>,
     pub counters: serde_json::Map<String, serde_json::Value>,
     pub last_error: Option<String>,
+    /// How its last process ended (`was killed by signal 9 (SIGKILL)`).
+    pub last_exit: Option<String>,
+    /// The last line it wrote to stderr.
+    pub last_stderr: Option<String>,
+    /// Why it is not running as it should, in one line (failed, restarting, in error).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

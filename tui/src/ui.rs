@@ -223,7 +223,7 @@ struct Column {
     rank: u8,
 }
 
-const COLUMNS: [Column; 15] = [
+const COLUMNS: [Column; 16] = [
     Column {
         title: "STAGE",
         width: 10,
@@ -299,6 +299,13 @@ const COLUMNS: [Column; 15] = [
         width: 7,
         rank: 3,
     },
+    // Why a worker is not running as it should: the width left over, when at least
+    // this much is (the banner names failed workers in any case).
+    Column {
+        title: "REASON",
+        width: 16,
+        rank: 6,
+    },
 ];
 
 /// The columns that fit in `width`, dropping the lowest-ranked first.
@@ -347,14 +354,17 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                     }
                 }
                 "P50" => number(micros(worker.proc_us_p50)),
-                _ => number(micros(worker.proc_us_p99)),
+                "P99" => number(micros(worker.proc_us_p99)),
+                _ => Cell::from(worker.reason.clone().unwrap_or_default())
+                    .style(state_style(&worker.state)),
             });
             rows.push(Row::new(cells.collect::<Vec<_>>()));
         }
     }
-    let widths = columns
-        .iter()
-        .map(|&c| Constraint::Length(COLUMNS[c].width));
+    let widths = columns.iter().map(|&c| match COLUMNS[c].title {
+        "REASON" => Constraint::Min(COLUMNS[c].width),
+        _ => Constraint::Length(COLUMNS[c].width),
+    });
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
@@ -750,8 +760,14 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
             Span::raw(format!("  restarts {}", w.restarts)),
         ]),
     ];
-    if let Some(error) = &w.last_error {
-        info.push(Line::styled(format!("last error: {error}"), LOSS));
+    for (what, text) in [
+        ("last error", &w.last_error),
+        ("last exit", &w.last_exit),
+        ("last stderr line", &w.last_stderr),
+    ] {
+        if let Some(text) = text {
+            info.push(Line::styled(format!("{what}: {text}"), LOSS));
+        }
     }
     let info_height = info.len() as u16;
     Paragraph::new(info)

@@ -215,25 +215,54 @@ fn a_failed_stage_is_named_with_its_reason() {
     let first = snapshot(10);
     let mut second = snapshot(11);
     let w = &mut second.stages[2].workers[0];
+    let killed = "was killed by signal 9 (SIGKILL)";
+    let why = format!("{killed}; the disk holding /data is full");
     w.state = "failed".into();
     w.restarts = 3;
     w.last_error = Some("the disk holding /data is full".into());
+    w.last_exit = Some(killed.into());
+    w.last_stderr = Some("hdf5: H5Dwrite failed".into());
+    w.reason = Some(why.clone());
     let mut app = app_after(first, second);
     let buf = draw(&mut app, 120, 40);
     let text = screen(&buf);
-    assert!(text.contains("FAILED: store w0"), "{text}");
     assert!(
-        text.contains(
-            "store w0 restarted (restart 3, pid 1000 → 1000): the disk holding /data is full"
-        ),
+        text.contains(&format!("FAILED: store w0 ({killed})")),
         "{text}"
     );
     assert!(
-        text.contains("store w0 failed: the disk holding /data is full"),
+        text.contains(&format!(
+            "store w0 restarted (restart 3, pid 1000 → 1000): {killed}"
+        )),
         "{text}"
     );
+    assert!(text.contains(&format!("store w0 failed: {why}")), "{text}");
     let (x, y) = find(&buf, "failed ");
     assert_eq!(buf[(x, y)].fg, Color::Red);
+
+    // A wide terminal has room for the reason in the row, in red.
+    let buf = draw(&mut app, 170, 40);
+    let lines = lines(&buf);
+    let store = lines
+        .iter()
+        .position(|l| l.contains("store      0"))
+        .expect("the store row");
+    assert!(lines[0..store].iter().any(|l| l.contains("REASON")));
+    assert!(lines[store].contains(&why[..40]), "{}", lines[store]);
+    let (x, y) = find(&buf, &why[..40]);
+    assert_eq!((y as usize, buf[(x, y)].fg), (store, Color::Red));
+
+    // The detail names how it ended, its last error and its last stderr line.
+    app.selected = app.rows().len() - 1;
+    app.key(key(KeyCode::Enter));
+    let text = screen(&draw(&mut app, 120, 40));
+    for line in [
+        "last error: the disk holding /data is full".to_string(),
+        format!("last exit: {killed}"),
+        "last stderr line: hdf5: H5Dwrite failed".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
 }
 
 #[test]
