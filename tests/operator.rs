@@ -1,5 +1,6 @@
 //! What the operator sees of a running pipeline when something goes wrong (issue 19): a
-//! failed worker's reason in `status`, `top --once` and the metrics.
+//! failed worker's reason and a stalled worker in `status`, `top --once` and the
+//! metrics.
 
 mod common;
 
@@ -107,4 +108,79 @@ fn a_failed_worker_says_why_in_status_top_and_the_metrics() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let last = counters(&out, "run with a failed sink");
     assert_eq!(worker(&last, "sink", 0)["reason"], killed);
+}
+
+#[test]
+fn a_stopped_worker_is_flagged_stalled_and_what_waits_for_it_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("stall");
+    let port = (41_000 + std::process::id() % 20_000) as u16;
+    let child = start_fragile(&name, dir.path(), port);
+    let live = wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 20);
+    let sink = num(worker(&live, "sink", 0), "pid");
+    signal(sink, libc::SIGSTOP);
+    // The sink's rings fill, so everything before it waits for space: only the sink
+    // itself is stalled.
+    let report = wait_status(&name, "the sink stalled, the rest held back", |s| {
+        worker(s, "sink", 0)["stalled"] == true
+            && worker(s, "source", 0)["waiting_for"].is_string()
+            && (0..2).all(|w| worker(s, "pass", w)["waiting_for"].is_string())
+    });
+    let stalled = worker(&report, "sink", 0);
+    assert_eq!(stalled["state"], "running", "{stalled}");
+    assert!(num(stalled, "heartbeat_age_ms") > 2000, "{stalled}");
+    let why = stalled["reason"].as_str().unwrap();
+    assert!(
+        why.starts_with("no heartbeat for ") && why.ends_with(" s, process stopped (SIGSTOP)"),
+        "{why}"
+    );
+    let source = worker(&report, "source", 0);
+    assert_eq!(source["stalled"], false);
+    assert_eq!(source["waiting_for"], format!("{name}.raw"));
+    assert_eq!(source["reason"], format!("waiting for space in {name}.raw"));
+    for w in 0..2 {
+        assert_eq!(worker(&report, "pass", w)["stalled"], false);
+        assert_eq!(
+            worker(&report, "pass", w)["waiting_for"],
+            format!("{name}.out.{w}")
+        );
+    }
+
+    let text = streamd()
+        .args(["status", "--pipeline", &name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("sink "))
+        .unwrap_or_else(|| panic!("no sink row:\n{text}"));
+    assert_eq!(row.split_whitespace().nth(4), Some("stalled"), "{text}");
+    assert!(
+        text.contains("sink worker 0 stalled: no heartbeat for "),
+        "{text}"
+    );
+    let page = metrics(port);
+    let labels = |stage: &str| format!("pipeline=\"{name}\",stage=\"{stage}\",worker=\"0\"");
+    for line in [
+        format!("streamd_worker_stalled{{{}}} 1", labels("sink")),
+        format!("streamd_worker_stalled{{{}}} 0", labels("source")),
+    ] {
+        assert!(page.lines().any(|l| l == line), "no {line:?} in\n{page}");
+    }
+
+    // Going on again, it is no longer stalled and nothing was lost.
+    signal(sink, libc::SIGCONT);
+    wait_status(&name, "the sink running again", |s| {
+        worker(s, "sink", 0)["stalled"] == false
+            && frames_in(s, "sink") > frames_in(&report, "sink")
+    });
+    stop(&name);
+    let (_, last) = finished_ok(child, "run after SIGCONT");
+    let ids = id_counts(dir.path(), &["sink.ids"]);
+    assert_exactly_once(
+        &ids,
+        num(worker(&last, "source", 0), "last_frame_id") + 1,
+        "sink",
+    );
 }

@@ -23,7 +23,7 @@ fn label(value: &str) -> String {
 /// The report in Prometheus exposition format (version 0.0.4).
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
-    let metrics: [Metric; 13] = [
+    let metrics: [Metric; 15] = [
         (
             "streamd_frames_in_total",
             "counter",
@@ -91,6 +91,18 @@ pub fn render(report: &StatusReport) -> String {
             |w| Some(f64::from(u8::from(w.state == "failed"))),
         ),
         (
+            "streamd_worker_stalled",
+            "gauge",
+            "1 while the worker shows no sign of life (a stale heartbeat) and waits for nothing.",
+            |w| Some(f64::from(u8::from(w.stalled))),
+        ),
+        (
+            "streamd_heartbeat_age_seconds",
+            "gauge",
+            "Seconds since the worker last showed it lives.",
+            |w| Some(w.heartbeat_age_ms as f64 / 1e3),
+        ),
+        (
             "streamd_worker_exit_status",
             "gauge",
             "Exit status of the worker's last process that exited.",
@@ -119,7 +131,7 @@ pub fn render(report: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP streamd_worker_reason_info Why the worker is not running as it should (failed, restarting, in error, stalled).\n# TYPE streamd_worker_reason_info gauge"
+        "# HELP streamd_worker_reason_info Why the worker is not running as it should (failed, restarting, in error, stalled, held back).\n# TYPE streamd_worker_reason_info gauge"
     );
     for stage in &report.stages {
         for w in &stage.workers {

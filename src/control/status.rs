@@ -11,6 +11,10 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 /// Frames per second in and out of one worker, over the supervisor's last second.
 pub type Rates = HashMap<usize, (f64, f64)>;
 
+/// A live worker whose heartbeat is older than this is stalled (it beats at least every
+/// 100 ms while it runs), unless it is waiting for space in an output ring.
+pub const STALL_AFTER_MS: u64 = 2000;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub pipeline: String,
@@ -65,6 +69,12 @@ pub struct WorkerStatus {
     /// µs from the worker's first frame to its latest: frames over it is the rate held.
     pub span_us: u64,
     pub heartbeat_age_ms: u64,
+    /// Its heartbeat is older than [`STALL_AFTER_MS`] while it should run, and it is not
+    /// waiting for space: stopped (SIGSTOP), stuck in a frame, or hung.
+    pub stalled: bool,
+    /// The output ring it is waiting for space in, when its heartbeat is stale because
+    /// it claims a slot there (the stage reading it is behind): held back, not stalled.
+    pub waiting_for: Option<String>,
     pub fps_in: f64,
     pub fps_out: f64,
     /// Frame id from which the last `configure` applied (None before any).
@@ -81,8 +91,10 @@ pub struct WorkerStatus {
     pub exit_signal: Option<u32>,
     /// The last line it wrote to stderr, if any.
     pub last_stderr: Option<String>,
-    /// Why it is not running as it should (failed, restarting, in error), in one line:
-    /// how it ended, its last error and its last stderr line.
+    /// Why it is not running as it should, in one line: for a failed or restarting
+    /// worker how it ended, its last error and its last stderr line; for one in error
+    /// the error; for a stalled one how long it has shown no sign of life; for one held
+    /// back the ring it waits for.
     pub reason: Option<String>,
 }
 
@@ -131,6 +143,17 @@ fn signal_name(signal: i32) -> Option<&'static str> {
 /// worker how its process ended, then (for those and a worker in error) its last error
 /// and the last line it wrote to stderr when that says something more.
 fn reason(w: &WorkerStatus) -> Option<String> {
+    if w.stalled {
+        let seconds = w.heartbeat_age_ms as f64 / 1e3;
+        return Some(match process_state(w.pid) {
+            Some('T') => format!("no heartbeat for {seconds:.1} s, process stopped (SIGSTOP)"),
+            Some('D') => format!("no heartbeat for {seconds:.1} s, process waits for the disk"),
+            _ => format!("no heartbeat for {seconds:.1} s"),
+        });
+    }
+    if let Some(ring) = &w.waiting_for {
+        return Some(format!("waiting for space in {ring}"));
+    }
     let mut parts = Vec::new();
     match w.state.as_str() {
         "failed" | "restarting" => parts.extend(w.last_exit.clone()),
@@ -172,6 +195,7 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
             let e = stats.entry(i);
             let state = e.state.load(Acquire);
             let exit = e.exit.load(Relaxed);
+            let heartbeat_age_ms = now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000;
             let (fps_in, fps_out) = rates.get(&i).copied().unwrap_or((0.0, 0.0));
             workers.push(WorkerStatus {
                 worker: e.worker.load(Relaxed),
@@ -192,7 +216,9 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
                 lag: e.lag.load(Relaxed),
                 last_frame_id: optional(e.last_frame_id.load(Relaxed)),
                 span_us: e.span_us.load(Relaxed),
-                heartbeat_age_ms: now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000,
+                heartbeat_age_ms,
+                stalled: false,
+                waiting_for: None,
                 fps_in,
                 fps_out,
                 configured_from_frame: if e.applied_gen.load(Relaxed) > 2 {
@@ -213,6 +239,17 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
                 reason: None,
             });
             let w = workers.last_mut().expect("pushed above");
+            let live = matches!(state, WORKER_RUNNING | WORKER_DRAINING | WORKER_ERROR);
+            if live && heartbeat_age_ms > STALL_AFTER_MS {
+                // A process stopped inside a claim is stalled, whatever it waited for.
+                let stopped = process_state(w.pid) == Some('T');
+                let port = e.claiming.load(Relaxed) as usize;
+                w.waiting_for = port
+                    .checked_sub(1)
+                    .filter(|_| !stopped)
+                    .and_then(|p| stats.outputs(i).get(p).cloned());
+                w.stalled = w.waiting_for.is_none();
+            }
             w.reason = reason(w);
         }
         let sum = |f: fn(&WorkerStatus) -> u64| workers.iter().map(f).sum::<u64>();
@@ -262,6 +299,14 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
     }
 }
 
+/// The state letter of process `pid` (`R`, `S`, `D`, `T` stopped, ...), from
+/// `/proc/PID/stat`.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold anything; the state follows its end.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// The readable rings of pipeline `name` (segments `NAME.*`).
 pub fn pipeline_rings(name: &str) -> Vec<RingInspector> {
     let prefix = format!("{name}.");
@@ -271,6 +316,18 @@ pub fn pipeline_rings(name: &str) -> Vec<RingInspector> {
         .filter(|r| r.starts_with(&prefix))
         .filter_map(|r| RingInspector::open(&r).ok())
         .collect()
+}
+
+/// A worker's state as the tables show it: `stalled` or `blocked` (waiting for space)
+/// instead of the state it last reported when its heartbeat is stale.
+pub fn shown_state(w: &WorkerStatus) -> &str {
+    if w.stalled {
+        "stalled"
+    } else if w.waiting_for.is_some() {
+        "blocked"
+    } else {
+        &w.state
+    }
 }
 
 /// The report as a table for people.
@@ -297,7 +354,7 @@ pub fn render(report: &StatusReport) -> String {
                 w.worker,
                 w.pid,
                 w.core.map_or("-".to_string(), |c| c.to_string()),
-                w.state,
+                shown_state(w),
                 w.fps_in,
                 w.fps_out,
                 w.frames_in,
@@ -315,7 +372,7 @@ pub fn render(report: &StatusReport) -> String {
     for stage in &report.stages {
         for w in &stage.workers {
             let why = match (&w.reason, &w.last_error) {
-                (Some(reason), _) => format!("{}: {reason}", w.state),
+                (Some(reason), _) => format!("{}: {reason}", shown_state(w)),
                 (None, Some(error)) => format!("last error: {error}"),
                 (None, None) => continue,
             };

@@ -289,6 +289,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     }
     let logs = Logs::start()?;
     for slot in &mut slots {
+        stats.write_outputs(slot.spec.entry, &slot.outputs);
         spawn(slot, &stats, &logs)?;
     }
     stats.header().state.store(PIPELINE_RUNNING, Release);

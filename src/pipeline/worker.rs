@@ -305,9 +305,14 @@ impl<'a> Report<'a> {
         false
     }
 
-    fn flush(&mut self, counters: &[(String, u64)]) {
+    /// Shows the worker lives (a stale heartbeat flags it as stalled).
+    fn beat(&mut self) {
         self.last_beat = Instant::now();
         self.entry.heartbeat_ns.store(now_ns(), Relaxed);
+    }
+
+    fn flush(&mut self, counters: &[(String, u64)]) {
+        self.beat();
         if !self.times.is_empty() {
             self.entry
                 .proc_p50_ns
@@ -389,10 +394,19 @@ fn run_source(
     let first_id = frame_id;
     let (mut published, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
-    while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
+    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
         if let Some(interval) = interval {
-            if !pace_or_stop(started + nth_tick(interval, frame_id - first_id), &stop) {
-                break;
+            let at = started + nth_tick(interval, frame_id - first_id);
+            // Waiting for a slow rate's next frame, the source still shows it lives.
+            loop {
+                let wake = at.min(Instant::now() + HEARTBEAT);
+                if !pace_or_stop(wake, &stop) {
+                    break 'frames;
+                }
+                if wake == at {
+                    break;
+                }
+                report.beat();
             }
         }
         let Some(next) = supply.next(frame_id).map_err(anyhow::Error::msg)? else {
@@ -404,7 +418,10 @@ fn run_source(
             continue;
         }
         frame_id = next.frame_id;
-        let mut slot = match producer.claim() {
+        report.entry.claiming.store(1, Relaxed);
+        let claimed = producer.claim();
+        report.entry.claiming.store(0, Relaxed);
+        let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
                 dropped += 1;
@@ -431,7 +448,10 @@ fn run_source(
         };
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            match m.publish(ring, frame_id, timestamp_ns) {
+            report.entry.claiming.store(2, Relaxed);
+            let published_values = m.publish(ring, frame_id, timestamp_ns);
+            report.entry.claiming.store(0, Relaxed);
+            match published_values {
                 Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
@@ -577,6 +597,13 @@ fn run_stage(
         producers.push(producer);
     }
     let mut out = Outputs::new(producers);
+    // Its own mapping of the stats segment, so the watch outlives any borrow here.
+    let marks = StatsSegment::open(&spec.pipeline)?;
+    let entry = spec.entry;
+    out.watch_claims(Box::new(move |port| {
+        let claiming = port.map_or(0, |p| p as u32 + 1);
+        marks.entry(entry).claiming.store(claiming, Relaxed);
+    }));
     let ctx = StageContext {
         stage: plan.name.clone(),
         worker: spec.worker,

@@ -15,6 +15,8 @@ pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
 pub const ARGS_BYTES: usize = 8000;
 /// Room for a worker's last error message, and for the last line it wrote to stderr.
 pub const ERROR_BYTES: usize = 240;
+/// Room for the names of the ring segments a worker writes, comma-separated.
+pub const OUTPUTS_BYTES: usize = 1024;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const STAGE_SIZE: usize = 8192;
@@ -128,6 +130,13 @@ pub struct WorkerEntry {
     /// The last line the worker wrote to stderr, which the supervisor drains (written
     /// by the supervisor's main thread).
     pub last_stderr: Text<ERROR_BYTES>,
+    /// The ring segments this worker writes by port, comma-separated (written by the
+    /// supervisor before the worker starts).
+    pub outputs: [AtomicU8; OUTPUTS_BYTES],
+    /// 1 + the port of the output ring the worker is claiming a slot in, 0 when it is not
+    /// claiming: a worker whose heartbeat is stale while it claims waits for space (its
+    /// readers are behind), it is not stalled.
+    pub claiming: AtomicU32,
 }
 
 /// A message one thread writes and anyone reads, under a seqlock (`gen` odd while it is

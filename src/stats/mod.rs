@@ -417,6 +417,20 @@ impl StatsSegment {
         self.entry(entry).last_stderr.read()
     }
 
+    /// Names the ring segments a worker writes (the supervisor, before it starts).
+    pub fn write_outputs(&self, entry: usize, segments: &[String]) {
+        write_str(&self.entry(entry).outputs, &segments.join(","));
+    }
+
+    /// The ring segments a worker writes.
+    pub fn outputs(&self, entry: usize) -> Vec<String> {
+        read_str(&self.entry(entry).outputs)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     /// Removes the segment's name.
     pub fn unlink(&self) {
         let _ = std::fs::remove_file(&self.path);

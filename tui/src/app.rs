@@ -423,6 +423,12 @@ impl App {
                         true,
                     );
                 }
+                if w.stalled && !was.stalled {
+                    let why = w.reason.as_deref().unwrap_or("no sign of life");
+                    self.event(format!("{who} stalled: {why}"), true);
+                } else if was.stalled && !w.stalled && w.pid == was.pid {
+                    self.event(format!("{who} shows signs of life again"), false);
+                }
                 if w.state != was.state {
                     match w.state.as_str() {
                         "failed" => self.event(format!("{who} failed{why}"), true),
@@ -631,6 +637,19 @@ impl App {
             .collect();
         if !failed.is_empty() {
             parts.push(format!("FAILED: {}", failed.join(", ")));
+        }
+        let stalled: Vec<String> = s
+            .stages
+            .iter()
+            .flat_map(|st| {
+                st.workers
+                    .iter()
+                    .filter(|w| w.stalled)
+                    .map(move |w| format!("{} w{}", st.name, w.worker))
+            })
+            .collect();
+        if !stalled.is_empty() {
+            parts.push(format!("STALLED: {}", stalled.join(", ")));
         }
         parts
     }

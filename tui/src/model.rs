@@ -61,6 +61,12 @@ pub struct Worker {
     /// Frames published into its input that its group has not taken yet.
     pub lag: u64,
     pub last_frame_id: Option<u64>,
+    /// Milliseconds since it last showed it lives.
+    pub heartbeat_age_ms: u64,
+    /// No sign of life for a while although it should run (stopped, stuck, hung).
+    pub stalled: bool,
+    /// The full output ring it waits for (held back by a slower reader, not stalled).
+    pub waiting_for: Option<String>,
     pub configured_from_frame: Option<u64>,
     pub counters: serde_json::Map<String, serde_json::Value>,
     pub last_error: Option<String>,
@@ -68,8 +74,23 @@ pub struct Worker {
     pub last_exit: Option<String>,
     /// The last line it wrote to stderr.
     pub last_stderr: Option<String>,
-    /// Why it is not running as it should, in one line (failed, restarting, in error).
+    /// Why it is not running as it should, in one line (failed, restarting, in error,
+    /// stalled, held back).
     pub reason: Option<String>,
+}
+
+impl Worker {
+    /// The state to show: `stalled` or `blocked` while its heartbeat is stale, else the
+    /// state it reports.
+    pub fn shown_state(&self) -> &str {
+        if self.stalled {
+            "stalled"
+        } else if self.waiting_for.is_some() {
+            "blocked"
+        } else {
+            &self.state
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -18,6 +18,7 @@ pub const MIN_HEIGHT: u16 = 8;
 
 const LOSS: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 const WARN: Style = Style::new().fg(Color::Yellow);
+const STALLED: Style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
 const DIM: Style = Style::new().fg(Color::DarkGray);
 const HEADER: Style = Style::new().add_modifier(Modifier::BOLD);
 
@@ -337,7 +338,8 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                 "W" => Cell::from(worker.worker.to_string()),
                 "PID" => Cell::from(worker.pid.to_string()),
                 "CORE" => Cell::from(worker.core.map_or("-".into(), |c| c.to_string())),
-                "STATE" => Cell::from(worker.state.clone()).style(state_style(&worker.state)),
+                "STATE" => Cell::from(worker.shown_state().to_string())
+                    .style(state_style(worker.shown_state())),
                 "IN/s" => number(rate(rates.fps_in)),
                 "OUT/s" => number(rate(rates.fps_out)),
                 "MB/s" => number(rate(mb)),
@@ -356,7 +358,7 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                 "P50" => number(micros(worker.proc_us_p50)),
                 "P99" => number(micros(worker.proc_us_p99)),
                 _ => Cell::from(worker.reason.clone().unwrap_or_default())
-                    .style(state_style(&worker.state)),
+                    .style(state_style(worker.shown_state())),
             });
             rows.push(Row::new(cells.collect::<Vec<_>>()));
         }
@@ -377,7 +379,8 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
 fn state_style(state: &str) -> Style {
     match state {
         "failed" | "error" => LOSS,
-        "restarting" | "starting" | "pending" => WARN,
+        "stalled" => STALLED,
+        "restarting" | "starting" | "pending" | "blocked" => WARN,
         "finished" => DIM,
         _ => Style::new().fg(Color::Green),
     }
@@ -723,7 +726,7 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
         s.processor,
         w.pid,
         w.core.map_or("-".into(), |c| c.to_string()),
-        w.state
+        w.shown_state()
     ));
     let inner = block.inner(popup);
     block.render(popup, buf);
@@ -760,6 +763,13 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
             Span::raw(format!("  restarts {}", w.restarts)),
         ]),
     ];
+    if w.stalled || w.waiting_for.is_some() {
+        let why = w.reason.as_deref().unwrap_or_default();
+        info.push(Line::styled(
+            format!("{}: {why}", w.shown_state()),
+            state_style(w.shown_state()),
+        ));
+    }
     for (what, text) in [
         ("last error", &w.last_error),
         ("last exit", &w.last_exit),

@@ -266,6 +266,37 @@ fn a_failed_stage_is_named_with_its_reason() {
 }
 
 #[test]
+fn a_stalled_worker_is_flagged_in_colour_and_what_waits_for_it_is_blocked() {
+    let first = snapshot(10);
+    let mut second = snapshot(11);
+    let why = "no heartbeat for 3.1 s, process stopped (SIGSTOP)";
+    let store = &mut second.stages[2].workers[0];
+    store.stalled = true;
+    store.heartbeat_age_ms = 3100;
+    store.reason = Some(why.into());
+    let work = &mut second.stages[1].workers[0];
+    work.waiting_for = Some("beamline.worked.0".into());
+    work.reason = Some("waiting for space in beamline.worked.0".into());
+    let mut app = app_after(first, second);
+    let buf = draw(&mut app, 170, 40);
+    let lines = lines(&buf);
+    let text = screen(&buf);
+    assert_eq!(row(&lines, "store", 0)[4], "stalled");
+    assert_eq!(row(&lines, "work", 0)[4], "blocked");
+    assert_eq!(row(&lines, "work", 1)[4], "running");
+    let (x, y) = find(&buf, "stalled ");
+    assert_eq!(buf[(x, y)].fg, Color::Magenta, "stalled is in colour");
+    let (x, y) = find(&buf, "blocked ");
+    assert_eq!(buf[(x, y)].fg, Color::Yellow);
+    assert!(text.contains("STALLED: store w0"), "{text}");
+    assert!(
+        text.contains(&format!("store w0 stalled: {why}")),
+        "an event: {text}"
+    );
+    assert!(text.contains(why), "the reason column: {text}");
+}
+
+#[test]
 fn a_tiny_terminal_gets_a_note_and_a_small_one_keeps_the_essentials() {
     let mut app = app_after(snapshot(10), snapshot(11));
     let buf = draw(&mut app, 30, 6);
