@@ -1,6 +1,7 @@
 """Zero copy, shown by speed (scripts/bench-python): a Python consumer's
 `frame.array.sum()` over 4096² u8 frames of a ring, against NumPy summing an in-memory
-array of the same size, timed in the same process. Prints one JSON line."""
+array of the same size, timed in the same process. Prints one JSON line, then the
+sentence for BENCHMARKS.md."""
 
 import json
 import sys
@@ -26,6 +27,9 @@ for _ in range(len(ring_s)):
     in_memory.sum()
     memory_s.append(time.perf_counter() - t)
 median = lambda v: sorted(v)[len(v) // 2]
-print(json.dumps({"frames": len(ring_s), "ring_sum_ms": 1e3 * median(ring_s),
-                  "memory_sum_ms": 1e3 * median(memory_s),
-                  "ratio": median(memory_s) / median(ring_s)}))
+r = {"frames": len(ring_s), "ring_sum_ms": 1e3 * median(ring_s), "memory_sum_ms": 1e3 * median(memory_s),
+     "ratio": median(memory_s) / median(ring_s)}
+print(json.dumps(r))
+print(f"Zero copy: frame.array.sum() of a 4096² u8 ring frame takes {r['ring_sum_ms']:.2f} ms, of an "
+      f"in-memory array {r['memory_sum_ms']:.2f} ms (medians of {r['frames']}): the ring runs at "
+      f"{r['ratio']:.0%} of in-memory speed.")
