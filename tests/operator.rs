@@ -184,3 +184,107 @@ fn a_stopped_worker_is_flagged_stalled_and_what_waits_for_it_is_not() {
         "sink",
     );
 }
+
+#[test]
+fn a_source_below_its_rate_says_so_and_takes_a_new_rate_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("rate");
+    let port = (42_000 + std::process::id() % 20_000) as u16;
+    // A million frames of 1 MiB per second: no host publishes that.
+    let file = edited_fixture(
+        "endless.toml",
+        dir.path(),
+        &[(
+            "nx = 256\nny = 256\ndtype = \"u8\"\nfps = 500",
+            "nx = 512\nny = 512\ndtype = \"f32\"\nfps = 1000000",
+        )],
+    );
+    let child = spawn(&[
+        "run",
+        file.to_str().unwrap(),
+        "--name",
+        &name,
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--metrics",
+        &format!("127.0.0.1:{port}"),
+        "--json",
+    ]);
+    let report = wait_status(&name, "the source below its rate", |s| {
+        stage(s, "source")["below_rate"] == true
+    });
+    let source = stage(&report, "source");
+    assert_eq!(source["requested_fps"], 1e6);
+    let achieved = source["achieved_fps"].as_f64().unwrap();
+    assert!(achieved < 0.9e6, "{source}");
+    assert!(
+        worker(&report, "source", 0)["reason"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(" of the 1000000 frames/s asked for")
+                || r.starts_with("waiting for space in ")),
+        "{source}"
+    );
+    let text = streamd()
+        .args(["status", "--pipeline", &name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("source: 1000000 frames/s asked for, ")
+            && text.contains(" published — BELOW the rate asked for"),
+        "{text}"
+    );
+    let top = streamd()
+        .args(["top", "--once", "--pipeline", &name])
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(top.contains("SOURCE below the rate asked for: "), "{top}");
+    let page = metrics(port);
+    let labels = format!("pipeline=\"{name}\",stage=\"source\"");
+    for line in [
+        format!("streamd_source_requested_fps{{{labels}}} 1000000"),
+        format!("streamd_source_below_rate{{{labels}}} 1"),
+    ] {
+        assert!(page.lines().any(|l| l == line), "no {line:?} in\n{page}");
+    }
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with(&format!("streamd_source_achieved_fps{{{labels}}} "))),
+        "{page}"
+    );
+
+    // The rate is the one setting of a source that changes while it runs.
+    let configure = |setting: &str| {
+        streamd()
+            .args(["configure", "source", setting, "--pipeline", &name])
+            .output()
+            .unwrap()
+    };
+    let refused = configure("nx=64");
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        stderr(&refused).trim(),
+        "streamd: the source takes only fps while it runs (its frames, shape and pattern are fixed when the pipeline starts): `streamd configure source fps=F`; nothing changed"
+    );
+    let refused = configure("fps=-3");
+    assert!(
+        stderr(&refused).contains("stage 'source' refused fps=-3: ")
+            && stderr(&refused).contains("nothing changed"),
+        "{}",
+        stderr(&refused)
+    );
+    let taken = configure("fps=20");
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    let reply = String::from_utf8_lossy(&taken.stdout);
+    assert!(
+        reply.starts_with("stage 'source': fps=20 accepted; applied by worker 0 from frame "),
+        "{reply}"
+    );
+    let report = wait_status(&name, "the source at its new rate", |s| {
+        stage(s, "source")["below_rate"] == false && stage(s, "source")["requested_fps"] == 20.0
+    });
+    assert_eq!(stage(&report, "source")["args"]["fps"], 20.0);
+    stop(&name);
+    finished_ok(child, "run at a new rate");
+}

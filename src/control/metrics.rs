@@ -1,6 +1,6 @@
 //! `--metrics ADDR`: the status counters in Prometheus text format over plain HTTP.
 
-use super::status::{StatusReport, WorkerStatus};
+use super::status::{StageStatus, StatusReport, WorkerStatus};
 use std::fmt::Write;
 
 /// A per-worker metric: name, type, help text, and how to read it (`None`: no sample
@@ -144,6 +144,36 @@ pub fn render(report: &StatusReport) -> String {
                     w.worker,
                     w.state,
                     label(reason)
+                );
+            }
+        }
+    }
+    type SourceMetric = (&'static str, &'static str, fn(&StageStatus) -> Option<f64>);
+    let source: [SourceMetric; 3] = [
+        (
+            "streamd_source_requested_fps",
+            "Frames per second the source is asked for (absent: as fast as it can).",
+            |s| s.requested_fps,
+        ),
+        (
+            "streamd_source_achieved_fps",
+            "Frames per second the source published over its measuring window.",
+            |s| s.achieved_fps,
+        ),
+        (
+            "streamd_source_below_rate",
+            "1 while the source publishes less than 90 % of the rate asked for.",
+            |s| s.requested_fps.map(|_| f64::from(u8::from(s.below_rate))),
+        ),
+    ];
+    for (name, help, value) in source {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for stage in &report.stages {
+            if let Some(value) = value(stage) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pipeline=\"{}\",stage=\"{}\"}} {value}",
+                    report.pipeline, stage.name
                 );
             }
         }

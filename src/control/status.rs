@@ -42,6 +42,16 @@ pub struct StageStatus {
     pub fps_in: f64,
     pub fps_out: f64,
     pub args: serde_json::Value,
+    /// The source: the rate it is asked for (`None`: as fast as the pipeline takes
+    /// frames), the rate it published at over its measuring window (the last second,
+    /// or five requested frame intervals if longer), and whether that is short of the
+    /// rate asked for (under 90 % of it, or the source is held back or stalled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_fps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub achieved_fps: Option<f64>,
+    #[serde(default)]
+    pub below_rate: bool,
     pub workers: Vec<WorkerStatus>,
 }
 
@@ -252,6 +262,28 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
             }
             w.reason = reason(w);
         }
+        let args: serde_json::Value = stats
+            .read_args(s)
+            .and_then(|(_, text)| serde_json::from_str(&text).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let (mut requested_fps, mut achieved_fps, mut below_rate) = (None, None, false);
+        if let (0, Some(source)) = (s, workers.first_mut()) {
+            let e = stats.entry(first);
+            requested_fps = args["fps"].as_f64().filter(|&fps| fps > 0.0);
+            achieved_fps = Some(f64::from_bits(e.achieved_fps.load(Relaxed)));
+            // Held back or stalled, it publishes nothing for now.
+            let stuck = source.stalled || source.waiting_for.is_some();
+            below_rate = requested_fps.is_some()
+                && source.state == "running"
+                && (e.below_rate.load(Relaxed) == 1 || stuck);
+            if below_rate && source.reason.is_none() {
+                source.reason = Some(format!(
+                    "publishing {:.1} of the {} frames/s asked for",
+                    achieved_fps.unwrap_or_default(),
+                    requested_fps.unwrap_or_default()
+                ));
+            }
+        }
         let sum = |f: fn(&WorkerStatus) -> u64| workers.iter().map(f).sum::<u64>();
         let states: Vec<&str> = workers.iter().map(|w| w.state.as_str()).collect();
         let state = if states.iter().all(|s| *s == "failed") {
@@ -265,10 +297,6 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
         } else {
             states.first().copied().unwrap_or("pending")
         };
-        let args = stats
-            .read_args(s)
-            .and_then(|(_, text)| serde_json::from_str(&text).ok())
-            .unwrap_or(serde_json::Value::Null);
         stages.push(StageStatus {
             name: stats.stage_name(s),
             processor: stats.stage_processor(s),
@@ -282,6 +310,9 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
             fps_in: workers.iter().map(|w| w.fps_in).sum(),
             fps_out: workers.iter().map(|w| w.fps_out).sum(),
             args,
+            requested_fps,
+            achieved_fps,
+            below_rate,
             workers,
         });
     }
@@ -368,6 +399,20 @@ pub fn render(report: &StatusReport) -> String {
                 w.lag
             );
         }
+    }
+    for stage in report.stages.iter().filter(|s| s.requested_fps.is_some()) {
+        let _ = writeln!(
+            out,
+            "{}: {} frames/s asked for, {:.1} published{}",
+            stage.name,
+            stage.requested_fps.unwrap_or_default(),
+            stage.achieved_fps.unwrap_or_default(),
+            if stage.below_rate {
+                " — BELOW the rate asked for"
+            } else {
+                ""
+            }
+        );
     }
     for stage in &report.stages {
         for w in &stage.workers {

@@ -140,7 +140,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         stats: &stats,
         socket: socket_path(name),
     };
-    stats.write_args(0, "{}");
+    // The source's one argument that `streamd configure` may change while it runs.
+    stats.write_args(
+        0,
+        &serde_json::json!({ "fps": pipeline.source.fps }).to_string(),
+    );
     for (i, stage) in pipeline.stages.iter().enumerate() {
         stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
     }

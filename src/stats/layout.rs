@@ -137,6 +137,10 @@ pub struct WorkerEntry {
     /// claiming: a worker whose heartbeat is stale while it claims waits for space (its
     /// readers are behind), it is not stalled.
     pub claiming: AtomicU32,
+    /// A paced source: 1 while it publishes less than 90 % of the rate it was asked for
+    /// (over its measuring window), and the rate it achieved there (f64 bits).
+    pub below_rate: AtomicU32,
+    pub achieved_fps: AtomicU64,
 }
 
 /// A message one thread writes and anyone reads, under a seqlock (`gen` odd while it is

@@ -35,6 +35,12 @@ pub struct Stage {
     /// The stage's arguments as the supervisor last applied them (`configure` changes
     /// them).
     pub args: serde_json::Value,
+    /// The source: the rate asked for (`None`: as fast as it can), the rate it
+    /// published at lately, and whether that is short of the rate asked for.
+    pub requested_fps: Option<f64>,
+    pub achieved_fps: Option<f64>,
+    #[serde(default)]
+    pub below_rate: bool,
     pub workers: Vec<Worker>,
 }
 

@@ -341,6 +341,8 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                 "STATE" => Cell::from(worker.shown_state().to_string())
                     .style(state_style(worker.shown_state())),
                 "IN/s" => number(rate(rates.fps_in)),
+                // A source short of the rate it is asked for.
+                "OUT/s" if stage.below_rate => number(rate(rates.fps_out)).style(WARN.bold()),
                 "OUT/s" => number(rate(rates.fps_out)),
                 "MB/s" => number(rate(mb)),
                 "LAG" => number(count(worker.lag)),

@@ -297,6 +297,36 @@ fn a_stalled_worker_is_flagged_in_colour_and_what_waits_for_it_is_blocked() {
 }
 
 #[test]
+fn a_source_below_its_rate_is_named_in_the_banner() {
+    let first = snapshot(10);
+    let mut second = snapshot(11);
+    let source = &mut second.stages[0];
+    source.requested_fps = Some(1000.0);
+    source.achieved_fps = Some(500.0);
+    source.below_rate = true;
+    let mut app = app_after(first, second);
+    let buf = draw(&mut app, 120, 40);
+    let text = screen(&buf);
+    assert!(
+        text.contains("SOURCE below the rate asked for: 500.0 of 1000 frames/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source below the rate asked for: 500.0 of 1000 frames/s"),
+        "an event: {text}"
+    );
+    let lines = lines(&buf);
+    let y = lines
+        .iter()
+        .position(|l| l.contains("source     0"))
+        .unwrap() as u16;
+    let x = lines[y as usize][..lines[y as usize].find("500.0").unwrap()]
+        .chars()
+        .count() as u16;
+    assert_eq!(buf[(x, y)].fg, Color::Yellow, "the source's OUT/s");
+}
+
+#[test]
 fn a_tiny_terminal_gets_a_note_and_a_small_one_keeps_the_essentials() {
     let mut app = app_after(snapshot(10), snapshot(11));
     let buf = draw(&mut app, 30, 6);
