@@ -83,6 +83,46 @@ impl Slot {
     }
 }
 
+/// The core of each process as `run` assigns them: every stage's workers in order, then
+/// the source (`None`: the host reports no cores; it runs unpinned).
+pub struct CorePlan {
+    /// By stage, by worker.
+    pub stages: Vec<Vec<Option<usize>>>,
+    pub source: Option<usize>,
+    /// How many processes that makes, and the cores they may run on.
+    pub processes: usize,
+    pub available: usize,
+    /// `core 0 is shared` or `cores 0-1 are shared` when some core runs more than one.
+    pub shared: Option<String>,
+}
+
+impl CorePlan {
+    pub fn new(pipeline: &Pipeline) -> CorePlan {
+        let mut cores = CoreAssigner::new();
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| {
+                (0..stage.workers)
+                    .map(|w| cores.assign(&stage.cores, w))
+                    .collect()
+            })
+            .collect();
+        let source = cores.assign(&pipeline.source.cores, 0);
+        CorePlan {
+            stages,
+            source,
+            processes: 1 + pipeline
+                .stages
+                .iter()
+                .map(|s| s.workers as usize)
+                .sum::<usize>(),
+            available: cores.available(),
+            shared: cores.shared_cores(),
+        }
+    }
+}
+
 /// The checks that need the run's folder (a writer's folder and files), made before
 /// anything starts; each refusal names where the file set it.
 pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
@@ -96,7 +136,7 @@ pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
             .prepare(stage.workers)
             .map_err(|e| {
                 let key = [
-                    "folder", "template", "prefix", "file", "module", "class", "python",
+                    "folder", "template", "prefix", "ids_file", "file", "module", "class", "python",
                 ]
                 .into_iter()
                 .find(|k| e.contains(k) && stage.at.contains_key(*k))
@@ -107,12 +147,11 @@ pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `pipeline` until it ends or is stopped.
+/// Runs `pipeline` until it ends or is stopped. The caller has made the checks of
+/// [`prepare_stages`], in the run's folder.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let stop = stop_flag();
     let name = &pipeline.name;
-    // Writers check their folders here, in the run's folder, before anything starts.
-    prepare_stages(pipeline)?;
     let mut decls = vec![StageDecl {
         name: "source".into(),
         processor: match &pipeline.source.content {
@@ -231,7 +270,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     }
 
     // Worker slots: stages first (so they are attached), the source last.
-    let mut cores = CoreAssigner::new();
+    let cores = CorePlan::new(pipeline);
     let supervisor_pid = std::process::id();
     let mut slots: Vec<Slot> = Vec::new();
     let mut entry = 1usize;
@@ -251,7 +290,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                 stage_index: i + 1,
                 entry,
                 worker: w,
-                core: cores.assign(&stage.cores, w),
+                core: cores.stages[i][w as usize],
                 role: Role::Stage {
                     plan: stage.clone(),
                     inputs,
@@ -276,7 +315,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         stage_index: 0,
         entry: 0,
         worker: 0,
-        core: cores.assign(&pipeline.source.cores, 0),
+        core: cores.source,
         role: Role::Source {
             plan: pipeline.source.clone(),
             output: source_output.clone(),
@@ -288,8 +327,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         .flatten()
         .collect();
     slots.push(Slot::new(source_spec, source_outputs));
-    if let Some(notice) = cores.sharing_notice(slots.len()) {
-        eprintln!("streamd run: {notice}");
+    if let Some(shared) = &cores.shared {
+        eprintln!(
+            "streamd run: {} processes on {} available core(s): {shared}, so processes on one core take turns",
+            cores.processes, cores.available
+        );
     }
     let logs = Logs::start()?;
     for slot in &mut slots {
