@@ -8,6 +8,7 @@ use streamd::commands::{
     self,
     consume::ConsumeArgs,
     control::Target,
+    peek::PeekArgs,
     run::{CheckArgs, DemoArgs, RunArgs},
     sim::SimArgs,
     top::TopArgs,
@@ -68,6 +69,8 @@ enum Command {
     Sim(SimArgs),
     /// Read frames from a ring: count, verify and time them.
     Consume(ConsumeArgs),
+    /// The newest frame of a ring: header, attributes, statistics (`--png`: a preview).
+    Peek(PeekArgs),
     /// List the rings in /dev/shm with their producers, groups and counters.
     Rings {
         #[arg(long)]
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::top::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
         Command::Consume(args) => commands::consume::run(&args),
+        Command::Peek(args) => commands::peek::run(&args),
         Command::Rings { json } => commands::rings::list(json),
         Command::Clean { json } => commands::rings::clean(json),
         Command::Worker { spec } => worker(&spec),
