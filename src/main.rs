@@ -44,6 +44,10 @@ enum Command {
         target: Target,
         #[arg(long)]
         json: bool,
+        /// A health check: `healthy` and status 0, or a line per failed, erring or
+        /// stalled worker and a source below its rate and status 1 (2: not running).
+        #[arg(long, conflicts_with = "json")]
+        health: bool,
     },
     /// Drain a running pipeline in order and stop it.
     Stop {
@@ -95,7 +99,11 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&args),
         Command::Demo(args) => commands::run::demo(&args),
         Command::Check(args) => commands::run::check(&args),
-        Command::Status { target, json } => commands::control::status(&target, json),
+        Command::Status {
+            target,
+            json,
+            health,
+        } => commands::control::status(&target, json, health),
         Command::Stop { target } => commands::control::simple(&target, Request::Stop),
         Command::ResetStats { target } => commands::control::simple(&target, Request::ResetStats),
         Command::Configure {

@@ -63,6 +63,17 @@ fn a_failed_worker_says_why_in_status_top_and_the_metrics() {
     let child = start_fragile(&name, dir.path(), port);
     let live = wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 20);
     assert_eq!(worker(&live, "sink", 0)["reason"], Value::Null);
+    let health = || {
+        let out = streamd()
+            .args(["status", "--health", "--pipeline", &name])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    assert_eq!(health(), (Some(0), format!("pipeline '{name}' is healthy")));
     signal(num(worker(&live, "sink", 0), "pid"), libc::SIGKILL);
     let report = wait_status(&name, "the sink failed", |s| {
         worker(s, "sink", 0)["state"] == "failed"
@@ -91,6 +102,14 @@ fn a_failed_worker_says_why_in_status_top_and_the_metrics() {
     assert!(
         top.contains(&format!("FAILED: sink w0 ({killed})")),
         "{top}"
+    );
+    // The health check a service manager or a monitor runs.
+    assert_eq!(
+        health(),
+        (
+            Some(1),
+            format!("pipeline '{name}': sink worker 0 failed: {killed}")
+        )
     );
 
     let page = metrics(port);
