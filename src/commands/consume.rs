@@ -2,7 +2,10 @@
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
 use crate::pattern::verify_ramp;
-use crate::ring::{Consumer, ConsumerOptions, Delivery, GroupSet, RecvError, SetMode, WaitMode};
+use crate::ring::{
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, GroupSet, RecvError, SetMode,
+    WaitMode,
+};
 use crate::units::{one_line, positive_seconds, quote, Seconds};
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -10,12 +13,15 @@ use serde_json::json;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Settings of one consumer run (the `streamd consume` command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeArgs {
+    /// The ring; a pipeline ring that several workers write (`PIPELINE.RING`) is read as
+    /// all its numbered segments, as a stage reads it.
     #[arg(long)]
     pub ring: String,
     /// Share the stream with the other members of this group.
@@ -117,9 +123,9 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         })?),
         None => None,
     };
-    let mut consumer = Consumer::attach(&args.ring, &options)?;
+    let mut consumer = Segments::attach(&args.ring, &options)?;
     let stop = stop_flag();
-    consumer.set_interrupt(stop.clone());
+    consumer.set_interrupt(&stop);
     // 1 ns to 1 h at 3 significant figures; longer waits saturate at the top.
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
@@ -150,7 +156,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 Some(left) => consumer.recv_timeout(left),
             },
         };
-        let frame = match received {
+        let (segment, frame) = match received {
             Ok(Some(frame)) => frame,
             Ok(None) => break "runtime",
             Err(RecvError::EndOfStream { .. }) => break "end-of-stream",
@@ -190,13 +196,12 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
             file.write_all(format!("{}\n", header.frame_id).as_bytes())
                 .context("could not record a frame id")?;
         }
+        let payload = consumer.payload(segment, &frame);
         if args.read {
-            std::hint::black_box(fold_words(frame.payload()));
+            std::hint::black_box(fold_words(payload));
         }
         if args.verify {
-            if let Some(pixel) =
-                verify_ramp(frame.payload(), header.dtype, header.frame_id, &mut scratch)
-            {
+            if let Some(pixel) = verify_ramp(payload, header.dtype, header.frame_id, &mut scratch) {
                 verify_errors += 1;
                 if verify_errors <= SHOWN_ERRORS {
                     eprintln!(
@@ -206,7 +211,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 }
             }
         }
-        drop(frame);
+        consumer.release(segment, frame);
         if args.work_us > 0 {
             std::thread::sleep(Duration::from_micros(args.work_us));
         }
@@ -241,4 +246,104 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
     } else {
         Status::Ok
     })
+}
+
+/// The ring segments `consume --ring` reads: the ring itself, or all the numbered
+/// segments of a pipeline ring several workers write (as a stage reads them), in turn.
+/// Frames are handed out detached, so they can come from any of them.
+struct Segments {
+    consumers: Vec<Consumer>,
+    /// How each segment ended, once it did.
+    ended: Vec<Option<RecvError>>,
+    next: usize,
+}
+
+impl Segments {
+    fn attach(ring: &str, options: &ConsumerOptions) -> anyhow::Result<Segments> {
+        let consumers = super::ring_segments(ring)
+            .iter()
+            .map(|name| Consumer::attach(name, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Segments {
+            ended: consumers.iter().map(|_| None).collect(),
+            consumers,
+            next: 0,
+        })
+    }
+
+    fn set_interrupt(&mut self, stop: &Arc<AtomicBool>) {
+        for consumer in &mut self.consumers {
+            consumer.set_interrupt(stop.clone());
+        }
+    }
+
+    /// Every segment's counts, summed.
+    fn counters(&self) -> ConsumerCounters {
+        let mut total = ConsumerCounters::default();
+        for c in self.consumers.iter().map(Consumer::counters) {
+            total.received += c.received;
+            total.missed += c.missed;
+        }
+        total
+    }
+
+    fn recv(&mut self) -> Result<(usize, Detached), RecvError> {
+        loop {
+            if let Some(frame) = self.recv_timeout(Duration::from_secs(3600))? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// The next frame of any segment, with its segment; how the last one ended once
+    /// every one has. One segment waits in the ring's own way (futex or spin); several
+    /// are taken in turn, each waited on for a millisecond at most.
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(usize, Detached)>, RecvError> {
+        let deadline = Instant::now() + timeout;
+        let count = self.consumers.len();
+        loop {
+            let open: Vec<usize> = (0..count)
+                .map(|k| (self.next + k) % count)
+                .filter(|&i| self.ended[i].is_none())
+                .collect();
+            let Some(&last) = open.last() else {
+                return Err(self
+                    .ended
+                    .iter_mut()
+                    .find_map(Option::take)
+                    .expect("all ended"));
+            };
+            for &i in &open {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = match (count, i == last) {
+                    (1, _) => left,
+                    (_, true) => left.min(Duration::from_millis(1)),
+                    _ => Duration::ZERO,
+                };
+                match self.consumers[i].recv_timeout(wait) {
+                    Ok(Some(frame)) => {
+                        self.next = i + 1;
+                        return Ok(Some((i, frame.detach())));
+                    }
+                    Ok(None) => {}
+                    Err(e @ RecvError::EndOfStream { .. }) => self.ended[i] = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The pixels of `frame`, read from segment `segment`, until it is released.
+    fn payload(&self, segment: usize, frame: &Detached) -> &[u8] {
+        self.consumers[segment]
+            .detached_payload(frame)
+            .expect("a detached frame stays reserved until it is released")
+    }
+
+    fn release(&mut self, segment: usize, frame: Detached) {
+        self.consumers[segment].release(frame);
+    }
 }

@@ -1,7 +1,7 @@
 //! The pipeline's state as `streamd status` shows it, read from the stats segment and
 //! the rings — shared memory only, so building it never disturbs a worker.
 
-use crate::ring::{list_names, RingInspector};
+use crate::ring::{list_names, RingInspector, RingSnapshot};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
 use serde::{Deserialize, Serialize};
@@ -323,10 +323,7 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
         started_unix_ns: h.started_unix_ns.load(Relaxed),
         uptime_s: now.saturating_sub(h.started_unix_ns.load(Relaxed)) as f64 / 1e9,
         stages,
-        rings: rings
-            .iter()
-            .filter_map(|r| serde_json::to_value(r.snapshot()).ok())
-            .collect(),
+        rings: rings.iter().map(|r| ring_json(&r.snapshot())).collect(),
     }
 }
 
@@ -336,6 +333,23 @@ fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name in parentheses may hold anything; the state follows its end.
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// A ring as `status --json` and `rings --json` show it. A group's `members` counts its
+/// readers: a pipeline's supervisor, which owns its rings and holds each stage's group
+/// while its workers restart, is in `consumers` but not counted.
+pub fn ring_json(ring: &RingSnapshot) -> serde_json::Value {
+    let mut value = serde_json::to_value(ring).unwrap_or_default();
+    let groups = value["groups"].as_array_mut().into_iter().flatten();
+    for (group, snapshot) in groups.zip(&ring.groups) {
+        let readers = snapshot
+            .consumers
+            .iter()
+            .filter(|c| c.pid != ring.producer_pid)
+            .count();
+        group["members"] = readers.into();
+    }
+    value
 }
 
 /// The readable rings of pipeline `name` (segments `NAME.*`).

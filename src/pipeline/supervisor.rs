@@ -471,10 +471,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     for slot in &mut slots {
         slot.show_stderr(&stats);
     }
-    let report = collect(
-        &stats,
-        &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
-    );
+    let report = collect(&stats, &held_rates(&stats));
     drop(holders);
     drop(rings);
     Ok(RunOutcome {
@@ -482,6 +479,30 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         problems,
         notes,
     })
+}
+
+/// Each worker's frames in and out per second over the span it handled frames in (its
+/// first frame to its latest): the rates of a run's final report, which a last-second
+/// rate would show as 0 after the drain (or for a run shorter than a second).
+fn held_rates(stats: &StatsSegment) -> crate::control::status::Rates {
+    (0..stats.entry_count())
+        .map(|i| {
+            let e = stats.entry(i);
+            let seconds = e.span_us.load(Relaxed) as f64 / 1e6;
+            let rate = |frames: u64| {
+                if seconds > 0.0 {
+                    frames as f64 / seconds
+                } else {
+                    0.0
+                }
+            };
+            let rates = (
+                rate(e.frames_in.load(Relaxed)),
+                rate(e.frames_out.load(Relaxed)),
+            );
+            (i, rates)
+        })
+        .collect()
 }
 
 /// Where concluding stages report.
