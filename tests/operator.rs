@@ -501,3 +501,32 @@ fn a_run_shorter_than_a_second_reports_the_rates_its_workers_held() {
         }
     }
 }
+
+#[test]
+fn after_reset_stats_the_final_report_counts_the_whole_run_and_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("reset");
+    let child = start("two-groups.toml", &name, dir.path());
+    wait_status(&name, "frames through the chain", |s| {
+        frames_in(s, "a3") > 300
+    });
+    let out = streamd()
+        .args(["reset-stats", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live = wait_status(&name, "counting since the reset", |s| {
+        s["resets"] == 1 && s["since_reset"] == true
+    });
+    assert_eq!(live["resets"], 1);
+    let (_, report) = finished_ok(child, "run two-groups with a reset");
+    assert_eq!(report["since_reset"], false);
+    // Every frame counted once by every stage it passed, reset or not.
+    let frames = 3000;
+    assert_eq!(num(stage(&report, "source"), "frames_out"), frames);
+    for s in ["a1", "a2", "a3", "g2"] {
+        assert_eq!(frames_in(&report, s), frames, "{s}");
+    }
+    assert_eq!(num(stage(&report, "a1"), "frames_out"), frames);
+    assert_eq!(frames_in(&report, "b2"), 2 * frames);
+}

@@ -9,7 +9,7 @@ use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
-use crate::control::status::{collect, exit_text, pipeline_rings, StatusReport};
+use crate::control::status::{collect_whole_run, exit_text, pipeline_rings, StatusReport};
 use crate::processors::{self, Wiring};
 use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
 use crate::stats::layout::*;
@@ -17,6 +17,7 @@ use crate::stats::{StageDecl, StatsSegment};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -471,7 +472,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     for slot in &mut slots {
         slot.show_stderr(&stats);
     }
-    let report = collect(&stats, &held_rates(&stats));
+    let report = collect_whole_run(&stats, &held_rates(&stats));
     drop(holders);
     drop(rings);
     Ok(RunOutcome {
@@ -496,9 +497,13 @@ fn held_rates(stats: &StatsSegment) -> crate::control::status::Rates {
                     0.0
                 }
             };
+            // The span starts again at a reset, so do the frames over it.
+            let since = |total: &AtomicU64, at_reset: &AtomicU64| {
+                total.load(Relaxed).saturating_sub(at_reset.load(Relaxed))
+            };
             let rates = (
-                rate(e.frames_in.load(Relaxed)),
-                rate(e.frames_out.load(Relaxed)),
+                rate(since(&e.frames_in, &e.reset_base.frames_in)),
+                rate(since(&e.frames_out, &e.reset_base.frames_out)),
             );
             (i, rates)
         })

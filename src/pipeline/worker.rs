@@ -262,8 +262,7 @@ impl<'a> Report<'a> {
         self.entry.dropped.store(d + dropped, Relaxed);
     }
 
-    /// Missed frames: the inputs' total `missed`, counted from the predecessor's count
-    /// (or from the last reset).
+    /// Missed frames: the inputs' total `missed`, on top of the predecessor's count.
     fn missed(&self, missed: u64) {
         self.entry
             .missed
@@ -284,26 +283,24 @@ impl<'a> Report<'a> {
         if reset != self.reset_seen {
             self.reset_seen = reset;
             self.entry.reset_seen.store(reset, Relaxed);
-            self.frames_in = 0;
-            self.bytes_in = 0;
-            self.errors = 0;
-            self.missed_base = 0u64.wrapping_sub(missed);
+            // The counts go on over the whole run; what `status` shows starts here.
+            let (e, base) = (self.entry, &self.entry.reset_base);
+            for (count, at_reset) in [
+                (&e.frames_in, &base.frames_in),
+                (&e.bytes_in, &base.bytes_in),
+                (&e.frames_out, &base.frames_out),
+                (&e.bytes_out, &base.bytes_out),
+                (&e.missed, &base.missed),
+                (&e.dropped, &base.dropped),
+                (&e.errors, &base.errors),
+            ] {
+                at_reset.store(count.load(Relaxed), Relaxed);
+            }
             self.times.reset();
             self.first_frame = None;
-            for field in [
-                &self.entry.frames_in,
-                &self.entry.bytes_in,
-                &self.entry.frames_out,
-                &self.entry.bytes_out,
-                &self.entry.missed,
-                &self.entry.dropped,
-                &self.entry.errors,
-                &self.entry.proc_p50_ns,
-                &self.entry.proc_p99_ns,
-                &self.entry.span_us,
-            ]
-            .into_iter()
-            .chain(&self.entry.proc_histogram)
+            for field in [&e.proc_p50_ns, &e.proc_p99_ns, &e.span_us]
+                .into_iter()
+                .chain(&e.proc_histogram)
             {
                 field.store(0, Relaxed);
             }
@@ -453,9 +450,6 @@ fn run_source(
                     metadata_ring.is_some().then_some(&values),
                 );
                 if report.tick(missed, &counters) {
-                    (published, bytes, dropped, missed) = (0, 0, 0, 0);
-                    values = Values::default();
-                    report.out_base = (0, 0, 0);
                     supply.reset_counters();
                     if let Some(feed) = feed.as_mut() {
                         feed.reset_counters();
@@ -529,9 +523,6 @@ fn run_source(
                 metadata_ring.is_some().then_some(&values),
             );
             if report.tick(missed, &counters) {
-                (published, bytes, dropped, missed) = (0, 0, 0, 0);
-                values = Values::default();
-                report.out_base = (0, 0, 0);
                 supply.reset_counters();
                 if let Some(feed) = feed.as_mut() {
                     feed.reset_counters();
@@ -906,8 +897,6 @@ fn run_stage(
         }
         if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
             processor.reset_counters();
-            out.reset_counts();
-            report.out_base = (0, 0, 0);
         }
     }
     report.state(WORKER_DRAINING);
