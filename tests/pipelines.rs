@@ -86,7 +86,7 @@ fn a_killed_worker_is_restarted_counted_and_nothing_is_lost() {
     assert_ne!(num(worker(&after, "a1", 0), "pid"), victim);
     let (out, report) = finished_ok(child, "run two-groups with a kill");
     assert!(
-        stderr(&out).contains("was killed by signal 9; restarting"),
+        stderr(&out).contains("was killed by signal 9 (SIGKILL); restarting"),
         "{}",
         stderr(&out)
     );
@@ -375,7 +375,25 @@ fn a_killed_daemon_leaves_segments_that_run_and_clean_remove() {
 fn a_stage_that_keeps_crashing_is_marked_failed_and_the_rest_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let name = pipeline_name("fail");
-    let out = finish(start("failing.toml", &name, dir.path()), "run failing");
+    std::fs::create_dir(dir.path().join("doomed")).unwrap();
+    let child = start("failing.toml", &name, dir.path());
+    let live = wait_status(&name, "frames at the broken stage", |s| {
+        frames_in(s, "broken") > 20
+    });
+    // Its folder gone, the killed worker's successors cannot open their ids file.
+    std::fs::remove_dir_all(dir.path().join("doomed")).unwrap();
+    let pid = num(worker(&live, "broken", 0), "pid");
+    // SAFETY: a worker of the pipeline this test started, alive per its status.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    wait_status(&name, "the broken stage failed", |s| {
+        stage(s, "broken")["state"] == "failed"
+    });
+    let stop = streamd()
+        .args(["stop", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let out = finish(child, "run failing");
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(
         stderr(&out)
@@ -383,17 +401,20 @@ fn a_stage_that_keeps_crashing_is_marked_failed_and_the_rest_finishes() {
         "{}",
         stderr(&out)
     );
-    assert!(
-        stderr(&out).contains("could not open ids file no-such-folder/broken.ids"),
-        "{}",
-        stderr(&out)
-    );
+    let cannot = "stage 'broken' could not start: could not open ids file doomed/broken.ids: No such file or directory (os error 2)";
+    assert!(stderr(&out).contains(cannot), "{}", stderr(&out));
     let report = counters(&out, "run failing");
     assert_eq!(stage(&report, "broken")["state"], "failed");
     assert_eq!(num(stage(&report, "broken"), "restarts"), 2);
+    // Why, in the final report: how its last process ended and the error it ended on.
+    assert_eq!(
+        worker(&report, "broken", 0)["reason"],
+        format!("exited with status 2; {cannot}")
+    );
+    let published = num(worker(&report, "source", 0), "last_frame_id") + 1;
     assert_exactly_once(
         &id_counts(dir.path(), &["healthy.ids"]),
-        400,
+        published,
         "healthy stage",
     );
     assert!(
@@ -470,19 +491,27 @@ fn every_broken_config_gives_its_exact_message() {
             .unwrap_or_else(|_| panic!("{} has no .expected file", rel.display()))
             .trim()
             .replace("{cpus_allowed}", &cpus);
-        let out = streamd()
-            .current_dir(root)
-            .arg("run")
-            .arg(rel)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{} was accepted", rel.display());
-        assert_eq!(
-            stderr(&out).trim(),
-            format!("streamd: {expected}"),
-            "{}",
-            rel.display()
-        );
+        // `check` makes every check `run` makes, with the same message.
+        for command in ["run", "check"] {
+            let out = streamd()
+                .current_dir(root)
+                .arg(command)
+                .arg(rel)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} accepted {}",
+                rel.display()
+            );
+            assert_eq!(
+                stderr(&out).trim(),
+                format!("streamd: {expected}"),
+                "{command} {}",
+                rel.display()
+            );
+        }
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} broken configs");

@@ -380,6 +380,27 @@ fn a_python_stage_is_a_worker_like_any_other() {
         ),
         "{shown:?}"
     );
+    // What the supervisor kept of each worker: how the killed one ended, and the line
+    // the erring one wrote to stderr.
+    let kept = |key: &str| -> Vec<String> {
+        (0..2)
+            .filter_map(|w| {
+                worker(&report, "rotate", w)[key]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    assert!(
+        kept("last_exit").contains(&"was killed by signal 9 (SIGKILL)".to_string()),
+        "{rotate}"
+    );
+    assert!(
+        kept("last_stderr")
+            .iter()
+            .any(|l| l.contains("ValueError: frame 7 is the one this test breaks on")),
+        "{rotate}"
+    );
     assert_eq!(counter(&report, "check", "verify_errors"), 0);
     // Every frame but the broken one, rotated exactly; the killed worker's unfinished run
     // is delivered again, so a frame may arrive twice, never not at all.

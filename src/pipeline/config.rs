@@ -89,6 +89,12 @@ pub struct RingPlan {
 }
 
 impl RingPlan {
+    /// Bytes of `/dev/shm` one segment of the ring takes (allocated in full at creation).
+    pub fn segment_bytes(&self) -> u64 {
+        crate::ring::layout::Geometry::new(self.slots, self.slot_bytes)
+            .map_or(u64::MAX, |g| g.segment_size)
+    }
+
     /// Segment names in `/dev/shm` for pipeline `pipeline`.
     pub fn segments(&self, pipeline: &str) -> Vec<String> {
         if self.writers == 1 {
