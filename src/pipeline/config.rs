@@ -6,7 +6,7 @@ use super::source::MetadataPlan;
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
 use crate::processors::python::PythonCode;
-use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
 use crate::units::{quote, Rate, Seconds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +26,8 @@ const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid"), ("file", "module")];
 const MAX_SLOTS: u32 = 1 << 20;
 /// Largest ring segment (as the ring itself refuses larger ones).
 const MAX_RING_BYTES: u64 = 1 << 40;
+/// Most sets a stage's input may be dealt round (`sets`).
+const MAX_STAGE_SETS: u32 = 1024;
 
 /// A validated pipeline: what `streamd run` starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +89,12 @@ pub struct RingPlan {
 }
 
 impl RingPlan {
+    /// Bytes of `/dev/shm` one segment of the ring takes (allocated in full at creation).
+    pub fn segment_bytes(&self) -> u64 {
+        crate::ring::layout::Geometry::new(self.slots, self.slot_bytes)
+            .map_or(u64::MAX, |g| g.segment_size)
+    }
+
     /// Segment names in `/dev/shm` for pipeline `pipeline`.
     pub fn segments(&self, pipeline: &str) -> Vec<String> {
         if self.writers == 1 {
@@ -155,6 +163,14 @@ pub struct StagePlan {
     pub delivery: Delivery,
     /// Every worker sees every frame instead of sharing them.
     pub broadcast: bool,
+    /// `(set, sets)`: the stage takes only the runs of `batch` frames dealt to that set
+    /// of its inputs (spec §5.9, PvaPy's distributor sets); stages in one set each see all
+    /// of its frames.
+    #[serde(default)]
+    pub set: Option<(u32, u32)>,
+    /// How the workers take turns at the stage's runs.
+    #[serde(default)]
+    pub order: Order,
     pub cores: CoreChoice,
     /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
     /// (a writer's folder, checked where the run's folder is known).
@@ -172,7 +188,35 @@ impl StagePlan {
     }
 }
 
+/// How a stage's workers take turns (`order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Whichever worker is free takes the next run.
+    #[default]
+    FirstFree,
+    /// Worker k of W takes runs k, k+W, k+2W, ... of the stage's runs: a set each.
+    RoundRobin,
+}
+
 impl StagePlan {
+    /// The set worker `worker` takes on each input (spec §5.9): the stage's own set, and
+    /// in round-robin order one set per worker within it, so worker k of W takes the
+    /// stage's turns k, k+W, ... (of `sets` sets, set `s`: sets `s + sets·k` of
+    /// `sets·W`). The worker shares its set with the supervisor's holder (mode one).
+    pub fn set_of(&self, worker: u32) -> Option<GroupSet> {
+        let (index, sets) = match (self.order, self.set) {
+            (Order::FirstFree, set) => set?,
+            (Order::RoundRobin, None) => (worker, self.workers),
+            (Order::RoundRobin, Some((set, sets))) => (set + sets * worker, sets * self.workers),
+        };
+        Some(GroupSet {
+            index,
+            sets,
+            mode: SetMode::One,
+        })
+    }
+
     /// The ring group worker `worker` joins on each input.
     pub fn group(&self, worker: u32) -> String {
         if self.broadcast {
@@ -193,12 +237,14 @@ impl StagePlan {
         self.inputs.iter().chain(&self.metadata)
     }
 
-    /// Distinct groups of this stage on each input.
-    pub fn groups(&self) -> Vec<String> {
-        if self.broadcast {
-            (0..self.workers).map(|w| self.group(w)).collect()
+    /// Distinct groups (and sets) of this stage on each input.
+    pub fn groups(&self) -> Vec<(String, Option<GroupSet>)> {
+        if self.broadcast || self.order == Order::RoundRobin {
+            (0..self.workers)
+                .map(|w| (self.group(w), self.set_of(w)))
+                .collect()
         } else {
-            vec![self.name.clone()]
+            vec![(self.name.clone(), self.set_of(0))]
         }
     }
 }
@@ -306,6 +352,9 @@ struct RawStage {
     delivery: Option<Spanned<String>>,
     #[serde(default)]
     broadcast: bool,
+    sets: Option<Spanned<u32>>,
+    set: Option<Spanned<u32>>,
+    order: Option<Spanned<String>>,
     cores: Option<Spanned<RawCores>>,
     #[serde(default)]
     args: BTreeMap<String, Spanned<toml::Value>>,
@@ -582,6 +631,35 @@ impl Validator<'_> {
             line,
             column,
             message: message.into(),
+        }
+    }
+
+    /// The stage's `set` of `sets` (both or neither; the set below the sets).
+    fn stage_set(&self, stage: &str, st: &RawStage) -> Result<Option<(u32, u32)>, ConfigError> {
+        match (&st.set, &st.sets) {
+            (None, None) => Ok(None),
+            (Some(one), None) | (None, Some(one)) => Err(self.at(
+                one,
+                format!("stage '{stage}': set and sets go together; give both (set 0 to sets - 1)"),
+            )),
+            (Some(set), Some(sets)) => {
+                let (set_n, sets_n) = (*set.get_ref(), *sets.get_ref());
+                if !(1..=MAX_STAGE_SETS).contains(&sets_n) {
+                    return Err(self.at(
+                        sets,
+                        format!(
+                            "stage '{stage}': sets must be 1 to {MAX_STAGE_SETS}, got {sets_n}"
+                        ),
+                    ));
+                }
+                if set_n >= sets_n {
+                    return Err(self.at(
+                        set,
+                        format!("stage '{stage}': set {set_n} does not exist among {sets_n} sets; use 0 to {}", sets_n - 1),
+                    ));
+                }
+                Ok(Some((set_n, sets_n)))
+            }
         }
     }
 
@@ -1038,6 +1116,20 @@ impl Validator<'_> {
                 None => Delivery::Lossless,
                 Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
             };
+            let set = self.stage_set(&stage_name, st)?;
+            let order = match st.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
+                None | Some((_, "first-free")) => Order::FirstFree,
+                Some((o, "round-robin")) if st.broadcast => {
+                    return Err(self.at(o, format!("stage '{stage_name}': round-robin deals runs to workers, broadcast gives every worker every frame; keep one")));
+                }
+                Some((_, "round-robin")) => Order::RoundRobin,
+                Some((o, other)) => {
+                    return Err(self.at(
+                        o,
+                        format!("unknown order '{other}' (use first-free or round-robin)"),
+                    ))
+                }
+            };
             let mut processor = processors::create(st.processor.get_ref())
                 .map_err(|m| self.at(&st.processor, m))?;
             // Keys that exclude each other (a later one would silently replace the other).
@@ -1110,8 +1202,32 @@ impl Validator<'_> {
                 batch,
                 delivery,
                 broadcast: st.broadcast,
+                set,
+                order,
                 cores,
             });
+        }
+
+        // Each group (and set) of a stage takes an entry of its ring's group table on
+        // every segment it reads; a full table would only show when the run starts.
+        let mut entries: HashMap<String, usize> = HashMap::new();
+        for (st, plan) in raw.stages.iter().zip(&stages) {
+            for ring in &plan.inputs {
+                *entries.entry(ring.clone()).or_default() += plan.groups().len();
+            }
+            for ring in &plan.metadata {
+                *entries.entry(ring.clone()).or_default() += plan.workers as usize;
+            }
+            let over = plan
+                .reads()
+                .map(|r| (r, entries.get(r).copied().unwrap_or(0)))
+                .find(|&(_, n)| n > crate::ring::layout::MAX_GROUPS);
+            if let Some((ring, n)) = over {
+                return Err(self.at(
+                    &st.get_ref().name,
+                    format!("ring '{ring}' would need {n} consumer groups with stage '{}' (a group per stage, per worker with broadcast or round-robin); a ring has {}: use fewer workers or another ring", plan.name, crate::ring::layout::MAX_GROUPS),
+                ));
+            }
         }
 
         let mut total = 1u32;

@@ -4,7 +4,9 @@
 use super::config::SourceContent;
 use crate::pattern::{fill_ramp, NpyStack, RandomPool, TiffSeries};
 use crate::ring::{AttrValue, ClaimError, Dims, Dtype, FrameMeta, Producer, SlotWriter};
+use crate::units::{nth_tick, Rate};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -180,6 +182,106 @@ pub fn pace_or_stop(at: Instant, stop: &AtomicBool) -> bool {
             std::thread::sleep((left - spin).min(slice));
         } else {
             std::hint::spin_loop();
+        }
+    }
+}
+
+/// A pipeline source's schedule: frame `first + k` is due `k` intervals after `start`
+/// and stamped with that time. A new rate (`streamd configure source fps=F`) starts a
+/// new schedule at the next frame.
+pub struct Schedule {
+    interval: Option<Duration>,
+    start: Instant,
+    start_ns: u64,
+    first: u64,
+}
+
+impl Schedule {
+    /// A schedule at `rate` whose first frame is `first`, due now.
+    pub fn new(rate: Rate, first: u64) -> Schedule {
+        Schedule {
+            interval: rate.interval(),
+            start: Instant::now(),
+            start_ns: crate::commands::now_ns(),
+            first,
+        }
+    }
+
+    /// When frame `frame_id` is due; `None` when the source runs as fast as it can.
+    pub fn due(&self, frame_id: u64) -> Option<Instant> {
+        let interval = self.interval?;
+        Some(self.start + nth_tick(interval, frame_id.saturating_sub(self.first)))
+    }
+
+    /// The time frame `frame_id` is stamped with, as a detector's clock would (a late
+    /// publication does not move the timestamp metadata is matched to); `None` when the
+    /// source is not paced.
+    pub fn timestamp_ns(&self, frame_id: u64) -> Option<u64> {
+        let interval = self.interval?;
+        let after = nth_tick(interval, frame_id.saturating_sub(self.first));
+        Some(self.start_ns.saturating_add(after.as_nanos() as u64))
+    }
+}
+
+/// The rate a paced source achieves, measured over a window of the last second or the
+/// last five requested frame intervals, whichever is longer (at most a minute), so a
+/// slow rate is not judged on one frame.
+pub struct RateMeter {
+    requested: f64,
+    window: Duration,
+    since: Instant,
+    /// (when, frames published by then), oldest first, spanning about one window.
+    samples: VecDeque<(Instant, u64)>,
+}
+
+/// What a [`RateMeter`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    /// Frames per second over the window (or since the meter started, if shorter).
+    pub achieved: f64,
+    /// A whole window has passed and the source published less than 90 % of the frames
+    /// it was asked for in it.
+    pub below: bool,
+}
+
+impl RateMeter {
+    /// Below this share of the requested rate, a source is below its rate.
+    pub const SHORT: f64 = 0.9;
+
+    /// A meter for a source asked for `requested` frames/s (0: as fast as it can, never
+    /// below), that had published `count` frames at `now`.
+    pub fn new(requested: f64, now: Instant, count: u64) -> RateMeter {
+        let intervals = if requested > 0.0 {
+            Duration::from_secs_f64((5.0 / requested).min(60.0))
+        } else {
+            Duration::ZERO
+        };
+        RateMeter {
+            requested,
+            window: intervals.max(Duration::from_secs(1)),
+            since: now,
+            samples: VecDeque::from([(now, count)]),
+        }
+    }
+
+    /// Takes the count of frames published by `now`.
+    pub fn record(&mut self, now: Instant, count: u64) -> Measured {
+        self.samples.push_back((now, count));
+        // Keep the newest sample that is at least a window old as the window's start.
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= self.window {
+            self.samples.pop_front();
+        }
+        let (then, before) = self.samples[0];
+        let seconds = now.duration_since(then).as_secs_f64();
+        let achieved = if seconds > 0.0 {
+            count.saturating_sub(before) as f64 / seconds
+        } else {
+            0.0
+        };
+        let settled = now.duration_since(self.since) >= self.window;
+        Measured {
+            achieved,
+            below: self.requested > 0.0 && settled && achieved < Self::SHORT * self.requested,
         }
     }
 }
@@ -409,6 +511,42 @@ fn mix(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_short_of_its_rate_for_a_whole_window_is_below_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // 100 frames/s asked: a window of 1 s.
+        let mut meter = RateMeter::new(100.0, t0, 0);
+        // Half the rate, but less than a window so far: not judged yet.
+        let early = meter.record(at(500), 25);
+        assert_eq!(early.achieved, 50.0);
+        assert!(!early.below);
+        for step in 6..=20 {
+            meter.record(at(step * 100), step * 5);
+        }
+        let late = meter.record(at(2100), 105);
+        assert!((late.achieved - 50.0).abs() < 1e-9, "{late:?}");
+        assert!(late.below);
+        // Back at the rate: over the last second it is no longer below.
+        for step in 22..=32 {
+            meter.record(at(step * 100), 105 + (step - 21) * 10);
+        }
+        let caught_up = meter.record(at(3300), 225);
+        assert!(!caught_up.below, "{caught_up:?}");
+        assert!((caught_up.achieved - 100.0).abs() < 1e-9, "{caught_up:?}");
+    }
+
+    #[test]
+    fn a_slow_rate_is_judged_over_five_frames_and_max_rate_never_below() {
+        let t0 = Instant::now();
+        // 0.5 frames/s: a window of 10 s; one frame in 4 s is not judged.
+        let mut meter = RateMeter::new(0.5, t0, 0);
+        assert!(!meter.record(t0 + Duration::from_secs(4), 1).below);
+        assert!(meter.record(t0 + Duration::from_secs(12), 2).below);
+        let mut unpaced = RateMeter::new(0.0, t0, 0);
+        assert!(!unpaced.record(t0 + Duration::from_secs(5), 1).below);
+    }
 
     #[test]
     fn channel_lists_parse_with_rates() {

@@ -6,7 +6,8 @@
 
 use super::config::{SourceContent, SourcePlan, StagePlan};
 use super::source::{
-    pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, MetadataPlan, Supplied,
+    pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, MetadataPlan, RateMeter,
+    Schedule, Supplied,
 };
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::python::PythonCode;
@@ -16,7 +17,7 @@ use crate::ring::{
 };
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
-use crate::units::nth_tick;
+use crate::units::Rate;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -137,6 +138,10 @@ pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<
             host,
         ),
     };
+    // The supervisor shows why the worker ended, with how it ended.
+    if let Err(e) = &status {
+        stats.write_last_error(spec.entry, &format!("{e:#}"));
+    }
     report.flush(&[]);
     status
 }
@@ -307,9 +312,14 @@ impl<'a> Report<'a> {
         false
     }
 
-    fn flush(&mut self, counters: &[(String, u64)]) {
+    /// Shows the worker lives (a stale heartbeat flags it as stalled).
+    fn beat(&mut self) {
         self.last_beat = Instant::now();
         self.entry.heartbeat_ns.store(now_ns(), Relaxed);
+    }
+
+    fn flush(&mut self, counters: &[(String, u64)]) {
+        self.beat();
         if !self.times.is_empty() {
             self.entry
                 .proc_p50_ns
@@ -391,22 +401,31 @@ fn run_source(
     // A restarted source continues after the last frame its predecessor published.
     let last_id = producer.last_published().map(|h| h.frame_id);
     let mut frame_id = last_id.map_or(0, |id| id + 1);
-    // Validated in the pipeline file already; checked again, never trusted to fit.
-    let interval = crate::units::Rate::new(plan.fps, "fps")
-        .map_err(anyhow::Error::msg)?
-        .interval();
-    let started = Instant::now();
-    let started_ns = now_ns();
-    let first_id = frame_id;
+    // The rate as last configured (`streamd configure source fps=F` changes it).
+    let mut rate = SourceRate::start(report, plan.fps)?;
+    let mut schedule = Schedule::new(rate.rate, frame_id);
     let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
-    while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
-        if let Some(interval) = interval {
-            if !pace_or_stop(
-                started + nth_tick(interval, frame_id.saturating_sub(first_id)),
-                &stop,
-            ) {
-                break;
+    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
+        if rate.changed(report, frame_id, published)? {
+            schedule = Schedule::new(rate.rate, frame_id);
+        }
+        if let Some(at) = schedule.due(frame_id) {
+            // Waiting for a slow rate's next frame, the source still shows it lives, and
+            // takes a new rate at once.
+            loop {
+                let wake = at.min(Instant::now() + HEARTBEAT);
+                if !pace_or_stop(wake, &stop) {
+                    break 'frames;
+                }
+                if wake == at {
+                    break;
+                }
+                report.beat();
+                rate.measure(report, published);
+                if rate.changed(report, frame_id, published)? {
+                    continue 'frames;
+                }
             }
         }
         let next = supply.next(frame_id).map_err(anyhow::Error::msg)?;
@@ -453,7 +472,10 @@ fn run_source(
         }
         frame_id = next.frame_id;
         missed += next.missed;
-        let mut slot = match producer.claim() {
+        report.entry.claiming.store(1, Relaxed);
+        let claimed = producer.claim();
+        report.entry.claiming.store(0, Relaxed);
+        let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
                 dropped += 1;
@@ -469,18 +491,16 @@ fn run_source(
             frame_id += 1;
             continue;
         }
-        // A paced source stamps each frame with its scheduled time, as a detector's clock
-        // would, so a late publication does not move the timestamp metadata is matched to.
-        let timestamp_ns = match (next.timestamp_ns, interval) {
-            (Some(t), _) => t,
-            (None, Some(interval)) => started_ns.saturating_add(
-                nth_tick(interval, frame_id.saturating_sub(first_id)).as_nanos() as u64,
-            ),
-            (None, None) => now_ns(),
-        };
+        let timestamp_ns = next
+            .timestamp_ns
+            .or_else(|| schedule.timestamp_ns(frame_id))
+            .unwrap_or_else(now_ns);
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            match m.publish(ring, frame_id, timestamp_ns) {
+            report.entry.claiming.store(2, Relaxed);
+            let published_values = m.publish(ring, frame_id, timestamp_ns);
+            report.entry.claiming.store(0, Relaxed);
+            match published_values {
                 Ok((p, d)) => {
                     (values.published, values.dropped) = (values.published + p, values.dropped + d)
                 }
@@ -502,6 +522,7 @@ fn run_source(
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, bytes, dropped));
         if report.due() {
+            rate.measure(report, published);
             let counters = source_counters(
                 supply.as_ref(),
                 feed.as_deref(),
@@ -519,6 +540,7 @@ fn run_source(
         }
         frame_id += 1;
     }
+    report.entry.below_rate.store(0, Relaxed);
     report.state(WORKER_DRAINING);
     // What the feed holds is published too: the metadata stage drains after the frames.
     if let (Some(feed), Some(ring), Some(m)) = (
@@ -543,6 +565,77 @@ fn run_source(
     ));
     report.state(WORKER_FINISHED);
     Ok(0)
+}
+
+/// A source's requested rate as last configured, and how well it holds it.
+struct SourceRate {
+    rate: Rate,
+    args_gen: u64,
+    meter: RateMeter,
+}
+
+impl SourceRate {
+    /// The rate as the supervisor last published it (a restarted source keeps one
+    /// `streamd configure` set), else the plan's `fps`.
+    fn start(report: &Report<'_>, fps: f64) -> anyhow::Result<SourceRate> {
+        let (args_gen, fps) = match current_args(report.stats, 0) {
+            Some((gen, args)) => (gen, source_fps(&args).unwrap_or(fps)),
+            None => (0, fps),
+        };
+        // Validated in the pipeline file already; checked again, never trusted to fit.
+        let rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+        report.entry.applied_gen.store(args_gen, Relaxed);
+        Ok(SourceRate {
+            rate,
+            args_gen,
+            meter: RateMeter::new(rate.get(), Instant::now(), 0),
+        })
+    }
+
+    /// Takes a rate `streamd configure source fps=F` set since the last call, from frame
+    /// `frame_id` on; true when there was one.
+    fn changed(
+        &mut self,
+        report: &Report<'_>,
+        frame_id: u64,
+        published: u64,
+    ) -> anyhow::Result<bool> {
+        if report.stats.stage(0).args_gen.load(Relaxed) == self.args_gen {
+            return Ok(false);
+        }
+        // None while the supervisor writes them: taken at the next call.
+        let Some((gen, args)) = current_args(report.stats, 0) else {
+            return Ok(false);
+        };
+        self.args_gen = gen;
+        if let Some(fps) = source_fps(&args) {
+            self.rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+            self.meter = RateMeter::new(self.rate.get(), Instant::now(), published);
+        }
+        report.entry.applied_from_frame.store(frame_id, Relaxed);
+        // SYNC: pairs with the supervisor's Acquire load when it waits for the workers to
+        // take a configuration: applied_from_frame is visible.
+        report.entry.applied_gen.store(gen, Release);
+        Ok(true)
+    }
+
+    /// Shows the rate achieved by now, with `published` frames published so far.
+    fn measure(&mut self, report: &Report<'_>, published: u64) {
+        let measured = self.meter.record(Instant::now(), published);
+        report
+            .entry
+            .achieved_fps
+            .store(measured.achieved.to_bits(), Relaxed);
+        report
+            .entry
+            .below_rate
+            .store(u32::from(measured.below), Relaxed);
+    }
+}
+
+/// The `fps` of the source's run-time arguments.
+fn source_fps(args: &toml::Table) -> Option<f64> {
+    processors::number("fps", args.get("fps")?).ok()
 }
 
 /// Metadata values a source published into its metadata ring, and dropped there.
@@ -632,10 +725,11 @@ fn run_stage(
     // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
     let sync_every = processor.sync_interval();
     report.gauges = processor.gauges();
-    let attach = |name: &String, group: String, batch: u32, delivery, hold| {
+    let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
         let options = ConsumerOptions {
             group: Some(group),
             batch,
+            set,
             delivery,
             wait: WaitMode::Futex,
             attach_timeout: Duration::from_secs(5),
@@ -655,6 +749,7 @@ fn run_stage(
                 name,
                 group.to_string(),
                 plan.batch,
+                plan.set_of(spec.worker),
                 plan.delivery,
                 sync_every.is_some(),
             )
@@ -668,6 +763,7 @@ fn run_stage(
                 name,
                 metadata_group.clone(),
                 METADATA_BATCH,
+                None,
                 Delivery::Lossless,
                 false,
             )
@@ -680,6 +776,13 @@ fn run_stage(
         producers.push(producer);
     }
     let mut out = Outputs::new(producers);
+    // Its own mapping of the stats segment, so the watch outlives any borrow here.
+    let marks = StatsSegment::open(&spec.pipeline)?;
+    let entry = spec.entry;
+    out.watch_claims(Box::new(move |port| {
+        let claiming = port.map_or(0, |p| p as u32 + 1);
+        marks.entry(entry).claiming.store(claiming, Relaxed);
+    }));
     let ctx = StageContext {
         stage: plan.name.clone(),
         worker: spec.worker,

@@ -19,7 +19,7 @@ mod split;
 mod stitch;
 mod verify;
 
-pub use outputs::{OutputSlot, Outputs};
+pub use outputs::{ClaimWatch, OutputSlot, Outputs};
 
 use crate::ring::Frame;
 

@@ -407,7 +407,7 @@ impl Processor for Hdf5Writer {
                 master.display()
             ));
         }
-        Ok(())
+        self.destination.check_earlier_files("HDF5 data")
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {

@@ -269,7 +269,8 @@ impl Processor for RawWriter {
     }
 
     fn prepare(&self, _workers: u32) -> Result<(), String> {
-        self.destination.check_folder()
+        self.destination.check_folder()?;
+        self.destination.check_earlier_files("raw")
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {

@@ -70,7 +70,8 @@ impl Processor for TiffWriter {
     }
 
     fn prepare(&self, _workers: u32) -> Result<(), String> {
-        self.destination.check_folder()
+        self.destination.check_folder()?;
+        self.destination.check_earlier_files("TIFF")
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
