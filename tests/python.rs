@@ -173,8 +173,20 @@ fn a_python_consumer_in_a_set_sees_exactly_its_sets_frames() {
     ]);
     let member = |set: &str, file: &str| {
         spawn(&[
-            "consume", "--ring", &ring, "--group", "ana", "--batch", "4", "--sets", "2",
-            "--set", set, "--json", "--record-ids", ids(file).to_str().unwrap(),
+            "consume",
+            "--ring",
+            &ring,
+            "--group",
+            "ana",
+            "--batch",
+            "4",
+            "--sets",
+            "2",
+            "--set",
+            set,
+            "--json",
+            "--record-ids",
+            ids(file).to_str().unwrap(),
         ])
     };
     let (same, other) = (member("1", "same.ids"), member("0", "other.ids"));
@@ -183,7 +195,11 @@ fn a_python_consumer_in_a_set_sees_exactly_its_sets_frames() {
     finish(other, "set 0's consume");
     finish(sim, "sim");
     assert_eq!(py["errors"], 0, "{py}");
-    let of_set = |set| (0..frames).filter(|s| s / 4 % 2 == set).collect::<Vec<u64>>();
+    let of_set = |set| {
+        (0..frames)
+            .filter(|s| s / 4 % 2 == set)
+            .collect::<Vec<u64>>()
+    };
     assert_eq!(read_ids(&ids("python.ids")), of_set(1));
     assert_eq!(read_ids(&ids("same.ids")), of_set(1));
     assert_eq!(read_ids(&ids("other.ids")), of_set(0));

@@ -194,7 +194,8 @@ fn plan(pipeline: &Pipeline) -> String {
     let pace = match &source.content {
         SourceContent::Python { kind, args, .. } if kind == "pva" => format!(
             "from the NTNDArray channel {}",
-            args.get("channel").map_or(String::new(), ToString::to_string)
+            args.get("channel")
+                .map_or(String::new(), ToString::to_string)
         ),
         _ if source.fps > 0.0 => format!("at {} frames/s", source.fps),
         _ => "as fast as taken".to_string(),
