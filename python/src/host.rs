@@ -8,11 +8,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use streamd::pipeline::config::SourcePlan;
-use streamd::pipeline::source::{FrameSupply, SuppliedFrame};
 use streamd::pipeline::worker::Host;
 use streamd::processors::python::{PythonCode, PythonStage};
 use streamd::processors::{ArgValue, Outputs, Processor, StageContext};
 use streamd::ring::{AttributeArea, Dtype, Frame as RingFrame, FrameMeta, SlotWriter};
+use streamd::sources::{Next, Source, SuppliedFrame};
 
 pub struct PythonHost;
 
@@ -30,7 +30,7 @@ impl Host for PythonHost {
         code: &PythonCode,
         args: &toml::Table,
         plan: &SourcePlan,
-    ) -> Result<Box<dyn FrameSupply>, String> {
+    ) -> Result<Box<dyn Source>, String> {
         Python::attach(|py| {
             let object = construct(py, code, args)?;
             let frames = object
@@ -41,7 +41,7 @@ impl Host for PythonHost {
                 frames: frames.unbind(),
                 capacity: u64::from(plan.nx) * u64::from(plan.ny) * plan.dtype.size() as u64,
                 current: None,
-            }) as Box<dyn FrameSupply>)
+            }) as Box<dyn Source>)
         })
     }
 }
@@ -387,18 +387,18 @@ impl PySource {
     }
 }
 
-impl FrameSupply for PySource {
-    fn next(&mut self, next_id: u64) -> Result<Option<SuppliedFrame>, String> {
+impl Source for PySource {
+    fn next(&mut self, next_id: u64) -> Result<Next, String> {
         Python::attach(|py| {
             let item = match self.frames.bind(py).call_method0("__next__") {
                 Ok(item) => item,
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-                    return Ok(None)
+                    return Ok(Next::End)
                 }
                 Err(e) => return Err(describe(py, &e)),
             };
             self.take(py, &item, next_id)
-                .map(Some)
+                .map(Next::Frame)
                 .map_err(|e| describe(py, &e))
         })
     }

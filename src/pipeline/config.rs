@@ -7,6 +7,7 @@ use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
 use crate::processors::python::PythonCode;
 use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::sources::zmq::ZmqSettings;
 use crate::units::{quote, Rate, Seconds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -108,7 +109,7 @@ pub enum CoreChoice {
     List(Vec<usize>),
 }
 
-/// What the source publishes.
+/// What the source publishes, by kind (`sources::REGISTRY`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SourceContent {
     Ramp,
@@ -120,6 +121,20 @@ pub enum SourceContent {
         code: PythonCode,
         args: toml::Table,
     },
+    /// DECTRIS Stream V2 from a ZeroMQ PUSH socket.
+    Zmq(ZmqSettings),
+}
+
+impl SourceContent {
+    /// The source kind's name in the registry.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceContent::Ramp | SourceContent::Random => "sim",
+            SourceContent::Npy(_) | SourceContent::Tiff(_) => "replay",
+            SourceContent::Python { .. } => "python",
+            SourceContent::Zmq(_) => "zmq",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,8 +271,8 @@ struct RawShape {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     ring: Spanned<String>,
-    /// `python`: frames from a Python class's `frames()` (with file or module, class,
-    /// python, args); absent: the simulator (pattern) or replayed files.
+    /// A name in `sources::REGISTRY`; absent: `replay` when `replay` is given, else
+    /// `sim`.
     kind: Option<Spanned<String>>,
     python: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
@@ -273,6 +288,9 @@ struct RawSource {
     frames: Option<u64>,
     cores: Option<Spanned<RawCores>>,
     metadata: Option<Spanned<RawMetadata>>,
+    endpoint: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    shared: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -396,38 +414,65 @@ pub fn check_pipeline_name(name: &str) -> Result<(), String> {
 }
 
 impl Validator<'_> {
-    /// The Python class of a `kind = "python"` source, `None` for the simulator; the
-    /// class's keys are refused on any other source.
-    fn python_source(
+    /// The source's kind and its registration; every key it was given must be one the
+    /// kind takes.
+    fn source_kind(
         &self,
         src: &RawSource,
-        base: &Path,
-    ) -> Result<Option<SourceContent>, ConfigError> {
+        table: Range<usize>,
+    ) -> Result<&'static crate::sources::Registration, ConfigError> {
+        let name = match (&src.kind, &src.replay) {
+            (Some(k), _) => k.get_ref().as_str(),
+            (None, Some(_)) => "replay",
+            (None, None) => "sim",
+        };
+        let registration = crate::sources::registration(name).map_err(|m| match &src.kind {
+            Some(k) => self.at(k, m),
+            None => self.error(table.clone(), m),
+        })?;
+        let span = |v: Option<Range<usize>>| v.unwrap_or_else(|| table.clone());
+        let given: [(&str, Option<Range<usize>>); 16] = [
+            ("python", src.python.as_ref().map(Spanned::span)),
+            ("file", src.file.as_ref().map(Spanned::span)),
+            ("module", src.module.as_ref().map(Spanned::span)),
+            ("class", src.class.as_ref().map(Spanned::span)),
+            ("args", src.args.as_ref().map(Spanned::span)),
+            ("pattern", src.pattern.as_ref().map(Spanned::span)),
+            ("replay", src.replay.as_ref().map(Spanned::span)),
+            ("nx", src.nx.map(|_| span(None))),
+            ("ny", src.ny.map(|_| span(None))),
+            ("dtype", src.dtype.as_ref().map(Spanned::span)),
+            ("fps", src.fps.as_ref().map(Spanned::span)),
+            ("frames", src.frames.map(|_| span(None))),
+            ("endpoint", src.endpoint.as_ref().map(Spanned::span)),
+            ("channel", src.channel.as_ref().map(Spanned::span)),
+            ("shared", src.shared.as_ref().map(Spanned::span)),
+            ("kind", None),
+        ];
+        for (key, at) in given {
+            if let Some(at) = at {
+                if !registration.keys.contains(&key) {
+                    return Err(self.error(
+                        at,
+                        format!(
+                            "{key} does not belong to a {name} source (it takes: {}); set kind to the source you mean",
+                            registration.keys.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(registration)
+    }
+
+    /// The Python class of a `kind = "python"` source.
+    fn python_source(&self, src: &RawSource, base: &Path) -> Result<SourceContent, ConfigError> {
         let keys = [
             ("python", &src.python),
             ("file", &src.file),
             ("module", &src.module),
             ("class", &src.class),
         ];
-        match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
-            Some((_, "python")) => {}
-            Some((k, other)) => {
-                return Err(self.at(
-                    k,
-                    format!("unknown source kind '{other}' (use python, or leave kind out for the simulator or replayed files)"),
-                ))
-            }
-            None => {
-                let stray = keys.iter().find_map(|(_, v)| v.as_ref());
-                return match stray.or(None) {
-                    Some(v) => Err(self.at(v, "file, module, class and python belong to a Python source; add kind = \"python\"")),
-                    None => match &src.args {
-                        Some(a) => Err(self.at(a, "args belong to a Python source; add kind = \"python\"")),
-                        None => Ok(None),
-                    },
-                };
-            }
-        }
         let mut code = PythonCode::default();
         for (key, value) in keys {
             if let Some(v) = value {
@@ -447,7 +492,31 @@ impl Validator<'_> {
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default();
-        Ok(Some(SourceContent::Python { code, args }))
+        Ok(SourceContent::Python { code, args })
+    }
+
+    /// The shape a source declares for the frames it cannot know in advance (Python's,
+    /// a detector's): the largest it will send, which sizes the ring.
+    fn declared_shape(
+        &self,
+        src: &RawSource,
+        table: &Spanned<RawSource>,
+        who: &str,
+    ) -> Result<(u32, u32, Dtype), ConfigError> {
+        let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
+            return Err(self.at(
+                table,
+                format!("{who} declares the largest frame it takes: set nx and ny (and dtype, u16 by default)"),
+            ));
+        };
+        if nx == 0 || ny == 0 {
+            return Err(self.at(table, "the source's nx and ny must be at least 1"));
+        }
+        let dtype = match &src.dtype {
+            None => Dtype::U16,
+            Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+        };
+        Ok((nx, ny, dtype))
     }
 }
 
@@ -692,40 +761,54 @@ impl Validator<'_> {
                 .map_err(|m| self.at(f, m))?
                 .get(),
         };
-        let python = self.python_source(src, base)?;
-        let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
-            (pattern, replay) if python.is_some() => {
-                if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
-                    return Err(self.at(
-                        other,
-                        "a Python source makes its own frames; remove pattern and replay",
-                    ));
+        let kind = self.source_kind(src, raw.source.span())?;
+        let (content, nx, ny, dtype, frames) = match kind.name {
+            "python" => {
+                let content = self.python_source(src, base)?;
+                let (nx, ny, dtype) = self.declared_shape(src, &raw.source, "a Python source")?;
+                (content, nx, ny, dtype, src.frames)
+            }
+            "zmq" => {
+                let mut settings = ZmqSettings::default();
+                for (key, value) in [
+                    (
+                        "endpoint",
+                        src.endpoint
+                            .as_ref()
+                            .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+                    ),
+                    (
+                        "channel",
+                        src.channel
+                            .as_ref()
+                            .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+                    ),
+                    (
+                        "shared",
+                        src.shared
+                            .as_ref()
+                            .map(|v| (v.span(), toml::Value::Boolean(*v.get_ref()))),
+                    ),
+                ] {
+                    if let Some((span, value)) = value {
+                        settings
+                            .configure(key, &value)
+                            .map_err(|m| self.error(span, m))?;
+                    }
                 }
-                let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
-                    return Err(self.at(
+                settings
+                    .check_complete()
+                    .map_err(|m| self.at(&raw.source, m))?;
+                let (nx, ny, dtype) = self.declared_shape(src, &raw.source, "a zmq source")?;
+                (SourceContent::Zmq(settings), nx, ny, dtype, src.frames)
+            }
+            "replay" => {
+                let replay = src.replay.as_ref().ok_or_else(|| {
+                    self.at(
                         &raw.source,
-                        "a Python source declares the largest frame it yields: set nx and ny (and dtype, u16 by default)",
-                    ));
-                };
-                let dtype = match &src.dtype {
-                    None => Dtype::U16,
-                    Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
-                };
-                if nx == 0 || ny == 0 {
-                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
-                }
-                (python.expect("matched"), nx, ny, dtype, src.frames)
-            }
-            (Some(p), Some(_)) => {
-                return Err(self.at(p, "the source has both pattern and replay; keep one"))
-            }
-            (_, Some(replay)) => {
-                if src.nx.is_some() || src.ny.is_some() || src.dtype.is_some() {
-                    return Err(self.at(
-                        replay,
-                        "a replayed source takes its shape from its files; remove nx, ny and dtype",
-                    ));
-                }
+                        "a replay source needs replay = \"FILE.npy\" or \"DIR/*.tif\"",
+                    )
+                })?;
                 let path = base.join(replay.get_ref());
                 if replay.get_ref().ends_with(".npy") {
                     let stack = NpyStack::open(&path).map_err(|m| self.at(replay, m))?;
@@ -750,8 +833,8 @@ impl Validator<'_> {
                     )
                 }
             }
-            (pattern, None) => {
-                let content = match pattern.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            _ => {
+                let content = match src.pattern.as_ref().map(|p| (p, p.get_ref().as_str())) {
                     None | Some((_, "ramp")) => SourceContent::Ramp,
                     Some((_, "random")) => SourceContent::Random,
                     Some((p, other)) => {

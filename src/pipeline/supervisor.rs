@@ -85,12 +85,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     prepare_stages(pipeline)?;
     let mut decls = vec![StageDecl {
         name: "source".into(),
-        processor: match &pipeline.source.content {
-            SourceContent::Ramp | SourceContent::Random => "sim".into(),
-            SourceContent::Npy(_) => "npy".into(),
-            SourceContent::Tiff(_) => "tiff".into(),
-            SourceContent::Python { .. } => "python".into(),
-        },
+        processor: pipeline.source.content.kind().into(),
         workers: 1,
     }];
     decls.extend(pipeline.stages.iter().map(|s| StageDecl {

@@ -5,13 +5,14 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::config::{SourceContent, SourcePlan, StagePlan};
-use super::source::{pace_or_stop, BuiltIn, FrameSupply, MetadataError};
+use super::source::{pace_or_stop, MetadataError};
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
 use crate::ring::{
     ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
 };
+use crate::sources::{self, Next, Source};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
 use crate::units::nth_tick;
@@ -82,7 +83,7 @@ pub trait Host {
         code: &PythonCode,
         args: &toml::Table,
         plan: &SourcePlan,
-    ) -> Result<Box<dyn FrameSupply>, String>;
+    ) -> Result<Box<dyn Source>, String>;
 }
 
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
@@ -353,14 +354,9 @@ fn run_source(
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
-    let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
-        (SourceContent::Python { code, args }, Some(host)) => host
-            .frames(code, args, plan)
-            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?,
-        (content, _) => Box::new(
-            BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(anyhow::Error::msg)?,
-        ),
-    };
+    let mut supply = sources::open(plan, host)
+        .map_err(|e| anyhow::anyhow!("the {} source: {e}", plan.content.kind()))?;
+    report.gauges = supply.gauges();
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
@@ -391,8 +387,28 @@ fn run_source(
                 break;
             }
         }
-        let Some(next) = supply.next(frame_id).map_err(anyhow::Error::msg)? else {
-            break;
+        let next = match supply.next(frame_id).map_err(anyhow::Error::msg)? {
+            Next::Frame(next) => next,
+            Next::End => break,
+            Next::Idle => {
+                source_tick(
+                    report,
+                    supply.as_ref(),
+                    &metadata_ring,
+                    (values, values_dropped),
+                );
+                continue;
+            }
+            Next::Problem(why) => {
+                report.error(&why);
+                source_tick(
+                    report,
+                    supply.as_ref(),
+                    &metadata_ring,
+                    (values, values_dropped),
+                );
+                continue;
+            }
         };
         // A restarted supply that numbers its own frames starts again from its first:
         // what the predecessor published is not published twice.
@@ -446,12 +462,12 @@ fn run_source(
         bytes += next.bytes() as u64;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, bytes, dropped));
-        if report.due()
-            && report.tick(
-                0,
-                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
-            )
-        {
+        if source_tick(
+            report,
+            supply.as_ref(),
+            &metadata_ring,
+            (values, values_dropped),
+        ) {
             (published, bytes, dropped, values, values_dropped) = (0, 0, 0, 0, 0);
             report.out_base = (0, 0, 0);
         }
@@ -462,24 +478,44 @@ fn run_source(
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.flush(&metadata_counters(
-        metadata_ring.is_some(),
-        values,
-        values_dropped,
+    report.missed(supply.missed());
+    report.flush(&source_counters(
+        supply.as_ref(),
+        &metadata_ring,
+        (values, values_dropped),
     ));
     report.state(WORKER_FINISHED);
     Ok(0)
 }
 
-/// The source's counters: metadata values published and dropped, when it has any.
-fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
-    if !publishes {
-        return Vec::new();
+/// A source's heartbeat when due (see [`Report::tick`]): its missed frames and counters.
+/// True when `reset-stats` asked for zeroed counters.
+fn source_tick(
+    report: &mut Report<'_>,
+    supply: &dyn Source,
+    metadata_ring: &Option<Producer>,
+    values: (u64, u64),
+) -> bool {
+    report.due()
+        && report.tick(
+            supply.missed(),
+            &source_counters(supply, metadata_ring, values),
+        )
+}
+
+/// The source's counters, then the metadata values published and dropped when it
+/// publishes any.
+fn source_counters(
+    supply: &dyn Source,
+    metadata_ring: &Option<Producer>,
+    (values, dropped): (u64, u64),
+) -> Vec<(String, u64)> {
+    let mut counters = supply.counters();
+    if metadata_ring.is_some() {
+        counters.push(("metadata_values".into(), values));
+        counters.push(("metadata_dropped".into(), dropped));
     }
-    vec![
-        ("metadata_values".into(), values),
-        ("metadata_dropped".into(), dropped),
-    ]
+    counters
 }
 
 /// One input ring of a stage worker.

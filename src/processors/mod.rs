@@ -18,6 +18,7 @@ mod route;
 mod split;
 mod stitch;
 mod verify;
+mod zmq_push;
 
 pub use outputs::{OutputSlot, Outputs};
 
@@ -228,6 +229,11 @@ pub static REGISTRY: &[Registration] = &[
         about:
             "runs a Python class on every frame (file or module, class; PvaPy's processor shape)",
         create: || Box::new(python::PythonStage::default()),
+    },
+    Registration {
+        name: "zmq",
+        about: "publishes frames as DECTRIS Stream V2 on a ZeroMQ PUSH socket (receivers share it)",
+        create: || Box::new(zmq_push::ZmqSink::default()),
     },
     Registration {
         name: "tiff",

@@ -191,20 +191,54 @@ pub fn compress(input: &[u8], elem_size: usize, out: &mut [u8], scratch: &mut Ve
 
 /// Decompresses a 32008 chunk of `elem_size`-byte elements.
 pub fn decompress(input: &[u8], elem_size: usize) -> Result<Vec<u8>, String> {
-    let corrupt = |what: &str| format!("bitshuffle-LZ4 chunk is corrupt: {what}");
+    let total = original_len(input)?;
+    let mut out = vec![0u8; total];
+    decompress_into(input, elem_size, &mut out, &mut Vec::new())?;
+    Ok(out)
+}
+
+/// The uncompressed length a 32008 chunk states in its header.
+pub fn original_len(input: &[u8]) -> Result<usize, String> {
+    match input.get(..8) {
+        Some(b) => Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")) as usize),
+        None => Err(corrupt("shorter than its header")),
+    }
+}
+
+fn corrupt(what: &str) -> String {
+    format!("bitshuffle-LZ4 chunk is corrupt: {what}")
+}
+
+/// Decompresses a 32008 chunk straight into `out`, which must be exactly as long as
+/// the chunk says it was (a ring slot's frame bytes); `scratch` holds one block.
+pub fn decompress_into(
+    input: &[u8],
+    elem_size: usize,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), String> {
     if input.len() < HEADER {
         return Err(corrupt("shorter than its header"));
     }
-    let total = u64::from_be_bytes(input[..8].try_into().expect("8 bytes")) as usize;
+    let total = original_len(input)?;
     let block_bytes = u32::from_be_bytes(input[8..12].try_into().expect("4 bytes")) as usize;
     if elem_size == 0 || total % elem_size != 0 || block_bytes % (8 * elem_size) != 0 {
         return Err(corrupt("sizes are not whole elements"));
     }
+    if block_bytes == 0 && total >= 8 * elem_size {
+        return Err(corrupt("its block size is 0"));
+    }
+    if total != out.len() {
+        return Err(format!(
+            "bitshuffle-LZ4 data decompress to {total} bytes where {} were expected",
+            out.len()
+        ));
+    }
     let block = block_bytes / elem_size;
     let elements = total / elem_size;
     let shuffled_elements = elements / 8 * 8;
-    let mut out = vec![0u8; total];
-    let mut scratch = vec![0u8; block_bytes];
+    // A block is never longer than the data (a hostile header cannot make it allocate).
+    scratch.resize(block_bytes.min(total), 0);
     let mut at = HEADER;
     let mut start = 0;
     while start < shuffled_elements {
@@ -233,7 +267,7 @@ pub fn decompress(input: &[u8], elem_size: usize) -> Result<Vec<u8>, String> {
         .get(at..at + tail)
         .ok_or_else(|| corrupt("truncated"))?;
     out[shuffled_elements * elem_size..].copy_from_slice(rest);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
