@@ -455,7 +455,7 @@ impl Validator<'_> {
                     return Err(self.error(
                         at,
                         format!(
-                            "{key} does not belong to a {name} source (it takes: {}); set kind to the source you mean",
+                            "{key} does not belong to a {name} source (it takes: {}); remove it, or set kind to the source it belongs to",
                             registration.keys.join(", ")
                         ),
                     ));

@@ -27,9 +27,9 @@ use std::ops::Range;
 
 /// How long one wait for a message lasts before the worker gets control back.
 const WAIT_MS: i64 = 100;
-/// Messages ZeroMQ queues on the receiving side (frames are large: few are enough to
-/// keep the link busy).
-const RECEIVE_QUEUE: i32 = 32;
+/// Bytes of messages ZeroMQ queues on the receiving side, as frames: enough to keep
+/// the link busy, bounded in memory for large frames (2 to 32 frames).
+const RECEIVE_QUEUE_BYTES: usize = 256 << 20;
 
 /// The `[source]` keys of a zmq source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -206,8 +206,10 @@ impl ZmqSource {
         let context = ::zmq::Context::new();
         let fail = |what: &str, e: ::zmq::Error| format!("zmq source: {what}: {e}");
         let socket = context.socket(::zmq::PULL).map_err(|e| fail("socket", e))?;
+        let frame_bytes = plan.nx as usize * plan.ny as usize * plan.dtype.size();
+        let queue = (RECEIVE_QUEUE_BYTES / frame_bytes.max(1)).clamp(2, 32) as i32;
         socket
-            .set_rcvhwm(RECEIVE_QUEUE)
+            .set_rcvhwm(queue)
             .map_err(|e| fail("receive queue", e))?;
         // Closing never waits for messages nobody will read.
         socket.set_linger(0).map_err(|e| fail("linger", e))?;
@@ -233,7 +235,7 @@ impl ZmqSource {
             monitor,
             _context: context,
             message: ::zmq::Message::new(),
-            capacity: plan.nx as usize * plan.ny as usize * plan.dtype.size(),
+            capacity: frame_bytes,
             series: None,
             last_id: None,
             pending: None,
@@ -501,7 +503,12 @@ pub fn monitor_events(monitor: &::zmq::Socket) -> Vec<u16> {
 }
 
 impl Source for ZmqSource {
-    fn next(&mut self, _next_id: u64) -> Result<Next, String> {
+    fn next(&mut self, next_id: u64) -> Result<Next, String> {
+        // A restarted source continues after its predecessor's last frame: images sent
+        // while no receiver was connected count as missed like any other gap.
+        if self.last_id.is_none() && next_id > 0 {
+            self.last_id = Some(next_id - 1);
+        }
         loop {
             if let Some(problem) = self.watch_connections() {
                 return Ok(Next::Problem(problem));

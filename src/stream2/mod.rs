@@ -12,6 +12,8 @@ mod compression;
 mod decode;
 pub mod encode;
 
+#[cfg(test)]
+use crate::series::UserValue;
 pub use compression::Algorithm;
 pub use decode::{decode, user_values, Array, Data, End, Image, Message, Start};
 
@@ -134,6 +136,22 @@ pub fn format_date(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pattern::fill_ramp;
+    use crate::ring::Dtype;
+    use proptest::prelude::*;
+
+    /// Golden messages written from the specification by `fixtures/stream2/make_golden.py`.
+    fn golden(name: &str) -> Vec<u8> {
+        let path = format!("{}/fixtures/stream2/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn image(bytes: &[u8]) -> Image<'_> {
+        match decode(bytes).unwrap() {
+            Message::Image(image) => image,
+            other => panic!("not an image: {other:?}"),
+        }
+    }
 
     #[test]
     fn dates_parse_and_format_as_rfc3339() {
@@ -148,5 +166,235 @@ mod tests {
         );
         assert_eq!(parse_date("yesterday"), None);
         assert_eq!(parse_date("2023-13-14T22:13:20Z"), None);
+    }
+
+    #[test]
+    fn every_pixel_type_and_byte_order_and_compression_lands_as_the_little_endian_ramp() {
+        for (name, id, dtype) in [
+            ("image_u8.cbor", 0, Dtype::U8),
+            ("image_u16_le.cbor", 1, Dtype::U16),
+            ("image_u16_be_bslz4.cbor", 2, Dtype::U16),
+            ("image_u32_be.cbor", 3, Dtype::U32),
+            ("image_u32_le_lz4.cbor", 4, Dtype::U32),
+            ("image_f32_le_bslz4.cbor", 5, Dtype::F32),
+            ("image_f32_be.cbor", 6, Dtype::F32),
+        ] {
+            let bytes = golden(name);
+            let image = image(&bytes);
+            assert_eq!(image.image_id, id, "{name}");
+            assert_eq!(image.series_id, Some(3));
+            assert_eq!(image.start_time, Some((id * 10, 10_000)));
+            assert_eq!(image.real_time, Some((9, 10_000)));
+            assert_eq!(
+                image.series_date.and_then(parse_date),
+                parse_date("2024-05-01T12:00:00.25Z")
+            );
+            let (channel, array) = image.data[0];
+            assert_eq!(channel, "threshold_1");
+            assert_eq!((array.ny, array.nx, array.dtype), (5, 7, dtype), "{name}");
+            // Into a dirty buffer, as a reused ring slot is.
+            let mut out = vec![0xAB; array.len()];
+            array.write_into(&mut out, &mut Vec::new()).unwrap();
+            let mut expected = vec![0; array.len()];
+            fill_ramp(&mut expected, dtype, id);
+            assert_eq!(out, expected, "{name}");
+            let user = user_values(image.user_data.unwrap());
+            assert!(user.contains(&("shot".into(), UserValue::Int(id as i64))));
+            assert!(user.contains(&("motor.x".into(), UserValue::Float(1.5))));
+            assert!(user.contains(&("tags".into(), UserValue::Text("[1, \"a\"]".into()))));
+        }
+    }
+
+    #[test]
+    fn a_start_message_gives_the_series_description() {
+        let bytes = golden("start.cbor");
+        let Message::Start(start) = decode(&bytes).unwrap() else {
+            panic!("not a start message")
+        };
+        let s = &start.series;
+        assert_eq!(s.series_id, Some(3));
+        assert_eq!(s.series_unique_id.as_deref(), Some("golden"));
+        assert_eq!((s.beam_center_x, s.beam_center_y), (Some(3.5), Some(2.25)));
+        assert_eq!((s.pixel_size_x, s.pixel_size_y), (Some(75e-6), Some(75e-6)));
+        assert_eq!(s.detector_translation, Some([0.01, -0.02, 0.15]));
+        assert_eq!(s.sensor_material.as_deref(), Some("Si"));
+        assert_eq!(s.sensor_thickness, Some(450e-6));
+        assert_eq!(s.saturation_value, Some(65_000));
+        assert_eq!((s.count_time, s.frame_time), (Some(0.0009), Some(0.001)));
+        assert_eq!(s.number_of_images, Some(4));
+        assert_eq!(s.incident_wavelength, Some(1.0));
+        assert_eq!(s.detector_serial_number.as_deref(), Some("E-08-0123"));
+        let omega = s.goniometer.iter().find(|a| a.name == "omega").unwrap();
+        assert_eq!((omega.start, omega.increment), (15.0, 0.1));
+        assert_eq!(s.goniometer.len(), 5);
+        assert_eq!(start.channels, ["threshold_1", "threshold_2"]);
+        assert_eq!(start.thresholds[1], ("threshold_2".into(), 9000.0));
+        assert!(s.user.contains(&("run".into(), UserValue::Int(7))));
+        assert!(s.arm_date.as_deref().and_then(parse_date).is_some());
+    }
+
+    #[test]
+    fn an_end_message_names_its_series() {
+        let bytes = golden("end.cbor");
+        let Message::End(end) = decode(&bytes).unwrap() else {
+            panic!("not an end message")
+        };
+        assert_eq!(
+            (end.series_id, end.series_unique_id),
+            (Some(3), Some("golden"))
+        );
+    }
+
+    #[test]
+    fn a_cut_message_is_refused_at_every_length_without_a_panic() {
+        for name in [
+            "start.cbor",
+            "image_u16_be_bslz4.cbor",
+            "image_u32_le_lz4.cbor",
+        ] {
+            let bytes = golden(name);
+            for len in 0..bytes.len() {
+                let cut = &bytes[..len];
+                match decode(cut) {
+                    Err(DecodeError::Truncated(_) | DecodeError::Malformed(_)) => {}
+                    Err(e) => panic!("{name} cut at {len}: {e:?}"),
+                    Ok(Message::Image(image)) => {
+                        // Cut inside the compressed data only: the sizes disagree.
+                        let array = image.data[0].1;
+                        let mut out = vec![0; array.len()];
+                        assert!(array.write_into(&mut out, &mut Vec::new()).is_err());
+                    }
+                    Ok(other) => panic!("{name} cut at {len} decoded as {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_streamd_does_not_take_is_refused_with_its_reason() {
+        let ok = golden("image_u16_le.cbor");
+        // Tag 69 (uint16 LE) → 77 (int16 LE): the byte after 0xd8 is the tag number.
+        let at = ok.windows(2).position(|w| w == [0xd8, 69]).unwrap();
+        let mut int16 = ok.clone();
+        int16[at + 1] = 77;
+        let e = decode(&int16).unwrap_err();
+        assert_eq!(e.kind(), "unsupported");
+        assert!(e.to_string().contains("int16 (tag 77)"), "{e}");
+        // Tag 40 → 1040 does not fit one byte; tag 40 → 41 (not a multi-dim array).
+        let at = ok.windows(2).position(|w| w == [0xd8, 40]).unwrap();
+        let mut other = ok.clone();
+        other[at + 1] = 41;
+        assert_eq!(decode(&other).unwrap_err().kind(), "malformed");
+        // Dimensions that disagree with the bytes: [5, 7] → [5, 8].
+        let at = ok.windows(3).position(|w| w == [0x82, 5, 7]).unwrap();
+        let mut dims = ok.clone();
+        dims[at + 2] = 8;
+        let e = decode(&dims).unwrap_err();
+        assert_eq!(e.kind(), "invalid");
+        assert!(e.to_string().contains("holds 70 bytes"), "{e}");
+        assert_eq!(decode(b"\x01").unwrap_err().kind(), "malformed");
+        assert_eq!(decode(b"").unwrap_err().kind(), "truncated");
+        // Corrupt compressed data: flip bytes inside the LZ4 blocks.
+        let mut bad = golden("image_u16_be_bslz4.cbor");
+        let n = bad.len();
+        for b in &mut bad[n - 40..n - 4] {
+            *b ^= 0x5a;
+        }
+        if let Ok(Message::Image(image)) = decode(&bad) {
+            let array = image.data[0].1;
+            let mut out = vec![0; array.len()];
+            let e = array.write_into(&mut out, &mut Vec::new()).unwrap_err();
+            assert_eq!(e.kind(), "invalid");
+        }
+    }
+
+    #[test]
+    fn what_the_sink_encodes_decodes_back() {
+        let series = crate::series::Series {
+            series_id: Some(9),
+            beam_center_x: Some(1.5),
+            detector_translation: Some([0.0, 0.0, 0.3]),
+            goniometer: vec![crate::series::Axis {
+                name: "omega".into(),
+                start: 1.0,
+                increment: 0.5,
+            }],
+            user: vec![("a".into(), UserValue::Text("b".into()))],
+            ..Default::default()
+        };
+        let start = encode::start(&series, "threshold_1", (4, 8), Dtype::U16);
+        let Message::Start(back) = decode(&start).unwrap() else {
+            panic!("start")
+        };
+        assert_eq!(back.series.beam_center_x, Some(1.5));
+        assert_eq!(back.series.goniometer, series.goniometer);
+        assert_eq!(back.series.user, series.user);
+        assert_eq!(back.channels, ["threshold_1"]);
+        let mut pixels = vec![0u8; 4 * 8 * 2];
+        fill_ramp(&mut pixels, Dtype::U16, 11);
+        let mut compressed = vec![0; crate::writers::bitshuffle::max_compressed_len(64, 2)];
+        let len =
+            crate::writers::bitshuffle::compress(&pixels, 2, &mut compressed, &mut Vec::new());
+        let user = [("x".to_string(), UserValue::Float(2.5))];
+        for data in [
+            encode::Pixels::Plain(&pixels),
+            encode::Pixels::BsLz4(&compressed[..len]),
+        ] {
+            let header = encode::ImageHeader {
+                series_id: 9,
+                series_unique_id: "u",
+                image_id: 11,
+                series_date: "2024-05-01T12:00:00.000000Z",
+                start_ns: 1_500_000_000,
+                stop_ns: None,
+                real_ns: Some(1000),
+                user: &user,
+                channel: "threshold_1",
+                ny: 4,
+                nx: 8,
+                dtype: Dtype::U16,
+            };
+            let mut message = Vec::new();
+            encode::image(&header, data, &mut message);
+            let image = image(&message);
+            assert_eq!(image.image_id, 11);
+            assert_eq!(image.start_time, Some((1_500_000_000, 1_000_000_000)));
+            let mut out = vec![0; 64];
+            image.data[0]
+                .1
+                .write_into(&mut out, &mut Vec::new())
+                .unwrap();
+            assert_eq!(out, pixels);
+            assert_eq!(user_values(image.user_data.unwrap()), user);
+        }
+        let end = encode::end(9, "u");
+        assert!(matches!(
+            decode(&end),
+            Ok(Message::End(End {
+                series_id: Some(9),
+                ..
+            }))
+        ));
+    }
+
+    proptest! {
+        /// Hostile bytes: any input is a message or a refusal, never a panic; and so are
+        /// golden messages with a byte changed.
+        #[test]
+        fn no_input_makes_the_decoder_panic(bytes in prop::collection::vec(any::<u8>(), 0..512),
+                                            at in any::<usize>(), value in any::<u8>()) {
+            let _ = decode(&bytes);
+            let mut changed = golden("image_u16_be_bslz4.cbor");
+            let i = at % changed.len();
+            changed[i] = value;
+            if let Ok(Message::Image(image)) = decode(&changed) {
+                for (_, array) in image.data {
+                    let mut out = vec![0; array.len().min(1 << 20)];
+                    if out.len() == array.len() {
+                        let _ = array.write_into(&mut out, &mut Vec::new());
+                    }
+                }
+            }
+        }
     }
 }
