@@ -119,6 +119,10 @@ impl PyStage {
         input: &RingFrame<'_>,
         out: &mut Outputs,
     ) -> Result<(), String> {
+        // A sink stage: what `process` returns has nowhere to go.
+        if out.is_empty() {
+            return Ok(());
+        }
         if let Ok(list) = result.cast::<PyList>() {
             for (port, item) in list.iter().enumerate() {
                 Self::publish_one(py, port, &item, input, out)?;
