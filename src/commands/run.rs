@@ -96,7 +96,8 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<Status> {
     }
     let s = &pipeline.source;
     println!(
-        "  source → {}: {}x{} {} at {} fps, {}",
+        "  source ({}) → {}: {}x{} {} at {} fps, {}",
+        s.content.kind(),
         s.ring,
         s.nx,
         s.ny,

@@ -195,6 +195,8 @@ pub struct ZmqSource {
     pending: Option<(Pixels, AttributeArea)>,
     scratch: Vec<u8>,
     missed: u64,
+    /// Every sender disconnected; reported once the queue is read.
+    gone: bool,
     n: Counters,
 }
 
@@ -241,32 +243,39 @@ impl ZmqSource {
             pending: None,
             scratch: Vec::new(),
             missed: 0,
+            gone: false,
             n: Counters::default(),
         })
     }
 
-    /// Reads the monitor's events; a sender gone in the middle of a series is a problem.
-    fn watch_connections(&mut self) -> Option<String> {
-        let mut problem = None;
+    /// Follows the monitor's events: connections made and lost.
+    fn watch_connections(&mut self) {
         for code in monitor_events(&self.monitor) {
-            match code {
-                c if c == ::zmq::SocketEvent::CONNECTED.to_raw() => self.n.connected += 1,
-                c if c == ::zmq::SocketEvent::DISCONNECTED.to_raw() => {
-                    self.n.connected = self.n.connected.saturating_sub(1);
-                    if let Some(open) = self.series.as_ref().filter(|s| s.received > 0) {
-                        self.n.senders_lost += 1;
-                        problem = Some(format!(
-                            "the sender at {} went away in the middle of series {} after image {}; it is counted in senders_lost, and ZeroMQ reconnects when the sender comes back",
-                            self.settings.endpoint,
-                            open.id.map_or("?".into(), |i| i.to_string()),
-                            self.last_id.map_or("?".into(), |i| i.to_string()),
-                        ));
-                    }
-                }
-                _ => {}
+            if code == ::zmq::SocketEvent::CONNECTED.to_raw() {
+                self.n.connected += 1;
+                self.gone = false;
+            } else if code == ::zmq::SocketEvent::DISCONNECTED.to_raw() {
+                self.n.connected = self.n.connected.saturating_sub(1);
+                self.gone = self.n.connected == 0;
             }
         }
-        problem
+    }
+
+    /// A sender gone in the middle of a series, once everything it sent was read (its
+    /// end message may still be queued when the connection closes).
+    fn sender_lost(&mut self) -> Option<Next> {
+        if !self.gone {
+            return None;
+        }
+        self.gone = false;
+        let open = self.series.as_ref().filter(|s| s.received > 0)?;
+        self.n.senders_lost += 1;
+        Some(Next::Problem(format!(
+            "the sender at {} went away in the middle of series {} after image {}; it is counted in senders_lost, and ZeroMQ reconnects when the sender comes back",
+            self.settings.endpoint,
+            open.id.map_or("?".into(), |i| i.to_string()),
+            self.last_id.map_or("?".into(), |i| i.to_string()),
+        )))
     }
 
     fn refuse(&mut self, e: &DecodeError) -> Next {
@@ -471,15 +480,14 @@ impl ZmqSource {
         for record in crate::ring::attributes(open.attributes.as_bytes()).flatten() {
             push(record.0, record.1);
         }
-        let problem = fits.err().map(|e| {
+        if let Err(e) = fits {
+            // Published all the same, counted; the first time also says why.
             self.n.attributes_dropped += 1;
-            format!("image {id}: attributes left out: {e}")
-        });
-        self.pending = Some((Pixels::of(array, message), attributes));
-        if let Some(problem) = problem {
-            // Published all the same; the worker shows why attributes are missing.
-            eprintln!("streamd zmq source: {problem}");
+            if self.n.attributes_dropped == 1 {
+                eprintln!("streamd zmq source: image {id}: attributes left out: {e}");
+            }
         }
+        self.pending = Some((Pixels::of(array, message), attributes));
         Some(Next::Frame(SuppliedFrame {
             frame_id: id,
             timestamp_ns: Some(timestamp),
@@ -510,9 +518,7 @@ impl Source for ZmqSource {
             self.last_id = Some(next_id - 1);
         }
         loop {
-            if let Some(problem) = self.watch_connections() {
-                return Ok(Next::Problem(problem));
-            }
+            self.watch_connections();
             let mut items = [
                 self.socket.as_poll_item(::zmq::POLLIN),
                 self.monitor.as_poll_item(::zmq::POLLIN),
@@ -527,7 +533,7 @@ impl Source for ZmqSource {
                 if items[1].is_readable() {
                     continue;
                 }
-                return Ok(Next::Idle);
+                return Ok(self.sender_lost().unwrap_or(Next::Idle));
             }
             match self.socket.recv(&mut self.message, ::zmq::DONTWAIT) {
                 Ok(()) => {}
