@@ -216,7 +216,7 @@ def main():
     out = open(os.path.join(ROOT, "target/bench-zmq.jsonl"), "w")
     try:
         with tempfile.TemporaryDirectory() as work:
-            for ny, nx, count in ((1024, 1024, 300 if quick else 1500), (4096, 4096, 20 if quick else 100)):
+            for ny, nx, count in ((1024, 1024, 200 if quick else 600), (4096, 4096, 15 if quick else 40)):
                 for compression in ("none", "bslz4"):
                     for link in links:
                         rates = {"ceiling": [], "streamd": [], "pyzmq": []}
