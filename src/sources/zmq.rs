@@ -9,9 +9,11 @@
 //!   every frame as `series.*` attributes ([`Series`]); its `end` message ends the
 //!   stream (the pipeline drains, writers close their files). A message of another
 //!   series is counted in `other_series` and not published.
-//! * Loss: a gap in `image_id` is counted in `missed` (and at `end`, images the start
-//!   message announced that never came), except with `shared = true`, where other
-//!   receivers share the stream and the gaps are theirs. A message that does not
+//! * Loss: `missed` counts the images of the series never published: a gap in
+//!   `image_id`, an image refused (also counted under its reason), and at `end` the
+//!   images the start message announced that never came. With `shared = true` other
+//!   receivers share the stream: the gaps and the announced count are theirs too, so
+//!   only this receiver's refused images count. A message that does not
 //!   decode is counted under its reason (`refused_*`) and reported, never published.
 //!   A sender that goes away in the middle of a series is counted (`senders_lost`) and
 //!   reported; ZeroMQ reconnects when it comes back.
@@ -553,7 +555,12 @@ impl Source for ZmqSource {
         let array = pixels.array(&self.message);
         let out = &mut slot.payload_mut()[..array.len()];
         if let Err(e) = array.write_into(out, &mut self.scratch) {
+            // Counted under its reason, and missed: a frame of the series never published.
             self.n.invalid += 1;
+            self.missed += 1;
+            if let Some(open) = &mut self.series {
+                open.missed += 1;
+            }
             return Err(format!(
                 "message {} refused (invalid): {e}",
                 self.n.messages
