@@ -136,6 +136,76 @@ fn a_python_consumer_shares_a_group_beside_a_broadcast_and_sees_the_ramp_in_plac
     );
 }
 
+/// Issue 19: a Python consumer in a distributor set (mode all) sees exactly its set's
+/// frames, as a `streamd consume` in the same set does, and none of the other set's.
+#[test]
+fn a_python_consumer_in_a_set_sees_exactly_its_sets_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_name("pyset");
+    let frames = 2_000u64;
+    let sim = spawn(&[
+        "sim",
+        "--ring",
+        &ring,
+        "--nx",
+        "64",
+        "--ny",
+        "64",
+        "--frames",
+        &frames.to_string(),
+        "--wait-consumers",
+        "3",
+        "--json",
+    ]);
+    let ids = |name: &str| dir.path().join(name);
+    let py = spawn_python(&[
+        script("ramp_consumer.py").to_str().unwrap(),
+        &ring,
+        ids("python.ids").to_str().unwrap(),
+        "--group",
+        "ana",
+        "--batch",
+        "4",
+        "--set",
+        "1",
+        "--sets",
+        "2",
+    ]);
+    let member = |set: &str, file: &str| {
+        spawn(&[
+            "consume",
+            "--ring",
+            &ring,
+            "--group",
+            "ana",
+            "--batch",
+            "4",
+            "--sets",
+            "2",
+            "--set",
+            set,
+            "--json",
+            "--record-ids",
+            ids(file).to_str().unwrap(),
+        ])
+    };
+    let (same, other) = (member("1", "same.ids"), member("0", "other.ids"));
+    let py = python_json(py, "the Python set member");
+    finish(same, "set 1's consume");
+    finish(other, "set 0's consume");
+    finish(sim, "sim");
+    assert_eq!(py["errors"], 0, "{py}");
+    let of_set = |set| {
+        (0..frames)
+            .filter(|s| s / 4 % 2 == set)
+            .collect::<Vec<u64>>()
+    };
+    assert_eq!(read_ids(&ids("python.ids")), of_set(1));
+    assert_eq!(read_ids(&ids("same.ids")), of_set(1));
+    assert_eq!(read_ids(&ids("other.ids")), of_set(0));
+    assert_eq!(py["received"], frames / 2, "{py}");
+}
+
 #[test]
 fn a_python_producer_feeds_consume_verify_and_a_killed_python_consumer_is_reaped() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,6 +395,27 @@ fn a_python_stage_is_a_worker_like_any_other() {
                 && e.contains("faulty_rotate.py:")
         ),
         "{shown:?}"
+    );
+    // What the supervisor kept of each worker: how the killed one ended, and the line
+    // the erring one wrote to stderr.
+    let kept = |key: &str| -> Vec<String> {
+        (0..2)
+            .filter_map(|w| {
+                worker(&report, "rotate", w)[key]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    assert!(
+        kept("last_exit").contains(&"was killed by signal 9 (SIGKILL)".to_string()),
+        "{rotate}"
+    );
+    assert!(
+        kept("last_stderr")
+            .iter()
+            .any(|l| l.contains("ValueError: frame 7 is the one this test breaks on")),
+        "{rotate}"
     );
     assert_eq!(counter(&report, "check", "verify_errors"), 0);
     // Every frame but the broken one, rotated exactly; the killed worker's unfinished run

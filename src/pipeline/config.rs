@@ -6,7 +6,7 @@ use super::source::MetadataPlan;
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
 use crate::processors::python::PythonCode;
-use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
 use crate::sources::zmq::ZmqSettings;
 use crate::units::{quote, Rate, Seconds};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,8 @@ const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid"), ("file", "module")];
 const MAX_SLOTS: u32 = 1 << 20;
 /// Largest ring segment (as the ring itself refuses larger ones).
 const MAX_RING_BYTES: u64 = 1 << 40;
+/// Most sets a stage's input may be dealt round (`sets`).
+const MAX_STAGE_SETS: u32 = 1024;
 
 /// A validated pipeline: what `streamd run` starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +90,12 @@ pub struct RingPlan {
 }
 
 impl RingPlan {
+    /// Bytes of `/dev/shm` one segment of the ring takes (allocated in full at creation).
+    pub fn segment_bytes(&self) -> u64 {
+        crate::ring::layout::Geometry::new(self.slots, self.slot_bytes)
+            .map_or(u64::MAX, |g| g.segment_size)
+    }
+
     /// Segment names in `/dev/shm` for pipeline `pipeline`.
     pub fn segments(&self, pipeline: &str) -> Vec<String> {
         if self.writers == 1 {
@@ -109,29 +117,31 @@ pub enum CoreChoice {
     List(Vec<usize>),
 }
 
-/// What the source publishes, by kind (`sources::REGISTRY`).
+/// What the source publishes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SourceContent {
     Ramp,
     Random,
     Npy(PathBuf),
     Tiff(Vec<PathBuf>),
-    /// A Python class's `frames()` generator, given `args` (run in the interpreter).
+    /// A Python class's `frames()` generator, given `args` (run in the interpreter):
+    /// the user's (`kind = "python"`) or the package's pvAccess source (`kind = "pva"`).
     Python {
+        kind: String,
         code: PythonCode,
         args: toml::Table,
     },
-    /// DECTRIS Stream V2 from a ZeroMQ PUSH socket.
+    /// DECTRIS Stream V2 from a ZeroMQ PUSH socket (`kind = "zmq"`).
     Zmq(ZmqSettings),
 }
 
 impl SourceContent {
-    /// The source kind's name in the registry.
-    pub fn kind(&self) -> &'static str {
+    /// The source kind's name in the registry (`sources::REGISTRY`).
+    pub fn kind(&self) -> &str {
         match self {
             SourceContent::Ramp | SourceContent::Random => "sim",
             SourceContent::Npy(_) | SourceContent::Tiff(_) => "replay",
-            SourceContent::Python { .. } => "python",
+            SourceContent::Python { kind, .. } => kind,
             SourceContent::Zmq(_) => "zmq",
         }
     }
@@ -168,6 +178,14 @@ pub struct StagePlan {
     pub delivery: Delivery,
     /// Every worker sees every frame instead of sharing them.
     pub broadcast: bool,
+    /// `(set, sets)`: the stage takes only the runs of `batch` frames dealt to that set
+    /// of its inputs (spec §5.9, PvaPy's distributor sets); stages in one set each see all
+    /// of its frames.
+    #[serde(default)]
+    pub set: Option<(u32, u32)>,
+    /// How the workers take turns at the stage's runs.
+    #[serde(default)]
+    pub order: Order,
     pub cores: CoreChoice,
     /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
     /// (a writer's folder, checked where the run's folder is known).
@@ -185,7 +203,35 @@ impl StagePlan {
     }
 }
 
+/// How a stage's workers take turns (`order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Whichever worker is free takes the next run.
+    #[default]
+    FirstFree,
+    /// Worker k of W takes runs k, k+W, k+2W, ... of the stage's runs: a set each.
+    RoundRobin,
+}
+
 impl StagePlan {
+    /// The set worker `worker` takes on each input (spec §5.9): the stage's own set, and
+    /// in round-robin order one set per worker within it, so worker k of W takes the
+    /// stage's turns k, k+W, ... (of `sets` sets, set `s`: sets `s + sets·k` of
+    /// `sets·W`). The worker shares its set with the supervisor's holder (mode one).
+    pub fn set_of(&self, worker: u32) -> Option<GroupSet> {
+        let (index, sets) = match (self.order, self.set) {
+            (Order::FirstFree, set) => set?,
+            (Order::RoundRobin, None) => (worker, self.workers),
+            (Order::RoundRobin, Some((set, sets))) => (set + sets * worker, sets * self.workers),
+        };
+        Some(GroupSet {
+            index,
+            sets,
+            mode: SetMode::One,
+        })
+    }
+
     /// The ring group worker `worker` joins on each input.
     pub fn group(&self, worker: u32) -> String {
         if self.broadcast {
@@ -206,12 +252,14 @@ impl StagePlan {
         self.inputs.iter().chain(&self.metadata)
     }
 
-    /// Distinct groups of this stage on each input.
-    pub fn groups(&self) -> Vec<String> {
-        if self.broadcast {
-            (0..self.workers).map(|w| self.group(w)).collect()
+    /// Distinct groups (and sets) of this stage on each input.
+    pub fn groups(&self) -> Vec<(String, Option<GroupSet>)> {
+        if self.broadcast || self.order == Order::RoundRobin {
+            (0..self.workers)
+                .map(|w| (self.group(w), self.set_of(w)))
+                .collect()
         } else {
-            vec![self.name.clone()]
+            vec![(self.name.clone(), self.set_of(0))]
         }
     }
 }
@@ -271,9 +319,14 @@ struct RawShape {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     ring: Spanned<String>,
-    /// A name in `sources::REGISTRY`; absent: `replay` when `replay` is given, else
-    /// `sim`.
+    /// `python`: frames from a Python class's `frames()` (with file or module, class,
+    /// python, args); `pva`: NTNDArray updates of an EPICS channel (channel, queue_size,
+    /// until_disconnect, python); `zmq`: DECTRIS Stream V2 (endpoint, channel, shared);
+    /// absent: the simulator (pattern) or replayed files.
     kind: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    queue_size: Option<Spanned<i64>>,
+    until_disconnect: Option<Spanned<bool>>,
     python: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
     module: Option<Spanned<String>>,
@@ -288,8 +341,8 @@ struct RawSource {
     frames: Option<u64>,
     cores: Option<Spanned<RawCores>>,
     metadata: Option<Spanned<RawMetadata>>,
+    /// `zmq`: the sender's PUSH socket, and whether other receivers share it.
     endpoint: Option<Spanned<String>>,
-    channel: Option<Spanned<String>>,
     shared: Option<Spanned<bool>>,
 }
 
@@ -302,6 +355,7 @@ struct RawMetadata {
     jitter_us: f64,
     #[serde(default)]
     gap_every: u64,
+    queue_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +371,9 @@ struct RawStage {
     delivery: Option<Spanned<String>>,
     #[serde(default)]
     broadcast: bool,
+    sets: Option<Spanned<u32>>,
+    set: Option<Spanned<u32>>,
+    order: Option<Spanned<String>>,
     cores: Option<Spanned<RawCores>>,
     #[serde(default)]
     args: BTreeMap<String, Spanned<toml::Value>>,
@@ -414,65 +471,82 @@ pub fn check_pipeline_name(name: &str) -> Result<(), String> {
 }
 
 impl Validator<'_> {
-    /// The source's kind and its registration; every key it was given must be one the
-    /// kind takes.
-    fn source_kind(
+    /// The Python class of a `kind = "python"` or `kind = "pva"` source, `None` for the
+    /// simulator; each kind's keys are refused on the others.
+    fn python_source(
         &self,
         src: &RawSource,
-        table: Range<usize>,
-    ) -> Result<&'static crate::sources::Registration, ConfigError> {
-        let name = match (&src.kind, &src.replay) {
-            (Some(k), _) => k.get_ref().as_str(),
-            (None, Some(_)) => "replay",
-            (None, None) => "sim",
-        };
-        let registration = crate::sources::registration(name).map_err(|m| match &src.kind {
-            Some(k) => self.at(k, m),
-            None => self.error(table.clone(), m),
-        })?;
-        let span = |v: Option<Range<usize>>| v.unwrap_or_else(|| table.clone());
-        let given: [(&str, Option<Range<usize>>); 16] = [
-            ("python", src.python.as_ref().map(Spanned::span)),
-            ("file", src.file.as_ref().map(Spanned::span)),
-            ("module", src.module.as_ref().map(Spanned::span)),
-            ("class", src.class.as_ref().map(Spanned::span)),
-            ("args", src.args.as_ref().map(Spanned::span)),
-            ("pattern", src.pattern.as_ref().map(Spanned::span)),
-            ("replay", src.replay.as_ref().map(Spanned::span)),
-            ("nx", src.nx.map(|_| span(None))),
-            ("ny", src.ny.map(|_| span(None))),
-            ("dtype", src.dtype.as_ref().map(Spanned::span)),
-            ("fps", src.fps.as_ref().map(Spanned::span)),
-            ("frames", src.frames.map(|_| span(None))),
-            ("endpoint", src.endpoint.as_ref().map(Spanned::span)),
-            ("channel", src.channel.as_ref().map(Spanned::span)),
-            ("shared", src.shared.as_ref().map(Spanned::span)),
-            ("kind", None),
-        ];
-        for (key, at) in given {
-            if let Some(at) = at {
-                if !registration.keys.contains(&key) {
-                    return Err(self.error(
-                        at,
-                        format!(
-                            "{key} does not belong to a {name} source (it takes: {}); remove it, or set kind to the source it belongs to",
-                            registration.keys.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(registration)
-    }
-
-    /// The Python class of a `kind = "python"` source.
-    fn python_source(&self, src: &RawSource, base: &Path) -> Result<SourceContent, ConfigError> {
+        base: &Path,
+    ) -> Result<Option<SourceContent>, ConfigError> {
         let keys = [
             ("python", &src.python),
             ("file", &src.file),
             ("module", &src.module),
             ("class", &src.class),
         ];
+        let pva_keys = [
+            src.channel.as_ref().map(|v| ("channel", v.span())),
+            src.queue_size.as_ref().map(|v| ("queue_size", v.span())),
+            src.until_disconnect
+                .as_ref()
+                .map(|v| ("until_disconnect", v.span())),
+        ];
+        let zmq_keys = [
+            src.endpoint.as_ref().map(|v| ("endpoint", v.span())),
+            src.shared.as_ref().map(|v| ("shared", v.span())),
+        ];
+        if src.kind.as_ref().is_none_or(|k| k.get_ref() != "zmq") {
+            if let Some((key, span)) = zmq_keys.iter().flatten().next() {
+                return Err(self.error(
+                    span.clone(),
+                    format!("{key} belongs to a Stream V2 source; add kind = \"zmq\""),
+                ));
+            }
+        }
+        let kind = match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            Some((k, "python")) => k,
+            Some((k, "pva")) => return self.pva_source(src, k).map(Some),
+            Some((k, "zmq")) => return self.zmq_source(src, k).map(Some),
+            Some((k, other)) if other == "sim" || other == "replay" => {
+                return Err(self.at(
+                    k,
+                    format!("kind = \"{other}\" is the default: leave kind out for the simulator (pattern) or replayed files (replay)"),
+                ))
+            }
+            Some((k, other)) => {
+                let known: Vec<&str> = crate::sources::REGISTRY.iter().map(|r| r.name).collect();
+                return Err(self.at(
+                    k,
+                    format!(
+                        "unknown source kind {} (known: {}; leave kind out for the simulator or replayed files)",
+                        quote(other),
+                        known.join(", ")
+                    ),
+                ))
+            }
+            None => {
+                if let Some((key, span)) = pva_keys.iter().flatten().next() {
+                    return Err(self.error(
+                        span.clone(),
+                        format!("{key} belongs to an EPICS source; add kind = \"pva\""),
+                    ));
+                }
+                let stray = keys.iter().find_map(|(_, v)| v.as_ref());
+                return match stray.or(None) {
+                    Some(v) => Err(self.at(v, "file, module, class and python belong to a Python source; add kind = \"python\"")),
+                    None => match &src.args {
+                        Some(a) => Err(self.at(a, "args belong to a Python source; add kind = \"python\"")),
+                        None => Ok(None),
+                    },
+                };
+            }
+        };
+        if let Some((key, span)) = pva_keys.iter().flatten().next() {
+            return Err(self.error(
+                span.clone(),
+                format!("{key} belongs to kind = \"pva\"; a Python source takes its own arguments in args"),
+            ));
+        }
         let mut code = PythonCode::default();
         for (key, value) in keys {
             if let Some(v) = value {
@@ -484,7 +558,6 @@ impl Validator<'_> {
                     .map_err(|m| self.at(v, m))?;
             }
         }
-        let kind = src.kind.as_ref().expect("python");
         code.check_complete()
             .map_err(|m| self.at(kind, m.replace("Python stage", "Python source")))?;
         let args = src
@@ -492,31 +565,140 @@ impl Validator<'_> {
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default();
-        Ok(SourceContent::Python { code, args })
+        Ok(Some(SourceContent::Python {
+            kind: "python".into(),
+            code,
+            args,
+        }))
     }
 
-    /// The shape a source declares for the frames it cannot know in advance (Python's,
-    /// a detector's): the largest it will send, which sizes the ring.
-    fn declared_shape(
+    /// `kind = "zmq"`: DECTRIS Stream V2 from the PUSH socket at `endpoint`.
+    fn zmq_source(
         &self,
         src: &RawSource,
-        table: &Spanned<RawSource>,
-        who: &str,
-    ) -> Result<(u32, u32, Dtype), ConfigError> {
-        let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        let stray = [
+            ("file", src.file.as_ref().map(Spanned::span)),
+            ("module", src.module.as_ref().map(Spanned::span)),
+            ("class", src.class.as_ref().map(Spanned::span)),
+            ("python", src.python.as_ref().map(Spanned::span)),
+            ("args", src.args.as_ref().map(Spanned::span)),
+            ("queue_size", src.queue_size.as_ref().map(Spanned::span)),
+            (
+                "until_disconnect",
+                src.until_disconnect.as_ref().map(Spanned::span),
+            ),
+            ("fps", src.fps.as_ref().map(Spanned::span)),
+        ];
+        if let Some((key, span)) = stray.iter().find_map(|(k, s)| s.clone().map(|s| (k, s))) {
+            return Err(self.error(
+                span,
+                format!("{key} does not belong to a zmq source (it takes endpoint, channel, shared, nx, ny, dtype and frames; frames come when the detector sends them)"),
+            ));
+        }
+        let mut settings = ZmqSettings::default();
+        for (key, value) in [
+            (
+                "endpoint",
+                src.endpoint
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+            ),
+            (
+                "channel",
+                src.channel
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+            ),
+            (
+                "shared",
+                src.shared
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::Boolean(*v.get_ref()))),
+            ),
+        ] {
+            if let Some((span, value)) = value {
+                settings
+                    .configure(key, &value)
+                    .map_err(|m| self.error(span, m))?;
+            }
+        }
+        settings.check_complete().map_err(|m| self.at(kind, m))?;
+        Ok(SourceContent::Zmq(settings))
+    }
+
+    /// `kind = "pva"`: the package's pvAccess source (`streamd.pva.Source`), monitoring
+    /// `channel`.
+    fn pva_source(
+        &self,
+        src: &RawSource,
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        for (key, value) in [
+            ("file", &src.file),
+            ("module", &src.module),
+            ("class", &src.class),
+        ] {
+            if let Some(v) = value {
+                return Err(self.at(
+                    v,
+                    format!("{key} belongs to kind = \"python\"; a pva source runs the package's own class"),
+                ));
+            }
+        }
+        if let Some(a) = &src.args {
             return Err(self.at(
-                table,
-                format!("{who} declares the largest frame it takes: set nx and ny (and dtype, u16 by default)"),
+                a,
+                "a pva source takes channel, queue_size and until_disconnect, not args",
+            ));
+        }
+        let Some(channel) = &src.channel else {
+            return Err(self.at(
+                kind,
+                "a pva source needs channel = \"PV name\" (the NTNDArray channel to monitor)",
             ));
         };
-        if nx == 0 || ny == 0 {
-            return Err(self.at(table, "the source's nx and ny must be at least 1"));
+        let name = channel.get_ref();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.at(channel, "channel must be a PV name without spaces"));
         }
-        let dtype = match &src.dtype {
-            None => Dtype::U16,
-            Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+        let mut args = toml::Table::new();
+        args.insert("channel".into(), toml::Value::String(name.clone()));
+        if let Some(q) = &src.queue_size {
+            if !(0..=1_000_000).contains(q.get_ref()) {
+                return Err(self.at(
+                    q,
+                    format!("queue_size must be 0 to 1000000, got {}", q.get_ref()),
+                ));
+            }
+            args.insert("queue_size".into(), toml::Value::Integer(*q.get_ref()));
+        }
+        if let Some(u) = &src.until_disconnect {
+            args.insert(
+                "until_disconnect".into(),
+                toml::Value::Boolean(*u.get_ref()),
+            );
+        }
+        if let Some(n) = src.frames {
+            // A count of frames taken: the channel numbers its own (uniqueId).
+            let n = i64::try_from(n).map_err(|_| self.at(kind, "frames is too large"))?;
+            args.insert("frames".into(), toml::Value::Integer(n));
+        }
+        let mut code = PythonCode {
+            module: Some(processors::python::PVA_MODULE.into()),
+            class: Some("Source".into()),
+            ..PythonCode::default()
         };
-        Ok((nx, ny, dtype))
+        if let Some(p) = &src.python {
+            code.configure("python", &toml::Value::String(p.get_ref().clone()))
+                .map_err(|m| self.at(p, m))?;
+        }
+        Ok(SourceContent::Python {
+            kind: "pva".into(),
+            code,
+            args,
+        })
     }
 }
 
@@ -548,6 +730,35 @@ impl Validator<'_> {
             line,
             column,
             message: message.into(),
+        }
+    }
+
+    /// The stage's `set` of `sets` (both or neither; the set below the sets).
+    fn stage_set(&self, stage: &str, st: &RawStage) -> Result<Option<(u32, u32)>, ConfigError> {
+        match (&st.set, &st.sets) {
+            (None, None) => Ok(None),
+            (Some(one), None) | (None, Some(one)) => Err(self.at(
+                one,
+                format!("stage '{stage}': set and sets go together; give both (set 0 to sets - 1)"),
+            )),
+            (Some(set), Some(sets)) => {
+                let (set_n, sets_n) = (*set.get_ref(), *sets.get_ref());
+                if !(1..=MAX_STAGE_SETS).contains(&sets_n) {
+                    return Err(self.at(
+                        sets,
+                        format!(
+                            "stage '{stage}': sets must be 1 to {MAX_STAGE_SETS}, got {sets_n}"
+                        ),
+                    ));
+                }
+                if set_n >= sets_n {
+                    return Err(self.at(
+                        set,
+                        format!("stage '{stage}': set {set_n} does not exist among {sets_n} sets; use 0 to {}", sets_n - 1),
+                    ));
+                }
+                Ok(Some((set_n, sets_n)))
+            }
         }
     }
 
@@ -761,54 +972,47 @@ impl Validator<'_> {
                 .map_err(|m| self.at(f, m))?
                 .get(),
         };
-        let kind = self.source_kind(src, raw.source.span())?;
-        let (content, nx, ny, dtype, frames) = match kind.name {
-            "python" => {
-                let content = self.python_source(src, base)?;
-                let (nx, ny, dtype) = self.declared_shape(src, &raw.source, "a Python source")?;
-                (content, nx, ny, dtype, src.frames)
-            }
-            "zmq" => {
-                let mut settings = ZmqSettings::default();
-                for (key, value) in [
-                    (
-                        "endpoint",
-                        src.endpoint
-                            .as_ref()
-                            .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
-                    ),
-                    (
-                        "channel",
-                        src.channel
-                            .as_ref()
-                            .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
-                    ),
-                    (
-                        "shared",
-                        src.shared
-                            .as_ref()
-                            .map(|v| (v.span(), toml::Value::Boolean(*v.get_ref()))),
-                    ),
-                ] {
-                    if let Some((span, value)) = value {
-                        settings
-                            .configure(key, &value)
-                            .map_err(|m| self.error(span, m))?;
-                    }
+        let python = self.python_source(src, base)?;
+        let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
+            (pattern, replay) if python.is_some() => {
+                let who = python.as_ref().map_or("", SourceContent::kind);
+                if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
+                    return Err(self.at(
+                        other,
+                        format!("a {who} source makes its own frames; remove pattern and replay"),
+                    ));
                 }
-                settings
-                    .check_complete()
-                    .map_err(|m| self.at(&raw.source, m))?;
-                let (nx, ny, dtype) = self.declared_shape(src, &raw.source, "a zmq source")?;
-                (SourceContent::Zmq(settings), nx, ny, dtype, src.frames)
-            }
-            "replay" => {
-                let replay = src.replay.as_ref().ok_or_else(|| {
-                    self.at(
+                let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
+                    return Err(self.at(
                         &raw.source,
-                        "a replay source needs replay = \"FILE.npy\" or \"DIR/*.tif\"",
-                    )
-                })?;
+                        format!("a {who} source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)"),
+                    ));
+                };
+                let dtype = match &src.dtype {
+                    None => Dtype::U16,
+                    Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+                };
+                if nx == 0 || ny == 0 {
+                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                }
+                let content = python.expect("matched");
+                // A pva source counts the frames it takes itself (see pva_source).
+                let frames = match &content {
+                    SourceContent::Python { kind, .. } if kind == "pva" => None,
+                    _ => src.frames,
+                };
+                (content, nx, ny, dtype, frames)
+            }
+            (Some(p), Some(_)) => {
+                return Err(self.at(p, "the source has both pattern and replay; keep one"))
+            }
+            (_, Some(replay)) => {
+                if src.nx.is_some() || src.ny.is_some() || src.dtype.is_some() {
+                    return Err(self.at(
+                        replay,
+                        "a replayed source takes its shape from its files; remove nx, ny and dtype",
+                    ));
+                }
                 let path = base.join(replay.get_ref());
                 if replay.get_ref().ends_with(".npy") {
                     let stack = NpyStack::open(&path).map_err(|m| self.at(replay, m))?;
@@ -833,8 +1037,8 @@ impl Validator<'_> {
                     )
                 }
             }
-            _ => {
-                let content = match src.pattern.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            (pattern, None) => {
+                let content = match pattern.as_ref().map(|p| (p, p.get_ref().as_str())) {
                     None | Some((_, "ramp")) => SourceContent::Ramp,
                     Some((_, "random")) => SourceContent::Random,
                     Some((p, other)) => {
@@ -883,13 +1087,48 @@ impl Validator<'_> {
                         "jitter_us must be 0 or a positive number of microseconds",
                     ));
                 }
-                Some(MetadataPlan {
-                    ring: raw.ring.get_ref().clone(),
-                    channels: MetadataPlan::parse_channels(raw.channels.get_ref())
-                        .map_err(|e| self.at(&raw.channels, e))?,
-                    jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
-                    gap_every: raw.gap_every,
-                })
+                match MetadataPlan::parse_pvs(raw.channels.get_ref()) {
+                    None => {
+                        if raw.queue_size.is_some() {
+                            return Err(self.at(m, "queue_size belongs to channels read from PVs (pva://NAME, ca://NAME)"));
+                        }
+                        Some(MetadataPlan {
+                            ring: raw.ring.get_ref().clone(),
+                            channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                                .map_err(|e| self.at(&raw.channels, e))?,
+                            jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+                            gap_every: raw.gap_every,
+                            pvs: Vec::new(),
+                            queue_size: 0,
+                        })
+                    }
+                    Some(pvs) => {
+                        let pvs = pvs.map_err(|e| self.at(&raw.channels, e))?;
+                        if !matches!(content, SourceContent::Python { .. }) {
+                            return Err(self.at(&raw.channels, "channels read from PVs need a source that runs in Python: kind = \"pva\" or kind = \"python\""));
+                        }
+                        if raw.jitter_us != 0.0 || raw.gap_every != 0 {
+                            return Err(self.at(m, "jitter_us and gap_every shape simulated channels; PV channels bring their own values"));
+                        }
+                        let queue_size = match raw.queue_size {
+                            None => 0,
+                            Some(q) if (0..=1_000_000).contains(&q) => q as u32,
+                            Some(q) => {
+                                return Err(
+                                    self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))
+                                )
+                            }
+                        };
+                        Some(MetadataPlan {
+                            ring: raw.ring.get_ref().clone(),
+                            channels: Vec::new(),
+                            jitter_ns: 0,
+                            gap_every: 0,
+                            pvs,
+                            queue_size,
+                        })
+                    }
+                }
             }
         };
         let source = SourcePlan {
@@ -977,6 +1216,20 @@ impl Validator<'_> {
                 None => Delivery::Lossless,
                 Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
             };
+            let set = self.stage_set(&stage_name, st)?;
+            let order = match st.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
+                None | Some((_, "first-free")) => Order::FirstFree,
+                Some((o, "round-robin")) if st.broadcast => {
+                    return Err(self.at(o, format!("stage '{stage_name}': round-robin deals runs to workers, broadcast gives every worker every frame; keep one")));
+                }
+                Some((_, "round-robin")) => Order::RoundRobin,
+                Some((o, other)) => {
+                    return Err(self.at(
+                        o,
+                        format!("unknown order '{other}' (use first-free or round-robin)"),
+                    ))
+                }
+            };
             let mut processor = processors::create(st.processor.get_ref())
                 .map_err(|m| self.at(&st.processor, m))?;
             // Keys that exclude each other (a later one would silently replace the other).
@@ -1049,8 +1302,32 @@ impl Validator<'_> {
                 batch,
                 delivery,
                 broadcast: st.broadcast,
+                set,
+                order,
                 cores,
             });
+        }
+
+        // Each group (and set) of a stage takes an entry of its ring's group table on
+        // every segment it reads; a full table would only show when the run starts.
+        let mut entries: HashMap<String, usize> = HashMap::new();
+        for (st, plan) in raw.stages.iter().zip(&stages) {
+            for ring in &plan.inputs {
+                *entries.entry(ring.clone()).or_default() += plan.groups().len();
+            }
+            for ring in &plan.metadata {
+                *entries.entry(ring.clone()).or_default() += plan.workers as usize;
+            }
+            let over = plan
+                .reads()
+                .map(|r| (r, entries.get(r).copied().unwrap_or(0)))
+                .find(|&(_, n)| n > crate::ring::layout::MAX_GROUPS);
+            if let Some((ring, n)) = over {
+                return Err(self.at(
+                    &st.get_ref().name,
+                    format!("ring '{ring}' would need {n} consumer groups with stage '{}' (a group per stage, per worker with broadcast or round-robin); a ring has {}: use fewer workers or another ring", plan.name, crate::ring::layout::MAX_GROUPS),
+                ));
+            }
         }
 
         let mut total = 1u32;

@@ -5,7 +5,7 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::config::{SourceContent, SourcePlan, StagePlan};
-use super::source::{pace_or_stop, MetadataError};
+use super::source::{pace_or_stop, MetadataError, MetadataFeed, MetadataPlan, RateMeter, Schedule};
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
@@ -15,7 +15,7 @@ use crate::ring::{
 use crate::sources::{self, Next, Source};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
-use crate::units::nth_tick;
+use crate::units::Rate;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -64,10 +64,7 @@ impl WorkerSpec {
                 SourceContent::Python { code, .. } => Some(code.clone()),
                 _ => None,
             },
-            Role::Stage { plan, .. } if plan.processor == "python" => {
-                Some(PythonCode::from_args(&plan.args))
-            }
-            Role::Stage { .. } => None,
+            Role::Stage { plan, .. } => PythonCode::for_stage(&plan.processor, &plan.args),
         }
     }
 }
@@ -75,8 +72,13 @@ impl WorkerSpec {
 /// A program that runs this worker loop for work the binary cannot do itself: the
 /// Python package, which makes Python stages and sources.
 pub trait Host {
-    /// The processor of a Python stage, configured with `args` (the user's and streamd's).
-    fn processor(&self, args: &toml::Table) -> Result<Box<dyn processors::Processor>, String>;
+    /// The processor of a Python stage of `processor` (`python`, or a shipped one such as
+    /// `pva`), configured with `args` (the user's and streamd's).
+    fn processor(
+        &self,
+        processor: &str,
+        args: &toml::Table,
+    ) -> Result<Box<dyn processors::Processor>, String>;
     /// The frames of a Python source.
     fn frames(
         &self,
@@ -84,6 +86,8 @@ pub trait Host {
         args: &toml::Table,
         plan: &SourcePlan,
     ) -> Result<Box<dyn Source>, String>;
+    /// The values of metadata channels read from EPICS PVs (`plan.pvs`).
+    fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
 }
 
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
@@ -132,6 +136,10 @@ pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<
             host,
         ),
     };
+    // The supervisor shows why the worker ended, with how it ended.
+    if let Err(e) = &status {
+        stats.write_last_error(spec.entry, &format!("{e:#}"));
+    }
     report.flush(&[]);
     status
 }
@@ -302,9 +310,14 @@ impl<'a> Report<'a> {
         false
     }
 
-    fn flush(&mut self, counters: &[(String, u64)]) {
+    /// Shows the worker lives (a stale heartbeat flags it as stalled).
+    fn beat(&mut self) {
         self.last_beat = Instant::now();
         self.entry.heartbeat_ns.store(now_ns(), Relaxed);
+    }
+
+    fn flush(&mut self, counters: &[(String, u64)]) {
+        self.beat();
         if !self.times.is_empty() {
             self.entry
                 .proc_p50_ns
@@ -357,6 +370,14 @@ fn run_source(
     let mut supply = sources::open(plan, host)
         .map_err(|e| anyhow::anyhow!("the {} source: {e}", plan.content.kind()))?;
     report.gauges = supply.gauges();
+    // Channel values from EPICS PVs come through the host, published between frames.
+    let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
+        (Some(m), Some(host)) if !m.pvs.is_empty() => Some(
+            host.metadata(m)
+                .map_err(|e| anyhow::anyhow!("the metadata channels: {e}"))?,
+        ),
+        _ => None,
+    };
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
@@ -368,47 +389,78 @@ fn run_source(
         }
         None => None,
     };
-    let (mut values, mut values_dropped) = (0u64, 0u64);
+    let mut values = Values::default();
     // A restarted source continues after the last frame its predecessor published.
     let last_id = producer.last_published().map(|h| h.frame_id);
     let mut frame_id = last_id.map_or(0, |id| id + 1);
-    // Validated in the pipeline file already; checked again, never trusted to fit.
-    let interval = crate::units::Rate::new(plan.fps, "fps")
-        .map_err(anyhow::Error::msg)?
-        .interval();
-    let started = Instant::now();
-    let started_ns = now_ns();
-    let first_id = frame_id;
-    let (mut published, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
+    // The rate as last configured (`streamd configure source fps=F` changes it).
+    let mut rate = SourceRate::start(report, plan.fps)?;
+    let mut schedule = Schedule::new(rate.rate, frame_id);
+    let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
-    while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
-        if let Some(interval) = interval {
-            if !pace_or_stop(started + nth_tick(interval, frame_id - first_id), &stop) {
-                break;
+    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
+        if rate.changed(report, frame_id, published)? {
+            schedule = Schedule::new(rate.rate, frame_id);
+        }
+        if let Some(at) = schedule.due(frame_id) {
+            // Waiting for a slow rate's next frame, the source still shows it lives, and
+            // takes a new rate at once.
+            loop {
+                let wake = at.min(Instant::now() + HEARTBEAT);
+                if !pace_or_stop(wake, &stop) {
+                    break 'frames;
+                }
+                if wake == at {
+                    break;
+                }
+                report.beat();
+                rate.measure(report, published);
+                if rate.changed(report, frame_id, published)? {
+                    continue 'frames;
+                }
             }
         }
-        let next = match supply.next(frame_id).map_err(anyhow::Error::msg)? {
+        let next = supply.next(frame_id).map_err(anyhow::Error::msg)?;
+        // Values that arrived before this frame go first, as a motor position would.
+        if let (Some(feed), Some(ring), Some(m)) = (
+            feed.as_mut(),
+            metadata_ring.as_mut(),
+            plan.metadata.as_ref(),
+        ) {
+            match values.publish_from(feed.as_mut(), ring, m) {
+                Ok(()) => {}
+                Err(MetadataError::Interrupted) => break,
+                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+            }
+        }
+        // Frames the source missed that no frame carries (a refused image).
+        missed += supply.take_missed();
+        let next = match next {
             Next::Frame(next) => next,
+            Next::Idle | Next::Problem(_) => {
+                if let Next::Problem(why) = &next {
+                    report.error(why);
+                }
+                if !report.due() {
+                    continue;
+                }
+                let counters = source_counters(
+                    supply.as_ref(),
+                    feed.as_deref(),
+                    metadata_ring.is_some().then_some(&values),
+                );
+                if report.tick(missed, &counters) {
+                    (published, bytes, dropped, missed) = (0, 0, 0, 0);
+                    values = Values::default();
+                    report.out_base = (0, 0, 0);
+                    supply.reset_counters();
+                    if let Some(feed) = feed.as_mut() {
+                        feed.reset_counters();
+                    }
+                }
+                continue;
+            }
             Next::End => break,
-            Next::Idle => {
-                source_tick(
-                    report,
-                    supply.as_ref(),
-                    &metadata_ring,
-                    (values, values_dropped),
-                );
-                continue;
-            }
-            Next::Problem(why) => {
-                report.error(&why);
-                source_tick(
-                    report,
-                    supply.as_ref(),
-                    &metadata_ring,
-                    (values, values_dropped),
-                );
-                continue;
-            }
         };
         // A restarted supply that numbers its own frames starts again from its first:
         // what the predecessor published is not published twice.
@@ -416,7 +468,11 @@ fn run_source(
             continue;
         }
         frame_id = next.frame_id;
-        let mut slot = match producer.claim() {
+        missed += next.missed;
+        report.entry.claiming.store(1, Relaxed);
+        let claimed = producer.claim();
+        report.entry.claiming.store(0, Relaxed);
+        let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
                 dropped += 1;
@@ -432,19 +488,19 @@ fn run_source(
             frame_id += 1;
             continue;
         }
-        // A paced source stamps each frame with its scheduled time, as a detector's clock
-        // would, so a late publication does not move the timestamp metadata is matched to.
-        let timestamp_ns = match (next.timestamp_ns, interval) {
-            (Some(t), _) => t,
-            (None, Some(interval)) => {
-                started_ns.saturating_add(nth_tick(interval, frame_id - first_id).as_nanos() as u64)
-            }
-            (None, None) => now_ns(),
-        };
+        let timestamp_ns = next
+            .timestamp_ns
+            .or_else(|| schedule.timestamp_ns(frame_id))
+            .unwrap_or_else(now_ns);
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            match m.publish(ring, frame_id, timestamp_ns) {
-                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+            report.entry.claiming.store(2, Relaxed);
+            let published_values = m.publish(ring, frame_id, timestamp_ns);
+            report.entry.claiming.store(0, Relaxed);
+            match published_values {
+                Ok((p, d)) => {
+                    (values.published, values.dropped) = (values.published + p, values.dropped + d)
+                }
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
             }
@@ -462,58 +518,164 @@ fn run_source(
         bytes += next.bytes() as u64;
         report.entry.last_frame_id.store(frame_id, Relaxed);
         report.outputs((published, bytes, dropped));
-        if source_tick(
-            report,
-            supply.as_ref(),
-            &metadata_ring,
-            (values, values_dropped),
-        ) {
-            (published, bytes, dropped, values, values_dropped) = (0, 0, 0, 0, 0);
-            report.out_base = (0, 0, 0);
+        if report.due() {
+            rate.measure(report, published);
+            let counters = source_counters(
+                supply.as_ref(),
+                feed.as_deref(),
+                metadata_ring.is_some().then_some(&values),
+            );
+            if report.tick(missed, &counters) {
+                (published, bytes, dropped, missed) = (0, 0, 0, 0);
+                values = Values::default();
+                report.out_base = (0, 0, 0);
+                supply.reset_counters();
+                if let Some(feed) = feed.as_mut() {
+                    feed.reset_counters();
+                }
+            }
         }
         frame_id += 1;
     }
+    report.entry.below_rate.store(0, Relaxed);
     report.state(WORKER_DRAINING);
+    // What the feed holds is published too: the metadata stage drains after the frames.
+    if let (Some(feed), Some(ring), Some(m)) = (
+        feed.as_mut(),
+        metadata_ring.as_mut(),
+        plan.metadata.as_ref(),
+    ) {
+        match values.publish_from(feed.as_mut(), ring, m) {
+            Ok(()) | Err(MetadataError::Interrupted) => {}
+            Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+        }
+    }
     producer.finish();
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.missed(supply.missed());
+    missed += supply.take_missed();
+    report.missed(missed);
     report.flush(&source_counters(
         supply.as_ref(),
-        &metadata_ring,
-        (values, values_dropped),
+        feed.as_deref(),
+        metadata_ring.is_some().then_some(&values),
     ));
     report.state(WORKER_FINISHED);
     Ok(0)
 }
 
-/// A source's heartbeat when due (see [`Report::tick`]): its missed frames and counters.
-/// True when `reset-stats` asked for zeroed counters.
-fn source_tick(
-    report: &mut Report<'_>,
-    supply: &dyn Source,
-    metadata_ring: &Option<Producer>,
-    values: (u64, u64),
-) -> bool {
-    report.due()
-        && report.tick(
-            supply.missed(),
-            &source_counters(supply, metadata_ring, values),
-        )
+/// A source's requested rate as last configured, and how well it holds it.
+struct SourceRate {
+    rate: Rate,
+    args_gen: u64,
+    meter: RateMeter,
 }
 
-/// The source's counters, then the metadata values published and dropped when it
-/// publishes any.
+impl SourceRate {
+    /// The rate as the supervisor last published it (a restarted source keeps one
+    /// `streamd configure` set), else the plan's `fps`.
+    fn start(report: &Report<'_>, fps: f64) -> anyhow::Result<SourceRate> {
+        let (args_gen, fps) = match current_args(report.stats, 0) {
+            Some((gen, args)) => (gen, source_fps(&args).unwrap_or(fps)),
+            None => (0, fps),
+        };
+        // Validated in the pipeline file already; checked again, never trusted to fit.
+        let rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+        report.entry.applied_gen.store(args_gen, Relaxed);
+        Ok(SourceRate {
+            rate,
+            args_gen,
+            meter: RateMeter::new(rate.get(), Instant::now(), 0),
+        })
+    }
+
+    /// Takes a rate `streamd configure source fps=F` set since the last call, from frame
+    /// `frame_id` on; true when there was one.
+    fn changed(
+        &mut self,
+        report: &Report<'_>,
+        frame_id: u64,
+        published: u64,
+    ) -> anyhow::Result<bool> {
+        if report.stats.stage(0).args_gen.load(Relaxed) == self.args_gen {
+            return Ok(false);
+        }
+        // None while the supervisor writes them: taken at the next call.
+        let Some((gen, args)) = current_args(report.stats, 0) else {
+            return Ok(false);
+        };
+        self.args_gen = gen;
+        if let Some(fps) = source_fps(&args) {
+            self.rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+            self.meter = RateMeter::new(self.rate.get(), Instant::now(), published);
+        }
+        report.entry.applied_from_frame.store(frame_id, Relaxed);
+        // SYNC: pairs with the supervisor's Acquire load when it waits for the workers to
+        // take a configuration: applied_from_frame is visible.
+        report.entry.applied_gen.store(gen, Release);
+        Ok(true)
+    }
+
+    /// Shows the rate achieved by now, with `published` frames published so far.
+    fn measure(&mut self, report: &Report<'_>, published: u64) {
+        let measured = self.meter.record(Instant::now(), published);
+        report
+            .entry
+            .achieved_fps
+            .store(measured.achieved.to_bits(), Relaxed);
+        report
+            .entry
+            .below_rate
+            .store(u32::from(measured.below), Relaxed);
+    }
+}
+
+/// The `fps` of the source's run-time arguments.
+fn source_fps(args: &toml::Table) -> Option<f64> {
+    processors::number("fps", args.get("fps")?).ok()
+}
+
+/// Metadata values a source published into its metadata ring, and dropped there.
+#[derive(Default)]
+struct Values {
+    published: u64,
+    dropped: u64,
+}
+
+impl Values {
+    /// Publishes every value `feed` has, oldest first.
+    fn publish_from(
+        &mut self,
+        feed: &mut dyn MetadataFeed,
+        ring: &mut Producer,
+        plan: &MetadataPlan,
+    ) -> Result<(), MetadataError> {
+        let taken = feed.take().map_err(MetadataError::Feed)?;
+        for value in &taken {
+            if plan.publish_value(ring, self.published + self.dropped, value)? {
+                self.published += 1;
+            } else {
+                self.dropped += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The source's counters: its supply's, its feed's, and the metadata values.
 fn source_counters(
     supply: &dyn Source,
-    metadata_ring: &Option<Producer>,
-    (values, dropped): (u64, u64),
+    feed: Option<&dyn MetadataFeed>,
+    values: Option<&Values>,
 ) -> Vec<(String, u64)> {
     let mut counters = supply.counters();
-    if metadata_ring.is_some() {
-        counters.push(("metadata_values".into(), values));
-        counters.push(("metadata_dropped".into(), dropped));
+    if let Some(feed) = feed {
+        counters.extend(feed.counters());
+    }
+    if let Some(v) = values {
+        counters.push(("metadata_values".into(), v.published));
+        counters.push(("metadata_dropped".into(), v.dropped));
     }
     counters
 }
@@ -552,7 +714,7 @@ fn run_stage(
     let (mut args_gen, mut args) =
         current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
     let mut processor = match (spec.python(), host) {
-        (Some(_), Some(host)) => host.processor(&args),
+        (Some(_), Some(host)) => host.processor(&plan.processor, &args),
         _ => processors::build(&plan.processor, &args).map_err(|e| e.reason),
     }
     .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
@@ -561,10 +723,11 @@ fn run_stage(
     // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
     let sync_every = processor.sync_interval();
     report.gauges = processor.gauges();
-    let attach = |name: &String, group: String, batch: u32, delivery, hold| {
+    let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
         let options = ConsumerOptions {
             group: Some(group),
             batch,
+            set,
             delivery,
             wait: WaitMode::Futex,
             attach_timeout: Duration::from_secs(5),
@@ -584,6 +747,7 @@ fn run_stage(
                 name,
                 group.to_string(),
                 plan.batch,
+                plan.set_of(spec.worker),
                 plan.delivery,
                 sync_every.is_some(),
             )
@@ -597,6 +761,7 @@ fn run_stage(
                 name,
                 metadata_group.clone(),
                 METADATA_BATCH,
+                None,
                 Delivery::Lossless,
                 false,
             )
@@ -609,6 +774,13 @@ fn run_stage(
         producers.push(producer);
     }
     let mut out = Outputs::new(producers);
+    // Its own mapping of the stats segment, so the watch outlives any borrow here.
+    let marks = StatsSegment::open(&spec.pipeline)?;
+    let entry = spec.entry;
+    out.watch_claims(Box::new(move |port| {
+        let claiming = port.map_or(0, |p| p as u32 + 1);
+        marks.entry(entry).claiming.store(claiming, Relaxed);
+    }));
     let ctx = StageContext {
         stage: plan.name.clone(),
         worker: spec.worker,

@@ -20,7 +20,7 @@ mod stitch;
 mod verify;
 mod zmq_push;
 
-pub use outputs::{OutputSlot, Outputs};
+pub use outputs::{ClaimWatch, OutputSlot, Outputs};
 
 use crate::ring::Frame;
 
@@ -229,6 +229,11 @@ pub static REGISTRY: &[Registration] = &[
         about:
             "runs a Python class on every frame (file or module, class; PvaPy's processor shape)",
         create: || Box::new(python::PythonStage::default()),
+    },
+    Registration {
+        name: "pva",
+        about: "serves frames as an EPICS pvAccess NTNDArray channel (channel = NAME; p4p)",
+        create: || Box::new(python::PythonStage::shipped("pva")),
     },
     Registration {
         name: "zmq",

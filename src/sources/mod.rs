@@ -11,7 +11,7 @@ pub mod zmq;
 
 use crate::pipeline::config::{SourceContent, SourcePlan};
 use crate::pipeline::worker::Host;
-use crate::ring::{Dtype, SlotWriter};
+use crate::ring::{Dims, Dtype, SlotWriter};
 
 /// One source of frames.
 pub trait Source {
@@ -24,9 +24,10 @@ pub trait Source {
     /// unpublished; the source has counted why.
     fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String>;
 
-    /// Frames the source knows it never got (gaps in a detector's image ids); shown as
-    /// the worker's `missed`, as a stage's ring skips are.
-    fn missed(&self) -> u64 {
+    /// Frames the source knows it never got that no supplied frame carries in its
+    /// `missed` (an image refused, the announced end of a series that never came); the
+    /// worker adds them to its `missed` when it takes them.
+    fn take_missed(&mut self) -> u64 {
         0
     }
 
@@ -35,6 +36,9 @@ pub trait Source {
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
+    /// `streamd reset-stats`: zero those counters.
+    fn reset_counters(&mut self) {}
 
     /// Counters that are levels (connected senders), not totals: a restarted worker
     /// shows its own value of these, not its predecessor's plus its own.
@@ -63,13 +67,27 @@ pub struct SuppliedFrame {
     /// `None`: stamped by the worker (the scheduled time when paced, else now).
     pub timestamp_ns: Option<u64>,
     pub dtype: Dtype,
-    /// `[ny, nx]`.
-    pub dims: [u32; 2],
+    /// C order (slowest first), 1 to 4 of them.
+    pub dims: Dims,
+    /// Frames the source knows were lost before this one (a gap in a detector's
+    /// numbering): counted as the source's `missed`.
+    pub missed: u64,
 }
 
 impl SuppliedFrame {
+    /// A 2-D frame `[ny, nx]` with nothing missed before it.
+    pub fn image(frame_id: u64, dtype: Dtype, ny: u32, nx: u32) -> SuppliedFrame {
+        SuppliedFrame {
+            frame_id,
+            timestamp_ns: None,
+            dtype,
+            dims: Dims::new(&[ny, nx]).expect("two dims"),
+            missed: 0,
+        }
+    }
+
     pub fn bytes(&self) -> usize {
-        self.dims[0] as usize * self.dims[1] as usize * self.dtype.size()
+        self.dims.iter().map(|&d| d as usize).product::<usize>() * self.dtype.size()
     }
 }
 
@@ -80,8 +98,6 @@ pub type Open = fn(&SourcePlan, Option<&dyn Host>) -> Result<Box<dyn Source>, St
 pub struct Registration {
     pub name: &'static str,
     pub about: &'static str,
-    /// The `[source]` keys of this kind besides `ring`, `kind`, `cores` and `metadata`.
-    pub keys: &'static [&'static str],
     pub open: Open,
 }
 
@@ -90,35 +106,37 @@ pub static REGISTRY: &[Registration] = &[
     Registration {
         name: "sim",
         about: "the simulator: ramp or random frames (the default kind)",
-        keys: &["pattern", "nx", "ny", "dtype", "fps", "frames"],
         open: |plan, _| Ok(Box::new(sim::Sim::open(plan)?)),
     },
     Registration {
         name: "replay",
         about: "frames replayed from an .npy stack or a TIFF series (chosen when replay is given)",
-        keys: &["replay", "fps", "frames"],
         open: |plan, _| Ok(Box::new(replay::Replay::open(plan)?)),
     },
     Registration {
         name: "python",
         about: "frames from a Python class's frames() generator",
-        keys: &[
-            "python", "file", "module", "class", "args", "nx", "ny", "dtype", "fps", "frames",
-        ],
-        open: |plan, host| match (&plan.content, host) {
-            (SourceContent::Python { code, args }, Some(host)) => host.frames(code, args, plan),
-            _ => Err("a Python source runs in its interpreter (python -m streamd._worker)".into()),
-        },
+        open: hosted,
+    },
+    Registration {
+        name: "pva",
+        about: "EPICS pvAccess NTNDArray frames, through the Python package (p4p)",
+        open: hosted,
     },
     Registration {
         name: "zmq",
         about: "DECTRIS Stream V2 (CBOR over a ZeroMQ PULL socket): a detector or another streamd",
-        keys: &[
-            "endpoint", "channel", "shared", "nx", "ny", "dtype", "frames",
-        ],
         open: |plan, _| Ok(Box::new(zmq::ZmqSource::open(plan)?)),
     },
 ];
+
+/// A source whose frames its host's code makes (the Python package).
+fn hosted(plan: &SourcePlan, host: Option<&dyn Host>) -> Result<Box<dyn Source>, String> {
+    match (&plan.content, host) {
+        (SourceContent::Python { code, args, .. }, Some(host)) => host.frames(code, args, plan),
+        _ => Err("a Python source runs in its interpreter (python -m streamd._worker)".into()),
+    }
+}
 
 /// The registration of source kind `name`.
 pub fn registration(name: &str) -> Result<&'static Registration, String> {

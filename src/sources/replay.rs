@@ -18,12 +18,7 @@ impl Replay {
             SourceContent::Tiff(paths) => FrameContent::Tiff(TiffSeries::from_paths(paths)?),
             _ => return Err("a replay source reads an .npy stack or TIFF files".into()),
         };
-        let frame = SuppliedFrame {
-            frame_id: 0,
-            timestamp_ns: None,
-            dtype: plan.dtype,
-            dims: [plan.ny, plan.nx],
-        };
+        let frame = SuppliedFrame::image(0, plan.dtype, plan.ny, plan.nx);
         Ok(Replay { content, frame })
     }
 }

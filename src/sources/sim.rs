@@ -13,12 +13,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn open(plan: &SourcePlan) -> Result<Sim, String> {
-        let frame = SuppliedFrame {
-            frame_id: 0,
-            timestamp_ns: None,
-            dtype: plan.dtype,
-            dims: [plan.ny, plan.nx],
-        };
+        let frame = SuppliedFrame::image(0, plan.dtype, plan.ny, plan.nx);
         let content = match plan.content {
             SourceContent::Ramp => FrameContent::Ramp(plan.dtype),
             SourceContent::Random => FrameContent::Random(RandomPool::new(frame.bytes(), 0x5eed)),

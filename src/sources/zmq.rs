@@ -192,11 +192,12 @@ pub struct ZmqSource {
     message: ::zmq::Message,
     /// Bytes a ring slot holds.
     capacity: usize,
+    /// Frames missed that no supplied frame carries (refused, or never sent at the end).
+    unattached: u64,
     series: Option<Open>,
     last_id: Option<u64>,
     pending: Option<(Pixels, AttributeArea)>,
     scratch: Vec<u8>,
-    missed: u64,
     /// Every sender disconnected; reported once the queue is read.
     gone: bool,
     n: Counters,
@@ -240,11 +241,11 @@ impl ZmqSource {
             _context: context,
             message: ::zmq::Message::new(),
             capacity: frame_bytes,
+            unattached: 0,
             series: None,
             last_id: None,
             pending: None,
             scratch: Vec::new(),
-            missed: 0,
             gone: false,
             n: Counters::default(),
         })
@@ -369,7 +370,7 @@ impl ZmqSource {
             // Images the start message announced that never came are missed too.
             if !self.settings.shared {
                 if let Some(announced) = open.description.number_of_images {
-                    self.missed += announced.saturating_sub(open.received + open.missed);
+                    self.unattached += announced.saturating_sub(open.received + open.missed);
                 }
             }
         }
@@ -431,11 +432,12 @@ impl ZmqSource {
         }
         let id = image.image_id;
         open.received += 1;
+        let mut gap = 0;
         match self.last_id {
             Some(last) if id <= last => self.n.out_of_order += 1,
             Some(last) if id > last + 1 && !self.settings.shared => {
-                open.missed += id - last - 1;
-                self.missed += id - last - 1;
+                gap = id - last - 1;
+                open.missed += gap;
             }
             _ => {}
         }
@@ -490,12 +492,10 @@ impl ZmqSource {
             }
         }
         self.pending = Some((Pixels::of(array, message), attributes));
-        Some(Next::Frame(SuppliedFrame {
-            frame_id: id,
-            timestamp_ns: Some(timestamp),
-            dtype: array.dtype,
-            dims: [array.ny, array.nx],
-        }))
+        let mut frame = SuppliedFrame::image(id, array.dtype, array.ny, array.nx);
+        frame.timestamp_ns = Some(timestamp);
+        frame.missed = gap;
+        Some(Next::Frame(frame))
     }
 }
 
@@ -557,7 +557,7 @@ impl Source for ZmqSource {
         if let Err(e) = array.write_into(out, &mut self.scratch) {
             // Counted under its reason, and missed: a frame of the series never published.
             self.n.invalid += 1;
-            self.missed += 1;
+            self.unattached += 1;
             if let Some(open) = &mut self.series {
                 open.missed += 1;
             }
@@ -570,8 +570,8 @@ impl Source for ZmqSource {
             .map_err(|e| e.to_string())
     }
 
-    fn missed(&self) -> u64 {
-        self.missed
+    fn take_missed(&mut self) -> u64 {
+        std::mem::take(&mut self.unattached)
     }
 
     fn gauges(&self) -> &'static [&'static str] {

@@ -42,7 +42,13 @@ pub fn typed_array_tag(dtype: Dtype) -> u64 {
         Dtype::U8 => 64,
         Dtype::U16 => 69,
         Dtype::U32 => 70,
+        Dtype::U64 => 71,
+        Dtype::I8 => 72,
+        Dtype::I16 => 77,
+        Dtype::I32 => 78,
+        Dtype::I64 => 79,
         Dtype::F32 => 85,
+        Dtype::F64 => 86,
     }
 }
 
@@ -52,7 +58,13 @@ pub fn dtype_name(dtype: Dtype) -> &'static str {
         Dtype::U8 => "uint8",
         Dtype::U16 => "uint16",
         Dtype::U32 => "uint32",
+        Dtype::U64 => "uint64",
+        Dtype::I8 => "int8",
+        Dtype::I16 => "int16",
+        Dtype::I32 => "int32",
+        Dtype::I64 => "int64",
         Dtype::F32 => "float32",
+        Dtype::F64 => "float64",
     }
 }
 

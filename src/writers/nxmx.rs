@@ -208,7 +208,8 @@ impl Experiment {
             Dtype::U8 => Some(u64::from(u8::MAX)),
             Dtype::U16 => Some(u64::from(u16::MAX)),
             Dtype::U32 => Some(u64::from(u32::MAX)),
-            Dtype::F32 => None,
+            Dtype::U64 => Some(u64::MAX),
+            _ => None,
         });
         Series {
             beam_center_x: Some(bx),
