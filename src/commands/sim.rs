@@ -1,8 +1,8 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
-use crate::pattern::{NpyStack, RandomPool};
-use crate::pipeline::source::{pace_or_stop, FrameContent, MetadataError, MetadataPlan};
+use crate::pattern::{FrameContent, NpyStack, RandomPool};
+use crate::pipeline::source::{pace_or_stop, MetadataError, MetadataPlan};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };

@@ -155,12 +155,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     let name = &pipeline.name;
     let mut decls = vec![StageDecl {
         name: "source".into(),
-        processor: match &pipeline.source.content {
-            SourceContent::Ramp | SourceContent::Random => "sim".into(),
-            SourceContent::Npy(_) => "npy".into(),
-            SourceContent::Tiff(_) => "tiff".into(),
-            SourceContent::Python { kind, .. } => kind.clone(),
-        },
+        // The source's stage shows its kind, as a stage shows its processor.
+        processor: pipeline.source.content.kind().into(),
         workers: 1,
     }];
     decls.extend(pipeline.stages.iter().map(|s| StageDecl {

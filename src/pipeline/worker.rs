@@ -5,16 +5,14 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::config::{SourceContent, SourcePlan, StagePlan};
-use super::source::{
-    pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, MetadataPlan, RateMeter,
-    Schedule, Supplied,
-};
+use super::source::{pace_or_stop, MetadataError, MetadataFeed, MetadataPlan, RateMeter, Schedule};
 use crate::commands::{now_ns, stop_flag};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
 use crate::ring::{
     ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
 };
+use crate::sources::{self, Next, Source};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
 use crate::units::Rate;
@@ -87,7 +85,7 @@ pub trait Host {
         code: &PythonCode,
         args: &toml::Table,
         plan: &SourcePlan,
-    ) -> Result<Box<dyn FrameSupply>, String>;
+    ) -> Result<Box<dyn Source>, String>;
     /// The values of metadata channels read from EPICS PVs (`plan.pvs`).
     fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
 }
@@ -366,15 +364,9 @@ fn run_source(
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
-    let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
-        (SourceContent::Python { kind, code, args }, Some(host)) => {
-            host.frames(code, args, plan)
-                .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?
-        }
-        (content, _) => Box::new(
-            BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(anyhow::Error::msg)?,
-        ),
-    };
+    let mut supply = sources::open(plan, host)
+        .map_err(|e| anyhow::anyhow!("the {} source: {e}", plan.content.kind()))?;
+    report.gauges = supply.gauges();
     // Channel values from EPICS PVs come through the host, published between frames.
     let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
         (Some(m), Some(host)) if !m.pvs.is_empty() => Some(
@@ -438,9 +430,14 @@ fn run_source(
                 Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
             }
         }
+        // Frames the source missed that no frame carries (a refused image).
+        missed += supply.take_missed();
         let next = match next {
-            Supplied::Frame(next) => next,
-            Supplied::Idle => {
+            Next::Frame(next) => next,
+            Next::Idle | Next::Problem(_) => {
+                if let Next::Problem(why) = &next {
+                    report.error(why);
+                }
                 if !report.due() {
                     continue;
                 }
@@ -457,7 +454,7 @@ fn run_source(
                 }
                 continue;
             }
-            Supplied::End => break,
+            Next::End => break,
         };
         // A restarted supply that numbers its own frames starts again from its first:
         // what the predecessor published is not published twice.
@@ -548,6 +545,7 @@ fn run_source(
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
+    missed += supply.take_missed();
     report.missed(missed);
     report.flush(&source_counters(
         supply.as_ref(),
@@ -658,7 +656,7 @@ impl Values {
 
 /// The source's counters: its supply's, its feed's, and the metadata values.
 fn source_counters(
-    supply: &dyn FrameSupply,
+    supply: &dyn Source,
     feed: Option<&dyn MetadataFeed>,
     values: Option<&Values>,
 ) -> Vec<(String, u64)> {

@@ -18,6 +18,7 @@ mod route;
 mod split;
 mod stitch;
 mod verify;
+mod zmq_push;
 
 pub use outputs::{ClaimWatch, OutputSlot, Outputs};
 
@@ -233,6 +234,11 @@ pub static REGISTRY: &[Registration] = &[
         name: "pva",
         about: "serves frames as an EPICS pvAccess NTNDArray channel (channel = NAME; p4p)",
         create: || Box::new(python::PythonStage::shipped("pva")),
+    },
+    Registration {
+        name: "zmq",
+        about: "publishes frames as DECTRIS Stream V2 on a ZeroMQ PUSH socket (receivers share it)",
+        create: || Box::new(zmq_push::ZmqSink::default()),
     },
     Registration {
         name: "tiff",
