@@ -835,8 +835,11 @@ fn run_stage(
         } else {
             Duration::ZERO
         };
-        // Every value published before the frame is taken reaches the processor first.
-        let took_metadata = take_metadata(&mut side, processor.as_mut(), report)?;
+        // Every value published before the frame is taken reaches the processor first;
+        // new values may let held frames go, decided before the next frame comes.
+        if take_metadata(&mut side, processor.as_mut(), report)? {
+            poll(processor.as_mut(), &mut out, report);
+        }
         let input = &mut ins[k];
         let mut must_settle = false;
         match input.consumer.recv_timeout(wait) {
@@ -886,9 +889,6 @@ fn run_stage(
                 anyhow::bail!("{e}")
             }
         };
-        if took_metadata {
-            poll(processor.as_mut(), &mut out, report);
-        }
         if must_settle || sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
             settle(processor.as_mut(), &mut ins, report, &plan.name);
             last_sync = Instant::now();

@@ -100,6 +100,7 @@ pub trait Processor: Send {
 
     /// Called when no input frame came for a while (about 10 ms, 1 ms with metadata
     /// rings) and after metadata arrived: a processor holding frames can time them out.
+    /// Every metadata record published before any frame it holds has been handed over.
     fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
         Ok(())
     }
