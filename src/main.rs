@@ -8,11 +8,13 @@ use streamd::commands::{
     self,
     consume::ConsumeArgs,
     control::Target,
-    run::{DemoArgs, RunArgs},
+    peek::PeekArgs,
+    run::{CheckArgs, DemoArgs, RunArgs},
     sim::SimArgs,
     top::TopArgs,
 };
 use streamd::control::Request;
+use streamd::units::one_line;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run a pipeline file: rings, pinned stage processes, supervision, control socket.
     Run(RunArgs),
+    /// Validate a pipeline file and print its plan; start nothing.
+    Check(CheckArgs),
     /// Run the built-in demo pipeline and say where its files go.
     Demo(DemoArgs),
     /// Show a running pipeline's stages, workers, rings and counters.
@@ -40,6 +44,10 @@ enum Command {
         target: Target,
         #[arg(long)]
         json: bool,
+        /// A health check: `healthy` and status 0, or a line per failed, erring or
+        /// stalled worker and a source below its rate and status 1 (2: not running).
+        #[arg(long, conflicts_with = "json")]
+        health: bool,
     },
     /// Drain a running pipeline in order and stop it.
     Stop {
@@ -65,6 +73,8 @@ enum Command {
     Sim(SimArgs),
     /// Read frames from a ring: count, verify and time them.
     Consume(ConsumeArgs),
+    /// The newest frame of a ring: header, attributes, statistics (`--png`: a preview).
+    Peek(PeekArgs),
     /// List the rings in /dev/shm with their producers, groups and counters.
     Rings {
         #[arg(long)]
@@ -81,10 +91,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match cli.command {
         Command::Run(args) => commands::run::run(&args),
         Command::Demo(args) => commands::run::demo(&args),
-        Command::Status { target, json } => commands::control::status(&target, json),
+        Command::Check(args) => commands::run::check(&args),
+        Command::Status {
+            target,
+            json,
+            health,
+        } => commands::control::status(&target, json, health),
         Command::Stop { target } => commands::control::simple(&target, Request::Stop),
         Command::ResetStats { target } => commands::control::simple(&target, Request::ResetStats),
         Command::Configure {
@@ -95,6 +114,7 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::top::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
         Command::Consume(args) => commands::consume::run(&args),
+        Command::Peek(args) => commands::peek::run(&args),
         Command::Rings { json } => commands::rings::list(json),
         Command::Clean { json } => commands::rings::clean(json),
         Command::Worker { spec } => worker(&spec),
@@ -102,10 +122,39 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => ExitCode::from(status as u8),
         Err(e) => {
-            eprintln!("streamd: {e:#}");
+            eprintln!("streamd: {}", one_line(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
+}
+
+/// Help and version go out as clap writes them; a usage error becomes one line (its
+/// tip kept, the usage block left to `--help`), status 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let sentence = parts.join("; ");
+    let sentence = sentence.strip_prefix("error: ").unwrap_or(&sentence);
+    eprintln!(
+        "streamd: {} (see --help)",
+        one_line(sentence.trim_end_matches('.'))
+    );
+    ExitCode::from(2)
 }
 
 fn worker(spec: &str) -> anyhow::Result<commands::Status> {

@@ -2,13 +2,14 @@
 //! shared between threads or processes), a registered page-aligned staging buffer,
 //! batched submissions, and errors returned as `io::Error` with the kernel's errno.
 //!
-//! Every call submits its operations and waits for all of their completions before it
-//! returns, so the buffers a call borrows outlive the kernel's use of them: that is the
-//! invariant every `unsafe` push below relies on. Batching happens inside a call: a large
-//! write goes in as several operations with one `io_uring_enter`, and a whole small file
-//! (open, write, fdatasync, close, rename) is one linked chain with one `io_uring_enter`.
+//! Every operation goes through [`Uring::run`], which returns only when the kernel is done
+//! with every operation of its batch — on success and on every error alike — so the
+//! buffers a call borrows outlive the kernel's use of them, and no completion is left for
+//! a later call to mistake for its own. Batching happens inside a call: a large write goes
+//! in as several operations with one `io_uring_enter`, and a whole small file (open,
+//! write, fdatasync, close, rename) is one linked chain with one `io_uring_enter`.
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, EnterFlags, IoUring};
 use std::alloc::{self, Layout};
 use std::ffi::CString;
 use std::io;
@@ -87,6 +88,9 @@ unsafe impl Send for AlignedBuf {}
 pub struct Uring {
     ring: IoUring,
     staging: AlignedBuf,
+    /// Test hook: how the next `io_uring_enter` fails.
+    #[cfg(test)]
+    fault: Option<tests::Fault>,
 }
 
 /// How a whole file is published by [`Uring::write_file`].
@@ -112,25 +116,13 @@ pub struct Staged {
 impl Uring {
     /// A ring with a registered staging buffer of at least `staging_bytes`.
     pub fn new(staging_bytes: usize) -> io::Result<Uring> {
-        let ring = IoUring::new(DEPTH)?;
-        ring.submitter()
-            .register_files_sparse(1 + SYNC_FILES as u32)?;
-        let mut uring = Uring {
-            ring,
-            staging: AlignedBuf::new(staging_bytes),
-        };
-        uring.register_staging()?;
-        Ok(uring)
-    }
-
-    fn register_staging(&mut self) -> io::Result<()> {
-        let iov = libc::iovec {
-            iov_base: self.staging.ptr.cast(),
-            iov_len: self.staging.len,
-        };
-        // SAFETY: the staging buffer lives as long as the ring's registration: it is
-        // unregistered before it is replaced (`staging_mut`) and the ring drops first.
-        unsafe { self.ring.submitter().register_buffers(&[iov]) }
+        let staging = AlignedBuf::new(staging_bytes);
+        Ok(Uring {
+            ring: new_ring(&staging)?,
+            staging,
+            #[cfg(test)]
+            fault: None,
+        })
     }
 
     /// The registered staging buffer, at least `len` bytes (grown and re-registered when
@@ -139,41 +131,119 @@ impl Uring {
         if self.staging.len < len {
             self.ring.submitter().unregister_buffers()?;
             self.staging = AlignedBuf::new(len);
-            self.register_staging()?;
+            register(&self.ring, &self.staging)?;
         }
         Ok(&mut self.staging.as_mut_slice()[..len])
     }
 
-    /// Submits what is queued and waits for `n` completions; returns their results in
-    /// user-data order (user data is the operation's index in the batch).
-    fn complete(&mut self, n: usize) -> io::Result<Vec<i32>> {
+    /// Runs `entries` as one batch: queues them (user data: the index), submits them and
+    /// waits for their completions; returns their results in order.
+    ///
+    /// No operation of the batch is in flight when this returns, whatever it returns. When
+    /// `io_uring_enter` fails (other than EINTR), the call waits for every operation the
+    /// kernel already took and returns the kernel's error; operations it never took never
+    /// run, because the ring holding them is replaced before its next use. The caller
+    /// should treat the whole batch as failed.
+    ///
+    /// # Safety
+    /// Every pointer in `entries` (a write's source, a read's destination, a path) must
+    /// stay valid for the kernel's use until this returns, and a read's destination must
+    /// not be accessed otherwise meanwhile: memory the caller borrows across the call
+    /// satisfies this.
+    unsafe fn run(&mut self, entries: &[squeue::Entry]) -> io::Result<Vec<i32>> {
+        if !self.ring.submission().is_empty() {
+            // Left by a batch whose submission failed: they point at memory that is gone.
+            self.replace_ring()?;
+        }
+        let n = entries.len();
+        let tagged: Vec<squeue::Entry> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.clone().user_data(i as u64))
+            .collect();
+        // SAFETY: the caller keeps every pointer valid until we return, and we return only
+        // when the kernel has finished every entry it took (below).
+        if unsafe { self.ring.submission().push_multiple(&tagged) }.is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a batch of {n} operations exceeds the io_uring queue of {DEPTH}"),
+            ));
+        }
         let mut results = vec![0i32; n];
         let mut seen = 0;
         while seen < n {
-            match self.ring.submit_and_wait(n - seen) {
+            match self.enter(n - seen) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(e),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => {
+                    self.settle(n, seen);
+                    return Err(e);
+                }
             }
-            for cqe in self.ring.completion() {
-                results[cqe.user_data() as usize] = cqe.result();
-                seen += 1;
-            }
+            seen += self.reap(&mut results);
         }
         Ok(results)
     }
 
-    fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: every entry pushed points at memory borrowed by the calling method for
-        // the whole call, and each method waits for all its completions (`complete`)
-        // before returning, so the kernel never sees a dangling pointer. The queue has
-        // room: callers push at most DEPTH entries per `complete`.
-        unsafe {
-            self.ring
-                .submission()
-                .push(&entry)
-                .expect("submission queue has room for one batch")
+    /// Submits what is queued and waits for `want` completions.
+    fn enter(&mut self, want: usize) -> io::Result<usize> {
+        #[cfg(test)]
+        if let Some(fault) = self.fault.take() {
+            return Err(fault.inject(&self.ring));
         }
+        self.ring.submit_and_wait(want)
+    }
+
+    /// Takes the completions waiting; returns how many belong to the current batch.
+    fn reap(&mut self, results: &mut [i32]) -> usize {
+        let mut ours = 0;
+        for cqe in self.ring.completion() {
+            if let Some(slot) = results.get_mut(cqe.user_data() as usize) {
+                *slot = cqe.result();
+                ours += 1;
+            }
+        }
+        ours
+    }
+
+    /// After a failed submission of a batch of `n`, of which `seen` completed: waits,
+    /// submitting nothing more, until every operation the kernel took has completed.
+    fn settle(&mut self, n: usize, mut seen: usize) {
+        let mut discard = vec![0i32; n];
+        loop {
+            seen += self.reap(&mut discard);
+            // The kernel takes entries from the head of the queue: what is still there it
+            // never saw, and never will (`run` replaces the ring first).
+            if seen >= n - self.ring.submission().len() {
+                return;
+            }
+            // SAFETY: waits for one completion; submits nothing and passes no argument.
+            let waited = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    0,
+                    1,
+                    EnterFlags::GETEVENTS.bits(),
+                    None,
+                )
+            };
+            match waited.map_err(|e| e.raw_os_error()) {
+                Ok(_) | Err(Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+                Err(_) => {
+                    // The kernel will not say when it is done with memory we lent it, and
+                    // returning would let the caller free that memory under it.
+                    eprintln!(
+                        "streamd: io_uring cannot wait for its own operations; stopping rather than free memory the kernel may still write"
+                    );
+                    std::process::abort();
+                }
+            }
+        }
+    }
+
+    /// A new ring in place of this one; the entries the old one never took die with it.
+    fn replace_ring(&mut self) -> io::Result<()> {
+        self.ring = new_ring(&self.staging)?;
+        Ok(())
     }
 
     /// Writes all of `data` at `offset`, split into operations submitted together.
@@ -184,14 +254,16 @@ impl Uring {
                 .take(DEPTH as usize)
                 .map(|start| (start, (data.len() - start).min(MAX_OP_BYTES)))
                 .collect();
-            for (i, &(start, len)) in ops.iter().enumerate() {
-                let entry = opcode::Write::new(types::Fd(fd), data[start..].as_ptr(), len as u32)
-                    .offset(offset + start as u64)
-                    .build()
-                    .user_data(i as u64);
-                self.push(entry);
-            }
-            let results = self.complete(ops.len())?;
+            let entries: Vec<squeue::Entry> = ops
+                .iter()
+                .map(|&(start, len)| {
+                    opcode::Write::new(types::Fd(fd), data[start..].as_ptr(), len as u32)
+                        .offset(offset + start as u64)
+                        .build()
+                })
+                .collect();
+            // SAFETY: the sources lie in `data`, borrowed for this whole call.
+            let results = unsafe { self.run(&entries) }?;
             // The first short or failed operation decides where to go on from.
             let mut done = 0usize;
             for (&(start, len), &res) in ops.iter().zip(&results) {
@@ -218,6 +290,9 @@ impl Uring {
     /// Writes the first `len` bytes of the staging buffer at `offset` (a registered-buffer
     /// write: the kernel skips pinning the pages again).
     pub fn write_staging_at(&mut self, fd: RawFd, len: usize, offset: u64) -> io::Result<()> {
+        if len > self.staging.len {
+            return Err(beyond_staging(len, self.staging.len));
+        }
         let mut done = 0usize;
         while done < len {
             let chunk = (len - done).min(MAX_OP_BYTES);
@@ -225,10 +300,9 @@ impl Uring {
             let ptr = unsafe { self.staging.ptr.add(done) };
             let entry = opcode::WriteFixed::new(types::Fd(fd), ptr, chunk as u32, 0)
                 .offset(offset + done as u64)
-                .build()
-                .user_data(0);
-            self.push(entry);
-            let res = self.complete(1)?[0];
+                .build();
+            // SAFETY: the source lies in the staging buffer, which `run` does not replace.
+            let res = unsafe { self.run(&[entry]) }?[0];
             if res < 0 {
                 return Err(io::Error::from_raw_os_error(-res));
             }
@@ -250,10 +324,9 @@ impl Uring {
             let chunk = (buf.len() - done).min(MAX_OP_BYTES);
             let entry = opcode::Read::new(types::Fd(fd), buf[done..].as_mut_ptr(), chunk as u32)
                 .offset(offset + done as u64)
-                .build()
-                .user_data(0);
-            self.push(entry);
-            let res = self.complete(1)?[0];
+                .build();
+            // SAFETY: the destination lies in `buf`, borrowed mutably for this whole call.
+            let res = unsafe { self.run(&[entry]) }?[0];
             if res < 0 {
                 return Err(io::Error::from_raw_os_error(-res));
             }
@@ -269,10 +342,9 @@ impl Uring {
     pub fn datasync(&mut self, fd: RawFd) -> io::Result<()> {
         let entry = opcode::Fsync::new(types::Fd(fd))
             .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(0);
-        self.push(entry);
-        check(self.complete(1)?[0])
+            .build();
+        // SAFETY: the operation points at no memory.
+        check(unsafe { self.run(&[entry]) }?[0])
     }
 
     /// Opens (creates) `path` and returns the descriptor; `flags` as for open(2).
@@ -281,18 +353,18 @@ impl Uring {
         let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), c_path.as_ptr())
             .flags(flags | libc::O_CLOEXEC)
             .mode(mode)
-            .build()
-            .user_data(0);
-        self.push(entry);
-        let fd = self.complete(1)?[0];
+            .build();
+        // SAFETY: the path is `c_path`, which lives until the end of this function.
+        let fd = unsafe { self.run(&[entry]) }?[0];
         check(fd)?;
         Ok(fd)
     }
 
     /// Closes a descriptor opened by [`Uring::open`].
     pub fn close(&mut self, fd: RawFd) -> io::Result<()> {
-        self.push(opcode::Close::new(types::Fd(fd)).build().user_data(0));
-        check(self.complete(1)?[0])
+        let entry = opcode::Close::new(types::Fd(fd)).build();
+        // SAFETY: the operation points at no memory.
+        check(unsafe { self.run(&[entry]) }?[0])
     }
 
     /// Publishes a whole file: the first `len` staging bytes are written to `temp`, which
@@ -306,6 +378,11 @@ impl Uring {
         len: usize,
         options: FileOptions,
     ) -> io::Result<()> {
+        // One operation writes it all: its length is 32 bits.
+        let most = self.staging.len.min(u32::MAX as usize);
+        if len > most {
+            return Err(beyond_staging(len, most));
+        }
         let (c_temp, c_path) = (c_path(temp)?, c_path(path)?);
         let slot = types::DestinationSlot::try_from_slot_target(CHAIN_SLOT).expect("slot 0");
         let file = types::Fixed(CHAIN_SLOT);
@@ -338,17 +415,22 @@ impl Uring {
         if options.rename {
             chain.push(rename(&c_temp, &c_path, options.overwrite));
         }
-        assert!(len <= self.staging.len && len <= u32::MAX as usize);
         let n = chain.len();
-        for (i, entry) in chain.into_iter().enumerate() {
-            let entry = entry.user_data(i as u64);
-            self.push(if i + 1 < n {
-                entry.flags(squeue::Flags::IO_LINK)
-            } else {
-                entry
-            });
+        for entry in &mut chain[..n - 1] {
+            *entry = entry.clone().flags(squeue::Flags::IO_LINK);
         }
-        let results = self.complete(n)?;
+        // SAFETY: the paths are `c_temp` and `c_path`, which live until the end of this
+        // function; the source is the staging buffer (`len` checked above), which `run`
+        // does not replace.
+        let results = match unsafe { self.run(&chain) } {
+            Ok(results) => results,
+            Err(e) => {
+                // Which of the chain ran is unknown: clear what it may have left.
+                self.close_chain_file();
+                let _ = self.unlink(&c_temp);
+                return Err(e);
+            }
+        };
         let failure = results.iter().enumerate().find_map(|(i, &res)| {
             if i == 1 && res >= 0 && (res as usize) < len {
                 // A short write broke the chain: the rest, written alone, tells why
@@ -366,16 +448,10 @@ impl Uring {
         // A broken chain may leave the fixed slot open and the temporary name behind.
         let close_at = if options.rename { n - 2 } else { n - 1 };
         if results[0] >= 0 && results[close_at] < 0 {
-            self.push(opcode::Close::new(file).build().user_data(0));
-            let _ = self.complete(1);
+            self.close_chain_file();
         }
-        if results[n - 1] < 0 {
-            self.push(
-                opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), c_temp.as_ptr())
-                    .build()
-                    .user_data(0),
-            );
-            let _ = self.complete(1);
+        if !options.rename || results[n - 1] < 0 {
+            let _ = self.unlink(&c_temp);
         }
         Err(error)
     }
@@ -385,85 +461,79 @@ impl Uring {
     /// Makes staged files durable and publishes them: each is fdatasynced (all of them
     /// in flight together, so the file system commits its journal once for the lot,
     /// not once per file), then renamed to its final name (without replacing unless
-    /// `overwrite`), then `folder` is fsynced so the names survive a power cut too. A
+    /// `overwrite`), then each folder is fsynced so the names survive a power cut too. A
     /// file whose sync or rename fails is removed; its result says why. Results are in
     /// the order of `files`.
     pub fn publish_batch(&mut self, files: &[Staged], overwrite: bool) -> Vec<io::Result<()>> {
-        let mut results: Vec<io::Result<()>> = Vec::with_capacity(files.len());
         let names: Vec<io::Result<(CString, CString)>> = files
             .iter()
             .map(|f| Ok((c_path(&f.temp)?, c_path(&f.path)?)))
             .collect();
-        // 1. fdatasync every file, SYNC_FILES chains (open, fdatasync, close) at a time.
-        for (k, chunk) in names.chunks(SYNC_FILES).enumerate() {
-            let mut pushed = Vec::new();
-            for (i, name) in chunk.iter().enumerate() {
-                let Ok((temp, _)) = name else { continue };
-                let slot_no = CHAIN_SLOT + 1 + i as u32;
+        let mut results: Vec<io::Result<()>> = names
+            .iter()
+            .map(|name| match name {
+                Ok(_) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            })
+            .collect();
+        // 1. fdatasync every file: SYNC_FILES chains (open, fdatasync, close) at a time.
+        let named: Vec<usize> = (0..files.len()).filter(|&i| names[i].is_ok()).collect();
+        for chunk in named.chunks(SYNC_FILES) {
+            let mut entries = Vec::with_capacity(3 * chunk.len());
+            for (k, &i) in chunk.iter().enumerate() {
+                let Ok((temp, _)) = &names[i] else { continue };
+                let slot_no = CHAIN_SLOT + 1 + k as u32;
                 let slot = types::DestinationSlot::try_from_slot_target(slot_no).expect("slot");
                 let file = types::Fixed(slot_no);
-                let chain = [
+                entries.push(
                     opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), temp.as_ptr())
                         .flags(libc::O_WRONLY)
                         .file_index(Some(slot))
-                        .build(),
+                        .build()
+                        .flags(squeue::Flags::IO_LINK),
+                );
+                entries.push(
                     opcode::Fsync::new(file)
                         .flags(types::FsyncFlags::DATASYNC)
-                        .build(),
-                    opcode::Close::new(file).build(),
-                ];
-                let base = 3 * pushed.len() as u64;
-                for (j, entry) in chain.into_iter().enumerate() {
-                    let entry = entry.user_data(base + j as u64);
-                    self.push(if j < 2 {
-                        entry.flags(squeue::Flags::IO_LINK)
-                    } else {
-                        entry
-                    });
-                }
-                pushed.push(k * SYNC_FILES + i);
+                        .build()
+                        .flags(squeue::Flags::IO_LINK),
+                );
+                entries.push(opcode::Close::new(file).build());
             }
-            let done = self.complete(3 * pushed.len());
-            let mut outcome: Vec<io::Result<()>> = chunk
-                .iter()
-                .map(|name| match name {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                })
-                .collect();
-            match done {
+            // SAFETY: the paths live in `names` until this function returns; the
+            // operations point at nothing else.
+            match unsafe { self.run(&entries) } {
                 Ok(res) => {
-                    for (p, &index) in pushed.iter().enumerate() {
-                        let chain = &res[3 * p..3 * p + 3];
-                        let failed = chain.iter().find(|&&r| r < 0 && r != -libc::ECANCELED);
-                        if let Some(&r) = failed {
-                            outcome[index - k * SYNC_FILES] = Err(io::Error::from_raw_os_error(-r));
+                    for (k, &i) in chunk.iter().enumerate() {
+                        let chain = &res[3 * k..3 * k + 3];
+                        if let Some(&r) = chain.iter().find(|&&r| r < 0 && r != -libc::ECANCELED)
+                        {
+                            results[i] = Err(io::Error::from_raw_os_error(-r));
                         }
                         if chain[0] >= 0 && chain[2] < 0 {
                             // Opened but not closed (the sync failed): close the slot.
-                            let file =
-                                types::Fixed(CHAIN_SLOT + 1 + (index - k * SYNC_FILES) as u32);
-                            self.push(opcode::Close::new(file).build().user_data(0));
-                            let _ = self.complete(1);
+                            self.close_fixed(CHAIN_SLOT + 1 + k as u32);
                         }
                     }
                 }
-                Err(e) => outcome
-                    .iter_mut()
-                    .for_each(|o| *o = Err(io::Error::new(e.kind(), e.to_string()))),
+                Err(e) => {
+                    for (k, &i) in chunk.iter().enumerate() {
+                        results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                        self.close_fixed(CHAIN_SLOT + 1 + k as u32);
+                    }
+                }
             }
-            results.extend(outcome);
         }
         // 2. Rename the durable ones (independent operations, submitted together).
         let durable: Vec<usize> = (0..files.len()).filter(|&i| results[i].is_ok()).collect();
         for chunk in durable.chunks(DEPTH as usize) {
-            for (j, &i) in chunk.iter().enumerate() {
-                let Ok((temp, path)) = &names[i] else {
-                    continue;
-                };
-                self.push(rename(temp, path, overwrite).user_data(j as u64));
-            }
-            match self.complete(chunk.len()) {
+            let entries: Vec<squeue::Entry> = chunk
+                .iter()
+                .filter_map(|&i| names[i].as_ref().ok())
+                .map(|(temp, path)| rename(temp, path, overwrite))
+                .collect();
+            // SAFETY: the paths live in `names` until this function returns.
+            match unsafe { self.run(&entries) } {
                 Ok(res) => {
                     for (&i, &r) in chunk.iter().zip(&res) {
                         if r < 0 {
@@ -505,14 +575,9 @@ impl Uring {
             }
         }
         // What was not published leaves no temporary file behind.
-        for (i, r) in results.iter().enumerate() {
-            if let (Err(_), Ok((temp, _))) = (r, &names[i]) {
-                self.push(
-                    opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), temp.as_ptr())
-                        .build()
-                        .user_data(0),
-                );
-                let _ = self.complete(1);
+        for (result, name) in results.iter().zip(&names) {
+            if let (Err(_), Ok((temp, _))) = (result, name) {
+                let _ = self.unlink(temp);
             }
         }
         results
@@ -525,15 +590,53 @@ impl Uring {
         let ptr = unsafe { self.staging.ptr.add(done) };
         let entry = opcode::WriteFixed::new(file, ptr, (len - done) as u32, 0)
             .offset(done as u64)
-            .build()
-            .user_data(0);
-        self.push(entry);
-        match self.complete(1) {
+            .build();
+        // SAFETY: the source lies in the staging buffer, which `run` does not replace.
+        match unsafe { self.run(&[entry]) } {
             Ok(results) if results[0] < 0 => io::Error::from_raw_os_error(-results[0]),
             Ok(_) => io::Error::from_raw_os_error(libc::ENOSPC),
             Err(e) => e,
         }
     }
+
+    /// Closes the chain's fixed file slot, if anything is open in it.
+    fn close_chain_file(&mut self) {
+        self.close_fixed(CHAIN_SLOT);
+    }
+
+    /// Closes fixed file slot `slot`, if anything is open in it.
+    fn close_fixed(&mut self, slot: u32) {
+        let close = opcode::Close::new(types::Fixed(slot)).build();
+        // SAFETY: the operation points at no memory.
+        let _ = unsafe { self.run(&[close]) };
+    }
+
+    /// Removes the name `path`.
+    fn unlink(&mut self, path: &CString) -> io::Result<()> {
+        let entry = opcode::UnlinkAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr()).build();
+        // SAFETY: the path is borrowed for this whole call.
+        check(unsafe { self.run(&[entry]) }?[0])
+    }
+}
+
+/// A ring with the chain's fixed-file slot and `staging` registered.
+fn new_ring(staging: &AlignedBuf) -> io::Result<IoUring> {
+    let ring = IoUring::new(DEPTH)?;
+    ring.submitter()
+        .register_files_sparse(1 + SYNC_FILES as u32)?;
+    register(&ring, staging)?;
+    Ok(ring)
+}
+
+fn register(ring: &IoUring, staging: &AlignedBuf) -> io::Result<()> {
+    let iov = libc::iovec {
+        iov_base: staging.ptr.cast(),
+        iov_len: staging.len,
+    };
+    // SAFETY: the staging buffer outlives its registration: `staging_mut` unregisters it
+    // before replacing it, `Uring` drops its ring first, and a ring that `replace_ring`
+    // drops has nothing in flight.
+    unsafe { ring.submitter().register_buffers(&[iov]) }
 }
 
 /// A rename of `temp` to `path`, refusing to replace an existing file unless `overwrite`.
@@ -547,6 +650,13 @@ fn rename(temp: &CString, path: &CString, overwrite: bool) -> squeue::Entry {
     )
     .flags(flags)
     .build()
+}
+
+fn beyond_staging(len: usize, staging: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{len} bytes asked of a staging buffer of {staging}"),
+    )
 }
 
 fn check(res: i32) -> io::Result<()> {
@@ -570,6 +680,106 @@ fn c_path(path: &Path) -> io::Result<CString> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    /// A failed `io_uring_enter`, as the kernel can return it.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Fault {
+        /// Refused before the kernel took anything from the queue (EAGAIN, EBUSY).
+        Refused(i32),
+        /// The kernel took every queued entry, then the call failed.
+        FailedAfterTaking(i32),
+    }
+
+    impl Fault {
+        pub(super) fn inject(self, ring: &IoUring) -> io::Error {
+            let errno = match self {
+                Fault::Refused(errno) => errno,
+                Fault::FailedAfterTaking(errno) => {
+                    let taken = ring.submit();
+                    assert!(matches!(taken, Ok(n) if n > 0), "submitted: {taken:?}");
+                    errno
+                }
+            };
+            io::Error::from_raw_os_error(errno)
+        }
+    }
+
+    /// A file of `len` bytes `fill`, opened read-write through `uring`.
+    fn file_of(uring: &mut Uring, dir: &Path, len: usize, fill: u8) -> RawFd {
+        let path = dir.join("f.bin");
+        std::fs::write(&path, vec![fill; len]).unwrap();
+        uring.open(&path, libc::O_RDWR, 0).unwrap()
+    }
+
+    #[test]
+    fn a_refused_submission_reports_the_errno_and_its_operations_never_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut uring = Uring::new(4096).unwrap();
+        let fd = file_of(&mut uring, dir.path(), 4096, b'A');
+        uring.fault = Some(Fault::Refused(libc::EAGAIN));
+        let mut refused = vec![0u8; 4096];
+        let err = uring.read_at(fd, &mut refused, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+        // The next call gets its own completion (a short read at the end of the file),
+        // and the refused read never runs into the buffer its caller got back.
+        let mut mine = vec![0u8; 100];
+        assert_eq!(uring.read_at(fd, &mut mine, 4000).unwrap(), 96);
+        assert_eq!(mine[..96], [b'A'; 96]);
+        assert!(
+            refused.iter().all(|&b| b == 0),
+            "the refused read ran later"
+        );
+
+        // A whole-file chain: refused, it leaves nothing; the fixed slot is free again.
+        let (temp, path) = (dir.path().join(".g.part"), dir.path().join("g.bin"));
+        let options = FileOptions {
+            overwrite: false,
+            sync: true,
+            rename: true,
+        };
+        uring.staging_mut(10).unwrap().fill(7);
+        uring.fault = Some(Fault::Refused(libc::EBUSY));
+        let err = uring.write_file(&temp, &path, 10, options).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
+        assert!(!temp.exists() && !path.exists());
+        uring.write_file(&temp, &path, 10, options).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), [7u8; 10]);
+        uring.close(fd).unwrap();
+    }
+
+    #[test]
+    fn a_submission_that_fails_after_the_kernel_took_it_waits_for_it() {
+        let mut uring = Uring::new(4096).unwrap();
+        let timeout = types::Timespec::new().nsec(20_000_000);
+        uring.fault = Some(Fault::FailedAfterTaking(libc::ENOMEM));
+        // SAFETY: `timeout` lives until the end of the test.
+        let err = unsafe { uring.run(&[opcode::Timeout::new(&timeout).build()]) }.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+        // The timeout in flight was waited for: its completion is gone, and no other
+        // comes while we wait five times as long for one.
+        let quiet = types::Timespec::new().nsec(100_000_000);
+        let args = types::SubmitArgs::new().timespec(&quiet);
+        let waited = uring.ring.submitter().submit_with_args(1, &args);
+        assert_eq!(waited.map_err(|e| e.raw_os_error()), Err(Some(libc::ETIME)));
+        assert!(uring.ring.completion().is_empty());
+
+        // A write taken by the kernel is complete when the error comes back, and the next
+        // call gets its own completion.
+        let dir = tempfile::tempdir().unwrap();
+        let fd = file_of(&mut uring, dir.path(), 0, 0);
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+        uring.fault = Some(Fault::FailedAfterTaking(libc::ENOMEM));
+        let err = uring.write_all_at(fd, &data, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+        assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), data);
+        let mut mine = [0u8; 10];
+        assert_eq!(
+            uring.read_at(fd, &mut mine, data.len() as u64 - 4).unwrap(),
+            4
+        );
+        assert_eq!(mine[..4], data[data.len() - 4..]);
+        uring.close(fd).unwrap();
+    }
 
     #[test]
     fn writes_reads_and_publishes_whole_files() {

@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
@@ -247,6 +247,10 @@ fn counters_of_every_processor_kind_continue_across_a_restart() {
     // The stages in chain order, each with what "its counters are current" means.
     type Current = Box<dyn Fn(&Value) -> bool>;
     let stages: Vec<(&str, Current)> = vec![
+        (
+            "attach",
+            Box::new(move |w| c(w, "x.matched") + c(w, "x.unmatched") == frames(w)),
+        ),
         ("cut", Box::new(move |w| c(w, "tiles") == 2 * frames(w))),
         (
             "join",
@@ -281,12 +285,21 @@ fn counters_of_every_processor_kind_continue_across_a_restart() {
     };
     let k = |s: &str, key: &str| counter(&report, s, key);
     let n = 320; // counters.toml's frames
-    expect("cut", 2 * n, k("cut", "tiles"), 0);
-    expect("join", n, k("join", "stitched"), 0);
-    expect("reduce", n, k("reduce", "reduced"), 2);
-    expect("gate", n, k("gate", "low") + k("gate", "high"), 3);
-    expect("pass", n / 2, k("pass", "skipped"), 4);
-    expect("check", n / 2, k("check", "verified"), 5);
+                 // The frame the metadata stage held when killed comes again; its value may have
+                 // been taken already, so it can count as unmatched once.
+    expect(
+        "attach",
+        n,
+        k("attach", "x.matched") + k("attach", "x.unmatched"),
+        0,
+    );
+    assert!(k("attach", "x.unmatched") <= 1);
+    expect("cut", 2 * n, k("cut", "tiles"), 2);
+    expect("join", n, k("join", "stitched"), 1);
+    expect("reduce", n, k("reduce", "reduced"), 3);
+    expect("gate", n, k("gate", "low") + k("gate", "high"), 4);
+    expect("pass", n / 2, k("pass", "skipped"), 5);
+    expect("check", n / 2, k("check", "verified"), 6);
     for (stage_name, _) in &stages {
         assert_eq!(restarts(&report, stage_name), 1, "{stage_name}");
     }
@@ -301,27 +314,6 @@ fn counters_of_every_processor_kind_continue_across_a_restart() {
                 );
             }
         }
-    }
-}
-
-/// A folder of `bytes` on a tmpfs of its own; `None` where mounting is not allowed.
-fn small_disk(dir: &Path, bytes: u64) -> Option<PathBuf> {
-    let mount = dir.join("small");
-    std::fs::create_dir(&mount).unwrap();
-    Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(&mount)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        .then_some(mount)
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 

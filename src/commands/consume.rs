@@ -2,34 +2,55 @@
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
 use crate::pattern::verify_ramp;
-use crate::ring::{Consumer, ConsumerOptions, Delivery, RecvError, WaitMode};
+use crate::ring::{
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, GroupSet, RecvError, SetMode,
+    WaitMode,
+};
+use crate::units::{one_line, positive_seconds, quote, Seconds};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Settings of one consumer run (the `streamd consume` command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeArgs {
+    /// The ring; a pipeline ring that several workers write (`PIPELINE.RING`) is read as
+    /// all its numbered segments, as a stage reads it.
     #[arg(long)]
     pub ring: String,
     /// Share the stream with the other members of this group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Consecutive frames a group member takes at a time.
+    /// Consecutive frames a group member takes at a time; with sets, the frames each set
+    /// gets per turn (runs aligned to sequence numbers).
     #[arg(long, default_value_t = 1, requires = "group")]
     pub batch: u32,
+    /// Take only the runs dealt to this set of the group (0 to --sets minus 1): PvaPy's
+    /// distributor `set`. Strict round-robin among W consumers: --sets W, --set k.
+    #[arg(long, requires_all = ["group", "sets"])]
+    pub set: Option<u32>,
+    /// How many sets the group's runs are dealt round (every member gives the same).
+    #[arg(long, requires = "set")]
+    pub sets: Option<u32>,
+    /// all: see every frame of the set (each member does); one: share the set's runs with
+    /// the set's other members, first-free.
+    #[arg(long, default_value = "all", requires = "set")]
+    pub set_mode: SetMode,
     /// lossless or lossy.
     #[arg(long, default_value = "lossless")]
     pub delivery: Delivery,
     #[arg(long, conflicts_with = "runtime")]
     pub frames: Option<u64>,
-    #[arg(long)]
-    pub runtime: Option<f64>,
+    /// Stop after this many seconds, counted from attaching, whether frames come or not
+    /// (more than 0, at most a year).
+    #[arg(long, value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
+    pub runtime: Option<Seconds>,
     /// Check every frame against the ramp pattern.
     #[arg(long)]
     pub verify: bool,
@@ -42,11 +63,17 @@ pub struct ConsumeArgs {
     /// Print the counters as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for the ring to appear.
-    #[arg(long, default_value_t = 30.0)]
-    pub attach_timeout: f64,
-    /// Spend this many microseconds after each frame (a stand-in for processing a copy).
-    #[arg(long, default_value_t = 0)]
+    /// Seconds to wait for the ring to appear (0 to a year).
+    #[arg(
+        long,
+        default_value = "30",
+        allow_negative_numbers = true,
+        value_name = "SECS"
+    )]
+    pub attach_timeout: Seconds,
+    /// Spend this many microseconds after each frame (a stand-in for processing a copy),
+    /// at most 1000000.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub work_us: u64,
     /// Write each received frame id to this file, one per line, as it arrives.
     #[arg(long)]
@@ -72,32 +99,46 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
     let options = ConsumerOptions {
         group: args.group.clone(),
         batch: args.batch,
+        set: args.set.zip(args.sets).map(|(index, sets)| GroupSet {
+            index,
+            sets,
+            mode: args.set_mode,
+        }),
         delivery: args.delivery,
         wait: if args.spin {
             WaitMode::Spin
         } else {
             WaitMode::Futex
         },
-        attach_timeout: Duration::from_secs_f64(args.attach_timeout.max(0.0)),
+        attach_timeout: args.attach_timeout.duration(),
         hold: false,
     };
     let mut record = match &args.record_ids {
-        Some(path) => Some(
-            File::create(path).with_context(|| format!("could not create {}", path.display()))?,
-        ),
+        Some(path) => Some(File::create(path).map_err(|e| {
+            anyhow::anyhow!(
+                "could not create --record-ids file {}: {}; give a path in a folder you can write",
+                quote(&path.display().to_string()),
+                crate::units::one_line(&e.to_string())
+            )
+        })?),
         None => None,
     };
-    let mut consumer = Consumer::attach(&args.ring, &options)?;
+    let mut consumer = Segments::attach(&args.ring, &options)?;
     let stop = stop_flag();
-    consumer.set_interrupt(stop.clone());
+    consumer.set_interrupt(&stop);
     // 1 ns to 1 h at 3 significant figures; longer waits saturate at the top.
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let mut scratch = Vec::new();
     let (mut first_id, mut last_id) = (None, None);
     let (mut verify_errors, mut corrupt, mut bytes) = (0u64, 0u64, 0u64);
-    let deadline = args.runtime.map(Duration::from_secs_f64);
+    let mut damaged = false;
+    // The runtime counts from attaching, and holds on an idle or stalled ring: the
+    // wait for a frame never outlasts it.
+    let attached = Instant::now();
+    let deadline = args.runtime.map(|r| attached + r.duration());
     let mut started = None;
+    let mut damaged_shown = false;
     let end = loop {
         if args
             .frames
@@ -105,26 +146,41 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         {
             break "frames";
         }
-        if deadline.is_some_and(|d| started.get_or_insert_with(Instant::now).elapsed() >= d) {
-            break "runtime";
+        if stop.load(Relaxed) {
+            break "interrupted";
         }
-        let frame = match consumer.recv() {
-            Ok(frame) => frame,
+        let received = match deadline {
+            None => consumer.recv().map(Some),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                None => break "runtime",
+                Some(left) => consumer.recv_timeout(left),
+            },
+        };
+        let (segment, frame) = match received {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break "runtime",
             Err(RecvError::EndOfStream { .. }) => break "end-of-stream",
-            Err(RecvError::Interrupted) => {
-                break if stop.load(Relaxed) {
-                    "interrupted"
-                } else {
-                    "runtime"
-                }
-            }
+            Err(RecvError::Interrupted) => break "interrupted",
             Err(e @ RecvError::ProducerDied { .. }) => {
-                eprintln!("streamd consume: ring '{}': {e}", args.ring);
+                eprintln!("streamd consume: ring {}: {e}", quote(&args.ring));
                 break "producer-died";
             }
+            Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
+                eprintln!("streamd consume: {}", one_line(&e.to_string()));
+                damaged = true;
+                break "damaged";
+            }
             Err(e @ RecvError::Corrupt { .. }) => {
+                // Skipped and counted; shown once, the rest summed up at the end.
                 corrupt += 1;
-                eprintln!("streamd consume: ring '{}': {e}", args.ring);
+                if !damaged_shown {
+                    damaged_shown = true;
+                    eprintln!(
+                        "streamd consume: ring {}: {}; skipping damaged slots and counting them",
+                        quote(&args.ring),
+                        one_line(&e.to_string())
+                    );
+                }
                 continue;
             }
             Err(RecvError::MustCommit) => unreachable!("consume does not hold frames"),
@@ -140,13 +196,12 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
             file.write_all(format!("{}\n", header.frame_id).as_bytes())
                 .context("could not record a frame id")?;
         }
+        let payload = consumer.payload(segment, &frame);
         if args.read {
-            std::hint::black_box(fold_words(frame.payload()));
+            std::hint::black_box(fold_words(payload));
         }
         if args.verify {
-            if let Some(pixel) =
-                verify_ramp(frame.payload(), header.dtype, header.frame_id, &mut scratch)
-            {
+            if let Some(pixel) = verify_ramp(payload, header.dtype, header.frame_id, &mut scratch) {
                 verify_errors += 1;
                 if verify_errors <= SHOWN_ERRORS {
                     eprintln!(
@@ -156,12 +211,18 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 }
             }
         }
-        drop(frame);
+        consumer.release(segment, frame);
         if args.work_us > 0 {
             std::thread::sleep(Duration::from_micros(args.work_us));
         }
     };
-    let elapsed = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    if corrupt > 1 {
+        eprintln!(
+            "streamd consume: ring {}: {corrupt} damaged slots skipped in all (counted in missed and verify_errors)",
+            quote(&args.ring)
+        );
+    }
+    let elapsed = started.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
     let counters = consumer.counters();
     drop(consumer);
     let report = json!({
@@ -178,11 +239,111 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         "end": end,
     });
     print_counters(&report, args.json);
-    Ok(if verify_errors + corrupt > 0 {
+    Ok(if verify_errors + corrupt > 0 || damaged {
         Status::DataErrors
     } else if end == "producer-died" {
         Status::ProducerDied
     } else {
         Status::Ok
     })
+}
+
+/// The ring segments `consume --ring` reads: the ring itself, or all the numbered
+/// segments of a pipeline ring several workers write (as a stage reads them), in turn.
+/// Frames are handed out detached, so they can come from any of them.
+struct Segments {
+    consumers: Vec<Consumer>,
+    /// How each segment ended, once it did.
+    ended: Vec<Option<RecvError>>,
+    next: usize,
+}
+
+impl Segments {
+    fn attach(ring: &str, options: &ConsumerOptions) -> anyhow::Result<Segments> {
+        let consumers = super::ring_segments(ring)
+            .iter()
+            .map(|name| Consumer::attach(name, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Segments {
+            ended: consumers.iter().map(|_| None).collect(),
+            consumers,
+            next: 0,
+        })
+    }
+
+    fn set_interrupt(&mut self, stop: &Arc<AtomicBool>) {
+        for consumer in &mut self.consumers {
+            consumer.set_interrupt(stop.clone());
+        }
+    }
+
+    /// Every segment's counts, summed.
+    fn counters(&self) -> ConsumerCounters {
+        let mut total = ConsumerCounters::default();
+        for c in self.consumers.iter().map(Consumer::counters) {
+            total.received += c.received;
+            total.missed += c.missed;
+        }
+        total
+    }
+
+    fn recv(&mut self) -> Result<(usize, Detached), RecvError> {
+        loop {
+            if let Some(frame) = self.recv_timeout(Duration::from_secs(3600))? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// The next frame of any segment, with its segment; how the last one ended once
+    /// every one has. One segment waits in the ring's own way (futex or spin); several
+    /// are taken in turn, each waited on for a millisecond at most.
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(usize, Detached)>, RecvError> {
+        let deadline = Instant::now() + timeout;
+        let count = self.consumers.len();
+        loop {
+            let open: Vec<usize> = (0..count)
+                .map(|k| (self.next + k) % count)
+                .filter(|&i| self.ended[i].is_none())
+                .collect();
+            let Some(&last) = open.last() else {
+                return Err(self
+                    .ended
+                    .iter_mut()
+                    .find_map(Option::take)
+                    .expect("all ended"));
+            };
+            for &i in &open {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = match (count, i == last) {
+                    (1, _) => left,
+                    (_, true) => left.min(Duration::from_millis(1)),
+                    _ => Duration::ZERO,
+                };
+                match self.consumers[i].recv_timeout(wait) {
+                    Ok(Some(frame)) => {
+                        self.next = i + 1;
+                        return Ok(Some((i, frame.detach())));
+                    }
+                    Ok(None) => {}
+                    Err(e @ RecvError::EndOfStream { .. }) => self.ended[i] = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The pixels of `frame`, read from segment `segment`, until it is released.
+    fn payload(&self, segment: usize, frame: &Detached) -> &[u8] {
+        self.consumers[segment]
+            .detached_payload(frame)
+            .expect("a detached frame stays reserved until it is released")
+    }
+
+    fn release(&mut self, segment: usize, frame: Detached) {
+        self.consumers[segment].release(frame);
+    }
 }

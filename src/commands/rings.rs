@@ -1,6 +1,7 @@
 //! `streamd rings` and `streamd clean`: what rings exist, and removing stale ones.
 
-use super::{print_counters, Status};
+use super::Status;
+use crate::control::status::ring_json;
 use crate::ring::{list_names, segment_path, AttachError, RingInspector};
 use anyhow::Context;
 use serde_json::json;
@@ -9,7 +10,7 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
     let mut rings = Vec::new();
     for name in list_names().context("could not list /dev/shm")? {
         match RingInspector::open(&name) {
-            Ok(inspector) => rings.push(serde_json::to_value(inspector.snapshot())?),
+            Ok(inspector) => rings.push(ring_json(&inspector.snapshot())),
             Err(e) => rings.push(json!({ "name": name, "error": e.to_string() })),
         }
     }
@@ -45,8 +46,20 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
                 .as_str()
                 .filter(|n| !n.is_empty())
                 .unwrap_or("(broadcast)");
+            // `set 1/3 (all)`: which set of the group, and whether its members share it.
+            let set = &group["set"];
+            let set = if set.is_null() {
+                String::new()
+            } else {
+                format!(
+                    " set {}/{} ({})",
+                    set["index"],
+                    set["sets"],
+                    set["mode"].as_str().unwrap_or("?")
+                )
+            };
             println!(
-                "  group {name}: {} batch {}, {} member(s): published {} = delivered {} + missed {} + in flight {}",
+                "  group {name}{set}: {} batch {}, {} member(s): published {} = delivered {} + missed {} + in flight {}",
                 group["delivery"].as_str().unwrap_or("?"),
                 group["batch"],
                 group["members"],
@@ -72,7 +85,11 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
             }
             Ok(_) => kept.push(name),
             // Not a ring we can read, but ours and in our namespace: a crashed creation.
-            Err(e @ (AttachError::BadMagic { .. } | AttachError::Layout { .. })) => {
+            Err(
+                e @ (AttachError::BadMagic { .. }
+                | AttachError::Layout { .. }
+                | AttachError::NeverInitialised { .. }),
+            ) => {
                 std::fs::remove_file(segment_path(&name))
                     .with_context(|| format!("could not remove ring '{name}'"))?;
                 removed.push(name.clone());
@@ -96,8 +113,28 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
     let report = json!({ "removed": removed, "kept": kept, "skipped": skipped });
     if json_out {
         println!("{report}");
+    } else if removed.is_empty() && skipped.is_empty() {
+        println!(
+            "nothing to clean: {}",
+            if kept.is_empty() {
+                "no streamd rings, stats segments or sockets in /dev/shm".to_string()
+            } else {
+                format!("{} in use kept ({})", kept.len(), kept.join(", "))
+            }
+        );
     } else {
-        print_counters(&report, false);
+        for (what, list) in [("removed", &removed), ("kept (in use)", &kept)] {
+            if !list.is_empty() {
+                println!("{what}: {}", list.join(", "));
+            }
+        }
+        for s in &skipped {
+            println!(
+                "skipped {}: {}",
+                s["name"].as_str().unwrap_or("?"),
+                s["reason"].as_str().unwrap_or("?")
+            );
+        }
     }
     Ok(Status::Ok)
 }

@@ -1,15 +1,19 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
 use super::{now_ns, per_second, print_counters, stop_flag, Status};
-use crate::pattern::{NpyStack, RandomPool};
-use crate::pipeline::source::{pace, FrameContent, MetadataError, MetadataPlan};
+use crate::pattern::{FrameContent, NpyStack, RandomPool};
+use crate::pipeline::source::{pace_or_stop, MetadataError, MetadataPlan};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };
+use crate::units::{nth_tick, positive_seconds, quote, Rate, Seconds};
 use anyhow::{bail, Context};
 use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+/// The most slots a ring may have on the command line.
+pub const MAX_SLOTS: i64 = 1 << 20;
 
 /// Frame content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,20 +52,26 @@ pub struct SimArgs {
     /// u8, u16, u32 or f32.
     #[arg(long, default_value = "u8")]
     pub dtype: Dtype,
-    /// Frames per second; 0 = as fast as the consumers allow.
-    #[arg(long, default_value_t = 0.0)]
-    pub fps: f64,
+    /// Frames per second; 0 = as fast as the consumers allow, else 0.001 to 1e7.
+    #[arg(
+        long,
+        default_value = "0",
+        allow_negative_numbers = true,
+        value_name = "FPS"
+    )]
+    pub fps: Rate,
     /// Stop after this many frames.
     #[arg(long, conflicts_with = "runtime")]
     pub frames: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    pub runtime: Option<f64>,
+    /// Stop after this many seconds (more than 0, at most a year).
+    #[arg(long, value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
+    pub runtime: Option<Seconds>,
     /// Frame content: ramp (verifiable, see the spec), random, or file:PATH.npy (replay a
     /// (frames, ny, nx) stack, whose shape and dtype then apply).
     #[arg(long, default_value = "ramp")]
     pub pattern: Pattern,
-    #[arg(long, default_value_t = 64)]
+    /// Slots in the ring, 1 to 1048576.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_SLOTS))]
     pub slots: u32,
     /// block or drop-newest: what to do when lossless consumers still need every slot.
     #[arg(long, default_value = "block")]
@@ -73,8 +83,13 @@ pub struct SimArgs {
     /// Ring of the metadata values (default: RING.meta).
     #[arg(long, requires = "metadata")]
     pub metadata_ring: Option<String>,
-    /// Move each value's timestamp by up to ± this many microseconds.
-    #[arg(long, default_value_t = 0.0, requires = "metadata")]
+    /// Move each value's timestamp by up to ± this many microseconds (at most 1e9).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        requires = "metadata",
+        allow_negative_numbers = true
+    )]
     pub metadata_jitter_us: f64,
     /// Leave out every value of frames whose id is N-1 modulo N.
     #[arg(long, default_value_t = 0, requires = "metadata")]
@@ -108,18 +123,17 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             args.ny
         );
     }
-    if !(args.fps >= 0.0 && args.fps.is_finite()) {
-        bail!(
-            "--fps {} is not a rate; use 0 for as fast as possible or a positive number",
-            args.fps
-        );
-    }
     let frame_bytes = u64::from(args.nx) * u64::from(args.ny) * args.dtype.size() as u64;
     let options = RingOptions {
         name: args.ring.clone(),
         slots: args.slots,
         slot_bytes: frame_bytes,
         full_policy: args.policy,
+    };
+    // Checked before any ring exists: a bad plan leaves nothing behind.
+    let plan = match &args.metadata {
+        None => None,
+        Some(spec) => Some(metadata_plan(args, spec)?),
     };
     let (mut producer, stale) = Producer::create(&options)?;
     if let Some(stale) = stale {
@@ -131,10 +145,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
     }
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
-    let mut metadata = match &args.metadata {
+    let mut metadata = match plan {
         None => None,
-        Some(spec) => {
-            let plan = metadata_plan(args, spec)?;
+        Some(plan) => {
             let (mut ring, _) = Producer::create(&RingOptions {
                 name: plan.ring.clone(),
                 slots: args.slots.saturating_mul(plan.channels.len() as u32),
@@ -163,8 +176,8 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         (None, _) => FrameContent::Ramp(args.dtype),
     };
     let dims = [args.ny, args.nx];
-    let interval = (args.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / args.fps));
-    let deadline = args.runtime.map(Duration::from_secs_f64);
+    let interval = args.fps.interval();
+    let deadline = args.runtime.map(Seconds::duration);
     let started = Instant::now();
     let (mut first_id, mut last_id) = (None, None);
     let mut frame_id = 0u64;
@@ -175,7 +188,9 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             break;
         }
         if let Some(interval) = interval {
-            pace(started + interval.mul_f64(frame_id as f64));
+            if !pace_or_stop(started + nth_tick(interval, frame_id), &stop) {
+                break;
+            }
         }
         let mut slot = match producer.claim() {
             Ok(slot) => slot,
@@ -236,16 +251,26 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
 fn metadata_plan(args: &SimArgs, spec: &str) -> anyhow::Result<MetadataPlan> {
     let channels =
         MetadataPlan::parse_channels(spec).map_err(|e| anyhow::anyhow!("--metadata: {e}"))?;
-    if !(args.metadata_jitter_us >= 0.0 && args.metadata_jitter_us.is_finite()) {
-        bail!("--metadata-jitter-us must be 0 or a positive number of microseconds");
+    if !(args.metadata_jitter_us >= 0.0 && args.metadata_jitter_us <= 1e9) {
+        bail!("--metadata-jitter-us must be 0 to 1e9 microseconds");
+    }
+    let ring = args
+        .metadata_ring
+        .clone()
+        .unwrap_or_else(|| format!("{}.meta", args.ring));
+    if ring == args.ring {
+        bail!(
+            "--metadata-ring {} is the frame ring itself; give the metadata its own ring (default: {})",
+            quote(&ring),
+            quote(&format!("{}.meta", args.ring))
+        );
     }
     Ok(MetadataPlan {
-        ring: args
-            .metadata_ring
-            .clone()
-            .unwrap_or_else(|| format!("{}.meta", args.ring)),
+        ring,
         channels,
         jitter_ns: (args.metadata_jitter_us * 1000.0).round() as u64,
         gap_every: args.metadata_gap,
+        pvs: Vec::new(),
+        queue_size: 0,
     })
 }

@@ -72,12 +72,13 @@ fn handle(stats: &StatsSegment, shared: &Shared, stream: UnixStream) -> anyhow::
             accept("stopping: the source stops, the stages drain, then the pipeline exits".into())
         }
         Ok(Request::ResetStats) => {
-            stats.header().reset_gen.fetch_add(1, Relaxed);
             for i in 0..stats.entry_count() {
-                stats.entry(i).restarts.store(0, Relaxed);
+                let e = stats.entry(i);
+                e.restarts_base.store(e.restarts.load(Relaxed), Relaxed);
             }
+            stats.header().reset_gen.fetch_add(1, Relaxed);
             shared.event("statistics reset".into());
-            accept("statistics reset; workers start counting from zero within 100 ms".into())
+            accept("statistics reset: status, top and the metrics count from zero within 100 ms; the run's final report still counts the whole run".into())
         }
         Ok(Request::Configure { stage, key, value }) => {
             configure(stats, shared, &stage, &key, &value)
@@ -107,8 +108,11 @@ fn refuse(message: String) -> Reply {
 /// Validates `key=value` on a scratch processor, publishes the new arguments, and waits
 /// briefly for the workers to apply them to their next frame.
 fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, value: &str) -> Reply {
+    if stats.stage_count() > 0 && stage == stats.stage_name(0) {
+        return configure_source(stats, shared, key, value);
+    }
     let Some(index) = (1..stats.stage_count()).find(|&i| stats.stage_name(i) == stage) else {
-        let names: Vec<String> = (1..stats.stage_count())
+        let names: Vec<String> = (0..stats.stage_count())
             .map(|i| stats.stage_name(i))
             .collect();
         return refuse(format!(
@@ -120,13 +124,22 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
         return refuse("another configure is being applied; try again".into());
     };
     let mut args: toml::Table = serde_json::from_str(&text).unwrap_or_default();
-    args.insert(key.to_string(), processors::parse_value(value));
+    let before = args.clone();
+    let parsed = processors::parse_value(value);
+    args.insert(key.to_string(), parsed.clone());
     let processor = stats.stage_processor(index);
     let checked = processors::build(&processor, &args)
         .map_err(|e| e.reason)
         .and_then(|p| match shared.wiring.get(stage) {
             Some(wiring) => p.check_wiring(wiring),
             None => Ok(()),
+        })
+        // A Python class checks the change itself, on a scratch instance.
+        .and_then(|()| match processor.as_str() {
+            "python" | "pva" => {
+                processors::python::PythonStage::check_change(&processor, &before, key, &parsed)
+            }
+            _ => Ok(()),
         });
     if let Err(reason) = checked {
         return refuse(format!(
@@ -141,7 +154,38 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
             ))
         }
     };
-    let gen = stats.write_args(index, &json);
+    apply(stats, shared, index, (stage, key, value), &json)
+}
+
+/// `configure source fps=F`: the one setting of a source that can change while it runs.
+fn configure_source(stats: &StatsSegment, shared: &Shared, key: &str, value: &str) -> Reply {
+    let stage = stats.stage_name(0);
+    if key != "fps" {
+        return refuse(format!(
+            "the source takes only fps while it runs (its frames, shape and pattern are fixed when the pipeline starts): `streamd configure {stage} fps=F`; nothing changed"
+        ));
+    }
+    match value.parse::<crate::units::Rate>() {
+        Ok(rate) => {
+            let json = serde_json::json!({ "fps": rate.get() }).to_string();
+            apply(stats, shared, 0, (&stage, key, value), &json)
+        }
+        Err(reason) => refuse(format!(
+            "stage '{stage}' refused fps={value}: {reason}; nothing changed"
+        )),
+    }
+}
+
+/// Publishes stage `index`'s new arguments `json` (the change `key=value` of `stage`)
+/// and waits briefly for its workers to take them.
+fn apply(
+    stats: &StatsSegment,
+    shared: &Shared,
+    index: usize,
+    (stage, key, value): (&str, &str, &str),
+    json: &str,
+) -> Reply {
+    let gen = stats.write_args(index, json);
     shared.event(format!("stage '{stage}': {key} set to {value}"));
     let slot = stats.stage(index);
     let entries = slot.first_entry.load(Relaxed) as usize

@@ -5,7 +5,10 @@
 use super::source::MetadataPlan;
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
-use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::processors::python::PythonCode;
+use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
+use crate::sources::zmq::ZmqSettings;
+use crate::units::{quote, Rate, Seconds};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -16,6 +19,16 @@ use toml::Spanned;
 /// Longest ring segment name (`PIPELINE.RING.N`), from the ring layout.
 const MAX_SEGMENT_NAME: usize = crate::ring::layout::NAME_CAPACITY - 1;
 const DEFAULT_SLOTS: u32 = 64;
+/// Stages besides the source (the stats segment has 64 entries, one is the source's).
+const MAX_STAGES: usize = 63;
+/// Processor arguments of which a stage may give only one.
+const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid"), ("file", "module")];
+/// Most slots a ring may have.
+const MAX_SLOTS: u32 = 1 << 20;
+/// Largest ring segment (as the ring itself refuses larger ones).
+const MAX_RING_BYTES: u64 = 1 << 40;
+/// Most sets a stage's input may be dealt round (`sets`).
+const MAX_STAGE_SETS: u32 = 1024;
 
 /// A validated pipeline: what `streamd run` starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +90,12 @@ pub struct RingPlan {
 }
 
 impl RingPlan {
+    /// Bytes of `/dev/shm` one segment of the ring takes (allocated in full at creation).
+    pub fn segment_bytes(&self) -> u64 {
+        crate::ring::layout::Geometry::new(self.slots, self.slot_bytes)
+            .map_or(u64::MAX, |g| g.segment_size)
+    }
+
     /// Segment names in `/dev/shm` for pipeline `pipeline`.
     pub fn segments(&self, pipeline: &str) -> Vec<String> {
         if self.writers == 1 {
@@ -105,6 +124,27 @@ pub enum SourceContent {
     Random,
     Npy(PathBuf),
     Tiff(Vec<PathBuf>),
+    /// A Python class's `frames()` generator, given `args` (run in the interpreter):
+    /// the user's (`kind = "python"`) or the package's pvAccess source (`kind = "pva"`).
+    Python {
+        kind: String,
+        code: PythonCode,
+        args: toml::Table,
+    },
+    /// DECTRIS Stream V2 from a ZeroMQ PUSH socket (`kind = "zmq"`).
+    Zmq(ZmqSettings),
+}
+
+impl SourceContent {
+    /// The source kind's name in the registry (`sources::REGISTRY`).
+    pub fn kind(&self) -> &str {
+        match self {
+            SourceContent::Ramp | SourceContent::Random => "sim",
+            SourceContent::Npy(_) | SourceContent::Tiff(_) => "replay",
+            SourceContent::Python { kind, .. } => kind,
+            SourceContent::Zmq(_) => "zmq",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,10 +178,60 @@ pub struct StagePlan {
     pub delivery: Delivery,
     /// Every worker sees every frame instead of sharing them.
     pub broadcast: bool,
+    /// `(set, sets)`: the stage takes only the runs of `batch` frames dealt to that set
+    /// of its inputs (spec §5.9, PvaPy's distributor sets); stages in one set each see all
+    /// of its frames.
+    #[serde(default)]
+    pub set: Option<(u32, u32)>,
+    /// How the workers take turns at the stage's runs.
+    #[serde(default)]
+    pub order: Order,
     pub cores: CoreChoice,
+    /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
+    /// (a writer's folder, checked where the run's folder is known).
+    #[serde(default)]
+    pub at: BTreeMap<String, String>,
 }
 
 impl StagePlan {
+    /// Where argument `key` was written, else where the stage's processor was named.
+    pub fn location(&self, key: &str) -> &str {
+        self.at
+            .get(key)
+            .or_else(|| self.at.get("processor"))
+            .map_or("", String::as_str)
+    }
+}
+
+/// How a stage's workers take turns (`order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Whichever worker is free takes the next run.
+    #[default]
+    FirstFree,
+    /// Worker k of W takes runs k, k+W, k+2W, ... of the stage's runs: a set each.
+    RoundRobin,
+}
+
+impl StagePlan {
+    /// The set worker `worker` takes on each input (spec §5.9): the stage's own set, and
+    /// in round-robin order one set per worker within it, so worker k of W takes the
+    /// stage's turns k, k+W, ... (of `sets` sets, set `s`: sets `s + sets·k` of
+    /// `sets·W`). The worker shares its set with the supervisor's holder (mode one).
+    pub fn set_of(&self, worker: u32) -> Option<GroupSet> {
+        let (index, sets) = match (self.order, self.set) {
+            (Order::FirstFree, set) => set?,
+            (Order::RoundRobin, None) => (worker, self.workers),
+            (Order::RoundRobin, Some((set, sets))) => (set + sets * worker, sets * self.workers),
+        };
+        Some(GroupSet {
+            index,
+            sets,
+            mode: SetMode::One,
+        })
+    }
+
     /// The ring group worker `worker` joins on each input.
     pub fn group(&self, worker: u32) -> String {
         if self.broadcast {
@@ -162,12 +252,14 @@ impl StagePlan {
         self.inputs.iter().chain(&self.metadata)
     }
 
-    /// Distinct groups of this stage on each input.
-    pub fn groups(&self) -> Vec<String> {
-        if self.broadcast {
-            (0..self.workers).map(|w| self.group(w)).collect()
+    /// Distinct groups (and sets) of this stage on each input.
+    pub fn groups(&self) -> Vec<(String, Option<GroupSet>)> {
+        if self.broadcast || self.order == Order::RoundRobin {
+            (0..self.workers)
+                .map(|w| (self.group(w), self.set_of(w)))
+                .collect()
         } else {
-            vec![self.name.clone()]
+            vec![(self.name.clone(), self.set_of(0))]
         }
     }
 }
@@ -182,6 +274,13 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// `FILE:LINE:COLUMN`.
+    pub fn location(&self) -> String {
+        format!("{}:{}:{}", self.origin, self.line, self.column)
+    }
+}
+
 // ---- The file as written ------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -189,8 +288,8 @@ pub struct ConfigError {
 struct RawPipeline {
     name: Spanned<String>,
     drain_timeout_s: Option<Spanned<f64>>,
-    #[serde(default)]
-    restart: RestartPolicy,
+    /// Read as a value first: serde would take `restart = [1, 2]` as a struct.
+    restart: Option<Spanned<toml::Value>>,
     #[serde(default, rename = "ring")]
     rings: Vec<Spanned<RawRing>>,
     source: Spanned<RawSource>,
@@ -220,6 +319,19 @@ struct RawShape {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     ring: Spanned<String>,
+    /// `python`: frames from a Python class's `frames()` (with file or module, class,
+    /// python, args); `pva`: NTNDArray updates of an EPICS channel (channel, queue_size,
+    /// until_disconnect, python); `zmq`: DECTRIS Stream V2 (endpoint, channel, shared);
+    /// absent: the simulator (pattern) or replayed files.
+    kind: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    queue_size: Option<Spanned<i64>>,
+    until_disconnect: Option<Spanned<bool>>,
+    python: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    module: Option<Spanned<String>>,
+    class: Option<Spanned<String>>,
+    args: Option<Spanned<toml::Table>>,
     pattern: Option<Spanned<String>>,
     replay: Option<Spanned<String>>,
     nx: Option<u32>,
@@ -229,6 +341,9 @@ struct RawSource {
     frames: Option<u64>,
     cores: Option<Spanned<RawCores>>,
     metadata: Option<Spanned<RawMetadata>>,
+    /// `zmq`: the sender's PUSH socket, and whether other receivers share it.
+    endpoint: Option<Spanned<String>>,
+    shared: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +355,7 @@ struct RawMetadata {
     jitter_us: f64,
     #[serde(default)]
     gap_every: u64,
+    queue_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +371,9 @@ struct RawStage {
     delivery: Option<Spanned<String>>,
     #[serde(default)]
     broadcast: bool,
+    sets: Option<Spanned<u32>>,
+    set: Option<Spanned<u32>>,
+    order: Option<Spanned<String>>,
     cores: Option<Spanned<RawCores>>,
     #[serde(default)]
     args: BTreeMap<String, Spanned<toml::Value>>,
@@ -317,12 +436,23 @@ impl Pipeline {
         let raw: RawPipeline = toml::from_str(text).map_err(|e| {
             let at = e.span().map_or(0, |s| s.start);
             // serde says "field"; the file has keys.
-            let message = e
+            let mut message = e
                 .message()
                 .trim_end_matches('\n')
                 .replace('\n', " ")
                 .replace("unknown field", "unknown key")
                 .replace("missing field", "missing key");
+            if message.starts_with("duplicate key") {
+                // Name the key: the span points at it.
+                let key: String = text[at.min(text.len())..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect();
+                message = format!(
+                    "key {} is given twice; give it once (each ring and stage is its own [[ring]] or [[stage]] table, with double brackets)",
+                    quote(&key)
+                );
+            }
             v.error(at..at, message)
         })?;
         v.pipeline(raw, base, name)
@@ -332,6 +462,244 @@ impl Pipeline {
 struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
+}
+
+/// Checks a pipeline name given outside the file (`--name`); the message starts with
+/// the quoted name.
+pub fn check_pipeline_name(name: &str) -> Result<(), String> {
+    check_name("pipeline", name, 16).map_err(|m| m.trim_start_matches("pipeline name ").to_string())
+}
+
+impl Validator<'_> {
+    /// The Python class of a `kind = "python"` or `kind = "pva"` source, `None` for the
+    /// simulator; each kind's keys are refused on the others.
+    fn python_source(
+        &self,
+        src: &RawSource,
+        base: &Path,
+    ) -> Result<Option<SourceContent>, ConfigError> {
+        let keys = [
+            ("python", &src.python),
+            ("file", &src.file),
+            ("module", &src.module),
+            ("class", &src.class),
+        ];
+        let pva_keys = [
+            src.channel.as_ref().map(|v| ("channel", v.span())),
+            src.queue_size.as_ref().map(|v| ("queue_size", v.span())),
+            src.until_disconnect
+                .as_ref()
+                .map(|v| ("until_disconnect", v.span())),
+        ];
+        let zmq_keys = [
+            src.endpoint.as_ref().map(|v| ("endpoint", v.span())),
+            src.shared.as_ref().map(|v| ("shared", v.span())),
+        ];
+        if src.kind.as_ref().is_none_or(|k| k.get_ref() != "zmq") {
+            if let Some((key, span)) = zmq_keys.iter().flatten().next() {
+                return Err(self.error(
+                    span.clone(),
+                    format!("{key} belongs to a Stream V2 source; add kind = \"zmq\""),
+                ));
+            }
+        }
+        let kind = match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            Some((k, "python")) => k,
+            Some((k, "pva")) => return self.pva_source(src, k).map(Some),
+            Some((k, "zmq")) => return self.zmq_source(src, k).map(Some),
+            Some((k, other)) if other == "sim" || other == "replay" => {
+                return Err(self.at(
+                    k,
+                    format!("kind = \"{other}\" is the default: leave kind out for the simulator (pattern) or replayed files (replay)"),
+                ))
+            }
+            Some((k, other)) => {
+                let known: Vec<&str> = crate::sources::REGISTRY.iter().map(|r| r.name).collect();
+                return Err(self.at(
+                    k,
+                    format!(
+                        "unknown source kind {} (known: {}; leave kind out for the simulator or replayed files)",
+                        quote(other),
+                        known.join(", ")
+                    ),
+                ))
+            }
+            None => {
+                if let Some((key, span)) = pva_keys.iter().flatten().next() {
+                    return Err(self.error(
+                        span.clone(),
+                        format!("{key} belongs to an EPICS source; add kind = \"pva\""),
+                    ));
+                }
+                let stray = keys.iter().find_map(|(_, v)| v.as_ref());
+                return match stray.or(None) {
+                    Some(v) => Err(self.at(v, "file, module, class and python belong to a Python source; add kind = \"python\"")),
+                    None => match &src.args {
+                        Some(a) => Err(self.at(a, "args belong to a Python source; add kind = \"python\"")),
+                        None => Ok(None),
+                    },
+                };
+            }
+        };
+        if let Some((key, span)) = pva_keys.iter().flatten().next() {
+            return Err(self.error(
+                span.clone(),
+                format!("{key} belongs to kind = \"pva\"; a Python source takes its own arguments in args"),
+            ));
+        }
+        let mut code = PythonCode::default();
+        for (key, value) in keys {
+            if let Some(v) = value {
+                let text = match key {
+                    "file" => base.join(v.get_ref()).display().to_string(),
+                    _ => v.get_ref().clone(),
+                };
+                code.configure(key, &toml::Value::String(text))
+                    .map_err(|m| self.at(v, m))?;
+            }
+        }
+        code.check_complete()
+            .map_err(|m| self.at(kind, m.replace("Python stage", "Python source")))?;
+        let args = src
+            .args
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default();
+        Ok(Some(SourceContent::Python {
+            kind: "python".into(),
+            code,
+            args,
+        }))
+    }
+
+    /// `kind = "zmq"`: DECTRIS Stream V2 from the PUSH socket at `endpoint`.
+    fn zmq_source(
+        &self,
+        src: &RawSource,
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        let stray = [
+            ("file", src.file.as_ref().map(Spanned::span)),
+            ("module", src.module.as_ref().map(Spanned::span)),
+            ("class", src.class.as_ref().map(Spanned::span)),
+            ("python", src.python.as_ref().map(Spanned::span)),
+            ("args", src.args.as_ref().map(Spanned::span)),
+            ("queue_size", src.queue_size.as_ref().map(Spanned::span)),
+            (
+                "until_disconnect",
+                src.until_disconnect.as_ref().map(Spanned::span),
+            ),
+            ("fps", src.fps.as_ref().map(Spanned::span)),
+        ];
+        if let Some((key, span)) = stray.iter().find_map(|(k, s)| s.clone().map(|s| (k, s))) {
+            return Err(self.error(
+                span,
+                format!("{key} does not belong to a zmq source (it takes endpoint, channel, shared, nx, ny, dtype and frames; frames come when the detector sends them)"),
+            ));
+        }
+        let mut settings = ZmqSettings::default();
+        for (key, value) in [
+            (
+                "endpoint",
+                src.endpoint
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+            ),
+            (
+                "channel",
+                src.channel
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+            ),
+            (
+                "shared",
+                src.shared
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::Boolean(*v.get_ref()))),
+            ),
+        ] {
+            if let Some((span, value)) = value {
+                settings
+                    .configure(key, &value)
+                    .map_err(|m| self.error(span, m))?;
+            }
+        }
+        settings.check_complete().map_err(|m| self.at(kind, m))?;
+        Ok(SourceContent::Zmq(settings))
+    }
+
+    /// `kind = "pva"`: the package's pvAccess source (`streamd.pva.Source`), monitoring
+    /// `channel`.
+    fn pva_source(
+        &self,
+        src: &RawSource,
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        for (key, value) in [
+            ("file", &src.file),
+            ("module", &src.module),
+            ("class", &src.class),
+        ] {
+            if let Some(v) = value {
+                return Err(self.at(
+                    v,
+                    format!("{key} belongs to kind = \"python\"; a pva source runs the package's own class"),
+                ));
+            }
+        }
+        if let Some(a) = &src.args {
+            return Err(self.at(
+                a,
+                "a pva source takes channel, queue_size and until_disconnect, not args",
+            ));
+        }
+        let Some(channel) = &src.channel else {
+            return Err(self.at(
+                kind,
+                "a pva source needs channel = \"PV name\" (the NTNDArray channel to monitor)",
+            ));
+        };
+        let name = channel.get_ref();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.at(channel, "channel must be a PV name without spaces"));
+        }
+        let mut args = toml::Table::new();
+        args.insert("channel".into(), toml::Value::String(name.clone()));
+        if let Some(q) = &src.queue_size {
+            if !(0..=1_000_000).contains(q.get_ref()) {
+                return Err(self.at(
+                    q,
+                    format!("queue_size must be 0 to 1000000, got {}", q.get_ref()),
+                ));
+            }
+            args.insert("queue_size".into(), toml::Value::Integer(*q.get_ref()));
+        }
+        if let Some(u) = &src.until_disconnect {
+            args.insert(
+                "until_disconnect".into(),
+                toml::Value::Boolean(*u.get_ref()),
+            );
+        }
+        if let Some(n) = src.frames {
+            // A count of frames taken: the channel numbers its own (uniqueId).
+            let n = i64::try_from(n).map_err(|_| self.at(kind, "frames is too large"))?;
+            args.insert("frames".into(), toml::Value::Integer(n));
+        }
+        let mut code = PythonCode {
+            module: Some(processors::python::PVA_MODULE.into()),
+            class: Some("Source".into()),
+            ..PythonCode::default()
+        };
+        if let Some(p) = &src.python {
+            code.configure("python", &toml::Value::String(p.get_ref().clone()))
+                .map_err(|m| self.at(p, m))?;
+        }
+        Ok(SourceContent::Python {
+            kind: "pva".into(),
+            code,
+            args,
+        })
+    }
 }
 
 fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
@@ -345,7 +713,8 @@ fn check_name(kind: &str, name: &str, max: usize) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{kind} name '{name}' is invalid: use 1 to {max} characters from A-Z a-z 0-9 _ -"
+            "{kind} name {} is invalid: use 1 to {max} characters from A-Z a-z 0-9 _ -",
+            quote(name)
         ))
     }
 }
@@ -364,8 +733,98 @@ impl Validator<'_> {
         }
     }
 
+    /// The stage's `set` of `sets` (both or neither; the set below the sets).
+    fn stage_set(&self, stage: &str, st: &RawStage) -> Result<Option<(u32, u32)>, ConfigError> {
+        match (&st.set, &st.sets) {
+            (None, None) => Ok(None),
+            (Some(one), None) | (None, Some(one)) => Err(self.at(
+                one,
+                format!("stage '{stage}': set and sets go together; give both (set 0 to sets - 1)"),
+            )),
+            (Some(set), Some(sets)) => {
+                let (set_n, sets_n) = (*set.get_ref(), *sets.get_ref());
+                if !(1..=MAX_STAGE_SETS).contains(&sets_n) {
+                    return Err(self.at(
+                        sets,
+                        format!(
+                            "stage '{stage}': sets must be 1 to {MAX_STAGE_SETS}, got {sets_n}"
+                        ),
+                    ));
+                }
+                if set_n >= sets_n {
+                    return Err(self.at(
+                        set,
+                        format!("stage '{stage}': set {set_n} does not exist among {sets_n} sets; use 0 to {}", sets_n - 1),
+                    ));
+                }
+                Ok(Some((set_n, sets_n)))
+            }
+        }
+    }
+
     fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         self.error(s.span(), message)
+    }
+
+    /// The `[restart]` table, each key checked where it is written.
+    fn restart(&self, raw: Option<&Spanned<toml::Value>>) -> Result<RestartPolicy, ConfigError> {
+        let mut policy = RestartPolicy::default();
+        let Some(raw) = raw else {
+            return Ok(policy);
+        };
+        let Some(table) = raw.get_ref().as_table() else {
+            return Err(self.at(
+                raw,
+                "restart must be a table: write [restart] with max_crashes, window_s and backoff_ms on their own lines",
+            ));
+        };
+        // Values of an inline or [restart] table carry no spans of their own: find each
+        // key's line in the text after the table's start.
+        let key_at = |key: &str| -> Range<usize> {
+            let from = raw.span().start.min(self.text.len());
+            self.text[from..]
+                .find(key)
+                .map_or(raw.span(), |i| from + i..from + i + key.len())
+        };
+        for (key, value) in table {
+            let integer = |min: i64, max: i64| -> Result<i64, ConfigError> {
+                match value.as_integer() {
+                    Some(n) if (min..=max).contains(&n) => Ok(n),
+                    _ => Err(self.error(
+                        key_at(key),
+                        format!(
+                            "restart.{key} must be an integer from {min} to {max}, got {value}"
+                        ),
+                    )),
+                }
+            };
+            match key.as_str() {
+                "max_crashes" => policy.max_crashes = integer(1, 1_000_000)? as u32,
+                "backoff_ms" => policy.backoff_ms = integer(0, 60_000)? as u64,
+                "window_s" => {
+                    let n = value
+                        .as_float()
+                        .or_else(|| value.as_integer().map(|i| i as f64));
+                    policy.window_s = n
+                        .ok_or_else(|| {
+                            format!("restart.window_s must be a number of seconds, got {value}")
+                        })
+                        .and_then(|n| Seconds::positive(n, "restart.window_s"))
+                        .map_err(|m| self.error(key_at(key), m))?
+                        .get();
+                }
+                other => {
+                    return Err(self.error(
+                        key_at(other),
+                        format!(
+                            "unknown key {} in [restart]; use max_crashes, window_s or backoff_ms",
+                            quote(other)
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(policy)
     }
 
     fn cores(&self, raw: Option<&Spanned<RawCores>>) -> Result<CoreChoice, ConfigError> {
@@ -407,19 +866,18 @@ impl Validator<'_> {
         check_name("pipeline", &name, 16).map_err(|m| self.at(&raw.name, m))?;
         let drain_timeout = match &raw.drain_timeout_s {
             None => Duration::from_secs(10),
-            Some(s) if *s.get_ref() > 0.0 && s.get_ref().is_finite() => {
-                Duration::from_secs_f64(*s.get_ref())
-            }
-            Some(s) => {
-                return Err(self.at(s, "drain_timeout_s must be a positive number of seconds"))
-            }
+            Some(s) => Seconds::positive(*s.get_ref(), "drain_timeout_s")
+                .map_err(|m| self.at(s, m))?
+                .duration(),
         };
-        if raw.restart.max_crashes == 0
-            || raw.restart.window_s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-        {
-            return Err(self.error(
-                0..0,
-                "[restart] needs max_crashes of at least 1 and a positive window_s",
+        let restart = self.restart(raw.restart.as_ref())?;
+        if raw.stages.len() > MAX_STAGES {
+            return Err(self.at(
+                &raw.stages[MAX_STAGES].get_ref().name,
+                format!(
+                    "a pipeline has at most {MAX_STAGES} stages besides its source; this is stage {}",
+                    MAX_STAGES + 1
+                ),
             ));
         }
 
@@ -434,8 +892,13 @@ impl Validator<'_> {
             let ring = r.get_ref();
             let slots = match &ring.slots {
                 None => DEFAULT_SLOTS,
-                Some(s) if *s.get_ref() >= 1 => *s.get_ref(),
-                Some(s) => return Err(self.at(s, "slots must be at least 1")),
+                Some(s) if (1..=MAX_SLOTS).contains(s.get_ref()) => *s.get_ref(),
+                Some(s) => {
+                    return Err(self.at(
+                        s,
+                        format!("slots must be 1 to {MAX_SLOTS}, got {}", s.get_ref()),
+                    ))
+                }
             };
             let full_policy = match &ring.full_policy {
                 None => FullPolicy::Block,
@@ -503,15 +966,43 @@ impl Validator<'_> {
                 ),
             )
         })?;
-        let fps = src.fps.as_ref().map_or(0.0, |f| *f.get_ref());
-        if let Some(f) = src
-            .fps
-            .as_ref()
-            .filter(|_| !(fps >= 0.0 && fps.is_finite()))
-        {
-            return Err(self.at(f, "fps must be 0 (as fast as possible) or a positive rate"));
-        }
+        let fps = match &src.fps {
+            None => 0.0,
+            Some(f) => Rate::new(*f.get_ref(), "fps")
+                .map_err(|m| self.at(f, m))?
+                .get(),
+        };
+        let python = self.python_source(src, base)?;
         let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
+            (pattern, replay) if python.is_some() => {
+                let who = python.as_ref().map_or("", SourceContent::kind);
+                if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
+                    return Err(self.at(
+                        other,
+                        format!("a {who} source makes its own frames; remove pattern and replay"),
+                    ));
+                }
+                let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
+                    return Err(self.at(
+                        &raw.source,
+                        format!("a {who} source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)"),
+                    ));
+                };
+                let dtype = match &src.dtype {
+                    None => Dtype::U16,
+                    Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+                };
+                if nx == 0 || ny == 0 {
+                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                }
+                let content = python.expect("matched");
+                // A pva source counts the frames it takes itself (see pva_source).
+                let frames = match &content {
+                    SourceContent::Python { kind, .. } if kind == "pva" => None,
+                    _ => src.frames,
+                };
+                (content, nx, ny, dtype, frames)
+            }
             (Some(p), Some(_)) => {
                 return Err(self.at(p, "the source has both pattern and replay; keep one"))
             }
@@ -596,13 +1087,48 @@ impl Validator<'_> {
                         "jitter_us must be 0 or a positive number of microseconds",
                     ));
                 }
-                Some(MetadataPlan {
-                    ring: raw.ring.get_ref().clone(),
-                    channels: MetadataPlan::parse_channels(raw.channels.get_ref())
-                        .map_err(|e| self.at(&raw.channels, e))?,
-                    jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
-                    gap_every: raw.gap_every,
-                })
+                match MetadataPlan::parse_pvs(raw.channels.get_ref()) {
+                    None => {
+                        if raw.queue_size.is_some() {
+                            return Err(self.at(m, "queue_size belongs to channels read from PVs (pva://NAME, ca://NAME)"));
+                        }
+                        Some(MetadataPlan {
+                            ring: raw.ring.get_ref().clone(),
+                            channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                                .map_err(|e| self.at(&raw.channels, e))?,
+                            jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+                            gap_every: raw.gap_every,
+                            pvs: Vec::new(),
+                            queue_size: 0,
+                        })
+                    }
+                    Some(pvs) => {
+                        let pvs = pvs.map_err(|e| self.at(&raw.channels, e))?;
+                        if !matches!(content, SourceContent::Python { .. }) {
+                            return Err(self.at(&raw.channels, "channels read from PVs need a source that runs in Python: kind = \"pva\" or kind = \"python\""));
+                        }
+                        if raw.jitter_us != 0.0 || raw.gap_every != 0 {
+                            return Err(self.at(m, "jitter_us and gap_every shape simulated channels; PV channels bring their own values"));
+                        }
+                        let queue_size = match raw.queue_size {
+                            None => 0,
+                            Some(q) if (0..=1_000_000).contains(&q) => q as u32,
+                            Some(q) => {
+                                return Err(
+                                    self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))
+                                )
+                            }
+                        };
+                        Some(MetadataPlan {
+                            ring: raw.ring.get_ref().clone(),
+                            channels: Vec::new(),
+                            jitter_ns: 0,
+                            gap_every: 0,
+                            pvs,
+                            queue_size,
+                        })
+                    }
+                }
             }
         };
         let source = SourcePlan {
@@ -690,20 +1216,59 @@ impl Validator<'_> {
                 None => Delivery::Lossless,
                 Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
             };
+            let set = self.stage_set(&stage_name, st)?;
+            let order = match st.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
+                None | Some((_, "first-free")) => Order::FirstFree,
+                Some((o, "round-robin")) if st.broadcast => {
+                    return Err(self.at(o, format!("stage '{stage_name}': round-robin deals runs to workers, broadcast gives every worker every frame; keep one")));
+                }
+                Some((_, "round-robin")) => Order::RoundRobin,
+                Some((o, other)) => {
+                    return Err(self.at(
+                        o,
+                        format!("unknown order '{other}' (use first-free or round-robin)"),
+                    ))
+                }
+            };
             let mut processor = processors::create(st.processor.get_ref())
                 .map_err(|m| self.at(&st.processor, m))?;
+            // Keys that exclude each other (a later one would silently replace the other).
+            for (one, other) in EXCLUSIVE_ARGS {
+                if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {
+                    return Err(self.at(
+                        second,
+                        format!(
+                            "stage '{stage_name}': {one} and {other} exclude each other; keep one"
+                        ),
+                    ));
+                }
+            }
             let mut args = toml::Table::new();
             for (key, value) in &st.args {
+                let value_here = match (st.processor.get_ref().as_str(), key.as_str()) {
+                    // A Python stage's file is found from the pipeline file's folder.
+                    ("python", "file") => match value.get_ref().as_str() {
+                        Some(file) => toml::Value::String(base.join(file).display().to_string()),
+                        None => value.get_ref().clone(),
+                    },
+                    _ => value.get_ref().clone(),
+                };
                 processor
-                    .configure(key, value.get_ref())
+                    .configure(key, &value_here)
                     .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
-                args.insert(key.clone(), value.get_ref().clone());
+                args.insert(key.clone(), value_here);
             }
             processor
                 .check_wiring(&processors::Wiring {
                     inputs: inputs.len(),
                     outputs: outputs.len(),
                     metadata: metadata.len(),
+                    workers,
+                    // Frames straight from the source have its shape.
+                    frame: inputs
+                        .iter()
+                        .all(|i| i == src.ring.get_ref())
+                        .then_some((source.ny, source.nx)),
                 })
                 .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
             // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
@@ -717,7 +1282,16 @@ impl Validator<'_> {
             }
             let cores = self.cores(st.cores.as_ref())?;
             processors_built.push(processor);
+            let mut at = BTreeMap::new();
+            at.insert(
+                "processor".to_string(),
+                self.at(&st.processor, "").location(),
+            );
+            for (key, value) in &st.args {
+                at.insert(key.clone(), self.at(value, "").location());
+            }
             stages.push(StagePlan {
+                at,
                 name: stage_name,
                 processor: st.processor.get_ref().clone(),
                 args,
@@ -728,8 +1302,45 @@ impl Validator<'_> {
                 batch,
                 delivery,
                 broadcast: st.broadcast,
+                set,
+                order,
                 cores,
             });
+        }
+
+        // Each group (and set) of a stage takes an entry of its ring's group table on
+        // every segment it reads; a full table would only show when the run starts.
+        let mut entries: HashMap<String, usize> = HashMap::new();
+        for (st, plan) in raw.stages.iter().zip(&stages) {
+            for ring in &plan.inputs {
+                *entries.entry(ring.clone()).or_default() += plan.groups().len();
+            }
+            for ring in &plan.metadata {
+                *entries.entry(ring.clone()).or_default() += plan.workers as usize;
+            }
+            let over = plan
+                .reads()
+                .map(|r| (r, entries.get(r).copied().unwrap_or(0)))
+                .find(|&(_, n)| n > crate::ring::layout::MAX_GROUPS);
+            if let Some((ring, n)) = over {
+                return Err(self.at(
+                    &st.get_ref().name,
+                    format!("ring '{ring}' would need {n} consumer groups with stage '{}' (a group per stage, per worker with broadcast or round-robin); a ring has {}: use fewer workers or another ring", plan.name, crate::ring::layout::MAX_GROUPS),
+                ));
+            }
+        }
+
+        let mut total = 1u32;
+        for (st, plan) in raw.stages.iter().zip(&stages) {
+            total += plan.workers;
+            if total > 1024 {
+                let st = st.get_ref();
+                let span = st.workers.as_ref().map_or(st.name.span(), Spanned::span);
+                return Err(self.error(
+                    span,
+                    format!("stage '{}' brings the pipeline to {total} workers; a pipeline has at most 1024 with its source", plan.name),
+                ));
+            }
         }
 
         // Every ring has a producer; remember how many segments it needs.
@@ -801,6 +1412,25 @@ impl Validator<'_> {
         let mut ring_plans = Vec::new();
         for ((mut plan, r, _), b) in rings.into_iter().zip(bytes) {
             plan.slot_bytes = b;
+            // As the ring will compute it: pages of payload plus a page of header a slot.
+            let size = b
+                .checked_next_multiple_of(4096)
+                .and_then(|p| p.checked_add(4096))
+                .and_then(|stride| stride.checked_mul(u64::from(plan.slots)));
+            if size.is_none_or(|s| s > MAX_RING_BYTES) {
+                let ring = r.get_ref();
+                let span = ring
+                    .slot_bytes
+                    .as_ref()
+                    .map_or(ring.name.span(), Spanned::span);
+                return Err(self.error(
+                    span,
+                    format!(
+                        "ring '{}' of {} slots of {b} bytes would take more than 2^40 bytes (1 TiB); use fewer or smaller slots",
+                        plan.name, plan.slots
+                    ),
+                ));
+            }
             if let Some(longest) = plan.segments(&name).iter().map(String::len).max() {
                 if longest > MAX_SEGMENT_NAME {
                     return Err(self.at(
@@ -818,7 +1448,7 @@ impl Validator<'_> {
             name,
             origin: self.origin.to_string(),
             drain_timeout,
-            restart: raw.restart,
+            restart,
             rings: ring_plans,
             source,
             stages,

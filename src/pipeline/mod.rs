@@ -2,6 +2,7 @@
 //! (`streamd run`), and the stage and source processes it spawns.
 
 pub mod config;
+mod logs;
 pub mod pinning;
 pub mod source;
 pub mod supervisor;

@@ -3,12 +3,13 @@
 //! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
 
 use super::config::{Pipeline, SourceContent};
+use super::logs::{LastLine, Logs};
 use super::pinning::CoreAssigner;
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
-use crate::control::status::{collect, pipeline_rings, StatusReport};
+use crate::control::status::{collect_whole_run, exit_text, pipeline_rings, StatusReport};
 use crate::processors::{self, Wiring};
 use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
 use crate::stats::layout::*;
@@ -16,8 +17,9 @@ use crate::stats::{StageDecl, StatsSegment};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How `streamd run` was asked to run.
@@ -51,26 +53,110 @@ struct Slot {
     done: bool,
     /// The ring segments this worker writes.
     outputs: Vec<String>,
+    /// The last line its processes wrote to stderr, and the line count last shown.
+    stderr: Arc<Mutex<LastLine>>,
+    stderr_shown: u64,
 }
 
-/// Runs `pipeline` until it ends or is stopped.
-pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
-    let stop = stop_flag();
-    let name = &pipeline.name;
-    // Writers check their folders here, in the run's folder, before anything starts.
+impl Slot {
+    fn new(spec: WorkerSpec, outputs: Vec<String>) -> Slot {
+        Slot {
+            spec,
+            child: None,
+            crashes: Vec::new(),
+            restart_at: None,
+            done: false,
+            outputs,
+            stderr: Arc::default(),
+            stderr_shown: 0,
+        }
+    }
+
+    /// Shows the worker's newest stderr line in its stats entry.
+    fn show_stderr(&mut self, stats: &StatsSegment) {
+        let Ok(last) = self.stderr.lock() else {
+            return;
+        };
+        if last.lines != self.stderr_shown {
+            stats.write_last_stderr(self.spec.entry, &last.text);
+            self.stderr_shown = last.lines;
+        }
+    }
+}
+
+/// The core of each process as `run` assigns them: every stage's workers in order, then
+/// the source (`None`: the host reports no cores; it runs unpinned).
+pub struct CorePlan {
+    /// By stage, by worker.
+    pub stages: Vec<Vec<Option<usize>>>,
+    pub source: Option<usize>,
+    /// How many processes that makes, and the cores they may run on.
+    pub processes: usize,
+    pub available: usize,
+    /// `core 0 is shared` or `cores 0-1 are shared` when some core runs more than one.
+    pub shared: Option<String>,
+}
+
+impl CorePlan {
+    pub fn new(pipeline: &Pipeline) -> CorePlan {
+        let mut cores = CoreAssigner::new();
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| {
+                (0..stage.workers)
+                    .map(|w| cores.assign(&stage.cores, w))
+                    .collect()
+            })
+            .collect();
+        let source = cores.assign(&pipeline.source.cores, 0);
+        CorePlan {
+            stages,
+            source,
+            processes: 1 + pipeline
+                .stages
+                .iter()
+                .map(|s| s.workers as usize)
+                .sum::<usize>(),
+            available: cores.available(),
+            shared: cores.shared_cores(),
+        }
+    }
+}
+
+/// The checks that need the run's folder (a writer's folder and files), made before
+/// anything starts; each refusal names where the file set it.
+pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
+    if let SourceContent::Python { kind, code, args } = &pipeline.source.content {
+        code.check("source", args, None)
+            .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?;
+    }
     for stage in &pipeline.stages {
         processors::build(&stage.processor, &stage.args)
             .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
             .prepare(stage.workers)
-            .map_err(|e| anyhow::anyhow!("stage '{}': {e}", stage.name))?;
+            .map_err(|e| {
+                let key = [
+                    "folder", "template", "prefix", "ids_file", "file", "module", "class", "python",
+                ]
+                .into_iter()
+                .find(|k| e.contains(k) && stage.at.contains_key(*k))
+                .unwrap_or("processor");
+                anyhow::anyhow!("{}: stage '{}': {e}", stage.location(key), stage.name)
+            })?;
     }
+    Ok(())
+}
+
+/// Runs `pipeline` until it ends or is stopped. The caller has made the checks of
+/// [`prepare_stages`], in the run's folder.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
+    let stop = stop_flag();
+    let name = &pipeline.name;
     let mut decls = vec![StageDecl {
         name: "source".into(),
-        processor: match &pipeline.source.content {
-            SourceContent::Ramp | SourceContent::Random => "sim".into(),
-            SourceContent::Npy(_) => "npy".into(),
-            SourceContent::Tiff(_) => "tiff".into(),
-        },
+        // The source's stage shows its kind, as a stage shows its processor.
+        processor: pipeline.source.content.kind().into(),
         workers: 1,
     }];
     decls.extend(pipeline.stages.iter().map(|s| StageDecl {
@@ -90,7 +176,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         stats: &stats,
         socket: socket_path(name),
     };
-    stats.write_args(0, "{}");
+    // The source's one argument that `streamd configure` may change while it runs.
+    stats.write_args(
+        0,
+        &serde_json::json!({ "fps": pipeline.source.fps }).to_string(),
+    );
     for (i, stage) in pipeline.stages.iter().enumerate() {
         stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
     }
@@ -124,12 +214,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         let mut held = Vec::new();
         for input in &stage.inputs {
             for segment in segments_of(input) {
-                for group in stage.groups() {
+                for (group, set) in stage.groups() {
                     held.push(Consumer::attach(
                         &segment,
                         &ConsumerOptions {
                             group: Some(group),
                             batch: stage.batch,
+                            set,
                             delivery: stage.delivery,
                             ..Default::default()
                         },
@@ -163,6 +254,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                     inputs: s.inputs.len(),
                     outputs: s.outputs.len(),
                     metadata: s.metadata.len(),
+                    workers: s.workers,
+                    frame: None,
                 };
                 (s.name.clone(), wiring)
             })
@@ -175,7 +268,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     }
 
     // Worker slots: stages first (so they are attached), the source last.
-    let mut cores = CoreAssigner::new();
+    let cores = CorePlan::new(pipeline);
     let supervisor_pid = std::process::id();
     let mut slots: Vec<Slot> = Vec::new();
     let mut entry = 1usize;
@@ -189,28 +282,22 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                 .collect();
             let inputs = stage.inputs.iter().flat_map(|r| segments_of(r)).collect();
             let metadata = stage.metadata.iter().flat_map(|r| segments_of(r)).collect();
-            slots.push(Slot {
-                spec: WorkerSpec {
-                    pipeline: name.clone(),
-                    supervisor_pid,
-                    stage_index: i + 1,
-                    entry,
-                    worker: w,
-                    core: cores.assign(&stage.cores, w),
-                    role: Role::Stage {
-                        plan: stage.clone(),
-                        inputs,
-                        group: stage.group(w),
-                        outputs: outputs.clone(),
-                        metadata,
-                    },
+            let spec = WorkerSpec {
+                pipeline: name.clone(),
+                supervisor_pid,
+                stage_index: i + 1,
+                entry,
+                worker: w,
+                core: cores.stages[i][w as usize],
+                role: Role::Stage {
+                    plan: stage.clone(),
+                    inputs,
+                    group: stage.group(w),
+                    outputs: outputs.clone(),
+                    metadata,
                 },
-                child: None,
-                crashes: Vec::new(),
-                restart_at: None,
-                done: false,
-                outputs,
-            });
+            };
+            slots.push(Slot::new(spec, outputs));
             entry += 1;
         }
     }
@@ -220,34 +307,34 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         .metadata
         .as_ref()
         .map(|m| segments_of(&m.ring).remove(0));
-    slots.push(Slot {
-        spec: WorkerSpec {
-            pipeline: name.clone(),
-            supervisor_pid,
-            stage_index: 0,
-            entry: 0,
-            worker: 0,
-            core: cores.assign(&pipeline.source.cores, 0),
-            role: Role::Source {
-                plan: pipeline.source.clone(),
-                output: source_output.clone(),
-                metadata: source_metadata.clone(),
-            },
+    let source_spec = WorkerSpec {
+        pipeline: name.clone(),
+        supervisor_pid,
+        stage_index: 0,
+        entry: 0,
+        worker: 0,
+        core: cores.source,
+        role: Role::Source {
+            plan: pipeline.source.clone(),
+            output: source_output.clone(),
+            metadata: source_metadata.clone(),
         },
-        child: None,
-        crashes: Vec::new(),
-        restart_at: None,
-        done: false,
-        outputs: [Some(source_output), source_metadata]
-            .into_iter()
-            .flatten()
-            .collect(),
-    });
-    if let Some(notice) = cores.sharing_notice(slots.len()) {
-        eprintln!("streamd run: {notice}");
+    };
+    let source_outputs = [Some(source_output), source_metadata]
+        .into_iter()
+        .flatten()
+        .collect();
+    slots.push(Slot::new(source_spec, source_outputs));
+    if let Some(shared) = &cores.shared {
+        eprintln!(
+            "streamd run: {} processes on {} available core(s): {shared}, so processes on one core take turns",
+            cores.processes, cores.available
+        );
     }
+    let logs = Logs::start()?;
     for slot in &mut slots {
-        spawn(slot, &stats)?;
+        stats.write_outputs(slot.spec.entry, &slot.outputs);
+        spawn(slot, &stats, &logs)?;
     }
     stats.header().state.store(PIPELINE_RUNNING, Release);
     eprintln!(
@@ -298,6 +385,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         }
         let draining = drain_deadline.is_some();
         for slot in &mut slots {
+            slot.show_stderr(&stats);
             reap(
                 slot,
                 &stats,
@@ -310,7 +398,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             if slot.restart_at.is_some_and(|t| Instant::now() >= t) {
                 slot.restart_at = None;
                 stats.entry(slot.spec.entry).restarts.fetch_add(1, Relaxed);
-                spawn(slot, &stats)?;
+                spawn(slot, &stats, &logs)?;
             }
         }
         // A stage whose workers are all done no longer needs its groups held, and
@@ -377,10 +465,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
     };
     ended.conclude(&mut holders, pipeline, &stats, |_| true);
     stats.header().state.store(PIPELINE_FINISHED, Release);
-    let report = collect(
-        &stats,
-        &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
-    );
+    for slot in &mut slots {
+        slot.show_stderr(&stats);
+    }
+    let report = collect_whole_run(&stats, &held_rates(&stats));
     drop(holders);
     drop(rings);
     Ok(RunOutcome {
@@ -388,6 +476,34 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         problems,
         notes,
     })
+}
+
+/// Each worker's frames in and out per second over the span it handled frames in (its
+/// first frame to its latest): the rates of a run's final report, which a last-second
+/// rate would show as 0 after the drain (or for a run shorter than a second).
+fn held_rates(stats: &StatsSegment) -> crate::control::status::Rates {
+    (0..stats.entry_count())
+        .map(|i| {
+            let e = stats.entry(i);
+            let seconds = e.span_us.load(Relaxed) as f64 / 1e6;
+            let rate = |frames: u64| {
+                if seconds > 0.0 {
+                    frames as f64 / seconds
+                } else {
+                    0.0
+                }
+            };
+            // The span starts again at a reset, so do the frames over it.
+            let since = |total: &AtomicU64, at_reset: &AtomicU64| {
+                total.load(Relaxed).saturating_sub(at_reset.load(Relaxed))
+            };
+            let rates = (
+                rate(since(&e.frames_in, &e.reset_base.frames_in)),
+                rate(since(&e.frames_out, &e.reset_base.frames_out)),
+            );
+            (i, rates)
+        })
+        .collect()
 }
 
 /// Where concluding stages report.
@@ -441,19 +557,34 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-fn spawn(slot: &mut Slot, stats: &StatsSegment) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
+fn spawn(slot: &mut Slot, stats: &StatsSegment, logs: &Logs) -> anyhow::Result<()> {
     let spec = serde_json::to_string(&slot.spec)?;
-    let mut command = Command::new(exe);
+    // A Python stage or source runs in its interpreter, which hosts the same worker loop
+    // through the streamd package; every other worker is this binary again.
+    let mut command = match slot.spec.python() {
+        Some(code) => {
+            let mut c = Command::new(code.interpreter());
+            c.args(["-m", "streamd._worker"]);
+            c
+        }
+        None => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("worker");
+            c
+        }
+    };
     command
-        .arg("worker")
         .arg(spec)
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // Its own process group: a Ctrl-C at the terminal reaches only the supervisor, which
     // then drains the pipeline in order.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
+    if let Some(pipe) = child.stderr.take() {
+        logs.drain(pipe, slot.stderr.clone());
+    }
     let e = stats.entry(slot.spec.entry);
     e.pid.store(child.id(), Relaxed);
     e.state.store(WORKER_STARTING, Release);
@@ -502,14 +633,16 @@ fn reap(
         slot.done = true;
         return;
     }
-    let how = match (
+    let exit = match (
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
     ) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "ended".into(),
+        (Some(code), _) => EXIT_CODE | u64::from(code as u8),
+        (None, Some(sig)) => EXIT_SIGNAL | u64::from(sig as u32),
+        _ => 0,
     };
+    e.exit.store(exit, Relaxed);
+    let how = exit_text(exit).unwrap_or_else(|| "ended".into());
     if is_source && draining {
         // A source stopped while draining has done its job; end its stream.
         slot.done = true;

@@ -4,15 +4,18 @@
 //! segment current. It exits 0 only when every input ended and its outputs are
 //! finished; any other exit is a crash the supervisor restarts.
 
-use super::config::{SourcePlan, StagePlan};
-use super::source::{pace, FrameContent, MetadataError};
+use super::config::{SourceContent, SourcePlan, StagePlan};
+use super::source::{pace_or_stop, MetadataError, MetadataFeed, MetadataPlan, RateMeter, Schedule};
 use crate::commands::{now_ns, stop_flag};
+use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
 use crate::ring::{
     ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
 };
+use crate::sources::{self, Next, Source};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
+use crate::units::Rate;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -52,6 +55,41 @@ pub enum Role {
     },
 }
 
+impl WorkerSpec {
+    /// The Python code this worker runs, when it is a Python stage or source (then the
+    /// supervisor starts it in that interpreter, with a [`Host`]).
+    pub fn python(&self) -> Option<PythonCode> {
+        match &self.role {
+            Role::Source { plan, .. } => match &plan.content {
+                SourceContent::Python { code, .. } => Some(code.clone()),
+                _ => None,
+            },
+            Role::Stage { plan, .. } => PythonCode::for_stage(&plan.processor, &plan.args),
+        }
+    }
+}
+
+/// A program that runs this worker loop for work the binary cannot do itself: the
+/// Python package, which makes Python stages and sources.
+pub trait Host {
+    /// The processor of a Python stage of `processor` (`python`, or a shipped one such as
+    /// `pva`), configured with `args` (the user's and streamd's).
+    fn processor(
+        &self,
+        processor: &str,
+        args: &toml::Table,
+    ) -> Result<Box<dyn processors::Processor>, String>;
+    /// The frames of a Python source.
+    fn frames(
+        &self,
+        code: &PythonCode,
+        args: &toml::Table,
+        plan: &SourcePlan,
+    ) -> Result<Box<dyn Source>, String>;
+    /// The values of metadata channels read from EPICS PVs (`plan.pvs`).
+    fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
+}
+
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
 pub const EXIT_INTERRUPTED: i32 = 4;
 /// How often an idle worker shows it lives, and a busy one refreshes its quantiles.
@@ -59,6 +97,11 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 
 /// Runs a worker to its end; returns the process exit status.
 pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
+    run_hosted(spec, None)
+}
+
+/// Runs a worker whose stage or source may need `host` (see [`Host`]).
+pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<i32> {
     super::sys::ignore_file_size_signal();
     if !super::sys::die_with_parent(spec.supervisor_pid) {
         anyhow::bail!("the supervisor (pid {}) is gone", spec.supervisor_pid);
@@ -73,15 +116,30 @@ pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
             plan,
             output,
             metadata,
-        } => run_source(plan, output, metadata.as_deref(), &mut report),
+        } => run_source(plan, output, metadata.as_deref(), &mut report, host),
         Role::Stage {
             plan,
             inputs,
             group,
             outputs,
             metadata,
-        } => run_stage(spec, plan, inputs, group, outputs, metadata, &mut report),
+        } => run_stage(
+            spec,
+            plan,
+            &Wires {
+                inputs,
+                group,
+                outputs,
+                metadata,
+            },
+            &mut report,
+            host,
+        ),
     };
+    // The supervisor shows why the worker ended, with how it ended.
+    if let Err(e) = &status {
+        stats.write_last_error(spec.entry, &format!("{e:#}"));
+    }
     report.flush(&[]);
     status
 }
@@ -202,8 +260,7 @@ impl<'a> Report<'a> {
         self.entry.dropped.store(d + dropped, Relaxed);
     }
 
-    /// Missed frames: the inputs' total `missed`, counted from the predecessor's count
-    /// (or from the last reset).
+    /// Missed frames: the inputs' total `missed`, on top of the predecessor's count.
     fn missed(&self, missed: u64) {
         self.entry
             .missed
@@ -224,26 +281,24 @@ impl<'a> Report<'a> {
         if reset != self.reset_seen {
             self.reset_seen = reset;
             self.entry.reset_seen.store(reset, Relaxed);
-            self.frames_in = 0;
-            self.bytes_in = 0;
-            self.errors = 0;
-            self.missed_base = 0u64.wrapping_sub(missed);
+            // The counts go on over the whole run; what `status` shows starts here.
+            let (e, base) = (self.entry, &self.entry.reset_base);
+            for (count, at_reset) in [
+                (&e.frames_in, &base.frames_in),
+                (&e.bytes_in, &base.bytes_in),
+                (&e.frames_out, &base.frames_out),
+                (&e.bytes_out, &base.bytes_out),
+                (&e.missed, &base.missed),
+                (&e.dropped, &base.dropped),
+                (&e.errors, &base.errors),
+            ] {
+                at_reset.store(count.load(Relaxed), Relaxed);
+            }
             self.times.reset();
             self.first_frame = None;
-            for field in [
-                &self.entry.frames_in,
-                &self.entry.bytes_in,
-                &self.entry.frames_out,
-                &self.entry.bytes_out,
-                &self.entry.missed,
-                &self.entry.dropped,
-                &self.entry.errors,
-                &self.entry.proc_p50_ns,
-                &self.entry.proc_p99_ns,
-                &self.entry.span_us,
-            ]
-            .into_iter()
-            .chain(&self.entry.proc_histogram)
+            for field in [&e.proc_p50_ns, &e.proc_p99_ns, &e.span_us]
+                .into_iter()
+                .chain(&e.proc_histogram)
             {
                 field.store(0, Relaxed);
             }
@@ -252,9 +307,14 @@ impl<'a> Report<'a> {
         false
     }
 
-    fn flush(&mut self, counters: &[(String, u64)]) {
+    /// Shows the worker lives (a stale heartbeat flags it as stalled).
+    fn beat(&mut self) {
         self.last_beat = Instant::now();
         self.entry.heartbeat_ns.store(now_ns(), Relaxed);
+    }
+
+    fn flush(&mut self, counters: &[(String, u64)]) {
+        self.beat();
         if !self.times.is_empty() {
             self.entry
                 .proc_p50_ns
@@ -302,10 +362,19 @@ fn run_source(
     output: &str,
     metadata: Option<&str>,
     report: &mut Report<'_>,
+    host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
-    let frame_bytes = plan.nx as usize * plan.ny as usize * plan.dtype.size();
-    let content =
-        FrameContent::open(&plan.content, plan.dtype, frame_bytes).map_err(anyhow::Error::msg)?;
+    let mut supply = sources::open(plan, host)
+        .map_err(|e| anyhow::anyhow!("the {} source: {e}", plan.content.kind()))?;
+    report.gauges = supply.gauges();
+    // Channel values from EPICS PVs come through the host, published between frames.
+    let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
+        (Some(m), Some(host)) if !m.pvs.is_empty() => Some(
+            host.metadata(m)
+                .map_err(|e| anyhow::anyhow!("the metadata channels: {e}"))?,
+        ),
+        _ => None,
+    };
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
@@ -317,43 +386,115 @@ fn run_source(
         }
         None => None,
     };
-    let (mut values, mut values_dropped) = (0u64, 0u64);
+    let mut values = Values::default();
     // A restarted source continues after the last frame its predecessor published.
-    let mut frame_id = producer.last_published().map_or(0, |h| h.frame_id + 1);
-    let dims = [plan.ny, plan.nx];
-    let interval = (plan.fps > 0.0).then(|| Duration::from_secs_f64(1.0 / plan.fps));
-    let started = Instant::now();
-    let started_ns = now_ns();
-    let first_id = frame_id;
-    let (mut published, mut dropped) = (0u64, 0u64);
+    let last_id = producer.last_published().map(|h| h.frame_id);
+    let mut frame_id = last_id.map_or(0, |id| id + 1);
+    // The rate as last configured (`streamd configure source fps=F` changes it).
+    let mut rate = SourceRate::start(report, plan.fps)?;
+    let mut schedule = Schedule::new(rate.rate, frame_id);
+    let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
-    while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
-        if let Some(interval) = interval {
-            pace(started + interval.mul_f64((frame_id - first_id) as f64));
+    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
+        if rate.changed(report, frame_id, published)? {
+            schedule = Schedule::new(rate.rate, frame_id);
         }
-        let mut slot = match producer.claim() {
+        if let Some(at) = schedule.due(frame_id) {
+            // Waiting for a slow rate's next frame, the source still shows it lives, and
+            // takes a new rate at once.
+            loop {
+                let wake = at.min(Instant::now() + HEARTBEAT);
+                if !pace_or_stop(wake, &stop) {
+                    break 'frames;
+                }
+                if wake == at {
+                    break;
+                }
+                report.beat();
+                rate.measure(report, published);
+                if rate.changed(report, frame_id, published)? {
+                    continue 'frames;
+                }
+            }
+        }
+        let next = supply.next(frame_id).map_err(anyhow::Error::msg)?;
+        // Values that arrived before this frame go first, as a motor position would.
+        if let (Some(feed), Some(ring), Some(m)) = (
+            feed.as_mut(),
+            metadata_ring.as_mut(),
+            plan.metadata.as_ref(),
+        ) {
+            match values.publish_from(feed.as_mut(), ring, m) {
+                Ok(()) => {}
+                Err(MetadataError::Interrupted) => break,
+                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+            }
+        }
+        // Frames the source missed that no frame carries (a refused image).
+        missed += supply.take_missed();
+        let next = match next {
+            Next::Frame(next) => next,
+            Next::Idle | Next::Problem(_) => {
+                if let Next::Problem(why) = &next {
+                    report.error(why);
+                }
+                if !report.due() {
+                    continue;
+                }
+                let counters = source_counters(
+                    supply.as_ref(),
+                    feed.as_deref(),
+                    metadata_ring.is_some().then_some(&values),
+                );
+                if report.tick(missed, &counters) {
+                    supply.reset_counters();
+                    if let Some(feed) = feed.as_mut() {
+                        feed.reset_counters();
+                    }
+                }
+                continue;
+            }
+            Next::End => break,
+        };
+        // A restarted supply that numbers its own frames starts again from its first:
+        // what the predecessor published is not published twice.
+        if last_id.is_some_and(|id| next.frame_id <= id) {
+            continue;
+        }
+        frame_id = next.frame_id;
+        missed += next.missed;
+        report.entry.claiming.store(1, Relaxed);
+        let claimed = producer.claim();
+        report.entry.claiming.store(0, Relaxed);
+        let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
                 dropped += 1;
                 frame_id += 1;
-                report.outputs((published, published * frame_bytes as u64, dropped));
+                report.outputs((published, bytes, dropped));
                 continue;
             }
             Err(ClaimError::Interrupted) => break,
         };
-        content.fill(&mut slot.payload_mut()[..frame_bytes], frame_id);
-        // A paced source stamps each frame with its scheduled time, as a detector's clock
-        // would, so a late publication does not move the timestamp metadata is matched to.
-        let timestamp_ns = match interval {
-            Some(interval) => {
-                started_ns + interval.mul_f64((frame_id - first_id) as f64).as_nanos() as u64
-            }
-            None => now_ns(),
-        };
+        if let Err(e) = supply.write(&mut slot) {
+            // Not published; the next claim reuses the slot.
+            report.error(&format!("frame {frame_id}: {e}"));
+            frame_id += 1;
+            continue;
+        }
+        let timestamp_ns = next
+            .timestamp_ns
+            .or_else(|| schedule.timestamp_ns(frame_id))
+            .unwrap_or_else(now_ns);
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            match m.publish(ring, frame_id, timestamp_ns) {
-                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+            report.entry.claiming.store(2, Relaxed);
+            let published_values = m.publish(ring, frame_id, timestamp_ns);
+            report.entry.claiming.store(0, Relaxed);
+            match published_values {
+                Ok((p, d)) => {
+                    (values.published, values.dropped) = (values.published + p, values.dropped + d)
+                }
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
             }
@@ -361,49 +502,173 @@ fn run_source(
         let meta = FrameMeta {
             frame_id,
             timestamp_ns,
-            dtype: plan.dtype,
-            dims: &dims,
+            dtype: next.dtype,
+            dims: &next.dims,
             flags: 0,
         };
         slot.publish(&meta).context("publishing a frame")?;
         report.active();
         published += 1;
+        bytes += next.bytes() as u64;
         report.entry.last_frame_id.store(frame_id, Relaxed);
-        report.outputs((published, published * frame_bytes as u64, dropped));
-        if report.due()
-            && report.tick(
-                0,
-                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
-            )
-        {
-            (published, dropped, values, values_dropped) = (0, 0, 0, 0);
-            report.out_base = (0, 0, 0);
+        report.outputs((published, bytes, dropped));
+        if report.due() {
+            rate.measure(report, published);
+            let counters = source_counters(
+                supply.as_ref(),
+                feed.as_deref(),
+                metadata_ring.is_some().then_some(&values),
+            );
+            if report.tick(missed, &counters) {
+                supply.reset_counters();
+                if let Some(feed) = feed.as_mut() {
+                    feed.reset_counters();
+                }
+            }
         }
         frame_id += 1;
     }
+    report.entry.below_rate.store(0, Relaxed);
     report.state(WORKER_DRAINING);
+    // What the feed holds is published too: the metadata stage drains after the frames.
+    if let (Some(feed), Some(ring), Some(m)) = (
+        feed.as_mut(),
+        metadata_ring.as_mut(),
+        plan.metadata.as_ref(),
+    ) {
+        match values.publish_from(feed.as_mut(), ring, m) {
+            Ok(()) | Err(MetadataError::Interrupted) => {}
+            Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+        }
+    }
     producer.finish();
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.flush(&metadata_counters(
-        metadata_ring.is_some(),
-        values,
-        values_dropped,
+    missed += supply.take_missed();
+    report.missed(missed);
+    report.flush(&source_counters(
+        supply.as_ref(),
+        feed.as_deref(),
+        metadata_ring.is_some().then_some(&values),
     ));
     report.state(WORKER_FINISHED);
     Ok(0)
 }
 
-/// The source's counters: metadata values published and dropped, when it has any.
-fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
-    if !publishes {
-        return Vec::new();
+/// A source's requested rate as last configured, and how well it holds it.
+struct SourceRate {
+    rate: Rate,
+    args_gen: u64,
+    meter: RateMeter,
+}
+
+impl SourceRate {
+    /// The rate as the supervisor last published it (a restarted source keeps one
+    /// `streamd configure` set), else the plan's `fps`.
+    fn start(report: &Report<'_>, fps: f64) -> anyhow::Result<SourceRate> {
+        let (args_gen, fps) = match current_args(report.stats, 0) {
+            Some((gen, args)) => (gen, source_fps(&args).unwrap_or(fps)),
+            None => (0, fps),
+        };
+        // Validated in the pipeline file already; checked again, never trusted to fit.
+        let rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+        report.entry.applied_gen.store(args_gen, Relaxed);
+        Ok(SourceRate {
+            rate,
+            args_gen,
+            meter: RateMeter::new(rate.get(), Instant::now(), 0),
+        })
     }
-    vec![
-        ("metadata_values".into(), values),
-        ("metadata_dropped".into(), dropped),
-    ]
+
+    /// Takes a rate `streamd configure source fps=F` set since the last call, from frame
+    /// `frame_id` on; true when there was one.
+    fn changed(
+        &mut self,
+        report: &Report<'_>,
+        frame_id: u64,
+        published: u64,
+    ) -> anyhow::Result<bool> {
+        if report.stats.stage(0).args_gen.load(Relaxed) == self.args_gen {
+            return Ok(false);
+        }
+        // None while the supervisor writes them: taken at the next call.
+        let Some((gen, args)) = current_args(report.stats, 0) else {
+            return Ok(false);
+        };
+        self.args_gen = gen;
+        if let Some(fps) = source_fps(&args) {
+            self.rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+            self.meter = RateMeter::new(self.rate.get(), Instant::now(), published);
+        }
+        report.entry.applied_from_frame.store(frame_id, Relaxed);
+        // SYNC: pairs with the supervisor's Acquire load when it waits for the workers to
+        // take a configuration: applied_from_frame is visible.
+        report.entry.applied_gen.store(gen, Release);
+        Ok(true)
+    }
+
+    /// Shows the rate achieved by now, with `published` frames published so far.
+    fn measure(&mut self, report: &Report<'_>, published: u64) {
+        let measured = self.meter.record(Instant::now(), published);
+        report
+            .entry
+            .achieved_fps
+            .store(measured.achieved.to_bits(), Relaxed);
+        report
+            .entry
+            .below_rate
+            .store(u32::from(measured.below), Relaxed);
+    }
+}
+
+/// The `fps` of the source's run-time arguments.
+fn source_fps(args: &toml::Table) -> Option<f64> {
+    processors::number("fps", args.get("fps")?).ok()
+}
+
+/// Metadata values a source published into its metadata ring, and dropped there.
+#[derive(Default)]
+struct Values {
+    published: u64,
+    dropped: u64,
+}
+
+impl Values {
+    /// Publishes every value `feed` has, oldest first.
+    fn publish_from(
+        &mut self,
+        feed: &mut dyn MetadataFeed,
+        ring: &mut Producer,
+        plan: &MetadataPlan,
+    ) -> Result<(), MetadataError> {
+        let taken = feed.take().map_err(MetadataError::Feed)?;
+        for value in &taken {
+            if plan.publish_value(ring, self.published + self.dropped, value)? {
+                self.published += 1;
+            } else {
+                self.dropped += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The source's counters: its supply's, its feed's, and the metadata values.
+fn source_counters(
+    supply: &dyn Source,
+    feed: Option<&dyn MetadataFeed>,
+    values: Option<&Values>,
+) -> Vec<(String, u64)> {
+    let mut counters = supply.counters();
+    if let Some(feed) = feed {
+        counters.extend(feed.counters());
+    }
+    if let Some(v) = values {
+        counters.push(("metadata_values".into(), v.published));
+        counters.push(("metadata_dropped".into(), v.dropped));
+    }
+    counters
 }
 
 /// One input ring of a stage worker.
@@ -412,31 +677,48 @@ struct Input {
     ended: bool,
 }
 
+/// A stage worker's rings: inputs read in `group`, outputs by port, metadata rings.
+#[derive(Clone, Copy)]
+struct Wires<'a> {
+    inputs: &'a [String],
+    group: &'a str,
+    outputs: &'a [String],
+    metadata: &'a [String],
+}
+
 fn run_stage(
     spec: &WorkerSpec,
     plan: &StagePlan,
-    inputs: &[String],
-    group: &str,
-    outputs: &[String],
-    metadata: &[String],
+    wires: &Wires<'_>,
     report: &mut Report<'_>,
+    host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
+    let Wires {
+        inputs,
+        group,
+        outputs,
+        metadata,
+    } = *wires;
     let stats = report.stats;
     let stage_slot = stats.stage(spec.stage_index);
     // The arguments as last configured (they may have changed since the plan was made).
     let (mut args_gen, mut args) =
         current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
-    let mut processor = processors::build(&plan.processor, &args)
-        .map_err(|e| anyhow::anyhow!("stage '{}': {}", plan.name, e.reason))?;
+    let mut processor = match (spec.python(), host) {
+        (Some(_), Some(host)) => host.processor(&plan.processor, &args),
+        _ => processors::build(&plan.processor, &args).map_err(|e| e.reason),
+    }
+    .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
     let stop = stop_flag();
     // A processor that makes frames durable later (a writer) holds them in the ring
     // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
     let sync_every = processor.sync_interval();
     report.gauges = processor.gauges();
-    let attach = |name: &String, group: String, batch: u32, delivery, hold| {
+    let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
         let options = ConsumerOptions {
             group: Some(group),
             batch,
+            set,
             delivery,
             wait: WaitMode::Futex,
             attach_timeout: Duration::from_secs(5),
@@ -456,6 +738,7 @@ fn run_stage(
                 name,
                 group.to_string(),
                 plan.batch,
+                plan.set_of(spec.worker),
                 plan.delivery,
                 sync_every.is_some(),
             )
@@ -469,6 +752,7 @@ fn run_stage(
                 name,
                 metadata_group.clone(),
                 METADATA_BATCH,
+                None,
                 Delivery::Lossless,
                 false,
             )
@@ -481,6 +765,13 @@ fn run_stage(
         producers.push(producer);
     }
     let mut out = Outputs::new(producers);
+    // Its own mapping of the stats segment, so the watch outlives any borrow here.
+    let marks = StatsSegment::open(&spec.pipeline)?;
+    let entry = spec.entry;
+    out.watch_claims(Box::new(move |port| {
+        let claiming = port.map_or(0, |p| p as u32 + 1);
+        marks.entry(entry).claiming.store(claiming, Relaxed);
+    }));
     let ctx = StageContext {
         stage: plan.name.clone(),
         worker: spec.worker,
@@ -524,11 +815,16 @@ fn run_stage(
                 pending_config = true;
             }
         }
-        // The next input that has not ended, round robin (no list built per frame).
+        // The next input that has not ended and that the processor wants (any open one
+        // when it wants none), round robin, with no list built per frame.
         let active = ins.len() - ended;
-        let k = (0..ins.len())
-            .map(|i| (next + i) % ins.len())
-            .find(|&i| !ins[i].ended)
+        let pick = |wanted: bool| {
+            (0..ins.len())
+                .map(|i| (next + i) % ins.len())
+                .find(|&i| !ins[i].ended && (!wanted || processor.wants(i)))
+        };
+        let k = pick(true)
+            .or_else(|| pick(false))
             .expect("the loop runs while an input is open");
         next = k + 1;
         // One input: wait a while. Several: poll each, then nap briefly on one.
@@ -539,8 +835,11 @@ fn run_stage(
         } else {
             Duration::ZERO
         };
-        // Every value published before the frame is taken reaches the processor first.
-        let took_metadata = take_metadata(&mut side, processor.as_mut(), report)?;
+        // Every value published before the frame is taken reaches the processor first;
+        // new values may let held frames go, decided before the next frame comes.
+        if take_metadata(&mut side, processor.as_mut(), report)? {
+            poll(processor.as_mut(), &mut out, report);
+        }
         let input = &mut ins[k];
         let mut must_settle = false;
         match input.consumer.recv_timeout(wait) {
@@ -586,17 +885,16 @@ fn run_stage(
             Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
             Err(RecvError::MustCommit) => must_settle = true,
             Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
+            Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
+                anyhow::bail!("{e}")
+            }
         };
-        if took_metadata {
-            poll(processor.as_mut(), &mut out, report);
-        }
         if must_settle || sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
             settle(processor.as_mut(), &mut ins, report, &plan.name);
             last_sync = Instant::now();
         }
         if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
-            out.reset_counts();
-            report.out_base = (0, 0, 0);
+            processor.reset_counters();
         }
     }
     report.state(WORKER_DRAINING);
@@ -659,6 +957,9 @@ fn take_metadata(
                 Err(e @ RecvError::Corrupt { .. }) => {
                     report.error(&e.to_string());
                     break;
+                }
+                Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
+                    anyhow::bail!("{e}")
                 }
             }
         }

@@ -161,7 +161,18 @@ impl Processor for AttachMetadata {
                     .find(|n| n.is_empty() || n.len() > MAX_CHANNEL_NAME)
                 {
                     return Err(format!(
-                        "channel name '{bad}' must be 1 to {MAX_CHANNEL_NAME} characters"
+                        "channel name {} must be 1 to {MAX_CHANNEL_NAME} characters",
+                        crate::units::quote(bad)
+                    ));
+                }
+                if let Some(twice) = names
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+                {
+                    return Err(format!(
+                        "channel {} is listed twice in channels; list each once",
+                        crate::units::quote(twice)
                     ));
                 }
                 if self.matcher.is_some() {
@@ -171,6 +182,9 @@ impl Processor for AttachMetadata {
             }
             "tolerance_us" | "offset_us" => {
                 let us = number(key, value)?;
+                if !(-1e12..=1e12).contains(&us) {
+                    return Err(format!("{key} must be within ±1e12 microseconds, got {us}"));
+                }
                 if key == "tolerance_us" && us < 0.0 {
                     return Err(format!("tolerance_us must be 0 or more, got {us}"));
                 }
@@ -186,8 +200,8 @@ impl Processor for AttachMetadata {
             }
             "wait_ms" => {
                 let ms = number(key, value)?;
-                if ms < 0.0 {
-                    return Err(format!("wait_ms must be 0 or more, got {ms}"));
+                if !(0.0..=60_000.0).contains(&ms) {
+                    return Err(format!("wait_ms must be 0 to 60000, got {ms}"));
                 }
                 self.wait = Duration::from_secs_f64(ms / 1000.0);
             }
@@ -242,6 +256,8 @@ impl Processor for AttachMetadata {
         frame: &Frame<'_>,
         out: &mut Outputs,
     ) -> Result<(), String> {
+        // Every value published before the frames held so far has been taken by now.
+        let checked = Instant::now();
         let header = frame.header();
         if self.held.is_empty() {
             let matcher = self.matcher.as_mut().ok_or("frame before start")?;
@@ -269,15 +285,15 @@ impl Processor for AttachMetadata {
             since: Instant::now(),
         });
         self.frames_held += 1;
-        self.release(out, false)
+        self.release(out, Some(checked))
     }
 
     fn poll(&mut self, out: &mut Outputs) -> Result<(), String> {
-        self.release(out, false)
+        self.release(out, Some(Instant::now()))
     }
 
     fn stop(&mut self, out: &mut Outputs) -> Result<(), String> {
-        self.release(out, true)
+        self.release(out, None)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
@@ -295,12 +311,18 @@ impl Processor for AttachMetadata {
 }
 
 impl AttachMetadata {
-    /// Lets held frames leave in order once their values are decided.
-    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), String> {
+    /// Lets held frames leave in order once their values are decided: every one at the
+    /// end (`checked` is `None`), else a frame that waited `wait_ms` before `checked`,
+    /// the moment by which every value published before it had been taken. Measuring
+    /// to `checked`, not to now, keeps time spent blocked on a full output ring (while
+    /// no metadata is read) from counting as waiting for values.
+    fn release(&mut self, out: &mut Outputs, checked: Option<Instant>) -> Result<(), String> {
         let matcher = self.matcher.as_mut().ok_or("frame before start")?;
         while let Some(front) = self.held.front() {
-            let give_up =
-                all || self.held.len() > self.max_held || front.since.elapsed() >= self.wait;
+            let give_up = checked.is_none_or(|checked| {
+                self.held.len() > self.max_held
+                    || checked.saturating_duration_since(front.since) >= self.wait
+            });
             let Some(values) = matcher.decide(front.header.timestamp_ns, give_up) else {
                 return Ok(());
             };

@@ -12,13 +12,15 @@
 pub mod metadata;
 mod outputs;
 mod passthrough;
+pub mod python;
 pub mod reductions;
 mod route;
 mod split;
 mod stitch;
 mod verify;
+mod zmq_push;
 
-pub use outputs::{OutputSlot, Outputs};
+pub use outputs::{ClaimWatch, OutputSlot, Outputs};
 
 use crate::ring::Frame;
 
@@ -52,6 +54,11 @@ pub struct Wiring {
     pub outputs: usize,
     /// Metadata rings (the stage's `metadata` key).
     pub metadata: usize,
+    /// Worker processes of the stage.
+    pub workers: u32,
+    /// `(ny, nx)` of the frames the stage gets, where the pipeline file tells it (a
+    /// stage that reads the source's ring); `None` where only the frames will.
+    pub frame: Option<(u32, u32)>,
 }
 
 /// One stage's work on frames.
@@ -77,6 +84,14 @@ pub trait Processor: Send {
     fn process(&mut self, input: usize, frame: &Frame<'_>, out: &mut Outputs)
         -> Result<(), String>;
 
+    /// Whether the processor wants a frame from input `input` now. A collector whose
+    /// inputs run apart (a stitcher with a full cache) reads only the inputs behind; the
+    /// others wait in their lossless rings, which holds their producers back. When it
+    /// wants none, every input is read.
+    fn wants(&self, _input: usize) -> bool {
+        true
+    }
+
     /// Takes one record from a metadata ring (stages with a `metadata` key). Every
     /// record published before an input frame is handed over before that frame.
     fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), String> {
@@ -85,6 +100,7 @@ pub trait Processor: Send {
 
     /// Called when no input frame came for a while (about 10 ms, 1 ms with metadata
     /// rings) and after metadata arrived: a processor holding frames can time them out.
+    /// Every metadata record published before any frame it holds has been handed over.
     fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
         Ok(())
     }
@@ -136,6 +152,10 @@ pub trait Processor: Send {
     fn counters(&self) -> Vec<(String, u64)> {
         Vec::new()
     }
+
+    /// Zeroes the processor's own counters, for `streamd reset-stats` (a Python class's
+    /// `reset_stats`); the built-in processors' counters are totals that stay.
+    fn reset_counters(&mut self) {}
 
     /// Counters that are levels (frames cached now, a mode flag), not totals: a
     /// restarted worker shows its own value of these, not its predecessor's plus its own.
@@ -204,6 +224,22 @@ pub static REGISTRY: &[Registration] = &[
         name: "route",
         about: "sends each frame to one output ring by a value of its attributes",
         create: || Box::new(route::Route::default()),
+    },
+    Registration {
+        name: "python",
+        about:
+            "runs a Python class on every frame (file or module, class; PvaPy's processor shape)",
+        create: || Box::new(python::PythonStage::default()),
+    },
+    Registration {
+        name: "pva",
+        about: "serves frames as an EPICS pvAccess NTNDArray channel (channel = NAME; p4p)",
+        create: || Box::new(python::PythonStage::shipped("pva")),
+    },
+    Registration {
+        name: "zmq",
+        about: "publishes frames as DECTRIS Stream V2 on a ZeroMQ PUSH socket (receivers share it)",
+        create: || Box::new(zmq_push::ZmqSink::default()),
     },
     Registration {
         name: "tiff",

@@ -12,7 +12,12 @@ pub struct Outputs {
     frames: u64,
     bytes: u64,
     dropped: u64,
+    watch: Option<ClaimWatch>,
 }
+
+/// Told the port a claim is about to wait on (`Some`), then that it is done (`None`):
+/// a worker shows it is waiting for space, which is not being stuck.
+pub type ClaimWatch = Box<dyn FnMut(Option<usize>) + Send>;
 
 /// Why a frame could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +42,13 @@ impl Outputs {
             frames: 0,
             bytes: 0,
             dropped: 0,
+            watch: None,
         }
+    }
+
+    /// Calls `watch` around every claim (see [`ClaimWatch`]).
+    pub fn watch_claims(&mut self, watch: ClaimWatch) {
+        self.watch = Some(watch);
     }
 
     /// Number of output ports.
@@ -54,11 +65,6 @@ impl Outputs {
         (self.frames, self.bytes, self.dropped)
     }
 
-    /// Starts the counts again from zero (`streamd reset-stats`).
-    pub fn reset_counts(&mut self) {
-        (self.frames, self.bytes, self.dropped) = (0, 0, 0);
-    }
-
     /// Claims a slot in port `port`; `Ok(None)` when the ring is full under
     /// `drop-newest` (the frame is counted as dropped). Publishing the slot counts it.
     pub fn claim(&mut self, port: usize) -> Result<Option<OutputSlot<'_>>, OutputError> {
@@ -70,7 +76,14 @@ impl Outputs {
             .rings
             .get_mut(port)
             .ok_or(OutputError::NoPort { port, count })?;
-        match ring.claim() {
+        if let Some(watch) = &mut self.watch {
+            watch(Some(port));
+        }
+        let claimed = ring.claim();
+        if let Some(watch) = &mut self.watch {
+            watch(None);
+        }
+        match claimed {
             Ok(slot) => Ok(Some(OutputSlot {
                 slot,
                 frames: &mut self.frames,

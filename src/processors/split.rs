@@ -85,7 +85,7 @@ impl Processor for Split {
                 _ => Err(format!("{key} needs two positive sizes, got {value}")),
             }
         };
-        self.cut = Some(match key {
+        let cut = match key {
             "tile" => {
                 let (ny, nx) = positive(integer_list(key, value, 2)?)?;
                 Cut::Tile { ny, nx }
@@ -95,7 +95,8 @@ impl Processor for Split {
                 Cut::Grid { rows, cols }
             }
             _ => return Err(unknown_key("split", key, &["tile", "grid"])),
-        });
+        };
+        self.cut = Some(cut);
         Ok(())
     }
 
@@ -105,6 +106,21 @@ impl Processor for Split {
         }
         if wiring.outputs == 0 {
             return Err("split needs an output ring for its tiles".into());
+        }
+        if let (Some(cut), Some((ny, nx))) = (self.cut, wiring.frame) {
+            let fits = match cut {
+                Cut::Tile { ny: ty, nx: tx } => ty <= ny && tx <= nx,
+                Cut::Grid { rows, cols } => rows <= ny && cols <= nx,
+            };
+            if !fits {
+                let what = match cut {
+                    Cut::Tile { ny, nx } => format!("tile [{ny}, {nx}] is larger"),
+                    Cut::Grid { rows, cols } => format!("grid [{rows}, {cols}] is finer"),
+                };
+                return Err(format!(
+                    "{what} than the source's {ny}x{nx} (ny x nx) frames; give at most [{ny}, {nx}]"
+                ));
+            }
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! `timeout_ms` since its first tile (the reorder window). A frame that leaves without
 //! all its tiles is counted `incomplete` and, with `incomplete = "mark"` (the default),
 //! published with its missing area set to `fill` (default: the dtype's largest value,
-//! NaN for f32) and the attribute `missing_tiles`; with `incomplete = "drop"` it is not
+//! NaN for floats) and the attribute `missing_tiles`; with `incomplete = "drop"` it is not
 //! published. Tiles of a frame that already left are counted `late_tiles`; a tile that
 //! arrives twice (re-delivered after a worker crash) is counted `duplicate_tiles` once
 //! and ignored; ids that never showed a tile are counted `skipped_ids`.
@@ -104,6 +104,8 @@ pub struct Stitch {
     late_tiles: u64,
     duplicate_tiles: u64,
     skipped_ids: u64,
+    /// The latest frame id each input brought, for backpressure ([`Processor::wants`]).
+    latest: Vec<Option<u64>>,
 }
 
 impl Default for Stitch {
@@ -121,6 +123,7 @@ impl Default for Stitch {
             late_tiles: 0,
             duplicate_tiles: 0,
             skipped_ids: 0,
+            latest: Vec::new(),
         }
     }
 }
@@ -158,14 +161,33 @@ impl Processor for Stitch {
         Ok(())
     }
 
+    /// Backpressure: with the cache nearly full, an input ahead of another waits, so the
+    /// one behind brings the tiles that complete the oldest frames instead of the cache
+    /// overflowing (which would push frames out incomplete).
+    fn wants(&self, input: usize) -> bool {
+        if self.pending.len() + 1 < self.cache {
+            return true;
+        }
+        let behind = self.latest.iter().flatten().min();
+        self.latest
+            .get(input)
+            .copied()
+            .flatten()
+            .is_none_or(|id| Some(&id) <= behind)
+    }
+
     fn process(
         &mut self,
-        _input: usize,
+        input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
     ) -> Result<(), String> {
         let header = frame.header();
         let id = header.frame_id;
+        if self.latest.len() <= input {
+            self.latest.resize(input + 1, None);
+        }
+        self.latest[input] = self.latest[input].max(Some(id));
         let tile = TilePos::of(frame)?;
         if self.next.is_some_and(|next| id < next) {
             self.late_tiles += 1;
@@ -409,7 +431,7 @@ impl Stitch {
 }
 
 /// Sets every pixel no tile covered to `fill` (default: the dtype's largest value, NaN
-/// for f32).
+/// for floats).
 fn mark_missing(
     dtype: Dtype,
     nx: u32,
@@ -427,9 +449,15 @@ fn mark_missing(
     }
     let value: Vec<u8> = match dtype {
         Dtype::U8 => vec![fill.map_or(u8::MAX, |f| f as u8)],
+        Dtype::I8 => fill.map_or(i8::MAX, |f| f as i8).to_le_bytes().to_vec(),
         Dtype::U16 => fill.map_or(u16::MAX, |f| f as u16).to_le_bytes().to_vec(),
+        Dtype::I16 => fill.map_or(i16::MAX, |f| f as i16).to_le_bytes().to_vec(),
         Dtype::U32 => fill.map_or(u32::MAX, |f| f as u32).to_le_bytes().to_vec(),
+        Dtype::I32 => fill.map_or(i32::MAX, |f| f as i32).to_le_bytes().to_vec(),
+        Dtype::U64 => fill.map_or(u64::MAX, |f| f as u64).to_le_bytes().to_vec(),
+        Dtype::I64 => fill.map_or(i64::MAX, |f| f as i64).to_le_bytes().to_vec(),
         Dtype::F32 => (fill.unwrap_or(f64::NAN) as f32).to_le_bytes().to_vec(),
+        Dtype::F64 => fill.unwrap_or(f64::NAN).to_le_bytes().to_vec(),
     };
     for (pixel, _) in pixels
         .chunks_exact_mut(value.len())
@@ -444,7 +472,9 @@ fn mark_missing(
 mod tests {
     use super::super::split::Split;
     use super::*;
-    use crate::ring::{Consumer, ConsumerOptions, FrameHeader, FullPolicy, Producer, RingOptions};
+    use crate::ring::{
+        Consumer, ConsumerOptions, Dims, FrameHeader, FullPolicy, Producer, RingOptions,
+    };
     use std::time::Duration;
 
     /// A frame as published: header, pixels, attribute area.
@@ -486,7 +516,7 @@ mod tests {
             frame_id: id,
             timestamp_ns: 77 + id,
             dtype: Dtype::U16,
-            dims: crate::ring::Dims::new(&[7, 5]).expect("2-D"),
+            dims: Dims::new(&[7, 5]).unwrap(),
             payload_len: 70,
             flags: 0,
         };

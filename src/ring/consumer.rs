@@ -1,5 +1,6 @@
 //! A consumer of a ring: alone (broadcast), or as a member of a group that shares the
-//! stream in runs of `batch` consecutive frames; `lossless` or `lossy`.
+//! stream in runs of `batch` consecutive frames, or of one set of a group (distributor
+//! sets: the runs are dealt round the sets); `lossless` or `lossy`.
 
 use super::error::{AttachError, RecvError};
 use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
@@ -9,9 +10,10 @@ use super::membership::{
     Run, Seat,
 };
 use super::segment::Segment;
+use super::sets::Deal;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,45 @@ impl std::str::FromStr for Delivery {
     }
 }
 
+/// One set of a group (spec §5.9, PvaPy's distributor sets): the runs of `batch` frames,
+/// aligned to sequence numbers, are dealt round `sets` sets, run `r` (sequences
+/// `r·batch … r·batch + batch − 1`) to set `r mod sets`; the consumer takes set `index`'s.
+/// Strict round-robin among `W` consumers is `W` sets of one: consumer `k` takes set `k`
+/// and gets runs `k, k+W, k+2W, …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSet {
+    /// The set taken, `0 ≤ index < sets`.
+    pub index: u32,
+    /// How many sets the group's runs are dealt round, 1 to [`MAX_SETS`](super::MAX_SETS);
+    /// every consumer of the group gives the same.
+    pub sets: u32,
+    pub mode: SetMode,
+}
+
+/// How the consumers of one set divide its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetMode {
+    /// Each one sees every frame of the set (PvaPy's `mode:all`, its default for a set):
+    /// cooperating applications that must all see the same frames.
+    #[default]
+    All,
+    /// They share the set's runs, each run to one of them, first-free (PvaPy's
+    /// `mode:one`): the workers of one pipeline stage.
+    One,
+}
+
+impl std::str::FromStr for SetMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(SetMode::All),
+            "one" => Ok(SetMode::One),
+            other => Err(format!("unknown set mode '{other}' (use all or one)")),
+        }
+    }
+}
+
 /// How to attach.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -48,13 +89,15 @@ pub struct ConsumerOptions {
     pub group: Option<String>,
     /// Consecutive frames a group member takes at a time.
     pub batch: u32,
+    /// Take only one set's runs of the group (needs `group`).
+    pub set: Option<GroupSet>,
     pub delivery: Delivery,
     pub wait: WaitMode,
     /// How long to wait for the ring to appear.
     pub attach_timeout: Duration,
     /// Hold frames until [`Consumer::commit`] (spec §5.8): a dropped frame is read but
-    /// not released, so frames not yet made durable are re-delivered after a crash.
-    /// Only for a lossless member of a named group.
+    /// not released, so frames not yet made durable are re-delivered after a crash (to a
+    /// mate, in a named group) and frames still in use stay in their slots. Lossless only.
     pub hold: bool,
 }
 
@@ -64,6 +107,7 @@ impl Default for ConsumerOptions {
         ConsumerOptions {
             group: None,
             batch: 1,
+            set: None,
             delivery: Delivery::Lossless,
             wait: WaitMode::default(),
             attach_timeout: Duration::ZERO,
@@ -75,6 +119,10 @@ impl Default for ConsumerOptions {
 /// How often an idle consumer checks that the producer lives and reaps dead group
 /// mates; bounds the detection of a dead producer (spec §7.4).
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The highest sequence a sound ring can reach: at 10 million frames a second it takes
+/// 14,000 years. A larger `head`, `end_seq` or claim position means damage, and
+/// arithmetic near `u64::MAX` would wrap.
+pub const MAX_SEQUENCE: u64 = 1 << 62;
 /// Futex sleep slice; wake-ups are normally immediate, this only bounds a missed one.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
 
@@ -102,10 +150,12 @@ pub struct Consumer {
     segment: Segment,
     seat: Seat,
     delivery: Delivery,
-    /// Named groups claim under the lock (crash-safe runs); a solo consumer claims
-    /// lock-free, since its group ends with it.
+    /// Named groups claim under the lock (crash-safe runs); a solo consumer (broadcast,
+    /// or a set member that sees all of its set) claims lock-free, since its group ends
+    /// with it.
     shared: bool,
-    batch: u64,
+    /// The runs this consumer's group is owed.
+    deal: Deal,
     wait: WaitMode,
     run: Run,
     /// Frames of the run done (released or missed) and, of those, missed.
@@ -117,7 +167,15 @@ pub struct Consumer {
     hold: Option<Hold>,
     interrupt: Option<Arc<AtomicBool>>,
     last_check: Instant,
+    /// The sequence of a frame given up by [`Frame::detach`] and not yet released; while
+    /// it is set, nothing else is read (a consumer that does not hold keeps one frame).
+    detached: Option<u64>,
+    /// Tells this consumer's detached frames from another's.
+    id: u64,
 }
+
+/// Numbers consumers for [`Detached`] tokens.
+static CONSUMER_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A holding consumer's read position and window.
 #[derive(Debug, Clone, Copy)]
@@ -129,9 +187,17 @@ struct Hold {
 impl Consumer {
     /// Attaches to ring `name`, waiting up to `options.attach_timeout` for it to appear.
     pub fn attach(name: &str, options: &ConsumerOptions) -> Result<Consumer, AttachError> {
-        if options.hold && (options.group.is_none() || options.delivery != Delivery::Lossless) {
-            return Err(AttachError::HoldNeedsGroup);
+        if options.hold && options.delivery != Delivery::Lossless {
+            return Err(AttachError::HoldNeedsLossless);
         }
+        if options.set.is_some() && options.group.is_none() {
+            return Err(AttachError::SetWithoutGroup);
+        }
+        let set = options.set.map(|s| (s.index, s.sets));
+        // A group of its own: a broadcast consumer, or a set member that sees it all.
+        let solo = options
+            .set
+            .map_or(options.group.is_none(), |s| s.mode == SetMode::All);
         let segment = Segment::open(name, options.attach_timeout)?;
         // The producer cannot write past the watermark plus a ring: a holder that kept a
         // whole ring would wait for a frame that can never come.
@@ -146,14 +212,16 @@ impl Consumer {
                 group: options.group.as_deref(),
                 batch: options.batch,
                 delivery,
+                set,
+                solo,
             },
         )?;
         Ok(Consumer {
             segment,
             seat,
             delivery: options.delivery,
-            shared: options.group.is_some(),
-            batch: u64::from(options.batch),
+            shared: !solo,
+            deal: Deal::new(options.batch, set),
             wait: options.wait,
             run: Run {
                 start: 0,
@@ -166,6 +234,8 @@ impl Consumer {
             hold: options.hold.then_some(Hold { window, read: 0 }),
             interrupt: None,
             last_check: Instant::now(),
+            detached: None,
+            id: CONSUMER_IDS.fetch_add(1, Relaxed),
         })
     }
 
@@ -221,11 +291,34 @@ impl Consumer {
     /// then a wake-up. A holding consumer calls this once what it read is durable; for
     /// one that does not hold, it does nothing.
     pub fn commit(&mut self) {
-        let held = self.held();
-        if held > 0 {
-            self.done += held as u32;
+        self.commit_below(self.read_seq());
+    }
+
+    /// Releases the held frames below sequence `seq` and keeps the newer ones (spec §5.8,
+    /// a partial commit): for a reader whose frames stay in use for different times (the
+    /// Python bindings keep a frame while any view of it lives), which releases the
+    /// prefix nobody uses any more.
+    pub fn commit_below(&mut self, seq: u64) {
+        let upto = seq.min(self.read_seq());
+        if upto > self.next_seq() {
+            self.done += (upto - self.next_seq()) as u32;
             self.store_progress();
         }
+    }
+
+    /// Whether this consumer has read everything its stream will ever bring: the producer
+    /// finished (or died) and nothing at or after the read position was published. A
+    /// holder that cannot commit yet uses this to tell the end from a full window.
+    pub fn read_everything(&self) -> bool {
+        let header = self.segment.header();
+        let published = if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
+            header.end_seq.load(Relaxed)
+        } else if !self.segment.producer().is_alive() {
+            header.head.load(Acquire)
+        } else {
+            return false;
+        };
+        self.read_seq() >= published
     }
 
     /// Waits for and returns the next frame owed to this consumer. The frame stays
@@ -243,10 +336,13 @@ impl Consumer {
     }
 
     fn next_frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame<'_>>, RecvError> {
+        if let Some(seq) = self.detached {
+            return Err(RecvError::FrameDetached { seq });
+        }
         loop {
             if self.read_seq() >= self.run.end {
                 if self.held() == 0 {
-                    self.claim_run();
+                    self.claim_run()?;
                 } else {
                     let run = extend_held_run(&self.segment, self.seat, self.run.end)
                         .ok_or(RecvError::MustCommit)?;
@@ -272,6 +368,10 @@ impl Consumer {
                     // keeps the slot from being rewritten (spec §6.1).
                     let found = stamp.load(Acquire);
                     if found != stamp_published(seq) {
+                        // Skipped and counted as missed, so the next call goes on and
+                        // the accounting still holds.
+                        self.missed_in_run += 1;
+                        self.finish_frame();
                         return Err(RecvError::Corrupt {
                             seq,
                             what: format!("stamp {found} instead of {}", stamp_published(seq)),
@@ -306,8 +406,10 @@ impl Consumer {
                 slot,
                 seq,
                 header,
+                detaching: false,
             }),
             Err(e) => {
+                self.missed_in_run += 1;
                 self.finish_frame();
                 Err(RecvError::Corrupt {
                     seq,
@@ -318,30 +420,34 @@ impl Consumer {
     }
 
     /// Takes the next run: under the lock for a named group, lock-free for a solo one.
-    fn claim_run(&mut self) {
+    fn claim_run(&mut self) -> Result<(), RecvError> {
         let slots = u64::from(self.segment.geometry().slot_count);
         let counters = self.counters();
+        let grp = self.segment.group(self.seat.group);
+        // Checked before any arithmetic on it: a damaged claim position would wrap.
+        self.plausible("the group's claim position", grp.claim_next.load(Relaxed))?;
         if self.shared {
             let run = claim_shared_run(&self.segment, self.seat, slots);
             self.start_run(run);
-            return;
+            return Ok(());
         }
-        let grp = self.segment.group(self.seat.group);
         let entry = self.segment.consumer(self.seat.entry);
         let mut missed_base = counters.missed;
         let start = loop {
-            let start = grp.claim_next.load(SeqCst);
+            let start =
+                self.plausible("the group's claim position", grp.claim_next.load(SeqCst))?;
             if self.delivery == Delivery::Lossy {
-                // More than a ring behind: jump to the newest frame, not to the oldest one
-                // still held, whose slot the producer needs next (spec §5.5).
-                let head = self.segment.header().head.load(Acquire);
-                if start + slots < head {
+                // More than a ring behind: jump to the newest frame owed, not to the oldest
+                // one still held, whose slot the producer needs next (spec §5.5).
+                let head = self.plausible("head", self.segment.header().head.load(Acquire))?;
+                let newest = self.deal.newest_below(head).filter(|&n| n > start);
+                if let Some(newest) = newest.filter(|_| start + slots < head) {
                     if grp
                         .claim_next
-                        .compare_exchange(start, head - 1, SeqCst, SeqCst)
+                        .compare_exchange(start, newest, SeqCst, SeqCst)
                         .is_ok()
                     {
-                        missed_base += head - 1 - start;
+                        missed_base += self.deal.owed(start, newest);
                     }
                     continue;
                 }
@@ -350,9 +456,10 @@ impl Consumer {
                 // claim_next before pins, so it never sees the claim without the pin (§6.1).
                 entry.pin.store(start, SeqCst);
             }
+            // A set steps over the other sets' runs (spec §5.9).
             if grp
                 .claim_next
-                .compare_exchange(start, start + self.batch, SeqCst, SeqCst)
+                .compare_exchange(start, self.deal.next_claim(start), SeqCst, SeqCst)
                 .is_ok()
             {
                 break start;
@@ -360,7 +467,7 @@ impl Consumer {
         };
         let run = Run {
             start,
-            end: start + self.batch,
+            end: self.deal.run_end(start),
             received_base: counters.received,
             missed_base,
         };
@@ -371,6 +478,19 @@ impl Consumer {
         entry.run_start.store(run.start, Relaxed);
         entry.run_end.store(run.end, Relaxed);
         self.start_run(run);
+        Ok(())
+    }
+
+    /// `value` when a sound ring can hold it (at most [`MAX_SEQUENCE`]), else `Damaged`.
+    fn plausible(&self, what: &str, value: u64) -> Result<u64, RecvError> {
+        if value <= MAX_SEQUENCE {
+            Ok(value)
+        } else {
+            Err(RecvError::Damaged {
+                ring: self.segment.name().to_string(),
+                what: format!("{what} is {value}, beyond any real stream"),
+            })
+        }
     }
 
     /// Waits until `seq` is published. Ends with EndOfStream or ProducerDied once the
@@ -380,7 +500,8 @@ impl Consumer {
         let header = self.segment.header();
         loop {
             // SYNC: pairs with the producer's SeqCst store of head after the Release stamp.
-            if header.head.load(Acquire) > seq {
+            let head = self.plausible("head", header.head.load(Acquire))?;
+            if head > seq {
                 return Ok(Ready::Published);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -392,6 +513,15 @@ impl Consumer {
             // SYNC: pairs with the Release store in Producer::finish; end_seq is visible.
             if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
                 let published = header.end_seq.load(Relaxed);
+                if published > header.head.load(Acquire) {
+                    return Err(RecvError::Damaged {
+                        ring: self.segment.name().to_string(),
+                        what: format!(
+                            "its end is at frame {published}, beyond the {} published",
+                            header.head.load(Acquire)
+                        ),
+                    });
+                }
                 if seq >= published {
                     return self.end_of_run(published, RecvError::EndOfStream { published });
                 }
@@ -515,6 +645,8 @@ pub struct Frame<'a> {
     slot: u32,
     seq: u64,
     header: FrameHeader,
+    /// Set by [`Frame::detach`]: the drop keeps the frame reserved.
+    detaching: bool,
 }
 
 impl Frame<'_> {
@@ -570,6 +702,451 @@ impl Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
-        self.consumer.finish_frame();
+        if self.detaching && self.consumer.hold.is_none() {
+            self.consumer.detached = Some(self.seq);
+        } else {
+            self.consumer.finish_frame();
+        }
+    }
+}
+
+impl Frame<'_> {
+    /// Gives up the guard but keeps the frame: for a reader that cannot hold a borrow
+    /// (the Python bindings). A holding consumer has read the frame, which stays in its
+    /// slot until a commit passes it; any other keeps the frame reserved, and reads
+    /// nothing else, until [`Consumer::release`].
+    pub fn detach(mut self) -> Detached {
+        let detached = Detached {
+            consumer: self.consumer.id,
+            seq: self.seq,
+            slot: self.slot,
+            header: self.header.clone(),
+        };
+        self.detaching = true;
+        detached
+    }
+}
+
+/// A frame read by [`Frame::detach`]: a token that reaches its bytes through the consumer
+/// while they are still reserved for it.
+#[derive(Debug)]
+pub struct Detached {
+    consumer: u64,
+    seq: u64,
+    slot: u32,
+    header: FrameHeader,
+}
+
+impl Detached {
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Consumer {
+    /// Whether `frame` is this consumer's and still reserved: detached and not released,
+    /// or held and not committed.
+    fn reserves(&self, frame: &Detached) -> bool {
+        frame.consumer == self.id
+            && match self.hold {
+                Some(_) => self.next_seq() <= frame.seq && frame.seq < self.read_seq(),
+                None => self.detached == Some(frame.seq),
+            }
+    }
+
+    /// The pixels of a detached frame; `None` once its slot may be rewritten (released,
+    /// committed) or when it is another consumer's.
+    pub fn detached_payload(&self, frame: &Detached) -> Option<&[u8]> {
+        if !self.reserves(frame) {
+            return None;
+        }
+        // SAFETY: payload_len ≤ payload_capacity (decode_header); the slot cannot be
+        // rewritten while the frame is reserved for this consumer (checked above), and the
+        // returned borrow of `self` keeps it so (release and commit take `&mut self`).
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                self.segment.payload_ptr(frame.slot),
+                frame.header.payload_len as usize,
+            )
+        })
+    }
+
+    /// The attribute area of a detached frame (spec §4.3); `None` as for the payload.
+    pub fn detached_attributes(&self, frame: &Detached) -> Option<Result<&[u8], FrameError>> {
+        if !self.reserves(frame) {
+            return None;
+        }
+        // SAFETY: slot header inside the mapping, reserved as checked above.
+        let slot_header = unsafe {
+            std::slice::from_raw_parts(self.segment.slot_header_ptr(frame.slot), SLOT_HEADER_SIZE)
+        };
+        Some(attr_bytes(slot_header))
+    }
+
+    /// Releases a detached frame of a consumer that does not hold; a holder releases
+    /// through [`commit_below`](Self::commit_below), and this does nothing for it.
+    pub fn release(&mut self, frame: Detached) {
+        if self.hold.is_none() && frame.consumer == self.id && self.detached == Some(frame.seq) {
+            self.detached = None;
+            self.finish_frame();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{Dtype, FrameMeta, FullPolicy, Producer, RingOptions};
+
+    fn ring(tag: &str, frames: u64) -> Producer {
+        ring_of(tag, 8, frames)
+    }
+
+    fn ring_of(tag: &str, slots: u32, frames: u64) -> Producer {
+        let (mut producer, _) = Producer::create(&RingOptions {
+            name: format!("unit-{tag}-{}", std::process::id()),
+            slots,
+            slot_bytes: 64,
+            full_policy: FullPolicy::Block,
+        })
+        .unwrap();
+        publish(&mut producer, 0..frames);
+        producer
+    }
+
+    /// Set `index` of `sets` of group `name`, in runs of `batch`.
+    fn set_member(name: &str, batch: u32, index: u32, sets: u32, mode: SetMode) -> ConsumerOptions {
+        ConsumerOptions {
+            group: Some(name.into()),
+            batch,
+            set: Some(GroupSet { index, sets, mode }),
+            ..ConsumerOptions::default()
+        }
+    }
+
+    /// Frame ids until the end of the stream.
+    fn drain(consumer: &mut Consumer) -> Vec<u64> {
+        let mut ids = Vec::new();
+        loop {
+            match consumer.recv() {
+                Ok(frame) => ids.push(frame.header().frame_id),
+                Err(RecvError::EndOfStream { .. }) => return ids,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+
+    /// Sequences below `end` whose run of `batch` is dealt to set `index` of `sets`.
+    fn of_set(end: u64, batch: u64, index: u64, sets: u64) -> Vec<u64> {
+        (0..end).filter(|s| s / batch % sets == index).collect()
+    }
+
+    /// Publishes 8 × 8 u8 frames with these ids.
+    fn publish(producer: &mut Producer, ids: std::ops::Range<u64>) {
+        for frame_id in ids {
+            let slot = producer.claim().unwrap();
+            let meta = FrameMeta {
+                frame_id,
+                timestamp_ns: 1,
+                dtype: Dtype::U8,
+                dims: &[8, 8],
+                flags: 0,
+            };
+            slot.publish(&meta).unwrap();
+        }
+    }
+
+    fn group(name: &str, delivery: Delivery) -> ConsumerOptions {
+        ConsumerOptions {
+            group: Some(name.into()),
+            delivery,
+            ..ConsumerOptions::default()
+        }
+    }
+
+    /// Issue 15: a zeroed stamp made a lossless group member return `Corrupt` for the
+    /// same frame forever. It is reported once, skipped and counted as missed.
+    #[test]
+    fn a_damaged_slot_is_reported_once_then_skipped_and_counted() {
+        let mut producer = ring("stamp", 0);
+        let mut consumer =
+            Consumer::attach(producer.segment().name(), &group("G", Delivery::Lossless)).unwrap();
+        publish(&mut producer, 0..6);
+        producer.segment().stamp(4).store(0, SeqCst);
+        producer.finish();
+        let (mut ids, mut damaged) = (Vec::new(), Vec::new());
+        loop {
+            match consumer.recv() {
+                Ok(frame) => ids.push(frame.header().frame_id),
+                Err(RecvError::Corrupt { seq, what }) => damaged.push((seq, what)),
+                Err(RecvError::EndOfStream { published }) => {
+                    assert_eq!(published, 6);
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(ids, [0, 1, 2, 3, 5]);
+        assert_eq!(damaged, [(4, "stamp 0 instead of 10".to_string())]);
+        assert_eq!(
+            consumer.counters(),
+            ConsumerCounters {
+                received: 5,
+                missed: 1
+            }
+        );
+    }
+
+    /// Issue 16: a solo holder keeps frames in use in their slots and releases them out
+    /// of order: the watermark moves only past the frames nobody uses any more, and the
+    /// producer cannot rewrite a slot below it.
+    #[test]
+    fn a_solo_holder_releases_the_prefix_no_frame_uses() {
+        let mut producer = ring("solo-hold", 0);
+        let options = ConsumerOptions {
+            hold: true,
+            ..ConsumerOptions::default()
+        };
+        let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+        publish(&mut producer, 0..8);
+        let frames: Vec<Detached> = (0..4).map(|_| consumer.recv().unwrap().detach()).collect();
+        assert_eq!(consumer.held(), 4);
+        // The window (half of 8 slots) is full.
+        assert_eq!(consumer.recv().err(), Some(RecvError::MustCommit));
+        // Frames 1 and 2 are done, 0 is still in use: nothing can be released.
+        consumer.commit_below(frames[0].seq());
+        assert_eq!(consumer.held(), 4);
+        consumer.commit_below(frames[3].seq());
+        assert_eq!(consumer.held(), 1);
+        assert!(consumer.detached_payload(&frames[0]).is_none());
+        assert_eq!(
+            consumer.detached_payload(&frames[3]).map(<[u8]>::len),
+            Some(64)
+        );
+        consumer.commit();
+        assert!(consumer.detached_payload(&frames[3]).is_none());
+        assert_eq!(consumer.recv().unwrap().header().frame_id, 4);
+    }
+
+    /// Issue 16: a consumer that does not hold keeps one detached frame at a time, and
+    /// its bytes are unreachable once it is released.
+    #[test]
+    fn a_detached_frame_blocks_reading_until_released() {
+        let mut producer = ring("detach", 0);
+        let mut consumer =
+            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        publish(&mut producer, 0..3);
+        let first = consumer.recv().unwrap().detach();
+        assert_eq!(
+            consumer.recv().err(),
+            Some(RecvError::FrameDetached { seq: 0 })
+        );
+        assert!(consumer.detached_payload(&first).is_some());
+        let other =
+            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        assert!(other.detached_payload(&first).is_none());
+        consumer.release(first);
+        assert_eq!(consumer.recv().unwrap().header().frame_id, 1);
+    }
+
+    /// Issue 19: the sets of a group partition the stream in aligned runs, and every
+    /// member of a set (mode all) sees every frame of it; each has its set's accounting.
+    #[test]
+    fn sets_partition_the_stream_and_each_member_sees_all_of_its_set() {
+        let mut producer = ring_of("sets", 64, 0);
+        let name = producer.segment().name().to_string();
+        let attach = |index| Consumer::attach(&name, &set_member("G", 2, index, 2, SetMode::All));
+        let mut members = [attach(0).unwrap(), attach(0).unwrap(), attach(1).unwrap()];
+        publish(&mut producer, 0..21);
+        producer.finish();
+        let ids: Vec<Vec<u64>> = members.iter_mut().map(drain).collect();
+        assert_eq!(ids[0], of_set(21, 2, 0, 2));
+        assert_eq!(ids[1], of_set(21, 2, 0, 2));
+        assert_eq!(ids[2], of_set(21, 2, 1, 2));
+        assert_eq!(members[2].counters().received, 10);
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!(
+            groups.len(),
+            3,
+            "a group of its own for each member (mode all)"
+        );
+        for (g, expected) in groups.iter().zip([11, 11, 10]) {
+            assert_eq!(g.name, "G");
+            assert_eq!(g.set.map(|s| s.mode), Some("all"));
+            assert_eq!(
+                (g.published, g.delivered, g.missed, g.in_flight),
+                (expected, expected, 0, 0)
+            );
+        }
+    }
+
+    /// Issue 19: in mode one the members of a set share its runs, each run to one of them.
+    #[test]
+    fn members_of_a_shared_set_split_its_runs() {
+        let mut producer = ring_of("set-one", 64, 0);
+        let name = producer.segment().name().to_string();
+        let options = set_member("G", 1, 1, 3, SetMode::One);
+        let mut a = Consumer::attach(&name, &options).unwrap();
+        let mut b = Consumer::attach(&name, &options).unwrap();
+        publish(&mut producer, 0..12);
+        producer.finish();
+        let first = a.recv().unwrap().header().frame_id;
+        let second = b.recv().unwrap().header().frame_id;
+        let mut all = [vec![first, second], drain(&mut a), drain(&mut b)].concat();
+        all.sort_unstable();
+        assert_eq!((first, second), (1, 4));
+        assert_eq!(all, [1, 4, 7, 10]);
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].members, groups[0].published, groups[0].delivered),
+            (2, 4, 4)
+        );
+    }
+
+    /// Issue 19: a set formed while the stream runs is owed the rest of the run it joins
+    /// in, then its runs; only they count as published to it.
+    #[test]
+    fn a_set_joining_mid_run_takes_the_rest_of_that_run() {
+        let mut producer = ring_of("set-late", 64, 5);
+        let name = producer.segment().name().to_string();
+        let mut late = Consumer::attach(&name, &set_member("G", 4, 1, 2, SetMode::All)).unwrap();
+        publish(&mut producer, 5..16);
+        producer.finish();
+        assert_eq!(drain(&mut late), [5, 6, 7, 12, 13, 14, 15]);
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!((groups[0].published, groups[0].delivered), (7, 7));
+    }
+
+    /// Issue 19: strict round-robin is a set per worker: worker k of 3 gets runs k, k+3, ...
+    #[test]
+    fn round_robin_gives_worker_k_runs_k_plus_multiples_of_the_workers() {
+        let mut producer = ring_of("rr", 64, 0);
+        let name = producer.segment().name().to_string();
+        let mut workers: Vec<Consumer> = (0..3)
+            .map(|k| Consumer::attach(&name, &set_member("rr", 2, k, 3, SetMode::One)).unwrap())
+            .collect();
+        publish(&mut producer, 0..30);
+        producer.finish();
+        for (k, worker) in workers.iter_mut().enumerate() {
+            assert_eq!(drain(worker), of_set(30, 2, k as u64, 3), "worker {k}");
+        }
+    }
+
+    /// Issue 19: a lossy member more than a ring behind skips to the newest frame of its
+    /// set and counts only its set's frames as missed: received + missed = published.
+    #[test]
+    fn a_lossy_set_member_counts_only_its_sets_frames_as_missed() {
+        let mut producer = ring("set-lossy", 0);
+        let name = producer.segment().name().to_string();
+        let options = ConsumerOptions {
+            delivery: Delivery::Lossy,
+            ..set_member("G", 2, 0, 2, SetMode::All)
+        };
+        let mut lossy = Consumer::attach(&name, &options).unwrap();
+        publish(&mut producer, 0..40);
+        producer.finish();
+        // Runs of set 0 below 40: [36, 38) is the newest, and 37 its newest frame.
+        assert_eq!(drain(&mut lossy), [37]);
+        assert_eq!(
+            lossy.counters(),
+            ConsumerCounters {
+                received: 1,
+                missed: 19
+            }
+        );
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!(
+            (groups[0].published, groups[0].delivered, groups[0].missed),
+            (20, 1, 19)
+        );
+    }
+
+    /// Issue 19: a holder in a set cannot extend a run over the other sets' runs; it
+    /// commits at the end of each run, then claims its set's next one.
+    #[test]
+    fn a_holder_in_a_set_commits_at_the_end_of_each_run() {
+        let mut producer = ring_of("set-hold", 16, 0);
+        let name = producer.segment().name().to_string();
+        let options = ConsumerOptions {
+            hold: true,
+            ..set_member("G", 2, 0, 2, SetMode::One)
+        };
+        let mut holder = Consumer::attach(&name, &options).unwrap();
+        publish(&mut producer, 0..8);
+        assert_eq!(holder.recv().unwrap().header().frame_id, 0);
+        assert_eq!(holder.recv().unwrap().header().frame_id, 1);
+        assert_eq!(holder.recv().err(), Some(RecvError::MustCommit));
+        holder.commit();
+        assert_eq!(holder.recv().unwrap().header().frame_id, 4);
+    }
+
+    /// Issue 19: the members of a group agree on its sets; a set must exist and belongs
+    /// to a named group.
+    #[test]
+    fn sets_are_checked_when_joining() {
+        let producer = ring("set-join", 0);
+        let name = producer.segment().name();
+        let _first = Consumer::attach(name, &set_member("G", 2, 0, 2, SetMode::All)).unwrap();
+        let error = |options| Consumer::attach(name, &options).err().unwrap().to_string();
+        assert_eq!(
+            error(set_member("G", 2, 1, 3, SetMode::All)),
+            format!("group 'G' on ring '{name}' is lossless with batch 2 in 2 sets, each member seeing every frame of its set; you asked for lossless with batch 2 in 3 sets, each member seeing every frame of its set: use the same settings")
+        );
+        assert!(
+            error(set_member("G", 2, 1, 2, SetMode::One)).contains("each shared by its members")
+        );
+        assert!(
+            error(set_member("H", 2, 2, 2, SetMode::All)).starts_with("set 2 of 2 does not exist")
+        );
+        let unnamed = ConsumerOptions {
+            group: None,
+            ..set_member("H", 2, 0, 2, SetMode::All)
+        };
+        assert!(error(unnamed).starts_with("a set is part of a group"));
+    }
+
+    /// Issue 15: a `head` of 2^64-1 made a lossy consumer spin in `claim_run`; every
+    /// delivery now ends with `Damaged` instead of wrapping arithmetic.
+    #[test]
+    fn an_impossible_head_ends_every_consumer_with_damaged() {
+        for (tag, delivery, grouped) in [
+            ("lossy", Delivery::Lossy, false),
+            ("lossless", Delivery::Lossless, false),
+            ("grp", Delivery::Lossless, true),
+        ] {
+            let producer = ring(tag, 3);
+            let options = if grouped {
+                group("G", delivery)
+            } else {
+                ConsumerOptions {
+                    delivery,
+                    ..ConsumerOptions::default()
+                }
+            };
+            let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+            producer.segment().header().head.store(u64::MAX, SeqCst);
+            let mut outcome = None;
+            // Frames before the damage may still come; the damage ends it.
+            for _ in 0..10 {
+                match consumer.recv() {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        outcome = Some(e);
+                        break;
+                    }
+                }
+            }
+            match outcome {
+                Some(RecvError::Damaged { what, .. }) => {
+                    assert!(what.contains("18446744073709551615"), "{what}")
+                }
+                other => panic!("{tag}: {other:?}"),
+            }
+        }
     }
 }

@@ -4,15 +4,40 @@
 use std::io;
 use std::path::PathBuf;
 
+/// A name as shown in a message: control characters escaped, cut to 48 characters,
+/// so a message stays one line however the name was mangled.
+pub(crate) fn shown(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(48)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() || c == '\\' || c == '\'' {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    if name.chars().count() > 48 {
+        out.push('…');
+    }
+    out
+}
+
 /// Creating a ring failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     #[error("ring name '{0}' is invalid: use 1 to 31 characters from A-Z a-z 0-9 _ - .")]
     BadName(String),
-    #[error(
-        "ring '{name}' needs {slots} slots of at least 1 byte each and at most 2^40 bytes in all"
-    )]
-    BadSize { name: String, slots: u32 },
+    #[error("ring '{name}' needs at least 1 slot; give 1 or more slots")]
+    NoSlots { name: String },
+    #[error("ring '{name}' of {slots} slots of {slot_bytes} bytes would take more than 2^40 bytes (1 TiB); use fewer or smaller slots")]
+    BadSize {
+        name: String,
+        slots: u32,
+        slot_bytes: u64,
+    },
     #[error(
         "ring '{name}' already has a live producer (pid {pid}); stop it or choose another name"
     )]
@@ -54,6 +79,12 @@ pub enum AttachError {
     },
     #[error("{path} is not a streamd ring (bad magic); remove it or choose another name")]
     BadMagic { path: PathBuf },
+    #[error("ring '{name}' at {path} was never finished by its creator (layout version still 0 after {waited_ms} ms); if its producer is gone, run `streamd clean` or remove the file, then start the producer again")]
+    NeverInitialised {
+        name: String,
+        path: PathBuf,
+        waited_ms: u64,
+    },
     #[error("ring '{name}' uses layout version {found} but this streamd speaks version {expected}; run producer and consumers from the same release")]
     Version {
         name: String,
@@ -79,8 +110,12 @@ pub enum AttachError {
     BadGroup(String),
     #[error("batch must be at least 1, got {0}")]
     BadBatch(u32),
-    #[error("only a lossless member of a named group can hold frames until it commits; give it a group and lossless delivery")]
-    HoldNeedsGroup,
+    #[error("set {set} of {sets} does not exist: give 1 to 1048576 sets and a set from 0 to one less than the sets")]
+    BadSet { set: u32, sets: u32 },
+    #[error("a set is part of a group: name the group the set belongs to")]
+    SetWithoutGroup,
+    #[error("only a lossless consumer can hold frames until it commits; use lossless delivery")]
+    HoldNeedsLossless,
     #[error("ring '{0}' has ended its stream, so no producer can resume it; create it anew")]
     Finished(String),
     #[error("could not {op} {path}: {source}")]
@@ -133,8 +168,16 @@ pub enum RecvError {
     /// A slot did not hold what the protocol guarantees; the ring is damaged.
     #[error("slot for frame sequence {seq} is damaged: {what}")]
     Corrupt { seq: u64, what: String },
+    /// The ring's shared counters are impossible (a sequence past 2^62, an end beyond
+    /// what was published): the segment is damaged and nothing more can be read.
+    #[error("ring '{ring}' is damaged ({what}); stop its producer, run `streamd clean` and start it again")]
+    Damaged { ring: String, what: String },
     /// A holding consumer (spec §5.8) must `commit()` before it can take another frame:
     /// its window is full, its next run is not contiguous, or the stream ended.
     #[error("the consumer holds frames it must commit before it can go on")]
     MustCommit,
+    /// A frame given up by `Frame::detach` was not released: a consumer that does not
+    /// hold keeps one frame at a time.
+    #[error("frame sequence {seq} is still in use; release it before reading the next")]
+    FrameDetached { seq: u64 },
 }

@@ -25,10 +25,12 @@ mod liveness;
 mod membership;
 mod producer;
 mod segment;
+mod sets;
 mod wait;
 
 pub use consumer::{
-    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Frame, LIVENESS_INTERVAL,
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, Frame, GroupSet, SetMode,
+    LIVENESS_INTERVAL,
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
@@ -36,12 +38,13 @@ pub use frame::{
     FLAG_END_OF_STREAM,
 };
 pub use liveness::ProcessId;
-pub use membership::{ConsumerSnapshot, GroupSnapshot};
+pub use membership::{ConsumerSnapshot, GroupSnapshot, SetSnapshot};
 pub use producer::{
     FrameMeta, FullPolicy, HeldSlot, OwnedRing, Producer, ProducerCounters, RingOptions,
     SlotWriter, REAP_INTERVAL,
 };
 pub use segment::{list_names, segment_path, Segment, StaleSegment};
+pub use sets::MAX_SETS;
 pub use wait::WaitMode;
 
 /// A read-only look at a ring for status tools (`streamd rings`, the dashboard).

@@ -93,13 +93,19 @@ impl Segment {
     /// A segment of the same name whose producer is gone is removed first and reported.
     pub(crate) fn create(spec: &RingSpec) -> Result<(Segment, Option<StaleSegment>), CreateError> {
         if !valid_name(&spec.name) {
-            return Err(CreateError::BadName(spec.name.clone()));
+            return Err(CreateError::BadName(super::error::shown(&spec.name)));
+        }
+        if spec.slots == 0 {
+            return Err(CreateError::NoSlots {
+                name: spec.name.clone(),
+            });
         }
         let geometry = Geometry::new(spec.slots, spec.payload_bytes)
-            .filter(|g| spec.slots > 0 && g.segment_size <= MAX_SEGMENT)
+            .filter(|g| g.segment_size <= MAX_SEGMENT)
             .ok_or_else(|| CreateError::BadSize {
                 name: spec.name.clone(),
                 slots: spec.slots,
+                slot_bytes: spec.payload_bytes,
             })?;
         let path = segment_path(&spec.name);
         let mut stale = None;
@@ -207,7 +213,7 @@ impl Segment {
     /// Opens and validates an existing segment, waiting up to `wait` for it to appear.
     pub fn open(name: &str, wait: Duration) -> Result<Segment, AttachError> {
         if !valid_name(name) {
-            return Err(AttachError::BadName(name.to_string()));
+            return Err(AttachError::BadName(super::error::shown(name)));
         }
         let path = segment_path(name);
         let started = Instant::now();
@@ -268,6 +274,7 @@ impl Segment {
             });
         }
         let started = Instant::now();
+        let mut initialising = false;
         loop {
             let len = file
                 .metadata()
@@ -288,7 +295,7 @@ impl Segment {
                             geometry,
                         });
                     }
-                    Err(Validation::Initialising) => {}
+                    Err(Validation::Initialising) => initialising = true,
                     Err(Validation::Invalid(e)) => return Err(e),
                 }
             }
@@ -299,6 +306,12 @@ impl Segment {
                         what: format!(
                             "segment is {len} bytes, shorter than its {HEADER_SIZE}-byte header"
                         ),
+                    }
+                } else if initialising {
+                    AttachError::NeverInitialised {
+                        name: name.into(),
+                        path,
+                        waited_ms: started.elapsed().as_millis() as u64,
                     }
                 } else {
                     AttachError::BadMagic { path }
@@ -477,8 +490,31 @@ fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geo
         segment_size: header.segment_size,
     };
     if stored != expected {
+        let fields = [
+            ("slot_stride", stored.slot_stride, expected.slot_stride),
+            (
+                "consumers_offset",
+                stored.consumers_offset,
+                expected.consumers_offset,
+            ),
+            (
+                "groups_offset",
+                stored.groups_offset,
+                expected.groups_offset,
+            ),
+            ("slots_offset", stored.slots_offset, expected.slots_offset),
+            ("segment_size", stored.segment_size, expected.segment_size),
+        ];
+        let differ: Vec<String> = fields
+            .iter()
+            .filter(|(_, s, e)| s != e)
+            .map(|(what, s, e)| format!("{what} {s} instead of {e}"))
+            .collect();
         return Err(layout(format!(
-            "stored offsets {stored:?} differ from the computed {expected:?}"
+            "for {} slots of {} bytes: {}",
+            expected.slot_count,
+            expected.payload_capacity,
+            differ.join(", ")
         )));
     }
     if expected.segment_size != file_len {

@@ -7,18 +7,20 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 pub const NAME_BYTES: usize = 32;
 pub const COUNTER_NAME_BYTES: usize = 32;
 pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
 /// Room for a stage's arguments as JSON.
 pub const ARGS_BYTES: usize = 8000;
-/// Room for a worker's last error message.
+/// Room for a worker's last error message, and for the last line it wrote to stderr.
 pub const ERROR_BYTES: usize = 240;
+/// Room for the names of the ring segments a worker writes, comma-separated.
+pub const OUTPUTS_BYTES: usize = 1024;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const STAGE_SIZE: usize = 8192;
-pub const ENTRY_SIZE: usize = 2048;
+pub const ENTRY_SIZE: usize = 4096;
 
 /// Pipeline states (`StatsHeader::state`).
 pub const PIPELINE_STARTING: u32 = 0;
@@ -48,6 +50,11 @@ pub const TIME_BUCKETS: usize = 24;
 /// No frame yet (`last_frame_id`), no core (`core`).
 pub const NONE: u64 = u64::MAX;
 
+/// How a worker process last ended (`WorkerEntry::exit`): the kind in the high 32 bits,
+/// the exit status or signal number in the low ones; 0 before any exit.
+pub const EXIT_CODE: u64 = 1 << 32;
+pub const EXIT_SIGNAL: u64 = 2 << 32;
+
 #[repr(C)]
 pub struct StatsHeader {
     pub magic: AtomicU64,
@@ -62,7 +69,8 @@ pub struct StatsHeader {
     /// Set by a worker whose processor's fault asks the pipeline to stop (`on_error =
     /// "stop"`); the supervisor then drains, as for `streamd stop`.
     pub stop_request: AtomicU32,
-    /// Bumped by `reset-stats`; each worker zeroes its counters when it sees a new value.
+    /// Bumped by `reset-stats`; each worker starts its shown counts again from zero (its
+    /// `reset_base`) and its processing times over when it sees a new value.
     pub reset_gen: AtomicU64,
     pub name: [AtomicU8; NAME_BYTES],
 }
@@ -116,7 +124,52 @@ pub struct WorkerEntry {
     pub counter_names: [[AtomicU8; COUNTER_NAME_BYTES]; MAX_COUNTERS],
     pub counter_values: [AtomicU64; MAX_COUNTERS],
     /// The worker's latest error message (empty: none yet).
-    pub last_error: [AtomicU8; ERROR_BYTES],
+    pub last_error: Text<ERROR_BYTES>,
+    /// How the worker's last process ended ([`EXIT_CODE`], [`EXIT_SIGNAL`]); written by
+    /// the supervisor when it reaps it.
+    pub exit: AtomicU64,
+    /// The last line the worker wrote to stderr, which the supervisor drains (written
+    /// by the supervisor's main thread).
+    pub last_stderr: Text<ERROR_BYTES>,
+    /// The ring segments this worker writes by port, comma-separated (written by the
+    /// supervisor before the worker starts).
+    pub outputs: [AtomicU8; OUTPUTS_BYTES],
+    /// 1 + the port of the output ring the worker is claiming a slot in, 0 when it is not
+    /// claiming: a worker whose heartbeat is stale while it claims waits for space (its
+    /// readers are behind), it is not stalled.
+    pub claiming: AtomicU32,
+    /// A paced source: 1 while it publishes less than 90 % of the rate it was asked for
+    /// (over its measuring window), and the rate it achieved there (f64 bits).
+    pub below_rate: AtomicU32,
+    pub achieved_fps: AtomicU64,
+    /// The frame counters above at the last `reset-stats`, stored by the worker when it
+    /// sees the reset: `status`, `top` and the metrics show counts since then; a run's
+    /// final report the whole run's, which add up (every frame counted by every stage it
+    /// passed).
+    pub reset_base: FrameCounts,
+    /// `restarts` at the last `reset-stats` (stored by the supervisor's control thread).
+    pub restarts_base: AtomicU64,
+}
+
+/// A worker's frame counters, as [`WorkerEntry::reset_base`] keeps them.
+#[repr(C)]
+pub struct FrameCounts {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub missed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A message one thread writes and anyone reads, under a seqlock (`gen` odd while it is
+/// written), so a reader never shows half of one message and half of the next.
+#[repr(C)]
+pub struct Text<const N: usize> {
+    pub gen: AtomicU64,
+    pub len: AtomicU32,
+    pub bytes: [AtomicU8; N],
 }
 
 const _: () = assert!(std::mem::size_of::<StatsHeader>() <= HEADER_SIZE);

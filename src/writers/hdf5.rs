@@ -167,6 +167,12 @@ impl Hdf5Writer {
             false,
         )?;
         h5::string_attribute(timestamps.id(), "units", "ns")?;
+        // The series description, once per file (SWMR allows no new datasets later).
+        if let Some(series) = frame.series() {
+            let json = serde_json::to_vec(&series).map_err(|e| e.to_string())?;
+            let ds = h5::values_dataset(entry.id(), "series", Element::U8, &json, "")?;
+            h5::string_attribute(ds.id(), "format", "streamd series description, JSON")?;
+        }
         let metadata = h5::group(entry.id(), "metadata", "NXcollection")?;
         let values = names
             .iter()
@@ -316,7 +322,13 @@ fn element(dtype: Dtype) -> Element {
         Dtype::U8 => Element::U8,
         Dtype::U16 => Element::U16,
         Dtype::U32 => Element::U32,
+        Dtype::U64 => Element::U64,
+        Dtype::I8 => Element::I8,
+        Dtype::I16 => Element::I16,
+        Dtype::I32 => Element::I32,
+        Dtype::I64 => Element::I64,
         Dtype::F32 => Element::F32,
+        Dtype::F64 => Element::F64,
     }
 }
 
@@ -387,14 +399,13 @@ impl Processor for Hdf5Writer {
         Ok(())
     }
 
-    fn prepare(&self, workers: u32) -> Result<(), String> {
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
+        self.destination.check_workers(wiring.workers, "data file")
+    }
+
+    fn prepare(&self, _workers: u32) -> Result<(), String> {
         h5::init()?;
         self.destination.check_folder()?;
-        if workers > 1 && !self.destination.template.names("worker") {
-            return Err(format!(
-                "with {workers} workers the data file template needs {{worker}}, or the workers would write the same files"
-            ));
-        }
         let master = self.master_path();
         if master.exists() && !self.destination.overwrite {
             return Err(format!(
@@ -402,7 +413,7 @@ impl Processor for Hdf5Writer {
                 master.display()
             ));
         }
-        Ok(())
+        self.destination.check_earlier_files("HDF5 data")
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
@@ -411,17 +422,35 @@ impl Processor for Hdf5Writer {
         if ctx.restarts > 0 {
             let _hdf5 = h5::lock();
             let files = self.data_files(self.worker);
-            let mut found = Recovered {
-                files: files.len() as u64,
-                ..Recovered::default()
-            };
-            for path in &files {
-                for id in nxmx::recover(path)? {
+            let mut found = Recovered::default();
+            for (k, path) in files.iter().enumerate() {
+                let ids = match nxmx::recover(path) {
+                    Ok(ids) => ids,
+                    // A predecessor killed while creating its last file may leave one
+                    // libhdf5 cannot open. Frames reach a file only after it is whole,
+                    // so that one holds none: it goes, and its number is used again.
+                    Err(_) if k + 1 == files.len() => {
+                        std::fs::remove_file(path).map_err(|e| {
+                            format!(
+                                "{} is unreadable and cannot be removed: {e}",
+                                path.display()
+                            )
+                        })?;
+                        eprintln!(
+                            "streamd hdf5: removed {}, which its killed writer had not finished creating (it held no frames)",
+                            path.display()
+                        );
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                found.files += 1;
+                for id in ids {
                     found.frames += 1;
                     self.seen.first_time(id);
                 }
             }
-            self.next_file = files.len() as u64 + 1;
+            self.next_file = found.files + 1;
             self.counters.recovered(&found, &ctx.previous);
         }
         Ok(())
@@ -469,9 +498,10 @@ impl Processor for Hdf5Writer {
             0 => String::new(),
             n => format!(" ({n} frames stored twice after a crash are shown once)"),
         };
+        let shown = master.canonicalize().unwrap_or(master);
         Ok(Some(format!(
             "{}: {} frames from {} data files in frame-id order{duplicates}",
-            master.display(),
+            shown.display(),
             summary.frames,
             files.len()
         )))
@@ -487,5 +517,45 @@ impl Processor for Hdf5Writer {
         list.push(("frames_with_unstored_values".into(), self.values_not_stored));
         list.push(("late_frames".into(), self.reorder.late));
         list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restarted(folder: &std::path::Path) -> Result<Hdf5Writer, String> {
+        let mut writer = Hdf5Writer::default();
+        writer.configure("folder", &ArgValue::String(folder.display().to_string()))?;
+        writer.start(&StageContext {
+            stage: "h5".into(),
+            worker: 0,
+            workers: 1,
+            inputs: 1,
+            outputs: Vec::new(),
+            restarts: 1,
+            previous: Vec::new(),
+        })?;
+        Ok(writer)
+    }
+
+    #[test]
+    fn a_last_file_its_killed_writer_never_finished_is_removed_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scan_data_000001.h5");
+        std::fs::write(&path, b"not yet an HDF5 file").unwrap();
+        let writer = restarted(dir.path()).expect("the restart goes on");
+        assert!(!path.exists());
+        assert_eq!(writer.next_file, 1, "its number is used again");
+    }
+
+    #[test]
+    fn an_unreadable_file_before_the_last_stops_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("scan_data_000001.h5"), b"damaged").unwrap();
+        std::fs::write(dir.path().join("scan_data_000002.h5"), b"damaged").unwrap();
+        let err = restarted(dir.path()).err().expect("refused");
+        assert!(err.contains("scan_data_000001.h5"), "{err}");
+        assert!(dir.path().join("scan_data_000001.h5").exists());
     }
 }

@@ -586,6 +586,10 @@ pub enum Element {
     U16,
     U32,
     U64,
+    I8,
+    I16,
+    I32,
+    I64,
     F32,
     F64,
 }
@@ -598,6 +602,10 @@ impl Element {
             Element::U16 => *h5t::H5T_STD_U16LE,
             Element::U32 => *h5t::H5T_STD_U32LE,
             Element::U64 => *h5t::H5T_STD_U64LE,
+            Element::I8 => *h5t::H5T_STD_I8LE,
+            Element::I16 => *h5t::H5T_STD_I16LE,
+            Element::I32 => *h5t::H5T_STD_I32LE,
+            Element::I64 => *h5t::H5T_STD_I64LE,
             Element::F32 => *h5t::H5T_IEEE_F32LE,
             Element::F64 => *h5t::H5T_IEEE_F64LE,
         }
@@ -609,6 +617,10 @@ impl Element {
             Element::U16 => *h5t::H5T_NATIVE_UINT16,
             Element::U32 => *h5t::H5T_NATIVE_UINT32,
             Element::U64 => *h5t::H5T_NATIVE_UINT64,
+            Element::I8 => *h5t::H5T_NATIVE_INT8,
+            Element::I16 => *h5t::H5T_NATIVE_INT16,
+            Element::I32 => *h5t::H5T_NATIVE_INT32,
+            Element::I64 => *h5t::H5T_NATIVE_INT64,
             Element::F32 => *h5t::H5T_NATIVE_FLOAT,
             Element::F64 => *h5t::H5T_NATIVE_DOUBLE,
         }
@@ -620,10 +632,10 @@ impl Element {
 
     pub fn size(self) -> usize {
         match self {
-            Element::U8 => 1,
-            Element::U16 => 2,
-            Element::U32 | Element::F32 => 4,
-            Element::U64 | Element::F64 => 8,
+            Element::U8 | Element::I8 => 1,
+            Element::U16 | Element::I16 => 2,
+            Element::U32 | Element::I32 | Element::F32 => 4,
+            Element::U64 | Element::I64 | Element::F64 => 8,
         }
     }
 }
@@ -777,18 +789,37 @@ fn scalar_space() -> Result<Handle, String> {
 
 /// A fixed-length string attribute (how NeXus tools expect `NX_class`, `units`).
 pub fn string_attribute(object: hid_t, name: &str, value: &str) -> Result<(), String> {
-    let (c_name, text) = (c_string(name), c_string(value));
-    let what = format!("could not write attribute {name}");
+    let text = c_string(value);
     let t = string_type(value)?;
-    let space = scalar_space()?;
-    // SAFETY: live identifiers; the buffer holds the type's size in bytes.
+    // The type is sized to the text (at least 1 byte): the bytes with the NUL hold it.
+    typed_attribute(
+        object,
+        name,
+        (t.id, t.id),
+        &scalar_space()?,
+        text.as_bytes_with_nul(),
+    )
+}
+
+/// An attribute of `space` whose (file, memory) types are `types`, written from `bytes`.
+fn typed_attribute(
+    object: hid_t,
+    name: &str,
+    (file_type, memory_type): (hid_t, hid_t),
+    space: &Handle,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let c_name = c_string(name);
+    let what = format!("could not write attribute {name}");
+    // SAFETY: live identifiers; `bytes` holds every element of the dataspace in the
+    // memory type.
     unsafe {
         let attr = Handle {
             id: check_id(
                 h5a::H5Acreate2(
                     object,
                     c_name.as_ptr(),
-                    t.id,
+                    file_type,
                     space.id,
                     h5p::H5P_DEFAULT,
                     h5p::H5P_DEFAULT,
@@ -797,7 +828,10 @@ pub fn string_attribute(object: hid_t, name: &str, value: &str) -> Result<(), St
             )?,
             close: h5a::H5Aclose,
         };
-        check(h5a::H5Awrite(attr.id, t.id, text.as_ptr().cast()), &what)
+        check(
+            h5a::H5Awrite(attr.id, memory_type, bytes.as_ptr().cast()),
+            &what,
+        )
     }
 }
 
@@ -1252,30 +1286,13 @@ fn typed_dataset(
 
 /// An f64 array attribute (a transformation's `vector` and `offset`).
 pub fn f64s_attribute(object: hid_t, name: &str, values: &[f64]) -> Result<(), String> {
-    let c_name = c_string(name);
-    let what = format!("could not write attribute {name}");
-    let space = simple_space(&[values.len() as u64])?;
-    // SAFETY: live identifiers; `values` holds every element of the dataspace.
-    unsafe {
-        let attr = Handle {
-            id: check_id(
-                h5a::H5Acreate2(
-                    object,
-                    c_name.as_ptr(),
-                    Element::F64.file_type(),
-                    space.id,
-                    h5p::H5P_DEFAULT,
-                    h5p::H5P_DEFAULT,
-                ),
-                &what,
-            )?,
-            close: h5a::H5Aclose,
-        };
-        check(
-            h5a::H5Awrite(attr.id, Element::F64.memory_type(), values.as_ptr().cast()),
-            &what,
-        )
-    }
+    typed_attribute(
+        object,
+        name,
+        Element::F64.types(),
+        &simple_space(&[values.len() as u64])?,
+        bytemuck::cast_slice(values),
+    )
 }
 
 /// One piece of a virtual dataset: `count` frames from `first` (in the virtual

@@ -13,6 +13,7 @@ pub mod tiff;
 
 use crate::processors::{unknown_key, ArgValue, Fault};
 use crate::ring::{AttrValue, Dtype, Frame, FrameHeader};
+use crate::series::Series;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -79,6 +80,17 @@ impl Destination {
         self.folder.join(self.template.render(&self.prefix, values))
     }
 
+    /// Refuses several workers when the template cannot tell their files apart: they
+    /// would write the same files, and a restarted worker could not find its own.
+    pub fn check_workers(&self, workers: u32, files: &str) -> Result<(), String> {
+        if workers > 1 && !self.template.names("worker") {
+            return Err(format!(
+                "with {workers} workers the {files} template needs {{worker}}, so that each worker's files have names of their own"
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the folder exists, is a folder, and takes a new file (probed by creating
     /// and removing one), so a wrong folder fails the run before any frame is taken.
     pub fn check_folder(&self) -> Result<(), String> {
@@ -120,6 +132,39 @@ impl Destination {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a folder already holding files the template names (an earlier run's),
+    /// unless `overwrite` is set: each would fail to be written, or be replaced.
+    pub fn check_earlier_files(&self, files: &str) -> Result<(), String> {
+        if self.overwrite {
+            return Ok(());
+        }
+        let sample = self.path(&[]);
+        let folder = match sample.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut found: Vec<String> = std::fs::read_dir(folder)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| self.template.matches(&self.prefix, name, &[]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if found.is_empty() {
+            return Ok(());
+        }
+        found.sort();
+        Err(format!(
+            "{} already holds {} {files} file(s) named like this writer's ({}{}), from an earlier run; set overwrite = true to replace them, or change `prefix` or `folder`",
+            folder.display(),
+            found.len(),
+            found[0],
+            if found.len() > 1 { ", ..." } else { "" }
+        ))
     }
 }
 
@@ -270,6 +315,11 @@ impl Template {
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
             && sample.components().next().is_some();
+        if sample.components().all(|c| matches!(c, Component::CurDir)) {
+            return Err(format!(
+                "template \"{text}\" names no file; give a file name such as \"{{prefix}}_{{frame_id:06}}.tiff\""
+            ));
+        }
         if !confined {
             return Err(format!(
                 "template \"{text}\" would write outside the output folder; use a relative name without '..'"
@@ -485,6 +535,7 @@ pub struct KeptFrame {
     header: FrameHeader,
     payload: Vec<u8>,
     values: Vec<(String, f64)>,
+    series: Option<Series>,
 }
 
 impl Incoming<'_> {
@@ -502,11 +553,25 @@ impl Incoming<'_> {
         }
     }
 
-    /// Calls `f` with each numeric attribute (text attributes are not stored as values).
+    /// The series description the frame carries (`series.*` attributes).
+    pub fn series(&self) -> Option<Series> {
+        match self {
+            Incoming::Slot(frame) => {
+                Series::from_attributes(frame.attributes().filter_map(Result::ok))
+            }
+            Incoming::Kept(kept) => kept.series.clone(),
+        }
+    }
+
+    /// Calls `f` with each numeric attribute of the frame (text attributes are not
+    /// stored as values, and the series description is stored once per file).
     pub fn for_each_value(&self, mut f: impl FnMut(&str, f64)) {
         match self {
             Incoming::Slot(frame) => {
                 for (key, value) in frame.attributes().filter_map(Result::ok) {
+                    if key.starts_with(crate::series::PREFIX) {
+                        continue;
+                    }
                     match value {
                         AttrValue::I64(i) => f(key, i as f64),
                         AttrValue::F64(x) => f(key, x),
@@ -637,6 +702,7 @@ impl Reorder {
                         header: frame.header().clone(),
                         payload: frame.payload().to_vec(),
                         values,
+                        series: Incoming::Slot(frame).series(),
                     },
                 );
                 Placement::Kept
@@ -679,14 +745,14 @@ mod tests {
             t.render("a", &[("frame_id", 7), ("worker", 1)]),
             "w1/a-7.tif"
         );
-        for bad in [
-            "../{frame_id}.tiff",
-            "/tmp/{frame_id}.tiff",
-            "a/../../b",
-            "",
-        ] {
+        for bad in ["../{frame_id}.tiff", "/tmp/{frame_id}.tiff", "a/../../b"] {
             let err = Template::parse(bad, NAMES).unwrap_err();
             assert!(err.contains("outside the output folder"), "{bad}: {err}");
+        }
+        // Issue 15: "." names the folder itself, no file; it is not "outside".
+        for bad in ["", ".", "./."] {
+            let err = Template::parse(bad, NAMES).unwrap_err();
+            assert!(err.contains("names no file"), "{bad}: {err}");
         }
         assert!(Template::parse("{nope}.tiff", NAMES)
             .unwrap_err()

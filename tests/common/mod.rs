@@ -108,22 +108,28 @@ pub fn read_records(path: &Path) -> Vec<(u64, BTreeMap<String, String>)> {
 
 /// Waits until `ring` has published at least `count` frames (so a kill lands mid-stream).
 pub fn wait_published(ring: &str, count: u64) {
+    wait_ring(ring, &format!("{count} frames published"), |r| {
+        r["published"].as_u64().is_some_and(|p| p >= count)
+    });
+}
+
+/// Waits until `ring`'s entry in `streamd rings --json` satisfies `ready`; returns it.
+pub fn wait_ring(ring: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     while started.elapsed() < HANG_GUARD {
         let out = streamd().args(["rings", "--json"]).output().expect("rings");
         let v: Value = serde_json::from_slice(&out.stdout).expect("rings json");
-        let published = v["rings"]
+        let entry = v["rings"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|r| r["name"] == ring)
-            .and_then(|r| r["published"].as_u64());
-        if published.is_some_and(|p| p >= count) {
-            return;
+            .find(|r| r["name"] == ring);
+        if let Some(entry) = entry.filter(|r| ready(r)) {
+            return entry.clone();
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    panic!("ring {ring} never published {count} frames");
+    panic!("ring {ring} never reached: {what}");
 }
 
 /// Writes a `.npy` stack of `frames` u16 frames of `ny` × `nx`; pixel `i` of frame `f`
@@ -158,6 +164,13 @@ pub fn kill9(child: &Child) {
     // SAFETY: sending a signal to a pid we spawned and have not reaped yet.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     assert_eq!(rc, 0, "kill -9 {}", child.id());
+}
+
+/// SIGTERM: a `sim` then ends its stream and prints its counters.
+pub fn terminate(child: &Child) {
+    // SAFETY: sending a signal to a pid we spawned and have not reaped yet.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill -TERM {}", child.id());
 }
 
 // ---- Pipelines (`streamd run`) ----------------------------------------------------
@@ -305,4 +318,28 @@ pub fn run_edited(fixture_file: &str, tag: &str, dir: &Path, edits: &[(&str, &st
 /// Worker 0's processor counter `key` in a final report.
 pub fn counter(report: &Value, stage_name: &str, key: &str) -> u64 {
     num(&worker(report, stage_name, 0)["counters"], key)
+}
+
+// ---- Disks ------------------------------------------------------------------------
+
+/// A folder of `bytes` on a tmpfs of its own when the machine lets us mount one;
+/// otherwise `None` (the caller limits the writer's file size instead).
+pub fn small_disk(dir: &Path, bytes: u64) -> Option<PathBuf> {
+    let mount = dir.join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(&mount)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then_some(mount)
+}
+
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }

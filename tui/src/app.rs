@@ -3,9 +3,9 @@
 //! selected. No I/O here: the loop in `terminal.rs` feeds it snapshots and keys, and
 //! carries out the [`Action`]s it returns.
 
-use crate::model::{Command, LiveFrame, Snapshot, Source, Worker};
+use crate::model::{Command, LiveFrame, Snapshot, Source, Stage, Worker};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Margin, Rect};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -109,6 +109,8 @@ pub struct App {
     pub live: Option<Live>,
     pub confirm_stop: bool,
     pub frozen: bool,
+    /// The list of keys is shown over the screen; any key closes it.
+    pub help: bool,
     /// The reply to the last command, shown on the help line for a while.
     pub message: Option<(String, Instant)>,
     /// The terminal's size at the last draw: the live view samples frames to fit it.
@@ -134,6 +136,7 @@ impl App {
             live: None,
             confirm_stop: false,
             frozen: false,
+            help: false,
             message: None,
             area: Rect::default(),
         }
@@ -375,23 +378,20 @@ impl App {
         if old.state != new.state {
             self.event(format!("pipeline {}", new.state), false);
         }
-        let before: u64 = old
-            .stages
-            .iter()
-            .flat_map(|s| &s.workers)
-            .map(|w| w.frames_in)
-            .sum();
-        let after: u64 = new
-            .stages
-            .iter()
-            .flat_map(|s| &s.workers)
-            .map(|w| w.frames_in)
-            .sum();
-        if after < before {
+        // One event per reset, however many refreshes its workers take to follow it.
+        if new.resets != old.resets {
             self.event("statistics reset".into(), false);
             self.ticked.clear();
         }
         for (stage, old_stage) in new.stages.iter().zip(&old.stages) {
+            if stage.below_rate && !old_stage.below_rate {
+                self.event(format!("{} {}", stage.name, rate_text(stage)), true);
+            } else if old_stage.below_rate && !stage.below_rate {
+                self.event(
+                    format!("{} holds the rate asked for again", stage.name),
+                    false,
+                );
+            }
             if stage.args != old_stage.args {
                 let from = stage
                     .workers
@@ -407,8 +407,9 @@ impl App {
             for (w, was) in stage.workers.iter().zip(&old_stage.workers) {
                 let who = format!("{} w{}", stage.name, w.worker);
                 let why = w
-                    .last_error
+                    .reason
                     .as_deref()
+                    .or(w.last_error.as_deref())
                     .map_or(String::new(), |e| format!(": {e}"));
                 if w.restarts > was.restarts {
                     self.event(
@@ -418,6 +419,12 @@ impl App {
                         ),
                         true,
                     );
+                }
+                if w.stalled && !was.stalled {
+                    let why = w.reason.as_deref().unwrap_or("no sign of life");
+                    self.event(format!("{who} stalled: {why}"), true);
+                } else if was.stalled && !w.stalled && w.pid == was.pid {
+                    self.event(format!("{who} shows signs of life again"), false);
                 }
                 if w.state != was.state {
                     match w.state.as_str() {
@@ -447,7 +454,7 @@ impl App {
         let Some(ring) = self.live_ring() else {
             return;
         };
-        let (width, height) = crate::ui::live_pixels(self);
+        let (width, height) = self.live_pixels();
         let Some(live) = self.live.as_mut() else {
             return;
         };
@@ -477,6 +484,10 @@ impl App {
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             return Some(Action::Quit);
         }
+        if self.help {
+            self.help = false;
+            return None;
+        }
         if self.confirm_stop {
             self.confirm_stop = false;
             return match key.code {
@@ -487,15 +498,23 @@ impl App {
                 }
             };
         }
+        if key.code == KeyCode::Char('?') {
+            self.help = true;
+            return None;
+        }
         if let Screen::Choose { names, selected } = &mut self.screen {
             match key.code {
                 KeyCode::Up => *selected = selected.saturating_sub(1),
-                KeyCode::Down => *selected = (*selected + 1).min(names.len() - 1),
+                KeyCode::Down => *selected = (*selected + 1).min(names.len().saturating_sub(1)),
                 KeyCode::Enter => {
-                    self.pipeline = Some(names[*selected].clone());
-                    self.screen = Screen::Overview;
-                    self.snapshot = None;
-                    self.forget_history();
+                    // The list is empty until the next refresh has looked for pipelines.
+                    if let Some(name) = names.get(*selected) {
+                        self.pipeline = Some(name.clone());
+                        self.screen = Screen::Overview;
+                        self.snapshot = None;
+                        self.detail = false;
+                        self.forget_history();
+                    }
                 }
                 KeyCode::Char('q') | KeyCode::Esc => return Some(Action::Quit),
                 _ => {}
@@ -520,21 +539,25 @@ impl App {
                     }),
                 }
             }
-            KeyCode::Left | KeyCode::Right if self.live.is_some() => {
+            KeyCode::Left | KeyCode::Right => {
                 let count = self.snapshot.as_ref().map_or(0, |s| s.rings.len()).max(1);
-                let live = self.live.as_mut().expect("checked");
-                live.ring = if key.code == KeyCode::Left {
-                    (live.ring + count - 1) % count
-                } else {
-                    (live.ring + 1) % count
-                };
-                live.frame = None;
-                live.last_read = None;
+                if let Some(live) = self.live.as_mut() {
+                    live.ring = if key.code == KeyCode::Left {
+                        (live.ring + count - 1) % count
+                    } else {
+                        (live.ring + 1) % count
+                    };
+                    live.frame = None;
+                    live.last_read = None;
+                }
             }
             KeyCode::Char('r') => return Some(Action::Send(Command::ResetStats)),
             KeyCode::Char('s') if self.snapshot.is_some() => self.confirm_stop = true,
             KeyCode::Char('p') => self.frozen = !self.frozen,
             KeyCode::Char('c') => {
+                // The chooser fills from the next refresh, which a frozen view skips:
+                // choosing means watching live again.
+                self.frozen = false;
                 self.screen = Screen::Choose {
                     names: Vec::new(),
                     selected: 0,
@@ -547,16 +570,148 @@ impl App {
 
     /// The ring the selected worker's stage reads (its group's ring), else the first.
     fn ring_of_selected(&self) -> usize {
-        let (Some(snapshot), Some(&(stage, _))) = (&self.snapshot, self.rows().get(self.selected))
+        let Some(snapshot) = &self.snapshot else {
+            return 0;
+        };
+        let Some(stage) = self
+            .rows()
+            .get(self.selected)
+            .and_then(|&(stage, _)| snapshot.stages.get(stage))
         else {
             return 0;
         };
-        let name = &snapshot.stages[stage].name;
         snapshot
             .rings
             .iter()
-            .position(|r| r.groups.iter().any(|g| group_stage(&g.name) == name))
+            .position(|r| r.groups.iter().any(|g| group_stage(&g.name) == stage.name))
             .unwrap_or(0)
+    }
+
+    /// Every kind of loss, summed: `missed 12 (most: check w0)`, `dropped 3 (most: source
+    /// w0)`, frames the producer could not publish, failed workers.
+    pub fn loss_summary(&self) -> Vec<String> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let mut parts = Vec::new();
+        for (what, get) in [
+            ("missed", (|w: &Worker| w.missed) as fn(&Worker) -> u64),
+            ("dropped", |w| w.dropped),
+            ("errors", |w| w.errors),
+        ] {
+            let mut total = 0;
+            let mut worst: Option<(u64, String)> = None;
+            for stage in &s.stages {
+                for w in &stage.workers {
+                    let n = get(w);
+                    total += n;
+                    if n > 0 && worst.as_ref().is_none_or(|(m, _)| n > *m) {
+                        worst = Some((n, format!("{} w{}", stage.name, w.worker)));
+                    }
+                }
+            }
+            // A worst worker exists exactly when the total is not zero.
+            if let Some((_, who)) = worst {
+                parts.push(format!("{what} {total} (most: {who})"));
+            }
+        }
+        let ring_dropped: u64 = s.rings.iter().map(|r| r.dropped).sum();
+        if ring_dropped > 0 {
+            parts.push(format!("not published (ring full) {ring_dropped}"));
+        }
+        let failed: Vec<String> = s
+            .stages
+            .iter()
+            .flat_map(|st| {
+                st.workers
+                    .iter()
+                    .filter(|w| w.state == "failed")
+                    .map(move |w| match &w.last_exit {
+                        Some(how) => format!("{} w{} ({how})", st.name, w.worker),
+                        None => format!("{} w{}", st.name, w.worker),
+                    })
+            })
+            .collect();
+        if !failed.is_empty() {
+            parts.push(format!("FAILED: {}", failed.join(", ")));
+        }
+        for stage in s.stages.iter().filter(|st| st.below_rate) {
+            parts.push(format!(
+                "{} {}",
+                stage.name.to_uppercase(),
+                rate_text(stage)
+            ));
+        }
+        let stalled: Vec<String> = s
+            .stages
+            .iter()
+            .flat_map(|st| {
+                st.workers
+                    .iter()
+                    .filter(|w| w.stalled)
+                    .map(move |w| format!("{} w{}", st.name, w.worker))
+            })
+            .collect();
+        if !stalled.is_empty() {
+            parts.push(format!("STALLED: {}", stalled.join(", ")));
+        }
+        parts
+    }
+
+    /// Where each panel of the overview goes in `area`. The App owns it, not the
+    /// drawing, because the live view samples its frames to the live panel's size.
+    pub(crate) fn layout(&self, area: Rect) -> Areas {
+        let mut rest = area;
+        let help = Rect {
+            y: area.bottom().saturating_sub(1),
+            height: 1.min(area.height),
+            ..area
+        };
+        rest.height = rest.height.saturating_sub(1);
+        let title = take(&mut rest, 1);
+        let banner =
+            (!self.loss_summary().is_empty() || self.problem.is_some()).then(|| take(&mut rest, 1));
+        let rows = self.rows().len() as u16;
+        let table_height = (rows + 3).min(rest.height);
+        // What is left below the table goes to the live view, or to throughput and rings
+        // and the events; a short terminal keeps only the table.
+        let below = rest.height - table_height;
+        let mut areas = Areas {
+            title,
+            banner,
+            help,
+            ..Areas::default()
+        };
+        if below < 5 {
+            areas.table = rest;
+            return areas;
+        }
+        areas.table = take(&mut rest, table_height);
+        if self.live.is_some() {
+            areas.live = Some(rest);
+            return areas;
+        }
+        let stages = self.snapshot.as_ref().map_or(0, |s| s.stages.len()) as u16;
+        let ring_lines = self.snapshot.as_ref().map_or(0, Snapshot::ring_lines) as u16;
+        let middle =
+            (stages.max(ring_lines) + 2).min(rest.height.saturating_sub(3).max(rest.height / 2));
+        let middle = take(&mut rest, middle);
+        let [left, right] = middle.layout(&Layout::horizontal([
+            Constraint::Percentage(50),
+            Constraint::Percentage(50),
+        ]));
+        areas.throughput = Some(left);
+        areas.rings = Some(right);
+        areas.events = (rest.height >= 3).then_some(rest);
+        areas
+    }
+
+    /// How many pixels the live view shows in a terminal of [`App::area`]: a column
+    /// each, two rows per line (half blocks), inside the panel's border.
+    pub fn live_pixels(&self) -> (usize, usize) {
+        let live = self.layout(self.area).live.unwrap_or_default();
+        let inner = live.inner(Margin::new(1, 1));
+        (usize::from(inner.width), 2 * usize::from(inner.height))
     }
 
     /// Shows `text` on the help line for a few seconds.
@@ -571,6 +726,37 @@ impl App {
             .filter(|(_, at)| at.elapsed() < Duration::from_secs(5))
             .map(|(t, _)| t.as_str())
     }
+}
+
+/// `below the rate asked for: 42.3 of 100 frames/s` for a source short of its rate.
+pub fn rate_text(stage: &Stage) -> String {
+    format!(
+        "below the rate asked for: {:.1} of {} frames/s",
+        stage.achieved_fps.unwrap_or_default(),
+        stage.requested_fps.unwrap_or_default()
+    )
+}
+
+/// Where each panel of the overview goes; `None` for panels that do not fit.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Areas {
+    pub title: Rect,
+    pub banner: Option<Rect>,
+    pub table: Rect,
+    pub throughput: Option<Rect>,
+    pub rings: Option<Rect>,
+    pub live: Option<Rect>,
+    pub events: Option<Rect>,
+    pub help: Rect,
+}
+
+/// Splits `height` rows off the top of `area`.
+pub(crate) fn take(area: &mut Rect, height: u16) -> Rect {
+    let height = height.min(area.height);
+    let top = Rect { height, ..*area };
+    area.y += height;
+    area.height -= height;
+    top
 }
 
 /// The stage a ring group belongs to: `STAGE`, `STAGE.N` (broadcast) or `STAGE.mN`

@@ -1,8 +1,8 @@
 //! Drawing the dashboard: `impl Widget for &App`, one function per panel. No I/O here;
 //! everything shown comes from the [`App`].
 
-use crate::app::{group_stage, App, Screen, HISTORY_SECONDS};
-use crate::model::{LiveFrame, Ring, Snapshot, Worker};
+use crate::app::{group_stage, take, App, Screen, HISTORY_SECONDS};
+use crate::model::{LiveFrame, Ring, Snapshot};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -18,84 +18,9 @@ pub const MIN_HEIGHT: u16 = 8;
 
 const LOSS: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 const WARN: Style = Style::new().fg(Color::Yellow);
+const STALLED: Style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
 const DIM: Style = Style::new().fg(Color::DarkGray);
 const HEADER: Style = Style::new().add_modifier(Modifier::BOLD);
-
-/// Where each panel of the overview goes; `None` for panels that do not fit.
-#[derive(Debug, Clone, Copy, Default)]
-struct Areas {
-    title: Rect,
-    banner: Option<Rect>,
-    table: Rect,
-    throughput: Option<Rect>,
-    rings: Option<Rect>,
-    live: Option<Rect>,
-    events: Option<Rect>,
-    help: Rect,
-}
-
-/// Splits `height` rows off the top of `area`.
-fn take(area: &mut Rect, height: u16) -> Rect {
-    let height = height.min(area.height);
-    let top = Rect { height, ..*area };
-    area.y += height;
-    area.height -= height;
-    top
-}
-
-fn layout(area: Rect, app: &App) -> Areas {
-    let mut rest = area;
-    let help = Rect {
-        y: area.bottom().saturating_sub(1),
-        height: 1.min(area.height),
-        ..area
-    };
-    rest.height = rest.height.saturating_sub(1);
-    let title = take(&mut rest, 1);
-    let banner =
-        (!loss_summary(app).is_empty() || app.problem.is_some()).then(|| take(&mut rest, 1));
-    let rows = app.rows().len() as u16;
-    let table_height = (rows + 3).min(rest.height);
-    // What is left below the table goes to the live view, or to throughput and rings
-    // and the events; a short terminal keeps only the table.
-    let below = rest.height - table_height;
-    let mut areas = Areas {
-        title,
-        banner,
-        help,
-        ..Areas::default()
-    };
-    if below < 5 {
-        areas.table = rest;
-        return areas;
-    }
-    areas.table = take(&mut rest, table_height);
-    if app.live.is_some() {
-        areas.live = Some(rest);
-        return areas;
-    }
-    let stages = app.snapshot.as_ref().map_or(0, |s| s.stages.len()) as u16;
-    let ring_lines = app.snapshot.as_ref().map_or(0, |s| ring_lines(s).len()) as u16;
-    let middle =
-        (stages.max(ring_lines) + 2).min(rest.height.saturating_sub(3).max(rest.height / 2));
-    let middle = take(&mut rest, middle);
-    let [left, right] = middle.layout(&ratatui::layout::Layout::horizontal([
-        Constraint::Percentage(50),
-        Constraint::Percentage(50),
-    ]));
-    areas.throughput = Some(left);
-    areas.rings = Some(right);
-    areas.events = (rest.height >= 3).then_some(rest);
-    areas
-}
-
-/// How many pixels the live view shows in a terminal of `area`: a column each, two
-/// rows per line (half blocks).
-pub fn live_pixels(app: &App) -> (usize, usize) {
-    let live = layout(app.area, app).live.unwrap_or_default();
-    let inner = Block::bordered().inner(live);
-    (usize::from(inner.width), 2 * usize::from(inner.height))
-}
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
@@ -113,7 +38,49 @@ impl Widget for &App {
             Screen::Choose { names, selected } => chooser(names, *selected, area, buf),
             _ => overview(self, area, buf),
         }
+        if self.help {
+            help(area, buf);
+        }
     }
+}
+
+/// The keys `top` answers to, with what each does.
+const KEYS: [(&str, &str); 11] = [
+    ("q", "quit"),
+    ("Esc", "close the detail or the live view; else quit"),
+    ("↑ ↓", "select a worker (a pipeline in the chooser)"),
+    (
+        "Enter",
+        "the selected worker's detail (watch, in the chooser)",
+    ),
+    ("v", "live view of the newest frame of a ring"),
+    ("← →", "the live view's previous or next ring"),
+    ("r", "reset the pipeline's statistics"),
+    ("s", "stop the pipeline (asks first)"),
+    ("p", "freeze or resume the display"),
+    ("c", "choose another pipeline"),
+    ("Ctrl-C", "quit"),
+];
+
+/// The list of keys over the screen (`?`).
+fn help(area: Rect, buf: &mut Buffer) {
+    let popup = area.centered(
+        Constraint::Length(64.min(area.width)),
+        Constraint::Length((KEYS.len() as u16 + 2).min(area.height)),
+    );
+    Clear.render(popup, buf);
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(key, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {key:<7}"), HEADER),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    Paragraph::new(lines)
+        .block(Block::bordered().title(" keys · any key closes "))
+        .render(popup, buf);
 }
 
 fn waiting(app: &App, area: Rect, buf: &mut Buffer) {
@@ -165,7 +132,7 @@ fn chooser(names: &[String], selected: usize, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines)
         .block(Block::bordered().title(" streamd top · choose a pipeline "))
         .render(body, buf);
-    Line::from("↑↓ select  Enter watch  q quit")
+    Line::from("↑↓ select  Enter watch  q quit  ? keys")
         .style(DIM)
         .render(
             Rect {
@@ -178,7 +145,7 @@ fn chooser(names: &[String], selected: usize, area: Rect, buf: &mut Buffer) {
 }
 
 fn overview(app: &App, area: Rect, buf: &mut Buffer) {
-    let areas = layout(area, app);
+    let areas = app.layout(area);
     title(app, areas.title, buf);
     if let Some(banner) = areas.banner {
         banner_line(app).render(banner, buf);
@@ -229,60 +196,8 @@ fn title(app: &App, area: Rect, buf: &mut Buffer) {
     Line::from(spans).render(area, buf);
 }
 
-/// Every kind of loss, summed: `missed 12 (check w0), dropped 3 (source w0)`.
-fn loss_summary(app: &App) -> Vec<String> {
-    let Some(s) = &app.snapshot else {
-        return Vec::new();
-    };
-    let mut parts = Vec::new();
-    let mut add = |what: &str, total: u64, worst: Option<String>| {
-        if total > 0 {
-            parts.push(match worst {
-                Some(who) => format!("{what} {total} (most: {who})"),
-                None => format!("{what} {total}"),
-            });
-        }
-    };
-    for (what, get) in [
-        ("missed", (|w: &Worker| w.missed) as fn(&Worker) -> u64),
-        ("dropped", |w| w.dropped),
-        ("errors", |w| w.errors),
-    ] {
-        let mut total = 0;
-        let mut worst: Option<(u64, String)> = None;
-        for stage in &s.stages {
-            for w in &stage.workers {
-                let n = get(w);
-                total += n;
-                if n > 0 && worst.as_ref().is_none_or(|(m, _)| n > *m) {
-                    worst = Some((n, format!("{} w{}", stage.name, w.worker)));
-                }
-            }
-        }
-        add(what, total, worst.map(|(_, who)| who));
-    }
-    let ring_dropped: u64 = s.rings.iter().map(|r| r.dropped).sum();
-    if ring_dropped > 0 {
-        parts.push(format!("not published (ring full) {ring_dropped}"));
-    }
-    let failed: Vec<String> = s
-        .stages
-        .iter()
-        .flat_map(|st| {
-            st.workers
-                .iter()
-                .filter(|w| w.state == "failed")
-                .map(move |w| format!("{} w{}", st.name, w.worker))
-        })
-        .collect();
-    if !failed.is_empty() {
-        parts.push(format!("FAILED: {}", failed.join(", ")));
-    }
-    parts
-}
-
 fn banner_line(app: &App) -> Line<'static> {
-    let loss = loss_summary(app);
+    let loss = app.loss_summary();
     let mut spans = Vec::new();
     if !loss.is_empty() {
         spans.push(Span::styled(
@@ -309,7 +224,7 @@ struct Column {
     rank: u8,
 }
 
-const COLUMNS: [Column; 15] = [
+const COLUMNS: [Column; 16] = [
     Column {
         title: "STAGE",
         width: 10,
@@ -385,6 +300,13 @@ const COLUMNS: [Column; 15] = [
         width: 7,
         rank: 3,
     },
+    // Why a worker is not running as it should: the width left over, when at least
+    // this much is (the banner names failed workers in any case).
+    Column {
+        title: "REASON",
+        width: 16,
+        rank: 6,
+    },
 ];
 
 /// The columns that fit in `width`, dropping the lowest-ranked first.
@@ -416,8 +338,11 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                 "W" => Cell::from(worker.worker.to_string()),
                 "PID" => Cell::from(worker.pid.to_string()),
                 "CORE" => Cell::from(worker.core.map_or("-".into(), |c| c.to_string())),
-                "STATE" => Cell::from(worker.state.clone()).style(state_style(&worker.state)),
+                "STATE" => Cell::from(worker.shown_state().to_string())
+                    .style(state_style(worker.shown_state())),
                 "IN/s" => number(rate(rates.fps_in)),
+                // A source short of the rate it is asked for.
+                "OUT/s" if stage.below_rate => number(rate(rates.fps_out)).style(WARN.bold()),
                 "OUT/s" => number(rate(rates.fps_out)),
                 "MB/s" => number(rate(mb)),
                 "LAG" => number(count(worker.lag)),
@@ -433,14 +358,17 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                     }
                 }
                 "P50" => number(micros(worker.proc_us_p50)),
-                _ => number(micros(worker.proc_us_p99)),
+                "P99" => number(micros(worker.proc_us_p99)),
+                _ => Cell::from(worker.reason.clone().unwrap_or_default())
+                    .style(state_style(worker.shown_state())),
             });
             rows.push(Row::new(cells.collect::<Vec<_>>()));
         }
     }
-    let widths = columns
-        .iter()
-        .map(|&c| Constraint::Length(COLUMNS[c].width));
+    let widths = columns.iter().map(|&c| match COLUMNS[c].title {
+        "REASON" => Constraint::Min(COLUMNS[c].width),
+        _ => Constraint::Length(COLUMNS[c].width),
+    });
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
@@ -453,7 +381,8 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
 fn state_style(state: &str) -> Style {
     match state {
         "failed" | "error" => LOSS,
-        "restarting" | "starting" | "pending" => WARN,
+        "stalled" => STALLED,
+        "restarting" | "starting" | "pending" | "blocked" => WARN,
         "finished" => DIM,
         _ => Style::new().fg(Color::Green),
     }
@@ -577,8 +506,12 @@ fn ring_lines(snapshot: &Snapshot) -> Vec<Line<'static>> {
                 count(g.missed),
                 if g.missed > 0 { LOSS } else { Style::new() },
             );
+            // A set's share of the stream: `rr 1/3` is worker 1's of three turns.
+            let set = g
+                .set
+                .map_or(String::new(), |s| format!(" {}/{}", s.index, s.sets));
             lines.push(Line::from(vec![
-                Span::styled(format!("  {} ", g.name), DIM),
+                Span::styled(format!("  {}{set} ", g.name), DIM),
                 Span::raw(format!(
                     "{} = {} + ",
                     count(g.published),
@@ -665,9 +598,9 @@ fn events(app: &App, area: Rect, buf: &mut Buffer) {
 
 fn help_line(app: &App, area: Rect, buf: &mut Buffer) {
     let keys = if app.live.is_some() {
-        "q quit  ↑↓ select  ←→ ring  v close view  Enter detail  r reset  s stop  p freeze"
+        "q quit  ↑↓ select  ←→ ring  v close view  Enter detail  r reset  s stop  p freeze  ? keys"
     } else {
-        "q quit  ↑↓ select  Enter detail  v live view  r reset stats  s stop  p freeze  c choose"
+        "q quit  ↑↓ select  Enter detail  v live view  r reset stats  s stop  p freeze  c choose  ? keys"
     };
     let mut spans = vec![Span::styled(keys, DIM)];
     if let Some(message) = app.message() {
@@ -784,11 +717,12 @@ fn bucket_label(b: usize) -> String {
 }
 
 fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) {
-    let Some(snapshot) = &app.snapshot else {
+    let Some(s) = app.snapshot.as_ref().and_then(|s| s.stages.get(stage)) else {
         return;
     };
-    let s = &snapshot.stages[stage];
-    let w = &s.workers[worker];
+    let Some(w) = s.workers.get(worker) else {
+        return;
+    };
     let popup = area.centered(Constraint::Percentage(90), Constraint::Percentage(80));
     Clear.render(popup, buf);
     let block = Block::bordered().title(format!(
@@ -798,7 +732,7 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
         s.processor,
         w.pid,
         w.core.map_or("-".into(), |c| c.to_string()),
-        w.state
+        w.shown_state()
     ));
     let inner = block.inner(popup);
     block.render(popup, buf);
@@ -835,8 +769,21 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
             Span::raw(format!("  restarts {}", w.restarts)),
         ]),
     ];
-    if let Some(error) = &w.last_error {
-        info.push(Line::styled(format!("last error: {error}"), LOSS));
+    if w.stalled || w.waiting_for.is_some() {
+        let why = w.reason.as_deref().unwrap_or_default();
+        info.push(Line::styled(
+            format!("{}: {why}", w.shown_state()),
+            state_style(w.shown_state()),
+        ));
+    }
+    for (what, text) in [
+        ("last error", &w.last_error),
+        ("last exit", &w.last_exit),
+        ("last stderr line", &w.last_stderr),
+    ] {
+        if let Some(text) = text {
+            info.push(Line::styled(format!("{what}: {text}"), LOSS));
+        }
     }
     let info_height = info.len() as u16;
     Paragraph::new(info)
@@ -904,7 +851,7 @@ fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
 /// the rings, `width` columns wide, trailing spaces trimmed.
 pub fn overview_text(app: &App, width: u16) -> String {
     let rows = app.rows().len() as u16;
-    let ring_count = app.snapshot.as_ref().map_or(0, |s| ring_lines(s).len()) as u16;
+    let ring_count = app.snapshot.as_ref().map_or(0, Snapshot::ring_lines) as u16;
     let height = 2 + rows + 3 + ring_count + 2;
     let area = Rect::new(0, 0, width, height);
     let mut buf = Buffer::empty(area);

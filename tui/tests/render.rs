@@ -49,6 +49,7 @@ fn snapshot(seconds: u64) -> Snapshot {
         state: "running".into(),
         supervisor_pid: 999,
         started_unix_ns: 1,
+        resets: 0,
         uptime_s: seconds as f64,
         stages: vec![
             Stage {
@@ -80,10 +81,11 @@ fn snapshot(seconds: u64) -> Snapshot {
                 name: "work".into(),
                 delivery: "lossless".into(),
                 members: 3,
+                set: None,
                 published: frames,
-                delivered: frames - 40,
+                delivered: frames.saturating_sub(40),
                 missed: 0,
-                in_flight: 40,
+                in_flight: frames.min(40),
             }],
             ..Ring::default()
         }],
@@ -215,25 +217,115 @@ fn a_failed_stage_is_named_with_its_reason() {
     let first = snapshot(10);
     let mut second = snapshot(11);
     let w = &mut second.stages[2].workers[0];
+    let killed = "was killed by signal 9 (SIGKILL)";
+    let why = format!("{killed}; the disk holding /data is full");
     w.state = "failed".into();
     w.restarts = 3;
     w.last_error = Some("the disk holding /data is full".into());
+    w.last_exit = Some(killed.into());
+    w.last_stderr = Some("hdf5: H5Dwrite failed".into());
+    w.reason = Some(why.clone());
     let mut app = app_after(first, second);
     let buf = draw(&mut app, 120, 40);
     let text = screen(&buf);
-    assert!(text.contains("FAILED: store w0"), "{text}");
     assert!(
-        text.contains(
-            "store w0 restarted (restart 3, pid 1000 → 1000): the disk holding /data is full"
-        ),
+        text.contains(&format!("FAILED: store w0 ({killed})")),
         "{text}"
     );
     assert!(
-        text.contains("store w0 failed: the disk holding /data is full"),
+        text.contains(&format!(
+            "store w0 restarted (restart 3, pid 1000 → 1000): {killed}"
+        )),
         "{text}"
     );
+    assert!(text.contains(&format!("store w0 failed: {why}")), "{text}");
     let (x, y) = find(&buf, "failed ");
     assert_eq!(buf[(x, y)].fg, Color::Red);
+
+    // A wide terminal has room for the reason in the row, in red.
+    let buf = draw(&mut app, 170, 40);
+    let lines = lines(&buf);
+    let store = lines
+        .iter()
+        .position(|l| l.contains("store      0"))
+        .expect("the store row");
+    assert!(lines[0..store].iter().any(|l| l.contains("REASON")));
+    assert!(lines[store].contains(&why[..40]), "{}", lines[store]);
+    let (x, y) = find(&buf, &why[..40]);
+    assert_eq!((y as usize, buf[(x, y)].fg), (store, Color::Red));
+
+    // The detail names how it ended, its last error and its last stderr line.
+    app.selected = app.rows().len() - 1;
+    app.key(key(KeyCode::Enter));
+    let text = screen(&draw(&mut app, 120, 40));
+    for line in [
+        "last error: the disk holding /data is full".to_string(),
+        format!("last exit: {killed}"),
+        "last stderr line: hdf5: H5Dwrite failed".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_stalled_worker_is_flagged_in_colour_and_what_waits_for_it_is_blocked() {
+    let first = snapshot(10);
+    let mut second = snapshot(11);
+    let why = "no heartbeat for 3.1 s, process stopped (SIGSTOP)";
+    let store = &mut second.stages[2].workers[0];
+    store.stalled = true;
+    store.heartbeat_age_ms = 3100;
+    store.reason = Some(why.into());
+    let work = &mut second.stages[1].workers[0];
+    work.waiting_for = Some("beamline.worked.0".into());
+    work.reason = Some("waiting for space in beamline.worked.0".into());
+    let mut app = app_after(first, second);
+    let buf = draw(&mut app, 170, 40);
+    let lines = lines(&buf);
+    let text = screen(&buf);
+    assert_eq!(row(&lines, "store", 0)[4], "stalled");
+    assert_eq!(row(&lines, "work", 0)[4], "blocked");
+    assert_eq!(row(&lines, "work", 1)[4], "running");
+    let (x, y) = find(&buf, "stalled ");
+    assert_eq!(buf[(x, y)].fg, Color::Magenta, "stalled is in colour");
+    let (x, y) = find(&buf, "blocked ");
+    assert_eq!(buf[(x, y)].fg, Color::Yellow);
+    assert!(text.contains("STALLED: store w0"), "{text}");
+    assert!(
+        text.contains(&format!("store w0 stalled: {why}")),
+        "an event: {text}"
+    );
+    assert!(text.contains(why), "the reason column: {text}");
+}
+
+#[test]
+fn a_source_below_its_rate_is_named_in_the_banner() {
+    let first = snapshot(10);
+    let mut second = snapshot(11);
+    let source = &mut second.stages[0];
+    source.requested_fps = Some(1000.0);
+    source.achieved_fps = Some(500.0);
+    source.below_rate = true;
+    let mut app = app_after(first, second);
+    let buf = draw(&mut app, 120, 40);
+    let text = screen(&buf);
+    assert!(
+        text.contains("SOURCE below the rate asked for: 500.0 of 1000 frames/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source below the rate asked for: 500.0 of 1000 frames/s"),
+        "an event: {text}"
+    );
+    let lines = lines(&buf);
+    let y = lines
+        .iter()
+        .position(|l| l.contains("source     0"))
+        .unwrap() as u16;
+    let x = lines[y as usize][..lines[y as usize].find("500.0").unwrap()]
+        .chars()
+        .count() as u16;
+    assert_eq!(buf[(x, y)].fg, Color::Yellow, "the source's OUT/s");
 }
 
 #[test]
@@ -380,11 +472,24 @@ fn keys_quit_stop_after_confirmation_reset_and_freeze() {
 }
 
 #[test]
-fn a_reset_is_an_event_and_rates_start_over() {
+fn a_reset_is_one_event_and_rates_start_over() {
     let mut app = app_after(snapshot(10), snapshot(11));
-    app.update(snapshot(0), Instant::now() + Duration::from_secs(2));
+    let t0 = Instant::now();
+    // The workers follow a reset one refresh apart: the source first, then the rest.
+    let mut partly = snapshot(11);
+    partly.resets = 1;
+    partly.stages[0].workers[0].frames_out = 0;
+    app.update(partly, t0 + Duration::from_secs(2));
+    let mut reset = snapshot(0);
+    reset.resets = 1;
+    app.update(reset, t0 + Duration::from_secs(3));
     assert_eq!(app.rates(1, 0).fps_in, 0.0);
-    assert!(app.events.iter().any(|e| e.text == "statistics reset"));
+    let resets = app
+        .events
+        .iter()
+        .filter(|e| e.text == "statistics reset")
+        .count();
+    assert_eq!(resets, 1, "one key press, one event");
 }
 
 #[test]
@@ -458,4 +563,172 @@ fn the_live_view_draws_the_newest_frame_in_half_blocks_with_auto_contrast() {
     app.key(key(KeyCode::Right));
     app.key(key(KeyCode::Char('v')));
     assert!(app.live.is_none());
+}
+
+#[test]
+fn freeze_then_choose_then_enter_waits_for_the_list_instead_of_panicking() {
+    let mut app = app_after(snapshot(10), snapshot(11));
+    app.key(key(KeyCode::Char('p')));
+    app.key(key(KeyCode::Char('c')));
+    assert_eq!(app.key(key(KeyCode::Enter)), None);
+    assert_eq!(
+        app.screen,
+        Screen::Choose {
+            names: Vec::new(),
+            selected: 0
+        }
+    );
+    assert_eq!(app.pipeline.as_deref(), Some("beamline"), "nothing chosen");
+    assert!(
+        !app.frozen,
+        "choosing watches live again, so the list can fill"
+    );
+    assert!(screen(&draw(&mut app, 100, 20)).contains("looking for running pipelines"));
+    app.key(key(KeyCode::Down));
+    app.key(key(KeyCode::Up));
+
+    let mut source = Canned {
+        running: vec!["a".into(), "b".into()],
+        snapshot: Some(snapshot(12)),
+        ..Canned::default()
+    };
+    app.refresh(&mut source, Instant::now());
+    app.key(key(KeyCode::Enter));
+    assert_eq!(app.pipeline.as_deref(), Some("a"));
+    assert_eq!(app.screen, Screen::Overview);
+}
+
+/// Every key the dashboard answers to, and a refresh (`None`) between keys.
+fn inputs() -> Vec<Option<KeyEvent>> {
+    let codes = [
+        KeyCode::Char('q'),
+        KeyCode::Esc,
+        KeyCode::Up,
+        KeyCode::Down,
+        KeyCode::Left,
+        KeyCode::Right,
+        KeyCode::Enter,
+        KeyCode::Char('v'),
+        KeyCode::Char('r'),
+        KeyCode::Char('s'),
+        KeyCode::Char('y'),
+        KeyCode::Char('p'),
+        KeyCode::Char('c'),
+        KeyCode::Char('?'),
+        KeyCode::Char('x'),
+    ];
+    codes
+        .into_iter()
+        .map(|c| Some(key(c)))
+        .chain([
+            Some(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            None,
+        ])
+        .collect()
+}
+
+/// Applies every sequence of up to three inputs to a fresh dashboard from `start`,
+/// drawing after each sequence; checks what must hold whatever the operator typed.
+fn survives_every_short_sequence(start: impl Fn() -> (App, Canned)) {
+    let inputs = inputs();
+    let mut sequences: Vec<Vec<usize>> = vec![Vec::new()];
+    for _ in 0..3 {
+        let longer: Vec<Vec<usize>> = sequences
+            .iter()
+            .filter(|s| s.len() == sequences.last().map_or(0, Vec::len))
+            .flat_map(|s| {
+                (0..inputs.len()).map(move |i| {
+                    let mut s = s.clone();
+                    s.push(i);
+                    s
+                })
+            })
+            .collect();
+        sequences.extend(longer);
+    }
+    for sequence in &sequences {
+        let (mut app, mut source) = start();
+        for &i in sequence {
+            match inputs[i] {
+                Some(k) => {
+                    app.key(k);
+                }
+                None => app.refresh(&mut source, Instant::now()),
+            }
+        }
+        let typed: Vec<String> = sequence
+            .iter()
+            .map(|&i| format!("{:?}", inputs[i]))
+            .collect();
+        let rows = app.rows().len();
+        assert!(app.selected <= rows.saturating_sub(1), "{typed:?}");
+        assert!(!app.detail || rows > 0, "a detail of no worker: {typed:?}");
+        assert!(!app.confirm_stop || app.snapshot.is_some(), "{typed:?}");
+        if let Screen::Choose { names, selected } = &app.screen {
+            assert!(*selected <= names.len().saturating_sub(1), "{typed:?}");
+            assert!(!app.frozen, "a chooser that can never fill: {typed:?}");
+        }
+        draw(&mut app, 80, 24);
+    }
+}
+
+#[test]
+fn no_key_sequence_panics_without_a_pipeline() {
+    survives_every_short_sequence(|| (App::new(None), Canned::default()));
+}
+
+#[test]
+fn no_key_sequence_panics_over_an_empty_snapshot() {
+    survives_every_short_sequence(|| {
+        let empty = Snapshot {
+            pipeline: "beamline".into(),
+            ..Snapshot::default()
+        };
+        let mut app = App::new(Some("beamline".into()));
+        app.screen = Screen::Overview;
+        app.update(empty.clone(), Instant::now());
+        let source = Canned {
+            running: vec!["beamline".into(), "other".into()],
+            snapshot: Some(empty),
+            ..Canned::default()
+        };
+        (app, source)
+    });
+}
+
+#[test]
+fn no_key_sequence_panics_over_a_running_pipeline() {
+    survives_every_short_sequence(|| {
+        let source = Canned {
+            running: vec!["beamline".into(), "other".into()],
+            snapshot: Some(snapshot(12)),
+            ..Canned::default()
+        };
+        (app_after(snapshot(10), snapshot(11)), source)
+    });
+}
+
+#[test]
+fn question_mark_lists_the_keys_and_any_key_closes_the_list() {
+    let mut app = app_after(snapshot(10), snapshot(11));
+    assert_eq!(app.key(key(KeyCode::Char('?'))), None);
+    let text = screen(&draw(&mut app, 120, 40));
+    assert!(text.contains("keys · any key closes"), "{text}");
+    for line in [
+        "freeze or resume the display",
+        "choose another pipeline",
+        "Ctrl-C",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    // The list fits the smallest terminal drawn: its title and first key show.
+    let small = screen(&draw(&mut app, 40, 8));
+    assert!(small.contains("keys · any"), "{small}");
+    assert_eq!(app.key(key(KeyCode::Char('q'))), None, "q closes the list");
+    assert!(!app.help);
+    assert!(!screen(&draw(&mut app, 120, 40)).contains("any key closes"));
+    // In the chooser too.
+    app.key(key(KeyCode::Char('c')));
+    app.key(key(KeyCode::Char('?')));
+    assert!(screen(&draw(&mut app, 120, 40)).contains("keys · any key closes"));
 }
