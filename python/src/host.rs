@@ -7,7 +7,7 @@ use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
-use streamd::pipeline::config::SourcePlan;
+use streamd::pipeline::plan::SourcePlan;
 use streamd::pipeline::source::{FrameSupply, SuppliedFrame};
 use streamd::pipeline::worker::Host;
 use streamd::processors::python::{PythonCode, PythonStage};

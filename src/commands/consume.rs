@@ -1,8 +1,9 @@
 //! `streamd consume`: a standalone consumer that counts, verifies and times frames.
 
-use super::{now_ns, per_second, print_counters, stop_flag, Status};
+use super::{per_second, print_counters, Status};
 use crate::pattern::verify_ramp;
 use crate::ring::{Consumer, ConsumerOptions, Delivery, RecvError, WaitMode};
+use crate::sys::{now_ns, stop_flag};
 use crate::units::{one_line, positive_seconds, quote, Seconds};
 use anyhow::Context;
 use hdrhistogram::Histogram;

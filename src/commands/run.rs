@@ -209,3 +209,11 @@ fn execute(
         Status::Ok
     })
 }
+
+/// `streamd worker SPEC`: one stage or source process of a pipeline, started by
+/// `streamd run` with its description as JSON; exits with the worker's status.
+pub fn worker(spec: &str) -> anyhow::Result<Status> {
+    let spec: crate::pipeline::worker::WorkerSpec = serde_json::from_str(spec)?;
+    let code = crate::pipeline::worker::run(&spec)?;
+    std::process::exit(code)
+}

@@ -1,11 +1,13 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
-use super::{now_ns, per_second, print_counters, stop_flag, Status};
+use super::{per_second, print_counters, Status};
 use crate::pattern::{NpyStack, RandomPool};
-use crate::pipeline::source::{pace_or_stop, FrameContent, MetadataError, MetadataPlan};
+use crate::pipeline::plan::MetadataPlan;
+use crate::pipeline::source::{pace_or_stop, FrameContent, MetadataError};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };
+use crate::sys::{now_ns, stop_flag};
 use crate::units::{nth_tick, positive_seconds, quote, Rate, Seconds};
 use anyhow::{bail, Context};
 use serde_json::json;

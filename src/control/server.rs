@@ -3,6 +3,7 @@
 use super::status::{collect, Rates};
 use super::{socket_path, Reply, Request};
 use crate::processors::{self, Wiring};
+use crate::registry;
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ impl Shared {
 pub fn serve(name: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
     let path = socket_path(name);
     let _ = std::fs::remove_file(&path);
-    let listener = crate::pipeline::sys::with_umask(0o177, || UnixListener::bind(&path))
+    let listener = crate::sys::with_umask(0o177, || UnixListener::bind(&path))
         .map_err(|e| anyhow::anyhow!("cannot create the control socket {}: {e}", path.display()))?;
     let stats = StatsSegment::open(name)?;
     std::thread::Builder::new()
@@ -124,7 +125,7 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
     let parsed = processors::parse_value(value);
     args.insert(key.to_string(), parsed.clone());
     let processor = stats.stage_processor(index);
-    let checked = processors::build(&processor, &args)
+    let checked = registry::build(&processor, &args)
         .map_err(|e| e.reason)
         .and_then(|p| match shared.wiring.get(stage) {
             Some(wiring) => p.check_wiring(wiring),

@@ -86,7 +86,7 @@ pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
 /// [`collect`] with the pipeline's rings already open (a reader that polls keeps them).
 pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]) -> StatusReport {
     let h = stats.header();
-    let now = crate::commands::now_ns();
+    let now = crate::sys::now_ns();
     let name = stats.name();
     let mut stages = Vec::new();
     for s in 0..stats.stage_count() {

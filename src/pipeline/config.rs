@@ -2,13 +2,18 @@
 //! found here, before any ring or process exists, and reported as one sentence that
 //! starts with `FILE:LINE:COLUMN:`.
 
-use super::source::MetadataPlan;
+use super::pinning;
+use super::plan::{
+    CoreChoice, MetadataPlan, Pipeline, RestartPolicy, RingPlan, SourceContent, SourcePlan,
+    StagePlan,
+};
 use crate::pattern::{NpyStack, TiffSeries};
 use crate::processors;
 use crate::processors::python::PythonCode;
+use crate::registry;
 use crate::ring::{Delivery, Dtype, FullPolicy};
 use crate::units::{quote, Rate, Seconds};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Longest ring segment name (`PIPELINE.RING.N`), from the ring layout.
-const MAX_SEGMENT_NAME: usize = crate::ring::layout::NAME_CAPACITY - 1;
+const MAX_SEGMENT_NAME: usize = crate::ring::MAX_NAME_LEN;
 const DEFAULT_SLOTS: u32 = 64;
 /// Stages besides the source (the stats segment has 64 entries, one is the source's).
 const MAX_STAGES: usize = 63;
@@ -26,180 +31,6 @@ const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid"), ("file", "module")];
 const MAX_SLOTS: u32 = 1 << 20;
 /// Largest ring segment (as the ring itself refuses larger ones).
 const MAX_RING_BYTES: u64 = 1 << 40;
-
-/// A validated pipeline: what `streamd run` starts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pipeline {
-    pub name: String,
-    /// Where it came from, for messages.
-    pub origin: String,
-    pub drain_timeout: Duration,
-    pub restart: RestartPolicy,
-    pub rings: Vec<RingPlan>,
-    pub source: SourcePlan,
-    pub stages: Vec<StagePlan>,
-}
-
-/// When a crashing worker stops being restarted.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RestartPolicy {
-    /// Crashes within `window_s` after which the worker is marked failed.
-    #[serde(default = "default_max_crashes")]
-    pub max_crashes: u32,
-    #[serde(default = "default_window_s")]
-    pub window_s: f64,
-    /// First delay before a restart; doubles with each crash in the window, up to 5 s.
-    #[serde(default = "default_backoff_ms")]
-    pub backoff_ms: u64,
-}
-
-fn default_max_crashes() -> u32 {
-    5
-}
-fn default_window_s() -> f64 {
-    60.0
-}
-fn default_backoff_ms() -> u64 {
-    100
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            max_crashes: default_max_crashes(),
-            window_s: default_window_s(),
-            backoff_ms: default_backoff_ms(),
-        }
-    }
-}
-
-/// A ring as the pipeline uses it. A ring written by a stage with several workers is
-/// one segment per worker (`NAME.0`, `NAME.1`, ...): a ring has a single producer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RingPlan {
-    pub name: String,
-    pub slots: u32,
-    pub slot_bytes: u64,
-    pub full_policy: FullPolicy,
-    /// Processes that write it: one segment each.
-    pub writers: u32,
-}
-
-impl RingPlan {
-    /// Segment names in `/dev/shm` for pipeline `pipeline`.
-    pub fn segments(&self, pipeline: &str) -> Vec<String> {
-        if self.writers == 1 {
-            vec![format!("{pipeline}.{}", self.name)]
-        } else {
-            (0..self.writers)
-                .map(|i| format!("{pipeline}.{}.{i}", self.name))
-                .collect()
-        }
-    }
-}
-
-/// Which cores a stage's workers run on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CoreChoice {
-    /// Spread over the host's cores by the supervisor.
-    Auto,
-    /// Worker `i` gets `list[i % len]`.
-    List(Vec<usize>),
-}
-
-/// What the source publishes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SourceContent {
-    Ramp,
-    Random,
-    Npy(PathBuf),
-    Tiff(Vec<PathBuf>),
-    /// A Python class's `frames()` generator, given `args` (run in the interpreter).
-    Python {
-        code: PythonCode,
-        args: toml::Table,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SourcePlan {
-    pub ring: String,
-    pub content: SourceContent,
-    pub nx: u32,
-    pub ny: u32,
-    pub dtype: Dtype,
-    /// Frames per second; 0 = as fast as the pipeline takes them.
-    pub fps: f64,
-    /// `None` runs until stopped.
-    pub frames: Option<u64>,
-    pub cores: CoreChoice,
-    /// Channel values published beside the frames.
-    pub metadata: Option<MetadataPlan>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StagePlan {
-    pub name: String,
-    pub processor: String,
-    pub args: toml::Table,
-    pub inputs: Vec<String>,
-    /// Output rings by port; most stages have one, `route` several, sinks none.
-    pub outputs: Vec<String>,
-    /// Rings of metadata channel values every worker reads in full.
-    pub metadata: Vec<String>,
-    pub workers: u32,
-    pub batch: u32,
-    pub delivery: Delivery,
-    /// Every worker sees every frame instead of sharing them.
-    pub broadcast: bool,
-    pub cores: CoreChoice,
-    /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
-    /// (a writer's folder, checked where the run's folder is known).
-    #[serde(default)]
-    pub at: BTreeMap<String, String>,
-}
-
-impl StagePlan {
-    /// Where argument `key` was written, else where the stage's processor was named.
-    pub fn location(&self, key: &str) -> &str {
-        self.at
-            .get(key)
-            .or_else(|| self.at.get("processor"))
-            .map_or("", String::as_str)
-    }
-}
-
-impl StagePlan {
-    /// The ring group worker `worker` joins on each input.
-    pub fn group(&self, worker: u32) -> String {
-        if self.broadcast {
-            format!("{}.{worker}", self.name)
-        } else {
-            self.name.clone()
-        }
-    }
-
-    /// The ring group worker `worker` joins on each metadata ring: its own, so every
-    /// worker sees every value.
-    pub fn metadata_group(&self, worker: u32) -> String {
-        format!("{}.m{worker}", self.name)
-    }
-
-    /// Every ring the stage reads: inputs, then metadata.
-    pub fn reads(&self) -> impl Iterator<Item = &String> {
-        self.inputs.iter().chain(&self.metadata)
-    }
-
-    /// Distinct groups of this stage on each input.
-    pub fn groups(&self) -> Vec<String> {
-        if self.broadcast {
-            (0..self.workers).map(|w| self.group(w)).collect()
-        } else {
-            vec![self.name.clone()]
-        }
-    }
-}
 
 /// A configuration mistake, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -561,13 +392,13 @@ impl Validator<'_> {
                 Err(self.at(raw, "cores is an empty list; give core ids or \"auto\""))
             }
             RawCores::List(list) => {
-                let available = super::pinning::available_cores();
+                let available = pinning::available_cores();
                 if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
                     return Err(self.at(
                         raw,
                         format!(
                             "core {bad} is not available on this host (available: {}); use ids from that list or \"auto\"",
-                            super::pinning::describe(&available)
+                            pinning::describe(&available)
                         ),
                     ));
                 }
@@ -894,8 +725,8 @@ impl Validator<'_> {
                 None => Delivery::Lossless,
                 Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
             };
-            let mut processor = processors::create(st.processor.get_ref())
-                .map_err(|m| self.at(&st.processor, m))?;
+            let mut processor =
+                registry::create(st.processor.get_ref()).map_err(|m| self.at(&st.processor, m))?;
             // Keys that exclude each other (a later one would silently replace the other).
             for (one, other) in EXCLUSIVE_ARGS {
                 if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {

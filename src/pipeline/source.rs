@@ -1,10 +1,9 @@
 //! Frame content for a source — the simulator patterns or a replayed file — and the
 //! pacing that holds a frame rate. Shared by `streamd sim` and a pipeline's source.
 
-use super::config::SourceContent;
+use super::plan::{MetadataPlan, SourceContent};
 use crate::pattern::{fill_ramp, NpyStack, RandomPool, TiffSeries};
 use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer, SlotWriter};
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -143,67 +142,8 @@ pub fn pace_or_stop(at: Instant, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Metadata channel values a source publishes beside its frames (`streamd sim
-/// --metadata`, a pipeline source's `metadata` table), for tests and commissioning.
-///
-/// Channel `k` (0-based) of frame `f` has the value `f + (k + 1) / 8` (exact in f64) and
-/// the frame's timestamp moved by a jitter in `±jitter_ns` (fixed by `f` and `k`). A
-/// channel written `NAME/N` publishes only for frames whose id is a multiple of `N`; with
-/// `gap_every = G`, frames whose id is `G - 1` modulo `G` get no values at all. Each value
-/// is one record in the metadata ring — an empty payload, the value as an `f64`
-/// attribute named after the channel, its timestamp in the header — published just
-/// before its frame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetadataPlan {
-    pub ring: String,
-    pub channels: Vec<ChannelPlan>,
-    pub jitter_ns: u64,
-    pub gap_every: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelPlan {
-    pub name: String,
-    pub every: u64,
-}
-
+/// Publishing is the source's part of the plan (the plan itself is plain data).
 impl MetadataPlan {
-    /// Parses `x,y/2,z`.
-    pub fn parse_channels(spec: &str) -> Result<Vec<ChannelPlan>, String> {
-        let mut channels: Vec<ChannelPlan> = Vec::new();
-        for part in spec.split(',').map(str::trim) {
-            let (name, every) = match part.split_once('/') {
-                None => (part, 1),
-                Some((name, n)) => match n.parse::<u64>() {
-                    Ok(n) if n >= 1 => (name, n),
-                    _ => return Err(format!("channel '{part}': the part after '/' must be a positive integer (publish every N frames)")),
-                },
-            };
-            let max = crate::processors::metadata::MAX_CHANNEL_NAME;
-            let valid = !name.is_empty()
-                && name.len() <= max
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                return Err(format!(
-                    "channel name '{name}' is invalid: use 1 to {max} characters from A-Z a-z 0-9 _"
-                ));
-            }
-            if channels.iter().any(|c| c.name == name) {
-                return Err(format!("channel '{name}' is listed twice"));
-            }
-            channels.push(ChannelPlan {
-                name: name.to_string(),
-                every,
-            });
-        }
-        Ok(channels)
-    }
-
-    /// The value of channel `k` for frame `frame_id`.
-    pub fn value(k: usize, frame_id: u64) -> f64 {
-        frame_id as f64 + (k + 1) as f64 / 8.0
-    }
-
     /// Publishes frame `frame_id`'s values (stamped around `frame_ts`); returns how many
     /// were published and how many a full `drop-newest` ring dropped.
     pub fn publish(
@@ -265,23 +205,4 @@ fn mix(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_lists_parse_with_rates() {
-        let c = MetadataPlan::parse_channels("x, y/2,z").unwrap();
-        assert_eq!(
-            c.iter()
-                .map(|c| (c.name.as_str(), c.every))
-                .collect::<Vec<_>>(),
-            [("x", 1), ("y", 2), ("z", 1)]
-        );
-        assert!(MetadataPlan::parse_channels("x,x").is_err());
-        assert!(MetadataPlan::parse_channels("x/0").is_err());
-        assert!(MetadataPlan::parse_channels("a.b").is_err());
-    }
 }

@@ -2,17 +2,18 @@
 //! worker as its own pinned process, restarts what crashes, serves the control socket,
 //! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
 
-use super::config::{Pipeline, SourceContent};
 use super::pinning::CoreAssigner;
+use super::plan::{Pipeline, SourceContent};
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
-use crate::commands::stop_flag;
 use crate::control::server::{serve, serve_metrics, Shared};
 use crate::control::socket_path;
 use crate::control::status::{collect, pipeline_rings, StatusReport};
-use crate::processors::{self, Wiring};
+use crate::processors::Wiring;
+use crate::registry;
 use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
 use crate::stats::layout::*;
 use crate::stats::{StageDecl, StatsSegment};
+use crate::sys::{signal_child, stop_flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -61,7 +62,7 @@ pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?;
     }
     for stage in &pipeline.stages {
-        processors::build(&stage.processor, &stage.args)
+        registry::build(&stage.processor, &stage.args)
             .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
             .prepare(stage.workers)
             .map_err(|e| {
@@ -309,7 +310,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             stats.header().state.store(PIPELINE_DRAINING, Release);
             let source = slots.last_mut().expect("the source slot");
             match &source.child {
-                Some(child) => signal(child.id(), libc::SIGTERM),
+                Some(child) => signal_child(child.id(), libc::SIGTERM),
                 None => {
                     // Waiting for a restart: it will not come; end its stream here.
                     source.done = true;
@@ -438,7 +439,7 @@ impl Ended<'_> {
                 .read_args(i + 1)
                 .and_then(|(_, text)| serde_json::from_str::<toml::Table>(&text).ok())
                 .unwrap_or_else(|| stage.args.clone());
-            let concluded = processors::build(&stage.processor, &args)
+            let concluded = registry::build(&stage.processor, &args)
                 .map_err(|e| e.reason)
                 .and_then(|p| p.conclude(stage.workers));
             match concluded {
@@ -489,11 +490,6 @@ fn spawn(slot: &mut Slot, stats: &StatsSegment) -> anyhow::Result<()> {
     e.state.store(WORKER_STARTING, Release);
     slot.child = Some(child);
     Ok(())
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a child we have not reaped yet (so the pid is still ours).
-    unsafe { libc::kill(pid as i32, sig) };
 }
 
 fn finish_output(slot: &Slot, rings: &HashMap<String, OwnedRing>) {

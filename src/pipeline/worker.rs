@@ -4,16 +4,17 @@
 //! segment current. It exits 0 only when every input ended and its outputs are
 //! finished; any other exit is a crash the supervisor restarts.
 
-use super::config::{SourceContent, SourcePlan, StagePlan};
+use super::plan::{SourceContent, SourcePlan, StagePlan};
 use super::source::{pace_or_stop, BuiltIn, FrameSupply, MetadataError};
-use crate::commands::{now_ns, stop_flag};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, StageContext};
+use crate::registry;
 use crate::ring::{
     ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
 };
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
+use crate::sys::{self, now_ns, stop_flag};
 use crate::units::nth_tick;
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -85,6 +86,9 @@ pub trait Host {
     ) -> Result<Box<dyn FrameSupply>, String>;
 }
 
+// Every counter a processor may show has a place in its stats entry.
+const _: () = assert!(processors::MAX_COUNTERS <= MAX_COUNTERS);
+
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
 pub const EXIT_INTERRUPTED: i32 = 4;
 /// How often an idle worker shows it lives, and a busy one refreshes its quantiles.
@@ -97,8 +101,8 @@ pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
 
 /// Runs a worker whose stage or source may need `host` (see [`Host`]).
 pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<i32> {
-    super::sys::ignore_file_size_signal();
-    if !super::sys::die_with_parent(spec.supervisor_pid) {
+    sys::ignore_file_size_signal();
+    if !sys::die_with_parent(spec.supervisor_pid) {
         anyhow::bail!("the supervisor (pid {}) is gone", spec.supervisor_pid);
     }
     if let Some(core) = spec.core {
@@ -517,7 +521,7 @@ fn run_stage(
         current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
     let mut processor = match (spec.python(), host) {
         (Some(_), Some(host)) => host.processor(&args),
-        _ => processors::build(&plan.processor, &args).map_err(|e| e.reason),
+        _ => registry::build(&plan.processor, &args).map_err(|e| e.reason),
     }
     .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
     let stop = stop_flag();

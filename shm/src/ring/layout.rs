@@ -35,8 +35,8 @@ pub const NAME_CAPACITY: usize = 32;
 /// "Nothing pinned" in a consumer's `pin`.
 pub const NO_PIN: u64 = u64::MAX;
 
-/// Slot stamps: which sequence a slot holds and whether it is complete.
-pub const STAMP_EMPTY: u64 = 0;
+/// Slot stamps: which sequence a slot holds and whether it is complete (0, as creation
+/// leaves it, is an empty slot).
 pub const fn stamp_writing(seq: u64) -> u64 {
     2 * seq + 1
 }
@@ -219,13 +219,6 @@ pub struct JournalWrite {
     pub missed_base: AtomicU64,
 }
 
-/// The first line of each slot header.
-#[repr(C)]
-pub struct SlotStamp {
-    /// STAMP_EMPTY, stamp_writing(seq) or stamp_published(seq).
-    pub stamp: AtomicU64,
-}
-
 /// Offsets of the frame header fields inside a slot header (little-endian).
 pub mod frame_field {
     pub const FRAME_ID: usize = 64;
@@ -357,6 +350,7 @@ const _: () = {
     assert!(offset_of!(GroupEntry, journal_claim_next) == 376);
 
     assert!(MAX_CONSUMERS <= 64, "lossy_mask has 64 bits");
+    assert!(frame_field::FRAME_ID == FRAME_HEADER_OFFSET);
     assert!(frame_field::ATTR_LEN + 4 <= ATTR_OFFSET);
     assert!(frame_field::DIMS + 4 * frame_field::MAX_DIMS == frame_field::ATTR_LEN);
 };

@@ -195,10 +195,6 @@ impl Consumer {
         }
     }
 
-    pub fn segment(&self) -> &Segment {
-        &self.segment
-    }
-
     fn entry(&self) -> &ConsumerEntry {
         self.segment.consumer(self.seat.entry)
     }
@@ -785,7 +781,7 @@ mod tests {
     fn a_damaged_slot_is_reported_once_then_skipped_and_counted() {
         let mut producer = ring("stamp", 0);
         let mut consumer =
-            Consumer::attach(producer.segment().name(), &group("G", Delivery::Lossless)).unwrap();
+            Consumer::attach(producer.name(), &group("G", Delivery::Lossless)).unwrap();
         publish(&mut producer, 0..6);
         producer.segment().stamp(4).store(0, SeqCst);
         producer.finish();
@@ -822,7 +818,7 @@ mod tests {
             hold: true,
             ..ConsumerOptions::default()
         };
-        let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+        let mut consumer = Consumer::attach(producer.name(), &options).unwrap();
         publish(&mut producer, 0..8);
         let frames: Vec<Detached> = (0..4).map(|_| consumer.recv().unwrap().detach()).collect();
         assert_eq!(consumer.held(), 4);
@@ -848,8 +844,7 @@ mod tests {
     #[test]
     fn a_detached_frame_blocks_reading_until_released() {
         let mut producer = ring("detach", 0);
-        let mut consumer =
-            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        let mut consumer = Consumer::attach(producer.name(), &ConsumerOptions::default()).unwrap();
         publish(&mut producer, 0..3);
         let first = consumer.recv().unwrap().detach();
         assert_eq!(
@@ -857,8 +852,7 @@ mod tests {
             Some(RecvError::FrameDetached { seq: 0 })
         );
         assert!(consumer.detached_payload(&first).is_some());
-        let other =
-            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        let other = Consumer::attach(producer.name(), &ConsumerOptions::default()).unwrap();
         assert!(other.detached_payload(&first).is_none());
         consumer.release(first);
         assert_eq!(consumer.recv().unwrap().header().frame_id, 1);
@@ -882,7 +876,7 @@ mod tests {
                     ..ConsumerOptions::default()
                 }
             };
-            let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+            let mut consumer = Consumer::attach(producer.name(), &options).unwrap();
             producer.segment().header().head.store(u64::MAX, SeqCst);
             let mut outcome = None;
             // Frames before the damage may still come; the damage ends it.

@@ -223,7 +223,14 @@ impl Producer {
         self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed))
     }
 
-    pub fn segment(&self) -> &Segment {
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        self.segment.name()
+    }
+
+    /// The segment itself, for tests that damage it on purpose.
+    #[cfg(test)]
+    pub(crate) fn segment(&self) -> &Segment {
         &self.segment
     }
 

@@ -61,7 +61,7 @@ fn effective_uid() -> u32 {
 }
 
 /// A mapped ring segment.
-pub struct Segment {
+pub(crate) struct Segment {
     name: String,
     path: PathBuf,
     file: File,
@@ -71,7 +71,7 @@ pub struct Segment {
 
 /// Parameters of a new ring.
 #[derive(Debug, Clone)]
-pub struct RingSpec {
+pub(crate) struct RingSpec {
     pub name: String,
     pub slots: u32,
     pub payload_bytes: u64,
@@ -211,7 +211,7 @@ impl Segment {
     }
 
     /// Opens and validates an existing segment, waiting up to `wait` for it to appear.
-    pub fn open(name: &str, wait: Duration) -> Result<Segment, AttachError> {
+    pub(crate) fn open(name: &str, wait: Duration) -> Result<Segment, AttachError> {
         if !valid_name(name) {
             return Err(AttachError::BadName(super::error::shown(name)));
         }
@@ -321,26 +321,26 @@ impl Segment {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn geometry(&self) -> &Geometry {
+    pub(crate) fn geometry(&self) -> &Geometry {
         &self.geometry
     }
 
-    pub fn header(&self) -> &RingHeader {
+    pub(crate) fn header(&self) -> &RingHeader {
         // SAFETY: validated or initialised mapping of at least HEADER_SIZE bytes, aligned
         // to a page; RingHeader is plain integers and atomics, valid for any bytes; the
         // mapping lives as long as `self`.
         unsafe { &*(self.map.as_ptr() as *const RingHeader) }
     }
 
-    pub fn consumer(&self, index: usize) -> &ConsumerEntry {
+    pub(crate) fn consumer(&self, index: usize) -> &ConsumerEntry {
         assert!(index < MAX_CONSUMERS);
         let offset =
             self.geometry.consumers_offset as usize + index * std::mem::size_of::<ConsumerEntry>();
@@ -350,7 +350,7 @@ impl Segment {
         unsafe { &*(self.map.as_ptr().add(offset) as *const ConsumerEntry) }
     }
 
-    pub fn group(&self, index: usize) -> &GroupEntry {
+    pub(crate) fn group(&self, index: usize) -> &GroupEntry {
         assert!(index < MAX_GROUPS);
         let offset =
             self.geometry.groups_offset as usize + index * std::mem::size_of::<GroupEntry>();
@@ -359,7 +359,7 @@ impl Segment {
     }
 
     /// The stamp of slot `index` (`index < slot_count`).
-    pub fn stamp(&self, index: u32) -> &AtomicU64 {
+    pub(crate) fn stamp(&self, index: u32) -> &AtomicU64 {
         assert!(index < self.geometry.slot_count);
         // SAFETY: slot offsets are inside the checked mapping and page-aligned, so the
         // first 8 bytes form an aligned AtomicU64.
@@ -404,7 +404,7 @@ impl Segment {
     }
 
     /// Producer identity stored in the header.
-    pub fn producer(&self) -> ProcessId {
+    pub(crate) fn producer(&self) -> ProcessId {
         let h = self.header();
         ProcessId {
             pid: h.producer_pid.load(Ordering::Relaxed),

@@ -17,6 +17,13 @@ use std::sync::atomic::{fence, AtomicU8};
 const SHM_DIR: &str = "/dev/shm";
 const PREFIX: &str = "streamd-stats.";
 
+/// Nanoseconds since the Unix epoch, when the supervisor started.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Path of pipeline `name`'s stats segment.
 pub fn stats_path(name: &str) -> PathBuf {
     Path::new(SHM_DIR).join(format!("{PREFIX}{name}"))
@@ -154,7 +161,7 @@ impl StatsSegment {
         let me = ProcessId::current();
         h.supervisor_pid.store(me.pid, Relaxed);
         h.supervisor_start_time.store(me.start_time, Relaxed);
-        h.started_unix_ns.store(crate::commands::now_ns(), Relaxed);
+        h.started_unix_ns.store(unix_ns(), Relaxed);
         write_str(&h.name, name);
         let mut first = 0u32;
         for (i, s) in stages.iter().enumerate() {

@@ -5,7 +5,7 @@
 //! beyond the pids it stores for liveness.
 //!
 //! ```no_run
-//! use streamd::ring::*;
+//! use streamd_shm::ring::*;
 //! let opts = RingOptions { name: "raw".into(), slots: 64, slot_bytes: 512 * 512, full_policy: FullPolicy::Block };
 //! let (mut producer, _stale) = Producer::create(&opts)?;
 //! let mut slot = producer.claim()?;
@@ -20,7 +20,7 @@
 mod consumer;
 mod error;
 mod frame;
-pub mod layout;
+mod layout;
 mod liveness;
 mod membership;
 mod producer;
@@ -41,8 +41,12 @@ pub use producer::{
     FrameMeta, FullPolicy, HeldSlot, OwnedRing, Producer, ProducerCounters, RingOptions,
     SlotWriter, REAP_INTERVAL,
 };
-pub use segment::{list_names, segment_path, Segment, StaleSegment};
+use segment::Segment;
+pub use segment::{list_names, segment_path, StaleSegment};
 pub use wait::WaitMode;
+
+/// Longest ring or group name, in bytes (spec §2.1).
+pub const MAX_NAME_LEN: usize = layout::NAME_CAPACITY - 1;
 
 /// A read-only look at a ring for status tools (`streamd rings`, the dashboard).
 pub struct RingInspector {

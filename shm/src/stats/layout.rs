@@ -10,7 +10,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
 pub const VERSION: u32 = 4;
 pub const NAME_BYTES: usize = 32;
 pub const COUNTER_NAME_BYTES: usize = 32;
-pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
+/// Processor counters an entry holds (a stage worker checks its processor's fit).
+pub const MAX_COUNTERS: usize = 32;
 /// Room for a stage's arguments as JSON.
 pub const ARGS_BYTES: usize = 8000;
 /// Room for a worker's last error message.
