@@ -336,11 +336,10 @@ impl Consumer {
 
     fn open_frame(&mut self, seq: u64, slot: u32) -> Result<Frame<'_>, RecvError> {
         let capacity = self.segment.geometry().payload_capacity;
-        // SAFETY: slot header inside the mapping; pinned against rewriting (see `recv`).
-        let slot_header = unsafe {
-            std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE)
-        };
-        match decode_header(slot_header, capacity) {
+        // SAFETY: the slot holds `seq`, published (stamp checked in `next_frame`), and our
+        // pin keeps the producer from rewriting it until this frame is released.
+        let area = unsafe { self.segment.frame_area(slot) };
+        match decode_header(area, capacity) {
             Ok(header) => Ok(Frame {
                 consumer: self,
                 slot,
@@ -605,31 +604,22 @@ impl Frame<'_> {
 
     /// The pixels, `header().payload_len` bytes, page-aligned.
     pub fn payload(&self) -> &[u8] {
-        let seg = &self.consumer.segment;
-        // SAFETY: payload_len ≤ payload_capacity (checked by decode_header), so the range
-        // lies inside the slot; the slot cannot be rewritten while this guard lives.
-        unsafe {
-            std::slice::from_raw_parts(seg.payload_ptr(self.slot), self.header.payload_len as usize)
-        }
+        let len = self.header.payload_len as usize;
+        // SAFETY: the slot cannot be rewritten while this guard lives (our pin holds it);
+        // payload_len ≤ payload_capacity (checked by decode_header).
+        unsafe { self.consumer.segment.payload(self.slot, len) }
     }
 
     /// The attribute area as encoded (spec §4.3), for copying a frame's attributes
     /// unchanged into another ring.
     pub fn raw_attributes(&self) -> Result<&[u8], FrameError> {
-        let seg = &self.consumer.segment;
-        // SAFETY: slot header inside the mapping, reserved while this guard lives.
-        let slot_header =
-            unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
-        attr_bytes(slot_header)
+        // SAFETY: the slot is reserved for this guard, as for `payload`.
+        attr_bytes(unsafe { self.consumer.segment.frame_area(self.slot) })
     }
 
     /// The key/value attributes the producer attached.
     pub fn attributes(&self) -> impl Iterator<Item = Result<(&str, AttrValue<'_>), FrameError>> {
-        let seg = &self.consumer.segment;
-        // SAFETY: slot header inside the mapping, reserved while this guard lives.
-        let slot_header =
-            unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
-        let area = attr_bytes(slot_header);
+        let area = self.raw_attributes();
         let failed = area.as_ref().err().cloned();
         area.ok()
             .into_iter()
@@ -702,15 +692,11 @@ impl Consumer {
         if !self.reserves(frame) {
             return None;
         }
-        // SAFETY: payload_len ≤ payload_capacity (decode_header); the slot cannot be
-        // rewritten while the frame is reserved for this consumer (checked above), and the
-        // returned borrow of `self` keeps it so (release and commit take `&mut self`).
-        Some(unsafe {
-            std::slice::from_raw_parts(
-                self.segment.payload_ptr(frame.slot),
-                frame.header.payload_len as usize,
-            )
-        })
+        let len = frame.header.payload_len as usize;
+        // SAFETY: the slot cannot be rewritten while the frame is reserved for this
+        // consumer (checked above), and the returned borrow of `self` keeps it so (release
+        // and commit take `&mut self`); payload_len ≤ payload_capacity (decode_header).
+        Some(unsafe { self.segment.payload(frame.slot, len) })
     }
 
     /// The attribute area of a detached frame (spec §4.3); `None` as for the payload.
@@ -718,11 +704,8 @@ impl Consumer {
         if !self.reserves(frame) {
             return None;
         }
-        // SAFETY: slot header inside the mapping, reserved as checked above.
-        let slot_header = unsafe {
-            std::slice::from_raw_parts(self.segment.slot_header_ptr(frame.slot), SLOT_HEADER_SIZE)
-        };
-        Some(attr_bytes(slot_header))
+        // SAFETY: the slot is reserved for this consumer, as for `detached_payload`.
+        Some(attr_bytes(unsafe { self.segment.frame_area(frame.slot) }))
     }
 
     /// Releases a detached frame of a consumer that does not hold; a holder releases

@@ -32,8 +32,7 @@ pub use consumer::{
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
-    attributes, decode_header, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader,
-    FLAG_END_OF_STREAM,
+    attributes, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM,
 };
 pub use liveness::ProcessId;
 pub use membership::{ConsumerSnapshot, GroupSnapshot};
@@ -114,8 +113,8 @@ impl RingInspector {
             slots: seg.geometry().slot_count,
             slot_bytes: seg.geometry().payload_capacity,
             segment_bytes: seg.geometry().segment_size,
-            huge_pages: h.flags & layout::RING_FLAG_HUGE_PAGES != 0,
-            full_policy: if h.full_policy == layout::POLICY_DROP_NEWEST {
+            huge_pages: h.flags.load(Relaxed) & layout::RING_FLAG_HUGE_PAGES != 0,
+            full_policy: if h.full_policy.load(Relaxed) == layout::POLICY_DROP_NEWEST {
                 "drop-newest"
             } else {
                 "block"
