@@ -96,6 +96,8 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
         let mut workers = Vec::new();
         for i in first..(first + count).min(stats.entry_count()) {
             let e = stats.entry(i);
+            // SYNC: pairs with the Release stores of the state (the worker's
+            // `Report::state`, the supervisor's): the counters stored before it are visible.
             let state = e.state.load(Acquire);
             let (fps_in, fps_out) = rates.get(&i).copied().unwrap_or((0.0, 0.0));
             workers.push(WorkerStatus {
@@ -169,6 +171,8 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
     StatusReport {
         pipeline: name.clone(),
         supervisor_pid: h.supervisor_pid.load(Relaxed),
+        // SYNC: pairs with the supervisor's Release stores of the pipeline state; only the
+        // state is used (the workers' counters were read above, each after its state).
         state: pipeline_state_name(h.state.load(Acquire)).into(),
         started_unix_ns: h.started_unix_ns.load(Relaxed),
         uptime_s: now.saturating_sub(h.started_unix_ns.load(Relaxed)) as f64 / 1e9,

@@ -294,6 +294,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         if asked_to_stop && drain_deadline.is_none() {
             if fault_stop {
                 for i in 0..stats.entry_count() {
+                    // SYNC: pairs with the worker's Release store in `Report::state`; the
+                    // last_error it wrote before is visible.
                     if stats.entry(i).state.load(Acquire) == WORKER_ERROR {
                         let stage = stats.stage_name(stats.entry(i).stage.load(Relaxed) as usize);
                         let text = format!(
@@ -524,6 +526,8 @@ fn reap(
         e.pid.load(Relaxed)
     );
     let is_source = slot.spec.stage_index == 0;
+    // SYNC: pairs with the worker's Release store in `Report::state`; its final counters
+    // are visible (and, through our Release stores of the pipeline state, to readers).
     if status.success() && e.state.load(Acquire) == WORKER_FINISHED {
         slot.done = true;
         return;

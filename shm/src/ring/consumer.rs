@@ -10,7 +10,7 @@ use super::membership::{
 };
 use super::segment::Segment;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,6 +251,8 @@ impl Consumer {
     /// holder that cannot commit yet uses this to tell the end from a full window.
     pub fn read_everything(&self) -> bool {
         let header = self.segment.header();
+        // SYNC: pairs with the Release store of producer_state in `end_stream`; end_seq is
+        // visible. The head load pairs with the head store in `publish` (a count only).
         let published = if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             header.end_seq.load(Relaxed)
         } else if !self.segment.producer().is_alive() {
@@ -377,7 +379,8 @@ impl Consumer {
                 self.plausible("the group's claim position", grp.claim_next.load(SeqCst))?;
             if self.delivery == Delivery::Lossy {
                 // More than a ring behind: jump to the newest frame, not to the oldest one
-                // still held, whose slot the producer needs next (spec §5.5).
+                // still held, whose slot the producer needs next (spec §5.5). SYNC: pairs
+                // with the head store in `publish`; only the count is used here.
                 let head = self.plausible("head", self.segment.header().head.load(Acquire))?;
                 if start + slots < head {
                     if grp
@@ -408,12 +411,15 @@ impl Consumer {
             received_base: counters.received,
             missed_base,
         };
-        // Progress first: a reader summing the words may see a count dip, never a double.
+        // Progress first, then the bases and the run with Release. SYNC: pairs with the
+        // Acquire loads in `membership::view`, which load those words before `progress`:
+        // a reader that sees the new run sees `progress = 0`, so it may see a count dip,
+        // never a double. (If we die in between, our private group ends with us.)
         entry.progress.store(0, Relaxed);
-        entry.received_base.store(run.received_base, Relaxed);
-        entry.missed_base.store(run.missed_base, Relaxed);
-        entry.run_start.store(run.start, Relaxed);
-        entry.run_end.store(run.end, Relaxed);
+        entry.received_base.store(run.received_base, Release);
+        entry.missed_base.store(run.missed_base, Release);
+        entry.run_start.store(run.start, Release);
+        entry.run_end.store(run.end, Release);
         self.start_run(run);
         Ok(())
     }
@@ -447,7 +453,8 @@ impl Consumer {
             if self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed)) {
                 return Err(RecvError::Interrupted);
             }
-            // SYNC: pairs with the Release store in Producer::finish; end_seq is visible.
+            // SYNC: pairs with the Release store in `end_stream`; end_seq, and the head it
+            // was taken from, are visible.
             if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
                 let published = header.end_seq.load(Relaxed);
                 if published > header.head.load(Acquire) {
@@ -469,6 +476,7 @@ impl Consumer {
                 if !producer.is_alive() && header.producer_state.load(Acquire) != PRODUCER_FINISHED
                 {
                     // A dead producer never advances head again: what is below it is whole.
+                    // SYNC: pairs with the head store in `publish`, as at the loop's top.
                     let published = header.head.load(Acquire);
                     if seq >= published {
                         return self.end_of_run(
@@ -484,7 +492,8 @@ impl Consumer {
                 reap(&self.segment);
             }
             // A departed member's older run pins the ring below `seq`: take it first, or
-            // the producer never gets to `seq` (spec §7.3).
+            // the producer never gets to `seq` (spec §7.3). SYNC: pairs with the SeqCst
+            // store in `membership::normalize`; `adopt` re-reads everything under the lock.
             if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
                 // A holder hands nothing back: it commits, then claims the orphan (§5.8).
                 if self.held() > 0 {
@@ -551,6 +560,9 @@ impl Consumer {
 
     fn store_progress(&mut self) {
         let entry = self.segment.consumer(self.seat.entry);
+        // One word per frame (then the pin): whichever of these stores a killed consumer
+        // made, its entry derives exact counts. Relaxed: no reader needs more than the
+        // word itself (the pin below is what orders our reads of the slot).
         entry
             .progress
             .store(progress(self.done, self.missed_in_run), Relaxed);
@@ -593,6 +605,7 @@ impl Frame<'_> {
 
     /// Frames the producer has published after this one: how far the reader lags.
     pub fn lag(&self) -> u64 {
+        // SYNC: pairs with the head store in `publish`; only the count is used.
         let head = self.consumer.segment.header().head.load(Acquire);
         head.saturating_sub(self.seq + 1)
     }

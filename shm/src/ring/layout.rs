@@ -136,9 +136,13 @@ pub struct RingHeader {
 
 /// One consumer entry; `MAX_CONSUMERS` of them start at `consumers_offset`.
 ///
-/// Per frame, the owner changes only `progress` (then `pin`), so a consumer killed
-/// between any two stores leaves an entry the reaper reads consistently: the next
-/// sequence and the counters are derived from `run_start`, `progress` and the bases.
+/// Per frame, the owner stores only `progress` (then `pin`), one word each, so a consumer
+/// killed between any two of its stores leaves an entry whose derived values (the next
+/// sequence, the counters: from `run_start`, `progress` and the bases) are exact. The
+/// reaper reads it only after finding the owner dead, under the membership lock. A new
+/// run changes several words: `progress = 0` first, then the run and the bases with
+/// Release; live readers (status, a mate's end check) load those with Acquire before
+/// `progress`, so what they derive may dip for a moment, never double (spec §4).
 #[repr(C, align(128))]
 pub struct ConsumerEntry {
     // Line A: written by the owning consumer (and by journaled changes under the lock).

@@ -86,6 +86,7 @@ impl RingInspector {
 
     /// `running`, `finished` or `dead`.
     fn producer_state(&self) -> &'static str {
+        // SYNC: pairs with the Release store in `end_stream`; only the state is used.
         if self
             .segment
             .header()
@@ -121,6 +122,7 @@ impl RingInspector {
             },
             producer_pid: producer.pid,
             producer: state,
+            // SYNC: pairs with the head store in `publish`; only the count is used.
             published: h.head.load(Acquire),
             dropped: h.dropped.load(Relaxed),
             consumers_reaped: h.consumers_reaped.load(Relaxed),

@@ -129,9 +129,12 @@ impl OwnedRing {
     /// consumers drain what was published and stop. No writer may be running.
     pub fn finish(&self) {
         let header = self.segment.header();
+        // SYNC: pairs with the Release store in `end_stream` (a stream ends once).
         if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             return;
         }
+        // SYNC: pairs with the head store in the last writer's `publish`; only the count
+        // is used (no writer runs now).
         end_stream(&self.segment, header.head.load(Acquire));
     }
 }
@@ -178,7 +181,7 @@ impl Producer {
     pub fn resume(name: &str) -> Result<Producer, AttachError> {
         let segment = Segment::open(name, Duration::ZERO)?;
         let header = segment.header();
-        // SYNC: pairs with the Release store in `finish`.
+        // SYNC: pairs with the Release store in `end_stream`.
         if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             return Err(AttachError::Finished(name.into()));
         }
@@ -515,8 +518,8 @@ impl SlotWriter<'_> {
         let (seq, slot) = (self.seq, self.slot);
         let producer = &mut *self.producer;
         let ring = producer.segment.header();
-        // SYNC: pairs with the Acquire stamp load of lossy readers: header and payload
-        // are visible to whoever sees this stamp.
+        // SYNC: pairs with readers' stamp loads (Acquire for lossless, SeqCst for lossy):
+        // header and payload are visible to whoever sees this stamp.
         producer
             .segment
             .stamp(slot)

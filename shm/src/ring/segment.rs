@@ -609,6 +609,7 @@ fn remove_if_stale(name: &str, path: &Path) -> Result<Option<StaleSegment>, Crea
     let producer_pid = match Segment::open_file(name, path.to_path_buf(), file, INIT_GRACE) {
         Ok(segment) => {
             let producer = segment.producer();
+            // SYNC: pairs with the Release store in `end_stream`; only the state is used.
             let finished = segment.header().producer_state.load(Acquire) == PRODUCER_FINISHED;
             if producer.is_alive() && !finished {
                 return Err(CreateError::Exists {
