@@ -8,8 +8,8 @@ use super::plan::{
     StagePlan,
 };
 use crate::pattern::{NpyStack, TiffSeries};
-use crate::processors;
 use crate::processors::python::PythonCode;
+use crate::processors::{self, Processor};
 use crate::registry;
 use crate::ring::{Delivery, Dtype, FullPolicy};
 use crate::units::{quote, Rate, Seconds};
@@ -220,6 +220,33 @@ struct Validator<'a> {
     origin: &'a str,
 }
 
+/// A `[[ring]]` as checked so far: its plan, where the file declares it, and the slot
+/// size it declares (`None`: sized from its producer).
+struct Declared<'r> {
+    plan: RingPlan,
+    raw: &'r Spanned<RawRing>,
+    bytes: Option<u64>,
+}
+
+/// The declared rings, in file order, and who writes each (by position).
+struct Rings<'r> {
+    declared: Vec<Declared<'r>>,
+    writer_of: HashMap<usize, String>,
+}
+
+/// The rings a stage reads and writes, by name.
+struct StageRings {
+    inputs: Vec<String>,
+    metadata: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Rings<'_> {
+    fn index(&self, name: &str) -> Option<usize> {
+        self.declared.iter().position(|d| d.plan.name == name)
+    }
+}
+
 /// Checks a pipeline name given outside the file (`--name`); the message starts with
 /// the quoted name.
 pub fn check_pipeline_name(name: &str) -> Result<(), String> {
@@ -407,6 +434,9 @@ impl Validator<'_> {
         }
     }
 
+    /// The whole file, checked step by step in the order its parts depend on each other:
+    /// settings, rings, the source, the stages, then what needs them all (producers,
+    /// cycles, ring sizes, segment names).
     fn pipeline(
         &self,
         raw: RawPipeline,
@@ -431,84 +461,129 @@ impl Validator<'_> {
                 ),
             ));
         }
-
-        // Rings by name.
-        let mut rings: Vec<(RingPlan, &Spanned<RawRing>, Option<u64>)> = Vec::new();
+        let mut rings = Rings {
+            declared: Vec::new(),
+            writer_of: HashMap::new(),
+        };
         for r in &raw.rings {
-            let rn = &r.get_ref().name;
-            check_name("ring", rn.get_ref(), 24).map_err(|m| self.at(rn, m))?;
-            if rings.iter().any(|(p, _, _)| &p.name == rn.get_ref()) {
-                return Err(self.at(rn, format!("ring '{}' is declared twice", rn.get_ref())));
-            }
-            let ring = r.get_ref();
-            let slots = match &ring.slots {
-                None => DEFAULT_SLOTS,
-                Some(s) if (1..=MAX_SLOTS).contains(s.get_ref()) => *s.get_ref(),
-                Some(s) => {
-                    return Err(self.at(
-                        s,
-                        format!("slots must be 1 to {MAX_SLOTS}, got {}", s.get_ref()),
-                    ))
-                }
-            };
-            let full_policy = match &ring.full_policy {
-                None => FullPolicy::Block,
-                Some(p) => p.get_ref().parse().map_err(|m: String| self.at(p, m))?,
-            };
-            let frame_bytes = match &ring.frame {
-                None => None,
-                Some(f) => {
-                    let shape = f.get_ref();
-                    let dtype: Dtype = shape
-                        .dtype
-                        .get_ref()
-                        .parse()
-                        .map_err(|m: String| self.at(&shape.dtype, m))?;
-                    if shape.nx == 0 || shape.ny == 0 {
-                        return Err(self.at(f, "frame nx and ny must be at least 1"));
-                    }
-                    Some(u64::from(shape.nx) * u64::from(shape.ny) * dtype.size() as u64)
-                }
-            };
-            let declared = match (&ring.slot_bytes, frame_bytes) {
-                (Some(s), Some(fb)) if *s.get_ref() < fb => {
-                    return Err(self.at(
-                        s,
-                        format!(
-                            "ring '{}' has slot_bytes {} but its frame needs {fb} bytes; raise slot_bytes or drop it",
-                            rn.get_ref(),
-                            s.get_ref()
-                        ),
-                    ))
-                }
-                (Some(s), _) if *s.get_ref() == 0 => {
-                    return Err(self.at(s, "slot_bytes must be at least 1"))
-                }
-                (Some(s), _) => Some(*s.get_ref()),
-                (None, fb) => fb,
-            };
-            rings.push((
-                RingPlan {
-                    name: rn.get_ref().clone(),
-                    slots,
-                    slot_bytes: declared.unwrap_or(0),
-                    full_policy,
-                    writers: 1,
-                },
-                r,
-                declared,
-            ));
+            let ring = self.ring(r, &rings.declared)?;
+            rings.declared.push(ring);
         }
-        let positions: HashMap<String, usize> = rings
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _, _))| (p.name.clone(), i))
-            .collect();
-        let ring_index = |name: &str| positions.get(name).copied();
+        let (source, source_bytes) = self.source(&raw.source, base, &mut rings)?;
+        let mut stages = Vec::new();
+        let mut processors_built = Vec::new();
+        for s in &raw.stages {
+            let (stage, processor) = self.stage(s, &stages, &source, base, &mut rings)?;
+            stages.push(stage);
+            processors_built.push(processor);
+        }
+        self.worker_total(&raw.stages, &stages)?;
+        self.producers(&mut rings, &stages)?;
+        // No cycles; the order also sizes rings from their producers.
+        let order = self.topological(&raw, &stages)?;
+        let bytes = self.ring_sizes(
+            &raw,
+            &rings,
+            (&source, source_bytes),
+            &stages,
+            &processors_built,
+            &order,
+        )?;
+        let rings = self.ring_plans(rings, bytes, &name)?;
+        Ok(Pipeline {
+            name,
+            origin: self.origin.to_string(),
+            drain_timeout,
+            restart,
+            rings,
+            source,
+            stages,
+        })
+    }
 
-        // The source.
-        let src = raw.source.get_ref();
-        let src_ring = ring_index(src.ring.get_ref()).ok_or_else(|| {
+    /// One `[[ring]]` after the `earlier` ones: its name, slots, full policy and the
+    /// frame or slot size it declares (`None`: sized from its producer).
+    fn ring<'r>(
+        &self,
+        r: &'r Spanned<RawRing>,
+        earlier: &[Declared<'_>],
+    ) -> Result<Declared<'r>, ConfigError> {
+        let ring = r.get_ref();
+        let rn = &ring.name;
+        check_name("ring", rn.get_ref(), 24).map_err(|m| self.at(rn, m))?;
+        if earlier.iter().any(|d| &d.plan.name == rn.get_ref()) {
+            return Err(self.at(rn, format!("ring '{}' is declared twice", rn.get_ref())));
+        }
+        let slots = match &ring.slots {
+            None => DEFAULT_SLOTS,
+            Some(s) if (1..=MAX_SLOTS).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                return Err(self.at(
+                    s,
+                    format!("slots must be 1 to {MAX_SLOTS}, got {}", s.get_ref()),
+                ))
+            }
+        };
+        let full_policy = match &ring.full_policy {
+            None => FullPolicy::Block,
+            Some(p) => p.get_ref().parse().map_err(|m: String| self.at(p, m))?,
+        };
+        let frame_bytes = match &ring.frame {
+            None => None,
+            Some(f) => {
+                let shape = f.get_ref();
+                let dtype: Dtype = shape
+                    .dtype
+                    .get_ref()
+                    .parse()
+                    .map_err(|m: String| self.at(&shape.dtype, m))?;
+                if shape.nx == 0 || shape.ny == 0 {
+                    return Err(self.at(f, "frame nx and ny must be at least 1"));
+                }
+                Some(u64::from(shape.nx) * u64::from(shape.ny) * dtype.size() as u64)
+            }
+        };
+        let declared = match (&ring.slot_bytes, frame_bytes) {
+            (Some(s), Some(fb)) if *s.get_ref() < fb => {
+                return Err(self.at(
+                    s,
+                    format!(
+                        "ring '{}' has slot_bytes {} but its frame needs {fb} bytes; raise slot_bytes or drop it",
+                        rn.get_ref(),
+                        s.get_ref()
+                    ),
+                ))
+            }
+            (Some(s), _) if *s.get_ref() == 0 => {
+                return Err(self.at(s, "slot_bytes must be at least 1"))
+            }
+            (Some(s), _) => Some(*s.get_ref()),
+            (None, fb) => fb,
+        };
+        Ok(Declared {
+            plan: RingPlan {
+                name: rn.get_ref().clone(),
+                slots,
+                slot_bytes: declared.unwrap_or(0),
+                full_policy,
+                writers: 1,
+            },
+            raw: r,
+            bytes: declared,
+        })
+    }
+
+    /// The `[source]` table: the ring it writes, its rate, its frames (a pattern,
+    /// replayed files or a Python class) and the metadata it publishes beside them.
+    /// Returns the plan and the bytes of one frame.
+    fn source(
+        &self,
+        raw: &Spanned<RawSource>,
+        base: &Path,
+        rings: &mut Rings<'_>,
+    ) -> Result<(SourcePlan, u64), ConfigError> {
+        let src = raw.get_ref();
+        let src_ring = rings.index(src.ring.get_ref()).ok_or_else(|| {
             self.at(
                 &src.ring,
                 format!(
@@ -524,7 +599,37 @@ impl Validator<'_> {
                 .get(),
         };
         let python = self.python_source(src, base)?;
-        let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
+        let (content, nx, ny, dtype, frames) = self.source_frames(raw, python, base)?;
+        let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
+        rings.writer_of.insert(src_ring, "the source".to_string());
+        let metadata = match &src.metadata {
+            None => None,
+            Some(m) => Some(self.source_metadata(m, rings)?),
+        };
+        let source = SourcePlan {
+            ring: src.ring.get_ref().clone(),
+            content,
+            nx,
+            ny,
+            dtype,
+            fps,
+            frames,
+            cores: self.cores(src.cores.as_ref())?,
+            metadata,
+        };
+        Ok((source, source_bytes))
+    }
+
+    /// What the source's frames are: content, nx, ny, dtype and how many (`None`: until
+    /// stopped).
+    fn source_frames(
+        &self,
+        raw: &Spanned<RawSource>,
+        python: Option<SourceContent>,
+        base: &Path,
+    ) -> Result<(SourceContent, u32, u32, Dtype, Option<u64>), ConfigError> {
+        let src = raw.get_ref();
+        Ok(match (&src.pattern, &src.replay) {
             (pattern, replay) if python.is_some() => {
                 if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
                     return Err(self.at(
@@ -534,7 +639,7 @@ impl Validator<'_> {
                 }
                 let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
                     return Err(self.at(
-                        &raw.source,
+                        raw,
                         "a Python source declares the largest frame it yields: set nx and ny (and dtype, u16 by default)",
                     ));
                 };
@@ -543,7 +648,7 @@ impl Validator<'_> {
                     Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
                 };
                 if nx == 0 || ny == 0 {
-                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                    return Err(self.at(raw, "the source's nx and ny must be at least 1"));
                 }
                 (python.expect("matched"), nx, ny, dtype, src.frames)
             }
@@ -598,211 +703,263 @@ impl Validator<'_> {
                 };
                 let (nx, ny) = (src.nx.unwrap_or(512), src.ny.unwrap_or(512));
                 if nx == 0 || ny == 0 {
-                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                    return Err(self.at(raw, "the source's nx and ny must be at least 1"));
                 }
                 (content, nx, ny, dtype, src.frames)
             }
-        };
-        let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
-        let mut writer_of: HashMap<usize, String> =
-            HashMap::from([(src_ring, "the source".to_string())]);
-        let metadata = match &src.metadata {
-            None => None,
-            Some(m) => {
-                let raw = m.get_ref();
-                let ring = ring_index(raw.ring.get_ref()).ok_or_else(|| {
-                    self.at(
-                        &raw.ring,
-                        format!(
-                            "the source's metadata goes to ring '{}', which no [[ring]] declares",
-                            raw.ring.get_ref()
-                        ),
-                    )
-                })?;
-                if writer_of.insert(ring, "the source".into()).is_some() {
-                    return Err(self.at(
-                        &raw.ring,
-                        "the metadata ring must differ from the frame ring",
-                    ));
-                }
-                if !(raw.jitter_us >= 0.0 && raw.jitter_us.is_finite()) {
-                    return Err(self.at(
-                        m,
-                        "jitter_us must be 0 or a positive number of microseconds",
-                    ));
-                }
-                Some(MetadataPlan {
-                    ring: raw.ring.get_ref().clone(),
-                    channels: MetadataPlan::parse_channels(raw.channels.get_ref())
-                        .map_err(|e| self.at(&raw.channels, e))?,
-                    jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
-                    gap_every: raw.gap_every,
-                })
-            }
-        };
-        let source = SourcePlan {
-            ring: src.ring.get_ref().clone(),
-            content,
-            nx,
-            ny,
-            dtype,
-            fps,
-            frames,
-            cores: self.cores(src.cores.as_ref())?,
-            metadata,
-        };
+        })
+    }
 
-        // Stages.
-        let mut stages: Vec<StagePlan> = Vec::new();
-        let mut processors_built = Vec::new();
-        for s in &raw.stages {
-            let st = s.get_ref();
-            check_name("stage", st.name.get_ref(), 24).map_err(|m| self.at(&st.name, m))?;
-            if stages.iter().any(|p| &p.name == st.name.get_ref()) {
-                return Err(self.at(
-                    &st.name,
-                    format!("stage '{}' is declared twice", st.name.get_ref()),
-                ));
-            }
-            let stage_name = st.name.get_ref().clone();
-            let inputs = OneOrMany::list(Some(&st.input));
-            if inputs.is_empty() {
-                return Err(self.at(
-                    &st.input,
-                    format!("stage '{stage_name}' has an empty input list"),
-                ));
-            }
-            let metadata = OneOrMany::list(st.metadata.as_ref());
-            for (input, span) in inputs.iter().map(|i| (i, st.input.span())).chain(
-                metadata
-                    .iter()
-                    .map(|m| (m, st.metadata.as_ref().expect("listed").span())),
-            ) {
-                if ring_index(input).is_none() {
-                    return Err(self.error(
-                        span,
-                        format!(
-                            "stage '{stage_name}' reads ring '{input}', which no [[ring]] declares"
-                        ),
-                    ));
-                }
-            }
-            let outputs = OneOrMany::list(st.output.as_ref());
-            for o in &outputs {
-                let span = st.output.as_ref().expect("listed");
-                let idx = ring_index(o).ok_or_else(|| {
-                    self.at(
-                        span,
-                        format!(
-                            "stage '{stage_name}' writes ring '{o}', which no [[ring]] declares"
-                        ),
-                    )
-                })?;
-                if let Some(other) = writer_of.get(&idx) {
-                    return Err(self.at(
-                        span,
-                        format!("ring '{o}' is already written by {other}; a ring has one producer, so give this stage its own ring"),
-                    ));
-                }
-                writer_of.insert(idx, format!("stage '{stage_name}'"));
-            }
-            let positive = |v: &Option<Spanned<u32>>, key: &str| -> Result<u32, ConfigError> {
-                match v {
-                    None => Ok(1),
-                    Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
-                    Some(n) => Err(self.at(n, format!("{key} must be at least 1"))),
-                }
-            };
-            let workers = positive(&st.workers, "workers")?;
-            if workers > 64 {
-                return Err(self.at(
-                    st.workers.as_ref().expect("set"),
-                    "workers must be at most 64",
-                ));
-            }
-            let batch = positive(&st.batch, "batch")?;
-            let delivery = match &st.delivery {
-                None => Delivery::Lossless,
-                Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
-            };
-            let mut processor =
-                registry::create(st.processor.get_ref()).map_err(|m| self.at(&st.processor, m))?;
-            // Keys that exclude each other (a later one would silently replace the other).
-            for (one, other) in EXCLUSIVE_ARGS {
-                if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {
-                    return Err(self.at(
-                        second,
-                        format!(
-                            "stage '{stage_name}': {one} and {other} exclude each other; keep one"
-                        ),
-                    ));
-                }
-            }
-            let mut args = toml::Table::new();
-            for (key, value) in &st.args {
-                let value_here = match (st.processor.get_ref().as_str(), key.as_str()) {
-                    // A Python stage's file is found from the pipeline file's folder.
-                    ("python", "file") => match value.get_ref().as_str() {
-                        Some(file) => toml::Value::String(base.join(file).display().to_string()),
-                        None => value.get_ref().clone(),
-                    },
-                    _ => value.get_ref().clone(),
-                };
-                processor
-                    .configure(key, &value_here)
-                    .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
-                args.insert(key.clone(), value_here);
-            }
-            processor
-                .check_wiring(&processors::Wiring {
-                    inputs: inputs.len(),
-                    outputs: outputs.len(),
-                    metadata: metadata.len(),
-                    workers,
-                    // Frames straight from the source have its shape.
-                    frame: inputs
-                        .iter()
-                        .all(|i| i == src.ring.get_ref())
-                        .then_some((source.ny, source.nx)),
-                })
-                .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
-            // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
-            let longest_group = if metadata.is_empty() {
-                stage_name.len() + if st.broadcast { 3 } else { 0 }
-            } else {
-                stage_name.len() + 4
-            };
-            if longest_group > MAX_SEGMENT_NAME {
-                return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 27 characters")));
-            }
-            let cores = self.cores(st.cores.as_ref())?;
-            processors_built.push(processor);
-            let mut at = BTreeMap::new();
-            at.insert(
-                "processor".to_string(),
-                self.at(&st.processor, "").location(),
-            );
-            for (key, value) in &st.args {
-                at.insert(key.clone(), self.at(value, "").location());
-            }
-            stages.push(StagePlan {
-                at,
-                name: stage_name,
-                processor: st.processor.get_ref().clone(),
-                args,
-                inputs,
-                outputs,
-                metadata,
-                workers,
-                batch,
-                delivery,
-                broadcast: st.broadcast,
-                cores,
-            });
+    /// The source's `metadata` table: its own ring and the channels it publishes.
+    fn source_metadata(
+        &self,
+        m: &Spanned<RawMetadata>,
+        rings: &mut Rings<'_>,
+    ) -> Result<MetadataPlan, ConfigError> {
+        let raw = m.get_ref();
+        let ring = rings.index(raw.ring.get_ref()).ok_or_else(|| {
+            self.at(
+                &raw.ring,
+                format!(
+                    "the source's metadata goes to ring '{}', which no [[ring]] declares",
+                    raw.ring.get_ref()
+                ),
+            )
+        })?;
+        if rings.writer_of.insert(ring, "the source".into()).is_some() {
+            return Err(self.at(
+                &raw.ring,
+                "the metadata ring must differ from the frame ring",
+            ));
         }
+        if !(raw.jitter_us >= 0.0 && raw.jitter_us.is_finite()) {
+            return Err(self.at(
+                m,
+                "jitter_us must be 0 or a positive number of microseconds",
+            ));
+        }
+        Ok(MetadataPlan {
+            ring: raw.ring.get_ref().clone(),
+            channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                .map_err(|e| self.at(&raw.channels, e))?,
+            jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+            gap_every: raw.gap_every,
+        })
+    }
 
+    /// One `[[stage]]` after the `earlier` ones: its rings (each written by one producer),
+    /// workers, delivery and processor, whose arguments and wiring are checked by the
+    /// processor itself. Returns the plan and the configured processor (which sizes the
+    /// stage's output rings).
+    fn stage(
+        &self,
+        s: &Spanned<RawStage>,
+        earlier: &[StagePlan],
+        source: &SourcePlan,
+        base: &Path,
+        rings: &mut Rings<'_>,
+    ) -> Result<(StagePlan, Box<dyn Processor>), ConfigError> {
+        let st = s.get_ref();
+        check_name("stage", st.name.get_ref(), 24).map_err(|m| self.at(&st.name, m))?;
+        if earlier.iter().any(|p| &p.name == st.name.get_ref()) {
+            return Err(self.at(
+                &st.name,
+                format!("stage '{}' is declared twice", st.name.get_ref()),
+            ));
+        }
+        let stage_name = st.name.get_ref().clone();
+        let StageRings {
+            inputs,
+            metadata,
+            outputs,
+        } = self.stage_rings(st, &stage_name, rings)?;
+        let positive = |v: &Option<Spanned<u32>>, key: &str| -> Result<u32, ConfigError> {
+            match v {
+                None => Ok(1),
+                Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+                Some(n) => Err(self.at(n, format!("{key} must be at least 1"))),
+            }
+        };
+        let workers = positive(&st.workers, "workers")?;
+        if workers > 64 {
+            return Err(self.at(
+                st.workers.as_ref().expect("set"),
+                "workers must be at most 64",
+            ));
+        }
+        let batch = positive(&st.batch, "batch")?;
+        let delivery = match &st.delivery {
+            None => Delivery::Lossless,
+            Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+        };
+        let (processor, args) = self.stage_processor(st, &stage_name, base)?;
+        processor
+            .check_wiring(&processors::Wiring {
+                inputs: inputs.len(),
+                outputs: outputs.len(),
+                metadata: metadata.len(),
+                workers,
+                // Frames straight from the source have its shape.
+                frame: inputs
+                    .iter()
+                    .all(|i| *i == source.ring)
+                    .then_some((source.ny, source.nx)),
+            })
+            .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
+        // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
+        let longest_group = if metadata.is_empty() {
+            stage_name.len() + if st.broadcast { 3 } else { 0 }
+        } else {
+            stage_name.len() + 4
+        };
+        if longest_group > MAX_SEGMENT_NAME {
+            return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 27 characters")));
+        }
+        let cores = self.cores(st.cores.as_ref())?;
+        let mut at = BTreeMap::new();
+        at.insert(
+            "processor".to_string(),
+            self.at(&st.processor, "").location(),
+        );
+        for (key, value) in &st.args {
+            at.insert(key.clone(), self.at(value, "").location());
+        }
+        let plan = StagePlan {
+            at,
+            name: stage_name,
+            processor: st.processor.get_ref().clone(),
+            args,
+            inputs,
+            outputs,
+            metadata,
+            workers,
+            batch,
+            delivery,
+            broadcast: st.broadcast,
+            cores,
+        };
+        Ok((plan, processor))
+    }
+
+    /// A stage's inputs, metadata rings and outputs: each declared, each output written by
+    /// this stage alone.
+    fn stage_rings(
+        &self,
+        st: &RawStage,
+        stage_name: &str,
+        rings: &mut Rings<'_>,
+    ) -> Result<StageRings, ConfigError> {
+        let inputs = OneOrMany::list(Some(&st.input));
+        if inputs.is_empty() {
+            return Err(self.at(
+                &st.input,
+                format!("stage '{stage_name}' has an empty input list"),
+            ));
+        }
+        let metadata = OneOrMany::list(st.metadata.as_ref());
+        for (input, span) in inputs.iter().map(|i| (i, st.input.span())).chain(
+            metadata
+                .iter()
+                .map(|m| (m, st.metadata.as_ref().expect("listed").span())),
+        ) {
+            if rings.index(input).is_none() {
+                return Err(self.error(
+                    span,
+                    format!(
+                        "stage '{stage_name}' reads ring '{input}', which no [[ring]] declares"
+                    ),
+                ));
+            }
+        }
+        let outputs = OneOrMany::list(st.output.as_ref());
+        for o in &outputs {
+            let span = st.output.as_ref().expect("listed");
+            let idx = rings.index(o).ok_or_else(|| {
+                self.at(
+                    span,
+                    format!("stage '{stage_name}' writes ring '{o}', which no [[ring]] declares"),
+                )
+            })?;
+            if let Some(other) = rings.writer_of.get(&idx) {
+                return Err(self.at(
+                    span,
+                    format!("ring '{o}' is already written by {other}; a ring has one producer, so give this stage its own ring"),
+                ));
+            }
+            rings.writer_of.insert(idx, format!("stage '{stage_name}'"));
+        }
+        Ok(StageRings {
+            inputs,
+            metadata,
+            outputs,
+        })
+    }
+
+    /// A stage's processor, configured with its `args` (each refusal at the value that
+    /// caused it), and the arguments as the workers get them.
+    fn stage_processor(
+        &self,
+        st: &RawStage,
+        stage_name: &str,
+        base: &Path,
+    ) -> Result<(Box<dyn Processor>, toml::Table), ConfigError> {
+        let mut processor =
+            registry::create(st.processor.get_ref()).map_err(|m| self.at(&st.processor, m))?;
+        // Keys that exclude each other (a later one would silently replace the other).
+        for (one, other) in EXCLUSIVE_ARGS {
+            if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {
+                return Err(self.at(
+                    second,
+                    format!("stage '{stage_name}': {one} and {other} exclude each other; keep one"),
+                ));
+            }
+        }
+        let mut args = toml::Table::new();
+        for (key, value) in &st.args {
+            let value_here = match (st.processor.get_ref().as_str(), key.as_str()) {
+                // A Python stage's file is found from the pipeline file's folder.
+                ("python", "file") => match value.get_ref().as_str() {
+                    Some(file) => toml::Value::String(base.join(file).display().to_string()),
+                    None => value.get_ref().clone(),
+                },
+                _ => value.get_ref().clone(),
+            };
+            processor
+                .configure(key, &value_here)
+                .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
+            args.insert(key.clone(), value_here);
+        }
+        Ok((processor, args))
+    }
+
+    /// Every ring has a producer; a ring written by a stage has a segment per worker.
+    fn producers(&self, rings: &mut Rings<'_>, stages: &[StagePlan]) -> Result<(), ConfigError> {
+        for (i, d) in rings.declared.iter_mut().enumerate() {
+            if !rings.writer_of.contains_key(&i) {
+                return Err(self.at(
+                    &d.raw.get_ref().name,
+                    format!(
+                        "ring '{}' has no producer: neither the source nor any stage writes it",
+                        d.plan.name
+                    ),
+                ));
+            }
+            d.plan.writers = stages
+                .iter()
+                .find(|s| s.outputs.contains(&d.plan.name))
+                .map_or(1, |s| s.workers);
+        }
+        Ok(())
+    }
+
+    /// At most 1024 worker processes, the source's included.
+    fn worker_total(
+        &self,
+        raw: &[Spanned<RawStage>],
+        stages: &[StagePlan],
+    ) -> Result<(), ConfigError> {
         let mut total = 1u32;
-        for (st, plan) in raw.stages.iter().zip(&stages) {
+        for (st, plan) in raw.iter().zip(stages) {
             total += plan.workers;
             if total > 1024 {
                 let st = st.get_ref();
@@ -813,54 +970,52 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(())
+    }
 
-        // Every ring has a producer; remember how many segments it needs.
-        for (i, (plan, r, _)) in rings.iter_mut().enumerate() {
-            if !writer_of.contains_key(&i) {
-                return Err(self.at(
-                    &r.get_ref().name,
-                    format!(
-                        "ring '{}' has no producer: neither the source nor any stage writes it",
-                        plan.name
-                    ),
-                ));
-            }
-            plan.writers = stages
-                .iter()
-                .find(|s| s.outputs.contains(&plan.name))
-                .map_or(1, |s| s.workers);
-        }
-
-        // No cycles; the order also sizes rings from their producers.
-        let order = self.topological(&raw, &stages)?;
-        let mut bytes: Vec<u64> = rings.iter().map(|(p, _, _)| p.slot_bytes).collect();
-        if rings[src_ring]
-            .2
+    /// Every ring's slot size: the declared one, else what its producer writes (the
+    /// source's frames, or what a stage makes of its inputs, in data-flow `order`); a
+    /// declared size too small for its producer is refused.
+    fn ring_sizes(
+        &self,
+        raw: &RawPipeline,
+        rings: &Rings<'_>,
+        (source, source_bytes): (&SourcePlan, u64),
+        stages: &[StagePlan],
+        processors_built: &[Box<dyn Processor>],
+        order: &[usize],
+    ) -> Result<Vec<u64>, ConfigError> {
+        let declared = &rings.declared;
+        let index = |name: &str| rings.index(name).expect("checked");
+        let src_ring = index(&source.ring);
+        let mut bytes: Vec<u64> = declared.iter().map(|d| d.plan.slot_bytes).collect();
+        if declared[src_ring]
+            .bytes
             .is_some_and(|declared| declared < source_bytes)
         {
             return Err(self.at(
-                &src.ring,
+                &raw.source.get_ref().ring,
                 format!(
-                    "the source's {nx}x{ny} {} frames ({source_bytes} bytes) do not fit ring '{}', whose slots hold {} bytes",
-                    dtype.name(), source.ring, bytes[src_ring]
+                    "the source's {}x{} {} frames ({source_bytes} bytes) do not fit ring '{}', whose slots hold {} bytes",
+                    source.nx, source.ny, source.dtype.name(), source.ring, bytes[src_ring]
                 ),
             ));
         }
-        if rings[src_ring].2.is_none() {
+        if declared[src_ring].bytes.is_none() {
             bytes[src_ring] = source_bytes;
         }
-        for &si in &order {
+        for &si in order {
             let stage = &stages[si];
             let input_bytes = stage
                 .inputs
                 .iter()
-                .map(|i| bytes[ring_index(i).expect("checked")])
+                .map(|i| bytes[index(i)])
                 .max()
                 .unwrap_or(0);
             let needed = processors_built[si].output_bytes(input_bytes, source_bytes);
             for out in &stage.outputs {
-                let oi = ring_index(out).expect("checked");
-                match rings[oi].2 {
+                let oi = index(out);
+                match declared[oi].bytes {
                     Some(declared) if declared < needed => {
                         let o = raw.stages[si]
                             .get_ref()
@@ -880,8 +1035,19 @@ impl Validator<'_> {
                 }
             }
         }
+        Ok(bytes)
+    }
+
+    /// The rings as planned, sized by `bytes`: each within the ring's size limit, and
+    /// each segment name (`PIPELINE.RING.N`) within the ring layout's.
+    fn ring_plans(
+        &self,
+        rings: Rings<'_>,
+        bytes: Vec<u64>,
+        pipeline: &str,
+    ) -> Result<Vec<RingPlan>, ConfigError> {
         let mut ring_plans = Vec::new();
-        for ((mut plan, r, _), b) in rings.into_iter().zip(bytes) {
+        for (Declared { mut plan, raw, .. }, b) in rings.declared.into_iter().zip(bytes) {
             plan.slot_bytes = b;
             // As the ring will compute it: pages of payload plus a page of header a slot.
             let size = b
@@ -889,7 +1055,7 @@ impl Validator<'_> {
                 .and_then(|p| p.checked_add(4096))
                 .and_then(|stride| stride.checked_mul(u64::from(plan.slots)));
             if size.is_none_or(|s| s > MAX_RING_BYTES) {
-                let ring = r.get_ref();
+                let ring = raw.get_ref();
                 let span = ring
                     .slot_bytes
                     .as_ref()
@@ -902,12 +1068,12 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if let Some(longest) = plan.segments(&name).iter().map(String::len).max() {
+            if let Some(longest) = plan.segments(pipeline).iter().map(String::len).max() {
                 if longest > MAX_SEGMENT_NAME {
                     return Err(self.at(
-                        &r.get_ref().name,
+                        &raw.get_ref().name,
                         format!(
-                            "ring '{}' of pipeline '{name}' makes a segment name of {longest} characters; shorten the pipeline or ring name to stay within {MAX_SEGMENT_NAME}",
+                            "ring '{}' of pipeline '{pipeline}' makes a segment name of {longest} characters; shorten the pipeline or ring name to stay within {MAX_SEGMENT_NAME}",
                             plan.name
                         ),
                     ));
@@ -915,15 +1081,7 @@ impl Validator<'_> {
             }
             ring_plans.push(plan);
         }
-        Ok(Pipeline {
-            name,
-            origin: self.origin.to_string(),
-            drain_timeout,
-            restart,
-            rings: ring_plans,
-            source,
-            stages,
-        })
+        Ok(ring_plans)
     }
 
     /// Stage indices in data-flow order; a cycle is an error at the stage closing it.

@@ -17,6 +17,7 @@ use crate::sys::{signal_child, stop_flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,9 +82,70 @@ pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
 /// Runs `pipeline` until it ends or is stopped.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let stop = stop_flag();
-    let name = &pipeline.name;
     // Writers check their folders here, in the run's folder, before anything starts.
     prepare_stages(pipeline)?;
+    let stats = declare_stats(pipeline)?;
+    // Whatever happens from here on, the segments go when we return.
+    let _cleanup = Cleanup {
+        stats: &stats,
+        socket: socket_path(&pipeline.name),
+    };
+    stats.write_args(0, "{}");
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
+    }
+    let rings = create_rings(pipeline)?;
+    let holders = hold_groups(pipeline)?;
+    let shared = serve_control(pipeline, options)?;
+    let mut slots = worker_slots(pipeline);
+    for slot in &mut slots {
+        spawn(slot, &stats)?;
+    }
+    stats.header().state.store(PIPELINE_RUNNING, Release);
+    eprintln!(
+        "streamd run: pipeline '{}' running with {} processes; `streamd status` shows it, Ctrl-C drains and stops it",
+        pipeline.name,
+        slots.len()
+    );
+    let mut run = Supervision {
+        pipeline,
+        options,
+        stats: &stats,
+        shared: &shared,
+        holders,
+        rings,
+        slots,
+        problems: Vec::new(),
+        notes: Vec::new(),
+        started: Instant::now(),
+        drain_deadline: None,
+        rate_clock: Instant::now(),
+        last_counts: HashMap::new(),
+    };
+    while !run.tick(&stop)? {
+        std::thread::sleep(TICK);
+    }
+    // Stages cut short by the drain deadline conclude with what they left.
+    run.conclude(|_| true);
+    stats.header().state.store(PIPELINE_FINISHED, Release);
+    let report = collect(
+        &stats,
+        &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
+    );
+    let Supervision {
+        problems, notes, ..
+    } = run;
+    Ok(RunOutcome {
+        report,
+        problems,
+        notes,
+    })
+}
+
+/// Creates the pipeline's stats segment, one entry per worker (the source is stage 0),
+/// replacing (and saying so) what a dead supervisor of the same name left.
+fn declare_stats(pipeline: &Pipeline) -> anyhow::Result<StatsSegment> {
+    let name = &pipeline.name;
     let mut decls = vec![StageDecl {
         name: "source".into(),
         processor: match &pipeline.source.content {
@@ -106,20 +168,24 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             "streamd run: removed the stale stats segment and {removed} ring(s) of pipeline '{name}' left by supervisor pid {pid}, which is gone"
         );
     }
-    // Whatever happens from here on, the segments go when we return.
-    let _cleanup = Cleanup {
-        stats: &stats,
-        socket: socket_path(name),
-    };
-    stats.write_args(0, "{}");
-    for (i, stage) in pipeline.stages.iter().enumerate() {
-        stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
-    }
+    Ok(stats)
+}
 
-    // Rings, owned here so consumers wait through a writer's restart.
-    let mut rings: HashMap<String, OwnedRing> = HashMap::new();
+/// The segments of the pipeline's ring `ring` (one per writer).
+fn segments_of(pipeline: &Pipeline, ring: &str) -> Vec<String> {
+    pipeline
+        .rings
+        .iter()
+        .find(|r| r.name == ring)
+        .map(|r| r.segments(&pipeline.name))
+        .unwrap_or_default()
+}
+
+/// Every ring segment, owned here so consumers wait through a writer's restart.
+fn create_rings(pipeline: &Pipeline) -> anyhow::Result<HashMap<String, OwnedRing>> {
+    let mut rings = HashMap::new();
     for plan in &pipeline.rings {
-        for segment in plan.segments(name) {
+        for segment in plan.segments(&pipeline.name) {
             let (ring, _stale) = OwnedRing::create(&RingOptions {
                 name: segment.clone(),
                 slots: plan.slots,
@@ -129,22 +195,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             rings.insert(segment, ring);
         }
     }
-    let segments_of = |ring: &str| -> Vec<String> {
-        pipeline
-            .rings
-            .iter()
-            .find(|r| r.name == ring)
-            .map(|r| r.segments(name))
-            .unwrap_or_default()
-    };
+    Ok(rings)
+}
 
-    // Hold every stage group from the first frame on, so a group keeps its place while
-    // its only worker restarts, and no frame is published before the group exists.
-    let mut holders: Vec<Vec<Consumer>> = Vec::new();
+/// Holds every stage group from the first frame on, so a group keeps its place while its
+/// only worker restarts, and no frame is published before the group exists. One list per
+/// stage: its input groups, then each worker's metadata group.
+fn hold_groups(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Consumer>>> {
+    let mut holders = Vec::new();
     for stage in &pipeline.stages {
         let mut held = Vec::new();
         for input in &stage.inputs {
-            for segment in segments_of(input) {
+            for segment in segments_of(pipeline, input) {
                 for group in stage.groups() {
                     held.push(Consumer::attach(
                         &segment,
@@ -159,7 +221,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             }
         }
         for ring in &stage.metadata {
-            for segment in segments_of(ring) {
+            for segment in segments_of(pipeline, ring) {
                 for w in 0..stage.workers {
                     held.push(Consumer::attach(
                         &segment,
@@ -174,7 +236,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         }
         holders.push(held);
     }
+    Ok(holders)
+}
 
+/// Serves the control socket (and the metrics endpoint when asked) on their threads.
+fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<Arc<Shared>> {
     let shared = Arc::new(Shared {
         wiring: pipeline
             .stages
@@ -192,14 +258,27 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             .collect(),
         ..Shared::default()
     });
-    serve(name, shared.clone())?;
+    serve(&pipeline.name, shared.clone())?;
     if let Some(addr) = options.metrics {
-        serve_metrics(addr, name, shared.clone())?;
+        serve_metrics(addr, &pipeline.name, shared.clone())?;
     }
+    Ok(shared)
+}
 
-    // Worker slots: stages first (so they are attached), the source last.
+/// A slot for every worker process, pinned to its core: stages first (so they are
+/// attached), the source last.
+fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
+    let name = &pipeline.name;
     let mut cores = CoreAssigner::new();
     let supervisor_pid = std::process::id();
+    let slot = |spec: WorkerSpec, outputs: Vec<String>| Slot {
+        spec,
+        child: None,
+        crashes: Vec::new(),
+        restart_at: None,
+        done: false,
+        outputs,
+    };
     let mut slots: Vec<Slot> = Vec::new();
     let mut entry = 1usize;
     for (i, stage) in pipeline.stages.iter().enumerate() {
@@ -208,138 +287,115 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             let outputs: Vec<String> = stage
                 .outputs
                 .iter()
-                .filter_map(|r| segments_of(r).get(w as usize).cloned())
+                .filter_map(|r| segments_of(pipeline, r).get(w as usize).cloned())
                 .collect();
-            let inputs = stage.inputs.iter().flat_map(|r| segments_of(r)).collect();
-            let metadata = stage.metadata.iter().flat_map(|r| segments_of(r)).collect();
-            slots.push(Slot {
-                spec: WorkerSpec {
-                    pipeline: name.clone(),
-                    supervisor_pid,
-                    stage_index: i + 1,
-                    entry,
-                    worker: w,
-                    core: cores.assign(&stage.cores, w),
-                    role: Role::Stage {
-                        plan: stage.clone(),
-                        inputs,
-                        group: stage.group(w),
-                        outputs: outputs.clone(),
-                        metadata,
-                    },
+            let inputs = stage
+                .inputs
+                .iter()
+                .flat_map(|r| segments_of(pipeline, r))
+                .collect();
+            let metadata = stage
+                .metadata
+                .iter()
+                .flat_map(|r| segments_of(pipeline, r))
+                .collect();
+            let spec = WorkerSpec {
+                pipeline: name.clone(),
+                supervisor_pid,
+                stage_index: i + 1,
+                entry,
+                worker: w,
+                core: cores.assign(&stage.cores, w),
+                role: Role::Stage {
+                    plan: stage.clone(),
+                    inputs,
+                    group: stage.group(w),
+                    outputs: outputs.clone(),
+                    metadata,
                 },
-                child: None,
-                crashes: Vec::new(),
-                restart_at: None,
-                done: false,
-                outputs,
-            });
+            };
+            slots.push(slot(spec, outputs));
             entry += 1;
         }
     }
-    let source_output = segments_of(&pipeline.source.ring).remove(0);
+    let source_output = segments_of(pipeline, &pipeline.source.ring).remove(0);
     let source_metadata = pipeline
         .source
         .metadata
         .as_ref()
-        .map(|m| segments_of(&m.ring).remove(0));
-    slots.push(Slot {
-        spec: WorkerSpec {
-            pipeline: name.clone(),
-            supervisor_pid,
-            stage_index: 0,
-            entry: 0,
-            worker: 0,
-            core: cores.assign(&pipeline.source.cores, 0),
-            role: Role::Source {
-                plan: pipeline.source.clone(),
-                output: source_output.clone(),
-                metadata: source_metadata.clone(),
-            },
+        .map(|m| segments_of(pipeline, &m.ring).remove(0));
+    let spec = WorkerSpec {
+        pipeline: name.clone(),
+        supervisor_pid,
+        stage_index: 0,
+        entry: 0,
+        worker: 0,
+        core: cores.assign(&pipeline.source.cores, 0),
+        role: Role::Source {
+            plan: pipeline.source.clone(),
+            output: source_output.clone(),
+            metadata: source_metadata.clone(),
         },
-        child: None,
-        crashes: Vec::new(),
-        restart_at: None,
-        done: false,
-        outputs: [Some(source_output), source_metadata]
-            .into_iter()
-            .flatten()
-            .collect(),
-    });
+    };
+    let outputs = [Some(source_output), source_metadata]
+        .into_iter()
+        .flatten()
+        .collect();
+    slots.push(slot(spec, outputs));
     if let Some(notice) = cores.sharing_notice(slots.len()) {
         eprintln!("streamd run: {notice}");
     }
-    for slot in &mut slots {
-        spawn(slot, &stats)?;
-    }
-    stats.header().state.store(PIPELINE_RUNNING, Release);
-    eprintln!(
-        "streamd run: pipeline '{name}' running with {} processes; `streamd status` shows it, Ctrl-C drains and stops it",
-        slots.len()
-    );
+    slots
+}
 
-    let started = Instant::now();
-    let mut drain_deadline: Option<Instant> = None;
-    let mut problems = Vec::new();
-    let mut notes = Vec::new();
-    let mut rate_clock = Instant::now();
-    let mut last_counts: HashMap<usize, (u64, u64)> = HashMap::new();
-    loop {
-        // SYNC: pairs with the Release store of a worker whose fault asks for a stop.
-        let fault_stop = stats.header().stop_request.load(Acquire) != 0;
-        let asked_to_stop = stop.load(Relaxed)
-            || shared.stop.load(SeqCst)
-            || fault_stop
-            || options.runtime.is_some_and(|r| started.elapsed() >= r);
-        if asked_to_stop && drain_deadline.is_none() {
-            if fault_stop {
-                for i in 0..stats.entry_count() {
-                    // SYNC: pairs with the worker's Release store in `Report::state`; the
-                    // last_error it wrote before is visible.
-                    if stats.entry(i).state.load(Acquire) == WORKER_ERROR {
-                        let stage = stats.stage_name(stats.entry(i).stage.load(Relaxed) as usize);
-                        let text = format!(
-                            "stage '{stage}' worker {} stopped the pipeline (on_error = \"stop\"): {}",
-                            stats.entry(i).worker.load(Relaxed),
-                            stats.last_error(i)
-                        );
-                        shared.event(text.clone());
-                        problems.push(text);
-                    }
-                }
-            }
-            drain_deadline = Some(Instant::now() + pipeline.drain_timeout);
-            stats.header().state.store(PIPELINE_DRAINING, Release);
-            let source = slots.last_mut().expect("the source slot");
-            match &source.child {
-                Some(child) => signal_child(child.id(), libc::SIGTERM),
-                None => {
-                    // Waiting for a restart: it will not come; end its stream here.
-                    source.done = true;
-                    source.restart_at = None;
-                    finish_output(source, &rings);
-                }
-            }
+/// A running pipeline as the supervisor loop keeps it.
+struct Supervision<'a> {
+    pipeline: &'a Pipeline,
+    options: &'a RunOptions,
+    stats: &'a StatsSegment,
+    shared: &'a Shared,
+    /// Each stage's held groups, let go once the stage is done (before the rings go).
+    holders: Vec<Vec<Consumer>>,
+    rings: HashMap<String, OwnedRing>,
+    /// The workers, the source last.
+    slots: Vec<Slot>,
+    problems: Vec<String>,
+    notes: Vec<String>,
+    started: Instant,
+    drain_deadline: Option<Instant>,
+    rate_clock: Instant,
+    last_counts: HashMap<usize, (u64, u64)>,
+}
+
+impl Supervision<'_> {
+    /// One turn of the loop: start draining when asked, notice exits, restart what is
+    /// due, conclude finished stages, enforce the drain deadline, update the rates.
+    /// Returns true once every worker is done (or was killed at the deadline).
+    fn tick(&mut self, stop: &AtomicBool) -> anyhow::Result<bool> {
+        if self.drain_deadline.is_none() && self.asked_to_stop(stop) {
+            self.start_drain();
         }
-        let draining = drain_deadline.is_some();
-        for slot in &mut slots {
+        let draining = self.drain_deadline.is_some();
+        for slot in &mut self.slots {
             reap(
                 slot,
-                &stats,
-                &shared,
-                &rings,
-                pipeline,
+                self.stats,
+                self.shared,
+                &self.rings,
+                self.pipeline,
                 draining,
-                &mut problems,
+                &mut self.problems,
             );
             if slot.restart_at.is_some_and(|t| Instant::now() >= t) {
                 slot.restart_at = None;
-                stats.entry(slot.spec.entry).restarts.fetch_add(1, Relaxed);
-                spawn(slot, &stats)?;
+                let entry = self.stats.entry(slot.spec.entry);
+                entry.restarts.fetch_add(1, Relaxed);
+                spawn(slot, self.stats)?;
             }
         }
         // A stage whose workers are all done no longer needs its groups held, and
         // concludes (a writer ties its workers' files together).
+        let slots = &self.slots;
         let stage_done = |i: usize| {
             slots
                 .iter()
@@ -347,72 +403,128 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                 .all(|s| s.done)
         };
         let mut ended = Ended {
-            notes: &mut notes,
-            problems: &mut problems,
+            notes: &mut self.notes,
+            problems: &mut self.problems,
         };
-        ended.conclude(&mut holders, pipeline, &stats, stage_done);
-        if slots.iter().all(|s| s.done) {
-            break;
+        ended.conclude(&mut self.holders, self.pipeline, self.stats, stage_done);
+        if self.slots.iter().all(|s| s.done) {
+            return Ok(true);
         }
-        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
-            for slot in slots.iter_mut().filter(|s| !s.done) {
-                let stage = stats.stage_name(slot.spec.stage_index);
-                problems.push(format!(
-                    "stage '{stage}' worker {} did not drain within {:.0} s and was killed",
-                    slot.spec.worker,
-                    pipeline.drain_timeout.as_secs_f64()
-                ));
-                if let Some(mut child) = slot.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                slot.done = true;
-            }
-            break;
+        if self.drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            self.kill_undrained();
+            return Ok(true);
         }
-        if rate_clock.elapsed() >= Duration::from_secs(1) {
-            let seconds = rate_clock.elapsed().as_secs_f64();
-            rate_clock = Instant::now();
-            let mut rates = HashMap::new();
-            for i in 0..stats.entry_count() {
-                let e = stats.entry(i);
-                let now = (e.frames_in.load(Relaxed), e.frames_out.load(Relaxed));
-                let before = last_counts.insert(i, now).unwrap_or((0, 0));
-                rates.insert(
-                    i,
-                    (
-                        now.0.saturating_sub(before.0) as f64 / seconds,
-                        now.1.saturating_sub(before.1) as f64 / seconds,
-                    ),
-                );
-            }
-            if options.progress {
-                eprintln!("{}", progress_line(&stats, &rates, started.elapsed()));
-            }
-            if let Ok(mut r) = shared.rates.lock() {
-                *r = rates;
-            }
+        if self.rate_clock.elapsed() >= Duration::from_secs(1) {
+            self.update_rates();
         }
-        std::thread::sleep(TICK);
+        Ok(false)
     }
-    // Stages cut short by the drain deadline conclude with what they left.
-    let mut ended = Ended {
-        notes: &mut notes,
-        problems: &mut problems,
-    };
-    ended.conclude(&mut holders, pipeline, &stats, |_| true);
-    stats.header().state.store(PIPELINE_FINISHED, Release);
-    let report = collect(
-        &stats,
-        &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
-    );
-    drop(holders);
-    drop(rings);
-    Ok(RunOutcome {
-        report,
-        problems,
-        notes,
-    })
+
+    /// Whether a signal, `streamd stop`, a worker's fault or the runtime asks to stop.
+    fn asked_to_stop(&mut self, stop: &AtomicBool) -> bool {
+        // SYNC: pairs with the Release store of a worker whose fault asks for a stop.
+        let fault_stop = self.stats.header().stop_request.load(Acquire) != 0;
+        if fault_stop {
+            self.report_fault_stops();
+        }
+        stop.load(Relaxed)
+            || self.shared.stop.load(SeqCst)
+            || fault_stop
+            || self
+                .options
+                .runtime
+                .is_some_and(|r| self.started.elapsed() >= r)
+    }
+
+    /// Names every worker whose fault stopped the pipeline.
+    fn report_fault_stops(&mut self) {
+        let stats = self.stats;
+        for i in 0..stats.entry_count() {
+            // SYNC: pairs with the worker's Release store in `Report::state`; the
+            // last_error it wrote before is visible.
+            if stats.entry(i).state.load(Acquire) == WORKER_ERROR {
+                let stage = stats.stage_name(stats.entry(i).stage.load(Relaxed) as usize);
+                let text = format!(
+                    "stage '{stage}' worker {} stopped the pipeline (on_error = \"stop\"): {}",
+                    stats.entry(i).worker.load(Relaxed),
+                    stats.last_error(i)
+                );
+                self.shared.event(text.clone());
+                self.problems.push(text);
+            }
+        }
+    }
+
+    /// Stops the source; the stages drain behind it, each ending when its inputs do.
+    fn start_drain(&mut self) {
+        self.drain_deadline = Some(Instant::now() + self.pipeline.drain_timeout);
+        self.stats.header().state.store(PIPELINE_DRAINING, Release);
+        let source = self.slots.last_mut().expect("the source slot");
+        match &source.child {
+            Some(child) => signal_child(child.id(), libc::SIGTERM),
+            None => {
+                // Waiting for a restart: it will not come; end its stream here.
+                source.done = true;
+                source.restart_at = None;
+                finish_output(source, &self.rings);
+            }
+        }
+    }
+
+    /// Kills the workers still running at the drain deadline, each a problem.
+    fn kill_undrained(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| !s.done) {
+            let stage = self.stats.stage_name(slot.spec.stage_index);
+            self.problems.push(format!(
+                "stage '{stage}' worker {} did not drain within {:.0} s and was killed",
+                slot.spec.worker,
+                self.pipeline.drain_timeout.as_secs_f64()
+            ));
+            if let Some(mut child) = slot.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            slot.done = true;
+        }
+    }
+
+    /// Frames per second in and out of every worker since the last update, for
+    /// `status` and the progress line.
+    fn update_rates(&mut self) {
+        let seconds = self.rate_clock.elapsed().as_secs_f64();
+        self.rate_clock = Instant::now();
+        let mut rates = HashMap::new();
+        for i in 0..self.stats.entry_count() {
+            let e = self.stats.entry(i);
+            let now = (e.frames_in.load(Relaxed), e.frames_out.load(Relaxed));
+            let before = self.last_counts.insert(i, now).unwrap_or((0, 0));
+            rates.insert(
+                i,
+                (
+                    now.0.saturating_sub(before.0) as f64 / seconds,
+                    now.1.saturating_sub(before.1) as f64 / seconds,
+                ),
+            );
+        }
+        if self.options.progress {
+            eprintln!(
+                "{}",
+                progress_line(self.stats, &rates, self.started.elapsed())
+            );
+        }
+        if let Ok(mut r) = self.shared.rates.lock() {
+            *r = rates;
+        }
+    }
+
+    /// Lets every stage that is `done` let its groups go and conclude.
+    fn conclude(&mut self, done: impl Fn(usize) -> bool) {
+        let mut ended = Ended {
+            notes: &mut self.notes,
+            problems: &mut self.problems,
+        };
+        ended.conclude(&mut self.holders, self.pipeline, self.stats, done);
+    }
 }
 
 /// Where concluding stages report.

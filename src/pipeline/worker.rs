@@ -508,149 +508,262 @@ fn run_stage(
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
 ) -> anyhow::Result<i32> {
-    let Wires {
-        inputs,
-        group,
-        outputs,
-        metadata,
-    } = *wires;
-    let stats = report.stats;
-    let stage_slot = stats.stage(spec.stage_index);
-    // The arguments as last configured (they may have changed since the plan was made).
-    let (mut args_gen, mut args) =
-        current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
-    let mut processor = match (spec.python(), host) {
-        (Some(_), Some(host)) => host.processor(&args),
-        _ => registry::build(&plan.processor, &args).map_err(|e| e.reason),
-    }
-    .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
-    let stop = stop_flag();
-    // A processor that makes frames durable later (a writer) holds them in the ring
-    // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
-    let sync_every = processor.sync_interval();
-    report.gauges = processor.gauges();
-    let attach = |name: &String, group: String, batch: u32, delivery, hold| {
-        let options = ConsumerOptions {
-            group: Some(group),
-            batch,
-            delivery,
-            wait: WaitMode::Futex,
-            attach_timeout: Duration::from_secs(5),
-            hold,
-        };
-        let mut consumer = Consumer::attach(name, &options)?;
-        consumer.set_interrupt(stop.clone());
-        anyhow::Ok(Input {
-            consumer,
-            ended: false,
-        })
-    };
-    let mut ins = inputs
-        .iter()
-        .map(|name| {
-            attach(
-                name,
-                group.to_string(),
-                plan.batch,
-                plan.delivery,
-                sync_every.is_some(),
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let metadata_group = plan.metadata_group(spec.worker);
-    let mut side = metadata
-        .iter()
-        .map(|name| {
-            attach(
-                name,
-                metadata_group.clone(),
-                METADATA_BATCH,
-                Delivery::Lossless,
-                false,
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut producers = Vec::new();
-    for name in outputs {
-        let mut producer = Producer::resume(name)?;
-        producer.set_interrupt(stop.clone());
-        producers.push(producer);
-    }
-    let mut out = Outputs::new(producers);
-    let ctx = StageContext {
-        stage: plan.name.clone(),
-        worker: spec.worker,
-        workers: plan.workers,
-        inputs: ins.len(),
-        outputs: plan.outputs.clone(),
-        restarts: report.entry.restarts.load(Relaxed),
-        previous: report.counter_base.clone(),
-    };
-    processor
-        .start(&ctx)
-        .map_err(|e| anyhow::anyhow!("stage '{}' could not start: {e}", plan.name))?;
-    report.entry.applied_gen.store(args_gen, Relaxed);
-    report.state(WORKER_RUNNING);
-    let mut pending_config = false;
-    let mut last_sync = Instant::now();
-    let mut next = 0usize;
-    let mut idle_pass = 0usize;
-    // How long to wait for a frame before polling the processor (metadata may be due).
-    let idle_wait = if side.is_empty() {
-        Duration::from_millis(10)
-    } else {
-        Duration::from_millis(1)
-    };
-    let mut ended = 0usize;
-    while ended < ins.len() {
-        // `streamd configure`: new arguments apply from the next frame on.
-        if stage_slot.args_gen.load(Relaxed) != args_gen {
-            if let Some((gen, text)) = stats.read_args(spec.stage_index) {
-                if let Ok(new_args) = serde_json::from_str::<toml::Table>(&text) {
-                    for (key, value) in &new_args {
-                        if args.get(key) != Some(value) {
-                            if let Err(e) = processor.configure(key, value) {
-                                report.error(&format!("configure {key}: {e}"));
-                            }
-                        }
-                    }
-                    args = new_args;
-                }
-                args_gen = gen;
-                pending_config = true;
-            }
+    let mut stage = StageLoop::open(spec, plan, wires, report, host)?;
+    while stage.ended < stage.ins.len() {
+        if let Some(code) = stage.step()? {
+            return Ok(code);
         }
-        // The next input that has not ended and that the processor wants (any open one
-        // when it wants none), round robin, with no list built per frame.
-        let active = ins.len() - ended;
+    }
+    stage.finish()
+}
+
+/// A stage worker between its start and its end: its processor, its rings and where it
+/// is in reading them.
+struct StageLoop<'r, 'a> {
+    spec: &'r WorkerSpec,
+    plan: &'r StagePlan,
+    report: &'r mut Report<'a>,
+    processor: Box<dyn processors::Processor>,
+    /// The arguments as last configured, and their generation in the stats segment.
+    args: toml::Table,
+    args_gen: u64,
+    /// A configuration was applied: the next frame says from where.
+    pending_config: bool,
+    ins: Vec<Input>,
+    /// Metadata rings, read in full before every input frame.
+    side: Vec<Input>,
+    out: Outputs,
+    /// How often the processor makes its frames durable, if it holds them (a writer).
+    sync_every: Option<Duration>,
+    last_sync: Instant,
+    /// The input to try first next (round robin).
+    next: usize,
+    /// Inputs tried in a row without a frame.
+    idle_pass: usize,
+    /// How long to wait for a frame before polling the processor.
+    idle_wait: Duration,
+    /// Inputs whose stream ended.
+    ended: usize,
+}
+
+impl<'r, 'a> StageLoop<'r, 'a> {
+    /// Builds and configures the processor, attaches to the input and metadata rings in
+    /// the stage's groups, resumes the output rings and starts the processor.
+    fn open(
+        spec: &'r WorkerSpec,
+        plan: &'r StagePlan,
+        wires: &Wires<'_>,
+        report: &'r mut Report<'a>,
+        host: Option<&dyn Host>,
+    ) -> anyhow::Result<StageLoop<'r, 'a>> {
+        // The arguments as last configured (they may have changed since the plan was made).
+        let (args_gen, args) =
+            current_args(report.stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
+        let mut processor = match (spec.python(), host) {
+            (Some(_), Some(host)) => host.processor(&args),
+            _ => registry::build(&plan.processor, &args).map_err(|e| e.reason),
+        }
+        .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
+        let stop = stop_flag();
+        // A processor that makes frames durable later (a writer) holds them in the ring
+        // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
+        let sync_every = processor.sync_interval();
+        report.gauges = processor.gauges();
+        let attach = |name: &String, group: String, batch: u32, delivery, hold| {
+            let options = ConsumerOptions {
+                group: Some(group),
+                batch,
+                delivery,
+                wait: WaitMode::Futex,
+                attach_timeout: Duration::from_secs(5),
+                hold,
+            };
+            let mut consumer = Consumer::attach(name, &options)?;
+            consumer.set_interrupt(stop.clone());
+            anyhow::Ok(Input {
+                consumer,
+                ended: false,
+            })
+        };
+        let ins = wires
+            .inputs
+            .iter()
+            .map(|name| {
+                let group = wires.group.to_string();
+                attach(name, group, plan.batch, plan.delivery, sync_every.is_some())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let metadata_group = plan.metadata_group(spec.worker);
+        let side = wires
+            .metadata
+            .iter()
+            .map(|name| {
+                let group = metadata_group.clone();
+                attach(name, group, METADATA_BATCH, Delivery::Lossless, false)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut producers = Vec::new();
+        for name in wires.outputs {
+            let mut producer = Producer::resume(name)?;
+            producer.set_interrupt(stop.clone());
+            producers.push(producer);
+        }
+        let ctx = StageContext {
+            stage: plan.name.clone(),
+            worker: spec.worker,
+            workers: plan.workers,
+            inputs: ins.len(),
+            outputs: plan.outputs.clone(),
+            restarts: report.entry.restarts.load(Relaxed),
+            previous: report.counter_base.clone(),
+        };
+        processor
+            .start(&ctx)
+            .map_err(|e| anyhow::anyhow!("stage '{}' could not start: {e}", plan.name))?;
+        report.entry.applied_gen.store(args_gen, Relaxed);
+        report.state(WORKER_RUNNING);
+        let idle_wait = if side.is_empty() {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(1)
+        };
+        Ok(StageLoop {
+            spec,
+            plan,
+            report,
+            processor,
+            args,
+            args_gen,
+            pending_config: false,
+            ins,
+            side,
+            out: Outputs::new(producers),
+            sync_every,
+            last_sync: Instant::now(),
+            next: 0,
+            idle_pass: 0,
+            idle_wait,
+            ended: 0,
+        })
+    }
+
+    /// One frame, or one wait for it, from the next input, with what goes around it:
+    /// a new configuration before, metadata and polls, syncs and the heartbeat after.
+    /// `Some(status)` ends the worker early (interrupted).
+    fn step(&mut self) -> anyhow::Result<Option<i32>> {
+        self.apply_configuration();
+        let k = self.pick_input();
+        let wait = self.wait();
+        // Every value published before the frame is taken reaches the processor first.
+        let took_metadata = take_metadata(&mut self.side, self.processor.as_mut(), self.report)?;
+        let must_settle = match self.receive(k, wait)? {
+            Received::Frame | Received::Nothing => false,
+            Received::MustSettle => true,
+            Received::Interrupted => return Ok(Some(EXIT_INTERRUPTED)),
+        };
+        if took_metadata {
+            poll(self.processor.as_mut(), &mut self.out, self.report);
+        }
+        let sync_due = self
+            .sync_every
+            .is_some_and(|every| self.last_sync.elapsed() >= every);
+        if must_settle || sync_due {
+            settle(
+                self.processor.as_mut(),
+                &mut self.ins,
+                self.report,
+                &self.plan.name,
+            );
+            self.last_sync = Instant::now();
+        }
+        if self.report.due()
+            && self
+                .report
+                .tick(missed(&self.ins, &self.side), &self.processor.counters())
+        {
+            self.processor.reset_counters();
+            self.out.reset_counts();
+            self.report.out_base = (0, 0, 0);
+        }
+        Ok(None)
+    }
+
+    /// `streamd configure`: new arguments apply from the next frame on.
+    fn apply_configuration(&mut self) {
+        let stats = self.report.stats;
+        let slot = stats.stage(self.spec.stage_index);
+        if slot.args_gen.load(Relaxed) == self.args_gen {
+            return;
+        }
+        let Some((gen, text)) = stats.read_args(self.spec.stage_index) else {
+            return;
+        };
+        if let Ok(new_args) = serde_json::from_str::<toml::Table>(&text) {
+            for (key, value) in &new_args {
+                if self.args.get(key) == Some(value) {
+                    continue;
+                }
+                if let Err(e) = self.processor.configure(key, value) {
+                    self.report.error(&format!("configure {key}: {e}"));
+                }
+            }
+            self.args = new_args;
+        }
+        self.args_gen = gen;
+        self.pending_config = true;
+    }
+
+    /// The next input that has not ended and that the processor wants (any open one
+    /// when it wants none), round robin, with no list built per frame.
+    fn pick_input(&mut self) -> usize {
+        let (ins, processor) = (&self.ins, &self.processor);
         let pick = |wanted: bool| {
             (0..ins.len())
-                .map(|i| (next + i) % ins.len())
+                .map(|i| (self.next + i) % ins.len())
                 .find(|&i| !ins[i].ended && (!wanted || processor.wants(i)))
         };
         let k = pick(true)
             .or_else(|| pick(false))
             .expect("the loop runs while an input is open");
-        next = k + 1;
-        // One input: wait a while. Several: poll each, then nap briefly on one.
-        let wait = if active == 1 {
-            idle_wait
-        } else if idle_pass >= active {
+        self.next = k + 1;
+        k
+    }
+
+    /// How long to wait for a frame: one input waits a while; several are polled in
+    /// turn, with a short nap once a whole round brought nothing.
+    fn wait(&self) -> Duration {
+        let active = self.ins.len() - self.ended;
+        if active == 1 {
+            self.idle_wait
+        } else if self.idle_pass >= active {
             Duration::from_millis(1)
         } else {
             Duration::ZERO
-        };
-        // Every value published before the frame is taken reaches the processor first.
-        let took_metadata = take_metadata(&mut side, processor.as_mut(), report)?;
+        }
+    }
+
+    /// Takes a frame from input `k` and hands it to the processor, or notes why none came.
+    fn receive(&mut self, k: usize, wait: Duration) -> anyhow::Result<Received> {
+        let StageLoop {
+            plan,
+            report,
+            processor,
+            args_gen,
+            pending_config,
+            ins,
+            out,
+            idle_pass,
+            ended,
+            ..
+        } = self;
         let input = &mut ins[k];
-        let mut must_settle = false;
         match input.consumer.recv_timeout(wait) {
             Ok(Some(frame)) => {
-                idle_pass = 0;
+                *idle_pass = 0;
                 let (frame_id, payload_len) = (frame.header().frame_id, frame.header().payload_len);
                 let lag = frame.lag();
                 let began = Instant::now();
-                let result = processor.process(k, &frame, &mut out);
+                let result = processor.process(k, &frame, out);
                 let took = began.elapsed();
                 drop(frame);
                 if let Err(e) = result {
@@ -661,64 +774,76 @@ fn run_stage(
                 }
                 report.frame_in(frame_id, payload_len, lag, took);
                 report.outputs(out.counts());
-                if pending_config {
-                    pending_config = false;
+                if *pending_config {
+                    *pending_config = false;
                     report.entry.applied_from_frame.store(frame_id, Relaxed);
                     // SYNC: pairs with the supervisor's Acquire load when it waits for the
                     // workers to take a configuration: applied_from_frame is visible.
-                    report.entry.applied_gen.store(args_gen, Release);
+                    report.entry.applied_gen.store(*args_gen, Release);
                 }
+                Ok(Received::Frame)
             }
             Ok(None) => {
-                idle_pass += 1;
-                poll(processor.as_mut(), &mut out, report);
+                *idle_pass += 1;
+                poll(processor.as_mut(), out, report);
                 // Idle: `status` shows counters that include every frame handled.
                 if report.counters_behind {
                     report.show_counters(&processor.counters());
                 }
+                Ok(Received::Nothing)
             }
             Err(RecvError::EndOfStream { .. }) => {
                 input.ended = true;
-                ended += 1;
+                *ended += 1;
+                Ok(Received::Nothing)
             }
             Err(RecvError::ProducerDied { pid, .. }) => {
                 anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
             }
-            Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
-            Err(RecvError::MustCommit) => must_settle = true,
-            Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
+            Err(RecvError::Interrupted) => Ok(Received::Interrupted),
+            Err(RecvError::MustCommit) => Ok(Received::MustSettle),
+            Err(e @ RecvError::Corrupt { .. }) => {
+                report.error(&e.to_string());
+                Ok(Received::Nothing)
+            }
             Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
                 anyhow::bail!("{e}")
             }
-        };
-        if took_metadata {
-            poll(processor.as_mut(), &mut out, report);
-        }
-        if must_settle || sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
-            settle(processor.as_mut(), &mut ins, report, &plan.name);
-            last_sync = Instant::now();
-        }
-        if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
-            processor.reset_counters();
-            out.reset_counts();
-            report.out_base = (0, 0, 0);
         }
     }
-    report.state(WORKER_DRAINING);
-    take_metadata(&mut side, processor.as_mut(), report)?;
-    if let Err(e) = processor.stop(&mut out) {
-        report.error(&format!("stage '{}' stop: {e}", plan.name));
+
+    /// Every input ended: the processor stops, what it holds is committed, the output
+    /// streams end and the final counters are shown.
+    fn finish(mut self) -> anyhow::Result<i32> {
+        let report = &mut *self.report;
+        report.state(WORKER_DRAINING);
+        take_metadata(&mut self.side, self.processor.as_mut(), report)?;
+        if let Err(e) = self.processor.stop(&mut self.out) {
+            report.error(&format!("stage '{}' stop: {e}", self.plan.name));
+        }
+        // Whatever stop could not make durable is counted by the processor by now.
+        for input in &mut self.ins {
+            input.consumer.commit();
+        }
+        self.out.finish();
+        report.outputs(self.out.counts());
+        report.missed(missed(&self.ins, &self.side));
+        report.flush(&self.processor.counters());
+        report.state(WORKER_FINISHED);
+        Ok(0)
     }
-    // Whatever stop could not make durable is counted by the processor by now.
-    for input in &mut ins {
-        input.consumer.commit();
-    }
-    out.finish();
-    report.outputs(out.counts());
-    report.missed(missed(&ins, &side));
-    report.flush(&processor.counters());
-    report.state(WORKER_FINISHED);
-    Ok(0)
+}
+
+/// What one receive on an input came to.
+enum Received {
+    /// A frame was handed to the processor.
+    Frame,
+    /// No frame: a timeout (the processor was polled), an input ended, a damaged slot.
+    Nothing,
+    /// A holding consumer must commit before it reads on.
+    MustSettle,
+    /// The worker was asked to stop.
+    Interrupted,
 }
 
 /// Frames the ring skipped past this worker, over its inputs and metadata rings.
