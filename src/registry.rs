@@ -3,7 +3,7 @@
 //! and the control socket create processors here by name.
 
 use crate::processors::{
-    metadata, passthrough, python, reductions, route, split, stitch, verify, Processor,
+    metadata, passthrough, python, reductions, route, split, stitch, verify, Processor, Refused,
 };
 use crate::writers::{hdf5, raw, tiff};
 
@@ -96,10 +96,12 @@ pub fn create(name: &str) -> Result<Box<dyn Processor>, String> {
 pub fn build(name: &str, args: &toml::Table) -> Result<Box<dyn Processor>, ArgError> {
     let mut processor = create(name).map_err(|reason| ArgError { key: None, reason })?;
     for (key, value) in args {
-        processor.configure(key, value).map_err(|reason| ArgError {
-            key: Some(key.clone()),
-            reason,
-        })?;
+        processor
+            .configure(key, value)
+            .map_err(|Refused(reason)| ArgError {
+                key: Some(key.clone()),
+                reason,
+            })?;
     }
     Ok(processor)
 }

@@ -11,7 +11,7 @@ use streamd::pipeline::plan::SourcePlan;
 use streamd::pipeline::source::{FrameSupply, SuppliedFrame};
 use streamd::pipeline::worker::Host;
 use streamd::processors::python::{PythonCode, PythonStage};
-use streamd::processors::{ArgValue, Outputs, Processor, StageContext};
+use streamd::processors::{ArgValue, Outputs, ProcessError, Processor, Refused, StageContext};
 use streamd::ring::{AttributeArea, Dtype, Frame as RingFrame, FrameMeta, SlotWriter};
 
 pub struct PythonHost;
@@ -118,7 +118,7 @@ impl PyStage {
         result: &Bound<'_, PyAny>,
         input: &RingFrame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         if let Ok(list) = result.cast::<PyList>() {
             for (port, item) in list.iter().enumerate() {
                 Self::publish_one(py, port, &item, input, out)?;
@@ -134,12 +134,12 @@ impl PyStage {
         item: &Bound<'_, PyAny>,
         input: &RingFrame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         if item.is_none() {
             return Ok(());
         }
         if item.cast::<Frame>().is_ok() {
-            return out.forward(port, input).map_err(|e| e.to_string());
+            return Ok(out.forward(port, input)?);
         }
         let (array, extra) = match item.cast::<PyTuple>() {
             Ok(pair) if pair.len() == 2 => {
@@ -149,8 +149,7 @@ impl PyStage {
             _ => (item.clone(), None),
         };
         let pixels = Pixels::of(py, &array).map_err(|e| describe(py, &e))?;
-        let mut area = AttributeArea::copied(input.raw_attributes().unwrap_or(&[]))
-            .map_err(|e| e.to_string())?;
+        let mut area = AttributeArea::copied(input.raw_attributes().unwrap_or(&[]))?;
         if let Some(extra) = extra {
             let dict = extra.cast::<PyDict>().map_err(|_| {
                 "the second item of a returned pair must be a dict of attributes".to_string()
@@ -165,8 +164,7 @@ impl PyStage {
             dims: &pixels.dims,
             flags: 0,
         };
-        out.send(port, &meta, pixels.bytes(), area.as_bytes(), &[])
-            .map_err(|e| e.to_string())
+        Ok(out.send(port, &meta, pixels.bytes(), area.as_bytes(), &[])?)
     }
 }
 
@@ -209,7 +207,7 @@ impl<'py> Pixels<'py> {
 }
 
 impl Processor for PyStage {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         let Some(object) = &self.object else {
             if !self.code.configure(key, value)? {
                 self.user_args.insert(key.to_string(), value.clone());
@@ -227,9 +225,10 @@ impl Processor for PyStage {
                 .map(drop)
                 .map_err(|e| describe(py, &e))
         })
+        .map_err(Refused)
     }
 
-    fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &StageContext) -> Result<(), ProcessError> {
         Python::attach(|py| {
             let object = construct(py, &self.code, &self.user_args)?;
             if object.hasattr("start").unwrap_or(false) {
@@ -245,7 +244,7 @@ impl Processor for PyStage {
         _input: usize,
         frame: &RingFrame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let object = self.object.as_ref().ok_or("the stage did not start")?;
         Python::attach(|py| {
             let attributes = attrs::decode(frame.raw_attributes().unwrap_or(&[]));
@@ -255,7 +254,7 @@ impl Processor for PyStage {
             let view = Py::new(py, view).map_err(|e| describe(py, &e))?;
             let outcome = match object.call_method1(py, "process", (view.clone_ref(py),)) {
                 Ok(result) => Self::publish(py, result.bind(py), frame, out),
-                Err(e) => Err(describe(py, &e)),
+                Err(e) => Err(describe(py, &e).into()),
             };
             view.borrow(py).release();
             drop(view);
@@ -265,13 +264,14 @@ impl Processor for PyStage {
                 return Err(format!(
                     "process() kept an array of frame {} after returning; keep a copy (frame.array.copy()) instead",
                     frame.header().frame_id
-                ));
+                )
+                .into());
             }
             outcome
         })
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         let Some(object) = &self.object else {
             return Ok(());
         };

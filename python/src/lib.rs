@@ -62,7 +62,7 @@ fn status(py: Python<'_>, pipeline: Option<&str>) -> PyResult<Py<PyAny>> {
             let name = streamd::control::choose_pipeline(pipeline)?;
             streamd::control::send(&name, &streamd::control::Request::Status)
         })
-        .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))?;
+        .map_err(|e| PyRuntimeError::new_err(streamd::units::sentence(&e)))?;
     let Some(report) = reply.status.filter(|_| reply.ok) else {
         return Err(PyRuntimeError::new_err(reply.message));
     };
@@ -79,7 +79,7 @@ fn run_worker(py: Python<'_>, spec: &str) -> PyResult<i32> {
     let host = host::PythonHost;
     // The loop takes the GIL only to call into Python.
     py.detach(|| streamd::pipeline::worker::run_hosted(&spec, Some(&host)))
-        .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))
+        .map_err(|e| PyRuntimeError::new_err(streamd::units::sentence(&e)))
 }
 
 pub(crate) fn runtime(e: impl std::fmt::Display) -> PyErr {

@@ -74,8 +74,8 @@ pub struct WorkerStatus {
     pub last_error: Option<String>,
 }
 
-fn optional(v: u64) -> Option<u64> {
-    (v != NONE).then_some(v)
+fn core(v: u64) -> Option<u64> {
+    (v != NO_CORE).then_some(v)
 }
 
 /// Reads every counter of the pipeline behind `stats`, and its rings.
@@ -103,7 +103,7 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
             workers.push(WorkerStatus {
                 worker: e.worker.load(Relaxed),
                 pid: e.pid.load(Relaxed),
-                core: optional(e.core.load(Relaxed)),
+                core: core(e.core.load(Relaxed)),
                 state: state_name(state).into(),
                 frames_in: e.frames_in.load(Relaxed),
                 frames_out: e.frames_out.load(Relaxed),
@@ -117,13 +117,13 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
                 proc_us_p99: e.proc_p99_ns.load(Relaxed) as f64 / 1e3,
                 proc_histogram: e.proc_histogram.iter().map(|c| c.load(Relaxed)).collect(),
                 lag: e.lag.load(Relaxed),
-                last_frame_id: optional(e.last_frame_id.load(Relaxed)),
+                last_frame_id: e.last_frame_id(),
                 span_us: e.span_us.load(Relaxed),
                 heartbeat_age_ms: now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000,
                 fps_in,
                 fps_out,
                 configured_from_frame: if e.applied_gen.load(Relaxed) > 2 {
-                    optional(e.applied_from_frame.load(Relaxed))
+                    e.applied_from_frame()
                 } else {
                     None
                 },

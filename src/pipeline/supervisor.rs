@@ -5,14 +5,14 @@
 use super::pinning::CoreAssigner;
 use super::plan::{Pipeline, SourceContent};
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
-use crate::control::server::{serve, serve_metrics, Shared};
+use crate::control::server::{serve, serve_metrics, ServeError, Shared};
 use crate::control::socket_path;
 use crate::control::status::{collect, pipeline_rings, StatusReport};
-use crate::processors::Wiring;
+use crate::processors::{Refused, Wiring};
 use crate::registry;
-use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
+use crate::ring::{AttachError, Consumer, ConsumerOptions, CreateError, OwnedRing, RingOptions};
 use crate::stats::layout::*;
-use crate::stats::{StageDecl, StatsSegment};
+use crate::stats::{StageDecl, StatsError, StatsSegment};
 use crate::sys::{signal_child, stop_flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,32 +55,72 @@ struct Slot {
     outputs: Vec<String>,
 }
 
+/// Why a pipeline could not be run (once running, a failed stage is a problem in the
+/// outcome, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the Python source: {0}")]
+    PythonSource(String),
+    /// A stage's processor could not be made from its arguments.
+    #[error("stage '{stage}': {reason}")]
+    Stage { stage: String, reason: String },
+    /// A stage refused what it needs outside the pipeline, at `location` in the file.
+    #[error("{location}: stage '{stage}': {reason}")]
+    Prepare {
+        location: String,
+        stage: String,
+        reason: Refused,
+    },
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    #[error(transparent)]
+    Ring(#[from] CreateError),
+    /// A stage's group could not be held.
+    #[error(transparent)]
+    Hold(#[from] AttachError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A worker process could not be started.
+    #[error(transparent)]
+    Spawn(#[from] std::io::Error),
+    /// Arguments or a worker's description could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+}
+
 /// The checks that need the run's folder (a writer's folder and files), made before
 /// anything starts; each refusal names where the file set it.
-pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
+pub fn prepare_stages(pipeline: &Pipeline) -> Result<(), RunError> {
     if let SourceContent::Python { code, args } = &pipeline.source.content {
         code.check("source", args, None)
-            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?;
+            .map_err(RunError::PythonSource)?;
     }
     for stage in &pipeline.stages {
         registry::build(&stage.processor, &stage.args)
-            .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
+            .map_err(|e| RunError::Stage {
+                stage: stage.name.clone(),
+                reason: e.reason,
+            })?
             .prepare(stage.workers)
-            .map_err(|e| {
+            .map_err(|reason| {
                 let key = [
                     "folder", "template", "prefix", "file", "module", "class", "python",
                 ]
                 .into_iter()
-                .find(|k| e.contains(k) && stage.at.contains_key(*k))
+                .find(|k| reason.0.contains(k) && stage.at.contains_key(*k))
                 .unwrap_or("processor");
-                anyhow::anyhow!("{}: stage '{}': {e}", stage.location(key), stage.name)
+                RunError::Prepare {
+                    location: stage.location(key).to_string(),
+                    stage: stage.name.clone(),
+                    reason,
+                }
             })?;
     }
     Ok(())
 }
 
 /// Runs `pipeline` until it ends or is stopped.
-pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunError> {
     let stop = stop_flag();
     // Writers check their folders here, in the run's folder, before anything starts.
     prepare_stages(pipeline)?;
@@ -144,7 +184,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
 
 /// Creates the pipeline's stats segment, one entry per worker (the source is stage 0),
 /// replacing (and saying so) what a dead supervisor of the same name left.
-fn declare_stats(pipeline: &Pipeline) -> anyhow::Result<StatsSegment> {
+fn declare_stats(pipeline: &Pipeline) -> Result<StatsSegment, RunError> {
     let name = &pipeline.name;
     let mut decls = vec![StageDecl {
         name: "source".into(),
@@ -182,7 +222,7 @@ fn segments_of(pipeline: &Pipeline, ring: &str) -> Vec<String> {
 }
 
 /// Every ring segment, owned here so consumers wait through a writer's restart.
-fn create_rings(pipeline: &Pipeline) -> anyhow::Result<HashMap<String, OwnedRing>> {
+fn create_rings(pipeline: &Pipeline) -> Result<HashMap<String, OwnedRing>, RunError> {
     let mut rings = HashMap::new();
     for plan in &pipeline.rings {
         for segment in plan.segments(&pipeline.name) {
@@ -201,7 +241,7 @@ fn create_rings(pipeline: &Pipeline) -> anyhow::Result<HashMap<String, OwnedRing
 /// Holds every stage group from the first frame on, so a group keeps its place while its
 /// only worker restarts, and no frame is published before the group exists. One list per
 /// stage: its input groups, then each worker's metadata group.
-fn hold_groups(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Consumer>>> {
+fn hold_groups(pipeline: &Pipeline) -> Result<Vec<Vec<Consumer>>, RunError> {
     let mut holders = Vec::new();
     for stage in &pipeline.stages {
         let mut held = Vec::new();
@@ -240,7 +280,7 @@ fn hold_groups(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Consumer>>> {
 }
 
 /// Serves the control socket (and the metrics endpoint when asked) on their threads.
-fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<Arc<Shared>> {
+fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared>, RunError> {
     let shared = Arc::new(Shared {
         wiring: pipeline
             .stages
@@ -371,7 +411,7 @@ impl Supervision<'_> {
     /// One turn of the loop: start draining when asked, notice exits, restart what is
     /// due, conclude finished stages, enforce the drain deadline, update the rates.
     /// Returns true once every worker is done (or was killed at the deadline).
-    fn tick(&mut self, stop: &AtomicBool) -> anyhow::Result<bool> {
+    fn tick(&mut self, stop: &AtomicBool) -> Result<bool, RunError> {
         if self.drain_deadline.is_none() && self.asked_to_stop(stop) {
             self.start_drain();
         }
@@ -555,7 +595,7 @@ impl Ended<'_> {
                 .unwrap_or_else(|| stage.args.clone());
             let concluded = registry::build(&stage.processor, &args)
                 .map_err(|e| e.reason)
-                .and_then(|p| p.conclude(stage.workers));
+                .and_then(|p| p.conclude(stage.workers).map_err(|e| e.to_string()));
             match concluded {
                 Ok(Some(note)) => self.notes.push(format!("stage '{}': {note}", stage.name)),
                 Ok(None) => {}
@@ -578,7 +618,7 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-fn spawn(slot: &mut Slot, stats: &StatsSegment) -> anyhow::Result<()> {
+fn spawn(slot: &mut Slot, stats: &StatsSegment) -> Result<(), RunError> {
     let spec = serde_json::to_string(&slot.spec)?;
     // A Python stage or source runs in its interpreter, which hosts the same worker loop
     // through the streamd package; every other worker is this binary again.

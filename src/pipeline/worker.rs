@@ -7,16 +7,16 @@
 use super::plan::{SourceContent, SourcePlan, StagePlan};
 use super::source::{pace_or_stop, BuiltIn, FrameSupply, MetadataError};
 use crate::processors::python::PythonCode;
-use crate::processors::{self, Outputs, StageContext};
+use crate::processors::{self, Outputs, ProcessError, StageContext};
 use crate::registry;
 use crate::ring::{
-    ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
+    AttachError, ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer,
+    PublishError, RecvError, WaitMode,
 };
 use crate::stats::layout::*;
-use crate::stats::StatsSegment;
+use crate::stats::{StatsError, StatsSegment};
 use crate::sys::{self, now_ns, stop_flag};
 use crate::units::nth_tick;
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -94,16 +94,48 @@ pub const EXIT_INTERRUPTED: i32 = 4;
 /// How often an idle worker shows it lives, and a busy one refreshes its quantiles.
 const HEARTBEAT: Duration = Duration::from_millis(100);
 
+/// Why a worker stopped short: the process exits with it, and the supervisor restarts
+/// it as a crash.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the supervisor (pid {0}) is gone")]
+    SupervisorGone(u32),
+    #[error("the pipeline's supervisor (pid {0}) died")]
+    SupervisorDied(u32),
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    /// An input, metadata or output ring could not be attached or resumed.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// An input ring is damaged past reading.
+    #[error(transparent)]
+    Ring(RecvError),
+    /// The stage's processor could not be made from its arguments.
+    #[error("stage '{stage}': {reason}")]
+    Build { stage: String, reason: String },
+    #[error("stage '{stage}' could not start: {reason}")]
+    Start { stage: String, reason: ProcessError },
+    #[error("the Python source: {0}")]
+    PythonSource(String),
+    /// The source's frames could not be made (its files, its rate, its supply).
+    #[error("{0}")]
+    Source(String),
+    #[error("publishing metadata: {0}")]
+    Metadata(MetadataError),
+    #[error("publishing a frame")]
+    Publish(#[source] PublishError),
+}
+
 /// Runs a worker to its end; returns the process exit status.
-pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
+pub fn run(spec: &WorkerSpec) -> Result<i32, WorkerError> {
     run_hosted(spec, None)
 }
 
 /// Runs a worker whose stage or source may need `host` (see [`Host`]).
-pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<i32> {
+pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> Result<i32, WorkerError> {
     sys::ignore_file_size_signal();
     if !sys::die_with_parent(spec.supervisor_pid) {
-        anyhow::bail!("the supervisor (pid {}) is gone", spec.supervisor_pid);
+        return Err(WorkerError::SupervisorGone(spec.supervisor_pid));
     }
     if let Some(core) = spec.core {
         super::pinning::pin_to(core);
@@ -170,7 +202,7 @@ impl<'a> Report<'a> {
         entry.pid.store(std::process::id(), Relaxed);
         entry
             .core
-            .store(spec.core.map_or(NONE, |c| c as u64), Relaxed);
+            .store(spec.core.map_or(NO_CORE, |c| c as u64), Relaxed);
         entry.state.store(WORKER_STARTING, Relaxed);
         entry.heartbeat_ns.store(now_ns(), Relaxed);
         Report {
@@ -214,7 +246,7 @@ impl<'a> Report<'a> {
         self.bytes_in += bytes;
         self.entry.frames_in.store(self.frames_in, Relaxed);
         self.entry.bytes_in.store(self.bytes_in, Relaxed);
-        self.entry.last_frame_id.store(frame_id, Relaxed);
+        self.entry.set_last_frame_id(frame_id);
         self.entry.lag.store(lag, Relaxed);
         self.times.saturating_record(took.as_nanos().max(1) as u64);
     }
@@ -356,13 +388,13 @@ fn run_source(
     metadata: Option<&str>,
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
-) -> anyhow::Result<i32> {
+) -> Result<i32, WorkerError> {
     let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
         (SourceContent::Python { code, args }, Some(host)) => host
             .frames(code, args, plan)
-            .map_err(|e| anyhow::anyhow!("the Python source: {e}"))?,
+            .map_err(WorkerError::PythonSource)?,
         (content, _) => Box::new(
-            BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(anyhow::Error::msg)?,
+            BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(WorkerError::Source)?,
         ),
     };
     let mut producer = Producer::resume(output)?;
@@ -382,7 +414,7 @@ fn run_source(
     let mut frame_id = last_id.map_or(0, |id| id + 1);
     // Validated in the pipeline file already; checked again, never trusted to fit.
     let interval = crate::units::Rate::new(plan.fps, "fps")
-        .map_err(anyhow::Error::msg)?
+        .map_err(WorkerError::Source)?
         .interval();
     let started = Instant::now();
     let started_ns = now_ns();
@@ -395,7 +427,7 @@ fn run_source(
                 break;
             }
         }
-        let Some(next) = supply.next(frame_id).map_err(anyhow::Error::msg)? else {
+        let Some(next) = supply.next(frame_id).map_err(WorkerError::Source)? else {
             break;
         };
         // A restarted supply that numbers its own frames starts again from its first:
@@ -434,7 +466,7 @@ fn run_source(
             match m.publish(ring, frame_id, timestamp_ns) {
                 Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
                 Err(MetadataError::Interrupted) => break,
-                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+                Err(e) => return Err(WorkerError::Metadata(e)),
             }
         }
         let meta = FrameMeta {
@@ -444,11 +476,11 @@ fn run_source(
             dims: &next.dims,
             flags: 0,
         };
-        slot.publish(&meta).context("publishing a frame")?;
+        slot.publish(&meta).map_err(WorkerError::Publish)?;
         report.active();
         published += 1;
         bytes += next.bytes() as u64;
-        report.entry.last_frame_id.store(frame_id, Relaxed);
+        report.entry.set_last_frame_id(frame_id);
         report.outputs((published, bytes, dropped));
         if report.due()
             && report.tick(
@@ -507,7 +539,7 @@ fn run_stage(
     wires: &Wires<'_>,
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
-) -> anyhow::Result<i32> {
+) -> Result<i32, WorkerError> {
     let mut stage = StageLoop::open(spec, plan, wires, report, host)?;
     while stage.ended < stage.ins.len() {
         if let Some(code) = stage.step()? {
@@ -555,7 +587,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
         wires: &Wires<'_>,
         report: &'r mut Report<'a>,
         host: Option<&dyn Host>,
-    ) -> anyhow::Result<StageLoop<'r, 'a>> {
+    ) -> Result<StageLoop<'r, 'a>, WorkerError> {
         // The arguments as last configured (they may have changed since the plan was made).
         let (args_gen, args) =
             current_args(report.stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
@@ -563,7 +595,10 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             (Some(_), Some(host)) => host.processor(&args),
             _ => registry::build(&plan.processor, &args).map_err(|e| e.reason),
         }
-        .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
+        .map_err(|reason| WorkerError::Build {
+            stage: plan.name.clone(),
+            reason,
+        })?;
         let stop = stop_flag();
         // A processor that makes frames durable later (a writer) holds them in the ring
         // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
@@ -580,7 +615,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             };
             let mut consumer = Consumer::attach(name, &options)?;
             consumer.set_interrupt(stop.clone());
-            anyhow::Ok(Input {
+            Ok::<_, WorkerError>(Input {
                 consumer,
                 ended: false,
             })
@@ -592,7 +627,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 let group = wires.group.to_string();
                 attach(name, group, plan.batch, plan.delivery, sync_every.is_some())
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let metadata_group = plan.metadata_group(spec.worker);
         let side = wires
             .metadata
@@ -601,7 +636,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 let group = metadata_group.clone();
                 attach(name, group, METADATA_BATCH, Delivery::Lossless, false)
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let mut producers = Vec::new();
         for name in wires.outputs {
             let mut producer = Producer::resume(name)?;
@@ -617,9 +652,10 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             restarts: report.entry.restarts.load(Relaxed),
             previous: report.counter_base.clone(),
         };
-        processor
-            .start(&ctx)
-            .map_err(|e| anyhow::anyhow!("stage '{}' could not start: {e}", plan.name))?;
+        processor.start(&ctx).map_err(|reason| WorkerError::Start {
+            stage: plan.name.clone(),
+            reason,
+        })?;
         report.entry.applied_gen.store(args_gen, Relaxed);
         report.state(WORKER_RUNNING);
         let idle_wait = if side.is_empty() {
@@ -650,7 +686,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
     /// One frame, or one wait for it, from the next input, with what goes around it:
     /// a new configuration before, metadata and polls, syncs and the heartbeat after.
     /// `Some(status)` ends the worker early (interrupted).
-    fn step(&mut self) -> anyhow::Result<Option<i32>> {
+    fn step(&mut self) -> Result<Option<i32>, WorkerError> {
         self.apply_configuration();
         let k = self.pick_input();
         let wait = self.wait();
@@ -743,7 +779,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
     }
 
     /// Takes a frame from input `k` and hands it to the processor, or notes why none came.
-    fn receive(&mut self, k: usize, wait: Duration) -> anyhow::Result<Received> {
+    fn receive(&mut self, k: usize, wait: Duration) -> Result<Received, WorkerError> {
         let StageLoop {
             plan,
             report,
@@ -776,7 +812,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 report.outputs(out.counts());
                 if *pending_config {
                     *pending_config = false;
-                    report.entry.applied_from_frame.store(frame_id, Relaxed);
+                    report.entry.set_applied_from_frame(frame_id);
                     // SYNC: pairs with the supervisor's Acquire load when it waits for the
                     // workers to take a configuration: applied_from_frame is visible.
                     report.entry.applied_gen.store(*args_gen, Release);
@@ -797,9 +833,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 *ended += 1;
                 Ok(Received::Nothing)
             }
-            Err(RecvError::ProducerDied { pid, .. }) => {
-                anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
-            }
+            Err(RecvError::ProducerDied { pid, .. }) => Err(WorkerError::SupervisorDied(pid)),
             Err(RecvError::Interrupted) => Ok(Received::Interrupted),
             Err(RecvError::MustCommit) => Ok(Received::MustSettle),
             Err(e @ RecvError::Corrupt { .. }) => {
@@ -807,14 +841,14 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 Ok(Received::Nothing)
             }
             Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
-                anyhow::bail!("{e}")
+                Err(WorkerError::Ring(e))
             }
         }
     }
 
     /// Every input ended: the processor stops, what it holds is committed, the output
     /// streams end and the final counters are shown.
-    fn finish(mut self) -> anyhow::Result<i32> {
+    fn finish(mut self) -> Result<i32, WorkerError> {
         let report = &mut *self.report;
         report.state(WORKER_DRAINING);
         take_metadata(&mut self.side, self.processor.as_mut(), report)?;
@@ -862,7 +896,7 @@ fn take_metadata(
     side: &mut [Input],
     processor: &mut dyn processors::Processor,
     report: &mut Report<'_>,
-) -> anyhow::Result<bool> {
+) -> Result<bool, WorkerError> {
     let mut took = false;
     for input in side.iter_mut().filter(|i| !i.ended) {
         loop {
@@ -882,7 +916,7 @@ fn take_metadata(
                     break;
                 }
                 Err(RecvError::ProducerDied { pid, .. }) => {
-                    anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
+                    return Err(WorkerError::SupervisorDied(pid))
                 }
                 // Metadata rings are read without holding (MustCommit cannot come).
                 Err(RecvError::Interrupted | RecvError::MustCommit) => break,
@@ -891,7 +925,7 @@ fn take_metadata(
                     break;
                 }
                 Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
-                    anyhow::bail!("{e}")
+                    return Err(WorkerError::Ring(e))
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! [`crate::registry::REGISTRY`], which names the processors and the writers and so sits
 //! above both. The README walks through an example.
 
+mod error;
 pub mod metadata;
 mod outputs;
 pub(crate) mod passthrough;
@@ -21,7 +22,8 @@ pub(crate) mod split;
 pub(crate) mod stitch;
 pub(crate) mod verify;
 
-pub use outputs::{OutputSlot, Outputs};
+pub use error::{ProcessError, Refused};
+pub use outputs::{OutputError, OutputSlot, Outputs};
 
 use crate::ring::Frame;
 
@@ -67,23 +69,27 @@ pub trait Processor: Send {
     /// Sets one argument. Called for every `args` entry before `start`, and at run time
     /// by `streamd configure`. On error the processor must be left exactly as it was;
     /// the message says what is wrong with the key or the value.
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String>;
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused>;
 
     /// Refuses a stage whose rings do not suit the processor's arguments (checked when
     /// the pipeline file is read and again for `streamd configure`).
-    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), Refused> {
         Ok(())
     }
 
     /// Called once before the first frame.
-    fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &StageContext) -> Result<(), ProcessError> {
         Ok(())
     }
 
     /// Handles one frame that arrived on input ring `input`. Publishing to `out` is the
     /// only way results travel on. An error counts the frame as failed and goes on.
-    fn process(&mut self, input: usize, frame: &Frame<'_>, out: &mut Outputs)
-        -> Result<(), String>;
+    fn process(
+        &mut self,
+        input: usize,
+        frame: &Frame<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError>;
 
     /// Whether the processor wants a frame from input `input` now. A collector whose
     /// inputs run apart (a stitcher with a full cache) reads only the inputs behind; the
@@ -95,13 +101,13 @@ pub trait Processor: Send {
 
     /// Takes one record from a metadata ring (stages with a `metadata` key). Every
     /// record published before an input frame is handed over before that frame.
-    fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), String> {
+    fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), ProcessError> {
         Ok(())
     }
 
     /// Called when no input frame came for a while (about 10 ms, 1 ms with metadata
     /// rings) and after metadata arrived: a processor holding frames can time them out.
-    fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn poll(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -117,12 +123,12 @@ pub trait Processor: Send {
 
     /// Makes everything handed over so far durable, or counts what could not be. Also
     /// called when the ring needs its slots back (the worker holds half a ring at most).
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), ProcessError> {
         Ok(())
     }
 
     /// Called once after every input ended, before the output rings end.
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -137,14 +143,14 @@ pub trait Processor: Send {
     /// Checks what the processor needs outside the pipeline (an output folder it can
     /// write) once, in the supervisor, before any process starts or frame is taken;
     /// `workers` is the stage's worker count.
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
         Ok(())
     }
 
     /// Called once in the supervisor after every worker of the stage finished or failed
     /// (a writer ties its workers' files together here); `Ok(Some(text))` is a line for
     /// the run's summary.
-    fn conclude(&self, _workers: u32) -> Result<Option<String>, String> {
+    fn conclude(&self, _workers: u32) -> Result<Option<String>, ProcessError> {
         Ok(None)
     }
 

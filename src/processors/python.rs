@@ -6,7 +6,7 @@
 //! side, in the binary, only checks the arguments and, before anything starts, that the
 //! interpreter has the package and that the class imports.
 
-use super::{ArgValue, Outputs, Processor, Wiring};
+use super::{ArgValue, Outputs, ProcessError, Processor, Refused, Wiring};
 use crate::ring::Frame;
 use serde::{Deserialize, Serialize};
 use std::process::{Command, Stdio};
@@ -138,26 +138,28 @@ impl PythonStage {
 }
 
 impl Processor for PythonStage {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         if !self.code.configure(key, value)? {
             self.user_args.insert(key.to_string(), value.clone());
         }
         Ok(())
     }
 
-    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), String> {
-        self.code.check_complete()
+    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), Refused> {
+        self.code.check_complete().map_err(Into::into)
     }
 
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
-        self.code.check("stage", &self.user_args, None)
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
+        self.code
+            .check("stage", &self.user_args, None)
+            .map_err(Into::into)
     }
 
-    fn start(&mut self, _ctx: &super::StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &super::StageContext) -> Result<(), ProcessError> {
         Err("a Python stage runs in its Python interpreter (python -m streamd._worker), not in the streamd binary".into())
     }
 
-    fn process(&mut self, _: usize, _: &Frame<'_>, _: &mut Outputs) -> Result<(), String> {
+    fn process(&mut self, _: usize, _: &Frame<'_>, _: &mut Outputs) -> Result<(), ProcessError> {
         Err("a Python stage runs in its Python interpreter".into())
     }
 }
@@ -165,7 +167,7 @@ impl Processor for PythonStage {
 impl PythonStage {
     /// Checks a run-time change on a scratch instance of the class (`streamd configure`):
     /// a `configure` that raises refuses the change.
-    pub fn check_change(args: &toml::Table, key: &str, value: &ArgValue) -> Result<(), String> {
+    pub fn check_change(args: &toml::Table, key: &str, value: &ArgValue) -> Result<(), Refused> {
         let mut stage = PythonStage::default();
         for (k, v) in args {
             stage.configure(k, v)?;
@@ -173,9 +175,10 @@ impl PythonStage {
         if CODE_KEYS.contains(&key) {
             return Err(format!(
                 "{key} names the stage's code; change it in the pipeline file and run again"
-            ));
+            )
+            .into());
         }
         let change = toml::Table::from_iter([(key.to_string(), value.clone())]);
-        stage.code.check("stage", &stage.user_args, Some(&change))
+        Ok(stage.code.check("stage", &stage.user_args, Some(&change))?)
     }
 }

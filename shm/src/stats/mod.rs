@@ -174,9 +174,8 @@ impl StatsSegment {
                 let e = seg.entry((first + w) as usize);
                 e.stage.store(i as u32, Relaxed);
                 e.worker.store(w, Relaxed);
-                e.core.store(NONE, Relaxed);
-                e.last_frame_id.store(NONE, Relaxed);
-                e.applied_from_frame.store(NONE, Relaxed);
+                // The frame ids start unset: the file is zero from set_len.
+                e.core.store(NO_CORE, Relaxed);
             }
             first += s.workers;
         }
