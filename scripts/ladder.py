@@ -13,6 +13,8 @@ values and "within noise" means within one step.
 
     ladder.py streamd --out FILE [--quick] [--seconds S]   rings, metadata, writers
     ladder.py pvapy --out FILE [--quick] [--seconds S] --python VENV/bin/python
+    ladder.py python --out FILE [--quick] [--seconds S] --python VENV/bin/python
+                     a Python passthrough stage (.venv) beside PvaPy's consumer (VENV)
     ladder.py table RESULT.json                             Markdown
     ladder.py compare A.json B.json                         two runs, rung by rung
 
@@ -32,6 +34,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STREAMD = os.path.join(ROOT, "target", "release", "streamd")
+# The interpreter of Python stages: the project's venv, where scripts/install-deps puts
+# the streamd package.
+STAGE_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 SIZES = [512, 1024, 2048, 4096]
 E12 = [1.0, 1.2, 1.5, 1.8, 2.2, 2.7, 3.3, 3.9, 4.7, 5.6, 6.8, 8.2]
 # PvaPy's own results (seeds/004: 96-core Xeon, 60 s runs), frames/s by (size, consumers).
@@ -188,6 +193,9 @@ batch = 1
 """
     if kind == "metadata":
         text += 'processor = "metadata"\nmetadata = "meta"\nargs = { channels = ["a", "b", "c", "d", "e", "f"], tolerance_us = 100 }\n'
+    elif kind == "python":
+        text += (f'processor = "python"\nargs = {{ python = "{STAGE_PYTHON}", '
+                 f'file = "{os.path.join(ROOT, "scripts", "python_passthrough.py")}", class = "Passthrough" }}\n')
     else:
         compression = {"hdf5": "none", "hdf5-bslz4": "bslz4"}.get(kind)
         template = "{prefix}_w{worker}_{file:06}.h5" if compression else "{prefix}_w{worker}_{frame_id:06}.tiff"
@@ -223,14 +231,14 @@ def pipeline_rung(size, consumers, rate, seconds, kind, scratch, tag):
     behind = max(w["span_us"] for w in work["workers"]) / 1e6 > span + CATCH_UP * seconds
     if (out.returncode != 0 or ring_dropped or work["missed"] or work["errors"] or behind
             or work["frames_in"] != frames or source["frames_out"] != frames):
-        return False, "consumers" if kind == "metadata" else "writer"
+        return False, {"metadata": "consumers", "python": "stage"}.get(kind, "writer")
     counters = [w["counters"] for w in work["workers"]]
     if kind == "metadata":
         matched = sum(c.get("a.matched", 0) for c in counters)
         unmatched = sum(c.get(f"{ch}.unmatched", 0) for c in counters for ch in "abcdef")
         if matched != frames or unmatched or source["workers"][0]["counters"].get("metadata_dropped", 1):
             return False, "metadata"
-    elif any(c.get("frames_not_written", 1) for c in counters):
+    elif kind != "python" and any(c.get("frames_not_written", 1) for c in counters):
         return False, "disk"
     return True, ""
 
@@ -360,6 +368,30 @@ def run_pvapy(args):
         json.dump(result, f, indent=1)
 
 
+def run_python(args):
+    """A Python passthrough stage (1 worker) and PvaPy's base UserDataProcessor consumer,
+    through the same ladder at 512² and 4096² u8, in one run."""
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    version = sh([args.python, "-c", "import pvaccess; print(pvaccess.__version__)"]).stdout.strip()
+    result = {"machine": machine(), "mode": "quick" if args.quick else "full", "seconds": seconds,
+              "pvapy_version": version, "rows": []}
+    scratch = tempfile.mkdtemp(prefix="ladder-", dir=os.path.join(ROOT, "target"))
+    tag = iter(range(10**6))
+    for size in [512, 4096]:
+        log(f"  PvaPy {size}², 1 consumer")
+        pvapy, pvapy_limit = search(lambda f: pvapy_rung(args.python, size, 1, f, seconds, next(tag)),
+                                    PVAPY_PUBLISHED[(size, 1)] / 4, log)
+        log(f"  streamd Python stage {size}², 1 worker")
+        ours, our_limit = search(lambda f: pipeline_rung(size, 1, f, seconds, "python", scratch, next(tag)),
+                                 max(pvapy, 10), log)
+        result["rows"].append({"size": size, "pvapy_fps": pvapy, "pvapy_limit": pvapy_limit,
+                               "streamd_fps": ours, "streamd_limit": our_limit})
+    shutil.rmtree(scratch, ignore_errors=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
 # ---- tables -------------------------------------------------------------------------
 
 def mb(size):
@@ -374,6 +406,8 @@ def header(result):
 
 def table(args):
     s = json.load(open(args.result))
+    if "rows" in s:
+        return python_table(s)
     if "pvapy" in s:
         return pvapy_table(s)
     out = [header(s), "", "### Rings: simulator → consumers reading every byte (u8 frames)", "",
@@ -393,6 +427,17 @@ def table(args):
     for r in s["writers"]:
         rate = r["fps"] * mb(r["size"])
         out.append(f"| {r['writer']} | {r['size']}² | {r['consumers']} | {r['fps']:,.0f} | {rate:,.0f} | {rate / disk:.0%} | {r['limit']} |")
+    print("\n".join(out))
+
+
+def python_table(s):
+    out = [header(s) + f" PvaPy {s['pvapy_version']}.", "",
+           "| frame | PvaPy consumer, base UserDataProcessor (frames/s) | streamd Python passthrough stage (frames/s) | ratio | limits (PvaPy / streamd) |",
+           "|---|---:|---:|---:|---|"]
+    for r in s["rows"]:
+        ratio = r["streamd_fps"] / r["pvapy_fps"] if r["pvapy_fps"] else float("inf")
+        out.append(f"| {r['size']}² u8 | {r['pvapy_fps']:,.0f} | {r['streamd_fps']:,.0f} | {ratio:.1f}× | "
+                   f"{r['pvapy_limit']} / {r['streamd_limit']} |")
     print("\n".join(out))
 
 
@@ -433,12 +478,12 @@ def compare(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ["streamd", "pvapy"]:
+    for name in ["streamd", "pvapy", "python"]:
         p = sub.add_parser(name)
         p.add_argument("--out", required=True)
         p.add_argument("--quick", action="store_true")
         p.add_argument("--seconds", type=float)
-        if name == "pvapy":
+        if name != "streamd":
             p.add_argument("--python", required=True)
     t = sub.add_parser("table")
     t.add_argument("result")
@@ -450,6 +495,8 @@ def main():
         run_streamd(args)
     elif args.command == "pvapy":
         run_pvapy(args)
+    elif args.command == "python":
+        run_python(args)
     elif args.command == "table":
         table(args)
     else:

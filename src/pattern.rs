@@ -1,8 +1,9 @@
 //! Test patterns a producer writes and a consumer can verify (spec §10).
 //!
 //! `ramp`: pixel `i` (row-major index) of the frame with id `f` holds `(f + i) mod 2^b`
-//! for an unsigned integer type of `b` bits, and `((f + i) mod 2^24) as f32` for f32 —
-//! exact in single precision. Values are stored little-endian.
+//! for an integer type of `b` bits (a signed type holds those bits, two's complement),
+//! `((f + i) mod 2^24) as f32` for f32 and `((f + i) mod 2^53) as f64` for f64 — exact
+//! in each precision. Values are stored little-endian.
 
 use crate::ring::Dtype;
 
@@ -17,29 +18,42 @@ pub fn fill_ramp(out: &mut [u8], dtype: Dtype, frame_id: u64) {
 /// Writes pixels `first..` of the ramp of `frame_id` into `out`.
 fn fill_ramp_from(out: &mut [u8], dtype: Dtype, frame_id: u64, first: u64) {
     let base = frame_id.wrapping_add(first);
+    // A signed integer type holds the bits of the unsigned ramp of its width.
     match dtype {
-        Dtype::U8 => {
+        Dtype::U8 | Dtype::I8 => {
             let b = base as u8;
             for (i, px) in out.iter_mut().enumerate() {
                 *px = b.wrapping_add(i as u8);
             }
         }
-        Dtype::U16 => {
+        Dtype::U16 | Dtype::I16 => {
             let b = base as u16;
             for (i, px) in out.chunks_exact_mut(2).enumerate() {
                 px.copy_from_slice(&b.wrapping_add(i as u16).to_le_bytes());
             }
         }
-        Dtype::U32 => {
+        Dtype::U32 | Dtype::I32 => {
             let b = base as u32;
             for (i, px) in out.chunks_exact_mut(4).enumerate() {
                 px.copy_from_slice(&b.wrapping_add(i as u32).to_le_bytes());
+            }
+        }
+        Dtype::U64 | Dtype::I64 => {
+            for (i, px) in out.chunks_exact_mut(8).enumerate() {
+                px.copy_from_slice(&base.wrapping_add(i as u64).to_le_bytes());
             }
         }
         Dtype::F32 => {
             let b = (base & 0xFF_FFFF) as u32;
             for (i, px) in out.chunks_exact_mut(4).enumerate() {
                 let v = (b.wrapping_add(i as u32) & 0xFF_FFFF) as f32;
+                px.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Dtype::F64 => {
+            const MASK: u64 = (1 << 53) - 1;
+            for (i, px) in out.chunks_exact_mut(8).enumerate() {
+                let v = (base.wrapping_add(i as u64) & MASK) as f64;
                 px.copy_from_slice(&v.to_le_bytes());
             }
         }
@@ -92,8 +106,26 @@ impl RandomPool {
     }
 }
 
+/// The dtype of a `.npy` header's `descr` (the text after `'descr':`).
+fn npy_dtype(descr: &str) -> Option<Dtype> {
+    let code = descr.strip_prefix('\'')?.split('\'').next()?;
+    Some(match code {
+        "|u1" | "<u1" => Dtype::U8,
+        "|i1" | "<i1" => Dtype::I8,
+        "<u2" => Dtype::U16,
+        "<i2" => Dtype::I16,
+        "<u4" => Dtype::U32,
+        "<i4" => Dtype::I32,
+        "<u8" => Dtype::U64,
+        "<i8" => Dtype::I64,
+        "<f4" => Dtype::F32,
+        "<f8" => Dtype::F64,
+        _ => return None,
+    })
+}
+
 /// Frames replayed from a NumPy `.npy` file: a C-order array of shape (frames, ny, nx)
-/// or (ny, nx), of u8, u16, u32 or f32, little-endian. Frame id `k` gets frame
+/// or (ny, nx), of any [`Dtype`], little-endian. Frame id `k` gets frame
 /// `k mod frames`.
 #[derive(Debug)]
 pub struct NpyStack {
@@ -143,20 +175,12 @@ impl NpyStack {
                 .trim_start())
         };
         let descr = field("descr")?;
-        let dtype = if descr.starts_with("'|u1'") || descr.starts_with("'<u1'") {
-            Dtype::U8
-        } else if descr.starts_with("'<u2'") {
-            Dtype::U16
-        } else if descr.starts_with("'<u4'") {
-            Dtype::U32
-        } else if descr.starts_with("'<f4'") {
-            Dtype::F32
-        } else {
-            return Err(format!(
-                "dtype {} is not one of u8, u16, u32, f32 (little-endian)",
+        let dtype = npy_dtype(descr).ok_or_else(|| {
+            format!(
+                "dtype {} is not one of u8, u16, u32, u64, i8, i16, i32, i64, f32, f64 (little-endian)",
                 descr.split(',').next().unwrap_or("?")
-            ));
-        };
+            )
+        })?;
         if !field("fortran_order")?.starts_with("False") {
             return Err("Fortran order; save it in C order (numpy.ascontiguousarray)".into());
         }
@@ -310,6 +334,17 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Pixels as little-endian bytes (the ring's byte order).
+fn le_bytes<T: bytemuck::Pod>(pixels: &[T]) -> Vec<u8> {
+    let mut bytes = bytemuck::cast_slice::<T, u8>(pixels).to_vec();
+    if cfg!(target_endian = "big") {
+        for px in bytes.chunks_exact_mut(std::mem::size_of::<T>()) {
+            px.reverse();
+        }
+    }
+    bytes
+}
+
 fn read_tiff(path: &std::path::Path) -> Result<(u32, u32, Dtype, Vec<u8>), String> {
     use tiff::decoder::{Decoder, DecodingResult};
     let fail = |e: &dyn std::fmt::Display| format!("could not read TIFF {}: {e}", path.display());
@@ -318,10 +353,16 @@ fn read_tiff(path: &std::path::Path) -> Result<(u32, u32, Dtype, Vec<u8>), Strin
     let (nx, ny) = decoder.dimensions().map_err(|e| fail(&e))?;
     let (dtype, bytes) = match decoder.read_image().map_err(|e| fail(&e))? {
         DecodingResult::U8(v) => (Dtype::U8, v),
-        DecodingResult::U16(v) => (Dtype::U16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        DecodingResult::U32(v) => (Dtype::U32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        DecodingResult::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        _ => return Err(fail(&"samples are not u8, u16, u32 or f32")),
+        DecodingResult::U16(v) => (Dtype::U16, le_bytes(&v)),
+        DecodingResult::U32(v) => (Dtype::U32, le_bytes(&v)),
+        DecodingResult::U64(v) => (Dtype::U64, le_bytes(&v)),
+        DecodingResult::I8(v) => (Dtype::I8, le_bytes(&v)),
+        DecodingResult::I16(v) => (Dtype::I16, le_bytes(&v)),
+        DecodingResult::I32(v) => (Dtype::I32, le_bytes(&v)),
+        DecodingResult::I64(v) => (Dtype::I64, le_bytes(&v)),
+        DecodingResult::F32(v) => (Dtype::F32, le_bytes(&v)),
+        DecodingResult::F64(v) => (Dtype::F64, le_bytes(&v)),
+        _ => return Err(fail(&"samples are not 8- to 64-bit integers or floats")),
     };
     if bytes.len() as u64 != u64::from(nx) * u64::from(ny) * dtype.size() as u64 {
         return Err(fail(&"only single-channel (grey) images can be replayed"));
@@ -375,11 +416,27 @@ mod tests {
         let mut out = vec![0u8; 4];
         fill_ramp(&mut out, Dtype::U32, u64::from(u32::MAX));
         assert_eq!(u32::from_le_bytes(out.try_into().unwrap()), u32::MAX);
+        let mut out = vec![0u8; 2];
+        fill_ramp(&mut out, Dtype::I8, 127);
+        assert_eq!(
+            out.iter().map(|&b| b as i8).collect::<Vec<_>>(),
+            [127, -128]
+        );
+        let mut out = vec![0u8; 16];
+        fill_ramp(&mut out, Dtype::F64, (1 << 53) - 1);
+        assert_eq!(
+            f64::from_le_bytes(out[..8].try_into().unwrap()),
+            9_007_199_254_740_991.0
+        );
+        assert_eq!(f64::from_le_bytes(out[8..].try_into().unwrap()), 0.0);
+        let mut out = vec![0u8; 8];
+        fill_ramp(&mut out, Dtype::I64, u64::MAX);
+        assert_eq!(i64::from_le_bytes(out.try_into().unwrap()), -1);
     }
 
     #[test]
     fn verify_finds_the_first_wrong_pixel_across_chunks() {
-        for dtype in [Dtype::U8, Dtype::U16, Dtype::U32, Dtype::F32] {
+        for dtype in Dtype::ALL {
             let pixels = CHUNK_PIXELS * 2 + 17;
             let mut frame = vec![0u8; pixels * dtype.size()];
             fill_ramp(&mut frame, dtype, 42);
@@ -428,9 +485,9 @@ mod tests {
     fn npy_problems_are_named() {
         let data = vec![0u8; 8];
         assert!(NpyStack::parse(b"not numpy").unwrap_err().contains("magic"));
-        assert!(NpyStack::parse(&npy("<f8", "(1, 1)", &data))
+        assert!(NpyStack::parse(&npy(">u2", "(1, 1)", &data))
             .unwrap_err()
-            .contains("dtype '<f8'"));
+            .contains("dtype '>u2'"));
         assert!(NpyStack::parse(&npy("<u2", "(2, 2, 2)", &data))
             .unwrap_err()
             .contains("8 data bytes"));

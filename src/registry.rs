@@ -58,6 +58,11 @@ pub static REGISTRY: &[Registration] = &[
         create: || Box::new(python::PythonStage::default()),
     },
     Registration {
+        name: "pva",
+        about: "serves frames as an EPICS pvAccess NTNDArray channel (channel = NAME; p4p)",
+        create: || Box::new(python::PythonStage::shipped("pva")),
+    },
+    Registration {
         name: "tiff",
         about: "writes one TIFF file per frame (tags: frame id, timestamp, attributes)",
         create: || Box::new(tiff::TiffWriter::default()),

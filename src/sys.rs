@@ -58,3 +58,19 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
     unsafe { libc::umask(old) };
     out
 }
+
+/// Bytes free for an unprivileged user in the file system holding `path` (`/dev/shm`).
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stats` room for one statvfs, which
+    // the call fills when it returns 0.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it wrote the whole struct.
+    let stats = unsafe { stats.assume_init() };
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}

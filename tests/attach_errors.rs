@@ -88,7 +88,7 @@ fn bad_segments_and_mistakes_are_refused_with_one_sentence() {
     }));
     let msg = refusal(&newer);
     assert!(
-        msg.contains("uses layout version 99 but this streamd speaks version 1"),
+        msg.contains("uses layout version 99 but this streamd speaks version 2"),
         "{msg}"
     );
 

@@ -86,7 +86,7 @@ fn a_killed_worker_is_restarted_counted_and_nothing_is_lost() {
     assert_ne!(num(worker(&after, "a1", 0), "pid"), victim);
     let (out, report) = finished_ok(child, "run two-groups with a kill");
     assert!(
-        stderr(&out).contains("was killed by signal 9; restarting"),
+        stderr(&out).contains("was killed by signal 9 (SIGKILL); restarting"),
         "{}",
         stderr(&out)
     );
@@ -109,6 +109,105 @@ fn a_killed_worker_is_restarted_counted_and_nothing_is_lost() {
         "{repeats} repeated frames: more than one batch"
     );
     assert_eq!(num(stage(&report, "a3"), "errors"), 0);
+}
+
+/// Frame ids below `end` of the runs of `batch` dealt to set `index` of `sets` (the
+/// source's ids are its sequence numbers).
+fn of_set(end: u64, batch: u64, index: u64, sets: u64) -> Vec<u64> {
+    (0..end).filter(|s| s / batch % sets == index).collect()
+}
+
+/// Issue 19: distributor sets and strict round-robin in a pipeline. Each stage in a set
+/// sees every frame of its set's runs exactly once and nothing else; a round-robin
+/// worker k of 3 gets runs k, k+3, ... and only those.
+#[test]
+fn stages_in_sets_and_round_robin_workers_get_exactly_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("sets");
+    let (_, report) = finished_ok(start("sets.toml", &name, dir.path()), "run sets");
+    let frames = 4800;
+    assert_eq!(num(stage(&report, "source"), "frames_out"), frames);
+    let exactly = |files: &[&str], expected: Vec<u64>, what: &str| {
+        let counts = id_counts(dir.path(), files);
+        let repeated: Vec<_> = counts.iter().filter(|(_, &n)| n != 1).take(5).collect();
+        assert!(repeated.is_empty(), "{what}: repeated {repeated:?}");
+        assert_eq!(counts.into_keys().collect::<Vec<_>>(), expected, "{what}");
+    };
+    exactly(&["s0a.ids"], of_set(frames, 4, 0, 2), "stage s0a (set 0)");
+    exactly(
+        &["s0b-0.ids", "s0b-1.ids"],
+        of_set(frames, 4, 0, 2),
+        "stage s0b (set 0)",
+    );
+    exactly(&["s1.ids"], of_set(frames, 4, 1, 2), "stage s1 (set 1)");
+    for k in 0..3 {
+        let file = format!("rr-{k}.ids");
+        let expected = of_set(frames, 2, k, 3);
+        assert_eq!(
+            read_ids(&dir.path().join(&file)),
+            expected,
+            "{file}: runs k, k+3, ..."
+        );
+        assert_eq!(
+            num(worker(&report, "rr", k as usize), "frames_in"),
+            expected.len() as u64
+        );
+    }
+    for (s, expected) in [("s0a", 2400), ("s0b", 2400), ("s1", 2400), ("rr", 4800)] {
+        assert_eq!(frames_in(&report, s), expected, "stage {s} frames_in");
+        assert_eq!(num(stage(&report, s), "missed"), 0, "stage {s} missed");
+        assert_eq!(num(stage(&report, s), "errors"), 0, "stage {s} errors");
+    }
+    assert!(
+        leftovers(&name).is_empty(),
+        "left behind: {:?}",
+        leftovers(&name)
+    );
+}
+
+/// Issue 19: a round-robin worker killed with SIGKILL keeps its turns: the supervisor
+/// holds its set, so frames wait in the ring for the restarted worker, which gets every
+/// frame of its runs (those its predecessor held uncommitted again) and nothing else;
+/// the other workers' turns are untouched.
+#[test]
+fn a_killed_round_robin_worker_keeps_its_turns_for_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("rrkill");
+    let child = start("sets.toml", &name, dir.path());
+    let live = wait_status(&name, "rr worker 1 busy", |s| {
+        num(worker(s, "rr", 1), "frames_in") > 100
+    });
+    let victim = num(worker(&live, "rr", 1), "pid");
+    // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let (out, report) = finished_ok(child, "run sets with a kill");
+    assert!(
+        stderr(&out).contains("was killed by signal 9; restarting"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(num(stage(&report, "rr"), "restarts"), 1);
+    let frames = 4800;
+    for k in [0, 2] {
+        let file = format!("rr-{k}.ids");
+        assert_eq!(
+            read_ids(&dir.path().join(&file)),
+            of_set(frames, 2, k, 3),
+            "{file}"
+        );
+    }
+    let counts = id_counts(dir.path(), &["rr-1.ids"]);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        of_set(frames, 2, 1, 3),
+        "rr-1"
+    );
+    // Delivered again: at most what the victim held uncommitted (a window of 16).
+    let repeats: u32 = counts.values().map(|n| n - 1).sum();
+    assert!(repeats <= 16, "{repeats} frames repeated");
+    for s in ["s0a", "s1"] {
+        assert_eq!(frames_in(&report, s), 2400, "stage {s} frames_in");
+    }
 }
 
 #[test]
@@ -276,7 +375,25 @@ fn a_killed_daemon_leaves_segments_that_run_and_clean_remove() {
 fn a_stage_that_keeps_crashing_is_marked_failed_and_the_rest_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let name = pipeline_name("fail");
-    let out = finish(start("failing.toml", &name, dir.path()), "run failing");
+    std::fs::create_dir(dir.path().join("doomed")).unwrap();
+    let child = start("failing.toml", &name, dir.path());
+    let live = wait_status(&name, "frames at the broken stage", |s| {
+        frames_in(s, "broken") > 20
+    });
+    // Its folder gone, the killed worker's successors cannot open their ids file.
+    std::fs::remove_dir_all(dir.path().join("doomed")).unwrap();
+    let pid = num(worker(&live, "broken", 0), "pid");
+    // SAFETY: a worker of the pipeline this test started, alive per its status.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    wait_status(&name, "the broken stage failed", |s| {
+        stage(s, "broken")["state"] == "failed"
+    });
+    let stop = streamd()
+        .args(["stop", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let out = finish(child, "run failing");
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(
         stderr(&out)
@@ -284,17 +401,20 @@ fn a_stage_that_keeps_crashing_is_marked_failed_and_the_rest_finishes() {
         "{}",
         stderr(&out)
     );
-    assert!(
-        stderr(&out).contains("could not open ids file no-such-folder/broken.ids"),
-        "{}",
-        stderr(&out)
-    );
+    let cannot = "stage 'broken' could not start: could not open ids file doomed/broken.ids: No such file or directory (os error 2)";
+    assert!(stderr(&out).contains(cannot), "{}", stderr(&out));
     let report = counters(&out, "run failing");
     assert_eq!(stage(&report, "broken")["state"], "failed");
     assert_eq!(num(stage(&report, "broken"), "restarts"), 2);
+    // Why, in the final report: how its last process ended and the error it ended on.
+    assert_eq!(
+        worker(&report, "broken", 0)["reason"],
+        format!("exited with status 2; {cannot}")
+    );
+    let published = num(worker(&report, "source", 0), "last_frame_id") + 1;
     assert_exactly_once(
         &id_counts(dir.path(), &["healthy.ids"]),
-        400,
+        published,
         "healthy stage",
     );
     assert!(
@@ -371,19 +491,27 @@ fn every_broken_config_gives_its_exact_message() {
             .unwrap_or_else(|_| panic!("{} has no .expected file", rel.display()))
             .trim()
             .replace("{cpus_allowed}", &cpus);
-        let out = streamd()
-            .current_dir(root)
-            .arg("run")
-            .arg(rel)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{} was accepted", rel.display());
-        assert_eq!(
-            stderr(&out).trim(),
-            format!("streamd: {expected}"),
-            "{}",
-            rel.display()
-        );
+        // `check` makes every check `run` makes, with the same message.
+        for command in ["run", "check"] {
+            let out = streamd()
+                .current_dir(root)
+                .arg(command)
+                .arg(rel)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} accepted {}",
+                rel.display()
+            );
+            assert_eq!(
+                stderr(&out).trim(),
+                format!("streamd: {expected}"),
+                "{command} {}",
+                rel.display()
+            );
+        }
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} broken configs");

@@ -136,6 +136,76 @@ fn a_python_consumer_shares_a_group_beside_a_broadcast_and_sees_the_ramp_in_plac
     );
 }
 
+/// Issue 19: a Python consumer in a distributor set (mode all) sees exactly its set's
+/// frames, as a `streamd consume` in the same set does, and none of the other set's.
+#[test]
+fn a_python_consumer_in_a_set_sees_exactly_its_sets_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_name("pyset");
+    let frames = 2_000u64;
+    let sim = spawn(&[
+        "sim",
+        "--ring",
+        &ring,
+        "--nx",
+        "64",
+        "--ny",
+        "64",
+        "--frames",
+        &frames.to_string(),
+        "--wait-consumers",
+        "3",
+        "--json",
+    ]);
+    let ids = |name: &str| dir.path().join(name);
+    let py = spawn_python(&[
+        script("ramp_consumer.py").to_str().unwrap(),
+        &ring,
+        ids("python.ids").to_str().unwrap(),
+        "--group",
+        "ana",
+        "--batch",
+        "4",
+        "--set",
+        "1",
+        "--sets",
+        "2",
+    ]);
+    let member = |set: &str, file: &str| {
+        spawn(&[
+            "consume",
+            "--ring",
+            &ring,
+            "--group",
+            "ana",
+            "--batch",
+            "4",
+            "--sets",
+            "2",
+            "--set",
+            set,
+            "--json",
+            "--record-ids",
+            ids(file).to_str().unwrap(),
+        ])
+    };
+    let (same, other) = (member("1", "same.ids"), member("0", "other.ids"));
+    let py = python_json(py, "the Python set member");
+    finish(same, "set 1's consume");
+    finish(other, "set 0's consume");
+    finish(sim, "sim");
+    assert_eq!(py["errors"], 0, "{py}");
+    let of_set = |set| {
+        (0..frames)
+            .filter(|s| s / 4 % 2 == set)
+            .collect::<Vec<u64>>()
+    };
+    assert_eq!(read_ids(&ids("python.ids")), of_set(1));
+    assert_eq!(read_ids(&ids("same.ids")), of_set(1));
+    assert_eq!(read_ids(&ids("other.ids")), of_set(0));
+    assert_eq!(py["received"], frames / 2, "{py}");
+}
+
 #[test]
 fn a_python_producer_feeds_consume_verify_and_a_killed_python_consumer_is_reaped() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,6 +336,32 @@ fn a_python_stage_is_a_worker_like_any_other() {
         (0..2).all(|w| worker(s, "rotate", w)["counters"]["configured"] == 1)
     });
 
+    // The package sees the running pipeline as plain data.
+    let seen = python()
+        .args([
+            "-c",
+            "import json, sys, streamd; s = streamd.status(sys.argv[1]); \
+             print(json.dumps({'stages': [t['name'] for t in s['stages']], \
+             'rings': sorted(r['name'] for r in streamd.rings() if r['name'].startswith(sys.argv[1] + '.'))}))",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    assert!(seen.status.success(), "{}", stderr(&seen));
+    let seen: Value = serde_json::from_slice(seen.stdout.trim_ascii_end()).unwrap();
+    assert_eq!(
+        seen["stages"],
+        serde_json::json!(["source", "rotate", "check"])
+    );
+    assert_eq!(
+        seen["rings"],
+        serde_json::json!([
+            format!("{name}.raw"),
+            format!("{name}.rotated.0"),
+            format!("{name}.rotated.1")
+        ])
+    );
+
     // kill -9 of a Python worker: restarted, counted.
     let pid = worker(&live, "rotate", 0)["pid"].as_u64().unwrap();
     // SAFETY: a worker of the pipeline this test started.
@@ -299,6 +395,27 @@ fn a_python_stage_is_a_worker_like_any_other() {
                 && e.contains("faulty_rotate.py:")
         ),
         "{shown:?}"
+    );
+    // What the supervisor kept of each worker: how the killed one ended, and the line
+    // the erring one wrote to stderr.
+    let kept = |key: &str| -> Vec<String> {
+        (0..2)
+            .filter_map(|w| {
+                worker(&report, "rotate", w)[key]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    assert!(
+        kept("last_exit").contains(&"was killed by signal 9 (SIGKILL)".to_string()),
+        "{rotate}"
+    );
+    assert!(
+        kept("last_stderr")
+            .iter()
+            .any(|l| l.contains("ValueError: frame 7 is the one this test breaks on")),
+        "{rotate}"
     );
     assert_eq!(counter(&report, "check", "verify_errors"), 0);
     // Every frame but the broken one, rotated exactly; the killed worker's unfinished run
@@ -352,6 +469,98 @@ fn a_python_file_that_does_not_import_is_refused_before_anything_starts() {
             leftovers(&name)
         );
     }
+}
+
+#[test]
+fn a_module_class_without_process_is_refused_by_name() {
+    python();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("module.toml");
+    let text = std::fs::read_to_string(fixture("python-rotate.toml"))
+        .unwrap()
+        .replace(
+            "args = { file = \"../../examples/python/rotate.py\", class = \"Rotate\", angle = 90 }",
+            "args = { module = \"json\", class = \"JSONDecoder\" }",
+        );
+    std::fs::write(&file, text).unwrap();
+    let out = streamd()
+        .args(["check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("class JSONDecoder has no process() method"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_python_stage_sends_to_outputs_by_port() {
+    python();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("parity.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"name = "pypar"
+[[ring]]
+name = "raw"
+slots = 16
+[[ring]]
+name = "even"
+slots = 16
+[[ring]]
+name = "odd"
+slots = 16
+[source]
+ring = "raw"
+nx = 64
+ny = 32
+dtype = "u8"
+frames = 500
+[[stage]]
+name = "parity"
+processor = "python"
+input = "raw"
+output = ["even", "odd"]
+args = {{ file = "{file}", class = "ByParity" }}
+[[stage]]
+name = "evens"
+processor = "verify"
+input = "even"
+args = {{ ids_file = "{dir}/even.ids", attributes = ["odd"] }}
+[[stage]]
+name = "odds"
+processor = "verify"
+input = "odd"
+args = {{ ids_file = "{dir}/odd.ids", attributes = ["odd"] }}
+"#,
+            file = root().join("fixtures/python/by_parity.py").display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let name = pipeline_name("pypar");
+    let (_, report) = finished_ok(
+        start(pipeline.to_str().unwrap(), &name, dir.path()),
+        "parity",
+    );
+    assert_eq!(counter(&report, "parity", "even"), 250);
+    assert_eq!(counter(&report, "parity", "odd"), 250);
+    for (file, parity, attr) in [("even.ids", 0, "-"), ("odd.ids", 1, "1")] {
+        let records = read_records(&dir.path().join(file));
+        let ids: Vec<u64> = records.iter().map(|(id, _)| *id).collect();
+        assert_eq!(
+            ids,
+            (0..500).filter(|i| i % 2 == parity).collect::<Vec<_>>()
+        );
+        assert!(records.iter().all(|(_, a)| a["odd"] == attr), "{file}");
+    }
+    // Both outputs are the ramp, verified bit for bit.
+    assert_eq!(counter(&report, "evens", "verify_errors"), 0);
+    assert_eq!(counter(&report, "odds", "verify_errors"), 0);
+    assert_eq!(counter(&report, "odds", "verified"), 250);
 }
 
 #[test]

@@ -5,6 +5,8 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::Duration;
 
 #[test]
@@ -545,5 +547,197 @@ fn sim_replays_a_npy_stack_byte_for_byte() {
     assert!(
         err.contains("bad.npy is not a usable .npy frame stack: missing the NUMPY magic"),
         "{err}"
+    );
+}
+
+/// Sequences below `end` of the runs of `batch` dealt to set `index` of `sets`.
+fn of_set(end: u64, batch: u64, index: u64, sets: u64) -> Vec<u64> {
+    (0..end).filter(|s| s / batch % sets == index).collect()
+}
+
+/// `consume` of set `set` of 2 in group `group`, runs of 4, recording ids into `ids`.
+fn set_member(ring: &str, group: &str, set: &str, mode: &str, ids: &Path, slow: bool) -> Child {
+    let mut args = vec![
+        "consume",
+        "--ring",
+        ring,
+        "--group",
+        group,
+        "--batch",
+        "4",
+        "--sets",
+        "2",
+        "--set",
+        set,
+        "--set-mode",
+        mode,
+        "--verify",
+        "--json",
+        "--record-ids",
+        ids.to_str().unwrap(),
+    ];
+    if slow {
+        // 1 ms a frame: mid-stream whenever it is killed, and it throttles the producer.
+        args.extend(["--work-us", "1000"]);
+    }
+    spawn(&args)
+}
+
+fn sim_frames(ring: &str, frames: u64, consumers: u32) -> Child {
+    spawn(&[
+        "sim",
+        "--ring",
+        ring,
+        "--frames",
+        &frames.to_string(),
+        "--nx",
+        "64",
+        "--ny",
+        "64",
+        "--slots",
+        "16",
+        "--wait-consumers",
+        &consumers.to_string(),
+        "--json",
+    ])
+}
+
+/// Issue 19: PvaPy's distributor sets. The runs of 4 frames go to set 0 and set 1 in
+/// turn, and every member of a set (mode all) sees every frame of it, exactly once; a
+/// member killed with SIGKILL takes nothing from the others, whose counts stay exact.
+#[test]
+fn the_sets_of_a_group_partition_the_stream_and_each_member_sees_all_of_its_set() {
+    const FRAMES: u64 = 8_000;
+    let ring = ring_name("sets");
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<PathBuf> = (0..3)
+        .map(|i| tmp_path(&dir, &format!("m{i}.ids")))
+        .collect();
+    let members = [
+        set_member(&ring, "s", "0", "all", &ids[0], false),
+        set_member(&ring, "s", "0", "all", &ids[1], false),
+        set_member(&ring, "s", "1", "all", &ids[2], false),
+    ];
+    let victim_ids = tmp_path(&dir, "victim.ids");
+    let victim = set_member(&ring, "s", "0", "all", &victim_ids, true);
+    let sim = sim_frames(&ring, FRAMES, 4);
+    let listed = wait_ring(&ring, "200 frames published", |r| {
+        r["published"].as_u64().is_some_and(|p| p >= 200)
+    });
+    let sets: Vec<&serde_json::Value> = listed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"] == "s")
+        .collect();
+    assert_eq!(
+        sets.len(),
+        4,
+        "one group entry per member in mode all: {listed}"
+    );
+    assert!(sets
+        .iter()
+        .all(|g| g["set"]["sets"] == 2 && g["set"]["mode"] == "all"));
+    kill9(&victim);
+    assert!(
+        !finish(victim, "victim").status.success(),
+        "the victim finished before the kill"
+    );
+
+    let sim = counters(&finish(sim, "sim"), "sim");
+    assert_eq!(num(&sim, "published"), FRAMES);
+    assert_eq!(num(&sim, "consumers_reaped"), 1);
+    for (i, (child, path)) in members.into_iter().zip(&ids).enumerate() {
+        let out = finish(child, "set member");
+        assert!(out.status.success(), "member {i}: {}", stderr(&out));
+        let c = counters(&out, "set member");
+        let set = if i < 2 { 0 } else { 1 };
+        let expected = of_set(FRAMES, 4, set, 2);
+        assert_eq!(read_ids(path), expected, "member {i} of set {set}");
+        assert_eq!(
+            num(&c, "received"),
+            expected.len() as u64,
+            "member {i}: {c}"
+        );
+        assert_eq!(num(&c, "missed"), 0);
+        assert_eq!(num(&c, "verify_errors"), 0);
+        assert_eq!(c["end"], "end-of-stream");
+    }
+    // What the victim got before it died was its set's frames, in order.
+    let got = read_ids(&victim_ids);
+    assert!(!got.is_empty());
+    assert_eq!(got, of_set(FRAMES, 4, 0, 2)[..got.len()]);
+}
+
+/// Issue 19: in mode one the members of a set share its runs; one killed with SIGKILL
+/// leaves its run to its set mate, so the set still gets every frame of its runs (the
+/// frame it was reading possibly twice), none of another set's, and the other set is
+/// untouched.
+#[test]
+fn a_set_member_killed_leaves_its_run_to_its_set_and_the_counts_stay_exact() {
+    const FRAMES: u64 = 20_000;
+    let ring = ring_name("setkill");
+    let dir = tempfile::tempdir().unwrap();
+    let (mate_ids, victim_ids, other_ids) = (
+        tmp_path(&dir, "mate.ids"),
+        tmp_path(&dir, "victim.ids"),
+        tmp_path(&dir, "other.ids"),
+    );
+    let mate = set_member(&ring, "t", "0", "one", &mate_ids, false);
+    let victim = set_member(&ring, "t", "0", "one", &victim_ids, true);
+    let other = set_member(&ring, "t", "1", "one", &other_ids, false);
+    let sim = sim_frames(&ring, FRAMES, 3);
+    wait_ring(&ring, "the victim reading", |r| {
+        r["groups"].as_array().into_iter().flatten().any(|g| {
+            g["set"]["index"] == 0 && g["consumers"].as_array().is_some_and(|c| c.len() == 2)
+        }) && r["published"].as_u64().is_some_and(|p| p >= 200)
+    });
+    kill9(&victim);
+    assert!(
+        !finish(victim, "victim").status.success(),
+        "the victim finished before the kill"
+    );
+    // Once reaped, set 0 has one member and its accounting is whole.
+    let reaped = wait_ring(&ring, "the victim reaped", |r| r["consumers_reaped"] == 1);
+    for g in reaped["groups"].as_array().unwrap() {
+        assert_eq!(
+            num(g, "published"),
+            num(g, "delivered") + num(g, "missed") + num(g, "in_flight"),
+            "{g}"
+        );
+        assert_eq!(num(g, "missed"), 0);
+    }
+
+    let sim = counters(&finish(sim, "sim"), "sim");
+    assert_eq!(num(&sim, "published"), FRAMES);
+    let other_out = counters(&finish(other, "set 1"), "set 1");
+    let set1 = of_set(FRAMES, 4, 1, 2);
+    assert_eq!(read_ids(&other_ids), set1);
+    assert_eq!(num(&other_out, "received"), set1.len() as u64);
+
+    let mate_out = counters(&finish(mate, "set mate"), "set mate");
+    assert_eq!(num(&mate_out, "verify_errors"), 0);
+    let mate_got = read_ids(&mate_ids);
+    assert_eq!(num(&mate_out, "received"), mate_got.len() as u64);
+    let victim_got = read_ids(&victim_ids);
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    for id in mate_got.iter().chain(&victim_got) {
+        *counts.entry(*id).or_default() += 1;
+    }
+    let set0 = of_set(FRAMES, 4, 0, 2);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        set0,
+        "set 0's frames, no others"
+    );
+    let repeats: u32 = counts.values().map(|n| n - 1).sum();
+    assert!(
+        repeats <= 1,
+        "{repeats} frames delivered twice; at most the one being read"
+    );
+    // Exact: the mate received every frame of set 0 the victim had not released.
+    assert_eq!(
+        mate_got.len() + victim_got.len() - repeats as usize,
+        set0.len()
     );
 }

@@ -170,3 +170,124 @@ fn the_dashboard_shows_every_stage_flowing_and_q_restores_the_terminal() {
     assert!(stopped.status.success(), "{}", stderr(&stopped));
     finished_ok(child, "run endless");
 }
+
+fn signal(pid: u64, signal: i32) {
+    // SAFETY: kill(2) on a worker of a pipeline this test started, alive per its status.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0, "kill {pid}");
+}
+
+#[test]
+fn the_dashboard_shows_a_failed_worker_with_its_reason_and_a_stalled_one_in_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("topfail");
+    // Killed once, a worker is marked failed at once.
+    let child = start_edited(
+        "endless.toml",
+        &name,
+        dir.path(),
+        &[(
+            "[[ring]]\nname = \"raw\"",
+            "[restart]\nmax_crashes = 1\n\n[[ring]]\nname = \"raw\"",
+        )],
+    );
+    let live = wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 20);
+    signal(num(worker(&live, "pass", 0), "pid"), libc::SIGKILL);
+    wait_status(&name, "pass w0 failed", |s| {
+        worker(s, "pass", 0)["state"] == "failed"
+    });
+    let sink = num(worker(&live, "sink", 0), "pid");
+    signal(sink, libc::SIGSTOP);
+    wait_status(&name, "the sink stalled", |s| {
+        worker(s, "sink", 0)["stalled"] == true
+    });
+
+    let tmux = Tmux::new();
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "170",
+        "-y",
+        "40",
+        "bash --norc --noprofile",
+    ]);
+    let binary = env!("CARGO_BIN_EXE_streamd");
+    tmux.run(&[
+        "send-keys",
+        "-t",
+        "top",
+        &format!("{binary} top --pipeline {name}"),
+        "Enter",
+    ]);
+    let killed = "was killed by signal 9 (SIGKILL)";
+    let screen = tmux.wait_for("the failed and the stalled worker", |s| {
+        s.contains("REASON")
+            && s.contains(&format!("FAILED: pass w0 ({killed})"))
+            && s.contains("STALLED: sink w0")
+            && s.contains("process stopped (SIGSTOP)")
+    });
+    println!("streamd top, captured by tmux:\n{screen}");
+    let row = |stage: &str, w: &str| -> String {
+        screen
+            .lines()
+            .find(|l| {
+                let cells: Vec<&str> = l
+                    .trim_matches(|c| c == '│' || c == ' ')
+                    .split_whitespace()
+                    .collect();
+                cells.first() == Some(&stage) && cells.get(1) == Some(&w)
+            })
+            .unwrap_or_else(|| panic!("no {stage} w{w} row:\n{screen}"))
+            .to_string()
+    };
+    let failed = row("pass", "0");
+    assert!(
+        failed.contains(" failed ") && failed.contains(killed),
+        "{failed}"
+    );
+    let stalled = row("sink", "0");
+    assert!(
+        stalled.contains(" stalled ") && stalled.contains("no heartbeat for "),
+        "{stalled}"
+    );
+    assert!(row("source", "0").contains(" blocked "), "{screen}");
+
+    // The stalled state is drawn in colour (magenta, colour 5), the failed one in red (1):
+    // tmux writes them as SGR 3N or 38;5;N.
+    let coloured =
+        String::from_utf8_lossy(&tmux.run(&["capture-pane", "-p", "-e", "-t", "top"]).stdout)
+            .into_owned();
+    let escaped_row = |stage: &str| {
+        coloured
+            .lines()
+            .find(|l| l.contains(stage) && (l.contains("stalled") || l.contains("failed")))
+            .unwrap_or_else(|| panic!("no {stage} row in:\n{coloured}"))
+            .to_string()
+    };
+    let coloured_as = |stage: &str, word: &str, colour: u8| {
+        let line = escaped_row(stage);
+        let before = &line[..line.find(word).unwrap()];
+        let set = before
+            .rfind("\u{1b}[")
+            .map(|at| &before[at..])
+            .unwrap_or_default();
+        assert!(
+            set.ends_with(&format!("[3{colour}m")) || set.ends_with(&format!(";5;{colour}m")),
+            "{word} is not in colour {colour}: {line:?}"
+        );
+    };
+    coloured_as("sink", "stalled", 5);
+    coloured_as("pass", "failed", 1);
+
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    signal(sink, libc::SIGCONT);
+    let stopped = streamd()
+        .args(["stop", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    let out = finish(child, "run with a failed and a stalled worker");
+    assert_eq!(out.status.code(), Some(5), "a failed worker fails the run");
+}

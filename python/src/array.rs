@@ -12,25 +12,26 @@ pub fn descr(py: Python<'_>, dtype: Dtype) -> Bound<'_, PyArrayDescr> {
         Dtype::U8 => numpy::dtype::<u8>(py),
         Dtype::U16 => numpy::dtype::<u16>(py),
         Dtype::U32 => numpy::dtype::<u32>(py),
+        Dtype::U64 => numpy::dtype::<u64>(py),
+        Dtype::I8 => numpy::dtype::<i8>(py),
+        Dtype::I16 => numpy::dtype::<i16>(py),
+        Dtype::I32 => numpy::dtype::<i32>(py),
+        Dtype::I64 => numpy::dtype::<i64>(py),
         Dtype::F32 => numpy::dtype::<f32>(py),
+        Dtype::F64 => numpy::dtype::<f64>(py),
     }
 }
 
 /// The ring dtype of a NumPy dtype, or a sentence saying which ones exist.
 pub fn ring_dtype(d: &Bound<'_, PyArrayDescr>) -> Result<Dtype, String> {
     let py = d.py();
-    for (dtype, descr) in [
-        (Dtype::U8, numpy::dtype::<u8>(py)),
-        (Dtype::U16, numpy::dtype::<u16>(py)),
-        (Dtype::U32, numpy::dtype::<u32>(py)),
-        (Dtype::F32, numpy::dtype::<f32>(py)),
-    ] {
-        if d.is_equiv_to(&descr) {
+    for dtype in Dtype::ALL {
+        if d.is_equiv_to(&descr(py, dtype)) {
             return Ok(dtype);
         }
     }
     Err(format!(
-        "dtype {} cannot travel in a ring; use uint8, uint16, uint32 or float32",
+        "dtype {} cannot travel in a ring; use an integer type of 8 to 64 bits, float32 or float64 (little-endian)",
         d.str().map(|s| s.to_string()).unwrap_or_default()
     ))
 }

@@ -21,7 +21,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use streamd::ring::{self, ConsumerOptions, Delivery, Detached, Dtype, RecvError, WaitMode};
+use streamd::ring::{
+    self, ConsumerOptions, Delivery, Detached, Dtype, GroupSet, RecvError, SetMode, WaitMode,
+};
 
 /// How long one wait runs without the GIL before signals are looked at.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -250,7 +252,8 @@ enum Got {
 #[pymethods]
 impl Consumer {
     #[new]
-    #[pyo3(signature = (ring, group=None, batch=1, delivery="lossless", timeout=None, attach_timeout=5.0))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (ring, group=None, batch=1, delivery="lossless", timeout=None, attach_timeout=5.0, set=None, sets=None))]
     fn new(
         py: Python<'_>,
         ring: &str,
@@ -259,8 +262,24 @@ impl Consumer {
         delivery: &str,
         timeout: Option<f64>,
         attach_timeout: f64,
+        set: Option<u32>,
+        sets: Option<u32>,
     ) -> PyResult<Consumer> {
         let delivery: Delivery = delivery.parse().map_err(PyValueError::new_err)?;
+        // A member of a distributor set sees every frame of its set (PvaPy's mode:all).
+        let set = match (set, sets) {
+            (None, None) => None,
+            (Some(index), Some(sets)) => Some(GroupSet {
+                index,
+                sets,
+                mode: SetMode::All,
+            }),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "set and sets go together: give both (set 0 to sets - 1), or neither",
+                ))
+            }
+        };
         let seconds = |value: f64, what: &str| {
             if (0.0..1e9).contains(&value) {
                 Ok(Duration::from_secs_f64(value))
@@ -275,6 +294,7 @@ impl Consumer {
         let options = ConsumerOptions {
             group,
             batch,
+            set,
             delivery,
             wait: WaitMode::Futex,
             attach_timeout: seconds(attach_timeout, "attach_timeout")?,

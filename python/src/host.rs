@@ -7,19 +7,19 @@ use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
-use streamd::pipeline::plan::SourcePlan;
-use streamd::pipeline::source::{FrameSupply, SuppliedFrame};
+use streamd::pipeline::plan::{MetadataPlan, SourcePlan};
+use streamd::pipeline::source::{ChannelValue, FrameSupply, MetadataFeed, Supplied, SuppliedFrame};
 use streamd::pipeline::worker::Host;
-use streamd::processors::python::{PythonCode, PythonStage};
+use streamd::processors::python::{PythonCode, PythonStage, PVA_MODULE};
 use streamd::processors::{ArgValue, Outputs, ProcessError, Processor, Refused, StageContext};
-use streamd::ring::{AttributeArea, Dtype, Frame as RingFrame, FrameMeta, SlotWriter};
+use streamd::ring::{AttributeArea, Dims, Dtype, Frame as RingFrame, FrameMeta, SlotWriter};
 
 pub struct PythonHost;
 
 impl Host for PythonHost {
-    fn processor(&self, args: &toml::Table) -> Result<Box<dyn Processor>, String> {
+    fn processor(&self, processor: &str, args: &toml::Table) -> Result<Box<dyn Processor>, String> {
         Ok(Box::new(PyStage {
-            code: PythonCode::from_args(args),
+            code: PythonCode::for_stage(processor, args).unwrap_or_default(),
             user_args: PythonStage::user_args(args),
             object: None,
         }))
@@ -38,12 +38,106 @@ impl Host for PythonHost {
                 .and_then(|g| g.try_iter().map(|i| i.into_any()))
                 .map_err(|e| describe(py, &e))?;
             Ok(Box::new(PySource {
+                object: object.unbind(),
                 frames: frames.unbind(),
                 capacity: u64::from(plan.nx) * u64::from(plan.ny) * plan.dtype.size() as u64,
                 current: None,
             }) as Box<dyn FrameSupply>)
         })
     }
+
+    fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String> {
+        Python::attach(|py| {
+            let code = PythonCode {
+                module: Some(PVA_MODULE.into()),
+                class: Some("MetadataChannels".into()),
+                ..PythonCode::default()
+            };
+            let channels: Vec<toml::Value> = plan
+                .pvs
+                .iter()
+                .map(|c| {
+                    toml::Value::Table(toml::Table::from_iter([
+                        ("name".to_string(), toml::Value::String(c.name.clone())),
+                        (
+                            "protocol".to_string(),
+                            toml::Value::String(c.protocol.clone()),
+                        ),
+                        ("pv".to_string(), toml::Value::String(c.pv.clone())),
+                    ]))
+                })
+                .collect();
+            let args = toml::Table::from_iter([
+                ("channels".to_string(), toml::Value::Array(channels)),
+                (
+                    "queue_size".to_string(),
+                    toml::Value::Integer(i64::from(plan.queue_size)),
+                ),
+            ]);
+            let object = construct(py, &code, &args)?;
+            Ok(Box::new(PyFeed {
+                object: object.unbind(),
+            }) as Box<dyn MetadataFeed>)
+        })
+    }
+}
+
+/// Metadata channel values from the package's `MetadataChannels` (EPICS PVs).
+struct PyFeed {
+    object: Py<PyAny>,
+}
+
+impl MetadataFeed for PyFeed {
+    fn take(&mut self) -> Result<Vec<ChannelValue>, String> {
+        Python::attach(|py| {
+            let taken = self
+                .object
+                .call_method0(py, "take")
+                .and_then(|t| t.extract::<Vec<(usize, u64, f64)>>(py))
+                .map_err(|e| describe(py, &e))?;
+            Ok(taken
+                .into_iter()
+                .map(|(channel, timestamp_ns, value)| ChannelValue {
+                    channel,
+                    timestamp_ns,
+                    value,
+                })
+                .collect())
+        })
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        Python::attach(|py| stats_of(py, &self.object))
+    }
+
+    fn reset_counters(&mut self) {
+        Python::attach(|py| reset_stats_of(py, &self.object));
+    }
+}
+
+/// Calls an object's `reset_stats()`, when it has one.
+fn reset_stats_of(py: Python<'_>, object: &Py<PyAny>) {
+    if object.bind(py).hasattr("reset_stats").unwrap_or(false) {
+        // A failing reset leaves the counters as they were; there is no one to tell.
+        let _ = object.call_method0(py, "reset_stats");
+    }
+}
+
+/// An object's `get_stats()`: its whole-number values, shown as counters.
+fn stats_of(py: Python<'_>, object: &Py<PyAny>) -> Vec<(String, u64)> {
+    if !object.bind(py).hasattr("get_stats").unwrap_or(false) {
+        return Vec::new();
+    }
+    let Ok(stats) = object.call_method0(py, "get_stats") else {
+        return Vec::new();
+    };
+    let Ok(dict) = stats.bind(py).cast::<PyDict>().cloned() else {
+        return Vec::new();
+    };
+    dict.iter()
+        .filter_map(|(k, v)| Some((k.extract::<String>().ok()?, whole(&v)?)))
+        .take(streamd::processors::MAX_COUNTERS)
+        .collect()
 }
 
 /// The exception as its last traceback line would show it, with where it was raised.
@@ -119,6 +213,10 @@ impl PyStage {
         input: &RingFrame<'_>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
+        // A sink stage: what `process` returns has nowhere to go.
+        if out.is_empty() {
+            return Ok(());
+        }
         if let Ok(list) = result.cast::<PyList>() {
             for (port, item) in list.iter().enumerate() {
                 Self::publish_one(py, port, &item, input, out)?;
@@ -185,13 +283,20 @@ impl<'py> Pixels<'py> {
             array::ring_dtype(&array.dtype()).map_err(pyo3::exceptions::PyTypeError::new_err)?;
         let dims = match array.shape() {
             [n] => vec![1, *n as u32],
-            [ny, nx] => vec![*ny as u32, *nx as u32],
+            shape @ ([_, _] | [_, _, _] | [_, _, _, _]) => {
+                shape.iter().map(|&d| d as u32).collect()
+            }
             other => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "a frame is 2-D (ny, nx); got shape {other:?}"
+                    "a frame has 1 to 4 dimensions, (ny, nx) for an image; got shape {other:?}"
                 )))
             }
         };
+        if array.shape().iter().any(|&d| d > u32::MAX as usize) {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "a frame dimension is larger than 2^32 - 1",
+            ));
+        }
         Ok(Pixels { array, dtype, dims })
     }
 
@@ -300,21 +405,7 @@ impl Processor for PyStage {
         let Some(object) = &self.object else {
             return Vec::new();
         };
-        Python::attach(|py| {
-            if !Self::has(py, object, "get_stats") {
-                return Vec::new();
-            }
-            let Ok(stats) = object.call_method0(py, "get_stats") else {
-                return Vec::new();
-            };
-            let Ok(dict) = stats.bind(py).cast::<PyDict>().cloned() else {
-                return Vec::new();
-            };
-            dict.iter()
-                .filter_map(|(k, v)| Some((k.extract::<String>().ok()?, whole(&v)?)))
-                .take(streamd::processors::MAX_COUNTERS)
-                .collect()
-        })
+        Python::attach(|py| stats_of(py, object))
     }
 }
 
@@ -329,6 +420,8 @@ fn whole(value: &Bound<'_, PyAny>) -> Option<u64> {
 
 /// A Python source: the items of its `frames()` iterator.
 struct PySource {
+    /// The class instance, for its `get_stats()`.
+    object: Py<PyAny>,
     frames: Py<PyAny>,
     /// The largest frame the pipeline file declared (the ring's slots).
     capacity: u64,
@@ -337,14 +430,18 @@ struct PySource {
 
 impl PySource {
     /// An item: an array, `(array, attrs)`, or a dict with `array` and optional `id`,
-    /// `timestamp_ns` and `attrs`.
+    /// `timestamp_ns`, `attrs` and `missed` (frames lost before this one).
     fn take(
         &mut self,
         py: Python<'_>,
         item: &Bound<'_, PyAny>,
         next_id: u64,
     ) -> PyResult<SuppliedFrame> {
+        let mut missed = 0;
         let (array, id, timestamp_ns, attributes) = if let Ok(dict) = item.cast::<PyDict>() {
+            if let Some(m) = dict.get_item("missed")? {
+                missed = m.extract::<u64>()?;
+            }
             let array = dict.get_item("array")?.ok_or_else(|| {
                 pyo3::exceptions::PyKeyError::new_err("a frame dict needs an 'array'")
             })?;
@@ -380,7 +477,8 @@ impl PySource {
             frame_id: id.unwrap_or(next_id),
             timestamp_ns,
             dtype: pixels.dtype,
-            dims: [pixels.dims[0], pixels.dims[1]],
+            dims: Dims::new(&pixels.dims).expect("1 to 4 dims, checked in Pixels::of"),
+            missed,
         };
         self.current = Some((pixels.array.into_any().unbind(), area));
         Ok(frame)
@@ -388,19 +486,31 @@ impl PySource {
 }
 
 impl FrameSupply for PySource {
-    fn next(&mut self, next_id: u64) -> Result<Option<SuppliedFrame>, String> {
+    /// A `None` item is no frame yet (the source waited as long as it waits at once).
+    fn next(&mut self, next_id: u64) -> Result<Supplied, String> {
         Python::attach(|py| {
             let item = match self.frames.bind(py).call_method0("__next__") {
                 Ok(item) => item,
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-                    return Ok(None)
+                    return Ok(Supplied::End)
                 }
                 Err(e) => return Err(describe(py, &e)),
             };
+            if item.is_none() {
+                return Ok(Supplied::Idle);
+            }
             self.take(py, &item, next_id)
-                .map(Some)
+                .map(Supplied::Frame)
                 .map_err(|e| describe(py, &e))
         })
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        Python::attach(|py| stats_of(py, &self.object))
+    }
+
+    fn reset_counters(&mut self) {
+        Python::attach(|py| reset_stats_of(py, &self.object));
     }
 
     fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String> {

@@ -40,6 +40,20 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     .clone()
 }
 
+/// Raised by SIGTERM or SIGINT in a pipeline worker: the worker loop stops on its own
+/// flag; Python code that waits long (a sink waiting for clients) asks [`stopping`].
+fn worker_stop_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(streamd::sys::stop_flag).clone()
+}
+
+/// Whether this pipeline worker was asked to stop (SIGTERM, or SIGINT): a Python stage or
+/// source that waits for something outside streamd returns when it turns true.
+#[pyfunction]
+fn stopping() -> bool {
+    worker_stop_flag().load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Every ring in /dev/shm, as the dicts `streamd rings --json` prints.
 #[pyfunction]
 fn rings(py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -77,6 +91,8 @@ fn run_worker(py: Python<'_>, spec: &str) -> PyResult<i32> {
         PyRuntimeError::new_err(format!("the worker description is not valid: {e}"))
     })?;
     let host = host::PythonHost;
+    // Registered before the loop starts, so no signal passes unseen by `stopping()`.
+    worker_stop_flag();
     // The loop takes the GIL only to call into Python.
     py.detach(|| streamd::pipeline::worker::run_hosted(&spec, Some(&host)))
         .map_err(|e| PyRuntimeError::new_err(streamd::units::sentence(&e)))
@@ -97,8 +113,11 @@ fn _streamd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::Producer>()?;
     m.add_class::<producer::Slot>()?;
     m.add("FramesHeld", m.py().get_type::<FramesHeld>())?;
+    // Bytes of attributes a frame can carry (spec §3.6: each is 4 + key + value bytes).
+    m.add("ATTRIBUTE_CAPACITY", streamd::ring::ATTR_CAPACITY)?;
     m.add_function(wrap_pyfunction!(rings, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(run_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(stopping, m)?)?;
     Ok(())
 }

@@ -11,6 +11,9 @@ raises); ``with frame:`` and ``frame.release()`` release it sooner; an array tha
 its frame keeps the slot until the array is gone. A lossless consumer can keep up to half
 its ring that way and raises ``FramesHeld`` beyond (in a group, also when its next run
 needs every frame released); a lossy consumer keeps one frame. See the README.
+
+``streamd.pva`` (imported on its own: it needs p4p) is the EPICS bridge that pipelines use
+for ``[source] kind = "pva"``, ``processor = "pva"`` and ``pva://``/``ca://`` metadata.
 """
 
 from ._streamd import Consumer, Frame, FramesHeld, Producer, Slot, rings, status

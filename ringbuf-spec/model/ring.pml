@@ -19,9 +19,20 @@
  * of its run it extends the run with one journaled change only when it is contiguous
  * (claim_next = run_end, no orphan), else it commits first and claims normally.
  *
+ * With -DSETS, the runs of B frames, aligned to sequence numbers, are dealt round K sets
+ * (-DK, default 2; §5.9): run r = s / B belongs to set r mod K. G is set GS (-DGS, default
+ * 0) of its group in mode `one` (its members share the set's runs: journaled claims step
+ * over the other sets' runs); X is a lone member of set XS (-DXS, default 1) in mode
+ * `all` (its own private group, claiming lock-free like a broadcast consumer, §5.3), which
+ * the killer may kill too. With XS = GS, X and G are two members of one set in mode `all`:
+ * each must see every frame of the set. Checked besides the above: a frame is handed to G
+ * or X only if it is of their set, every frame of G's set reaches G and every frame of X's
+ * set reaches X (when they live to the end), and each one's accounting counts only the
+ * frames of its set.
+ *
  * scripts/check-model also builds mutants (e.g. -DMUTANT_NO_LOSSY_WAIT, a producer that
- * ignores the lossy reader's pin; the -DMUTANT_HOLD_* ones below) and requires spin to
- * reject them.
+ * ignores the lossy reader's pin; the -DMUTANT_HOLD_* and -DMUTANT_SETS_* ones below) and
+ * requires spin to reject them.
  *
  * Checked: no torn read (a lossless member's or the lossy reader's slot is never
  * rewritten while read; a slot holding a frame a live holder holds is not rewritten
@@ -43,6 +54,36 @@
 #endif
 #ifndef MAXKILLS
 #define MAXKILLS 2
+#endif
+#ifdef SETS
+#ifndef K
+#define K 2                /* sets of the group */
+#endif
+#ifndef GS
+#define GS 0               /* G's set */
+#endif
+#ifndef XS
+#define XS 1               /* X's set */
+#endif
+/* Frame s is of set `set`; the end of the run starting at c (an owed sequence); the next
+ * sequence to claim after the run at c: the start of the set's next run (§5.9). */
+#define OWNS(set, s) (((s) / B) % K == (set))
+#define RUN_END(c) (((c) / B + 1) * B)
+#ifdef MUTANT_SETS_STEP
+#define NEXT_CLAIM(c) (((c) / B + 1) * B)   /* steps to the next run, of any set */
+#else
+#define NEXT_CLAIM(c) (((c) / B + K) * B)
+#endif
+/* Frames of set `set` below sequence x: whole rounds of K runs, then the part of x's
+ * round that reaches into the set's run. */
+#define CLAMP_B(v) ((v) < 0 -> 0 : ((v) > B -> B : (v)))
+#define OWED(set, x) (((x) / (K * B)) * B + CLAMP_B((x) % (K * B) - (set) * B))
+#else
+#define OWNS(set, s) 1
+#define RUN_END(c) ((c) + B)
+#define NEXT_CLAIM(c) ((c) + B)
+#define OWED(set, x) (x)
+#define GS 0
 #endif
 #ifdef HOLD
 #ifndef W
@@ -105,6 +146,32 @@ byte estL = FREE;        /* no lossy consumer in this configuration */
 #endif
 byte recvL = 0;
 byte missL = 0;
+
+#ifdef SETS
+/* X: a lone member of set XS (mode `all`), its own private group (§5.9): the group's
+ * claim_next and the entry's pin, run and progress, as §3.2 and §3.3 give them. */
+byte claimX = XS * B;    /* the first run of its set at or after head = 0 */
+byte pinX = NONE;
+byte estX = ACTIVE;
+byte rsX = 0;
+byte reX = 0;
+byte doneX = 0;
+byte rbaseX = 0;
+bit deadX = 0;
+bit exitedX = 0;
+byte gotX[F];            /* deliveries of frame s to X */
+byte releasedX = 0;      /* frames X released */
+#define X_REAPABLE (deadX && estX == ACTIVE)
+#define X_CHANGED (estX != ex || claimX != cx || pinX != px)
+/* X's accounting (§12): received counts exactly the frames it released, all of its set */
+#define X_MISCOUNTED ((estX == ACTIVE && rbaseX + doneX != releasedX) || releasedX > OWED(XS, head))
+#else
+bit deadX = 1;           /* no X in this configuration */
+bit exitedX = 0;
+#define X_REAPABLE 0
+#define X_CHANGED 0
+#define X_MISCOUNTED 0
+#endif
 
 /* The membership lock (flock): 0 free, else holder id */
 byte lock = 0;
@@ -210,14 +277,14 @@ inline retire(m) {
     commit_and_apply()
 }
 
-/* Member m claims [claim_next, claim_next + B), lock held (§5.3). */
+/* Member m claims the run [claim_next, RUN_END(claim_next)), lock held (§5.3, §5.9). */
 inline claim(m) {
     atomic {
         j_len = 1;
         j_e[0] = m; j_st[0] = ACTIVE; j_pin[0] = claim_next; j_start[0] = claim_next;
-        j_end[0] = claim_next + B; j_rbase[0] = rbase[m] + done[m];
+        j_end[0] = RUN_END(claim_next); j_rbase[0] = rbase[m] + done[m];
         j_ret = ret_recv;
-        j_claim = claim_next + B;
+        j_claim = NEXT_CLAIM(claim_next);
         gen++
     };
     commit_and_apply()
@@ -225,16 +292,16 @@ inline claim(m) {
 
 #ifdef HOLD
 /* Holder m, holding frames at the end of its run, extends it (§5.8): lock held, the
- * group has no orphan and claim_next = run_end. Its run becomes [next, claim_next + B)
+ * group has no orphan and claim_next = run_end. Its run becomes [next, RUN_END(claim_next))
  * with next the watermark, so the held frames stay in it; pin stays at the watermark. */
 inline extend(m) {
     atomic {
         j_len = 1;
         j_e[0] = m; j_st[0] = ACTIVE;
         j_pin[0] = rstart[m] + done[m]; j_start[0] = rstart[m] + done[m];
-        j_end[0] = claim_next + B; j_rbase[0] = rbase[m] + done[m];
+        j_end[0] = RUN_END(claim_next); j_rbase[0] = rbase[m] + done[m];
         j_ret = ret_recv;
-        j_claim = claim_next + B;
+        j_claim = NEXT_CLAIM(claim_next);
         gen++
     };
     commit_and_apply()
@@ -288,7 +355,7 @@ inline adopt(m, swap) {
                       rstart[1 - (m)] + done[1 - (m)] < end_seq)
 
 proctype Producer() {
-    byte s = 0, f, g1, cn, p0, p1, e0, e1, slot, ji;
+    byte s = 0, f, g1, cn, p0, p1, e0, e1, slot, ji, cx, px, ex;
     do
     :: s == F -> end_seq = s; finished = 1; break
     :: s < F ->
@@ -309,12 +376,27 @@ scan:
             if :: e1 != FREE && p1 < f -> f = p1 :: else -> skip fi
         :: else -> f = NONE
         fi;
+#ifdef SETS
+        /* X's private group: claim_next before the pin, as for G (§6.1); it has no
+         * journal (a lone member claims lock-free), so no seqlock either. */
+        ex = estX;
         if
-        :: f == NONE || s < f + N -> d_step { f = 0; g1 = 0; cn = 0; p0 = 0; p1 = 0; e0 = 0; e1 = 0 }
+        :: ex != FREE ->
+#ifndef MUTANT_SETS_FLOOR
+            cx = claimX;
+            if :: cx < f -> f = cx :: else -> skip fi;
+#endif
+            px = pinX;
+            if :: px < f -> f = px :: else -> skip fi
+        :: else -> skip
+        fi;
+#endif
+        if
+        :: f == NONE || s < f + N -> d_step { f = 0; g1 = 0; cn = 0; p0 = 0; p1 = 0; e0 = 0; e1 = 0; cx = 0; px = 0; ex = 0 }
         :: else ->
             /* block (futex) until something the floor depends on changes */
             (claim_next != cn || est[0] != e0 || pin[0] != p0 || est[1] != e1 ||
-             pin[1] != p1 || gen != g1 || gstate != ACTIVE);
+             pin[1] != p1 || gen != g1 || gstate != ACTIVE || X_CHANGED);
             goto scan
         fi;
         slot = s % N;
@@ -354,7 +436,7 @@ proctype Member(byte m) {
         if
         :: head > s ->
             assert(stamp[s % N] == PUB(s));
-            atomic { reading[m] = s + 1; got[s]++; assert(got[s] <= 1 + held_at_death[s]) };
+            atomic { reading[m] = s + 1; got[s]++; assert(got[s] <= 1 + held_at_death[s]); assert(OWNS(GS, s)) };
             assert(data[s % N] == s);   /* read in place... */
             assert(data[s % N] == s);   /* ...and still the same frame at the end */
             atomic { done[m]++; released_G++; reading[m] = 0 };   /* one progress store */
@@ -415,7 +497,7 @@ proctype Holder(byte m) {
     :: rd < rend[m] && rd - wm < W && head > rd ->   /* §5.4 steps 1-3, no release */
         s = rd;
         assert(stamp[s % N] == PUB(s));
-        atomic { holding[s] = m + 1; got[s]++; assert(got[s] <= 1 + held_at_death[s]) };
+        atomic { holding[s] = m + 1; got[s]++; assert(got[s] <= 1 + held_at_death[s]); assert(OWNS(GS, s)) };
         assert(data[s % N] == s);   /* read in place */
 #ifdef MUTANT_HOLD_PIN
         pin[m] = s + 1;             /* releases the slot per frame */
@@ -503,13 +585,59 @@ proctype Lossy() {
 
 #endif
 
+#ifdef SETS
+/* X, a lone member of set XS in mode `all` (§5.9): it claims lock-free like a broadcast
+ * consumer (§5.3): load claim_next, pin its start, CAS claim_next to the set's next run,
+ * then store the run. Its group ends with it, so the run words are one step here: only
+ * the producer reads X's words, and it reads claim_next and pin. */
+proctype SetMember() {
+    byte c, s;
+    bit won;
+    {
+    do
+    :: rsX + doneX >= reX ->
+        c = claimX;
+        pinX = c;
+        atomic {
+            if
+            :: claimX == c -> claimX = NEXT_CLAIM(c); won = 1
+            :: else -> won = 0
+            fi
+        };
+        if
+        :: won ->
+#ifdef MUTANT_SETS_SOLO_RUN
+            atomic { rbaseX = rbaseX + doneX; doneX = 0; rsX = c; reX = NEXT_CLAIM(c) }
+#else
+            atomic { rbaseX = rbaseX + doneX; doneX = 0; rsX = c; reX = RUN_END(c) }
+#endif
+        :: else -> skip
+        fi
+    :: rsX + doneX < reX ->
+        s = rsX + doneX;
+        if
+        :: head > s ->
+            assert(stamp[s % N] == PUB(s));
+            atomic { gotX[s]++; assert(gotX[s] == 1); assert(OWNS(XS, s)) };
+            assert(data[s % N] == s);   /* read in place... */
+            assert(data[s % N] == s);   /* ...and still the same frame at the end */
+            atomic { doneX++; releasedX++ };   /* one progress store */
+            pinX = s + 1;
+            s = 0
+        :: finished && s >= end_seq -> exitedX = 1; break
+        fi
+    od
+    } unless { deadX }
+}
+#endif
+
 /* Reaps dead consumers at any time; may itself be killed mid-change. */
 proctype Reaper() {
     byte ji;
 end_idle:
     do
     :: (dead[0] && est[0] == ACTIVE) || (dead[1] && est[1] == ACTIVE) ||
-       (deadL && estL == ACTIVE) ->
+       (deadL && estL == ACTIVE) || X_REAPABLE ->
         {
             lock_acquire(R_ID);
             reaper_busy = 1;
@@ -517,6 +645,10 @@ end_idle:
             :: dead[0] && est[0] == ACTIVE -> retire(0)
             :: dead[1] && est[1] == ACTIVE -> retire(1)
             :: deadL && estL == ACTIVE -> atomic { pinL = NONE; maskL = 0; estL = FREE }
+#ifdef SETS
+            /* its private group ends with it (§7.2: freed, then dissolved) */
+            :: deadX && estX == ACTIVE -> atomic { pinX = NONE; estX = FREE }
+#endif
             :: else -> skip
             fi;
             reaper_busy = 0;
@@ -548,6 +680,9 @@ active proctype Killer() {
     :: atomic { kills < MAXKILLS && !dead[0] -> kill_member(0) }
     :: atomic { kills < MAXKILLS && !dead[1] -> kill_member(1) }
     :: kills < MAXKILLS && !deadL && estL == ACTIVE -> deadL = 1; kills++
+#ifdef SETS
+    :: kills < MAXKILLS && !deadX && !exitedX -> deadX = 1; kills++
+#endif
     :: kills < MAXKILLS && reaper_busy -> kill_reaper = 1; kills++
     :: break
     od
@@ -560,7 +695,7 @@ end_watch:
     atomic {
         (lock == 0 && gen % 2 == 0 && gstate == ACTIVE &&
          ret_recv + rbase[0] + done[0] + rbase[1] + done[1] != released_G) ||
-        (released_G > head) || (recvL + missL > head) ->
+        (released_G > OWED(GS, head)) || (recvL + missL > head) || X_MISCOUNTED ->
         assert(false)
     }
 }
@@ -571,19 +706,33 @@ end_watch:
  * once; and the lossy consumer's accounting. */
 active proctype Outcome() {
     byte s = 0;
-    (producer_done && (exited[0] || gone[0]) && (exited[1] || gone[1]) && (exitedL || deadL));
+    (producer_done && (exited[0] || gone[0]) && (exited[1] || gone[1]) && (exitedL || deadL)
+     && (exitedX || deadX));
     if
     :: exited[0] || exited[1] ->        /* the group lived to the end of the stream */
         do
-        :: s < F ->
+        :: s < F && OWNS(GS, s) ->
             assert(got[s] >= 1);                        /* lossless */
             assert(got[s] == 1 + held_at_death[s]);     /* exactly once; re-delivery */
             s++
+        :: s < F && !OWNS(GS, s) -> assert(got[s] == 0); s++   /* another set's frame */
         :: else -> break
         od;
-        assert(released_G == F)
+        assert(released_G == OWED(GS, F))
     :: else -> skip
     fi;
+#ifdef SETS
+    s = 0;
+    if
+    :: exitedX ->                       /* X lived to the end: every frame of its set */
+        do
+        :: s < F -> assert(gotX[s] == OWNS(XS, s)); s++
+        :: else -> break
+        od;
+        assert(releasedX == OWED(XS, F) && rbaseX + doneX == releasedX)
+    :: else -> skip
+    fi;
+#endif
 #ifdef LOSSY
     if
     :: exitedL -> assert(recvL + missL == F)
@@ -599,6 +748,7 @@ init {
     :: else -> break
     od;
     est[0] = ACTIVE; est[1] = ACTIVE;
+    claim_next = GS * B;    /* the first run of G's set at or after head = 0 (§5.9) */
     pin[0] = NONE; pin[1] = NONE;
     atomic {
         run Producer();
@@ -614,6 +764,9 @@ init {
 #endif
 #ifdef LOSSY
         run Lossy();
+#endif
+#ifdef SETS
+        run SetMember();
 #endif
         run Reaper()
     }

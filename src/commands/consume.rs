@@ -2,7 +2,9 @@
 
 use super::{per_second, print_counters, Status};
 use crate::pattern::verify_ramp;
-use crate::ring::{Consumer, ConsumerOptions, Delivery, Frame, RecvError, WaitMode};
+use crate::ring::{
+    Consumer, ConsumerOptions, Delivery, Frame, GroupSet, RecvError, SetMode, WaitMode,
+};
 use crate::sys::{now_ns, stop_flag};
 use crate::units::{one_line, positive_seconds, quote, Seconds};
 use anyhow::Context;
@@ -23,9 +25,21 @@ pub struct ConsumeArgs {
     /// Share the stream with the other members of this group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Consecutive frames a group member takes at a time.
+    /// Consecutive frames a group member takes at a time; with sets, the frames each set
+    /// gets per turn (runs aligned to sequence numbers).
     #[arg(long, default_value_t = 1, requires = "group")]
     pub batch: u32,
+    /// Take only the runs dealt to this set of the group (0 to --sets minus 1): PvaPy's
+    /// distributor `set`. Strict round-robin among W consumers: --sets W, --set k.
+    #[arg(long, requires_all = ["group", "sets"])]
+    pub set: Option<u32>,
+    /// How many sets the group's runs are dealt round (every member gives the same).
+    #[arg(long, requires = "set")]
+    pub sets: Option<u32>,
+    /// all: see every frame of the set (each member does); one: share the set's runs with
+    /// the set's other members, first-free.
+    #[arg(long, default_value = "all", requires = "set")]
+    pub set_mode: SetMode,
     /// lossless or lossy.
     #[arg(long, default_value = "lossless")]
     pub delivery: Delivery,
@@ -83,6 +97,11 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
     let options = ConsumerOptions {
         group: args.group.clone(),
         batch: args.batch,
+        set: args.set.zip(args.sets).map(|(index, sets)| GroupSet {
+            index,
+            sets,
+            mode: args.set_mode,
+        }),
         delivery: args.delivery,
         wait: if args.spin {
             WaitMode::Spin

@@ -45,8 +45,20 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
                 .as_str()
                 .filter(|n| !n.is_empty())
                 .unwrap_or("(broadcast)");
+            // `set 1/3 (all)`: which set of the group, and whether its members share it.
+            let set = &group["set"];
+            let set = if set.is_null() {
+                String::new()
+            } else {
+                format!(
+                    " set {}/{} ({})",
+                    set["index"],
+                    set["sets"],
+                    set["mode"].as_str().unwrap_or("?")
+                )
+            };
             println!(
-                "  group {name}: {} batch {}, {} member(s): published {} = delivered {} + missed {} + in flight {}",
+                "  group {name}{set}: {} batch {}, {} member(s): published {} = delivered {} + missed {} + in flight {}",
                 group["delivery"].as_str().unwrap_or("?"),
                 group["batch"],
                 group["members"],

@@ -3,8 +3,11 @@
 use super::Status;
 use crate::control::status::render;
 use crate::pipeline::config::check_pipeline_name;
+use crate::pipeline::plan::{Order, SourceContent};
 use crate::pipeline::supervisor::{self, RunOptions};
 use crate::pipeline::Pipeline;
+use crate::ring::FullPolicy;
+use crate::stats::{StatsError, StatsSegment};
 use crate::units::{positive_seconds, quote, Seconds};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,8 @@ pub struct RunArgs {
     /// Drain and stop after this many seconds (more than 0, at most a year).
     #[arg(long, value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
     pub runtime: Option<Seconds>,
-    /// Folder the stages run in: relative file names in processor arguments land here.
+    /// Folder the stages run in (it must exist): relative file names in processor
+    /// arguments land here.
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Run under this pipeline name instead of the file's (two copies side by side).
@@ -38,7 +42,8 @@ pub struct DemoArgs {
     /// Seconds to run before draining (more than 0, at most a year).
     #[arg(long, default_value = "10", value_parser = positive_seconds, allow_negative_numbers = true, value_name = "SECS")]
     pub runtime: Seconds,
-    /// Where its files go (default: a new folder under the system's temp folder).
+    /// Where its files go: an existing folder (default: a new folder under the system's
+    /// temp folder).
     #[arg(long)]
     pub output: Option<PathBuf>,
     #[arg(long)]
@@ -63,63 +68,186 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<Status> {
         check_pipeline_name(name).map_err(|m| anyhow::anyhow!("--name {m}"))?;
     }
     let pipeline = Pipeline::load(&args.pipeline, args.name.as_deref())?;
-    match &args.output {
-        Some(dir) if dir.exists() && !dir.is_dir() => anyhow::bail!(
-            "--output {} is a file, not a folder; give a folder (it is created if missing)",
-            quote(&dir.display().to_string())
-        ),
-        Some(dir) if dir.is_dir() => {
-            std::env::set_current_dir(dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot enter the output folder {}: {e}",
-                    quote(&dir.display().to_string())
-                )
-            })?;
-            supervisor::prepare_stages(&pipeline)?;
+    preflight(&pipeline, args.output.as_deref())?;
+    print!("{}", plan(&pipeline));
+    Ok(Status::Ok)
+}
+
+/// Every check `run` makes before it starts anything, in this order, beyond those made
+/// when the file was read: no pipeline of the name is running, the output folder exists
+/// (it becomes the current folder, as for the run), the stages' folders and files (a
+/// writer's folder, template and earlier files; a verifier's ids file; a Python class),
+/// and `/dev/shm` has room for the rings.
+fn preflight(pipeline: &Pipeline, output: Option<&Path>) -> anyhow::Result<()> {
+    if let Ok(stats) = StatsSegment::open(&pipeline.name) {
+        if stats.supervisor().is_alive() {
+            return Err(StatsError::Running {
+                name: pipeline.name.clone(),
+                pid: stats.supervisor().pid,
+            }
+            .into());
         }
-        // A folder `run` would create: writers' own folders are checked when it exists.
-        Some(_) => {}
-        None => supervisor::prepare_stages(&pipeline)?,
     }
-    println!(
-        "pipeline '{}' ({}): {} rings, source and {} stages",
-        pipeline.name,
-        pipeline.origin,
-        pipeline.rings.len(),
-        pipeline.stages.len()
+    if let Some(dir) = output {
+        let shown = quote(&dir.display().to_string());
+        if !dir.exists() {
+            anyhow::bail!(
+                "--output {shown} does not exist; create it first (mkdir -p {shown}) or give an existing folder"
+            );
+        }
+        if !dir.is_dir() {
+            anyhow::bail!("--output {shown} is a file, not a folder; give a folder");
+        }
+        std::env::set_current_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot enter the output folder {shown}: {e}"))?;
+    }
+    supervisor::prepare_stages(pipeline)?;
+    let needed = ring_bytes(pipeline);
+    let shm = Path::new("/dev/shm");
+    if let Some(free) = crate::sys::free_bytes(shm) {
+        if needed > free {
+            anyhow::bail!(
+                "the rings of pipeline '{}' need {} of /dev/shm but {} is free; free some (`streamd clean` removes what dead pipelines left), make /dev/shm larger, or give rings fewer or smaller slots",
+                pipeline.name,
+                bytes(needed),
+                bytes(free)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of `/dev/shm` every segment of every ring takes together.
+fn ring_bytes(pipeline: &Pipeline) -> u64 {
+    pipeline
+        .rings
+        .iter()
+        .map(|r| r.segment_bytes().saturating_mul(u64::from(r.writers)))
+        .fold(0, u64::saturating_add)
+}
+
+/// `12.3 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// What `run` would start: the rings with their sizes and memory, and every process with
+/// what it does and its core.
+fn plan(pipeline: &Pipeline) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pipeline '{}' ({}): every check passed; nothing was started",
+        pipeline.name, pipeline.origin
+    );
+    let free = crate::sys::free_bytes(Path::new("/dev/shm"))
+        .map_or(String::new(), |f| format!(" ({} free)", bytes(f)));
+    let _ = writeln!(
+        out,
+        "rings: {} of /dev/shm{free}",
+        bytes(ring_bytes(pipeline))
     );
     for ring in &pipeline.rings {
-        println!(
-            "  ring {}: {} slots of {} bytes, {} segment(s)",
-            ring.name, ring.slots, ring.slot_bytes, ring.writers
-        );
-    }
-    let s = &pipeline.source;
-    println!(
-        "  source → {}: {}x{} {} at {} fps, {}",
-        s.ring,
-        s.nx,
-        s.ny,
-        s.dtype.name(),
-        s.fps,
-        s.frames
-            .map_or("until stopped".to_string(), |n| format!("{n} frames"))
-    );
-    for st in &pipeline.stages {
-        println!(
-            "  stage {}: {} × {} workers, {} → {}",
-            st.name,
-            st.processor,
-            st.workers,
-            st.inputs.join(", "),
-            if st.outputs.is_empty() {
-                "-".to_string()
+        let segments = ring.segments(&pipeline.name);
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>5} slots of {:>10} = {:>10} {}{}",
+            ring.name,
+            ring.slots,
+            bytes(ring.slot_bytes),
+            bytes(ring.segment_bytes().saturating_mul(u64::from(ring.writers))),
+            match ring.full_policy {
+                FullPolicy::Block => "block",
+                FullPolicy::DropNewest => "drop-newest",
+            },
+            if segments.len() > 1 {
+                format!(", one segment per writer: {}", segments.join(", "))
             } else {
-                st.outputs.join(", ")
+                String::new()
             }
         );
     }
-    Ok(Status::Ok)
+    let cores = supervisor::CorePlan::new(pipeline);
+    let core = |c: Option<usize>| c.map_or("unpinned".to_string(), |c| format!("core {c}"));
+    let _ = writeln!(
+        out,
+        "processes: {} on {} available core(s){}",
+        cores.processes,
+        cores.available,
+        cores
+            .shared
+            .as_ref()
+            .map_or(String::new(), |s| format!(" ({s})"))
+    );
+    let source = &pipeline.source;
+    let pace = match &source.content {
+        SourceContent::Python { kind, args, .. } if kind == "pva" => format!(
+            "from the NTNDArray channel {}",
+            args.get("channel")
+                .map_or(String::new(), ToString::to_string)
+        ),
+        _ if source.fps > 0.0 => format!("at {} frames/s", source.fps),
+        _ => "as fast as taken".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  {:<18} {:<9} {}x{} {} {pace}, {} → {}",
+        "source",
+        core(cores.source),
+        source.nx,
+        source.ny,
+        source.dtype.name(),
+        source
+            .frames
+            .map_or("until stopped".to_string(), |n| format!("{n} frames")),
+        source.ring
+    );
+    if let Some(m) = source.metadata.as_ref().filter(|m| !m.pvs.is_empty()) {
+        let pvs: Vec<String> = m
+            .pvs
+            .iter()
+            .map(|c| format!("{}={}://{}", c.name, c.protocol, c.pv))
+            .collect();
+        let _ = writeln!(out, "  metadata → {}: {}", m.ring, pvs.join(", "));
+    }
+    for (stage, stage_cores) in pipeline.stages.iter().zip(&cores.stages) {
+        // How the stage takes its frames, when not every run first-free.
+        let mut dealing = String::new();
+        if let Some((set, sets)) = stage.set {
+            dealing.push_str(&format!(" (set {set} of {sets}, runs of {})", stage.batch));
+        }
+        if stage.order == Order::RoundRobin {
+            dealing.push_str(&format!(" (round-robin runs of {})", stage.batch));
+        }
+        for (w, &c) in stage_cores.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:<18} {:<9} {}{dealing} {} → {}",
+                format!("{} w{w}", stage.name),
+                core(c),
+                stage.processor,
+                stage.inputs.join(", "),
+                if stage.outputs.is_empty() {
+                    "-".to_string()
+                } else {
+                    stage.outputs.join(", ")
+                }
+            );
+        }
+    }
+    out
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<Status> {
@@ -133,7 +261,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Status> {
         metrics: args.metrics,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    execute(&pipeline, args.output.as_deref(), args.json, &options)
+    preflight(&pipeline, args.output.as_deref())?;
+    start(&pipeline, args.json, &options)
 }
 
 pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
@@ -144,10 +273,21 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
         Path::new("."),
         Some(&name),
     )?;
+    // Its own new folder, unless told where (an existing folder, as for `run`).
     let output = match &args.output {
         Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(&name),
+        None => {
+            let dir = std::env::temp_dir().join(&name);
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the demo's folder {}: {e}; give one with --output DIR",
+                    dir.display()
+                )
+            })?;
+            dir
+        }
     };
+    preflight(&pipeline, Some(&output))?;
     eprintln!(
         "streamd demo: pipeline '{name}' for {} s; its files go to {}",
         args.runtime,
@@ -159,35 +299,12 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
         metrics: None,
         progress: true,
     };
-    execute(&pipeline, Some(&output), args.json, &options)
+    start(&pipeline, args.json, &options)
 }
 
-fn execute(
-    pipeline: &Pipeline,
-    output: Option<&Path>,
-    json: bool,
-    options: &RunOptions,
-) -> anyhow::Result<Status> {
-    if let Some(dir) = output {
-        if dir.exists() && !dir.is_dir() {
-            anyhow::bail!(
-                "--output {} is a file, not a folder; give a folder (it is created if missing)",
-                quote(&dir.display().to_string())
-            );
-        }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the output folder {}: {e}; give a folder you can write",
-                quote(&dir.display().to_string())
-            )
-        })?;
-        std::env::set_current_dir(dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot enter the output folder {}: {e}",
-                quote(&dir.display().to_string())
-            )
-        })?;
-    }
+/// Runs `pipeline` (checked by [`preflight`], in its output folder) and prints how it
+/// ended.
+fn start(pipeline: &Pipeline, json: bool, options: &RunOptions) -> anyhow::Result<Status> {
     let outcome = supervisor::run(pipeline, options)?;
     for note in &outcome.notes {
         eprintln!("streamd run: {note}");

@@ -318,5 +318,7 @@ fn metadata_plan(args: &SimArgs, spec: &str) -> anyhow::Result<MetadataPlan> {
         channels,
         jitter_ns: (args.metadata_jitter_us * 1000.0).round() as u64,
         gap_every: args.metadata_gap,
+        pvs: Vec::new(),
+        queue_size: 0,
     })
 }

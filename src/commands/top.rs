@@ -199,9 +199,15 @@ fn sample(ring: &str, frame: &Frame<'_>, width: usize, height: usize) -> LiveFra
         };
         match header.dtype {
             Dtype::U8 => f32::from(bytes[0]),
+            Dtype::I8 => f32::from(bytes[0] as i8),
             Dtype::U16 => f32::from(u16::from_le_bytes([bytes[0], bytes[1]])),
+            Dtype::I16 => f32::from(i16::from_le_bytes([bytes[0], bytes[1]])),
             Dtype::U32 => u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as f32,
+            Dtype::I32 => i32::from_le_bytes(bytes.try_into().expect("4 bytes")) as f32,
+            Dtype::U64 => u64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32,
+            Dtype::I64 => i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32,
             Dtype::F32 => f32::from_le_bytes(bytes.try_into().expect("4 bytes")),
+            Dtype::F64 => f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32,
         }
     };
     let scale = (f64::from(nx) / width.max(1) as f64).max(f64::from(ny) / height.max(1) as f64);

@@ -126,8 +126,11 @@ fn refuse(message: String) -> Reply {
 /// Validates `key=value` on a scratch processor, publishes the new arguments, and waits
 /// briefly for the workers to apply them to their next frame.
 fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, value: &str) -> Reply {
+    if stats.stage_count() > 0 && stage == stats.stage_name(0) {
+        return configure_source(stats, shared, key, value);
+    }
     let Some(index) = (1..stats.stage_count()).find(|&i| stats.stage_name(i) == stage) else {
-        let names: Vec<String> = (1..stats.stage_count())
+        let names: Vec<String> = (0..stats.stage_count())
             .map(|i| stats.stage_name(i))
             .collect();
         return refuse(format!(
@@ -151,7 +154,9 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
         })
         // A Python class checks the change itself, on a scratch instance.
         .and_then(|()| match processor.as_str() {
-            "python" => processors::python::PythonStage::check_change(&before, key, &parsed),
+            "python" | "pva" => {
+                processors::python::PythonStage::check_change(&processor, &before, key, &parsed)
+            }
             _ => Ok(()),
         });
     if let Err(reason) = checked {
@@ -167,7 +172,38 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
             ))
         }
     };
-    let gen = stats.write_args(index, &json);
+    apply(stats, shared, index, (stage, key, value), &json)
+}
+
+/// `configure source fps=F`: the one setting of a source that can change while it runs.
+fn configure_source(stats: &StatsSegment, shared: &Shared, key: &str, value: &str) -> Reply {
+    let stage = stats.stage_name(0);
+    if key != "fps" {
+        return refuse(format!(
+            "the source takes only fps while it runs (its frames, shape and pattern are fixed when the pipeline starts): `streamd configure {stage} fps=F`; nothing changed"
+        ));
+    }
+    match value.parse::<crate::units::Rate>() {
+        Ok(rate) => {
+            let json = serde_json::json!({ "fps": rate.get() }).to_string();
+            apply(stats, shared, 0, (&stage, key, value), &json)
+        }
+        Err(reason) => refuse(format!(
+            "stage '{stage}' refused fps={value}: {reason}; nothing changed"
+        )),
+    }
+}
+
+/// Publishes stage `index`'s new arguments `json` (the change `key=value` of `stage`)
+/// and waits briefly for its workers to take them.
+fn apply(
+    stats: &StatsSegment,
+    shared: &Shared,
+    index: usize,
+    (stage, key, value): (&str, &str, &str),
+    json: &str,
+) -> Reply {
+    let gen = stats.write_args(index, json);
     shared.event(format!("stage '{stage}': {key} set to {value}"));
     let slot = stats.stage(index);
     let entries = slot.first_entry.load(Relaxed) as usize

@@ -4,7 +4,7 @@
 
 use super::pinning;
 use super::plan::{
-    CoreChoice, MetadataPlan, Pipeline, RestartPolicy, RingPlan, SourceContent, SourcePlan,
+    CoreChoice, MetadataPlan, Order, Pipeline, RestartPolicy, RingPlan, SourceContent, SourcePlan,
     StagePlan,
 };
 use crate::pattern::{NpyStack, TiffSeries};
@@ -31,6 +31,8 @@ const EXCLUSIVE_ARGS: &[(&str, &str)] = &[("tile", "grid"), ("file", "module")];
 const MAX_SLOTS: u32 = 1 << 20;
 /// Largest ring segment (as the ring itself refuses larger ones).
 const MAX_RING_BYTES: u64 = 1 << 40;
+/// Most sets a stage's input may be dealt round (`sets`).
+const MAX_STAGE_SETS: u32 = 1024;
 
 /// A configuration mistake, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,8 +90,12 @@ struct RawShape {
 struct RawSource {
     ring: Spanned<String>,
     /// `python`: frames from a Python class's `frames()` (with file or module, class,
-    /// python, args); absent: the simulator (pattern) or replayed files.
+    /// python, args); `pva`: NTNDArray updates of an EPICS channel (channel, queue_size,
+    /// until_disconnect, python); absent: the simulator (pattern) or replayed files.
     kind: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    queue_size: Option<Spanned<i64>>,
+    until_disconnect: Option<Spanned<bool>>,
     python: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
     module: Option<Spanned<String>>,
@@ -115,6 +121,7 @@ struct RawMetadata {
     jitter_us: f64,
     #[serde(default)]
     gap_every: u64,
+    queue_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +137,9 @@ struct RawStage {
     delivery: Option<Spanned<String>>,
     #[serde(default)]
     broadcast: bool,
+    sets: Option<Spanned<u32>>,
+    set: Option<Spanned<u32>>,
+    order: Option<Spanned<String>>,
     cores: Option<Spanned<RawCores>>,
     #[serde(default)]
     args: BTreeMap<String, Spanned<toml::Value>>,
@@ -254,8 +264,8 @@ pub fn check_pipeline_name(name: &str) -> Result<(), String> {
 }
 
 impl Validator<'_> {
-    /// The Python class of a `kind = "python"` source, `None` for the simulator; the
-    /// class's keys are refused on any other source.
+    /// The Python class of a `kind = "python"` or `kind = "pva"` source, `None` for the
+    /// simulator; each kind's keys are refused on the others.
     fn python_source(
         &self,
         src: &RawSource,
@@ -267,15 +277,29 @@ impl Validator<'_> {
             ("module", &src.module),
             ("class", &src.class),
         ];
-        match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
-            Some((_, "python")) => {}
+        let pva_keys = [
+            src.channel.as_ref().map(|v| ("channel", v.span())),
+            src.queue_size.as_ref().map(|v| ("queue_size", v.span())),
+            src.until_disconnect
+                .as_ref()
+                .map(|v| ("until_disconnect", v.span())),
+        ];
+        let kind = match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            Some((k, "python")) => k,
+            Some((k, "pva")) => return self.pva_source(src, k).map(Some),
             Some((k, other)) => {
                 return Err(self.at(
                     k,
-                    format!("unknown source kind '{other}' (use python, or leave kind out for the simulator or replayed files)"),
+                    format!("unknown source kind '{other}' (use python or pva, or leave kind out for the simulator or replayed files)"),
                 ))
             }
             None => {
+                if let Some((key, span)) = pva_keys.iter().flatten().next() {
+                    return Err(self.error(
+                        span.clone(),
+                        format!("{key} belongs to an EPICS source; add kind = \"pva\""),
+                    ));
+                }
                 let stray = keys.iter().find_map(|(_, v)| v.as_ref());
                 return match stray.or(None) {
                     Some(v) => Err(self.at(v, "file, module, class and python belong to a Python source; add kind = \"python\"")),
@@ -285,6 +309,12 @@ impl Validator<'_> {
                     },
                 };
             }
+        };
+        if let Some((key, span)) = pva_keys.iter().flatten().next() {
+            return Err(self.error(
+                span.clone(),
+                format!("{key} belongs to kind = \"pva\"; a Python source takes its own arguments in args"),
+            ));
         }
         let mut code = PythonCode::default();
         for (key, value) in keys {
@@ -297,7 +327,6 @@ impl Validator<'_> {
                     .map_err(|m| self.at(v, m))?;
             }
         }
-        let kind = src.kind.as_ref().expect("python");
         code.check_complete()
             .map_err(|m| self.at(kind, m.replace("Python stage", "Python source")))?;
         let args = src
@@ -305,7 +334,84 @@ impl Validator<'_> {
             .as_ref()
             .map(|a| a.get_ref().clone())
             .unwrap_or_default();
-        Ok(Some(SourceContent::Python { code, args }))
+        Ok(Some(SourceContent::Python {
+            kind: "python".into(),
+            code,
+            args,
+        }))
+    }
+
+    /// `kind = "pva"`: the package's pvAccess source (`streamd.pva.Source`), monitoring
+    /// `channel`.
+    fn pva_source(
+        &self,
+        src: &RawSource,
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        for (key, value) in [
+            ("file", &src.file),
+            ("module", &src.module),
+            ("class", &src.class),
+        ] {
+            if let Some(v) = value {
+                return Err(self.at(
+                    v,
+                    format!("{key} belongs to kind = \"python\"; a pva source runs the package's own class"),
+                ));
+            }
+        }
+        if let Some(a) = &src.args {
+            return Err(self.at(
+                a,
+                "a pva source takes channel, queue_size and until_disconnect, not args",
+            ));
+        }
+        let Some(channel) = &src.channel else {
+            return Err(self.at(
+                kind,
+                "a pva source needs channel = \"PV name\" (the NTNDArray channel to monitor)",
+            ));
+        };
+        let name = channel.get_ref();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.at(channel, "channel must be a PV name without spaces"));
+        }
+        let mut args = toml::Table::new();
+        args.insert("channel".into(), toml::Value::String(name.clone()));
+        if let Some(q) = &src.queue_size {
+            if !(0..=1_000_000).contains(q.get_ref()) {
+                return Err(self.at(
+                    q,
+                    format!("queue_size must be 0 to 1000000, got {}", q.get_ref()),
+                ));
+            }
+            args.insert("queue_size".into(), toml::Value::Integer(*q.get_ref()));
+        }
+        if let Some(u) = &src.until_disconnect {
+            args.insert(
+                "until_disconnect".into(),
+                toml::Value::Boolean(*u.get_ref()),
+            );
+        }
+        if let Some(n) = src.frames {
+            // A count of frames taken: the channel numbers its own (uniqueId).
+            let n = i64::try_from(n).map_err(|_| self.at(kind, "frames is too large"))?;
+            args.insert("frames".into(), toml::Value::Integer(n));
+        }
+        let mut code = PythonCode {
+            module: Some(processors::python::PVA_MODULE.into()),
+            class: Some("Source".into()),
+            ..PythonCode::default()
+        };
+        if let Some(p) = &src.python {
+            code.configure("python", &toml::Value::String(p.get_ref().clone()))
+                .map_err(|m| self.at(p, m))?;
+        }
+        Ok(SourceContent::Python {
+            kind: "pva".into(),
+            code,
+            args,
+        })
     }
 }
 
@@ -337,6 +443,35 @@ impl Validator<'_> {
             line,
             column,
             message: message.into(),
+        }
+    }
+
+    /// The stage's `set` of `sets` (both or neither; the set below the sets).
+    fn stage_set(&self, stage: &str, st: &RawStage) -> Result<Option<(u32, u32)>, ConfigError> {
+        match (&st.set, &st.sets) {
+            (None, None) => Ok(None),
+            (Some(one), None) | (None, Some(one)) => Err(self.at(
+                one,
+                format!("stage '{stage}': set and sets go together; give both (set 0 to sets - 1)"),
+            )),
+            (Some(set), Some(sets)) => {
+                let (set_n, sets_n) = (*set.get_ref(), *sets.get_ref());
+                if !(1..=MAX_STAGE_SETS).contains(&sets_n) {
+                    return Err(self.at(
+                        sets,
+                        format!(
+                            "stage '{stage}': sets must be 1 to {MAX_STAGE_SETS}, got {sets_n}"
+                        ),
+                    ));
+                }
+                if set_n >= sets_n {
+                    return Err(self.at(
+                        set,
+                        format!("stage '{stage}': set {set_n} does not exist among {sets_n} sets; use 0 to {}", sets_n - 1),
+                    ));
+                }
+                Ok(Some((set_n, sets_n)))
+            }
         }
     }
 
@@ -477,6 +612,7 @@ impl Validator<'_> {
             stages.push(stage);
             processors_built.push(processor);
         }
+        self.group_tables(&raw.stages, &stages)?;
         self.worker_total(&raw.stages, &stages)?;
         self.producers(&mut rings, &stages)?;
         // No cycles; the order also sizes rings from their producers.
@@ -604,7 +740,7 @@ impl Validator<'_> {
         rings.writer_of.insert(src_ring, "the source".to_string());
         let metadata = match &src.metadata {
             None => None,
-            Some(m) => Some(self.source_metadata(m, rings)?),
+            Some(m) => Some(self.source_metadata(m, &content, rings)?),
         };
         let source = SourcePlan {
             ring: src.ring.get_ref().clone(),
@@ -640,7 +776,7 @@ impl Validator<'_> {
                 let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
                     return Err(self.at(
                         raw,
-                        "a Python source declares the largest frame it yields: set nx and ny (and dtype, u16 by default)",
+                        "a Python or pva source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)",
                     ));
                 };
                 let dtype = match &src.dtype {
@@ -650,7 +786,13 @@ impl Validator<'_> {
                 if nx == 0 || ny == 0 {
                     return Err(self.at(raw, "the source's nx and ny must be at least 1"));
                 }
-                (python.expect("matched"), nx, ny, dtype, src.frames)
+                let content = python.expect("matched");
+                // A pva source counts the frames it takes itself (see pva_source).
+                let frames = match &content {
+                    SourceContent::Python { kind, .. } if kind == "pva" => None,
+                    _ => src.frames,
+                };
+                (content, nx, ny, dtype, frames)
             }
             (Some(p), Some(_)) => {
                 return Err(self.at(p, "the source has both pattern and replay; keep one"))
@@ -710,10 +852,12 @@ impl Validator<'_> {
         })
     }
 
-    /// The source's `metadata` table: its own ring and the channels it publishes.
+    /// The source's `metadata` table: its own ring and the channels it publishes,
+    /// simulated or read from PVs (by a `content` that runs in Python).
     fn source_metadata(
         &self,
         m: &Spanned<RawMetadata>,
+        content: &SourceContent,
         rings: &mut Rings<'_>,
     ) -> Result<MetadataPlan, ConfigError> {
         let raw = m.get_ref();
@@ -738,12 +882,45 @@ impl Validator<'_> {
                 "jitter_us must be 0 or a positive number of microseconds",
             ));
         }
+        let Some(pvs) = MetadataPlan::parse_pvs(raw.channels.get_ref()) else {
+            if raw.queue_size.is_some() {
+                return Err(self.at(
+                    m,
+                    "queue_size belongs to channels read from PVs (pva://NAME, ca://NAME)",
+                ));
+            }
+            return Ok(MetadataPlan {
+                ring: raw.ring.get_ref().clone(),
+                channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                    .map_err(|e| self.at(&raw.channels, e))?,
+                jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+                gap_every: raw.gap_every,
+                pvs: Vec::new(),
+                queue_size: 0,
+            });
+        };
+        let pvs = pvs.map_err(|e| self.at(&raw.channels, e))?;
+        if !matches!(content, SourceContent::Python { .. }) {
+            return Err(self.at(&raw.channels, "channels read from PVs need a source that runs in Python: kind = \"pva\" or kind = \"python\""));
+        }
+        if raw.jitter_us != 0.0 || raw.gap_every != 0 {
+            return Err(self.at(
+                m,
+                "jitter_us and gap_every shape simulated channels; PV channels bring their own values",
+            ));
+        }
+        let queue_size = match raw.queue_size {
+            None => 0,
+            Some(q) if (0..=1_000_000).contains(&q) => q as u32,
+            Some(q) => return Err(self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))),
+        };
         Ok(MetadataPlan {
             ring: raw.ring.get_ref().clone(),
-            channels: MetadataPlan::parse_channels(raw.channels.get_ref())
-                .map_err(|e| self.at(&raw.channels, e))?,
-            jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
-            gap_every: raw.gap_every,
+            channels: Vec::new(),
+            jitter_ns: 0,
+            gap_every: 0,
+            pvs,
+            queue_size,
         })
     }
 
@@ -792,6 +969,8 @@ impl Validator<'_> {
             None => Delivery::Lossless,
             Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
         };
+        let set = self.stage_set(&stage_name, st)?;
+        let order = self.stage_order(&stage_name, st)?;
         let (processor, args) = self.stage_processor(st, &stage_name, base)?;
         processor
             .check_wiring(&processors::Wiring {
@@ -836,6 +1015,8 @@ impl Validator<'_> {
             batch,
             delivery,
             broadcast: st.broadcast,
+            set,
+            order,
             cores,
         };
         Ok((plan, processor))
@@ -948,6 +1129,48 @@ impl Validator<'_> {
                 .iter()
                 .find(|s| s.outputs.contains(&d.plan.name))
                 .map_or(1, |s| s.workers);
+        }
+        Ok(())
+    }
+
+    /// How the stage's workers take turns (`order`).
+    fn stage_order(&self, stage: &str, st: &RawStage) -> Result<Order, ConfigError> {
+        match st.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
+            None | Some((_, "first-free")) => Ok(Order::FirstFree),
+            Some((o, "round-robin")) if st.broadcast => Err(self.at(o, format!("stage '{stage}': round-robin deals runs to workers, broadcast gives every worker every frame; keep one"))),
+            Some((_, "round-robin")) => Ok(Order::RoundRobin),
+            Some((o, other)) => Err(self.at(
+                o,
+                format!("unknown order '{other}' (use first-free or round-robin)"),
+            )),
+        }
+    }
+
+    /// Each group (and set) of a stage takes an entry of its ring's group table on every
+    /// segment it reads; a full table would only show when the run starts.
+    fn group_tables(
+        &self,
+        raw: &[Spanned<RawStage>],
+        stages: &[StagePlan],
+    ) -> Result<(), ConfigError> {
+        let mut entries: HashMap<String, usize> = HashMap::new();
+        for (st, plan) in raw.iter().zip(stages) {
+            for ring in &plan.inputs {
+                *entries.entry(ring.clone()).or_default() += plan.groups().len();
+            }
+            for ring in &plan.metadata {
+                *entries.entry(ring.clone()).or_default() += plan.workers as usize;
+            }
+            let over = plan
+                .reads()
+                .map(|r| (r, entries.get(r).copied().unwrap_or(0)))
+                .find(|&(_, n)| n > crate::ring::MAX_GROUPS);
+            if let Some((ring, n)) = over {
+                return Err(self.at(
+                    &st.get_ref().name,
+                    format!("ring '{ring}' would need {n} consumer groups with stage '{}' (a group per stage, per worker with broadcast or round-robin); a ring has {}: use fewer workers or another ring", plan.name, crate::ring::MAX_GROUPS),
+                ));
+            }
         }
         Ok(())
     }

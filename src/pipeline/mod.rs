@@ -3,6 +3,7 @@
 //! processes it spawns.
 
 pub mod config;
+mod logs;
 pub mod pinning;
 pub mod plan;
 pub mod source;

@@ -77,16 +77,20 @@ impl CoreAssigner {
         Some(core)
     }
 
-    /// A sentence when some core runs more than one process, else `None`.
-    pub fn sharing_notice(&self, processes: usize) -> Option<String> {
+    /// `core 0 is shared` or `cores 0-3 are shared` when some core runs more than one
+    /// process, else `None`.
+    pub fn shared_cores(&self) -> Option<String> {
         let shared: Vec<usize> = (0..self.load.len()).filter(|&c| self.load[c] > 1).collect();
-        (!shared.is_empty()).then(|| {
-            format!(
-                "{processes} processes on {} available core(s): cores {} are shared, so stages on them take turns",
-                self.available.len(),
-                describe(&shared)
-            )
-        })
+        match shared.len() {
+            0 => None,
+            1 => Some(format!("core {} is shared", shared[0])),
+            _ => Some(format!("cores {} are shared", describe(&shared))),
+        }
+    }
+
+    /// Cores this process may run on.
+    pub fn available(&self) -> usize {
+        self.available.len()
     }
 }
 
@@ -120,6 +124,16 @@ mod tests {
             .map(|w| a.assign(&CoreChoice::Auto, w as u32))
             .collect();
         assert!(cores.iter().all(Option::is_some));
-        assert!(a.sharing_notice(n).is_some());
+        assert!(a.shared_cores().is_some());
+    }
+
+    #[test]
+    fn one_shared_core_is_named_in_the_singular() {
+        let mut a = CoreAssigner::new();
+        let one = CoreChoice::List(vec![0]);
+        a.assign(&one, 0);
+        assert_eq!(a.shared_cores(), None);
+        a.assign(&one, 1);
+        assert_eq!(a.shared_cores().as_deref(), Some("core 0 is shared"));
     }
 }

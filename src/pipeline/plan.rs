@@ -3,7 +3,7 @@
 //! file, the supervisor, the workers and the source read it.
 
 use crate::processors::python::PythonCode;
-use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,6 +69,11 @@ pub struct RingPlan {
 }
 
 impl RingPlan {
+    /// Bytes of `/dev/shm` one segment of the ring takes (allocated in full at creation).
+    pub fn segment_bytes(&self) -> u64 {
+        crate::ring::segment_size(self.slots, self.slot_bytes).unwrap_or(u64::MAX)
+    }
+
     /// Segment names in `/dev/shm` for pipeline `pipeline`.
     pub fn segments(&self, pipeline: &str) -> Vec<String> {
         if self.writers == 1 {
@@ -97,8 +102,10 @@ pub enum SourceContent {
     Random,
     Npy(PathBuf),
     Tiff(Vec<PathBuf>),
-    /// A Python class's `frames()` generator, given `args` (run in the interpreter).
+    /// A Python class's `frames()` generator, given `args` (run in the interpreter):
+    /// the user's (`kind = "python"`) or the package's pvAccess source (`kind = "pva"`).
     Python {
+        kind: String,
         code: PythonCode,
         args: toml::Table,
     },
@@ -135,6 +142,14 @@ pub struct StagePlan {
     pub delivery: Delivery,
     /// Every worker sees every frame instead of sharing them.
     pub broadcast: bool,
+    /// `(set, sets)`: the stage takes only the runs of `batch` frames dealt to that set
+    /// of its inputs (spec §5.9, PvaPy's distributor sets); stages in one set each see all
+    /// of its frames.
+    #[serde(default)]
+    pub set: Option<(u32, u32)>,
+    /// How the workers take turns at the stage's runs.
+    #[serde(default)]
+    pub order: Order,
     pub cores: CoreChoice,
     /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
     /// (a writer's folder, checked where the run's folder is known).
@@ -152,7 +167,35 @@ impl StagePlan {
     }
 }
 
+/// How a stage's workers take turns (`order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Whichever worker is free takes the next run.
+    #[default]
+    FirstFree,
+    /// Worker k of W takes runs k, k+W, k+2W, ... of the stage's runs: a set each.
+    RoundRobin,
+}
+
 impl StagePlan {
+    /// The set worker `worker` takes on each input (spec §5.9): the stage's own set, and
+    /// in round-robin order one set per worker within it, so worker k of W takes the
+    /// stage's turns k, k+W, ... (of `sets` sets, set `s`: sets `s + sets·k` of
+    /// `sets·W`). The worker shares its set with the supervisor's holder (mode one).
+    pub fn set_of(&self, worker: u32) -> Option<GroupSet> {
+        let (index, sets) = match (self.order, self.set) {
+            (Order::FirstFree, set) => set?,
+            (Order::RoundRobin, None) => (worker, self.workers),
+            (Order::RoundRobin, Some((set, sets))) => (set + sets * worker, sets * self.workers),
+        };
+        Some(GroupSet {
+            index,
+            sets,
+            mode: SetMode::One,
+        })
+    }
+
     /// The ring group worker `worker` joins on each input.
     pub fn group(&self, worker: u32) -> String {
         if self.broadcast {
@@ -173,12 +216,14 @@ impl StagePlan {
         self.inputs.iter().chain(&self.metadata)
     }
 
-    /// Distinct groups of this stage on each input.
-    pub fn groups(&self) -> Vec<String> {
-        if self.broadcast {
-            (0..self.workers).map(|w| self.group(w)).collect()
+    /// Distinct groups (and sets) of this stage on each input.
+    pub fn groups(&self) -> Vec<(String, Option<GroupSet>)> {
+        if self.broadcast || self.order == Order::RoundRobin {
+            (0..self.workers)
+                .map(|w| (self.group(w), self.set_of(w)))
+                .collect()
         } else {
-            vec![self.name.clone()]
+            vec![(self.name.clone(), self.set_of(0))]
         }
     }
 }
@@ -193,12 +238,34 @@ impl StagePlan {
 /// is one record in the metadata ring — an empty payload, the value as an `f64`
 /// attribute named after the channel, its timestamp in the header — published just
 /// before its frame.
+///
+/// With `pvs`, the values come from EPICS channels instead (`channels = "pva://x,
+/// ca://y"`): each update's value and timestamp become one such record, published
+/// between frames by a Python-hosted source (see [`MetadataFeed`](super::source::MetadataFeed)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataPlan {
     pub ring: String,
+    /// Simulated channels (none when `pvs` is given).
     pub channels: Vec<ChannelPlan>,
     pub jitter_ns: u64,
     pub gap_every: u64,
+    /// Channels read from EPICS PVs.
+    #[serde(default)]
+    pub pvs: Vec<PvChannel>,
+    /// The monitor queue each PV's server keeps for this client (`record[queueSize=N]`,
+    /// PvaPy's `--server-queue-size`); 0 leaves the library's default.
+    #[serde(default)]
+    pub queue_size: u32,
+}
+
+/// A metadata channel read from an EPICS PV: `pva://PV` or `ca://PV`, optionally named
+/// `NAME=pva://PV` (the attribute name; the PV name otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvChannel {
+    pub name: String,
+    /// `pva` or `ca`.
+    pub protocol: String,
+    pub pv: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +275,53 @@ pub struct ChannelPlan {
 }
 
 impl MetadataPlan {
+    /// Parses `pva://x,ca://y,z=pva://13SIM1:m1.RBV`; `None` when no entry names a
+    /// protocol (simulated channels, [`parse_channels`](Self::parse_channels)).
+    pub fn parse_pvs(spec: &str) -> Option<Result<Vec<PvChannel>, String>> {
+        if !spec.contains("://") {
+            return None;
+        }
+        let parse = || {
+            let mut pvs: Vec<PvChannel> = Vec::new();
+            for part in spec.split(',').map(str::trim) {
+                let (name, url) = match part.split_once('=') {
+                    Some((name, url)) if !name.contains("://") => (Some(name.trim()), url.trim()),
+                    _ => (None, part),
+                };
+                let Some((protocol, pv)) = url.split_once("://") else {
+                    return Err(format!(
+                        "channel '{part}' names no protocol; write every channel as pva://PV or ca://PV"
+                    ));
+                };
+                if !matches!(protocol, "pva" | "ca") {
+                    return Err(format!(
+                        "channel '{part}': unknown protocol '{protocol}' (use pva:// or ca://)"
+                    ));
+                }
+                if pv.is_empty() || pv.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!("channel '{part}' has no usable PV name"));
+                }
+                let name = name.unwrap_or(pv);
+                let max = crate::processors::metadata::MAX_CHANNEL_NAME;
+                if name.is_empty() || name.len() > max {
+                    return Err(format!(
+                        "channel '{part}': the name '{name}' must be 1 to {max} characters; name it NAME={protocol}://{pv}"
+                    ));
+                }
+                if pvs.iter().any(|c| c.name == name) {
+                    return Err(format!("channel '{name}' is listed twice"));
+                }
+                pvs.push(PvChannel {
+                    name: name.to_string(),
+                    protocol: protocol.to_string(),
+                    pv: pv.to_string(),
+                });
+            }
+            Ok(pvs)
+        };
+        Some(parse())
+    }
+
     /// Parses `x,y/2,z`.
     pub fn parse_channels(spec: &str) -> Result<Vec<ChannelPlan>, String> {
         let mut channels: Vec<ChannelPlan> = Vec::new();
@@ -261,5 +375,34 @@ mod tests {
         assert!(MetadataPlan::parse_channels("x,x").is_err());
         assert!(MetadataPlan::parse_channels("x/0").is_err());
         assert!(MetadataPlan::parse_channels("a.b").is_err());
+    }
+
+    #[test]
+    fn pv_channel_lists_name_their_protocols() {
+        assert!(MetadataPlan::parse_pvs("x,y").is_none());
+        let c = MetadataPlan::parse_pvs("pva://x, ca://y:z,m=pva://13SIM1:m1.RBV")
+            .unwrap()
+            .unwrap();
+        let got: Vec<_> = c
+            .iter()
+            .map(|c| (c.name.as_str(), c.protocol.as_str(), c.pv.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x", "pva", "x"),
+                ("y:z", "ca", "y:z"),
+                ("m", "pva", "13SIM1:m1.RBV")
+            ]
+        );
+        for bad in [
+            "pva://x,y",
+            "http://x",
+            "pva://",
+            "pva://x,pva://x",
+            "pva://a_very_long_pv_name",
+        ] {
+            assert!(MetadataPlan::parse_pvs(bad).unwrap().is_err(), "{bad}");
+        }
     }
 }

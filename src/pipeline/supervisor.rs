@@ -2,12 +2,13 @@
 //! worker as its own pinned process, restarts what crashes, serves the control socket,
 //! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
 
+use super::logs::{LastLine, Logs};
 use super::pinning::CoreAssigner;
 use super::plan::{Pipeline, SourceContent};
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::control::server::{serve, serve_metrics, ServeError, Shared};
 use crate::control::socket_path;
-use crate::control::status::{collect, pipeline_rings, StatusReport};
+use crate::control::status::{collect, exit_text, pipeline_rings, StatusReport};
 use crate::processors::{Refused, Wiring};
 use crate::registry;
 use crate::ring::{AttachError, Consumer, ConsumerOptions, CreateError, OwnedRing, RingOptions};
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How `streamd run` was asked to run.
@@ -53,14 +54,83 @@ struct Slot {
     done: bool,
     /// The ring segments this worker writes.
     outputs: Vec<String>,
+    /// The last line its processes wrote to stderr, and the line count last shown.
+    stderr: Arc<Mutex<LastLine>>,
+    stderr_shown: u64,
+}
+
+impl Slot {
+    fn new(spec: WorkerSpec, outputs: Vec<String>) -> Slot {
+        Slot {
+            spec,
+            child: None,
+            crashes: Vec::new(),
+            restart_at: None,
+            done: false,
+            outputs,
+            stderr: Arc::default(),
+            stderr_shown: 0,
+        }
+    }
+
+    /// Shows the worker's newest stderr line in its stats entry.
+    fn show_stderr(&mut self, stats: &StatsSegment) {
+        let Ok(last) = self.stderr.lock() else {
+            return;
+        };
+        if last.lines != self.stderr_shown {
+            stats.write_last_stderr(self.spec.entry, &last.text);
+            self.stderr_shown = last.lines;
+        }
+    }
+}
+
+/// The core of each process as `run` assigns them: every stage's workers in order, then
+/// the source (`None`: the host reports no cores; it runs unpinned).
+pub struct CorePlan {
+    /// By stage, by worker.
+    pub stages: Vec<Vec<Option<usize>>>,
+    pub source: Option<usize>,
+    /// How many processes that makes, and the cores they may run on.
+    pub processes: usize,
+    pub available: usize,
+    /// `core 0 is shared` or `cores 0-1 are shared` when some core runs more than one.
+    pub shared: Option<String>,
+}
+
+impl CorePlan {
+    pub fn new(pipeline: &Pipeline) -> CorePlan {
+        let mut cores = CoreAssigner::new();
+        let stages = pipeline
+            .stages
+            .iter()
+            .map(|stage| {
+                (0..stage.workers)
+                    .map(|w| cores.assign(&stage.cores, w))
+                    .collect()
+            })
+            .collect();
+        let source = cores.assign(&pipeline.source.cores, 0);
+        CorePlan {
+            stages,
+            source,
+            processes: 1 + pipeline
+                .stages
+                .iter()
+                .map(|s| s.workers as usize)
+                .sum::<usize>(),
+            available: cores.available(),
+            shared: cores.shared_cores(),
+        }
+    }
 }
 
 /// Why a pipeline could not be run (once running, a failed stage is a problem in the
 /// outcome, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("the Python source: {0}")]
-    PythonSource(String),
+    #[error("the {kind} source: {reason}")]
+    PythonSource { kind: String, reason: String },
     /// A stage's processor could not be made from its arguments.
     #[error("stage '{stage}': {reason}")]
     Stage { stage: String, reason: String },
@@ -91,9 +161,12 @@ pub enum RunError {
 /// The checks that need the run's folder (a writer's folder and files), made before
 /// anything starts; each refusal names where the file set it.
 pub fn prepare_stages(pipeline: &Pipeline) -> Result<(), RunError> {
-    if let SourceContent::Python { code, args } = &pipeline.source.content {
+    if let SourceContent::Python { kind, code, args } = &pipeline.source.content {
         code.check("source", args, None)
-            .map_err(RunError::PythonSource)?;
+            .map_err(|reason| RunError::PythonSource {
+                kind: kind.clone(),
+                reason,
+            })?;
     }
     for stage in &pipeline.stages {
         registry::build(&stage.processor, &stage.args)
@@ -104,7 +177,7 @@ pub fn prepare_stages(pipeline: &Pipeline) -> Result<(), RunError> {
             .prepare(stage.workers)
             .map_err(|reason| {
                 let key = [
-                    "folder", "template", "prefix", "file", "module", "class", "python",
+                    "folder", "template", "prefix", "ids_file", "file", "module", "class", "python",
                 ]
                 .into_iter()
                 .find(|k| reason.0.contains(k) && stage.at.contains_key(*k))
@@ -119,18 +192,21 @@ pub fn prepare_stages(pipeline: &Pipeline) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs `pipeline` until it ends or is stopped.
+/// Runs `pipeline` until it ends or is stopped. The caller has made the checks of
+/// [`prepare_stages`], in the run's folder.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunError> {
     let stop = stop_flag();
-    // Writers check their folders here, in the run's folder, before anything starts.
-    prepare_stages(pipeline)?;
     let stats = declare_stats(pipeline)?;
     // Whatever happens from here on, the segments go when we return.
     let _cleanup = Cleanup {
         stats: &stats,
         socket: socket_path(&pipeline.name),
     };
-    stats.write_args(0, "{}");
+    // The source's one argument that `streamd configure` may change while it runs.
+    stats.write_args(
+        0,
+        &serde_json::json!({ "fps": pipeline.source.fps }).to_string(),
+    );
     for (i, stage) in pipeline.stages.iter().enumerate() {
         stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
     }
@@ -138,8 +214,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunE
     let holders = hold_groups(pipeline)?;
     let shared = serve_control(pipeline, options)?;
     let mut slots = worker_slots(pipeline);
+    let logs = Logs::start()?;
     for slot in &mut slots {
-        spawn(slot, &stats)?;
+        stats.write_outputs(slot.spec.entry, &slot.outputs);
+        spawn(slot, &stats, &logs)?;
     }
     stats.header().state.store(PIPELINE_RUNNING, Release);
     eprintln!(
@@ -155,6 +233,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunE
         holders,
         rings,
         slots,
+        logs,
         problems: Vec::new(),
         notes: Vec::new(),
         started: Instant::now(),
@@ -168,6 +247,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunE
     // Stages cut short by the drain deadline conclude with what they left.
     run.conclude(|_| true);
     stats.header().state.store(PIPELINE_FINISHED, Release);
+    for slot in &mut run.slots {
+        slot.show_stderr(&stats);
+    }
     let report = collect(
         &stats,
         &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
@@ -192,7 +274,7 @@ fn declare_stats(pipeline: &Pipeline) -> Result<StatsSegment, RunError> {
             SourceContent::Ramp | SourceContent::Random => "sim".into(),
             SourceContent::Npy(_) => "npy".into(),
             SourceContent::Tiff(_) => "tiff".into(),
-            SourceContent::Python { .. } => "python".into(),
+            SourceContent::Python { kind, .. } => kind.clone(),
         },
         workers: 1,
     }];
@@ -247,12 +329,13 @@ fn hold_groups(pipeline: &Pipeline) -> Result<Vec<Vec<Consumer>>, RunError> {
         let mut held = Vec::new();
         for input in &stage.inputs {
             for segment in segments_of(pipeline, input) {
-                for group in stage.groups() {
+                for (group, set) in stage.groups() {
                     held.push(Consumer::attach(
                         &segment,
                         &ConsumerOptions {
                             group: Some(group),
                             batch: stage.batch,
+                            set,
                             delivery: stage.delivery,
                             ..Default::default()
                         },
@@ -309,16 +392,8 @@ fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared
 /// attached), the source last.
 fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
     let name = &pipeline.name;
-    let mut cores = CoreAssigner::new();
+    let cores = CorePlan::new(pipeline);
     let supervisor_pid = std::process::id();
-    let slot = |spec: WorkerSpec, outputs: Vec<String>| Slot {
-        spec,
-        child: None,
-        crashes: Vec::new(),
-        restart_at: None,
-        done: false,
-        outputs,
-    };
     let mut slots: Vec<Slot> = Vec::new();
     let mut entry = 1usize;
     for (i, stage) in pipeline.stages.iter().enumerate() {
@@ -345,7 +420,7 @@ fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
                 stage_index: i + 1,
                 entry,
                 worker: w,
-                core: cores.assign(&stage.cores, w),
+                core: cores.stages[i][w as usize],
                 role: Role::Stage {
                     plan: stage.clone(),
                     inputs,
@@ -354,7 +429,7 @@ fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
                     metadata,
                 },
             };
-            slots.push(slot(spec, outputs));
+            slots.push(Slot::new(spec, outputs));
             entry += 1;
         }
     }
@@ -370,7 +445,7 @@ fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
         stage_index: 0,
         entry: 0,
         worker: 0,
-        core: cores.assign(&pipeline.source.cores, 0),
+        core: cores.source,
         role: Role::Source {
             plan: pipeline.source.clone(),
             output: source_output.clone(),
@@ -381,9 +456,12 @@ fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
         .into_iter()
         .flatten()
         .collect();
-    slots.push(slot(spec, outputs));
-    if let Some(notice) = cores.sharing_notice(slots.len()) {
-        eprintln!("streamd run: {notice}");
+    slots.push(Slot::new(spec, outputs));
+    if let Some(shared) = &cores.shared {
+        eprintln!(
+            "streamd run: {} processes on {} available core(s): {shared}, so processes on one core take turns",
+            cores.processes, cores.available
+        );
     }
     slots
 }
@@ -399,6 +477,8 @@ struct Supervision<'a> {
     rings: HashMap<String, OwnedRing>,
     /// The workers, the source last.
     slots: Vec<Slot>,
+    /// Where the workers' stderr goes.
+    logs: Logs,
     problems: Vec<String>,
     notes: Vec<String>,
     started: Instant,
@@ -417,6 +497,7 @@ impl Supervision<'_> {
         }
         let draining = self.drain_deadline.is_some();
         for slot in &mut self.slots {
+            slot.show_stderr(self.stats);
             reap(
                 slot,
                 self.stats,
@@ -430,7 +511,7 @@ impl Supervision<'_> {
                 slot.restart_at = None;
                 let entry = self.stats.entry(slot.spec.entry);
                 entry.restarts.fetch_add(1, Relaxed);
-                spawn(slot, self.stats)?;
+                spawn(slot, self.stats, &self.logs)?;
             }
         }
         // A stage whose workers are all done no longer needs its groups held, and
@@ -618,7 +699,7 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-fn spawn(slot: &mut Slot, stats: &StatsSegment) -> Result<(), RunError> {
+fn spawn(slot: &mut Slot, stats: &StatsSegment, logs: &Logs) -> Result<(), RunError> {
     let spec = serde_json::to_string(&slot.spec)?;
     // A Python stage or source runs in its interpreter, which hosts the same worker loop
     // through the streamd package; every other worker is this binary again.
@@ -634,11 +715,18 @@ fn spawn(slot: &mut Slot, stats: &StatsSegment) -> Result<(), RunError> {
             c
         }
     };
-    command.arg(spec).stdin(Stdio::null()).stdout(Stdio::null());
+    command
+        .arg(spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // Its own process group: a Ctrl-C at the terminal reaches only the supervisor, which
     // then drains the pipeline in order.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
+    if let Some(pipe) = child.stderr.take() {
+        logs.drain(pipe, slot.stderr.clone());
+    }
     let e = stats.entry(slot.spec.entry);
     e.pid.store(child.id(), Relaxed);
     e.state.store(WORKER_STARTING, Release);
@@ -684,14 +772,16 @@ fn reap(
         slot.done = true;
         return;
     }
-    let how = match (
+    let exit = match (
         status.code(),
         std::os::unix::process::ExitStatusExt::signal(&status),
     ) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "ended".into(),
+        (Some(code), _) => EXIT_CODE | u64::from(code as u8),
+        (None, Some(sig)) => EXIT_SIGNAL | u64::from(sig as u32),
+        _ => 0,
     };
+    e.exit.store(exit, Relaxed);
+    let how = exit_text(exit).unwrap_or_else(|| "ended".into());
     if is_source && draining {
         // A source stopped while draining has done its job; end its stream.
         slot.done = true;

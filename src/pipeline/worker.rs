@@ -4,8 +4,10 @@
 //! segment current. It exits 0 only when every input ended and its outputs are
 //! finished; any other exit is a crash the supervisor restarts.
 
-use super::plan::{SourceContent, SourcePlan, StagePlan};
-use super::source::{pace_or_stop, BuiltIn, FrameSupply, MetadataError};
+use super::plan::{MetadataPlan, SourceContent, SourcePlan, StagePlan};
+use super::source::{
+    pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, RateMeter, Schedule, Supplied,
+};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, ProcessError, StageContext};
 use crate::registry;
@@ -16,7 +18,7 @@ use crate::ring::{
 use crate::stats::layout::*;
 use crate::stats::{StatsError, StatsSegment};
 use crate::sys::{self, now_ns, stop_flag};
-use crate::units::nth_tick;
+use crate::units::Rate;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -64,10 +66,7 @@ impl WorkerSpec {
                 SourceContent::Python { code, .. } => Some(code.clone()),
                 _ => None,
             },
-            Role::Stage { plan, .. } if plan.processor == "python" => {
-                Some(PythonCode::from_args(&plan.args))
-            }
-            Role::Stage { .. } => None,
+            Role::Stage { plan, .. } => PythonCode::for_stage(&plan.processor, &plan.args),
         }
     }
 }
@@ -75,8 +74,13 @@ impl WorkerSpec {
 /// A program that runs this worker loop for work the binary cannot do itself: the
 /// Python package, which makes Python stages and sources.
 pub trait Host {
-    /// The processor of a Python stage, configured with `args` (the user's and streamd's).
-    fn processor(&self, args: &toml::Table) -> Result<Box<dyn processors::Processor>, String>;
+    /// The processor of a Python stage of `processor` (`python`, or a shipped one such as
+    /// `pva`), configured with `args` (the user's and streamd's).
+    fn processor(
+        &self,
+        processor: &str,
+        args: &toml::Table,
+    ) -> Result<Box<dyn processors::Processor>, String>;
     /// The frames of a Python source.
     fn frames(
         &self,
@@ -84,6 +88,8 @@ pub trait Host {
         args: &toml::Table,
         plan: &SourcePlan,
     ) -> Result<Box<dyn FrameSupply>, String>;
+    /// The values of metadata channels read from EPICS PVs (`plan.pvs`).
+    fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
 }
 
 // Every counter a processor may show has a place in its stats entry.
@@ -115,8 +121,10 @@ pub enum WorkerError {
     Build { stage: String, reason: String },
     #[error("stage '{stage}' could not start: {reason}")]
     Start { stage: String, reason: ProcessError },
-    #[error("the Python source: {0}")]
-    PythonSource(String),
+    #[error("the {kind} source: {reason}")]
+    PythonSource { kind: String, reason: String },
+    #[error("the metadata channels: {0}")]
+    MetadataChannels(String),
     /// The source's frames could not be made (its files, its rate, its supply).
     #[error("{0}")]
     Source(String),
@@ -167,6 +175,10 @@ pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> Result<i32, Wor
             host,
         ),
     };
+    // The supervisor shows why the worker ended, with how it ended.
+    if let Err(e) = &status {
+        stats.write_last_error(spec.entry, &crate::units::sentence(e));
+    }
     report.flush(&[]);
     status
 }
@@ -337,9 +349,14 @@ impl<'a> Report<'a> {
         false
     }
 
-    fn flush(&mut self, counters: &[(String, u64)]) {
+    /// Shows the worker lives (a stale heartbeat flags it as stalled).
+    fn beat(&mut self) {
         self.last_beat = Instant::now();
         self.entry.heartbeat_ns.store(now_ns(), Relaxed);
+    }
+
+    fn flush(&mut self, counters: &[(String, u64)]) {
+        self.beat();
         if !self.times.is_empty() {
             self.entry
                 .proc_p50_ns
@@ -390,12 +407,23 @@ fn run_source(
     host: Option<&dyn Host>,
 ) -> Result<i32, WorkerError> {
     let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
-        (SourceContent::Python { code, args }, Some(host)) => host
-            .frames(code, args, plan)
-            .map_err(WorkerError::PythonSource)?,
+        (SourceContent::Python { kind, code, args }, Some(host)) => {
+            host.frames(code, args, plan)
+                .map_err(|reason| WorkerError::PythonSource {
+                    kind: kind.clone(),
+                    reason,
+                })?
+        }
         (content, _) => Box::new(
             BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(WorkerError::Source)?,
         ),
+    };
+    // Channel values from EPICS PVs come through the host, published between frames.
+    let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
+        (Some(m), Some(host)) if !m.pvs.is_empty() => {
+            Some(host.metadata(m).map_err(WorkerError::MetadataChannels)?)
+        }
+        _ => None,
     };
     let mut producer = Producer::resume(output)?;
     let stop = stop_flag();
@@ -408,27 +436,73 @@ fn run_source(
         }
         None => None,
     };
-    let (mut values, mut values_dropped) = (0u64, 0u64);
+    let mut values = Values::default();
     // A restarted source continues after the last frame its predecessor published.
     let last_id = producer.last_published().map(|h| h.frame_id);
     let mut frame_id = last_id.map_or(0, |id| id + 1);
-    // Validated in the pipeline file already; checked again, never trusted to fit.
-    let interval = crate::units::Rate::new(plan.fps, "fps")
-        .map_err(WorkerError::Source)?
-        .interval();
-    let started = Instant::now();
-    let started_ns = now_ns();
-    let first_id = frame_id;
-    let (mut published, mut bytes, mut dropped) = (0u64, 0u64, 0u64);
+    // The rate as last configured (`streamd configure source fps=F` changes it).
+    let mut rate = SourceRate::start(report, plan.fps)?;
+    let mut schedule = Schedule::new(rate.rate, frame_id);
+    let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
     report.state(WORKER_RUNNING);
-    while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
-        if let Some(interval) = interval {
-            if !pace_or_stop(started + nth_tick(interval, frame_id - first_id), &stop) {
-                break;
+    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
+        if rate.changed(report, frame_id, published)? {
+            schedule = Schedule::new(rate.rate, frame_id);
+        }
+        if let Some(at) = schedule.due(frame_id) {
+            // Waiting for a slow rate's next frame, the source still shows it lives, and
+            // takes a new rate at once.
+            loop {
+                let wake = at.min(Instant::now() + HEARTBEAT);
+                if !pace_or_stop(wake, &stop) {
+                    break 'frames;
+                }
+                if wake == at {
+                    break;
+                }
+                report.beat();
+                rate.measure(report, published);
+                if rate.changed(report, frame_id, published)? {
+                    continue 'frames;
+                }
             }
         }
-        let Some(next) = supply.next(frame_id).map_err(WorkerError::Source)? else {
-            break;
+        let next = supply.next(frame_id).map_err(WorkerError::Source)?;
+        // Values that arrived before this frame go first, as a motor position would.
+        if let (Some(feed), Some(ring), Some(m)) = (
+            feed.as_mut(),
+            metadata_ring.as_mut(),
+            plan.metadata.as_ref(),
+        ) {
+            match values.publish_from(feed.as_mut(), ring, m) {
+                Ok(()) => {}
+                Err(MetadataError::Interrupted) => break,
+                Err(e) => return Err(WorkerError::Metadata(e)),
+            }
+        }
+        let next = match next {
+            Supplied::Frame(next) => next,
+            Supplied::Idle => {
+                if !report.due() {
+                    continue;
+                }
+                let counters = source_counters(
+                    supply.as_ref(),
+                    feed.as_deref(),
+                    metadata_ring.is_some().then_some(&values),
+                );
+                if report.tick(missed, &counters) {
+                    (published, bytes, dropped, missed) = (0, 0, 0, 0);
+                    values = Values::default();
+                    report.out_base = (0, 0, 0);
+                    supply.reset_counters();
+                    if let Some(feed) = feed.as_mut() {
+                        feed.reset_counters();
+                    }
+                }
+                continue;
+            }
+            Supplied::End => break,
         };
         // A restarted supply that numbers its own frames starts again from its first:
         // what the predecessor published is not published twice.
@@ -436,7 +510,11 @@ fn run_source(
             continue;
         }
         frame_id = next.frame_id;
-        let mut slot = match producer.claim() {
+        missed += next.missed;
+        report.entry.claiming.store(1, Relaxed);
+        let claimed = producer.claim();
+        report.entry.claiming.store(0, Relaxed);
+        let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
                 dropped += 1;
@@ -452,19 +530,19 @@ fn run_source(
             frame_id += 1;
             continue;
         }
-        // A paced source stamps each frame with its scheduled time, as a detector's clock
-        // would, so a late publication does not move the timestamp metadata is matched to.
-        let timestamp_ns = match (next.timestamp_ns, interval) {
-            (Some(t), _) => t,
-            (None, Some(interval)) => {
-                started_ns.saturating_add(nth_tick(interval, frame_id - first_id).as_nanos() as u64)
-            }
-            (None, None) => now_ns(),
-        };
+        let timestamp_ns = next
+            .timestamp_ns
+            .or_else(|| schedule.timestamp_ns(frame_id))
+            .unwrap_or_else(now_ns);
         if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            match m.publish(ring, frame_id, timestamp_ns) {
-                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+            report.entry.claiming.store(2, Relaxed);
+            let published_values = m.publish(ring, frame_id, timestamp_ns);
+            report.entry.claiming.store(0, Relaxed);
+            match published_values {
+                Ok((p, d)) => {
+                    (values.published, values.dropped) = (values.published + p, values.dropped + d)
+                }
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => return Err(WorkerError::Metadata(e)),
             }
@@ -482,40 +560,165 @@ fn run_source(
         bytes += next.bytes() as u64;
         report.entry.set_last_frame_id(frame_id);
         report.outputs((published, bytes, dropped));
-        if report.due()
-            && report.tick(
-                0,
-                &metadata_counters(metadata_ring.is_some(), values, values_dropped),
-            )
-        {
-            (published, bytes, dropped, values, values_dropped) = (0, 0, 0, 0, 0);
-            report.out_base = (0, 0, 0);
+        if report.due() {
+            rate.measure(report, published);
+            let counters = source_counters(
+                supply.as_ref(),
+                feed.as_deref(),
+                metadata_ring.is_some().then_some(&values),
+            );
+            if report.tick(missed, &counters) {
+                (published, bytes, dropped, missed) = (0, 0, 0, 0);
+                values = Values::default();
+                report.out_base = (0, 0, 0);
+                supply.reset_counters();
+                if let Some(feed) = feed.as_mut() {
+                    feed.reset_counters();
+                }
+            }
         }
         frame_id += 1;
     }
+    report.entry.below_rate.store(0, Relaxed);
     report.state(WORKER_DRAINING);
+    // What the feed holds is published too: the metadata stage drains after the frames.
+    if let (Some(feed), Some(ring), Some(m)) = (
+        feed.as_mut(),
+        metadata_ring.as_mut(),
+        plan.metadata.as_ref(),
+    ) {
+        match values.publish_from(feed.as_mut(), ring, m) {
+            Ok(()) | Err(MetadataError::Interrupted) => {}
+            Err(e) => return Err(WorkerError::Metadata(e)),
+        }
+    }
     producer.finish();
     if let Some(ring) = &mut metadata_ring {
         ring.finish();
     }
-    report.flush(&metadata_counters(
-        metadata_ring.is_some(),
-        values,
-        values_dropped,
+    report.missed(missed);
+    report.flush(&source_counters(
+        supply.as_ref(),
+        feed.as_deref(),
+        metadata_ring.is_some().then_some(&values),
     ));
     report.state(WORKER_FINISHED);
     Ok(0)
 }
 
-/// The source's counters: metadata values published and dropped, when it has any.
-fn metadata_counters(publishes: bool, values: u64, dropped: u64) -> Vec<(String, u64)> {
-    if !publishes {
-        return Vec::new();
+/// A source's requested rate as last configured, and how well it holds it.
+struct SourceRate {
+    rate: Rate,
+    args_gen: u64,
+    meter: RateMeter,
+}
+
+impl SourceRate {
+    /// The rate as the supervisor last published it (a restarted source keeps one
+    /// `streamd configure` set), else the plan's `fps`.
+    fn start(report: &Report<'_>, fps: f64) -> Result<SourceRate, WorkerError> {
+        let (args_gen, fps) = match current_args(report.stats, 0) {
+            Some((gen, args)) => (gen, source_fps(&args).unwrap_or(fps)),
+            None => (0, fps),
+        };
+        // Validated in the pipeline file already; checked again, never trusted to fit.
+        let rate = Rate::new(fps, "fps").map_err(WorkerError::Source)?;
+        report.entry.applied_gen.store(args_gen, Relaxed);
+        Ok(SourceRate {
+            rate,
+            args_gen,
+            meter: RateMeter::new(rate.get(), Instant::now(), 0),
+        })
     }
-    vec![
-        ("metadata_values".into(), values),
-        ("metadata_dropped".into(), dropped),
-    ]
+
+    /// Takes a rate `streamd configure source fps=F` set since the last call, from frame
+    /// `frame_id` on; true when there was one.
+    fn changed(
+        &mut self,
+        report: &Report<'_>,
+        frame_id: u64,
+        published: u64,
+    ) -> Result<bool, WorkerError> {
+        if report.stats.stage(0).args_gen.load(Relaxed) == self.args_gen {
+            return Ok(false);
+        }
+        // None while the supervisor writes them: taken at the next call.
+        let Some((gen, args)) = current_args(report.stats, 0) else {
+            return Ok(false);
+        };
+        self.args_gen = gen;
+        if let Some(fps) = source_fps(&args) {
+            self.rate = Rate::new(fps, "fps").map_err(WorkerError::Source)?;
+            self.meter = RateMeter::new(self.rate.get(), Instant::now(), published);
+        }
+        report.entry.set_applied_from_frame(frame_id);
+        // SYNC: pairs with the supervisor's Acquire load when it waits for the workers to
+        // take a configuration: applied_from_frame is visible.
+        report.entry.applied_gen.store(gen, Release);
+        Ok(true)
+    }
+
+    /// Shows the rate achieved by now, with `published` frames published so far.
+    fn measure(&mut self, report: &Report<'_>, published: u64) {
+        let measured = self.meter.record(Instant::now(), published);
+        report
+            .entry
+            .achieved_fps
+            .store(measured.achieved.to_bits(), Relaxed);
+        report
+            .entry
+            .below_rate
+            .store(u32::from(measured.below), Relaxed);
+    }
+}
+
+/// The `fps` of the source's run-time arguments.
+fn source_fps(args: &toml::Table) -> Option<f64> {
+    processors::number("fps", args.get("fps")?).ok()
+}
+
+/// Metadata values a source published into its metadata ring, and dropped there.
+#[derive(Default)]
+struct Values {
+    published: u64,
+    dropped: u64,
+}
+
+impl Values {
+    /// Publishes every value `feed` has, oldest first.
+    fn publish_from(
+        &mut self,
+        feed: &mut dyn MetadataFeed,
+        ring: &mut Producer,
+        plan: &MetadataPlan,
+    ) -> Result<(), MetadataError> {
+        let taken = feed.take().map_err(MetadataError::Feed)?;
+        for value in &taken {
+            if plan.publish_value(ring, self.published + self.dropped, value)? {
+                self.published += 1;
+            } else {
+                self.dropped += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The source's counters: its supply's, its feed's, and the metadata values.
+fn source_counters(
+    supply: &dyn FrameSupply,
+    feed: Option<&dyn MetadataFeed>,
+    values: Option<&Values>,
+) -> Vec<(String, u64)> {
+    let mut counters = supply.counters();
+    if let Some(feed) = feed {
+        counters.extend(feed.counters());
+    }
+    if let Some(v) = values {
+        counters.push(("metadata_values".into(), v.published));
+        counters.push(("metadata_dropped".into(), v.dropped));
+    }
+    counters
 }
 
 /// One input ring of a stage worker.
@@ -592,7 +795,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
         let (args_gen, args) =
             current_args(report.stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
         let mut processor = match (spec.python(), host) {
-            (Some(_), Some(host)) => host.processor(&args),
+            (Some(_), Some(host)) => host.processor(&plan.processor, &args),
             _ => registry::build(&plan.processor, &args).map_err(|e| e.reason),
         }
         .map_err(|reason| WorkerError::Build {
@@ -604,10 +807,11 @@ impl<'r, 'a> StageLoop<'r, 'a> {
         // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
         let sync_every = processor.sync_interval();
         report.gauges = processor.gauges();
-        let attach = |name: &String, group: String, batch: u32, delivery, hold| {
+        let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
             let options = ConsumerOptions {
                 group: Some(group),
                 batch,
+                set,
                 delivery,
                 wait: WaitMode::Futex,
                 attach_timeout: Duration::from_secs(5),
@@ -625,7 +829,15 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             .iter()
             .map(|name| {
                 let group = wires.group.to_string();
-                attach(name, group, plan.batch, plan.delivery, sync_every.is_some())
+                let set = plan.set_of(spec.worker);
+                attach(
+                    name,
+                    group,
+                    plan.batch,
+                    set,
+                    plan.delivery,
+                    sync_every.is_some(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         let metadata_group = plan.metadata_group(spec.worker);
@@ -634,7 +846,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             .iter()
             .map(|name| {
                 let group = metadata_group.clone();
-                attach(name, group, METADATA_BATCH, Delivery::Lossless, false)
+                attach(name, group, METADATA_BATCH, None, Delivery::Lossless, false)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut producers = Vec::new();
@@ -643,6 +855,14 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             producer.set_interrupt(stop.clone());
             producers.push(producer);
         }
+        let mut out = Outputs::new(producers);
+        // Its own mapping of the stats segment, so the watch outlives any borrow here.
+        let marks = StatsSegment::open(&spec.pipeline)?;
+        let entry = spec.entry;
+        out.watch_claims(Box::new(move |port| {
+            let claiming = port.map_or(0, |p| p as u32 + 1);
+            marks.entry(entry).claiming.store(claiming, Relaxed);
+        }));
         let ctx = StageContext {
             stage: plan.name.clone(),
             worker: spec.worker,
@@ -673,7 +893,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             pending_config: false,
             ins,
             side,
-            out: Outputs::new(producers),
+            out,
             sync_every,
             last_sync: Instant::now(),
             next: 0,

@@ -23,7 +23,7 @@ pub(crate) mod stitch;
 pub(crate) mod verify;
 
 pub use error::{ProcessError, Refused};
-pub use outputs::{OutputError, OutputSlot, Outputs};
+pub use outputs::{ClaimWatch, OutputError, OutputSlot, Outputs};
 
 use crate::ring::Frame;
 

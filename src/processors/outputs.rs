@@ -8,7 +8,12 @@ pub struct Outputs {
     frames: u64,
     bytes: u64,
     dropped: u64,
+    watch: Option<ClaimWatch>,
 }
+
+/// Told the port a claim is about to wait on (`Some`), then that it is done (`None`):
+/// a worker shows it is waiting for space, which is not being stuck.
+pub type ClaimWatch = Box<dyn FnMut(Option<usize>) + Send>;
 
 /// Why a frame could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +35,13 @@ impl Outputs {
             frames: 0,
             bytes: 0,
             dropped: 0,
+            watch: None,
         }
+    }
+
+    /// Calls `watch` around every claim (see [`ClaimWatch`]).
+    pub fn watch_claims(&mut self, watch: ClaimWatch) {
+        self.watch = Some(watch);
     }
 
     /// Number of output ports.
@@ -60,7 +71,14 @@ impl Outputs {
             .rings
             .get_mut(port)
             .ok_or(OutputError::NoPort { port, count })?;
-        match ring.claim() {
+        if let Some(watch) = &mut self.watch {
+            watch(Some(port));
+        }
+        let claimed = ring.claim();
+        if let Some(watch) = &mut self.watch {
+            watch(None);
+        }
+        match claimed {
             Ok(slot) => Ok(Some(OutputSlot {
                 slot,
                 frames: &mut self.frames,

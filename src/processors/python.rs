@@ -5,6 +5,10 @@
 //! package, so they are supervised, pinned, restarted and counted like any other. This
 //! side, in the binary, only checks the arguments and, before anything starts, that the
 //! interpreter has the package and that the class imports.
+//!
+//! `processor = "pva"` is a Python stage whose class ships with the package: the EPICS
+//! pvAccess sink (`streamd.pva.Sink`, on p4p), which serves a ring's frames as an
+//! NTNDArray channel.
 
 use super::{ArgValue, Outputs, ProcessError, Processor, Refused, Wiring};
 use crate::ring::Frame;
@@ -13,6 +17,14 @@ use std::process::{Command, Stdio};
 
 /// The interpreter used when the pipeline file names none.
 pub const DEFAULT_INTERPRETER: &str = "python3";
+
+/// The module of the EPICS pvAccess bridge in the Python package: its `Source`,
+/// `Sink` and `MetadataChannels` classes.
+pub const PVA_MODULE: &str = "streamd.pva";
+
+/// Python stages whose class ships with the package: processor name, class in
+/// [`PVA_MODULE`], and the arguments the stage requires.
+const SHIPPED: &[(&str, &str, &[&str])] = &[("pva", "Sink", &["channel"])];
 
 /// The keys streamd reads from a Python stage's or source's arguments; every other key
 /// is the user's, handed to the class's constructor.
@@ -71,6 +83,21 @@ impl PythonCode {
         code
     }
 
+    /// The code a stage of `processor` runs: its arguments' for `python`, the shipped
+    /// class for `pva`; `None` for a processor of the binary.
+    pub fn for_stage(processor: &str, args: &toml::Table) -> Option<PythonCode> {
+        if processor == "python" {
+            return Some(PythonCode::from_args(args));
+        }
+        let (_, class, _) = SHIPPED.iter().find(|(name, _, _)| *name == processor)?;
+        Some(PythonCode {
+            python: PythonCode::from_args(args).python,
+            file: None,
+            module: Some(PVA_MODULE.into()),
+            class: Some((*class).into()),
+        })
+    }
+
     pub fn interpreter(&self) -> &str {
         self.python.as_deref().unwrap_or(DEFAULT_INTERPRETER)
     }
@@ -125,9 +152,21 @@ impl PythonCode {
 pub struct PythonStage {
     code: PythonCode,
     user_args: toml::Table,
+    /// A stage whose class ships with the package (`pva`): its processor name.
+    shipped: Option<&'static str>,
 }
 
 impl PythonStage {
+    /// A stage whose class ships with the package (`processor = "pva"`).
+    pub fn shipped(processor: &'static str) -> PythonStage {
+        let args = toml::Table::new();
+        PythonStage {
+            code: PythonCode::for_stage(processor, &args).unwrap_or_default(),
+            user_args: args,
+            shipped: Some(processor),
+        }
+    }
+
     /// The arguments handed to the class, without streamd's own keys.
     pub fn user_args(args: &toml::Table) -> toml::Table {
         args.iter()
@@ -139,6 +178,14 @@ impl PythonStage {
 
 impl Processor for PythonStage {
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
+        if let Some(name) = self.shipped {
+            if matches!(key, "file" | "module" | "class") {
+                return Err(format!(
+                    "{name} runs the package's own class; {key} belongs to processor = \"python\""
+                )
+                .into());
+            }
+        }
         if !self.code.configure(key, value)? {
             self.user_args.insert(key.to_string(), value.clone());
         }
@@ -146,7 +193,12 @@ impl Processor for PythonStage {
     }
 
     fn check_wiring(&self, _wiring: &Wiring) -> Result<(), Refused> {
-        self.code.check_complete().map_err(Into::into)
+        if let Some((name, _, required)) = SHIPPED.iter().find(|s| Some(s.0) == self.shipped) {
+            if let Some(missing) = required.iter().find(|k| !self.user_args.contains_key(**k)) {
+                return Err(format!("{name} needs {missing} = \"...\"").into());
+            }
+        }
+        Ok(self.code.check_complete()?)
     }
 
     fn prepare(&self, _workers: u32) -> Result<(), Refused> {
@@ -167,8 +219,16 @@ impl Processor for PythonStage {
 impl PythonStage {
     /// Checks a run-time change on a scratch instance of the class (`streamd configure`):
     /// a `configure` that raises refuses the change.
-    pub fn check_change(args: &toml::Table, key: &str, value: &ArgValue) -> Result<(), Refused> {
+    pub fn check_change(
+        processor: &str,
+        args: &toml::Table,
+        key: &str,
+        value: &ArgValue,
+    ) -> Result<(), Refused> {
         let mut stage = PythonStage::default();
+        if let Some(code) = PythonCode::for_stage(processor, args) {
+            stage.code = code;
+        }
         for (k, v) in args {
             stage.configure(k, v)?;
         }

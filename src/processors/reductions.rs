@@ -229,12 +229,13 @@ struct FloatRow {
 /// One row of an f32 frame: a loop over the row for the sums, then one for the squared
 /// deviations from the row's mean (the row is in L1 by then; memory is read once).
 #[inline(always)]
-fn float_row(row: &[f32], columns: &mut [f64], threshold: f64) -> FloatRow {
+fn float_row<T: Pixel>(row: &[T], columns: &mut [f64], threshold: f64) -> FloatRow {
     let (mut count, mut sum, mut above) = (0u64, 0.0f64, 0u64);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
     for (c, &v) in columns.iter_mut().zip(row) {
+        let v = v.f64();
         let finite = v.is_finite();
-        let x = if finite { f64::from(v) } else { 0.0 };
+        let x = if finite { v } else { 0.0 };
         *c += x;
         sum += x;
         count += u64::from(finite);
@@ -253,11 +254,8 @@ fn float_row(row: &[f32], columns: &mut [f64], threshold: f64) -> FloatRow {
     if count > 0 {
         let mean = sum / count as f64;
         for &v in row {
-            let d = if v.is_finite() {
-                f64::from(v) - mean
-            } else {
-                0.0
-            };
+            let v = v.f64();
+            let d = if v.is_finite() { v - mean } else { 0.0 };
             m2 += d * d;
         }
     }
@@ -274,10 +272,10 @@ fn float_row(row: &[f32], columns: &mut [f64], threshold: f64) -> FloatRow {
 /// Bins a row of values into `index` (`bins` for none), with [`bin`]'s formula, in a
 /// loop the compiler vectorises; the caller counts the indices.
 #[inline(always)]
-fn bin_row<T: Copy + Into<f64>>(row: &[T], index: &mut Vec<u32>, h: &HistSpec) {
+fn bin_row<T: Pixel>(row: &[T], index: &mut Vec<u32>, h: &HistSpec) {
     index.clear();
     index.extend(row.iter().map(|&v| {
-        let v: f64 = v.into();
+        let v = v.f64();
         let inside = v >= h.lo && v <= h.hi;
         // min(trunc(t), last) = trunc(min(t, last)) for t >= 0 (every value inside the
         // range); clamped, the conversion needs no saturation and vectorises.
@@ -428,12 +426,7 @@ fn reduce_wide(payload: &[u8], region: Region, settings: &Settings) -> Reduction
 
 /// Bins every pixel of the region into `r.histogram` over `r.hist_range`.
 #[inline(always)]
-fn histogram_pass<T: bytemuck::Pod + Into<f64>>(
-    payload: &[u8],
-    region: Region,
-    r: &mut Reductions,
-    bins: usize,
-) {
+fn histogram_pass<T: Pixel>(payload: &[u8], region: Region, r: &mut Reductions, bins: usize) {
     let h = hist_spec(r.hist_range, bins);
     // `bin` places nothing in an empty or NaN range.
     if h.hi.partial_cmp(&h.lo) != Some(std::cmp::Ordering::Greater) {
@@ -521,10 +514,29 @@ fn integer_result(
     }
 }
 
-/// f32 frames: one pass for the moments (rows merged with Chan's formula, so the
-/// variance does not cancel), a second for a histogram.
+/// A pixel type reduced in f64: the floats, and the integer types without a typed path
+/// (signed, and 64-bit, whose values beyond 2^53 round).
+trait Pixel: bytemuck::Pod {
+    fn f64(self) -> f64;
+}
+
+macro_rules! pixel_as_f64 {
+    ($($t:ty),*) => {
+        $(impl Pixel for $t {
+            #[inline(always)]
+            fn f64(self) -> f64 {
+                self as f64
+            }
+        })*
+    };
+}
+pixel_as_f64!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+
+/// f32 and f64 frames, and integer types without a typed path, in f64: one pass for the
+/// moments (rows merged with Chan's formula, so the variance does not cancel), a second
+/// for a histogram.
 #[inline(always)]
-fn reduce_float(payload: &[u8], region: Region, settings: &Settings) -> Reductions {
+fn reduce_float<T: Pixel>(payload: &[u8], region: Region, settings: &Settings) -> Reductions {
     let threshold = settings.threshold.unwrap_or(f64::INFINITY);
     let mut columns = vec![0.0f64; region.width()];
     let (mut count, mut sum, mut above) = (0u64, 0.0f64, 0u64);
@@ -533,7 +545,7 @@ fn reduce_float(payload: &[u8], region: Region, settings: &Settings) -> Reductio
     let mut wy = 0.0f64;
     let mut scratch = Vec::new();
     for y in region.y0..region.y1 {
-        let row = region.row::<f32>(payload, y, &mut scratch);
+        let row = region.row::<T>(payload, y, &mut scratch);
         let r = float_row(row, &mut columns, threshold);
         if r.count > 0 {
             let row_mean = r.sum / r.count as f64;
@@ -580,7 +592,7 @@ fn reduce_float(payload: &[u8], region: Region, settings: &Settings) -> Reductio
     };
     if settings.bins > 0 {
         // Non-finite pixels fail the range test, so they land in no bin.
-        histogram_pass::<f32>(payload, region, &mut r, settings.bins);
+        histogram_pass::<T>(payload, region, &mut r, settings.bins);
     }
     r
 }
@@ -607,7 +619,7 @@ fn empty(nonfinite: u64, settings: &Settings, empty_roi: bool) -> Reductions {
 
 /// Reduces a `ny` × `nx` frame in one pass over the region (a histogram of u32 or f32
 /// takes a second): typed integer arithmetic for u8, u16 and u32, exact until the final
-/// conversion to f64; f32 in f64.
+/// conversion to f64; the other types in f64.
 pub fn reduce(payload: &[u8], dtype: Dtype, ny: u32, nx: u32, settings: &Settings) -> Reductions {
     Scratch::default().reduce(payload, dtype, ny, nx, settings)
 }
@@ -661,7 +673,13 @@ impl Scratch {
                 reduce_small::<u16, 65536>(payload, region, settings, t, values)
             }
             Dtype::U32 => reduce_wide(payload, region, settings),
-            Dtype::F32 => reduce_float(payload, region, settings),
+            Dtype::F32 => reduce_float::<f32>(payload, region, settings),
+            Dtype::F64 => reduce_float::<f64>(payload, region, settings),
+            Dtype::I8 => reduce_float::<i8>(payload, region, settings),
+            Dtype::I16 => reduce_float::<i16>(payload, region, settings),
+            Dtype::I32 => reduce_float::<i32>(payload, region, settings),
+            Dtype::I64 => reduce_float::<i64>(payload, region, settings),
+            Dtype::U64 => reduce_float::<u64>(payload, region, settings),
         }
     }
 

@@ -7,7 +7,7 @@
 //! `timeout_ms` since its first tile (the reorder window). A frame that leaves without
 //! all its tiles is counted `incomplete` and, with `incomplete = "mark"` (the default),
 //! published with its missing area set to `fill` (default: the dtype's largest value,
-//! NaN for f32) and the attribute `missing_tiles`; with `incomplete = "drop"` it is not
+//! NaN for floats) and the attribute `missing_tiles`; with `incomplete = "drop"` it is not
 //! published. Tiles of a frame that already left are counted `late_tiles`; a tile that
 //! arrives twice (re-delivered after a worker crash) is counted `duplicate_tiles` once
 //! and ignored; ids that never showed a tile are counted `skipped_ids`.
@@ -348,7 +348,7 @@ impl Stitch {
 }
 
 /// Sets every pixel no tile covered to `fill` (default: the dtype's largest value, NaN
-/// for f32).
+/// for floats).
 fn mark_missing(p: &mut Pending, fill: Option<f64>) {
     let (ny, nx) = (p.ny as usize, p.nx as usize);
     let mut covered = vec![false; ny * nx];
@@ -359,9 +359,15 @@ fn mark_missing(p: &mut Pending, fill: Option<f64>) {
     }
     let value: Vec<u8> = match p.dtype {
         Dtype::U8 => vec![fill.map_or(u8::MAX, |f| f as u8)],
+        Dtype::I8 => fill.map_or(i8::MAX, |f| f as i8).to_le_bytes().to_vec(),
         Dtype::U16 => fill.map_or(u16::MAX, |f| f as u16).to_le_bytes().to_vec(),
+        Dtype::I16 => fill.map_or(i16::MAX, |f| f as i16).to_le_bytes().to_vec(),
         Dtype::U32 => fill.map_or(u32::MAX, |f| f as u32).to_le_bytes().to_vec(),
+        Dtype::I32 => fill.map_or(i32::MAX, |f| f as i32).to_le_bytes().to_vec(),
+        Dtype::U64 => fill.map_or(u64::MAX, |f| f as u64).to_le_bytes().to_vec(),
+        Dtype::I64 => fill.map_or(i64::MAX, |f| f as i64).to_le_bytes().to_vec(),
         Dtype::F32 => (fill.unwrap_or(f64::NAN) as f32).to_le_bytes().to_vec(),
+        Dtype::F64 => fill.unwrap_or(f64::NAN).to_le_bytes().to_vec(),
     };
     for (pixel, _) in p
         .pixels

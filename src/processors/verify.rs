@@ -11,6 +11,7 @@ use crate::pattern::verify_ramp;
 use crate::ring::{AttrValue, Frame};
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Default)]
@@ -82,9 +83,50 @@ impl Processor for Verify {
         Ok(())
     }
 
+    /// Each worker's ids file must be a file in a folder that exists and takes new files.
+    fn prepare(&self, workers: u32) -> Result<(), Refused> {
+        let Some(template) = &self.ids_file else {
+            return Ok(());
+        };
+        for worker in 0..workers {
+            let path = PathBuf::from(ids_path(template, worker));
+            let folder = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let shown = folder.display();
+            if path.is_dir() {
+                return Err(
+                    format!("ids_file {} is a folder; give a file name", path.display()).into(),
+                );
+            }
+            if !folder.is_dir() {
+                return Err(format!(
+                    "ids_file {}: folder {shown} does not exist; create it or correct ids_file",
+                    path.display()
+                )
+                .into());
+            }
+            let probe = folder.join(format!(".streamd-probe-{}", std::process::id()));
+            match File::options().write(true).create_new(true).open(&probe) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "ids_file {}: cannot write in folder {shown}: {e}",
+                        path.display()
+                    )
+                    .into())
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
         if let Some(template) = &self.ids_file {
-            let path = template.replace("{worker}", &ctx.worker.to_string());
+            let path = ids_path(template, ctx.worker);
             // Append: a restarted worker keeps what its predecessor recorded.
             let file = File::options()
                 .create(true)
@@ -182,6 +224,11 @@ impl Processor for Verify {
             ("verify_errors".into(), self.verify_errors),
         ]
     }
+}
+
+/// Worker `worker`'s ids file: `{worker}` in the template replaced by its index.
+fn ids_path(template: &str, worker: u32) -> String {
+    template.replace("{worker}", &worker.to_string())
 }
 
 /// Undoes `numpy.rot90(a, k)` of a `[rows, cols]` frame of `px`-byte pixels into `out`.

@@ -347,7 +347,13 @@ fn element(dtype: Dtype) -> Element {
         Dtype::U8 => Element::U8,
         Dtype::U16 => Element::U16,
         Dtype::U32 => Element::U32,
+        Dtype::U64 => Element::U64,
+        Dtype::I8 => Element::I8,
+        Dtype::I16 => Element::I16,
+        Dtype::I32 => Element::I32,
+        Dtype::I64 => Element::I64,
         Dtype::F32 => Element::F32,
+        Dtype::F64 => Element::F64,
     }
 }
 
@@ -435,7 +441,9 @@ impl Processor for Hdf5Writer {
             )
             .into());
         }
-        Ok(())
+        self.destination
+            .check_earlier_files("HDF5 data")
+            .map_err(Into::into)
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {

@@ -618,6 +618,10 @@ pub enum Element {
     U16,
     U32,
     U64,
+    I8,
+    I16,
+    I32,
+    I64,
     F32,
     F64,
 }
@@ -630,6 +634,10 @@ impl Element {
             Element::U16 => *h5t::H5T_STD_U16LE,
             Element::U32 => *h5t::H5T_STD_U32LE,
             Element::U64 => *h5t::H5T_STD_U64LE,
+            Element::I8 => *h5t::H5T_STD_I8LE,
+            Element::I16 => *h5t::H5T_STD_I16LE,
+            Element::I32 => *h5t::H5T_STD_I32LE,
+            Element::I64 => *h5t::H5T_STD_I64LE,
             Element::F32 => *h5t::H5T_IEEE_F32LE,
             Element::F64 => *h5t::H5T_IEEE_F64LE,
         }
@@ -641,6 +649,10 @@ impl Element {
             Element::U16 => *h5t::H5T_NATIVE_UINT16,
             Element::U32 => *h5t::H5T_NATIVE_UINT32,
             Element::U64 => *h5t::H5T_NATIVE_UINT64,
+            Element::I8 => *h5t::H5T_NATIVE_INT8,
+            Element::I16 => *h5t::H5T_NATIVE_INT16,
+            Element::I32 => *h5t::H5T_NATIVE_INT32,
+            Element::I64 => *h5t::H5T_NATIVE_INT64,
             Element::F32 => *h5t::H5T_NATIVE_FLOAT,
             Element::F64 => *h5t::H5T_NATIVE_DOUBLE,
         }
@@ -652,10 +664,10 @@ impl Element {
 
     pub fn size(self) -> usize {
         match self {
-            Element::U8 => 1,
-            Element::U16 => 2,
-            Element::U32 | Element::F32 => 4,
-            Element::U64 | Element::F64 => 8,
+            Element::U8 | Element::I8 => 1,
+            Element::U16 | Element::I16 => 2,
+            Element::U32 | Element::I32 | Element::F32 => 4,
+            Element::U64 | Element::I64 | Element::F64 => 8,
         }
     }
 }

@@ -134,6 +134,39 @@ impl Destination {
         }
         Ok(())
     }
+
+    /// Refuses a folder already holding files the template names (an earlier run's),
+    /// unless `overwrite` is set: each would fail to be written, or be replaced.
+    pub fn check_earlier_files(&self, files: &str) -> Result<(), String> {
+        if self.overwrite {
+            return Ok(());
+        }
+        let sample = self.path(&[]);
+        let folder = match sample.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut found: Vec<String> = std::fs::read_dir(folder)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| self.template.matches(&self.prefix, name, &[]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if found.is_empty() {
+            return Ok(());
+        }
+        found.sort();
+        Err(format!(
+            "{} already holds {} {files} file(s) named like this writer's ({}{}), from an earlier run; set overwrite = true to replace them, or change `prefix` or `folder`",
+            folder.display(),
+            found.len(),
+            found[0],
+            if found.len() > 1 { ", ..." } else { "" }
+        ))
+    }
 }
 
 /// When a writer that keeps files open (`hdf5`, `raw`) starts a new file and makes what

@@ -26,7 +26,7 @@ use super::{
     Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
 use crate::processors::{ArgValue, Fault, Outputs, ProcessError, Processor, Refused, StageContext};
-use crate::ring::{Dtype, Frame, FrameHeader};
+use crate::ring::{Frame, FrameHeader};
 use crate::uring::{align_up, direct_ok, Uring, DIRECT_ALIGN};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,15 +72,6 @@ impl Default for RawWriter {
     }
 }
 
-fn dtype_name(dtype: Dtype) -> &'static str {
-    match dtype {
-        Dtype::U8 => "u8",
-        Dtype::U16 => "u16",
-        Dtype::U32 => "u32",
-        Dtype::F32 => "f32",
-    }
-}
-
 impl RawWriter {
     fn uring(&mut self) -> &mut Uring {
         self.uring.as_mut().expect("started")
@@ -114,7 +105,7 @@ impl RawWriter {
         let dims: Vec<String> = header.dims.iter().map(u32::to_string).collect();
         let pending_index = format!(
             "# streamd raw index 1: dtype={} shape={} frame_bytes={} record_bytes={record}\n# frame_id,timestamp_ns,offset\n",
-            dtype_name(header.dtype),
+            header.dtype.name(),
             dims.join("x"),
             header.payload_len
         );
@@ -280,7 +271,8 @@ impl Processor for RawWriter {
     }
 
     fn prepare(&self, _workers: u32) -> Result<(), Refused> {
-        self.destination.check_folder().map_err(Into::into)
+        self.destination.check_folder()?;
+        Ok(self.destination.check_earlier_files("raw")?)
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {

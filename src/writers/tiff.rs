@@ -76,7 +76,8 @@ impl Processor for TiffWriter {
     }
 
     fn prepare(&self, _workers: u32) -> Result<(), Refused> {
-        self.destination.check_folder().map_err(Into::into)
+        self.destination.check_folder()?;
+        Ok(self.destination.check_earlier_files("TIFF")?)
     }
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
@@ -202,32 +203,30 @@ fn encode(
     let mut cursor = Cursor::new(buf);
     let mut tiff = TiffEncoder::new(&mut cursor)?;
     let payload = frame.payload();
+    // Each dtype with the TIFF sample format that holds it (SampleFormat int, uint, float).
+    macro_rules! write_as {
+        ($color:ident, $t:ty) => {
+            page::<colortype::$color, _>(
+                &mut tiff,
+                nx,
+                ny,
+                frame,
+                description,
+                &pixels::<$t>(payload),
+            )?
+        };
+    }
     match header.dtype {
         Dtype::U8 => page::<colortype::Gray8, _>(&mut tiff, nx, ny, frame, description, payload)?,
-        Dtype::U16 => page::<colortype::Gray16, _>(
-            &mut tiff,
-            nx,
-            ny,
-            frame,
-            description,
-            &pixels::<u16>(payload),
-        )?,
-        Dtype::U32 => page::<colortype::Gray32, _>(
-            &mut tiff,
-            nx,
-            ny,
-            frame,
-            description,
-            &pixels::<u32>(payload),
-        )?,
-        Dtype::F32 => page::<colortype::Gray32Float, _>(
-            &mut tiff,
-            nx,
-            ny,
-            frame,
-            description,
-            &pixels::<f32>(payload),
-        )?,
+        Dtype::I8 => write_as!(GrayI8, i8),
+        Dtype::U16 => write_as!(Gray16, u16),
+        Dtype::I16 => write_as!(GrayI16, i16),
+        Dtype::U32 => write_as!(Gray32, u32),
+        Dtype::I32 => write_as!(GrayI32, i32),
+        Dtype::U64 => write_as!(Gray64, u64),
+        Dtype::I64 => write_as!(GrayI64, i64),
+        Dtype::F32 => write_as!(Gray32Float, f32),
+        Dtype::F64 => write_as!(Gray64Float, f64),
     }
     Ok(cursor.position() as usize)
 }

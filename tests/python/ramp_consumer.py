@@ -1,4 +1,5 @@
-"""A Python consumer for tests/python.rs: reads RING (in GROUP when given), checks every
+"""A Python consumer for tests/python.rs: reads RING (in GROUP when given, in one of its
+sets with --set and --sets), checks every
 frame against the ramp (spec §10), records the ids it got in IDS_FILE, checks that a
 frame's array is a view of the ring's mapping, and prints one JSON line of counters.
 With --stop-after N it prints "read N" after N frames and then blocks (to be killed)."""
@@ -28,9 +29,12 @@ def main():
     p.add_argument("ids_file")
     p.add_argument("--group")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--set", type=int)
+    p.add_argument("--sets", type=int)
     p.add_argument("--stop-after", type=int)
     a = p.parse_args()
-    consumer = streamd.Consumer(a.ring, group=a.group, batch=a.batch, timeout=60, attach_timeout=30)
+    consumer = streamd.Consumer(a.ring, group=a.group, batch=a.batch, timeout=60, attach_timeout=30,
+                                set=a.set, sets=a.sets)
     start, end = ring_mapping(a.ring)
     ramps = {}
     frames = errors = outside = 0

@@ -3,7 +3,7 @@
 //! selected. No I/O here: the loop in `terminal.rs` feeds it snapshots and keys, and
 //! carries out the [`Action`]s it returns.
 
-use crate::model::{Command, LiveFrame, Snapshot, Source, Worker};
+use crate::model::{Command, LiveFrame, Snapshot, Source, Stage, Worker};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Margin, Rect};
 use std::collections::{HashMap, VecDeque};
@@ -395,6 +395,14 @@ impl App {
             self.ticked.clear();
         }
         for (stage, old_stage) in new.stages.iter().zip(&old.stages) {
+            if stage.below_rate && !old_stage.below_rate {
+                self.event(format!("{} {}", stage.name, rate_text(stage)), true);
+            } else if old_stage.below_rate && !stage.below_rate {
+                self.event(
+                    format!("{} holds the rate asked for again", stage.name),
+                    false,
+                );
+            }
             if stage.args != old_stage.args {
                 let from = stage
                     .workers
@@ -410,8 +418,9 @@ impl App {
             for (w, was) in stage.workers.iter().zip(&old_stage.workers) {
                 let who = format!("{} w{}", stage.name, w.worker);
                 let why = w
-                    .last_error
+                    .reason
                     .as_deref()
+                    .or(w.last_error.as_deref())
                     .map_or(String::new(), |e| format!(": {e}"));
                 if w.restarts > was.restarts {
                     self.event(
@@ -421,6 +430,12 @@ impl App {
                         ),
                         true,
                     );
+                }
+                if w.stalled && !was.stalled {
+                    let why = w.reason.as_deref().unwrap_or("no sign of life");
+                    self.event(format!("{who} stalled: {why}"), true);
+                } else if was.stalled && !w.stalled && w.pid == was.pid {
+                    self.event(format!("{who} shows signs of life again"), false);
                 }
                 if w.state != was.state {
                     match w.state.as_str() {
@@ -622,11 +637,34 @@ impl App {
                 st.workers
                     .iter()
                     .filter(|w| w.state == "failed")
-                    .map(move |w| format!("{} w{}", st.name, w.worker))
+                    .map(move |w| match &w.last_exit {
+                        Some(how) => format!("{} w{} ({how})", st.name, w.worker),
+                        None => format!("{} w{}", st.name, w.worker),
+                    })
             })
             .collect();
         if !failed.is_empty() {
             parts.push(format!("FAILED: {}", failed.join(", ")));
+        }
+        for stage in s.stages.iter().filter(|st| st.below_rate) {
+            parts.push(format!(
+                "{} {}",
+                stage.name.to_uppercase(),
+                rate_text(stage)
+            ));
+        }
+        let stalled: Vec<String> = s
+            .stages
+            .iter()
+            .flat_map(|st| {
+                st.workers
+                    .iter()
+                    .filter(|w| w.stalled)
+                    .map(move |w| format!("{} w{}", st.name, w.worker))
+            })
+            .collect();
+        if !stalled.is_empty() {
+            parts.push(format!("STALLED: {}", stalled.join(", ")));
         }
         parts
     }
@@ -699,6 +737,15 @@ impl App {
             .filter(|(_, at)| at.elapsed() < Duration::from_secs(5))
             .map(|(t, _)| t.as_str())
     }
+}
+
+/// `below the rate asked for: 42.3 of 100 frames/s` for a source short of its rate.
+pub fn rate_text(stage: &Stage) -> String {
+    format!(
+        "below the rate asked for: {:.1} of {} frames/s",
+        stage.achieved_fps.unwrap_or_default(),
+        stage.requested_fps.unwrap_or_default()
+    )
 }
 
 /// Where each panel of the overview goes; `None` for panels that do not fit.

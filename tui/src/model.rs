@@ -35,6 +35,12 @@ pub struct Stage {
     /// The stage's arguments as the supervisor last applied them (`configure` changes
     /// them).
     pub args: serde_json::Value,
+    /// The source: the rate asked for (`None`: as fast as it can), the rate it
+    /// published at lately, and whether that is short of the rate asked for.
+    pub requested_fps: Option<f64>,
+    pub achieved_fps: Option<f64>,
+    #[serde(default)]
+    pub below_rate: bool,
     pub workers: Vec<Worker>,
 }
 
@@ -61,9 +67,36 @@ pub struct Worker {
     /// Frames published into its input that its group has not taken yet.
     pub lag: u64,
     pub last_frame_id: Option<u64>,
+    /// Milliseconds since it last showed it lives.
+    pub heartbeat_age_ms: u64,
+    /// No sign of life for a while although it should run (stopped, stuck, hung).
+    pub stalled: bool,
+    /// The full output ring it waits for (held back by a slower reader, not stalled).
+    pub waiting_for: Option<String>,
     pub configured_from_frame: Option<u64>,
     pub counters: serde_json::Map<String, serde_json::Value>,
     pub last_error: Option<String>,
+    /// How its last process ended (`was killed by signal 9 (SIGKILL)`).
+    pub last_exit: Option<String>,
+    /// The last line it wrote to stderr.
+    pub last_stderr: Option<String>,
+    /// Why it is not running as it should, in one line (failed, restarting, in error,
+    /// stalled, held back).
+    pub reason: Option<String>,
+}
+
+impl Worker {
+    /// The state to show: `stalled` or `blocked` while its heartbeat is stale, else the
+    /// state it reports.
+    pub fn shown_state(&self) -> &str {
+        if self.stalled {
+            "stalled"
+        } else if self.waiting_for.is_some() {
+            "blocked"
+        } else {
+            &self.state
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -89,10 +122,21 @@ pub struct Group {
     /// `lossless` or `lossy`.
     pub delivery: String,
     pub members: u32,
+    /// The distributor set the group takes (a set of a group, or a round-robin
+    /// worker's turns); absent when it takes every frame.
+    #[serde(default)]
+    pub set: Option<GroupSet>,
     pub published: u64,
     pub delivered: u64,
     pub missed: u64,
     pub in_flight: u64,
+}
+
+/// Set `index` of `sets` (spec §5.9).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct GroupSet {
+    pub index: u32,
+    pub sets: u32,
 }
 
 impl Group {

@@ -18,6 +18,7 @@ pub const MIN_HEIGHT: u16 = 8;
 
 const LOSS: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
 const WARN: Style = Style::new().fg(Color::Yellow);
+const STALLED: Style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
 const DIM: Style = Style::new().fg(Color::DarkGray);
 const HEADER: Style = Style::new().add_modifier(Modifier::BOLD);
 
@@ -223,7 +224,7 @@ struct Column {
     rank: u8,
 }
 
-const COLUMNS: [Column; 15] = [
+const COLUMNS: [Column; 16] = [
     Column {
         title: "STAGE",
         width: 10,
@@ -299,6 +300,13 @@ const COLUMNS: [Column; 15] = [
         width: 7,
         rank: 3,
     },
+    // Why a worker is not running as it should: the width left over, when at least
+    // this much is (the banner names failed workers in any case).
+    Column {
+        title: "REASON",
+        width: 16,
+        rank: 6,
+    },
 ];
 
 /// The columns that fit in `width`, dropping the lowest-ranked first.
@@ -330,8 +338,11 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                 "W" => Cell::from(worker.worker.to_string()),
                 "PID" => Cell::from(worker.pid.to_string()),
                 "CORE" => Cell::from(worker.core.map_or("-".into(), |c| c.to_string())),
-                "STATE" => Cell::from(worker.state.clone()).style(state_style(&worker.state)),
+                "STATE" => Cell::from(worker.shown_state().to_string())
+                    .style(state_style(worker.shown_state())),
                 "IN/s" => number(rate(rates.fps_in)),
+                // A source short of the rate it is asked for.
+                "OUT/s" if stage.below_rate => number(rate(rates.fps_out)).style(WARN.bold()),
                 "OUT/s" => number(rate(rates.fps_out)),
                 "MB/s" => number(rate(mb)),
                 "LAG" => number(count(worker.lag)),
@@ -347,14 +358,17 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
                     }
                 }
                 "P50" => number(micros(worker.proc_us_p50)),
-                _ => number(micros(worker.proc_us_p99)),
+                "P99" => number(micros(worker.proc_us_p99)),
+                _ => Cell::from(worker.reason.clone().unwrap_or_default())
+                    .style(state_style(worker.shown_state())),
             });
             rows.push(Row::new(cells.collect::<Vec<_>>()));
         }
     }
-    let widths = columns
-        .iter()
-        .map(|&c| Constraint::Length(COLUMNS[c].width));
+    let widths = columns.iter().map(|&c| match COLUMNS[c].title {
+        "REASON" => Constraint::Min(COLUMNS[c].width),
+        _ => Constraint::Length(COLUMNS[c].width),
+    });
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
@@ -367,7 +381,8 @@ fn stage_table(app: &App, snapshot: &Snapshot, area: Rect, buf: &mut Buffer) {
 fn state_style(state: &str) -> Style {
     match state {
         "failed" | "error" => LOSS,
-        "restarting" | "starting" | "pending" => WARN,
+        "stalled" => STALLED,
+        "restarting" | "starting" | "pending" | "blocked" => WARN,
         "finished" => DIM,
         _ => Style::new().fg(Color::Green),
     }
@@ -491,8 +506,12 @@ fn ring_lines(snapshot: &Snapshot) -> Vec<Line<'static>> {
                 count(g.missed),
                 if g.missed > 0 { LOSS } else { Style::new() },
             );
+            // A set's share of the stream: `rr 1/3` is worker 1's of three turns.
+            let set = g
+                .set
+                .map_or(String::new(), |s| format!(" {}/{}", s.index, s.sets));
             lines.push(Line::from(vec![
-                Span::styled(format!("  {} ", g.name), DIM),
+                Span::styled(format!("  {}{set} ", g.name), DIM),
                 Span::raw(format!(
                     "{} = {} + ",
                     count(g.published),
@@ -713,7 +732,7 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
         s.processor,
         w.pid,
         w.core.map_or("-".into(), |c| c.to_string()),
-        w.state
+        w.shown_state()
     ));
     let inner = block.inner(popup);
     block.render(popup, buf);
@@ -750,8 +769,21 @@ fn detail(app: &App, stage: usize, worker: usize, area: Rect, buf: &mut Buffer) 
             Span::raw(format!("  restarts {}", w.restarts)),
         ]),
     ];
-    if let Some(error) = &w.last_error {
-        info.push(Line::styled(format!("last error: {error}"), LOSS));
+    if w.stalled || w.waiting_for.is_some() {
+        let why = w.reason.as_deref().unwrap_or_default();
+        info.push(Line::styled(
+            format!("{}: {why}", w.shown_state()),
+            state_style(w.shown_state()),
+        ));
+    }
+    for (what, text) in [
+        ("last error", &w.last_error),
+        ("last exit", &w.last_exit),
+        ("last stderr line", &w.last_stderr),
+    ] {
+        if let Some(text) = text {
+            info.push(Line::styled(format!("{what}: {text}"), LOSS));
+        }
     }
     let info_height = info.len() as u16;
     Paragraph::new(info)

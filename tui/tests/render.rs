@@ -80,6 +80,7 @@ fn snapshot(seconds: u64) -> Snapshot {
                 name: "work".into(),
                 delivery: "lossless".into(),
                 members: 3,
+                set: None,
                 published: frames,
                 delivered: frames.saturating_sub(40),
                 missed: 0,
@@ -215,25 +216,115 @@ fn a_failed_stage_is_named_with_its_reason() {
     let first = snapshot(10);
     let mut second = snapshot(11);
     let w = &mut second.stages[2].workers[0];
+    let killed = "was killed by signal 9 (SIGKILL)";
+    let why = format!("{killed}; the disk holding /data is full");
     w.state = "failed".into();
     w.restarts = 3;
     w.last_error = Some("the disk holding /data is full".into());
+    w.last_exit = Some(killed.into());
+    w.last_stderr = Some("hdf5: H5Dwrite failed".into());
+    w.reason = Some(why.clone());
     let mut app = app_after(first, second);
     let buf = draw(&mut app, 120, 40);
     let text = screen(&buf);
-    assert!(text.contains("FAILED: store w0"), "{text}");
     assert!(
-        text.contains(
-            "store w0 restarted (restart 3, pid 1000 → 1000): the disk holding /data is full"
-        ),
+        text.contains(&format!("FAILED: store w0 ({killed})")),
         "{text}"
     );
     assert!(
-        text.contains("store w0 failed: the disk holding /data is full"),
+        text.contains(&format!(
+            "store w0 restarted (restart 3, pid 1000 → 1000): {killed}"
+        )),
         "{text}"
     );
+    assert!(text.contains(&format!("store w0 failed: {why}")), "{text}");
     let (x, y) = find(&buf, "failed ");
     assert_eq!(buf[(x, y)].fg, Color::Red);
+
+    // A wide terminal has room for the reason in the row, in red.
+    let buf = draw(&mut app, 170, 40);
+    let lines = lines(&buf);
+    let store = lines
+        .iter()
+        .position(|l| l.contains("store      0"))
+        .expect("the store row");
+    assert!(lines[0..store].iter().any(|l| l.contains("REASON")));
+    assert!(lines[store].contains(&why[..40]), "{}", lines[store]);
+    let (x, y) = find(&buf, &why[..40]);
+    assert_eq!((y as usize, buf[(x, y)].fg), (store, Color::Red));
+
+    // The detail names how it ended, its last error and its last stderr line.
+    app.selected = app.rows().len() - 1;
+    app.key(key(KeyCode::Enter));
+    let text = screen(&draw(&mut app, 120, 40));
+    for line in [
+        "last error: the disk holding /data is full".to_string(),
+        format!("last exit: {killed}"),
+        "last stderr line: hdf5: H5Dwrite failed".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_stalled_worker_is_flagged_in_colour_and_what_waits_for_it_is_blocked() {
+    let first = snapshot(10);
+    let mut second = snapshot(11);
+    let why = "no heartbeat for 3.1 s, process stopped (SIGSTOP)";
+    let store = &mut second.stages[2].workers[0];
+    store.stalled = true;
+    store.heartbeat_age_ms = 3100;
+    store.reason = Some(why.into());
+    let work = &mut second.stages[1].workers[0];
+    work.waiting_for = Some("beamline.worked.0".into());
+    work.reason = Some("waiting for space in beamline.worked.0".into());
+    let mut app = app_after(first, second);
+    let buf = draw(&mut app, 170, 40);
+    let lines = lines(&buf);
+    let text = screen(&buf);
+    assert_eq!(row(&lines, "store", 0)[4], "stalled");
+    assert_eq!(row(&lines, "work", 0)[4], "blocked");
+    assert_eq!(row(&lines, "work", 1)[4], "running");
+    let (x, y) = find(&buf, "stalled ");
+    assert_eq!(buf[(x, y)].fg, Color::Magenta, "stalled is in colour");
+    let (x, y) = find(&buf, "blocked ");
+    assert_eq!(buf[(x, y)].fg, Color::Yellow);
+    assert!(text.contains("STALLED: store w0"), "{text}");
+    assert!(
+        text.contains(&format!("store w0 stalled: {why}")),
+        "an event: {text}"
+    );
+    assert!(text.contains(why), "the reason column: {text}");
+}
+
+#[test]
+fn a_source_below_its_rate_is_named_in_the_banner() {
+    let first = snapshot(10);
+    let mut second = snapshot(11);
+    let source = &mut second.stages[0];
+    source.requested_fps = Some(1000.0);
+    source.achieved_fps = Some(500.0);
+    source.below_rate = true;
+    let mut app = app_after(first, second);
+    let buf = draw(&mut app, 120, 40);
+    let text = screen(&buf);
+    assert!(
+        text.contains("SOURCE below the rate asked for: 500.0 of 1000 frames/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source below the rate asked for: 500.0 of 1000 frames/s"),
+        "an event: {text}"
+    );
+    let lines = lines(&buf);
+    let y = lines
+        .iter()
+        .position(|l| l.contains("source     0"))
+        .unwrap() as u16;
+    let x = lines[y as usize][..lines[y as usize].find("500.0").unwrap()]
+        .chars()
+        .count() as u16;
+    assert_eq!(buf[(x, y)].fg, Color::Yellow, "the source's OUT/s");
 }
 
 #[test]

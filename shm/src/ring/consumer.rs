@@ -1,5 +1,6 @@
 //! A consumer of a ring: alone (broadcast), or as a member of a group that shares the
-//! stream in runs of `batch` consecutive frames; `lossless` or `lossy`.
+//! stream in runs of `batch` consecutive frames, or of one set of a group (distributor
+//! sets: the runs are dealt round the sets); `lossless` or `lossy`.
 
 use super::error::{AttachError, RecvError};
 use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
@@ -9,6 +10,7 @@ use super::membership::{
     Run, Seat,
 };
 use super::segment::Segment;
+use super::sets::Deal;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -41,6 +43,45 @@ impl std::str::FromStr for Delivery {
     }
 }
 
+/// One set of a group (spec §5.9, PvaPy's distributor sets): the runs of `batch` frames,
+/// aligned to sequence numbers, are dealt round `sets` sets, run `r` (sequences
+/// `r·batch … r·batch + batch − 1`) to set `r mod sets`; the consumer takes set `index`'s.
+/// Strict round-robin among `W` consumers is `W` sets of one: consumer `k` takes set `k`
+/// and gets runs `k, k+W, k+2W, …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSet {
+    /// The set taken, `0 ≤ index < sets`.
+    pub index: u32,
+    /// How many sets the group's runs are dealt round, 1 to [`MAX_SETS`](super::MAX_SETS);
+    /// every consumer of the group gives the same.
+    pub sets: u32,
+    pub mode: SetMode,
+}
+
+/// How the consumers of one set divide its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetMode {
+    /// Each one sees every frame of the set (PvaPy's `mode:all`, its default for a set):
+    /// cooperating applications that must all see the same frames.
+    #[default]
+    All,
+    /// They share the set's runs, each run to one of them, first-free (PvaPy's
+    /// `mode:one`): the workers of one pipeline stage.
+    One,
+}
+
+impl std::str::FromStr for SetMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(SetMode::All),
+            "one" => Ok(SetMode::One),
+            other => Err(format!("unknown set mode '{other}' (use all or one)")),
+        }
+    }
+}
+
 /// How to attach.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -48,6 +89,8 @@ pub struct ConsumerOptions {
     pub group: Option<String>,
     /// Consecutive frames a group member takes at a time.
     pub batch: u32,
+    /// Take only one set's runs of the group (needs `group`).
+    pub set: Option<GroupSet>,
     pub delivery: Delivery,
     pub wait: WaitMode,
     /// How long to wait for the ring to appear.
@@ -64,6 +107,7 @@ impl Default for ConsumerOptions {
         ConsumerOptions {
             group: None,
             batch: 1,
+            set: None,
             delivery: Delivery::Lossless,
             wait: WaitMode::default(),
             attach_timeout: Duration::ZERO,
@@ -106,10 +150,12 @@ pub struct Consumer {
     segment: Segment,
     seat: Seat,
     delivery: Delivery,
-    /// Named groups claim under the lock (crash-safe runs); a solo consumer claims
-    /// lock-free, since its group ends with it.
+    /// Named groups claim under the lock (crash-safe runs); a solo consumer (broadcast,
+    /// or a set member that sees all of its set) claims lock-free, since its group ends
+    /// with it.
     shared: bool,
-    batch: u64,
+    /// The runs this consumer's group is owed.
+    deal: Deal,
     wait: WaitMode,
     run: Run,
     /// Frames of the run done (released or missed) and, of those, missed.
@@ -144,6 +190,14 @@ impl Consumer {
         if options.hold && options.delivery != Delivery::Lossless {
             return Err(AttachError::HoldNeedsLossless);
         }
+        if options.set.is_some() && options.group.is_none() {
+            return Err(AttachError::SetWithoutGroup);
+        }
+        let set = options.set.map(|s| (s.index, s.sets));
+        // A group of its own: a broadcast consumer, or a set member that sees it all.
+        let solo = options
+            .set
+            .map_or(options.group.is_none(), |s| s.mode == SetMode::All);
         let segment = Segment::open(name, options.attach_timeout)?;
         // The producer cannot write past the watermark plus a ring: a holder that kept a
         // whole ring would wait for a frame that can never come.
@@ -158,14 +212,16 @@ impl Consumer {
                 group: options.group.as_deref(),
                 batch: options.batch,
                 delivery,
+                set,
+                solo,
             },
         )?;
         Ok(Consumer {
             segment,
             seat,
             delivery: options.delivery,
-            shared: options.group.is_some(),
-            batch: u64::from(options.batch),
+            shared: !solo,
+            deal: Deal::new(options.batch, set),
             wait: options.wait,
             run: Run {
                 start: 0,
@@ -378,17 +434,18 @@ impl Consumer {
             let start =
                 self.plausible("the group's claim position", grp.claim_next.load(SeqCst))?;
             if self.delivery == Delivery::Lossy {
-                // More than a ring behind: jump to the newest frame, not to the oldest one
-                // still held, whose slot the producer needs next (spec §5.5). SYNC: pairs
-                // with the head store in `publish`; only the count is used here.
+                // More than a ring behind: jump to the newest frame owed, not to the oldest
+                // one still held, whose slot the producer needs next (spec §5.5). SYNC:
+                // pairs with the head store in `publish`; only the count is used here.
                 let head = self.plausible("head", self.segment.header().head.load(Acquire))?;
-                if start + slots < head {
+                let newest = self.deal.newest_below(head).filter(|&n| n > start);
+                if let Some(newest) = newest.filter(|_| start + slots < head) {
                     if grp
                         .claim_next
-                        .compare_exchange(start, head - 1, SeqCst, SeqCst)
+                        .compare_exchange(start, newest, SeqCst, SeqCst)
                         .is_ok()
                     {
-                        missed_base += head - 1 - start;
+                        missed_base += self.deal.owed(start, newest);
                     }
                     continue;
                 }
@@ -397,9 +454,10 @@ impl Consumer {
                 // claim_next before pins, so it never sees the claim without the pin (§6.1).
                 entry.pin.store(start, SeqCst);
             }
+            // A set steps over the other sets' runs (spec §5.9).
             if grp
                 .claim_next
-                .compare_exchange(start, start + self.batch, SeqCst, SeqCst)
+                .compare_exchange(start, self.deal.next_claim(start), SeqCst, SeqCst)
                 .is_ok()
             {
                 break start;
@@ -407,7 +465,7 @@ impl Consumer {
         };
         let run = Run {
             start,
-            end: start + self.batch,
+            end: self.deal.run_end(start),
             received_base: counters.received,
             missed_base,
         };
@@ -737,15 +795,46 @@ mod tests {
     use crate::ring::{Dtype, FrameMeta, FullPolicy, Producer, RingOptions};
 
     fn ring(tag: &str, frames: u64) -> Producer {
+        ring_of(tag, 8, frames)
+    }
+
+    fn ring_of(tag: &str, slots: u32, frames: u64) -> Producer {
         let (mut producer, _) = Producer::create(&RingOptions {
             name: format!("unit-{tag}-{}", std::process::id()),
-            slots: 8,
+            slots,
             slot_bytes: 64,
             full_policy: FullPolicy::Block,
         })
         .unwrap();
         publish(&mut producer, 0..frames);
         producer
+    }
+
+    /// Set `index` of `sets` of group `name`, in runs of `batch`.
+    fn set_member(name: &str, batch: u32, index: u32, sets: u32, mode: SetMode) -> ConsumerOptions {
+        ConsumerOptions {
+            group: Some(name.into()),
+            batch,
+            set: Some(GroupSet { index, sets, mode }),
+            ..ConsumerOptions::default()
+        }
+    }
+
+    /// Frame ids until the end of the stream.
+    fn drain(consumer: &mut Consumer) -> Vec<u64> {
+        let mut ids = Vec::new();
+        loop {
+            match consumer.recv() {
+                Ok(frame) => ids.push(frame.header().frame_id),
+                Err(RecvError::EndOfStream { .. }) => return ids,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+
+    /// Sequences below `end` whose run of `batch` is dealt to set `index` of `sets`.
+    fn of_set(end: u64, batch: u64, index: u64, sets: u64) -> Vec<u64> {
+        (0..end).filter(|s| s / batch % sets == index).collect()
     }
 
     /// Publishes 8 × 8 u8 frames with these ids.
@@ -852,6 +941,163 @@ mod tests {
         assert!(other.detached_payload(&first).is_none());
         consumer.release(first);
         assert_eq!(consumer.recv().unwrap().header().frame_id, 1);
+    }
+
+    /// Issue 19: the sets of a group partition the stream in aligned runs, and every
+    /// member of a set (mode all) sees every frame of it; each has its set's accounting.
+    #[test]
+    fn sets_partition_the_stream_and_each_member_sees_all_of_its_set() {
+        let mut producer = ring_of("sets", 64, 0);
+        let name = producer.segment().name().to_string();
+        let attach = |index| Consumer::attach(&name, &set_member("G", 2, index, 2, SetMode::All));
+        let mut members = [attach(0).unwrap(), attach(0).unwrap(), attach(1).unwrap()];
+        publish(&mut producer, 0..21);
+        producer.finish();
+        let ids: Vec<Vec<u64>> = members.iter_mut().map(drain).collect();
+        assert_eq!(ids[0], of_set(21, 2, 0, 2));
+        assert_eq!(ids[1], of_set(21, 2, 0, 2));
+        assert_eq!(ids[2], of_set(21, 2, 1, 2));
+        assert_eq!(members[2].counters().received, 10);
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!(
+            groups.len(),
+            3,
+            "a group of its own for each member (mode all)"
+        );
+        for (g, expected) in groups.iter().zip([11, 11, 10]) {
+            assert_eq!(g.name, "G");
+            assert_eq!(g.set.map(|s| s.mode), Some("all"));
+            assert_eq!(
+                (g.published, g.delivered, g.missed, g.in_flight),
+                (expected, expected, 0, 0)
+            );
+        }
+    }
+
+    /// Issue 19: in mode one the members of a set share its runs, each run to one of them.
+    #[test]
+    fn members_of_a_shared_set_split_its_runs() {
+        let mut producer = ring_of("set-one", 64, 0);
+        let name = producer.segment().name().to_string();
+        let options = set_member("G", 1, 1, 3, SetMode::One);
+        let mut a = Consumer::attach(&name, &options).unwrap();
+        let mut b = Consumer::attach(&name, &options).unwrap();
+        publish(&mut producer, 0..12);
+        producer.finish();
+        let first = a.recv().unwrap().header().frame_id;
+        let second = b.recv().unwrap().header().frame_id;
+        let mut all = [vec![first, second], drain(&mut a), drain(&mut b)].concat();
+        all.sort_unstable();
+        assert_eq!((first, second), (1, 4));
+        assert_eq!(all, [1, 4, 7, 10]);
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].members, groups[0].published, groups[0].delivered),
+            (2, 4, 4)
+        );
+    }
+
+    /// Issue 19: a set formed while the stream runs is owed the rest of the run it joins
+    /// in, then its runs; only they count as published to it.
+    #[test]
+    fn a_set_joining_mid_run_takes_the_rest_of_that_run() {
+        let mut producer = ring_of("set-late", 64, 5);
+        let name = producer.segment().name().to_string();
+        let mut late = Consumer::attach(&name, &set_member("G", 4, 1, 2, SetMode::All)).unwrap();
+        publish(&mut producer, 5..16);
+        producer.finish();
+        assert_eq!(drain(&mut late), [5, 6, 7, 12, 13, 14, 15]);
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!((groups[0].published, groups[0].delivered), (7, 7));
+    }
+
+    /// Issue 19: strict round-robin is a set per worker: worker k of 3 gets runs k, k+3, ...
+    #[test]
+    fn round_robin_gives_worker_k_runs_k_plus_multiples_of_the_workers() {
+        let mut producer = ring_of("rr", 64, 0);
+        let name = producer.segment().name().to_string();
+        let mut workers: Vec<Consumer> = (0..3)
+            .map(|k| Consumer::attach(&name, &set_member("rr", 2, k, 3, SetMode::One)).unwrap())
+            .collect();
+        publish(&mut producer, 0..30);
+        producer.finish();
+        for (k, worker) in workers.iter_mut().enumerate() {
+            assert_eq!(drain(worker), of_set(30, 2, k as u64, 3), "worker {k}");
+        }
+    }
+
+    /// Issue 19: a lossy member more than a ring behind skips to the newest frame of its
+    /// set and counts only its set's frames as missed: received + missed = published.
+    #[test]
+    fn a_lossy_set_member_counts_only_its_sets_frames_as_missed() {
+        let mut producer = ring("set-lossy", 0);
+        let name = producer.segment().name().to_string();
+        let options = ConsumerOptions {
+            delivery: Delivery::Lossy,
+            ..set_member("G", 2, 0, 2, SetMode::All)
+        };
+        let mut lossy = Consumer::attach(&name, &options).unwrap();
+        publish(&mut producer, 0..40);
+        producer.finish();
+        // Runs of set 0 below 40: [36, 38) is the newest, and 37 its newest frame.
+        assert_eq!(drain(&mut lossy), [37]);
+        assert_eq!(
+            lossy.counters(),
+            ConsumerCounters {
+                received: 1,
+                missed: 19
+            }
+        );
+        let groups = super::super::membership::groups(producer.segment());
+        assert_eq!(
+            (groups[0].published, groups[0].delivered, groups[0].missed),
+            (20, 1, 19)
+        );
+    }
+
+    /// Issue 19: a holder in a set cannot extend a run over the other sets' runs; it
+    /// commits at the end of each run, then claims its set's next one.
+    #[test]
+    fn a_holder_in_a_set_commits_at_the_end_of_each_run() {
+        let mut producer = ring_of("set-hold", 16, 0);
+        let name = producer.segment().name().to_string();
+        let options = ConsumerOptions {
+            hold: true,
+            ..set_member("G", 2, 0, 2, SetMode::One)
+        };
+        let mut holder = Consumer::attach(&name, &options).unwrap();
+        publish(&mut producer, 0..8);
+        assert_eq!(holder.recv().unwrap().header().frame_id, 0);
+        assert_eq!(holder.recv().unwrap().header().frame_id, 1);
+        assert_eq!(holder.recv().err(), Some(RecvError::MustCommit));
+        holder.commit();
+        assert_eq!(holder.recv().unwrap().header().frame_id, 4);
+    }
+
+    /// Issue 19: the members of a group agree on its sets; a set must exist and belongs
+    /// to a named group.
+    #[test]
+    fn sets_are_checked_when_joining() {
+        let producer = ring("set-join", 0);
+        let name = producer.segment().name();
+        let _first = Consumer::attach(name, &set_member("G", 2, 0, 2, SetMode::All)).unwrap();
+        let error = |options| Consumer::attach(name, &options).err().unwrap().to_string();
+        assert_eq!(
+            error(set_member("G", 2, 1, 3, SetMode::All)),
+            format!("group 'G' on ring '{name}' is lossless with batch 2 in 2 sets, each member seeing every frame of its set; you asked for lossless with batch 2 in 3 sets, each member seeing every frame of its set: use the same settings")
+        );
+        assert!(
+            error(set_member("G", 2, 1, 2, SetMode::One)).contains("each shared by its members")
+        );
+        assert!(
+            error(set_member("H", 2, 2, 2, SetMode::All)).starts_with("set 2 of 2 does not exist")
+        );
+        let unnamed = ConsumerOptions {
+            group: None,
+            ..set_member("H", 2, 0, 2, SetMode::All)
+        };
+        assert!(error(unnamed).starts_with("a set is part of a group"));
     }
 
     /// Issue 15: a `head` of 2^64-1 made a lossy consumer spin in `claim_run`; every

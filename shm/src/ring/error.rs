@@ -110,6 +110,10 @@ pub enum AttachError {
     BadGroup(String),
     #[error("batch must be at least 1, got {0}")]
     BadBatch(u32),
+    #[error("set {set} of {sets} does not exist: give 1 to 1048576 sets and a set from 0 to one less than the sets")]
+    BadSet { set: u32, sets: u32 },
+    #[error("a set is part of a group: name the group the set belongs to")]
+    SetWithoutGroup,
     #[error("only a lossless consumer can hold frames until it commits; use lossless delivery")]
     HoldNeedsLossless,
     #[error("ring '{0}' has ended its stream, so no producer can resume it; create it anew")]

@@ -9,7 +9,8 @@ use super::layout::{
 };
 use std::fmt;
 
-/// Pixel type of a frame's payload.
+/// Pixel type of a frame's payload: the integer and float types areaDetector serves
+/// (NDDataType), little-endian.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
@@ -17,34 +18,55 @@ pub enum Dtype {
     U16,
     U32,
     F32,
+    I8,
+    I16,
+    I32,
+    I64,
+    U64,
+    F64,
 }
 
 impl Dtype {
-    /// The code stored in the frame header.
+    /// Every dtype, in code order.
+    pub const ALL: [Dtype; 10] = [
+        Dtype::U8,
+        Dtype::U16,
+        Dtype::U32,
+        Dtype::F32,
+        Dtype::I8,
+        Dtype::I16,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::U64,
+        Dtype::F64,
+    ];
+
+    /// The code stored in the frame header (spec §3.5).
     pub fn code(self) -> u16 {
         match self {
             Dtype::U8 => 1,
             Dtype::U16 => 2,
             Dtype::U32 => 3,
             Dtype::F32 => 4,
+            Dtype::I8 => 5,
+            Dtype::I16 => 6,
+            Dtype::I32 => 7,
+            Dtype::I64 => 8,
+            Dtype::U64 => 9,
+            Dtype::F64 => 10,
         }
     }
 
     pub fn from_code(code: u16) -> Option<Dtype> {
-        Some(match code {
-            1 => Dtype::U8,
-            2 => Dtype::U16,
-            3 => Dtype::U32,
-            4 => Dtype::F32,
-            _ => return None,
-        })
+        Dtype::ALL.into_iter().find(|d| d.code() == code)
     }
 
     pub fn size(self) -> usize {
         match self {
-            Dtype::U8 => 1,
-            Dtype::U16 => 2,
-            Dtype::U32 | Dtype::F32 => 4,
+            Dtype::U8 | Dtype::I8 => 1,
+            Dtype::U16 | Dtype::I16 => 2,
+            Dtype::U32 | Dtype::I32 | Dtype::F32 => 4,
+            Dtype::U64 | Dtype::I64 | Dtype::F64 => 8,
         }
     }
 
@@ -54,20 +76,37 @@ impl Dtype {
             Dtype::U16 => "u16",
             Dtype::U32 => "u32",
             Dtype::F32 => "f32",
+            Dtype::I8 => "i8",
+            Dtype::I16 => "i16",
+            Dtype::I32 => "i32",
+            Dtype::I64 => "i64",
+            Dtype::U64 => "u64",
+            Dtype::F64 => "f64",
         }
+    }
+
+    /// Whether pixels are floating point.
+    pub fn is_float(self) -> bool {
+        matches!(self, Dtype::F32 | Dtype::F64)
+    }
+
+    /// Whether pixels are signed integers.
+    pub fn is_signed_integer(self) -> bool {
+        matches!(self, Dtype::I8 | Dtype::I16 | Dtype::I32 | Dtype::I64)
     }
 }
 
 impl std::str::FromStr for Dtype {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "u8" => Dtype::U8,
-            "u16" => Dtype::U16,
-            "u32" => Dtype::U32,
-            "f32" => Dtype::F32,
-            other => return Err(format!("unknown dtype '{other}' (use u8, u16, u32 or f32)")),
-        })
+        Dtype::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown dtype '{s}' (use u8, u16, u32, u64, i8, i16, i32, i64, f32 or f64)"
+                )
+            })
     }
 }
 

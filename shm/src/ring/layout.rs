@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 /// `b"STRMDRNG"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMDRNG");
-/// Layout version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// Layout version this build reads and writes (2: distributor sets, spec §5.9).
+pub const VERSION: u32 = 2;
 /// Separation of words written by different processes (two x86 lines, one Apple line).
 pub const LINE: usize = 128;
 /// Payloads and slot headers are aligned to this so a slot can feed O_DIRECT I/O.
@@ -205,7 +205,15 @@ pub struct GroupEntry {
     pub retired_missed: AtomicU64,
     /// Empty for a solo (broadcast) consumer's private group.
     pub name: [AtomicU8; NAME_CAPACITY],
-    _pad_b: [AtomicU8; LINE - 72],
+    /// Distributor sets (spec §5.9): 0 = none, the group is owed every frame; else the
+    /// number of sets its group's runs are dealt round, and `set` (< `sets`) the one it
+    /// takes.
+    pub sets: AtomicU32,
+    pub set: AtomicU32,
+    /// 1: the group belongs to one consumer and nobody joins it by name (a broadcast
+    /// consumer, or a set member that sees every frame of its set); 0: joined by name.
+    pub solo: AtomicU32,
+    _pad_b: [AtomicU8; LINE - 84],
 
     // Lines C and D: redo journal of the membership change in progress (spec §7.6),
     // written under the flock; valid while `gen` is odd.
@@ -354,6 +362,9 @@ const _: () = {
     assert!(offset_of!(GroupEntry, retired_received) == 152);
     assert!(offset_of!(GroupEntry, retired_missed) == 160);
     assert!(offset_of!(GroupEntry, name) == 168);
+    assert!(offset_of!(GroupEntry, sets) == 200);
+    assert!(offset_of!(GroupEntry, set) == 204);
+    assert!(offset_of!(GroupEntry, solo) == 208);
     assert!(offset_of!(GroupEntry, journal) == 256);
     assert!(offset_of!(GroupEntry, journal_len) == 352);
     assert!(offset_of!(GroupEntry, journal_retired_received) == 360);

@@ -8,6 +8,7 @@ use super::error::AttachError;
 use super::layout::*;
 use super::liveness::ProcessId;
 use super::segment::{name_bytes, name_from_bytes, unix_ns, valid_name, MembershipLock, Segment};
+use super::sets::{Deal, MAX_SETS};
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
@@ -24,15 +25,56 @@ pub(crate) struct JoinRequest<'a> {
     pub group: Option<&'a str>,
     pub batch: u32,
     pub delivery: u32,
+    /// `(set, sets)`: take only the runs dealt to that set (spec §5.9).
+    pub set: Option<(u32, u32)>,
+    /// A group of its own that nobody joins by name: a broadcast consumer, or a member
+    /// of a set that sees every frame of it (mode `all`).
+    pub solo: bool,
 }
 
-fn describe(delivery: u32, batch: u32) -> String {
-    let mode = if delivery == DELIVERY_LOSSY {
-        "lossy"
-    } else {
-        "lossless"
-    };
-    format!("{mode} with batch {batch}")
+/// What every member of a named group must agree on: delivery, batch, sets and mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    delivery: u32,
+    batch: u32,
+    sets: u32,
+    solo: bool,
+}
+
+impl Settings {
+    fn of(grp: &GroupEntry) -> Settings {
+        Settings {
+            delivery: grp.delivery.load(Relaxed),
+            batch: grp.batch.load(Relaxed),
+            sets: grp.sets.load(Relaxed),
+            solo: grp.solo.load(Relaxed) != 0,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let delivery = if self.delivery == DELIVERY_LOSSY {
+            "lossy"
+        } else {
+            "lossless"
+        };
+        let batch = self.batch;
+        match (self.sets, self.solo) {
+            (0, _) => format!("{delivery} with batch {batch}"),
+            (sets, true) => format!(
+                "{delivery} with batch {batch} in {sets} sets, each member seeing every frame of its set"
+            ),
+            (sets, false) => format!(
+                "{delivery} with batch {batch} in {sets} sets, each shared by its members"
+            ),
+        }
+    }
+}
+
+/// The runs group `grp` is owed (spec §5.9).
+fn deal_of(grp: &GroupEntry) -> Deal {
+    let sets = grp.sets.load(Relaxed);
+    let set = (sets > 0).then(|| (grp.set.load(Relaxed), sets));
+    Deal::new(grp.batch.load(Relaxed), set)
 }
 
 /// Registers the calling process as a consumer.
@@ -45,6 +87,11 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
             return Err(AttachError::BadGroup(super::error::shown(name)));
         }
     }
+    if let Some((set, sets)) = req.set {
+        if sets == 0 || sets > MAX_SETS || set >= sets {
+            return Err(AttachError::BadSet { set, sets });
+        }
+    }
     let _lock = locked(seg);
     reap_locked(seg);
     let h = seg.header();
@@ -54,26 +101,42 @@ pub(crate) fn join(seg: &Segment, req: &JoinRequest<'_>) -> Result<Seat, AttachE
             name: seg.name().into(),
             max: MAX_CONSUMERS,
         })?;
-    let existing = req.group.and_then(|name| {
+    let asked = Settings {
+        delivery: req.delivery,
+        batch: req.batch,
+        sets: req.set.map_or(0, |(_, sets)| sets),
+        solo: req.solo,
+    };
+    // Every group entry of that name (one per set, or one per member that sees all of
+    // its set) must have been formed with the same settings, or the sets would not
+    // partition the stream alike.
+    if let Some(name) = req.group {
+        let named = (0..MAX_GROUPS)
+            .map(|g| seg.group(g))
+            .filter(|grp| grp.state.load(Relaxed) == GROUP_ACTIVE && group_name(grp) == name);
+        for grp in named {
+            let has = Settings::of(grp);
+            if has != asked {
+                return Err(AttachError::GroupMismatch {
+                    name: seg.name().into(),
+                    group: name.into(),
+                    has: has.describe(),
+                    asked: asked.describe(),
+                });
+            }
+        }
+    }
+    // A solo consumer forms its own group; the others join their group's (set's) entry.
+    let existing = req.group.filter(|_| !req.solo).and_then(|name| {
         (0..MAX_GROUPS).find(|&g| {
             let grp = seg.group(g);
-            grp.state.load(Relaxed) == GROUP_ACTIVE && group_name(grp) == name
+            grp.state.load(Relaxed) == GROUP_ACTIVE
+                && group_name(grp) == name
+                && req.set.is_none_or(|(set, _)| grp.set.load(Relaxed) == set)
         })
     });
     let group = match existing {
-        Some(g) => {
-            let grp = seg.group(g);
-            let (delivery, batch) = (grp.delivery.load(Relaxed), grp.batch.load(Relaxed));
-            if delivery != req.delivery || batch != req.batch {
-                return Err(AttachError::GroupMismatch {
-                    name: seg.name().into(),
-                    group: req.group.unwrap_or_default().into(),
-                    has: describe(delivery, batch),
-                    asked: describe(req.delivery, req.batch),
-                });
-            }
-            g
-        }
+        Some(g) => g,
         None => form_group(seg, req)?,
     };
     let me = ProcessId::current();
@@ -108,6 +171,7 @@ fn form_group(seg: &Segment, req: &JoinRequest<'_>) -> Result<usize, AttachError
             max: MAX_GROUPS,
         })?;
     let grp = seg.group(g);
+    let deal = Deal::new(req.batch, req.set);
     // A provisional floor no higher than anything the producer may still write over...
     let provisional = h.head.load(SeqCst);
     grp.claim_next.store(provisional, SeqCst);
@@ -116,20 +180,28 @@ fn form_group(seg: &Segment, req: &JoinRequest<'_>) -> Result<usize, AttachError
     grp.orphans.store(0, Relaxed);
     grp.delivery.store(req.delivery, Relaxed);
     grp.batch.store(req.batch, Relaxed);
+    let (set, sets) = req.set.unwrap_or((0, 0));
+    grp.sets.store(sets, Relaxed);
+    grp.set.store(set, Relaxed);
+    grp.solo.store(u32::from(req.solo), Relaxed);
     grp.members.store(0, Relaxed);
     grp.journal_len.store(0, Relaxed);
     grp.retired_received.store(0, Relaxed);
     grp.retired_missed.store(0, Relaxed);
-    // Empty for a solo consumer's private group: no one else can join it by name.
+    // Empty for a broadcast consumer's private group; a solo set member's keeps its
+    // group's name for `streamd rings`, and `solo` keeps others from joining it.
     write_name(grp, req.group.unwrap_or(""));
+    // SYNC: the settings above (sets, set, batch, ...) are visible to whoever loads
+    // `state` ACTIVE with Acquire (inspectors; joiners hold the lock anyway).
     grp.state.store(GROUP_ACTIVE, SeqCst);
     // ...then make the producer rescan, and start at a head read after that: at most
     // the one frame being written when the producer last checked the generation was
     // placed without this group's floor, and it is at `start` or later (spec §5.2).
+    // A set starts claiming at its first run from there (§5.9).
     h.membership_gen.fetch_add(1, SeqCst);
     let start = h.head.load(SeqCst);
     grp.start_seq.store(start, Relaxed);
-    grp.claim_next.store(start, SeqCst);
+    grp.claim_next.store(deal.first_from(start), SeqCst);
     Ok(g)
 }
 
@@ -398,17 +470,21 @@ pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
     let me = seg.consumer(seat.entry);
     let v = view(me);
     let lossy = me.delivery.load(Relaxed) == DELIVERY_LOSSY;
+    let deal = deal_of(grp);
     let mut start = grp.claim_next.load(SeqCst);
     let mut missed_base = v.missed;
     if lossy {
         // SYNC: pairs with the head store in `publish`; only the count is used.
         let head = seg.header().head.load(Acquire);
         if start + slots < head {
-            missed_base += head - 1 - start;
-            start = head - 1;
+            // To the newest frame owed (of the set, with sets), counting what it skips.
+            if let Some(newest) = deal.newest_below(head).filter(|&n| n > start) {
+                missed_base += deal.owed(start, newest);
+                start = newest;
+            }
         }
     }
-    let end = start + u64::from(grp.batch.load(Relaxed));
+    let end = deal.run_end(start);
     let run = Run {
         start,
         end,
@@ -421,14 +497,21 @@ pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
         pin: if lossy { NO_PIN } else { start },
         run,
     };
-    commit(seg, seat.group, &[mine], retired_counts(grp), end);
+    commit(
+        seg,
+        seat.group,
+        &[mine],
+        retired_counts(grp),
+        deal.next_claim(start),
+    );
     run
 }
 
 /// Extends a holding member's run (spec §5.8): when nobody claimed since its run ended
 /// (`claim_next == run_end`) and no orphan waits, one journaled change gives it the run
-/// from its watermark to `run_end + batch`, keeping every held frame pinned and owed to
-/// it. `None`: it must commit first and claim as usual.
+/// from its watermark to the end of the next run, keeping every held frame pinned and
+/// owed to it. `None`: it must commit first and claim as usual (always, in a group of
+/// several sets, whose next run is never contiguous: spec §5.9).
 pub(crate) fn extend_held_run(seg: &Segment, seat: Seat, run_end: u64) -> Option<Run> {
     let _lock = locked(seg);
     let grp = seg.group(seat.group);
@@ -436,10 +519,10 @@ pub(crate) fn extend_held_run(seg: &Segment, seat: Seat, run_end: u64) -> Option
         return None;
     }
     let v = view(seg.consumer(seat.entry));
-    let end = run_end + u64::from(grp.batch.load(Relaxed));
+    let deal = deal_of(grp);
     let run = Run {
         start: v.next,
-        end,
+        end: deal.run_end(run_end),
         received_base: v.received,
         missed_base: v.missed,
     };
@@ -449,7 +532,13 @@ pub(crate) fn extend_held_run(seg: &Segment, seat: Seat, run_end: u64) -> Option
         pin: v.next,
         run,
     };
-    commit(seg, seat.group, &[mine], retired_counts(grp), end);
+    commit(
+        seg,
+        seat.group,
+        &[mine],
+        retired_counts(grp),
+        deal.next_claim(run_end),
+    );
     Some(run)
 }
 
@@ -604,6 +693,8 @@ pub struct GroupSnapshot {
     pub name: String,
     pub delivery: &'static str,
     pub batch: u32,
+    /// The distributor set this group takes (spec §5.9); `None`: every frame.
+    pub set: Option<SetSnapshot>,
     pub members: u32,
     pub orphaned_runs: u32,
     pub published: u64,
@@ -611,6 +702,16 @@ pub struct GroupSnapshot {
     pub missed: u64,
     pub in_flight: u64,
     pub consumers: Vec<ConsumerSnapshot>,
+}
+
+/// Which set of its group a group entry takes, and how its members divide it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SetSnapshot {
+    pub index: u32,
+    pub sets: u32,
+    /// `all`: this entry is one member's, which sees every frame of the set; `one`: its
+    /// members share the set's runs.
+    pub mode: &'static str,
 }
 
 /// Snapshot of one consumer for status output.
@@ -664,7 +765,9 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
                 });
             }
         }
-        let published = head.saturating_sub(grp.start_seq.load(Relaxed));
+        // Only the frames of its set are published to a set (spec §12).
+        let published = deal_of(grp).owed(grp.start_seq.load(Relaxed), head);
+        let sets = grp.sets.load(Relaxed);
         out.push(GroupSnapshot {
             name: group_name(grp),
             delivery: if grp.delivery.load(Relaxed) == DELIVERY_LOSSY {
@@ -673,6 +776,15 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
                 "lossless"
             },
             batch: grp.batch.load(Relaxed),
+            set: (sets > 0).then(|| SetSnapshot {
+                index: grp.set.load(Relaxed),
+                sets,
+                mode: if grp.solo.load(Relaxed) != 0 {
+                    "all"
+                } else {
+                    "one"
+                },
+            }),
             members: grp.members.load(Relaxed),
             orphaned_runs: grp.orphans.load(Relaxed),
             published,

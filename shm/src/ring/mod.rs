@@ -25,27 +25,40 @@ mod liveness;
 mod membership;
 mod producer;
 mod segment;
+mod sets;
 mod wait;
 
 pub use consumer::{
-    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, Frame, LIVENESS_INTERVAL,
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, Frame, GroupSet, SetMode,
+    LIVENESS_INTERVAL,
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
     attributes, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM,
 };
 pub use liveness::ProcessId;
-pub use membership::{ConsumerSnapshot, GroupSnapshot};
+pub use membership::{ConsumerSnapshot, GroupSnapshot, SetSnapshot};
 pub use producer::{
     FrameMeta, FullPolicy, HeldSlot, OwnedRing, Producer, ProducerCounters, RingOptions,
     SlotWriter, REAP_INTERVAL,
 };
 use segment::Segment;
 pub use segment::{list_names, segment_path, StaleSegment};
+pub use sets::MAX_SETS;
 pub use wait::WaitMode;
 
 /// Longest ring or group name, in bytes (spec §2.1).
 pub const MAX_NAME_LEN: usize = layout::NAME_CAPACITY - 1;
+/// Bytes of attributes a frame carries at most (spec §3.6).
+pub const ATTR_CAPACITY: usize = layout::ATTR_CAPACITY;
+/// Consumer groups a ring holds (spec §3.3).
+pub const MAX_GROUPS: usize = layout::MAX_GROUPS;
+
+/// Bytes of a ring segment of `slots` slots of `slot_bytes` (spec §3.1), `None` when
+/// the sizes overflow.
+pub fn segment_size(slots: u32, slot_bytes: u64) -> Option<u64> {
+    layout::Geometry::new(slots, slot_bytes).map(|g| g.segment_size)
+}
 
 /// A read-only look at a ring for status tools (`streamd rings`, the dashboard).
 pub struct RingInspector {

@@ -8,19 +8,21 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 pub const NAME_BYTES: usize = 32;
 pub const COUNTER_NAME_BYTES: usize = 32;
 /// Processor counters an entry holds (a stage worker checks its processor's fit).
 pub const MAX_COUNTERS: usize = 32;
 /// Room for a stage's arguments as JSON.
 pub const ARGS_BYTES: usize = 8000;
-/// Room for a worker's last error message.
+/// Room for a worker's last error message, and for the last line it wrote to stderr.
 pub const ERROR_BYTES: usize = 240;
+/// Room for the names of the ring segments a worker writes, comma-separated.
+pub const OUTPUTS_BYTES: usize = 1024;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const STAGE_SIZE: usize = 8192;
-pub const ENTRY_SIZE: usize = 2048;
+pub const ENTRY_SIZE: usize = 4096;
 
 /// Pipeline states (`StatsHeader::state`).
 pub const PIPELINE_STARTING: u32 = 0;
@@ -53,6 +55,11 @@ pub const NO_CORE: u64 = u64::MAX;
 /// `WorkerEntry::frame_ids_set` bits: which frame-id fields hold an id.
 const LAST_FRAME_SET: u32 = 1;
 const APPLIED_FRAME_SET: u32 = 2;
+
+/// How a worker process last ended (`WorkerEntry::exit`): the kind in the high 32 bits,
+/// the exit status or signal number in the low ones; 0 before any exit.
+pub const EXIT_CODE: u64 = 1 << 32;
+pub const EXIT_SIGNAL: u64 = 2 << 32;
 
 #[repr(C)]
 pub struct StatsHeader {
@@ -127,7 +134,33 @@ pub struct WorkerEntry {
     pub counter_names: [[AtomicU8; COUNTER_NAME_BYTES]; MAX_COUNTERS],
     pub counter_values: [AtomicU64; MAX_COUNTERS],
     /// The worker's latest error message (empty: none yet).
-    pub last_error: [AtomicU8; ERROR_BYTES],
+    pub last_error: Text<ERROR_BYTES>,
+    /// How the worker's last process ended ([`EXIT_CODE`], [`EXIT_SIGNAL`]); written by
+    /// the supervisor when it reaps it.
+    pub exit: AtomicU64,
+    /// The last line the worker wrote to stderr, which the supervisor drains (written
+    /// by the supervisor's main thread).
+    pub last_stderr: Text<ERROR_BYTES>,
+    /// The ring segments this worker writes by port, comma-separated (written by the
+    /// supervisor before the worker starts).
+    pub outputs: [AtomicU8; OUTPUTS_BYTES],
+    /// 1 + the port of the output ring the worker is claiming a slot in, 0 when it is not
+    /// claiming: a worker whose heartbeat is stale while it claims waits for space (its
+    /// readers are behind), it is not stalled.
+    pub claiming: AtomicU32,
+    /// A paced source: 1 while it publishes less than 90 % of the rate it was asked for
+    /// (over its measuring window), and the rate it achieved there (f64 bits).
+    pub below_rate: AtomicU32,
+    pub achieved_fps: AtomicU64,
+}
+
+/// A message one thread writes and anyone reads, under a seqlock (`gen` odd while it is
+/// written), so a reader never shows half of one message and half of the next.
+#[repr(C)]
+pub struct Text<const N: usize> {
+    pub gen: AtomicU64,
+    pub len: AtomicU32,
+    pub bytes: [AtomicU8; N],
 }
 
 impl WorkerEntry {

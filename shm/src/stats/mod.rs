@@ -71,6 +71,46 @@ pub enum StatsError {
     },
 }
 
+impl<const N: usize> Text<N> {
+    /// Stores `text`, cut at a character boundary to fit (one writer at a time).
+    pub fn write(&self, text: &str) {
+        let mut end = text.len().min(N);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let gen = self.gen.load(Relaxed);
+        self.gen.store(gen + 1, Relaxed);
+        // SYNC: the odd generation is visible before any byte changes (readers re-check).
+        fence(Release);
+        for (cell, &b) in self.bytes.iter().zip(&text.as_bytes()[..end]) {
+            cell.store(b, Relaxed);
+        }
+        self.len.store(end as u32, Relaxed);
+        // SYNC: pairs with the Acquire load in `read`; the bytes and length are visible.
+        self.gen.store(gen + 2, Release);
+    }
+
+    /// The text. A read that overlaps a write is tried again; a writer stopped in the
+    /// middle (SIGSTOP) must not hang the reader, so after many tries it gets the bytes
+    /// as they are.
+    pub fn read(&self) -> String {
+        let mut bytes = Vec::new();
+        for _ in 0..1000 {
+            // SYNC: pairs with the Release store that ends `write`.
+            let before = self.gen.load(Acquire);
+            let len = (self.len.load(Relaxed) as usize).min(N);
+            bytes = self.bytes[..len].iter().map(|c| c.load(Relaxed)).collect();
+            // SYNC: our byte loads happen before the re-check (seqlock reader side).
+            fence(Acquire);
+            if before % 2 == 0 && self.gen.load(Relaxed) == before {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
 /// A mapped stats segment.
 pub struct StatsSegment {
     map: MmapRaw,
@@ -365,16 +405,36 @@ impl StatsSegment {
 
     /// Records a worker's latest error message (the worker only).
     pub fn write_last_error(&self, entry: usize, text: &str) {
-        let mut end = text.len().min(layout::ERROR_BYTES - 1);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        write_str(&self.entry(entry).last_error, &text[..end]);
+        self.entry(entry).last_error.write(text);
     }
 
     /// A worker's latest error message, empty when it had none.
     pub fn last_error(&self, entry: usize) -> String {
-        read_str(&self.entry(entry).last_error)
+        self.entry(entry).last_error.read()
+    }
+
+    /// Records the last line a worker wrote to stderr (the supervisor's main thread only).
+    pub fn write_last_stderr(&self, entry: usize, text: &str) {
+        self.entry(entry).last_stderr.write(text);
+    }
+
+    /// The last line a worker wrote to stderr, empty when it wrote none.
+    pub fn last_stderr(&self, entry: usize) -> String {
+        self.entry(entry).last_stderr.read()
+    }
+
+    /// Names the ring segments a worker writes (the supervisor, before it starts).
+    pub fn write_outputs(&self, entry: usize, segments: &[String]) {
+        write_str(&self.entry(entry).outputs, &segments.join(","));
+    }
+
+    /// The ring segments a worker writes.
+    pub fn outputs(&self, entry: usize) -> Vec<String> {
+        read_str(&self.entry(entry).outputs)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     }
 
     /// Removes the segment's name.
