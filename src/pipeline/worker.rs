@@ -7,6 +7,7 @@
 use super::plan::{MetadataPlan, SourceContent, SourcePlan, StagePlan};
 use super::source::{
     pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, RateMeter, Schedule, Supplied,
+    SuppliedFrame,
 };
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, ProcessError, StageContext};
@@ -21,7 +22,9 @@ use crate::sys::{self, now_ns, stop_flag};
 use crate::units::Rate;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Everything a worker process needs, passed by the supervisor as JSON.
@@ -406,144 +409,232 @@ fn run_source(
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
 ) -> Result<i32, WorkerError> {
-    let mut supply: Box<dyn FrameSupply> = match (&plan.content, host) {
-        (SourceContent::Python { kind, code, args }, Some(host)) => {
-            host.frames(code, args, plan)
+    let mut source = SourceLoop::open(plan, output, metadata, report, host)?;
+    while !source.stop.load(Relaxed) && plan.frames.is_none_or(|n| source.frame_id < n) {
+        if source.step()? == Flow::Stop {
+            break;
+        }
+    }
+    source.finish()
+}
+
+/// Whether a source goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Next,
+    /// Interrupted, or the supply ended.
+    Stop,
+}
+
+/// A source worker between its start and its end: where its frames and metadata values
+/// come from, its rings, its schedule and what it counted.
+struct SourceLoop<'r, 'a> {
+    plan: &'r SourcePlan,
+    report: &'r mut Report<'a>,
+    supply: Box<dyn FrameSupply>,
+    /// Channel values from EPICS PVs, through the host, published between frames.
+    feed: Option<Box<dyn MetadataFeed>>,
+    producer: Producer,
+    metadata_ring: Option<Producer>,
+    stop: Arc<AtomicBool>,
+    /// The last frame a crashed predecessor published: a supply that numbers its own
+    /// frames starts again from its first, and those are not published twice.
+    last_id: Option<u64>,
+    frame_id: u64,
+    rate: SourceRate,
+    schedule: Schedule,
+    values: Values,
+    published: u64,
+    bytes: u64,
+    dropped: u64,
+    missed: u64,
+}
+
+impl<'r, 'a> SourceLoop<'r, 'a> {
+    /// Opens the supply (built in, or the host's) and the feed, and resumes the rings
+    /// after the last frame a predecessor published.
+    fn open(
+        plan: &'r SourcePlan,
+        output: &str,
+        metadata: Option<&str>,
+        report: &'r mut Report<'a>,
+        host: Option<&dyn Host>,
+    ) -> Result<SourceLoop<'r, 'a>, WorkerError> {
+        let supply: Box<dyn FrameSupply> = match (&plan.content, host) {
+            (SourceContent::Python { kind, code, args }, Some(host)) => host
+                .frames(code, args, plan)
                 .map_err(|reason| WorkerError::PythonSource {
                     kind: kind.clone(),
                     reason,
-                })?
-        }
-        (content, _) => Box::new(
-            BuiltIn::open(content, plan.dtype, plan.ny, plan.nx).map_err(WorkerError::Source)?,
-        ),
-    };
-    // Channel values from EPICS PVs come through the host, published between frames.
-    let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
-        (Some(m), Some(host)) if !m.pvs.is_empty() => {
-            Some(host.metadata(m).map_err(WorkerError::MetadataChannels)?)
-        }
-        _ => None,
-    };
-    let mut producer = Producer::resume(output)?;
-    let stop = stop_flag();
-    producer.set_interrupt(stop.clone());
-    let mut metadata_ring = match metadata {
-        Some(name) => {
-            let mut ring = Producer::resume(name)?;
-            ring.set_interrupt(stop.clone());
-            Some(ring)
-        }
-        None => None,
-    };
-    let mut values = Values::default();
-    // A restarted source continues after the last frame its predecessor published.
-    let last_id = producer.last_published().map(|h| h.frame_id);
-    let mut frame_id = last_id.map_or(0, |id| id + 1);
-    // The rate as last configured (`streamd configure source fps=F` changes it).
-    let mut rate = SourceRate::start(report, plan.fps)?;
-    let mut schedule = Schedule::new(rate.rate, frame_id);
-    let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
-    report.state(WORKER_RUNNING);
-    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
-        if rate.changed(report, frame_id, published)? {
-            schedule = Schedule::new(rate.rate, frame_id);
-        }
-        if let Some(at) = schedule.due(frame_id) {
-            // Waiting for a slow rate's next frame, the source still shows it lives, and
-            // takes a new rate at once.
-            loop {
-                let wake = at.min(Instant::now() + HEARTBEAT);
-                if !pace_or_stop(wake, &stop) {
-                    break 'frames;
-                }
-                if wake == at {
-                    break;
-                }
-                report.beat();
-                rate.measure(report, published);
-                if rate.changed(report, frame_id, published)? {
-                    continue 'frames;
-                }
-            }
-        }
-        let next = supply.next(frame_id).map_err(WorkerError::Source)?;
-        // Values that arrived before this frame go first, as a motor position would.
-        if let (Some(feed), Some(ring), Some(m)) = (
-            feed.as_mut(),
-            metadata_ring.as_mut(),
-            plan.metadata.as_ref(),
-        ) {
-            match values.publish_from(feed.as_mut(), ring, m) {
-                Ok(()) => {}
-                Err(MetadataError::Interrupted) => break,
-                Err(e) => return Err(WorkerError::Metadata(e)),
-            }
-        }
-        let next = match next {
-            Supplied::Frame(next) => next,
-            Supplied::Idle => {
-                if !report.due() {
-                    continue;
-                }
-                let counters = source_counters(
-                    supply.as_ref(),
-                    feed.as_deref(),
-                    metadata_ring.is_some().then_some(&values),
-                );
-                if report.tick(missed, &counters) {
-                    (published, bytes, dropped, missed) = (0, 0, 0, 0);
-                    values = Values::default();
-                    report.out_base = (0, 0, 0);
-                    supply.reset_counters();
-                    if let Some(feed) = feed.as_mut() {
-                        feed.reset_counters();
-                    }
-                }
-                continue;
-            }
-            Supplied::End => break,
+                })?,
+            (content, _) => Box::new(
+                BuiltIn::open(content, plan.dtype, plan.ny, plan.nx)
+                    .map_err(WorkerError::Source)?,
+            ),
         };
-        // A restarted supply that numbers its own frames starts again from its first:
-        // what the predecessor published is not published twice.
-        if last_id.is_some_and(|id| next.frame_id <= id) {
-            continue;
+        let feed = match (plan.metadata.as_ref(), host) {
+            (Some(m), Some(host)) if !m.pvs.is_empty() => {
+                Some(host.metadata(m).map_err(WorkerError::MetadataChannels)?)
+            }
+            _ => None,
+        };
+        let mut producer = Producer::resume(output)?;
+        let stop = stop_flag();
+        producer.set_interrupt(stop.clone());
+        let metadata_ring = match metadata {
+            Some(name) => {
+                let mut ring = Producer::resume(name)?;
+                ring.set_interrupt(stop.clone());
+                Some(ring)
+            }
+            None => None,
+        };
+        // A restarted source continues after the last frame its predecessor published.
+        let last_id = producer.last_published().map(|h| h.frame_id);
+        let frame_id = last_id.map_or(0, |id| id + 1);
+        // The rate as last configured (`streamd configure source fps=F` changes it).
+        let rate = SourceRate::start(report, plan.fps)?;
+        let schedule = Schedule::new(rate.rate, frame_id);
+        report.state(WORKER_RUNNING);
+        Ok(SourceLoop {
+            plan,
+            report,
+            supply,
+            feed,
+            producer,
+            metadata_ring,
+            stop,
+            last_id,
+            frame_id,
+            rate,
+            schedule,
+            values: Values::default(),
+            published: 0,
+            bytes: 0,
+            dropped: 0,
+            missed: 0,
+        })
+    }
+
+    /// One frame: a new rate, the wait for its time, the values that arrived before
+    /// it, then the frame itself.
+    fn step(&mut self) -> Result<Flow, WorkerError> {
+        if self
+            .rate
+            .changed(self.report, self.frame_id, self.published)?
+        {
+            self.schedule = Schedule::new(self.rate.rate, self.frame_id);
         }
-        frame_id = next.frame_id;
-        missed += next.missed;
-        report.entry.claiming.store(1, Relaxed);
-        let claimed = producer.claim();
-        report.entry.claiming.store(0, Relaxed);
+        match self.wait_due()? {
+            Pace::Due => {}
+            Pace::Again => return Ok(Flow::Next),
+            Pace::Stop => return Ok(Flow::Stop),
+        }
+        let next = self
+            .supply
+            .next(self.frame_id)
+            .map_err(WorkerError::Source)?;
+        // Values that arrived before this frame go first, as a motor position would.
+        if self.publish_feed()? == Flow::Stop {
+            return Ok(Flow::Stop);
+        }
+        match next {
+            Supplied::Frame(next) => self.publish(next),
+            Supplied::Idle => {
+                if self.report.due() {
+                    self.show(false);
+                }
+                Ok(Flow::Next)
+            }
+            Supplied::End => Ok(Flow::Stop),
+        }
+    }
+
+    /// Waits until the current frame is due. Waiting for a slow rate's next frame, the
+    /// source still shows it lives, and takes a new rate at once (`Again`).
+    fn wait_due(&mut self) -> Result<Pace, WorkerError> {
+        let Some(at) = self.schedule.due(self.frame_id) else {
+            return Ok(Pace::Due);
+        };
+        loop {
+            let wake = at.min(Instant::now() + HEARTBEAT);
+            if !pace_or_stop(wake, &self.stop) {
+                return Ok(Pace::Stop);
+            }
+            if wake == at {
+                return Ok(Pace::Due);
+            }
+            self.report.beat();
+            self.rate.measure(self.report, self.published);
+            if self
+                .rate
+                .changed(self.report, self.frame_id, self.published)?
+            {
+                return Ok(Pace::Again);
+            }
+        }
+    }
+
+    /// Publishes every value the feed has; `Stop` when interrupted.
+    fn publish_feed(&mut self) -> Result<Flow, WorkerError> {
+        let (Some(feed), Some(ring), Some(m)) = (
+            self.feed.as_mut(),
+            self.metadata_ring.as_mut(),
+            self.plan.metadata.as_ref(),
+        ) else {
+            return Ok(Flow::Next);
+        };
+        match self.values.publish_from(feed.as_mut(), ring, m) {
+            Ok(()) => Ok(Flow::Next),
+            Err(MetadataError::Interrupted) => Ok(Flow::Stop),
+            Err(e) => Err(WorkerError::Metadata(e)),
+        }
+    }
+
+    /// Claims a slot, writes the supplied frame into it and publishes it after its
+    /// simulated metadata values.
+    fn publish(&mut self, next: SuppliedFrame) -> Result<Flow, WorkerError> {
+        if self.last_id.is_some_and(|id| next.frame_id <= id) {
+            return Ok(Flow::Next);
+        }
+        self.frame_id = next.frame_id;
+        self.missed += next.missed;
+        self.report.entry.claiming.store(1, Relaxed);
+        let claimed = self.producer.claim();
+        self.report.entry.claiming.store(0, Relaxed);
         let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
-                dropped += 1;
-                frame_id += 1;
-                report.outputs((published, bytes, dropped));
-                continue;
+                self.dropped += 1;
+                self.frame_id += 1;
+                self.report
+                    .outputs((self.published, self.bytes, self.dropped));
+                return Ok(Flow::Next);
             }
-            Err(ClaimError::Interrupted) => break,
+            Err(ClaimError::Interrupted) => return Ok(Flow::Stop),
         };
-        if let Err(e) = supply.write(&mut slot) {
+        if let Err(e) = self.supply.write(&mut slot) {
             // Not published; the next claim reuses the slot.
-            report.error(&format!("frame {frame_id}: {e}"));
-            frame_id += 1;
-            continue;
+            self.report.error(&format!("frame {}: {e}", self.frame_id));
+            self.frame_id += 1;
+            return Ok(Flow::Next);
         }
+        let frame_id = self.frame_id;
         let timestamp_ns = next
             .timestamp_ns
-            .or_else(|| schedule.timestamp_ns(frame_id))
+            .or_else(|| self.schedule.timestamp_ns(frame_id))
             .unwrap_or_else(now_ns);
-        if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
+        if let (Some(ring), Some(m)) = (self.metadata_ring.as_mut(), self.plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            report.entry.claiming.store(2, Relaxed);
+            self.report.entry.claiming.store(2, Relaxed);
             let published_values = m.publish(ring, frame_id, timestamp_ns);
-            report.entry.claiming.store(0, Relaxed);
+            self.report.entry.claiming.store(0, Relaxed);
             match published_values {
                 Ok((p, d)) => {
-                    (values.published, values.dropped) = (values.published + p, values.dropped + d)
+                    self.values.published += p;
+                    self.values.dropped += d;
                 }
-                Err(MetadataError::Interrupted) => break,
+                Err(MetadataError::Interrupted) => return Ok(Flow::Stop),
                 Err(e) => return Err(WorkerError::Metadata(e)),
             }
         }
@@ -555,55 +646,69 @@ fn run_source(
             flags: 0,
         };
         slot.publish(&meta).map_err(WorkerError::Publish)?;
-        report.active();
-        published += 1;
-        bytes += next.bytes() as u64;
-        report.entry.set_last_frame_id(frame_id);
-        report.outputs((published, bytes, dropped));
-        if report.due() {
-            rate.measure(report, published);
-            let counters = source_counters(
-                supply.as_ref(),
-                feed.as_deref(),
-                metadata_ring.is_some().then_some(&values),
-            );
-            if report.tick(missed, &counters) {
-                (published, bytes, dropped, missed) = (0, 0, 0, 0);
-                values = Values::default();
-                report.out_base = (0, 0, 0);
-                supply.reset_counters();
-                if let Some(feed) = feed.as_mut() {
-                    feed.reset_counters();
-                }
+        self.report.active();
+        self.published += 1;
+        self.bytes += next.bytes() as u64;
+        self.report.entry.set_last_frame_id(frame_id);
+        self.report
+            .outputs((self.published, self.bytes, self.dropped));
+        if self.report.due() {
+            self.show(true);
+        }
+        self.frame_id += 1;
+        Ok(Flow::Next)
+    }
+
+    /// The heartbeat and the counters (with the rate achieved, after a frame); zeroes
+    /// them all when `reset-stats` asked.
+    fn show(&mut self, measure: bool) {
+        if measure {
+            self.rate.measure(self.report, self.published);
+        }
+        let counters = self.counters();
+        if self.report.tick(self.missed, &counters) {
+            (self.published, self.bytes, self.dropped, self.missed) = (0, 0, 0, 0);
+            self.values = Values::default();
+            self.report.out_base = (0, 0, 0);
+            self.supply.reset_counters();
+            if let Some(feed) = self.feed.as_mut() {
+                feed.reset_counters();
             }
         }
-        frame_id += 1;
     }
-    report.entry.below_rate.store(0, Relaxed);
-    report.state(WORKER_DRAINING);
-    // What the feed holds is published too: the metadata stage drains after the frames.
-    if let (Some(feed), Some(ring), Some(m)) = (
-        feed.as_mut(),
-        metadata_ring.as_mut(),
-        plan.metadata.as_ref(),
-    ) {
-        match values.publish_from(feed.as_mut(), ring, m) {
-            Ok(()) | Err(MetadataError::Interrupted) => {}
-            Err(e) => return Err(WorkerError::Metadata(e)),
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        source_counters(
+            self.supply.as_ref(),
+            self.feed.as_deref(),
+            self.metadata_ring.is_some().then_some(&self.values),
+        )
+    }
+
+    /// The stream ends: what the feed holds is published too (the metadata stage drains
+    /// after the frames), both rings end, the final counters are shown.
+    fn finish(mut self) -> Result<i32, WorkerError> {
+        self.report.entry.below_rate.store(0, Relaxed);
+        self.report.state(WORKER_DRAINING);
+        self.publish_feed()?;
+        self.producer.finish();
+        if let Some(ring) = &mut self.metadata_ring {
+            ring.finish();
         }
+        self.report.missed(self.missed);
+        let counters = self.counters();
+        self.report.flush(&counters);
+        self.report.state(WORKER_FINISHED);
+        Ok(0)
     }
-    producer.finish();
-    if let Some(ring) = &mut metadata_ring {
-        ring.finish();
-    }
-    report.missed(missed);
-    report.flush(&source_counters(
-        supply.as_ref(),
-        feed.as_deref(),
-        metadata_ring.is_some().then_some(&values),
-    ));
-    report.state(WORKER_FINISHED);
-    Ok(0)
+}
+
+/// How the wait for a frame's time ended.
+enum Pace {
+    Due,
+    /// A new rate came while waiting: start the frame again.
+    Again,
+    Stop,
 }
 
 /// A source's requested rate as last configured, and how well it holds it.
