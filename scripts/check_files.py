@@ -3,7 +3,8 @@
 tifffile, numpy) and checks every frame against the simulator's ramp: pixel i of frame
 f holds (f + i) mod 2^bits. Independent of streamd's own code; the tests run it.
 
-    check_files.py hdf5 MASTER [--frames N] [--compression bslz4|none] [--values x,y,sum]
+    check_files.py hdf5 MASTER [--frames N] [--compression bslz4|none] [--channels x,y]
+                   [--reductions sum,max,above [--roi y,x,ny,nx] [--threshold T]]
     check_files.py tiff FOLDER [--frames N]
     check_files.py raw INDEX [--frames N]
     check_files.py swmr DATAFILE --frames N     (follows a file while it is written)
@@ -118,8 +119,12 @@ def check_hdf5(args):
             fail(f"no /entry/metadata/{name}")
         for frame_id, v in zip(ids, got):
             frame = ramp(frame_id, data.shape[1:], data.dtype).astype(np.float64)
+            if args.roi:
+                y, x, ny, nx = (int(n) for n in args.roi.split(","))
+                frame = frame[y:y + ny, x:x + nx]
             expected = {"sum": frame.sum(), "max": frame.max(), "min": frame.min(),
-                        "mean": frame.mean()}[name]
+                        "mean": frame.mean(), "count": frame.size,
+                        "above": (frame > (args.threshold or 0)).sum()}[name]
             if not math.isclose(v, expected, rel_tol=1e-9):
                 fail(f"{name} of frame {frame_id} is {v}, expected {expected}")
         values[name] = len(got)
@@ -215,7 +220,10 @@ def main():
     parser.add_argument("--frames", type=int)
     parser.add_argument("--compression", choices=["bslz4", "none"])
     parser.add_argument("--channels", help="metadata channels, in the simulator's order")
-    parser.add_argument("--reductions", help="reductions to recompute (sum,max,min,mean)")
+    parser.add_argument("--reductions",
+                        help="reductions to recompute (sum,max,min,mean,count,above)")
+    parser.add_argument("--roi", help="the region they were taken over: y,x,ny,nx")
+    parser.add_argument("--threshold", type=float, help="the threshold of `above`")
     args = parser.parse_args()
     {"hdf5": check_hdf5, "tiff": check_tiff, "raw": check_raw,
      "swmr": follow_swmr, "partial": check_partial}[args.kind](args)

@@ -8,6 +8,7 @@ use streamd::commands::{
     self,
     consume::ConsumeArgs,
     control::Target,
+    peek::PeekArgs,
     run::{CheckArgs, DemoArgs, RunArgs},
     sim::SimArgs,
     top::TopArgs,
@@ -43,6 +44,10 @@ enum Command {
         target: Target,
         #[arg(long)]
         json: bool,
+        /// A health check: `healthy` and status 0, or a line per failed, erring or
+        /// stalled worker and a source below its rate and status 1 (2: not running).
+        #[arg(long, conflicts_with = "json")]
+        health: bool,
     },
     /// Drain a running pipeline in order and stop it.
     Stop {
@@ -68,6 +73,8 @@ enum Command {
     Sim(SimArgs),
     /// Read frames from a ring: count, verify and time them.
     Consume(ConsumeArgs),
+    /// The newest frame of a ring: header, attributes, statistics (`--png`: a preview).
+    Peek(PeekArgs),
     /// List the rings in /dev/shm with their producers, groups and counters.
     Rings {
         #[arg(long)]
@@ -92,7 +99,11 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&args),
         Command::Demo(args) => commands::run::demo(&args),
         Command::Check(args) => commands::run::check(&args),
-        Command::Status { target, json } => commands::control::status(&target, json),
+        Command::Status {
+            target,
+            json,
+            health,
+        } => commands::control::status(&target, json, health),
         Command::Stop { target } => commands::control::simple(&target, Request::Stop),
         Command::ResetStats { target } => commands::control::simple(&target, Request::ResetStats),
         Command::Configure {
@@ -103,6 +114,7 @@ fn main() -> ExitCode {
         Command::Top(args) => commands::top::run(&args),
         Command::Sim(args) => commands::sim::run(&args),
         Command::Consume(args) => commands::consume::run(&args),
+        Command::Peek(args) => commands::peek::run(&args),
         Command::Rings { json } => commands::rings::list(json),
         Command::Clean { json } => commands::rings::clean(json),
         Command::Worker { spec } => commands::run::worker(&spec),

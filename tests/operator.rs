@@ -63,6 +63,17 @@ fn a_failed_worker_says_why_in_status_top_and_the_metrics() {
     let child = start_fragile(&name, dir.path(), port);
     let live = wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 20);
     assert_eq!(worker(&live, "sink", 0)["reason"], Value::Null);
+    let health = || {
+        let out = streamd()
+            .args(["status", "--health", "--pipeline", &name])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    assert_eq!(health(), (Some(0), format!("pipeline '{name}' is healthy")));
     signal(num(worker(&live, "sink", 0), "pid"), libc::SIGKILL);
     let report = wait_status(&name, "the sink failed", |s| {
         worker(s, "sink", 0)["state"] == "failed"
@@ -91,6 +102,14 @@ fn a_failed_worker_says_why_in_status_top_and_the_metrics() {
     assert!(
         top.contains(&format!("FAILED: sink w0 ({killed})")),
         "{top}"
+    );
+    // The health check a service manager or a monitor runs.
+    assert_eq!(
+        health(),
+        (
+            Some(1),
+            format!("pipeline '{name}': sink worker 0 failed: {killed}")
+        )
     );
 
     let page = metrics(port);
@@ -287,4 +306,125 @@ fn a_source_below_its_rate_says_so_and_takes_a_new_rate_while_it_runs() {
     assert_eq!(stage(&report, "source")["args"]["fps"], 20.0);
     stop(&name);
     finished_ok(child, "run at a new rate");
+}
+
+/// A ramp of 64 × 48 u16 at 100 frames/s reduced by `stats` (its frames carry the
+/// reductions as attributes) into ring `ready`, read by a verifier; runs until stopped.
+const REDUCED: &str = r#"
+name = "reduced"
+
+[[ring]]
+name = "raw"
+slots = 16
+
+[[ring]]
+name = "ready"
+slots = 16
+
+[source]
+ring = "raw"
+nx = 64
+ny = 48
+dtype = "u16"
+fps = 100
+
+[[stage]]
+name = "reduce"
+processor = "stats"
+input = "raw"
+output = "ready"
+args = { publish = "frame" }
+
+[[stage]]
+name = "sink"
+processor = "verify"
+input = "ready"
+"#;
+
+#[test]
+fn peek_shows_the_newest_frame_its_attributes_and_statistics_and_writes_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("peek");
+    let file = dir.path().join("reduced.toml");
+    std::fs::write(&file, REDUCED).unwrap();
+    let child = start(file.to_str().unwrap(), &name, dir.path());
+    wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 5);
+    let png = dir.path().join("newest.png");
+    let out = streamd()
+        .args(["peek", &format!("{name}.ready"), "--json", "--png"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let peeked: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = num(&peeked, "frame_id");
+    assert_eq!(peeked["ring"], format!("{name}.ready"));
+    assert_eq!(peeked["dtype"], "u16");
+    assert_eq!(peeked["dims"], serde_json::json!([48, 64]));
+    assert_eq!(peeked["payload_bytes"], 64 * 48 * 2);
+    // Pixel i of frame f is f + i: the statistics follow from the id, exactly.
+    let n = 64 * 48;
+    let stats = &peeked["stats"];
+    assert_eq!(stats["count"], n);
+    assert_eq!(stats["min"], id as f64);
+    assert_eq!(stats["max"], (id + n - 1) as f64);
+    assert_eq!(stats["sum"], (n * id + n * (n - 1) / 2) as f64);
+    // The attributes the stats stage attached, as they are in the frame.
+    let attributes = &peeked["attributes"];
+    assert_eq!(attributes["sum"], stats["sum"]);
+    assert_eq!(attributes["max"], stats["max"]);
+    assert_eq!(attributes["count"], n);
+
+    // The preview, read back by PIL: the frame's shape, contrast stretched to 0..255.
+    let read = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+    )
+    .arg("-c")
+    .arg("import sys; from PIL import Image; im = Image.open(sys.argv[1]); print(im.format, im.mode, im.size[0], im.size[1], *im.getextrema())")
+    .arg(&png)
+    .output()
+    .expect(".venv/bin/python (scripts/install-deps installs it)");
+    assert!(read.status.success(), "{}", stderr(&read));
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "PNG L 64 48 0 255"
+    );
+
+    // A pipeline ring that several workers write is read as all its segments; text for
+    // people names the frame.
+    let text = streamd()
+        .args(["peek", &format!("{name}.raw")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with(&format!("ring {name}.raw  frame ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("  shape       48 x 64 u16 (6144 bytes)"),
+        "{text}"
+    );
+
+    // Peek read as a lossy consumer and left: no reader of its is left on the ring.
+    let ring = wait_ring(&format!("{name}.ready"), "no lossy reader", |r| {
+        r["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().all(|g| g["delivery"] == "lossless"))
+    });
+    assert_eq!(ring["dropped"], 0);
+    let missing = streamd()
+        .args(["peek", &format!("{name}.nothing"), "--timeout", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        stderr(&missing).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&missing)
+    );
+    stop(&name);
+    let (_, report) = finished_ok(child, "run reduced");
+    assert_eq!(num(stage(&report, "sink"), "errors"), 0);
 }

@@ -18,6 +18,7 @@ All of them read the usual EPICS environment (``EPICS_PVA_ADDR_LIST``, ...).
 
 import collections
 import threading
+import time
 
 import numpy as np
 
@@ -275,11 +276,8 @@ class Sink:
         return dict(self.stats)
 
     def configure(self, args):
-        if "wait_clients" in args:
-            raise ValueError("wait_clients applies before the first frame; set it in the pipeline file")
-        unknown = sorted(set(args) - {"channel"})
-        if unknown or "channel" in args:
-            raise ValueError(f"{(unknown or ['channel'])[0]} cannot change while the stage runs")
+        for key in args:
+            raise ValueError(f"{key} cannot change while the stage runs; set it in the pipeline file")
 
     def start(self):
         self.pv = SharedPV(initial=Value(self.type, {"uniqueId": 0}))
@@ -298,12 +296,12 @@ class Sink:
         return count
 
     def _wait_for_clients(self):
-        ready = threading.Event()
-        while not ready.wait(0.02):
+        # The server tells no one when a client subscribes: look at its report until
+        # enough have, or the worker is asked to stop.
+        while self._monitors() < self.wait_clients:
             if _streamd.stopping():
                 return
-            if self._monitors() >= self.wait_clients:
-                ready.set()
+            time.sleep(0.02)
 
     def process(self, frame):
         pixels = frame.array

@@ -3,6 +3,7 @@
 
 pub mod consume;
 pub mod control;
+pub mod peek;
 pub mod rings;
 pub mod run;
 pub mod sim;
@@ -38,5 +39,29 @@ pub(crate) fn per_second(count: f64, seconds: f64) -> f64 {
         count / seconds
     } else {
         0.0
+    }
+}
+
+/// The ring segments a reader of `name` reads: `name` itself when it exists, else its
+/// numbered segments `name.0`, `name.1`, ... (a pipeline ring that several workers
+/// write, as a stage that reads it does); `name` alone when neither exists yet.
+pub fn ring_segments(name: &str) -> Vec<String> {
+    let names = crate::ring::list_names().unwrap_or_default();
+    if names.iter().any(|n| n == name) {
+        return vec![name.to_string()];
+    }
+    let prefix = format!("{name}.");
+    let mut numbered: Vec<(u64, String)> = names
+        .into_iter()
+        .filter_map(|n| {
+            let index = n.strip_prefix(&prefix)?.parse().ok()?;
+            Some((index, n))
+        })
+        .collect();
+    numbered.sort();
+    if numbered.is_empty() {
+        vec![name.to_string()]
+    } else {
+        numbered.into_iter().map(|(_, n)| n).collect()
     }
 }

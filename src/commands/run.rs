@@ -1,7 +1,7 @@
 //! `streamd run PIPELINE.toml` and `streamd demo` (the same, on the built-in pipeline).
 
 use super::Status;
-use crate::control::status::render;
+use crate::control::status::{render, StatusReport};
 use crate::pipeline::config::check_pipeline_name;
 use crate::pipeline::plan::{Order, SourceContent};
 use crate::pipeline::supervisor::{self, RunOptions};
@@ -262,7 +262,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Status> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     preflight(&pipeline, args.output.as_deref())?;
-    start(&pipeline, args.json, &options)
+    start(&pipeline, args.json, &options, false)
 }
 
 pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
@@ -299,12 +299,19 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<Status> {
         metrics: None,
         progress: true,
     };
-    start(&pipeline, args.json, &options)
+    start(&pipeline, args.json, &options, true)
 }
 
 /// Runs `pipeline` (checked by [`preflight`], in its output folder) and prints how it
 /// ended.
-fn start(pipeline: &Pipeline, json: bool, options: &RunOptions) -> anyhow::Result<Status> {
+/// With `summary` (the demo), what each stage did and where its files are follow the
+/// table (on stderr with `json`, whose object stays the last line on stdout).
+fn start(
+    pipeline: &Pipeline,
+    json: bool,
+    options: &RunOptions,
+    summary: bool,
+) -> anyhow::Result<Status> {
     let outcome = supervisor::run(pipeline, options)?;
     for note in &outcome.notes {
         eprintln!("streamd run: {note}");
@@ -312,10 +319,17 @@ fn start(pipeline: &Pipeline, json: bool, options: &RunOptions) -> anyhow::Resul
     for problem in &outcome.problems {
         eprintln!("streamd run: {problem}");
     }
+    let story = summary.then(|| summarise(&outcome.report));
     if json {
+        if let Some(story) = &story {
+            eprint!("{story}");
+        }
         println!("{}", serde_json::to_string(&outcome.report)?);
     } else {
         print!("{}", render(&outcome.report));
+        if let Some(story) = &story {
+            print!("{story}");
+        }
     }
     let errors: u64 = outcome.report.stages.iter().map(|s| s.errors).sum();
     Ok(if !outcome.problems.is_empty() {
@@ -333,4 +347,142 @@ pub fn worker(spec: &str) -> anyhow::Result<Status> {
     let spec: crate::pipeline::worker::WorkerSpec = serde_json::from_str(spec)?;
     let code = crate::pipeline::worker::run(&spec)?;
     std::process::exit(code)
+}
+
+/// What each stage did, in a line each, and where the writers' files are (the run's
+/// folder is the current one): the end of `streamd demo`.
+fn summarise(report: &StatusReport) -> String {
+    use std::fmt::Write;
+    let folder = std::env::current_dir().unwrap_or_default();
+    let mut out = format!("\nWhat each stage did (files in {}):\n", folder.display());
+    for (i, stage) in report.stages.iter().enumerate() {
+        let counter = |key: &str| -> u64 {
+            stage
+                .workers
+                .iter()
+                .filter_map(|w| w.counters.get(key).and_then(serde_json::Value::as_u64))
+                .sum()
+        };
+        let each: Vec<String> = stage
+            .workers
+            .iter()
+            .map(|w| w.frames_in.to_string())
+            .collect();
+        let did = match stage.processor.as_str() {
+            _ if i == 0 => format!(
+                "published {} frames at {:.1} frames/s{}, and {} metadata values",
+                stage.frames_out,
+                stage.achieved_fps.unwrap_or_default(),
+                stage
+                    .requested_fps
+                    .map_or(String::new(), |f| format!(" (asked for {f})")),
+                counter("metadata_values")
+            ),
+            "split" => format!(
+                "cut {} frames into {} tiles",
+                stage.frames_in, stage.frames_out
+            ),
+            "passthrough" => format!(
+                "{} worker(s) passed on {} frames between them ({})",
+                stage.workers.len(),
+                stage.frames_in,
+                each.join(" + ")
+            ),
+            "stitch" => format!(
+                "stitched {} tiles back into {} frames ({} incomplete)",
+                stage.frames_in,
+                counter("stitched"),
+                counter("incomplete")
+            ),
+            "metadata" => {
+                let matched: Vec<String> = stage
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.counters.iter())
+                    .filter_map(|(k, v)| {
+                        let channel = k.strip_suffix(".matched")?;
+                        Some(format!("{channel} to {v} frames"))
+                    })
+                    .collect();
+                format!("attached {}", matched.join(", "))
+            }
+            "stats" => format!("reduced {} frames", stage.frames_in),
+            "route" => {
+                let routes: Vec<String> = stage
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.counters.iter())
+                    .map(|(k, v)| format!("{v} to {k}"))
+                    .collect();
+                format!("routed {} frames: {}", stage.frames_in, routes.join(", "))
+            }
+            "verify" => format!(
+                "checked every pixel of {} frames: {} differed",
+                counter("verified") + counter("verify_errors"),
+                counter("verify_errors")
+            ),
+            "hdf5" => format!(
+                "wrote {} frames to {} (NXmx, over {} data file(s))",
+                counter("frames_written"),
+                folder
+                    .join(stage.args["folder"].as_str().unwrap_or(""))
+                    .join(format!(
+                        "{}_master.h5",
+                        stage.args["prefix"].as_str().unwrap_or("scan")
+                    ))
+                    .display(),
+                counter("files_written")
+            ),
+            "tiff" | "raw" => format!(
+                "wrote {} frames to {}",
+                counter("frames_written"),
+                files_of(stage)
+            ),
+            other => format!(
+                "{other}: {} frames in, {} out",
+                stage.frames_in, stage.frames_out
+            ),
+        };
+        let _ = writeln!(out, "  {:<8} {did}", stage.name);
+    }
+    let lost: u64 = report
+        .stages
+        .iter()
+        .map(|s| s.missed + s.dropped + s.errors)
+        .sum();
+    let _ = writeln!(
+        out,
+        "  {}",
+        if lost == 0 {
+            "nothing was lost: no frame missed, dropped or failed".to_string()
+        } else {
+            format!("{lost} frames missed, dropped or failed: see the table above")
+        }
+    );
+    out
+}
+
+/// A writer stage's files in its folder: `hit_000000.tiff … hit_000271.tiff (36 files)`.
+fn files_of(stage: &crate::control::status::StageStatus) -> String {
+    let arg = |key: &str| stage.args.get(key).and_then(serde_json::Value::as_str);
+    let folder = std::env::current_dir()
+        .unwrap_or_default()
+        .join(arg("folder").unwrap_or(""));
+    let prefix = format!("{}_", arg("prefix").unwrap_or("scan"));
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let shown = |name: &String| folder.join(name).display().to_string();
+    match names.as_slice() {
+        [] => "no files".to_string(),
+        [one] => shown(one),
+        [first, .., last] => format!("{} … {} ({} files)", shown(first), last, names.len()),
+    }
 }
