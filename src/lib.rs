@@ -4,7 +4,9 @@
 //!   [`stats`], the stats segment: both from the `streamd-shm` crate, which holds all the
 //!   unsafe code on shared memory.
 //! * [`pattern`] — the `ramp` and `random` test patterns and their verification.
-//! * [`processors`] and [`writers`] — what a stage does to frames; [`registry`] names them.
+//! * [`processors`] and [`writers`] — what a stage does to frames; [`sources`] — where a
+//!   pipeline's frames come from (with [`stream2`], the DECTRIS Stream V2 codec, and
+//!   [`series`]); [`registry`] names processors and sources.
 //! * [`pipeline`] — the pipeline file, the supervisor and the stage workers.
 //! * [`control`] — the control socket and the status report.
 //! * [`commands`] — the `streamd` subcommands.
@@ -22,6 +24,9 @@ pub mod pattern;
 pub mod pipeline;
 pub mod processors;
 pub mod registry;
+pub mod series;
+pub mod sources;
+pub mod stream2;
 #[allow(unsafe_code)] // kill, prctl, signal, umask
 pub mod sys;
 pub mod units;

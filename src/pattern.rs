@@ -82,6 +82,26 @@ pub fn verify_ramp(data: &[u8], dtype: Dtype, frame_id: u64, scratch: &mut Vec<u
     None
 }
 
+/// Where the pixels of each frame come from: a pattern or a replayed file.
+pub enum FrameContent {
+    Ramp(Dtype),
+    Random(RandomPool),
+    Npy(NpyStack),
+    Tiff(TiffSeries),
+}
+
+impl FrameContent {
+    /// Writes frame `frame_id` into `out` (exactly one frame's bytes).
+    pub fn fill(&self, out: &mut [u8], frame_id: u64) {
+        match self {
+            FrameContent::Ramp(dtype) => fill_ramp(out, *dtype, frame_id),
+            FrameContent::Random(pool) => pool.fill(out, frame_id),
+            FrameContent::Npy(stack) => stack.fill(out, frame_id),
+            FrameContent::Tiff(series) => series.fill(out, frame_id),
+        }
+    }
+}
+
 /// A pool of random bytes from which frames are cut at shifting offsets, so `random`
 /// frames cost one copy each and still differ from frame to frame.
 pub struct RandomPool {

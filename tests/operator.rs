@@ -428,3 +428,105 @@ fn peek_shows_the_newest_frame_its_attributes_and_statistics_and_writes_a_png() 
     let (_, report) = finished_ok(child, "run reduced");
     assert_eq!(num(stage(&report, "sink"), "errors"), 0);
 }
+
+#[test]
+fn consume_reads_every_segment_of_a_ring_and_members_are_readers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("segs");
+    let child = start("endless.toml", &name, dir.path());
+    wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 20);
+    // `out` is written by pass's two workers as out.0 and out.1; consume reads both,
+    // as the sink does.
+    let out = streamd()
+        .args([
+            "consume",
+            "--ring",
+            &format!("{name}.out"),
+            "--frames",
+            "100",
+        ])
+        .args(["--verify", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = counters(&out, "consume both segments");
+    assert_eq!(num(&counts, "received"), 100);
+    assert_eq!(num(&counts, "verify_errors"), 0);
+    assert_eq!(counts["end"], "frames");
+    // The supervisor holds each stage's group but is not one of its members.
+    let ring = wait_ring(&format!("{name}.out.0"), "the sink's group", |r| {
+        r["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["name"] == "sink"))
+    });
+    let sink = ring["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "sink")
+        .unwrap();
+    assert_eq!(sink["members"], 1, "{ring}");
+    stop(&name);
+    finished_ok(child, "run endless");
+}
+
+#[test]
+fn a_run_shorter_than_a_second_reports_the_rates_its_workers_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = finish(
+        spawn(&[
+            "run",
+            &fixture("two-groups.toml"),
+            "--name",
+            &pipeline_name("short"),
+            "--output",
+            dir.path().to_str().unwrap(),
+            "--runtime",
+            "0.5",
+            "--json",
+        ]),
+        "a short run",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = counters(&out, "a short run");
+    for s in report["stages"].as_array().unwrap() {
+        for w in s["workers"].as_array().unwrap() {
+            // A worker that handled more than one frame held a rate over them.
+            if num(w, "frames_in") > 1 {
+                assert!(w["fps_in"].as_f64().unwrap() > 0.0, "{} {w}", s["name"]);
+            }
+            if num(w, "frames_out") > 1 {
+                assert!(w["fps_out"].as_f64().unwrap() > 0.0, "{} {w}", s["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn after_reset_stats_the_final_report_counts_the_whole_run_and_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("reset");
+    let child = start("two-groups.toml", &name, dir.path());
+    wait_status(&name, "frames through the chain", |s| {
+        frames_in(s, "a3") > 300
+    });
+    let out = streamd()
+        .args(["reset-stats", "--pipeline", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live = wait_status(&name, "counting since the reset", |s| {
+        s["resets"] == 1 && s["since_reset"] == true
+    });
+    assert_eq!(live["resets"], 1);
+    let (_, report) = finished_ok(child, "run two-groups with a reset");
+    assert_eq!(report["since_reset"], false);
+    // Every frame counted once by every stage it passed, reset or not.
+    let frames = 3000;
+    assert_eq!(num(stage(&report, "source"), "frames_out"), frames);
+    for s in ["a1", "a2", "a3", "g2"] {
+        assert_eq!(frames_in(&report, s), frames, "{s}");
+    }
+    assert_eq!(num(stage(&report, "a1"), "frames_out"), frames);
+    assert_eq!(frames_in(&report, "b2"), 2 * frames);
+}

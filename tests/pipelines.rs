@@ -182,7 +182,7 @@ fn a_killed_round_robin_worker_keeps_its_turns_for_its_restart() {
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
     let (out, report) = finished_ok(child, "run sets with a kill");
     assert!(
-        stderr(&out).contains("was killed by signal 9; restarting"),
+        stderr(&out).contains("was killed by signal 9 (SIGKILL); restarting"),
         "{}",
         stderr(&out)
     );
@@ -461,7 +461,8 @@ fn a_tiff_series_is_replayed_through_a_pipeline() {
     let (_, report) = finished_ok(child, "run replay");
     assert_exactly_once(&id_counts(dir.path(), &["ids"]), frames, "replayed series");
     assert_eq!(worker(&report, "check", 0)["counters"]["verified"], frames);
-    assert_eq!(stage(&report, "source")["processor"], "tiff");
+    // The source's stage shows its kind.
+    assert_eq!(stage(&report, "source")["processor"], "replay");
 }
 
 #[test]

@@ -227,6 +227,8 @@ fn the_dashboard_shows_a_failed_worker_with_its_reason_and_a_stalled_one_in_colo
             && s.contains(&format!("FAILED: pass w0 ({killed})"))
             && s.contains("STALLED: sink w0")
             && s.contains("process stopped (SIGSTOP)")
+            // The source waits for the stalled sink's rings to make room.
+            && s.lines().any(|l| l.contains("│source ") && l.contains(" blocked "))
     });
     println!("streamd top, captured by tmux:\n{screen}");
     let row = |stage: &str, w: &str| -> String {

@@ -8,11 +8,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use streamd::pipeline::plan::{MetadataPlan, SourcePlan};
-use streamd::pipeline::source::{ChannelValue, FrameSupply, MetadataFeed, Supplied, SuppliedFrame};
+use streamd::pipeline::source::{ChannelValue, MetadataFeed};
 use streamd::pipeline::worker::Host;
 use streamd::processors::python::{PythonCode, PythonStage, PVA_MODULE};
 use streamd::processors::{ArgValue, Outputs, ProcessError, Processor, Refused, StageContext};
 use streamd::ring::{AttributeArea, Dims, Dtype, Frame as RingFrame, FrameMeta, SlotWriter};
+use streamd::sources::{Next, Source, SuppliedFrame};
 
 pub struct PythonHost;
 
@@ -30,7 +31,7 @@ impl Host for PythonHost {
         code: &PythonCode,
         args: &toml::Table,
         plan: &SourcePlan,
-    ) -> Result<Box<dyn FrameSupply>, String> {
+    ) -> Result<Box<dyn Source>, String> {
         Python::attach(|py| {
             let object = construct(py, code, args)?;
             let frames = object
@@ -42,7 +43,7 @@ impl Host for PythonHost {
                 frames: frames.unbind(),
                 capacity: u64::from(plan.nx) * u64::from(plan.ny) * plan.dtype.size() as u64,
                 current: None,
-            }) as Box<dyn FrameSupply>)
+            }) as Box<dyn Source>)
         })
     }
 
@@ -485,22 +486,22 @@ impl PySource {
     }
 }
 
-impl FrameSupply for PySource {
+impl Source for PySource {
     /// A `None` item is no frame yet (the source waited as long as it waits at once).
-    fn next(&mut self, next_id: u64) -> Result<Supplied, String> {
+    fn next(&mut self, next_id: u64) -> Result<Next, String> {
         Python::attach(|py| {
             let item = match self.frames.bind(py).call_method0("__next__") {
                 Ok(item) => item,
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-                    return Ok(Supplied::End)
+                    return Ok(Next::End)
                 }
                 Err(e) => return Err(describe(py, &e)),
             };
             if item.is_none() {
-                return Ok(Supplied::Idle);
+                return Ok(Next::Idle);
             }
             self.take(py, &item, next_id)
-                .map(Supplied::Frame)
+                .map(Next::Frame)
                 .map_err(|e| describe(py, &e))
         })
     }

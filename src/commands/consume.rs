@@ -3,7 +3,8 @@
 use super::{per_second, print_counters, Status};
 use crate::pattern::verify_ramp;
 use crate::ring::{
-    Consumer, ConsumerOptions, Delivery, Frame, GroupSet, RecvError, SetMode, WaitMode,
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, FrameHeader, GroupSet,
+    RecvError, SetMode, WaitMode,
 };
 use crate::sys::{now_ns, stop_flag};
 use crate::units::{one_line, positive_seconds, quote, Seconds};
@@ -13,13 +14,15 @@ use serde_json::json;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Settings of one consumer run (the `streamd consume` command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsumeArgs {
+    /// The ring; a pipeline ring that several workers write (`PIPELINE.RING`) is read as
+    /// all its numbered segments, as a stage reads it.
     #[arg(long)]
     pub ring: String,
     /// Share the stream with the other members of this group.
@@ -121,9 +124,9 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
         })?),
         None => None,
     };
-    let mut consumer = Consumer::attach(&args.ring, &options)?;
+    let mut consumer = Segments::attach(&args.ring, &options)?;
     let stop = stop_flag();
-    consumer.set_interrupt(stop.clone());
+    consumer.set_interrupt(&stop);
     let mut tally = Tally::new();
     let end = read_frames(&mut consumer, args, record.as_mut(), &stop, &mut tally)?;
     if tally.corrupt > 1 {
@@ -197,15 +200,16 @@ impl Tally {
         }
     }
 
-    /// Counts, records, reads and verifies one frame, as the arguments ask.
+    /// Counts, records, reads and verifies one frame (its header and pixels), as the
+    /// arguments ask.
     fn frame(
         &mut self,
-        frame: &Frame<'_>,
+        header: &FrameHeader,
+        payload: &[u8],
         args: &ConsumeArgs,
         record: Option<&mut File>,
     ) -> anyhow::Result<()> {
         self.started.get_or_insert_with(Instant::now);
-        let header = frame.header();
         self.latency
             .saturating_record(now_ns().saturating_sub(header.timestamp_ns));
         self.first_id.get_or_insert(header.frame_id);
@@ -217,15 +221,10 @@ impl Tally {
                 .context("could not record a frame id")?;
         }
         if args.read {
-            std::hint::black_box(fold_words(frame.payload()));
+            std::hint::black_box(fold_words(payload));
         }
         if args.verify {
-            let found = verify_ramp(
-                frame.payload(),
-                header.dtype,
-                header.frame_id,
-                &mut self.scratch,
-            );
+            let found = verify_ramp(payload, header.dtype, header.frame_id, &mut self.scratch);
             if let Some(pixel) = found {
                 self.verify_errors += 1;
                 if self.verify_errors <= SHOWN_ERRORS {
@@ -243,7 +242,7 @@ impl Tally {
 /// Reads frames until the frame count, the runtime, the end of the stream, the
 /// producer's death, damage or `stop`; returns which (the report's `end`).
 fn read_frames(
-    consumer: &mut Consumer,
+    consumer: &mut Segments,
     args: &ConsumeArgs,
     mut record: Option<&mut File>,
     stop: &AtomicBool,
@@ -270,7 +269,7 @@ fn read_frames(
                 Some(left) => consumer.recv_timeout(left),
             },
         };
-        let frame = match received {
+        let (segment, frame) = match received {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok("runtime"),
             Err(e) => match stopped_by(e, &args.ring, tally) {
@@ -278,8 +277,10 @@ fn read_frames(
                 None => continue,
             },
         };
-        tally.frame(&frame, args, record.as_deref_mut())?;
-        drop(frame);
+        let payload = consumer.payload(segment, &frame);
+        let counted = tally.frame(frame.header(), payload, args, record.as_deref_mut());
+        consumer.release(segment, frame);
+        counted?;
         if args.work_us > 0 {
             std::thread::sleep(Duration::from_micros(args.work_us));
         }
@@ -314,5 +315,105 @@ fn stopped_by(e: RecvError, ring: &str, tally: &mut Tally) -> Option<&'static st
             None
         }
         RecvError::MustCommit => unreachable!("consume does not hold frames"),
+    }
+}
+
+/// The ring segments `consume --ring` reads: the ring itself, or all the numbered
+/// segments of a pipeline ring several workers write (as a stage reads them), in turn.
+/// Frames are handed out detached, so they can come from any of them.
+struct Segments {
+    consumers: Vec<Consumer>,
+    /// How each segment ended, once it did.
+    ended: Vec<Option<RecvError>>,
+    next: usize,
+}
+
+impl Segments {
+    fn attach(ring: &str, options: &ConsumerOptions) -> anyhow::Result<Segments> {
+        let consumers = super::ring_segments(ring)
+            .iter()
+            .map(|name| Consumer::attach(name, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Segments {
+            ended: consumers.iter().map(|_| None).collect(),
+            consumers,
+            next: 0,
+        })
+    }
+
+    fn set_interrupt(&mut self, stop: &Arc<AtomicBool>) {
+        for consumer in &mut self.consumers {
+            consumer.set_interrupt(stop.clone());
+        }
+    }
+
+    /// Every segment's counts, summed.
+    fn counters(&self) -> ConsumerCounters {
+        let mut total = ConsumerCounters::default();
+        for c in self.consumers.iter().map(Consumer::counters) {
+            total.received += c.received;
+            total.missed += c.missed;
+        }
+        total
+    }
+
+    fn recv(&mut self) -> Result<(usize, Detached), RecvError> {
+        loop {
+            if let Some(frame) = self.recv_timeout(Duration::from_secs(3600))? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// The next frame of any segment, with its segment; how the last one ended once
+    /// every one has. One segment waits in the ring's own way (futex or spin); several
+    /// are taken in turn, each waited on for a millisecond at most.
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(usize, Detached)>, RecvError> {
+        let deadline = Instant::now() + timeout;
+        let count = self.consumers.len();
+        loop {
+            let open: Vec<usize> = (0..count)
+                .map(|k| (self.next + k) % count)
+                .filter(|&i| self.ended[i].is_none())
+                .collect();
+            let Some(&last) = open.last() else {
+                return Err(self
+                    .ended
+                    .iter_mut()
+                    .find_map(Option::take)
+                    .expect("all ended"));
+            };
+            for &i in &open {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = match (count, i == last) {
+                    (1, _) => left,
+                    (_, true) => left.min(Duration::from_millis(1)),
+                    _ => Duration::ZERO,
+                };
+                match self.consumers[i].recv_timeout(wait) {
+                    Ok(Some(frame)) => {
+                        self.next = i + 1;
+                        return Ok(Some((i, frame.detach())));
+                    }
+                    Ok(None) => {}
+                    Err(e @ RecvError::EndOfStream { .. }) => self.ended[i] = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The pixels of `frame`, read from segment `segment`, until it is released.
+    fn payload(&self, segment: usize, frame: &Detached) -> &[u8] {
+        self.consumers[segment]
+            .detached_payload(frame)
+            .expect("a detached frame stays reserved until it is released")
+    }
+
+    fn release(&mut self, segment: usize, frame: Detached) {
+        self.consumers[segment].release(frame);
     }
 }

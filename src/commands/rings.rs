@@ -1,6 +1,7 @@
 //! `streamd rings` and `streamd clean`: what rings exist, and removing stale ones.
 
-use super::{print_counters, Status};
+use super::Status;
+use crate::control::status::ring_json;
 use crate::ring::{list_names, segment_path, AttachError, RingInspector};
 use anyhow::Context;
 use serde_json::json;
@@ -9,7 +10,7 @@ pub fn list(json_out: bool) -> anyhow::Result<Status> {
     let mut rings = Vec::new();
     for name in list_names().context("could not list /dev/shm")? {
         match RingInspector::open(&name) {
-            Ok(inspector) => rings.push(serde_json::to_value(inspector.snapshot())?),
+            Ok(inspector) => rings.push(ring_json(&inspector.snapshot())),
             Err(e) => rings.push(json!({ "name": name, "error": e.to_string() })),
         }
     }
@@ -112,8 +113,28 @@ pub fn clean(json_out: bool) -> anyhow::Result<Status> {
     let report = json!({ "removed": removed, "kept": kept, "skipped": skipped });
     if json_out {
         println!("{report}");
+    } else if removed.is_empty() && skipped.is_empty() {
+        println!(
+            "nothing to clean: {}",
+            if kept.is_empty() {
+                "no streamd rings, stats segments or sockets in /dev/shm".to_string()
+            } else {
+                format!("{} in use kept ({})", kept.len(), kept.join(", "))
+            }
+        );
     } else {
-        print_counters(&report, false);
+        for (what, list) in [("removed", &removed), ("kept (in use)", &kept)] {
+            if !list.is_empty() {
+                println!("{what}: {}", list.join(", "));
+            }
+        }
+        for s in &skipped {
+            println!(
+                "skipped {}: {}",
+                s["name"].as_str().unwrap_or("?"),
+                s["reason"].as_str().unwrap_or("?")
+            );
+        }
     }
     Ok(Status::Ok)
 }

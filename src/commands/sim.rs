@@ -1,9 +1,9 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
 use super::{per_second, print_counters, Status};
-use crate::pattern::{NpyStack, RandomPool};
+use crate::pattern::{FrameContent, NpyStack, RandomPool};
 use crate::pipeline::plan::MetadataPlan;
-use crate::pipeline::source::{pace_or_stop, FrameContent, MetadataError};
+use crate::pipeline::source::{pace_or_stop, MetadataError};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };

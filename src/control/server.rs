@@ -91,12 +91,13 @@ fn handle(stats: &StatsSegment, shared: &Shared, stream: UnixStream) -> io::Resu
             accept("stopping: the source stops, the stages drain, then the pipeline exits".into())
         }
         Ok(Request::ResetStats) => {
-            stats.header().reset_gen.fetch_add(1, Relaxed);
             for i in 0..stats.entry_count() {
-                stats.entry(i).restarts.store(0, Relaxed);
+                let e = stats.entry(i);
+                e.restarts_base.store(e.restarts.load(Relaxed), Relaxed);
             }
+            stats.header().reset_gen.fetch_add(1, Relaxed);
             shared.event("statistics reset".into());
-            accept("statistics reset; workers start counting from zero within 100 ms".into())
+            accept("statistics reset: status, top and the metrics count from zero within 100 ms; the run's final report still counts the whole run".into())
         }
         Ok(Request::Configure { stage, key, value }) => {
             configure(stats, shared, &stage, &key, &value)

@@ -1,11 +1,12 @@
 //! The pipeline's state as `streamd status` shows it, read from the stats segment and
 //! the rings — shared memory only, so building it never disturbs a worker.
 
-use crate::ring::{list_names, RingInspector};
+use crate::ring::{list_names, RingInspector, RingSnapshot};
 use crate::stats::layout::*;
 use crate::stats::StatsSegment;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 /// Frames per second in and out of one worker, over the supervisor's last second.
@@ -22,6 +23,12 @@ pub struct StatusReport {
     pub state: String,
     /// When the supervisor started (Unix ns): a new value means a new run of the pipeline.
     pub started_unix_ns: u64,
+    /// How many times `reset-stats` was asked for; the counts are since the last one,
+    /// except in a run's final report (`since_reset` false), which counts the whole run.
+    #[serde(default)]
+    pub resets: u64,
+    #[serde(default)]
+    pub since_reset: bool,
     pub uptime_s: f64,
     pub stages: Vec<StageStatus>,
     pub rings: Vec<serde_json::Value>,
@@ -185,13 +192,29 @@ fn reason(w: &WorkerStatus) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
-/// Reads every counter of the pipeline behind `stats`, and its rings.
+/// Reads every counter of the pipeline behind `stats`, and its rings: frame counts since
+/// the last `reset-stats`.
 pub fn collect(stats: &StatsSegment, rates: &Rates) -> StatusReport {
     collect_with(stats, rates, &pipeline_rings(&stats.name()))
 }
 
 /// [`collect`] with the pipeline's rings already open (a reader that polls keeps them).
 pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]) -> StatusReport {
+    gather(stats, rates, rings, true)
+}
+
+/// [`collect`] counting the whole run, whatever `reset-stats` did: a run's final report,
+/// whose counts add up from stage to stage.
+pub fn collect_whole_run(stats: &StatsSegment, rates: &Rates) -> StatusReport {
+    gather(stats, rates, &pipeline_rings(&stats.name()), false)
+}
+
+fn gather(
+    stats: &StatsSegment,
+    rates: &Rates,
+    rings: &[RingInspector],
+    since_reset: bool,
+) -> StatusReport {
     let h = stats.header();
     let now = crate::sys::now_ns();
     let name = stats.name();
@@ -209,19 +232,29 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
             let exit = e.exit.load(Relaxed);
             let heartbeat_age_ms = now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000;
             let (fps_in, fps_out) = rates.get(&i).copied().unwrap_or((0.0, 0.0));
+            // A count since the last reset, or over the whole run.
+            let count = |total: &AtomicU64, at_reset: &AtomicU64| {
+                let total = total.load(Relaxed);
+                if since_reset {
+                    total.saturating_sub(at_reset.load(Relaxed))
+                } else {
+                    total
+                }
+            };
+            let base = &e.reset_base;
             workers.push(WorkerStatus {
                 worker: e.worker.load(Relaxed),
                 pid: e.pid.load(Relaxed),
                 core: core(e.core.load(Relaxed)),
                 state: state_name(state).into(),
-                frames_in: e.frames_in.load(Relaxed),
-                frames_out: e.frames_out.load(Relaxed),
-                bytes_in: e.bytes_in.load(Relaxed),
-                bytes_out: e.bytes_out.load(Relaxed),
-                missed: e.missed.load(Relaxed),
-                dropped: e.dropped.load(Relaxed),
-                errors: e.errors.load(Relaxed),
-                restarts: e.restarts.load(Relaxed),
+                frames_in: count(&e.frames_in, &base.frames_in),
+                frames_out: count(&e.frames_out, &base.frames_out),
+                bytes_in: count(&e.bytes_in, &base.bytes_in),
+                bytes_out: count(&e.bytes_out, &base.bytes_out),
+                missed: count(&e.missed, &base.missed),
+                dropped: count(&e.dropped, &base.dropped),
+                errors: count(&e.errors, &base.errors),
+                restarts: count(&e.restarts, &e.restarts_base),
                 proc_us_p50: e.proc_p50_ns.load(Relaxed) as f64 / 1e3,
                 proc_us_p99: e.proc_p99_ns.load(Relaxed) as f64 / 1e3,
                 proc_histogram: e.proc_histogram.iter().map(|c| c.load(Relaxed)).collect(),
@@ -325,12 +358,11 @@ pub fn collect_with(stats: &StatsSegment, rates: &Rates, rings: &[RingInspector]
         // state is used (the workers' counters were read above, each after its state).
         state: pipeline_state_name(h.state.load(Acquire)).into(),
         started_unix_ns: h.started_unix_ns.load(Relaxed),
+        resets: h.reset_gen.load(Relaxed),
+        since_reset: since_reset && h.reset_gen.load(Relaxed) > 0,
         uptime_s: now.saturating_sub(h.started_unix_ns.load(Relaxed)) as f64 / 1e9,
         stages,
-        rings: rings
-            .iter()
-            .filter_map(|r| serde_json::to_value(r.snapshot()).ok())
-            .collect(),
+        rings: rings.iter().map(|r| ring_json(&r.snapshot())).collect(),
     }
 }
 
@@ -340,6 +372,23 @@ fn process_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name in parentheses may hold anything; the state follows its end.
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// A ring as `status --json` and `rings --json` show it. A group's `members` counts its
+/// readers: a pipeline's supervisor, which owns its rings and holds each stage's group
+/// while its workers restart, is in `consumers` but not counted.
+pub fn ring_json(ring: &RingSnapshot) -> serde_json::Value {
+    let mut value = serde_json::to_value(ring).unwrap_or_default();
+    let groups = value["groups"].as_array_mut().into_iter().flatten();
+    for (group, snapshot) in groups.zip(&ring.groups) {
+        let readers = snapshot
+            .consumers
+            .iter()
+            .filter(|c| c.pid != ring.producer_pid)
+            .count();
+        group["members"] = readers.into();
+    }
+    value
 }
 
 /// The readable rings of pipeline `name` (segments `NAME.*`).
@@ -371,8 +420,16 @@ pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pipeline {}  {}  supervisor pid {}  up {:.1} s",
-        report.pipeline, report.state, report.supervisor_pid, report.uptime_s
+        "pipeline {}  {}  supervisor pid {}  up {:.1} s{}",
+        report.pipeline,
+        report.state,
+        report.supervisor_pid,
+        report.uptime_s,
+        if report.since_reset {
+            "  (counts since reset-stats)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,

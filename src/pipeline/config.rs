@@ -12,6 +12,7 @@ use crate::processors::python::PythonCode;
 use crate::processors::{self, Processor};
 use crate::registry;
 use crate::ring::{Delivery, Dtype, FullPolicy};
+use crate::sources::zmq::ZmqSettings;
 use crate::units::{quote, Rate, Seconds};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -91,7 +92,8 @@ struct RawSource {
     ring: Spanned<String>,
     /// `python`: frames from a Python class's `frames()` (with file or module, class,
     /// python, args); `pva`: NTNDArray updates of an EPICS channel (channel, queue_size,
-    /// until_disconnect, python); absent: the simulator (pattern) or replayed files.
+    /// until_disconnect, python); `zmq`: DECTRIS Stream V2 (endpoint, channel, shared);
+    /// absent: the simulator (pattern) or replayed files.
     kind: Option<Spanned<String>>,
     channel: Option<Spanned<String>>,
     queue_size: Option<Spanned<i64>>,
@@ -110,6 +112,9 @@ struct RawSource {
     frames: Option<u64>,
     cores: Option<Spanned<RawCores>>,
     metadata: Option<Spanned<RawMetadata>>,
+    /// `zmq`: the sender's PUSH socket, and whether other receivers share it.
+    endpoint: Option<Spanned<String>>,
+    shared: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -284,13 +289,37 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|v| ("until_disconnect", v.span())),
         ];
+        let zmq_keys = [
+            src.endpoint.as_ref().map(|v| ("endpoint", v.span())),
+            src.shared.as_ref().map(|v| ("shared", v.span())),
+        ];
+        if src.kind.as_ref().is_none_or(|k| k.get_ref() != "zmq") {
+            if let Some((key, span)) = zmq_keys.iter().flatten().next() {
+                return Err(self.error(
+                    span.clone(),
+                    format!("{key} belongs to a Stream V2 source; add kind = \"zmq\""),
+                ));
+            }
+        }
         let kind = match src.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
             Some((k, "python")) => k,
             Some((k, "pva")) => return self.pva_source(src, k).map(Some),
-            Some((k, other)) => {
+            Some((k, "zmq")) => return self.zmq_source(src, k).map(Some),
+            Some((k, other)) if other == "sim" || other == "replay" => {
                 return Err(self.at(
                     k,
-                    format!("unknown source kind '{other}' (use python or pva, or leave kind out for the simulator or replayed files)"),
+                    format!("kind = \"{other}\" is the default: leave kind out for the simulator (pattern) or replayed files (replay)"),
+                ))
+            }
+            Some((k, other)) => {
+                let known: Vec<&str> = registry::SOURCES.iter().map(|k| k.name).collect();
+                return Err(self.at(
+                    k,
+                    format!(
+                        "unknown source kind {} (known: {}; leave kind out for the simulator or replayed files)",
+                        quote(other),
+                        known.join(", ")
+                    ),
                 ))
             }
             None => {
@@ -339,6 +368,62 @@ impl Validator<'_> {
             code,
             args,
         }))
+    }
+
+    /// `kind = "zmq"`: DECTRIS Stream V2 from the PUSH socket at `endpoint`.
+    fn zmq_source(
+        &self,
+        src: &RawSource,
+        kind: &Spanned<String>,
+    ) -> Result<SourceContent, ConfigError> {
+        let stray = [
+            ("file", src.file.as_ref().map(Spanned::span)),
+            ("module", src.module.as_ref().map(Spanned::span)),
+            ("class", src.class.as_ref().map(Spanned::span)),
+            ("python", src.python.as_ref().map(Spanned::span)),
+            ("args", src.args.as_ref().map(Spanned::span)),
+            ("queue_size", src.queue_size.as_ref().map(Spanned::span)),
+            (
+                "until_disconnect",
+                src.until_disconnect.as_ref().map(Spanned::span),
+            ),
+            ("fps", src.fps.as_ref().map(Spanned::span)),
+        ];
+        if let Some((key, span)) = stray.iter().find_map(|(k, s)| s.clone().map(|s| (k, s))) {
+            return Err(self.error(
+                span,
+                format!("{key} does not belong to a zmq source (it takes endpoint, channel, shared, nx, ny, dtype and frames; frames come when the detector sends them)"),
+            ));
+        }
+        let mut settings = ZmqSettings::default();
+        for (key, value) in [
+            (
+                "endpoint",
+                src.endpoint
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+            ),
+            (
+                "channel",
+                src.channel
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::String(v.get_ref().clone()))),
+            ),
+            (
+                "shared",
+                src.shared
+                    .as_ref()
+                    .map(|v| (v.span(), toml::Value::Boolean(*v.get_ref()))),
+            ),
+        ] {
+            if let Some((span, value)) = value {
+                settings
+                    .configure(key, &value)
+                    .map_err(|m| self.error(span, m))?;
+            }
+        }
+        settings.check_complete().map_err(|m| self.at(kind, m))?;
+        Ok(SourceContent::Zmq(settings))
     }
 
     /// `kind = "pva"`: the package's pvAccess source (`streamd.pva.Source`), monitoring
@@ -767,16 +852,17 @@ impl Validator<'_> {
         let src = raw.get_ref();
         Ok(match (&src.pattern, &src.replay) {
             (pattern, replay) if python.is_some() => {
+                let who = python.as_ref().map_or("", SourceContent::kind);
                 if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
                     return Err(self.at(
                         other,
-                        "a Python source makes its own frames; remove pattern and replay",
+                        format!("a {who} source makes its own frames; remove pattern and replay"),
                     ));
                 }
                 let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
                     return Err(self.at(
                         raw,
-                        "a Python or pva source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)",
+                        format!("a {who} source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)"),
                     ));
                 };
                 let dtype = match &src.dtype {

@@ -4,6 +4,7 @@
 
 use crate::processors::python::PythonCode;
 use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
+use crate::sources::zmq::ZmqSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -109,6 +110,20 @@ pub enum SourceContent {
         code: PythonCode,
         args: toml::Table,
     },
+    /// DECTRIS Stream V2 from a ZeroMQ PUSH socket (`kind = "zmq"`).
+    Zmq(ZmqSettings),
+}
+
+impl SourceContent {
+    /// The source kind's name in the registry (`registry::SOURCES`).
+    pub fn kind(&self) -> &str {
+        match self {
+            SourceContent::Ramp | SourceContent::Random => "sim",
+            SourceContent::Npy(_) | SourceContent::Tiff(_) => "replay",
+            SourceContent::Python { kind, .. } => kind,
+            SourceContent::Zmq(_) => "zmq",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

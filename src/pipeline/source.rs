@@ -1,99 +1,14 @@
-//! Frame content for a source — the simulator patterns or a replayed file — and the
-//! pacing that holds a frame rate. Shared by `streamd sim` and a pipeline's source.
+//! What a source worker adds around its [`Source`](crate::sources::Source): the pacing
+//! that holds a frame rate, and the metadata channel values published beside the frames
+//! (simulated, or read from outside by a [`MetadataFeed`]). Shared by `streamd sim` and a
+//! pipeline's source.
 
-use super::plan::{MetadataPlan, SourceContent};
-use crate::pattern::{fill_ramp, NpyStack, RandomPool, TiffSeries};
-use crate::ring::{AttrValue, ClaimError, Dims, Dtype, FrameMeta, Producer, SlotWriter};
+use super::plan::MetadataPlan;
+use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer};
 use crate::units::{nth_tick, Rate};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-
-/// Where the pixels of each frame come from.
-pub enum FrameContent {
-    Ramp(Dtype),
-    Random(RandomPool),
-    Npy(NpyStack),
-    Tiff(TiffSeries),
-}
-
-impl FrameContent {
-    /// Prepares content for frames of `frame_bytes`; files are read whole here.
-    pub fn open(
-        content: &SourceContent,
-        dtype: Dtype,
-        frame_bytes: usize,
-    ) -> Result<FrameContent, String> {
-        Ok(match content {
-            SourceContent::Ramp => FrameContent::Ramp(dtype),
-            SourceContent::Random => FrameContent::Random(RandomPool::new(frame_bytes, 0x5eed)),
-            SourceContent::Npy(path) => FrameContent::Npy(NpyStack::open(path)?),
-            SourceContent::Tiff(paths) => {
-                let series = TiffSeries::from_paths(paths)?;
-                FrameContent::Tiff(series)
-            }
-            SourceContent::Python { .. } => {
-                return Err("a Python source's frames come from its interpreter".into())
-            }
-        })
-    }
-
-    /// Writes frame `frame_id` into `out` (exactly one frame's bytes).
-    pub fn fill(&self, out: &mut [u8], frame_id: u64) {
-        match self {
-            FrameContent::Ramp(dtype) => fill_ramp(out, *dtype, frame_id),
-            FrameContent::Random(pool) => pool.fill(out, frame_id),
-            FrameContent::Npy(stack) => stack.fill(out, frame_id),
-            FrameContent::Tiff(series) => series.fill(out, frame_id),
-        }
-    }
-}
-
-/// Where a source worker's frames come from: a pattern or files (built in), or code its
-/// host runs (a Python class's `frames()`, through the Python package).
-pub trait FrameSupply {
-    /// Gets the next frame ready, numbered `next_id` unless the supply numbers its own.
-    fn next(&mut self, next_id: u64) -> Result<Supplied, String>;
-    /// Writes the frame [`next`](Self::next) got ready into a claimed slot: its pixels
-    /// (`SuppliedFrame::bytes` of them) and attributes.
-    fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String>;
-    /// The supply's own counters, shown beside the source's.
-    fn counters(&self) -> Vec<(String, u64)> {
-        Vec::new()
-    }
-    /// `streamd reset-stats`: zero those counters.
-    fn reset_counters(&mut self) {}
-}
-
-/// What [`FrameSupply::next`] found.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Supplied {
-    Frame(SuppliedFrame),
-    /// No frame yet: the supply waited as long as it waits at once (so a stop is seen).
-    Idle,
-    /// The stream ended.
-    End,
-}
-
-/// A frame [`FrameSupply::next`] got ready.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SuppliedFrame {
-    pub frame_id: u64,
-    /// `None`: stamped by the worker (the scheduled time when paced, else now).
-    pub timestamp_ns: Option<u64>,
-    pub dtype: Dtype,
-    /// C order (slowest first), 1 to 4 of them.
-    pub dims: Dims,
-    /// Frames the supply knows were lost before this one (a gap in a detector's
-    /// numbering): counted as the source's `missed`.
-    pub missed: u64,
-}
-
-impl SuppliedFrame {
-    pub fn bytes(&self) -> usize {
-        self.dims.iter().map(|&d| d as usize).product::<usize>() * self.dtype.size()
-    }
-}
 
 /// Metadata values a source's host reads from outside (EPICS PVs, `pva://` and `ca://`
 /// channels), published into the metadata ring between frames.
@@ -115,47 +30,6 @@ pub struct ChannelValue {
     pub channel: usize,
     pub timestamp_ns: u64,
     pub value: f64,
-}
-
-/// The built-in supply: pattern or replayed files, one frame id after another.
-pub struct BuiltIn {
-    content: FrameContent,
-    frame: SuppliedFrame,
-}
-
-impl BuiltIn {
-    pub fn open(
-        content: &SourceContent,
-        dtype: Dtype,
-        ny: u32,
-        nx: u32,
-    ) -> Result<BuiltIn, String> {
-        let frame = SuppliedFrame {
-            frame_id: 0,
-            timestamp_ns: None,
-            dtype,
-            dims: Dims::new(&[ny, nx]).expect("two dims"),
-            missed: 0,
-        };
-        Ok(BuiltIn {
-            content: FrameContent::open(content, dtype, frame.bytes())?,
-            frame,
-        })
-    }
-}
-
-impl FrameSupply for BuiltIn {
-    fn next(&mut self, next_id: u64) -> Result<Supplied, String> {
-        self.frame.frame_id = next_id;
-        Ok(Supplied::Frame(self.frame))
-    }
-
-    fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String> {
-        let bytes = self.frame.bytes();
-        self.content
-            .fill(&mut slot.payload_mut()[..bytes], self.frame.frame_id);
-        Ok(())
-    }
 }
 
 /// Sleeps until `at`, spinning for the last stretch so high rates stay even.

@@ -8,7 +8,7 @@ use super::plan::{Pipeline, SourceContent};
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
 use crate::control::server::{serve, serve_metrics, ServeError, Shared};
 use crate::control::socket_path;
-use crate::control::status::{collect, exit_text, pipeline_rings, StatusReport};
+use crate::control::status::{collect_whole_run, exit_text, pipeline_rings, StatusReport};
 use crate::processors::{Refused, Wiring};
 use crate::registry;
 use crate::ring::{AttachError, Consumer, ConsumerOptions, CreateError, OwnedRing, RingOptions};
@@ -18,8 +18,8 @@ use crate::sys::{signal_child, stop_flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -250,10 +250,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunE
     for slot in &mut run.slots {
         slot.show_stderr(&stats);
     }
-    let report = collect(
-        &stats,
-        &shared.rates.lock().map(|r| r.clone()).unwrap_or_default(),
-    );
+    let report = collect_whole_run(&stats, &held_rates(&stats));
     let Supervision {
         problems, notes, ..
     } = run;
@@ -270,12 +267,8 @@ fn declare_stats(pipeline: &Pipeline) -> Result<StatsSegment, RunError> {
     let name = &pipeline.name;
     let mut decls = vec![StageDecl {
         name: "source".into(),
-        processor: match &pipeline.source.content {
-            SourceContent::Ramp | SourceContent::Random => "sim".into(),
-            SourceContent::Npy(_) => "npy".into(),
-            SourceContent::Tiff(_) => "tiff".into(),
-            SourceContent::Python { kind, .. } => kind.clone(),
-        },
+        // The source's stage shows its kind, as a stage shows its processor.
+        processor: pipeline.source.content.kind().into(),
         workers: 1,
     }];
     decls.extend(pipeline.stages.iter().map(|s| StageDecl {
@@ -646,6 +639,34 @@ impl Supervision<'_> {
         };
         ended.conclude(&mut self.holders, self.pipeline, self.stats, done);
     }
+}
+
+/// Each worker's frames in and out per second over the span it handled frames in (its
+/// first frame to its latest): the rates of a run's final report, which a last-second
+/// rate would show as 0 after the drain (or for a run shorter than a second).
+fn held_rates(stats: &StatsSegment) -> crate::control::status::Rates {
+    (0..stats.entry_count())
+        .map(|i| {
+            let e = stats.entry(i);
+            let seconds = e.span_us.load(Relaxed) as f64 / 1e6;
+            let rate = |frames: u64| {
+                if seconds > 0.0 {
+                    frames as f64 / seconds
+                } else {
+                    0.0
+                }
+            };
+            // The span starts again at a reset, so do the frames over it.
+            let since = |total: &AtomicU64, at_reset: &AtomicU64| {
+                total.load(Relaxed).saturating_sub(at_reset.load(Relaxed))
+            };
+            let rates = (
+                rate(since(&e.frames_in, &e.reset_base.frames_in)),
+                rate(since(&e.frames_out, &e.reset_base.frames_out)),
+            );
+            (i, rates)
+        })
+        .collect()
 }
 
 /// Where concluding stages report.

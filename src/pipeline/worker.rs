@@ -5,10 +5,7 @@
 //! finished; any other exit is a crash the supervisor restarts.
 
 use super::plan::{MetadataPlan, SourceContent, SourcePlan, StagePlan};
-use super::source::{
-    pace_or_stop, BuiltIn, FrameSupply, MetadataError, MetadataFeed, RateMeter, Schedule, Supplied,
-    SuppliedFrame,
-};
+use super::source::{pace_or_stop, MetadataError, MetadataFeed, RateMeter, Schedule};
 use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, ProcessError, StageContext};
 use crate::registry;
@@ -16,6 +13,7 @@ use crate::ring::{
     AttachError, ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer,
     PublishError, RecvError, WaitMode,
 };
+use crate::sources::{Next, Source, SuppliedFrame};
 use crate::stats::layout::*;
 use crate::stats::{StatsError, StatsSegment};
 use crate::sys::{self, now_ns, stop_flag};
@@ -90,7 +88,7 @@ pub trait Host {
         code: &PythonCode,
         args: &toml::Table,
         plan: &SourcePlan,
-    ) -> Result<Box<dyn FrameSupply>, String>;
+    ) -> Result<Box<dyn Source>, String>;
     /// The values of metadata channels read from EPICS PVs (`plan.pvs`).
     fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
 }
@@ -124,8 +122,9 @@ pub enum WorkerError {
     Build { stage: String, reason: String },
     #[error("stage '{stage}' could not start: {reason}")]
     Start { stage: String, reason: ProcessError },
+    /// The source could not be opened (its files, its socket, its Python class).
     #[error("the {kind} source: {reason}")]
-    PythonSource { kind: String, reason: String },
+    OpenSource { kind: String, reason: String },
     #[error("the metadata channels: {0}")]
     MetadataChannels(String),
     /// The source's frames could not be made (its files, its rate, its supply).
@@ -302,8 +301,7 @@ impl<'a> Report<'a> {
         self.entry.dropped.store(d + dropped, Relaxed);
     }
 
-    /// Missed frames: the inputs' total `missed`, counted from the predecessor's count
-    /// (or from the last reset).
+    /// Missed frames: the inputs' total `missed`, on top of the predecessor's count.
     fn missed(&self, missed: u64) {
         self.entry
             .missed
@@ -324,26 +322,24 @@ impl<'a> Report<'a> {
         if reset != self.reset_seen {
             self.reset_seen = reset;
             self.entry.reset_seen.store(reset, Relaxed);
-            self.frames_in = 0;
-            self.bytes_in = 0;
-            self.errors = 0;
-            self.missed_base = 0u64.wrapping_sub(missed);
+            // The counts go on over the whole run; what `status` shows starts here.
+            let (e, base) = (self.entry, &self.entry.reset_base);
+            for (count, at_reset) in [
+                (&e.frames_in, &base.frames_in),
+                (&e.bytes_in, &base.bytes_in),
+                (&e.frames_out, &base.frames_out),
+                (&e.bytes_out, &base.bytes_out),
+                (&e.missed, &base.missed),
+                (&e.dropped, &base.dropped),
+                (&e.errors, &base.errors),
+            ] {
+                at_reset.store(count.load(Relaxed), Relaxed);
+            }
             self.times.reset();
             self.first_frame = None;
-            for field in [
-                &self.entry.frames_in,
-                &self.entry.bytes_in,
-                &self.entry.frames_out,
-                &self.entry.bytes_out,
-                &self.entry.missed,
-                &self.entry.dropped,
-                &self.entry.errors,
-                &self.entry.proc_p50_ns,
-                &self.entry.proc_p99_ns,
-                &self.entry.span_us,
-            ]
-            .into_iter()
-            .chain(&self.entry.proc_histogram)
+            for field in [&e.proc_p50_ns, &e.proc_p99_ns, &e.span_us]
+                .into_iter()
+                .chain(&e.proc_histogram)
             {
                 field.store(0, Relaxed);
             }
@@ -431,7 +427,7 @@ enum Flow {
 struct SourceLoop<'r, 'a> {
     plan: &'r SourcePlan,
     report: &'r mut Report<'a>,
-    supply: Box<dyn FrameSupply>,
+    supply: Box<dyn Source>,
     /// Channel values from EPICS PVs, through the host, published between frames.
     feed: Option<Box<dyn MetadataFeed>>,
     producer: Producer,
@@ -460,18 +456,21 @@ impl<'r, 'a> SourceLoop<'r, 'a> {
         report: &'r mut Report<'a>,
         host: Option<&dyn Host>,
     ) -> Result<SourceLoop<'r, 'a>, WorkerError> {
-        let supply: Box<dyn FrameSupply> = match (&plan.content, host) {
+        let supply: Box<dyn Source> = match (&plan.content, host) {
             (SourceContent::Python { kind, code, args }, Some(host)) => host
                 .frames(code, args, plan)
-                .map_err(|reason| WorkerError::PythonSource {
+                .map_err(|reason| WorkerError::OpenSource {
                     kind: kind.clone(),
                     reason,
                 })?,
-            (content, _) => Box::new(
-                BuiltIn::open(content, plan.dtype, plan.ny, plan.nx)
-                    .map_err(WorkerError::Source)?,
-            ),
+            (content, _) => {
+                registry::open_source(plan).map_err(|reason| WorkerError::OpenSource {
+                    kind: content.kind().to_string(),
+                    reason,
+                })?
+            }
         };
+        report.gauges = supply.gauges();
         let feed = match (plan.metadata.as_ref(), host) {
             (Some(m), Some(host)) if !m.pvs.is_empty() => {
                 Some(host.metadata(m).map_err(WorkerError::MetadataChannels)?)
@@ -538,15 +537,20 @@ impl<'r, 'a> SourceLoop<'r, 'a> {
         if self.publish_feed()? == Flow::Stop {
             return Ok(Flow::Stop);
         }
+        // Frames the source missed that no frame carries (a refused image).
+        self.missed += self.supply.take_missed();
         match next {
-            Supplied::Frame(next) => self.publish(next),
-            Supplied::Idle => {
+            Next::Frame(next) => self.publish(next),
+            Next::Idle | Next::Problem(_) => {
+                if let Next::Problem(why) = &next {
+                    self.report.error(why);
+                }
                 if self.report.due() {
                     self.show(false);
                 }
                 Ok(Flow::Next)
             }
-            Supplied::End => Ok(Flow::Stop),
+            Next::End => Ok(Flow::Stop),
         }
     }
 
@@ -659,17 +663,15 @@ impl<'r, 'a> SourceLoop<'r, 'a> {
         Ok(Flow::Next)
     }
 
-    /// The heartbeat and the counters (with the rate achieved, after a frame); zeroes
-    /// them all when `reset-stats` asked.
+    /// The heartbeat and the counters (with the rate achieved, after a frame). After
+    /// `reset-stats` the frame counts go on (the entry's reset base marks where `status`
+    /// starts); the source's and the feed's own counters start over.
     fn show(&mut self, measure: bool) {
         if measure {
             self.rate.measure(self.report, self.published);
         }
         let counters = self.counters();
         if self.report.tick(self.missed, &counters) {
-            (self.published, self.bytes, self.dropped, self.missed) = (0, 0, 0, 0);
-            self.values = Values::default();
-            self.report.out_base = (0, 0, 0);
             self.supply.reset_counters();
             if let Some(feed) = self.feed.as_mut() {
                 feed.reset_counters();
@@ -695,6 +697,7 @@ impl<'r, 'a> SourceLoop<'r, 'a> {
         if let Some(ring) = &mut self.metadata_ring {
             ring.finish();
         }
+        self.missed += self.supply.take_missed();
         self.report.missed(self.missed);
         let counters = self.counters();
         self.report.flush(&counters);
@@ -811,7 +814,7 @@ impl Values {
 
 /// The source's counters: its supply's, its feed's, and the metadata values.
 fn source_counters(
-    supply: &dyn FrameSupply,
+    supply: &dyn Source,
     feed: Option<&dyn MetadataFeed>,
     values: Option<&Values>,
 ) -> Vec<(String, u64)> {
@@ -1015,16 +1018,16 @@ impl<'r, 'a> StageLoop<'r, 'a> {
         self.apply_configuration();
         let k = self.pick_input();
         let wait = self.wait();
-        // Every value published before the frame is taken reaches the processor first.
-        let took_metadata = take_metadata(&mut self.side, self.processor.as_mut(), self.report)?;
+        // Every value published before the frame is taken reaches the processor first;
+        // new values may let held frames go, decided before the next frame comes.
+        if take_metadata(&mut self.side, self.processor.as_mut(), self.report)? {
+            poll(self.processor.as_mut(), &mut self.out, self.report);
+        }
         let must_settle = match self.receive(k, wait)? {
             Received::Frame | Received::Nothing => false,
             Received::MustSettle => true,
             Received::Interrupted => return Ok(Some(EXIT_INTERRUPTED)),
         };
-        if took_metadata {
-            poll(self.processor.as_mut(), &mut self.out, self.report);
-        }
         let sync_due = self
             .sync_every
             .is_some_and(|every| self.last_sync.elapsed() >= every);
@@ -1043,8 +1046,6 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 .tick(missed(&self.ins, &self.side), &self.processor.counters())
         {
             self.processor.reset_counters();
-            self.out.reset_counts();
-            self.report.out_base = (0, 0, 0);
         }
         Ok(None)
     }

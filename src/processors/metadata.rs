@@ -261,6 +261,8 @@ impl Processor for AttachMetadata {
         frame: &Frame<'_>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
+        // Every value published before the frames held so far has been taken by now.
+        let checked = Instant::now();
         let header = frame.header();
         if self.held.is_empty() {
             let matcher = self.matcher.as_mut().ok_or("frame before start")?;
@@ -287,15 +289,15 @@ impl Processor for AttachMetadata {
             since: Instant::now(),
         });
         self.frames_held += 1;
-        self.release(out, false)
+        self.release(out, Some(checked))
     }
 
     fn poll(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
-        self.release(out, false)
+        self.release(out, Some(Instant::now()))
     }
 
     fn stop(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
-        self.release(out, true)
+        self.release(out, None)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
@@ -313,12 +315,18 @@ impl Processor for AttachMetadata {
 }
 
 impl AttachMetadata {
-    /// Lets held frames leave in order once their values are decided.
-    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), ProcessError> {
+    /// Lets held frames leave in order once their values are decided: every one at the
+    /// end (`checked` is `None`), else a frame that waited `wait_ms` before `checked`,
+    /// the moment by which every value published before it had been taken. Measuring
+    /// to `checked`, not to now, keeps time spent blocked on a full output ring (while
+    /// no metadata is read) from counting as waiting for values.
+    fn release(&mut self, out: &mut Outputs, checked: Option<Instant>) -> Result<(), ProcessError> {
         let matcher = self.matcher.as_mut().ok_or("frame before start")?;
         while let Some(front) = self.held.front() {
-            let give_up =
-                all || self.held.len() > self.max_held || front.since.elapsed() >= self.wait;
+            let give_up = checked.is_none_or(|checked| {
+                self.held.len() > self.max_held
+                    || checked.saturating_duration_since(front.since) >= self.wait
+            });
             let Some(values) = matcher.decide(front.header.timestamp_ns, give_up) else {
                 return Ok(());
             };

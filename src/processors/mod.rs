@@ -21,6 +21,7 @@ pub(crate) mod route;
 pub(crate) mod split;
 pub(crate) mod stitch;
 pub(crate) mod verify;
+pub(crate) mod zmq_push;
 
 pub use error::{ProcessError, Refused};
 pub use outputs::{ClaimWatch, OutputError, OutputSlot, Outputs};
@@ -107,6 +108,7 @@ pub trait Processor: Send {
 
     /// Called when no input frame came for a while (about 10 ms, 1 ms with metadata
     /// rings) and after metadata arrived: a processor holding frames can time them out.
+    /// Every metadata record published before any frame it holds has been handed over.
     fn poll(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         Ok(())
     }

@@ -58,11 +58,6 @@ impl Outputs {
         (self.frames, self.bytes, self.dropped)
     }
 
-    /// Starts the counts again from zero (`streamd reset-stats`).
-    pub fn reset_counts(&mut self) {
-        (self.frames, self.bytes, self.dropped) = (0, 0, 0);
-    }
-
     /// Claims a slot in port `port`; `Ok(None)` when the ring is full under
     /// `drop-newest` (the frame is counted as dropped). Publishing the slot counts it.
     pub fn claim(&mut self, port: usize) -> Result<Option<OutputSlot<'_>>, OutputError> {

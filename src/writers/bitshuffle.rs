@@ -85,6 +85,74 @@ mod avx2 {
         32 * chunks
     }
 
+    /// Inverse of [`shuffle`]: the first elements of a block, 32 at a time, when the
+    /// CPU has AVX2; returns how many elements it did (a multiple of 32, or 0).
+    pub fn unshuffle(input: &[u8], out: &mut [u8], elem_size: usize, row: usize) -> usize {
+        static HAS_AVX2: OnceLock<bool> = OnceLock::new();
+        // Elements wider than 8 bytes (none a ring holds) take the scalar path.
+        if elem_size > 8 || !*HAS_AVX2.get_or_init(|| is_x86_feature_detected!("avx2")) {
+            return 0;
+        }
+        let chunks = input.len() / elem_size / 32;
+        // SAFETY: the CPU has AVX2 (checked above), the only requirement of a
+        // #[target_feature(enable = "avx2")] function.
+        unsafe { unshuffle_chunks(input, out, elem_size, row, chunks) };
+        32 * chunks
+    }
+
+    /// Chunk c holds elements 32c..32c+32; bit plane 8j + k gives four bytes of it, bit
+    /// m of which is bit k of byte j of element m. Each plane's 32 bits are spread one
+    /// to a byte (broadcast, each byte picks its mask byte, compare with its bit), and
+    /// the eight planes OR-ed into byte j of the 32 elements; two-byte elements are
+    /// interleaved from their two bytes' registers, wider ones scattered.
+    #[target_feature(enable = "avx2")]
+    fn unshuffle_chunks(input: &[u8], out: &mut [u8], elem_size: usize, row: usize, chunks: usize) {
+        let pick = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        for c in 0..chunks {
+            let mut bytes = [_mm256_setzero_si256(); 2];
+            let mut wide = [[0u8; 32]; 8];
+            for j in 0..elem_size {
+                let mut acc = _mm256_setzero_si256();
+                for k in 0..8 {
+                    let at = (8 * j + k) * row + 4 * c;
+                    let mask = u32::from_le_bytes(input[at..at + 4].try_into().expect("4 bytes"));
+                    let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(mask as i32), pick);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+                    acc = _mm256_or_si256(acc, _mm256_and_si256(set, _mm256_set1_epi8(1 << k)));
+                }
+                match elem_size {
+                    1 | 2 => bytes[j] = acc,
+                    _ => wide[j] = bytemuck::cast(acc),
+                }
+            }
+            let dest = &mut out[32 * c * elem_size..32 * (c + 1) * elem_size];
+            match elem_size {
+                1 => dest.copy_from_slice(&bytemuck::cast::<__m256i, [u8; 32]>(bytes[0])),
+                2 => {
+                    // unpack interleaves within 128-bit lanes; the permutes put lanes
+                    // back in element order.
+                    let lo = _mm256_unpacklo_epi8(bytes[0], bytes[1]);
+                    let hi = _mm256_unpackhi_epi8(bytes[0], bytes[1]);
+                    let first = _mm256_permute2x128_si256(lo, hi, 0x20);
+                    let second = _mm256_permute2x128_si256(lo, hi, 0x31);
+                    dest[..32].copy_from_slice(&bytemuck::cast::<__m256i, [u8; 32]>(first));
+                    dest[32..].copy_from_slice(&bytemuck::cast::<__m256i, [u8; 32]>(second));
+                }
+                _ => {
+                    for (m, element) in dest.chunks_exact_mut(elem_size).enumerate() {
+                        for (j, byte) in element.iter_mut().enumerate() {
+                            *byte = wide[j][m];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn load(bytes: &[u8]) -> __m256i {
         bytemuck::cast::<[u8; 32], __m256i>(bytes.try_into().expect("32 bytes"))
     }
@@ -141,13 +209,22 @@ mod avx2 {
     pub fn shuffle(_input: &[u8], _out: &mut [u8], _elem_size: usize, _row: usize) -> usize {
         0
     }
+
+    pub fn unshuffle(_input: &[u8], _out: &mut [u8], _elem_size: usize, _row: usize) -> usize {
+        0
+    }
 }
 
 /// Inverse of [`shuffle_block`].
 fn unshuffle_block(input: &[u8], out: &mut [u8], elem_size: usize) {
     let n = input.len() / elem_size;
     let row = n / 8;
-    for (g, group) in out.chunks_exact_mut(8 * elem_size).enumerate() {
+    let wide = avx2::unshuffle(input, out, elem_size, row);
+    for (g, group) in out
+        .chunks_exact_mut(8 * elem_size)
+        .enumerate()
+        .skip(wide / 8)
+    {
         for j in 0..elem_size {
             let mut y = 0u64;
             for k in 0..8 {
@@ -191,20 +268,54 @@ pub fn compress(input: &[u8], elem_size: usize, out: &mut [u8], scratch: &mut Ve
 
 /// Decompresses a 32008 chunk of `elem_size`-byte elements.
 pub fn decompress(input: &[u8], elem_size: usize) -> Result<Vec<u8>, String> {
-    let corrupt = |what: &str| format!("bitshuffle-LZ4 chunk is corrupt: {what}");
+    let total = original_len(input)?;
+    let mut out = vec![0u8; total];
+    decompress_into(input, elem_size, &mut out, &mut Vec::new())?;
+    Ok(out)
+}
+
+/// The uncompressed length a 32008 chunk states in its header.
+pub fn original_len(input: &[u8]) -> Result<usize, String> {
+    match input.get(..8) {
+        Some(b) => Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")) as usize),
+        None => Err(corrupt("shorter than its header")),
+    }
+}
+
+fn corrupt(what: &str) -> String {
+    format!("bitshuffle-LZ4 chunk is corrupt: {what}")
+}
+
+/// Decompresses a 32008 chunk straight into `out`, which must be exactly as long as
+/// the chunk says it was (a ring slot's frame bytes); `scratch` holds one block.
+pub fn decompress_into(
+    input: &[u8],
+    elem_size: usize,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), String> {
     if input.len() < HEADER {
         return Err(corrupt("shorter than its header"));
     }
-    let total = u64::from_be_bytes(input[..8].try_into().expect("8 bytes")) as usize;
+    let total = original_len(input)?;
     let block_bytes = u32::from_be_bytes(input[8..12].try_into().expect("4 bytes")) as usize;
     if elem_size == 0 || total % elem_size != 0 || block_bytes % (8 * elem_size) != 0 {
         return Err(corrupt("sizes are not whole elements"));
     }
+    if block_bytes == 0 && total >= 8 * elem_size {
+        return Err(corrupt("its block size is 0"));
+    }
+    if total != out.len() {
+        return Err(format!(
+            "bitshuffle-LZ4 data decompress to {total} bytes where {} were expected",
+            out.len()
+        ));
+    }
     let block = block_bytes / elem_size;
     let elements = total / elem_size;
     let shuffled_elements = elements / 8 * 8;
-    let mut out = vec![0u8; total];
-    let mut scratch = vec![0u8; block_bytes];
+    // A block is never longer than the data (a hostile header cannot make it allocate).
+    scratch.resize(block_bytes.min(total), 0);
     let mut at = HEADER;
     let mut start = 0;
     while start < shuffled_elements {
@@ -233,7 +344,7 @@ pub fn decompress(input: &[u8], elem_size: usize) -> Result<Vec<u8>, String> {
         .get(at..at + tail)
         .ok_or_else(|| corrupt("truncated"))?;
     out[shuffled_elements * elem_size..].copy_from_slice(rest);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

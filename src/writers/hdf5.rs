@@ -167,6 +167,13 @@ impl Hdf5Writer {
             false,
         )?;
         h5::string_attribute(timestamps.id(), "units", "ns")?;
+        // The series description, once per file (SWMR allows no new datasets later).
+        if let Some(series) = frame.series() {
+            let json = serde_json::to_vec(&series)
+                .map_err(|e| H5Error::Setup(format!("the series description: {e}")))?;
+            let ds = h5::values_dataset(entry.id(), "series", Element::U8, &json, "")?;
+            h5::string_attribute(ds.id(), "format", "streamd series description, JSON")?;
+        }
         let metadata = h5::group(entry.id(), "metadata", "NXcollection")?;
         let values = names
             .iter()

@@ -15,6 +15,7 @@ pub mod tiff;
 
 use crate::processors::{unknown_key, ArgValue, Fault};
 use crate::ring::{AttrValue, Dtype, Frame, FrameHeader};
+use crate::series::Series;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -536,6 +537,7 @@ pub struct KeptFrame {
     header: FrameHeader,
     payload: Vec<u8>,
     values: Vec<(String, f64)>,
+    series: Option<Series>,
 }
 
 impl Incoming<'_> {
@@ -553,11 +555,25 @@ impl Incoming<'_> {
         }
     }
 
-    /// Calls `f` with each numeric attribute (text attributes are not stored as values).
+    /// The series description the frame carries (`series.*` attributes).
+    pub fn series(&self) -> Option<Series> {
+        match self {
+            Incoming::Slot(frame) => {
+                Series::from_attributes(frame.attributes().filter_map(Result::ok))
+            }
+            Incoming::Kept(kept) => kept.series.clone(),
+        }
+    }
+
+    /// Calls `f` with each numeric attribute of the frame (text attributes are not
+    /// stored as values, and the series description is stored once per file).
     pub fn for_each_value(&self, mut f: impl FnMut(&str, f64)) {
         match self {
             Incoming::Slot(frame) => {
                 for (key, value) in frame.attributes().filter_map(Result::ok) {
+                    if key.starts_with(crate::series::PREFIX) {
+                        continue;
+                    }
                     match value {
                         AttrValue::I64(i) => f(key, i as f64),
                         AttrValue::F64(x) => f(key, x),
@@ -688,6 +704,7 @@ impl Reorder {
                         header: frame.header().clone(),
                         payload: frame.payload().to_vec(),
                         values,
+                        series: Incoming::Slot(frame).series(),
                     },
                 );
                 Placement::Kept

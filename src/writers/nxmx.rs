@@ -29,6 +29,8 @@
 
 use super::hdf5_ffi::{self as h5, Dataset, Element, File, Mode, VirtualPiece};
 use crate::processors::{number, ArgValue};
+use crate::ring::Dtype;
+use crate::series::Series;
 use std::path::{Path, PathBuf};
 
 /// What the experiment is, from the `detector` table; every value has a default so a
@@ -50,6 +52,9 @@ pub struct Experiment {
     pub instrument_name: String,
     pub source_name: String,
     pub sample_name: String,
+    /// What the series' start message said (a `zmq` source's frames carry it), beyond
+    /// the values above: times, goniometer, ids.
+    pub series: Option<Series>,
 }
 
 impl Default for Experiment {
@@ -67,6 +72,7 @@ impl Default for Experiment {
             instrument_name: "streamd".into(),
             source_name: "unknown source".into(),
             sample_name: "sample".into(),
+            series: None,
         }
     }
 }
@@ -157,6 +163,70 @@ impl Experiment {
     }
 }
 
+impl Experiment {
+    /// The experiment as a series' start message describes it: its values replace the
+    /// `detector` table's (the detector knows what it measured), which remain for
+    /// whatever it leaves out.
+    pub fn with_series(&self, s: &Series) -> Experiment {
+        let mut x = self.clone();
+        if let (Some(y), Some(bx)) = (s.beam_center_y, s.beam_center_x) {
+            x.beam_center_px = Some([y, bx]);
+        }
+        if let (Some(y), Some(px)) = (s.pixel_size_y, s.pixel_size_x) {
+            x.pixel_size_m = [y, px];
+        }
+        if let Some([_, _, z]) = s.detector_translation.filter(|t| t[2] > 0.0) {
+            x.distance_m = z;
+        }
+        if let Some(w) = s.wavelength().filter(|w| *w > 0.0) {
+            x.wavelength_a = w;
+        }
+        if let Some(m) = &s.sensor_material {
+            x.sensor_material = m.clone();
+        }
+        if let Some(t) = s.sensor_thickness.filter(|t| *t > 0.0) {
+            x.sensor_thickness_m = t;
+        }
+        if let Some(v) = s.saturation_value {
+            x.saturation_value = Some(v as f64);
+        }
+        if s.detector_description.is_some() {
+            x.description = s.detector_description.clone();
+        }
+        x.series = Some(s.clone());
+        x
+    }
+
+    /// The series description this experiment gives a `start` message (the `zmq`
+    /// sink's, when its frames carry none) for frames of `ny`×`nx` `dtype`.
+    pub fn series(&self, ny: u32, nx: u32, dtype: Dtype) -> Series {
+        let [by, bx] = self
+            .beam_center_px
+            .unwrap_or([f64::from(ny) / 2.0, f64::from(nx) / 2.0]);
+        let [py, px] = self.pixel_size_m;
+        let saturation = self.saturation_value.map(|v| v as u64).or(match dtype {
+            Dtype::U8 => Some(u64::from(u8::MAX)),
+            Dtype::U16 => Some(u64::from(u16::MAX)),
+            Dtype::U32 => Some(u64::from(u32::MAX)),
+            Dtype::U64 => Some(u64::MAX),
+            _ => None,
+        });
+        Series {
+            beam_center_x: Some(bx),
+            beam_center_y: Some(by),
+            pixel_size_x: Some(px),
+            pixel_size_y: Some(py),
+            incident_wavelength: Some(self.wavelength_a),
+            detector_translation: Some([0.0, 0.0, self.distance_m]),
+            sensor_material: Some(self.sensor_material.clone()),
+            sensor_thickness: Some(self.sensor_thickness_m),
+            saturation_value: saturation,
+            detector_description: self.description.clone(),
+            ..Series::default()
+        }
+    }
+}
+
 /// What a data file holds, read back (after making it consistent).
 struct DataFile {
     path: PathBuf,
@@ -166,6 +236,8 @@ struct DataFile {
     /// The data dataset's extent: (frames, ny, nx).
     dims: Vec<u64>,
     element_type: Option<h5::Handle>,
+    /// The series description its frames carried.
+    series: Option<Series>,
 }
 
 /// Makes a data file that a killed writer may have left open consistent again: clears
@@ -224,6 +296,9 @@ fn read_data_file(path: &Path, keep_type: bool, recovering: bool) -> Result<Data
             values.push((name, bytemuck::pod_collect_to_vec(&ds.read(Element::F64)?)));
         }
     }
+    let series = h5::open_dataset(&file, "/entry/series")
+        .and_then(|ds| ds.read(Element::U8).ok())
+        .and_then(|json| serde_json::from_slice(&json).ok());
     file.close().map_err(|e| format!("{shown}: {e}"))?;
     Ok(DataFile {
         path: path.to_path_buf(),
@@ -232,6 +307,7 @@ fn read_data_file(path: &Path, keep_type: bool, recovering: bool) -> Result<Data
         values,
         dims,
         element_type,
+        series,
     })
 }
 
@@ -316,6 +392,14 @@ pub fn write_master(
     names.sort_unstable();
     names.dedup();
 
+    let from_series;
+    let experiment = match files.iter().find_map(|f| f.series.as_ref()) {
+        Some(series) => {
+            from_series = experiment.with_series(series);
+            &from_series
+        }
+        None => experiment,
+    };
     let file = File::open(master, Mode::Create { overwrite })?;
     h5::string_attribute(file.root(), "default", "entry")?;
     let entry = h5::group(file.root(), "entry", "NXentry")?;
@@ -371,7 +455,7 @@ pub fn write_master(
         )?;
     }
 
-    write_sample(e, experiment, order.len())?;
+    write_sample(e, experiment, &ids)?;
     let source = h5::group(e, "source", "NXsource")?;
     h5::string_dataset(source.id(), "name", &experiment.source_name)?;
     let dtype_max = files
@@ -392,24 +476,60 @@ fn relative(folder: &Path, path: &Path) -> String {
         .into_owned()
 }
 
-fn write_sample(entry: h5::hid_t, x: &Experiment, frames: usize) -> Result<(), String> {
+/// Goniometer axes in the order the sample's `depends_on` chain follows them (the
+/// innermost first), with the directions of the usual NXmx/DIALS convention.
+const SAMPLE_AXES: &[(&str, [f64; 3])] = &[
+    ("phi", [-1.0, 0.0, 0.0]),
+    ("chi", [0.0, 0.0, 1.0]),
+    ("kappa", [-0.642_787_6, -0.766_044_4, 0.0]),
+    ("omega", [-1.0, 0.0, 0.0]),
+];
+
+fn write_sample(entry: h5::hid_t, x: &Experiment, ids: &[u64]) -> Result<(), String> {
     let sample = h5::group(entry, "sample", "NXsample")?;
     h5::string_dataset(sample.id(), "name", &x.sample_name)?;
-    h5::string_dataset(
-        sample.id(),
-        "depends_on",
-        "/entry/sample/transformations/omega",
-    )?;
     let transformations = h5::group(sample.id(), "transformations", "NXtransformations")?;
-    // No goniometer: a fixed axis, one value per frame (DIALS counts images by it).
-    let omega = h5::values_dataset(
-        transformations.id(),
-        "omega",
-        Element::F64,
-        bytemuck::cast_slice(&vec![0f64; frames]),
-        "deg",
-    )?;
-    axis(omega.id(), "rotation", [-1.0, 0.0, 0.0], [0.0; 3], ".")
+    let given = x.series.as_ref().map_or(&[][..], |s| &s.goniometer[..]);
+    // The series' axes, each with its position at every frame (start + increment ×
+    // image id); without any, a fixed omega (DIALS counts images by it).
+    let mut axes: Vec<(&str, [f64; 3], f64, f64)> = SAMPLE_AXES
+        .iter()
+        .filter_map(|(name, vector)| {
+            given
+                .iter()
+                .find(|a| a.name == *name)
+                .map(|a| (*name, *vector, a.start, a.increment))
+        })
+        .collect();
+    if axes.is_empty() {
+        axes.push(("omega", [-1.0, 0.0, 0.0], 0.0, 0.0));
+    }
+    let path = |name: &str| format!("/entry/sample/transformations/{name}");
+    h5::string_dataset(sample.id(), "depends_on", &path(axes[0].0))?;
+    for (k, (name, vector, start, increment)) in axes.iter().enumerate() {
+        let values: Vec<f64> = ids
+            .iter()
+            .map(|&id| start + increment * id as f64)
+            .collect();
+        let ds = h5::values_dataset(
+            transformations.id(),
+            name,
+            Element::F64,
+            bytemuck::cast_slice(&values),
+            "deg",
+        )?;
+        let next = axes.get(k + 1).map_or(".".to_string(), |a| path(a.0));
+        axis(ds.id(), "rotation", *vector, [0.0; 3], &next)?;
+        if *increment != 0.0 {
+            h5::number_dataset(
+                transformations.id(),
+                &format!("{name}_increment_set"),
+                *increment,
+                "deg",
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// A transformation's attributes (NXtransformations).
@@ -464,6 +584,9 @@ fn write_instrument(
     if let Some(saturation) = x.saturation_value.or(dtype_max) {
         h5::number_dataset(d, "saturation_value", saturation, "")?;
     }
+    if let Some(s) = &x.series {
+        write_series(d, s)?;
+    }
     let transformations = h5::group(d, "transformations", "NXtransformations")?;
     let translation = h5::number_dataset(transformations.id(), "translation", x.distance_m, "m")?;
     axis(
@@ -516,6 +639,60 @@ fn write_instrument(
         [0.0; 3],
         MODULE_OFFSET,
     )
+}
+
+/// What a series' start message adds to the detector: times, thresholds, serial
+/// number, and Dectris's `detectorSpecific` ids.
+fn write_series(detector: h5::hid_t, s: &Series) -> Result<(), String> {
+    for (name, value, units) in [
+        ("count_time", s.count_time, "s"),
+        ("frame_time", s.frame_time, "s"),
+        ("threshold_energy", s.threshold_energy, "eV"),
+    ] {
+        if let Some(v) = value {
+            h5::number_dataset(detector, name, v, units)?;
+        }
+    }
+    if let Some(serial) = &s.detector_serial_number {
+        h5::string_dataset(detector, "serial_number", serial)?;
+    }
+    let specific = h5::group(detector, "detectorSpecific", "NXcollection")?;
+    for (name, value) in [("series_id", s.series_id), ("nimages", s.number_of_images)] {
+        if let Some(v) = value {
+            h5::scalar_dataset(specific.id(), name, Element::U64, &v.to_le_bytes(), "")?;
+        }
+    }
+    for (name, value) in [
+        ("series_unique_id", &s.series_unique_id),
+        ("arm_date", &s.arm_date),
+        ("channel", &s.channel),
+    ] {
+        if let Some(v) = value {
+            h5::string_dataset(specific.id(), name, v)?;
+        }
+    }
+    if let Some(e) = s.incident_energy {
+        h5::number_dataset(specific.id(), "incident_energy", e, "eV")?;
+    }
+    for (key, value) in &s.user {
+        let name = format!("user_{key}");
+        match value {
+            crate::series::UserValue::Int(i) => {
+                h5::scalar_dataset(
+                    specific.id(),
+                    &name,
+                    Element::F64,
+                    &(*i as f64).to_le_bytes(),
+                    "",
+                )?;
+            }
+            crate::series::UserValue::Float(v) => {
+                h5::number_dataset(specific.id(), &name, *v, "")?;
+            }
+            crate::series::UserValue::Text(t) => h5::string_dataset(specific.id(), &name, t)?,
+        }
+    }
+    Ok(())
 }
 
 /// `ns` since the Unix epoch as ISO 8601 UTC with milliseconds.

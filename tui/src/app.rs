@@ -378,19 +378,8 @@ impl App {
         if old.state != new.state {
             self.event(format!("pipeline {}", new.state), false);
         }
-        let before: u64 = old
-            .stages
-            .iter()
-            .flat_map(|s| &s.workers)
-            .map(|w| w.frames_in)
-            .sum();
-        let after: u64 = new
-            .stages
-            .iter()
-            .flat_map(|s| &s.workers)
-            .map(|w| w.frames_in)
-            .sum();
-        if after < before {
+        // One event per reset, however many refreshes its workers take to follow it.
+        if new.resets != old.resets {
             self.event("statistics reset".into(), false);
             self.ticked.clear();
         }

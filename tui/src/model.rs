@@ -16,6 +16,9 @@ pub struct Snapshot {
     pub supervisor_pid: u32,
     /// Changes when the pipeline is started again under the same name.
     pub started_unix_ns: u64,
+    /// How many times `reset-stats` was asked for: a new value is a reset.
+    #[serde(default)]
+    pub resets: u64,
     pub uptime_s: f64,
     pub stages: Vec<Stage>,
     pub rings: Vec<Ring>,

@@ -49,6 +49,7 @@ fn snapshot(seconds: u64) -> Snapshot {
         state: "running".into(),
         supervisor_pid: 999,
         started_unix_ns: 1,
+        resets: 0,
         uptime_s: seconds as f64,
         stages: vec![
             Stage {
@@ -471,11 +472,24 @@ fn keys_quit_stop_after_confirmation_reset_and_freeze() {
 }
 
 #[test]
-fn a_reset_is_an_event_and_rates_start_over() {
+fn a_reset_is_one_event_and_rates_start_over() {
     let mut app = app_after(snapshot(10), snapshot(11));
-    app.update(snapshot(0), Instant::now() + Duration::from_secs(2));
+    let t0 = Instant::now();
+    // The workers follow a reset one refresh apart: the source first, then the rest.
+    let mut partly = snapshot(11);
+    partly.resets = 1;
+    partly.stages[0].workers[0].frames_out = 0;
+    app.update(partly, t0 + Duration::from_secs(2));
+    let mut reset = snapshot(0);
+    reset.resets = 1;
+    app.update(reset, t0 + Duration::from_secs(3));
     assert_eq!(app.rates(1, 0).fps_in, 0.0);
-    assert!(app.events.iter().any(|e| e.text == "statistics reset"));
+    let resets = app
+        .events
+        .iter()
+        .filter(|e| e.text == "statistics reset")
+        .count();
+    assert_eq!(resets, 1, "one key press, one event");
 }
 
 #[test]

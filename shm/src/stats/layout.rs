@@ -75,7 +75,8 @@ pub struct StatsHeader {
     /// Set by a worker whose processor's fault asks the pipeline to stop (`on_error =
     /// "stop"`); the supervisor then drains, as for `streamd stop`.
     pub stop_request: AtomicU32,
-    /// Bumped by `reset-stats`; each worker zeroes its counters when it sees a new value.
+    /// Bumped by `reset-stats`; each worker starts its shown counts again from zero (its
+    /// `reset_base`) and its processing times over when it sees a new value.
     pub reset_gen: AtomicU64,
     pub name: [AtomicU8; NAME_BYTES],
 }
@@ -152,6 +153,25 @@ pub struct WorkerEntry {
     /// (over its measuring window), and the rate it achieved there (f64 bits).
     pub below_rate: AtomicU32,
     pub achieved_fps: AtomicU64,
+    /// The frame counters above at the last `reset-stats`, stored by the worker when it
+    /// sees the reset: `status`, `top` and the metrics show counts since then; a run's
+    /// final report the whole run's, which add up (every frame counted by every stage it
+    /// passed).
+    pub reset_base: FrameCounts,
+    /// `restarts` at the last `reset-stats` (stored by the supervisor's control thread).
+    pub restarts_base: AtomicU64,
+}
+
+/// A worker's frame counters, as [`WorkerEntry::reset_base`] keeps them.
+#[repr(C)]
+pub struct FrameCounts {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub missed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub errors: AtomicU64,
 }
 
 /// A message one thread writes and anyone reads, under a seqlock (`gen` odd while it is
