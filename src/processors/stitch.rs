@@ -13,7 +13,9 @@
 //! and ignored; ids that never showed a tile are counted `skipped_ids`.
 
 use super::split::TILE_KEYS;
-use super::{number, positive_integer, unknown_key, ArgValue, Outputs, Processor};
+use super::{
+    number, positive_integer, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused,
+};
 use crate::ring::{AttrValue, AttributeArea, Dtype, Frame, FrameMeta};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,10 +34,10 @@ struct TilePos {
 }
 
 impl TilePos {
-    fn of(frame: &Frame<'_>) -> Result<TilePos, String> {
+    fn of(frame: &Frame<'_>) -> Result<TilePos, ProcessError> {
         let mut v = [None; 8];
         for record in frame.attributes() {
-            let (key, value) = record.map_err(|e| e.to_string())?;
+            let (key, value) = record?;
             if let Some(i) = TILE_KEYS.iter().position(|k| *k == key) {
                 if let AttrValue::I64(n) = value {
                     v[i] = u32::try_from(n).ok();
@@ -125,7 +127,7 @@ impl Default for Stitch {
 }
 
 impl Processor for Stitch {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "cache" => self.cache = positive_integer(key, value)? as usize,
             "timeout_ms" => self.timeout = Duration::from_millis(positive_integer(key, value)?),
@@ -134,9 +136,9 @@ impl Processor for Stitch {
                     Some("mark") => Incomplete::Mark,
                     Some("drop") => Incomplete::Drop,
                     _ => {
-                        return Err(format!(
-                            "incomplete must be \"mark\" or \"drop\", got {value}"
-                        ))
+                        return Err(
+                            format!("incomplete must be \"mark\" or \"drop\", got {value}").into(),
+                        )
                     }
                 }
             }
@@ -151,7 +153,8 @@ impl Processor for Stitch {
                     "stitch",
                     key,
                     &["cache", "timeout_ms", "incomplete", "fill"],
-                ))
+                )
+                .into())
             }
         }
         Ok(())
@@ -177,7 +180,7 @@ impl Processor for Stitch {
         input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let header = frame.header();
         let id = header.frame_id;
         if self.latest.len() <= input {
@@ -190,10 +193,7 @@ impl Processor for Stitch {
             return Ok(());
         }
         let &[h, w] = &header.dims[..] else {
-            return Err(format!(
-                "tile of frame {id} has dims {:?}, not 2-D",
-                header.dims
-            ));
+            return Err(format!("tile of frame {id} has dims {:?}, not 2-D", header.dims).into());
         };
         let fits = tile.row < tile.rows
             && tile.col < tile.cols
@@ -202,19 +202,14 @@ impl Processor for Stitch {
             && u64::from(tile.y) + u64::from(h) <= u64::from(tile.frame_ny)
             && u64::from(tile.x) + u64::from(w) <= u64::from(tile.frame_nx);
         if !fits {
-            return Err(format!(
-                "tile {tile:?} of frame {id} lies outside its frame"
-            ));
+            return Err(format!("tile {tile:?} of frame {id} lies outside its frame").into());
         }
         if !self.pending.contains_key(&id) {
             let bytes = tile.frame_ny as usize * tile.frame_nx as usize * header.dtype.size();
             let mut pixels = self.spare.pop().unwrap_or_default();
             pixels.resize(bytes, 0);
             let attributes =
-                AttributeArea::filtered(frame.raw_attributes().map_err(|e| e.to_string())?, |k| {
-                    !TILE_KEYS.contains(&k)
-                })
-                .map_err(|e| e.to_string())?;
+                AttributeArea::filtered(frame.raw_attributes()?, |k| !TILE_KEYS.contains(&k))?;
             let count = tile.rows as usize * tile.cols as usize;
             self.pending.insert(
                 id,
@@ -245,7 +240,8 @@ impl Processor for Stitch {
         {
             return Err(format!(
                 "tile {tile:?} of frame {id} disagrees with the frame's earlier tiles"
-            ));
+            )
+            .into());
         }
         let index = tile.row as usize * tile.cols as usize + tile.col as usize;
         if p.got[index] {
@@ -275,11 +271,11 @@ impl Processor for Stitch {
         input_bytes.max(source_bytes)
     }
 
-    fn poll(&mut self, out: &mut Outputs) -> Result<(), String> {
+    fn poll(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
         self.release(out, false)
     }
 
-    fn stop(&mut self, out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
         self.release(out, true)
     }
 
@@ -304,7 +300,7 @@ impl Processor for Stitch {
 impl Stitch {
     /// Lets frames leave in id order: complete ones whose predecessors left, and the
     /// lowest one when the window overflows or times out (every one with `all`).
-    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), String> {
+    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), ProcessError> {
         let overflow = |s: &Self| s.pending.len() > s.cache;
         while let Some((&id, p)) = self.pending.first_key_value() {
             let in_turn = self.next.is_none_or(|next| next == id);
@@ -324,7 +320,7 @@ impl Stitch {
         Ok(())
     }
 
-    fn emit(&mut self, id: u64, p: &mut Pending, out: &mut Outputs) -> Result<(), String> {
+    fn emit(&mut self, id: u64, p: &mut Pending, out: &mut Outputs) -> Result<(), ProcessError> {
         let mut extra = Vec::new();
         if p.missing == 0 {
             self.stitched += 1;
@@ -347,8 +343,7 @@ impl Stitch {
             dims: &dims,
             flags: 0,
         };
-        out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), &extra)
-            .map_err(|e| e.to_string())
+        Ok(out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), &extra)?)
     }
 }
 
