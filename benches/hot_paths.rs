@@ -10,7 +10,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::time::{Duration, Instant};
 use streamd::processors::metadata::Matcher;
 use streamd::processors::reductions::{Scratch, Settings};
-use streamd::processors::{build, Outputs, Processor, StageContext};
+use streamd::processors::{Outputs, Processor, StageContext};
+use streamd::registry::build;
 use streamd::ring::{
     Consumer, ConsumerOptions, Dtype, FrameMeta, FullPolicy, Producer, RingOptions,
 };

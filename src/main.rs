@@ -117,7 +117,7 @@ fn main() -> ExitCode {
         Command::Peek(args) => commands::peek::run(&args),
         Command::Rings { json } => commands::rings::list(json),
         Command::Clean { json } => commands::rings::clean(json),
-        Command::Worker { spec } => worker(&spec),
+        Command::Worker { spec } => commands::run::worker(&spec),
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),
@@ -155,10 +155,4 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         one_line(sentence.trim_end_matches('.'))
     );
     ExitCode::from(2)
-}
-
-fn worker(spec: &str) -> anyhow::Result<commands::Status> {
-    let spec: streamd::pipeline::worker::WorkerSpec = serde_json::from_str(spec)?;
-    let code = streamd::pipeline::worker::run(&spec)?;
-    std::process::exit(code)
 }

@@ -178,6 +178,20 @@ pub fn one_line(message: &str) -> String {
     out
 }
 
+/// An error and its causes as one sentence, `error: cause: cause` (what `{:#}` shows
+/// for the binary's `anyhow` errors), for an edge that reports a library error itself
+/// (the Python package).
+pub fn sentence(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,11 @@ use numpy::{PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use std::sync::Arc;
-use streamd::pipeline::config::SourcePlan;
-use streamd::pipeline::source::{ChannelValue, MetadataFeed, MetadataPlan};
+use streamd::pipeline::plan::{MetadataPlan, SourcePlan};
+use streamd::pipeline::source::{ChannelValue, MetadataFeed};
 use streamd::pipeline::worker::Host;
 use streamd::processors::python::{PythonCode, PythonStage, PVA_MODULE};
-use streamd::processors::{ArgValue, Outputs, Processor, StageContext};
+use streamd::processors::{ArgValue, Outputs, ProcessError, Processor, Refused, StageContext};
 use streamd::ring::{AttributeArea, Dims, Dtype, Frame as RingFrame, FrameMeta, SlotWriter};
 use streamd::sources::{Next, Source, SuppliedFrame};
 
@@ -213,7 +213,7 @@ impl PyStage {
         result: &Bound<'_, PyAny>,
         input: &RingFrame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         // A sink stage: what `process` returns has nowhere to go.
         if out.is_empty() {
             return Ok(());
@@ -233,12 +233,12 @@ impl PyStage {
         item: &Bound<'_, PyAny>,
         input: &RingFrame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         if item.is_none() {
             return Ok(());
         }
         if item.cast::<Frame>().is_ok() {
-            return out.forward(port, input).map_err(|e| e.to_string());
+            return Ok(out.forward(port, input)?);
         }
         let (array, extra) = match item.cast::<PyTuple>() {
             Ok(pair) if pair.len() == 2 => {
@@ -248,8 +248,7 @@ impl PyStage {
             _ => (item.clone(), None),
         };
         let pixels = Pixels::of(py, &array).map_err(|e| describe(py, &e))?;
-        let mut area = AttributeArea::copied(input.raw_attributes().unwrap_or(&[]))
-            .map_err(|e| e.to_string())?;
+        let mut area = AttributeArea::copied(input.raw_attributes().unwrap_or(&[]))?;
         if let Some(extra) = extra {
             let dict = extra.cast::<PyDict>().map_err(|_| {
                 "the second item of a returned pair must be a dict of attributes".to_string()
@@ -264,8 +263,7 @@ impl PyStage {
             dims: &pixels.dims,
             flags: 0,
         };
-        out.send(port, &meta, pixels.bytes(), area.as_bytes(), &[])
-            .map_err(|e| e.to_string())
+        Ok(out.send(port, &meta, pixels.bytes(), area.as_bytes(), &[])?)
     }
 }
 
@@ -315,7 +313,7 @@ impl<'py> Pixels<'py> {
 }
 
 impl Processor for PyStage {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         let Some(object) = &self.object else {
             if !self.code.configure(key, value)? {
                 self.user_args.insert(key.to_string(), value.clone());
@@ -333,9 +331,10 @@ impl Processor for PyStage {
                 .map(drop)
                 .map_err(|e| describe(py, &e))
         })
+        .map_err(Refused)
     }
 
-    fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &StageContext) -> Result<(), ProcessError> {
         Python::attach(|py| {
             let object = construct(py, &self.code, &self.user_args)?;
             if object.hasattr("start").unwrap_or(false) {
@@ -351,7 +350,7 @@ impl Processor for PyStage {
         _input: usize,
         frame: &RingFrame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let object = self.object.as_ref().ok_or("the stage did not start")?;
         Python::attach(|py| {
             let attributes = attrs::decode(frame.raw_attributes().unwrap_or(&[]));
@@ -361,7 +360,7 @@ impl Processor for PyStage {
             let view = Py::new(py, view).map_err(|e| describe(py, &e))?;
             let outcome = match object.call_method1(py, "process", (view.clone_ref(py),)) {
                 Ok(result) => Self::publish(py, result.bind(py), frame, out),
-                Err(e) => Err(describe(py, &e)),
+                Err(e) => Err(describe(py, &e).into()),
             };
             view.borrow(py).release();
             drop(view);
@@ -371,13 +370,14 @@ impl Processor for PyStage {
                 return Err(format!(
                     "process() kept an array of frame {} after returning; keep a copy (frame.array.copy()) instead",
                     frame.header().frame_id
-                ));
+                )
+                .into());
             }
             outcome
         })
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         let Some(object) = &self.object else {
             return Ok(());
         };

@@ -44,7 +44,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// flag; Python code that waits long (a sink waiting for clients) asks [`stopping`].
 fn worker_stop_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    FLAG.get_or_init(streamd::commands::stop_flag).clone()
+    FLAG.get_or_init(streamd::sys::stop_flag).clone()
 }
 
 /// Whether this pipeline worker was asked to stop (SIGTERM, or SIGINT): a Python stage or
@@ -76,7 +76,7 @@ fn status(py: Python<'_>, pipeline: Option<&str>) -> PyResult<Py<PyAny>> {
             let name = streamd::control::choose_pipeline(pipeline)?;
             streamd::control::send(&name, &streamd::control::Request::Status)
         })
-        .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))?;
+        .map_err(|e| PyRuntimeError::new_err(streamd::units::sentence(&e)))?;
     let Some(report) = reply.status.filter(|_| reply.ok) else {
         return Err(PyRuntimeError::new_err(reply.message));
     };
@@ -95,7 +95,7 @@ fn run_worker(py: Python<'_>, spec: &str) -> PyResult<i32> {
     worker_stop_flag();
     // The loop takes the GIL only to call into Python.
     py.detach(|| streamd::pipeline::worker::run_hosted(&spec, Some(&host)))
-        .map_err(|e| PyRuntimeError::new_err(format!("{e:#}")))
+        .map_err(|e| PyRuntimeError::new_err(streamd::units::sentence(&e)))
 }
 
 pub(crate) fn runtime(e: impl std::fmt::Display) -> PyErr {
@@ -114,7 +114,7 @@ fn _streamd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::Slot>()?;
     m.add("FramesHeld", m.py().get_type::<FramesHeld>())?;
     // Bytes of attributes a frame can carry (spec §3.6: each is 4 + key + value bytes).
-    m.add("ATTRIBUTE_CAPACITY", streamd::ring::layout::ATTR_CAPACITY)?;
+    m.add("ATTRIBUTE_CAPACITY", streamd::ring::ATTR_CAPACITY)?;
     m.add_function(wrap_pyfunction!(rings, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
     m.add_function(wrap_pyfunction!(run_worker, m)?)?;

@@ -230,7 +230,7 @@ impl Slot {
         for array in self.arrays.drain(..) {
             array::freeze(array.bind(py));
         }
-        let timestamp_ns = timestamp_ns.unwrap_or_else(streamd::commands::now_ns);
+        let timestamp_ns = timestamp_ns.unwrap_or_else(streamd::sys::now_ns);
         let mut core = lock(&self.core);
         core.claimed = false;
         let mut writer = core

@@ -1,11 +1,12 @@
 //! `streamd consume`: a standalone consumer that counts, verifies and times frames.
 
-use super::{now_ns, per_second, print_counters, stop_flag, Status};
+use super::{per_second, print_counters, Status};
 use crate::pattern::verify_ramp;
 use crate::ring::{
-    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, GroupSet, RecvError, SetMode,
-    WaitMode,
+    Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, FrameHeader, GroupSet,
+    RecvError, SetMode, WaitMode,
 };
+use crate::sys::{now_ns, stop_flag};
 use crate::units::{one_line, positive_seconds, quote, Seconds};
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -126,84 +127,107 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
     let mut consumer = Segments::attach(&args.ring, &options)?;
     let stop = stop_flag();
     consumer.set_interrupt(&stop);
-    // 1 ns to 1 h at 3 significant figures; longer waits saturate at the top.
-    let mut latency =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
-    let mut scratch = Vec::new();
-    let (mut first_id, mut last_id) = (None, None);
-    let (mut verify_errors, mut corrupt, mut bytes) = (0u64, 0u64, 0u64);
-    let mut damaged = false;
-    // The runtime counts from attaching, and holds on an idle or stalled ring: the
-    // wait for a frame never outlasts it.
-    let attached = Instant::now();
-    let deadline = args.runtime.map(|r| attached + r.duration());
-    let mut started = None;
-    let mut damaged_shown = false;
-    let end = loop {
-        if args
-            .frames
-            .is_some_and(|n| consumer.counters().received >= n)
-        {
-            break "frames";
+    let mut tally = Tally::new();
+    let end = read_frames(&mut consumer, args, record.as_mut(), &stop, &mut tally)?;
+    if tally.corrupt > 1 {
+        eprintln!(
+            "streamd consume: ring {}: {} damaged slots skipped in all (counted in missed and verify_errors)",
+            quote(&args.ring),
+            tally.corrupt
+        );
+    }
+    let elapsed = tally
+        .started
+        .map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
+    let counters = consumer.counters();
+    drop(consumer);
+    let bad_frames = tally.verify_errors + tally.corrupt;
+    let report = json!({
+        "ring": args.ring,
+        "received": counters.received,
+        "missed": counters.missed,
+        "verify_errors": bad_frames,
+        "first_id": tally.first_id,
+        "last_id": tally.last_id,
+        "fps": per_second(counters.received as f64, elapsed),
+        "mb_per_s": per_second(tally.bytes as f64 / 1e6, elapsed),
+        "latency_ns_p50": tally.latency.value_at_quantile(0.5),
+        "latency_ns_p99": tally.latency.value_at_quantile(0.99),
+        "end": end,
+    });
+    print_counters(&report, args.json);
+    Ok(if bad_frames > 0 || tally.damaged {
+        Status::DataErrors
+    } else if end == "producer-died" {
+        Status::ProducerDied
+    } else {
+        Status::Ok
+    })
+}
+
+/// What a consumer run counted.
+struct Tally {
+    /// Publication to reading, per frame.
+    latency: Histogram<u64>,
+    /// Verification's scratch buffer, reused.
+    scratch: Vec<u8>,
+    first_id: Option<u64>,
+    last_id: Option<u64>,
+    verify_errors: u64,
+    /// Damaged slots skipped.
+    corrupt: u64,
+    bytes: u64,
+    /// The ring itself is damaged: reading stopped.
+    damaged: bool,
+    /// When the first frame came.
+    started: Option<Instant>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            // 1 ns to 1 h at 3 significant figures; longer waits saturate at the top.
+            latency: Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("valid bounds"),
+            scratch: Vec::new(),
+            first_id: None,
+            last_id: None,
+            verify_errors: 0,
+            corrupt: 0,
+            bytes: 0,
+            damaged: false,
+            started: None,
         }
-        if stop.load(Relaxed) {
-            break "interrupted";
-        }
-        let received = match deadline {
-            None => consumer.recv().map(Some),
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                None => break "runtime",
-                Some(left) => consumer.recv_timeout(left),
-            },
-        };
-        let (segment, frame) = match received {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break "runtime",
-            Err(RecvError::EndOfStream { .. }) => break "end-of-stream",
-            Err(RecvError::Interrupted) => break "interrupted",
-            Err(e @ RecvError::ProducerDied { .. }) => {
-                eprintln!("streamd consume: ring {}: {e}", quote(&args.ring));
-                break "producer-died";
-            }
-            Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
-                eprintln!("streamd consume: {}", one_line(&e.to_string()));
-                damaged = true;
-                break "damaged";
-            }
-            Err(e @ RecvError::Corrupt { .. }) => {
-                // Skipped and counted; shown once, the rest summed up at the end.
-                corrupt += 1;
-                if !damaged_shown {
-                    damaged_shown = true;
-                    eprintln!(
-                        "streamd consume: ring {}: {}; skipping damaged slots and counting them",
-                        quote(&args.ring),
-                        one_line(&e.to_string())
-                    );
-                }
-                continue;
-            }
-            Err(RecvError::MustCommit) => unreachable!("consume does not hold frames"),
-        };
-        started.get_or_insert_with(Instant::now);
-        let header = frame.header();
-        latency.saturating_record(now_ns().saturating_sub(header.timestamp_ns));
-        first_id.get_or_insert(header.frame_id);
-        last_id = Some(header.frame_id);
-        bytes += header.payload_len;
-        if let Some(file) = record.as_mut() {
+    }
+
+    /// Counts, records, reads and verifies one frame (its header and pixels), as the
+    /// arguments ask.
+    fn frame(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+        args: &ConsumeArgs,
+        record: Option<&mut File>,
+    ) -> anyhow::Result<()> {
+        self.started.get_or_insert_with(Instant::now);
+        self.latency
+            .saturating_record(now_ns().saturating_sub(header.timestamp_ns));
+        self.first_id.get_or_insert(header.frame_id);
+        self.last_id = Some(header.frame_id);
+        self.bytes += header.payload_len;
+        if let Some(file) = record {
             // One write per id: a consumer killed at any instant leaves whole lines.
             file.write_all(format!("{}\n", header.frame_id).as_bytes())
                 .context("could not record a frame id")?;
         }
-        let payload = consumer.payload(segment, &frame);
         if args.read {
             std::hint::black_box(fold_words(payload));
         }
         if args.verify {
-            if let Some(pixel) = verify_ramp(payload, header.dtype, header.frame_id, &mut scratch) {
-                verify_errors += 1;
-                if verify_errors <= SHOWN_ERRORS {
+            let found = verify_ramp(payload, header.dtype, header.frame_id, &mut self.scratch);
+            if let Some(pixel) = found {
+                self.verify_errors += 1;
+                if self.verify_errors <= SHOWN_ERRORS {
                     eprintln!(
                         "streamd consume: frame {} differs from the ramp at pixel {pixel}",
                         header.frame_id
@@ -211,41 +235,87 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Status> {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// Reads frames until the frame count, the runtime, the end of the stream, the
+/// producer's death, damage or `stop`; returns which (the report's `end`).
+fn read_frames(
+    consumer: &mut Segments,
+    args: &ConsumeArgs,
+    mut record: Option<&mut File>,
+    stop: &AtomicBool,
+    tally: &mut Tally,
+) -> anyhow::Result<&'static str> {
+    // The runtime counts from attaching, and holds on an idle or stalled ring: the
+    // wait for a frame never outlasts it.
+    let attached = Instant::now();
+    let deadline = args.runtime.map(|r| attached + r.duration());
+    loop {
+        if args
+            .frames
+            .is_some_and(|n| consumer.counters().received >= n)
+        {
+            return Ok("frames");
+        }
+        if stop.load(Relaxed) {
+            return Ok("interrupted");
+        }
+        let received = match deadline {
+            None => consumer.recv().map(Some),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                None => return Ok("runtime"),
+                Some(left) => consumer.recv_timeout(left),
+            },
+        };
+        let (segment, frame) = match received {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok("runtime"),
+            Err(e) => match stopped_by(e, &args.ring, tally) {
+                Some(end) => return Ok(end),
+                None => continue,
+            },
+        };
+        let payload = consumer.payload(segment, &frame);
+        let counted = tally.frame(frame.header(), payload, args, record.as_deref_mut());
         consumer.release(segment, frame);
+        counted?;
         if args.work_us > 0 {
             std::thread::sleep(Duration::from_micros(args.work_us));
         }
-    };
-    if corrupt > 1 {
-        eprintln!(
-            "streamd consume: ring {}: {corrupt} damaged slots skipped in all (counted in missed and verify_errors)",
-            quote(&args.ring)
-        );
     }
-    let elapsed = started.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
-    let counters = consumer.counters();
-    drop(consumer);
-    let report = json!({
-        "ring": args.ring,
-        "received": counters.received,
-        "missed": counters.missed,
-        "verify_errors": verify_errors + corrupt,
-        "first_id": first_id,
-        "last_id": last_id,
-        "fps": per_second(counters.received as f64, elapsed),
-        "mb_per_s": per_second(bytes as f64 / 1e6, elapsed),
-        "latency_ns_p50": latency.value_at_quantile(0.5),
-        "latency_ns_p99": latency.value_at_quantile(0.99),
-        "end": end,
-    });
-    print_counters(&report, args.json);
-    Ok(if verify_errors + corrupt > 0 || damaged {
-        Status::DataErrors
-    } else if end == "producer-died" {
-        Status::ProducerDied
-    } else {
-        Status::Ok
-    })
+}
+
+/// What a receive error means for the run: its end, or `None` to read on (a damaged
+/// slot, skipped and counted; said once).
+fn stopped_by(e: RecvError, ring: &str, tally: &mut Tally) -> Option<&'static str> {
+    match e {
+        RecvError::EndOfStream { .. } => Some("end-of-stream"),
+        RecvError::Interrupted => Some("interrupted"),
+        e @ RecvError::ProducerDied { .. } => {
+            eprintln!("streamd consume: ring {}: {e}", quote(ring));
+            Some("producer-died")
+        }
+        e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. }) => {
+            eprintln!("streamd consume: {}", one_line(&e.to_string()));
+            tally.damaged = true;
+            Some("damaged")
+        }
+        e @ RecvError::Corrupt { .. } => {
+            // Skipped and counted; shown once, the rest summed up at the end.
+            tally.corrupt += 1;
+            if tally.corrupt == 1 {
+                eprintln!(
+                    "streamd consume: ring {}: {}; skipping damaged slots and counting them",
+                    quote(ring),
+                    one_line(&e.to_string())
+                );
+            }
+            None
+        }
+        RecvError::MustCommit => unreachable!("consume does not hold frames"),
+    }
 }
 
 /// The ring segments `consume --ring` reads: the ring itself, or all the numbered

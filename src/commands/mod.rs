@@ -9,9 +9,6 @@ pub mod run;
 pub mod sim;
 pub mod top;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
 /// Exit status of a command that ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -22,16 +19,6 @@ pub enum Status {
     ProducerDied = 3,
     /// A pipeline stage failed (crashed too often) or did not drain in time.
     PipelineFailed = 5,
-}
-
-/// A raised flag on SIGINT or SIGTERM, so loops can stop cleanly and still report.
-pub fn stop_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registration only fails for forbidden signals, which these are not.
-        let _ = signal_hook::flag::register(signal, Arc::clone(&flag));
-    }
-    flag
 }
 
 /// Prints counters: one JSON object as the last stdout line with `json`, else
@@ -53,13 +40,6 @@ pub(crate) fn per_second(count: f64, seconds: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-/// Nanoseconds since the Unix epoch (frame timestamps).
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The ring segments a reader of `name` reads: `name` itself when it exists, else its

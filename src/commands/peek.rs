@@ -4,9 +4,10 @@
 //! producer never waits for it, and it copies the frame out before doing anything with
 //! it, so it holds a slot only for the copy.
 
-use super::{now_ns, ring_segments, Status};
+use super::{ring_segments, Status};
 use crate::processors::reductions::{reduce, Settings};
 use crate::ring::{AttrValue, Consumer, ConsumerOptions, Delivery, Dtype, Frame, RecvError};
+use crate::sys::{now_ns, stop_flag};
 use crate::units::{quote, Seconds};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -56,7 +57,7 @@ pub fn run(args: &PeekArgs) -> anyhow::Result<Status> {
         .iter()
         .map(|s| Consumer::attach(s, &options))
         .collect::<Result<Vec<_>, _>>()?;
-    let stop = super::stop_flag();
+    let stop = stop_flag();
     for consumer in &mut consumers {
         consumer.set_interrupt(stop.clone());
     }

@@ -2,7 +2,8 @@
 
 use super::Status;
 use crate::control::status::{render, StatusReport};
-use crate::pipeline::config::{check_pipeline_name, Order, SourceContent};
+use crate::pipeline::config::check_pipeline_name;
+use crate::pipeline::plan::{Order, SourceContent};
 use crate::pipeline::supervisor::{self, RunOptions};
 use crate::pipeline::Pipeline;
 use crate::ring::FullPolicy;
@@ -103,7 +104,7 @@ fn preflight(pipeline: &Pipeline, output: Option<&Path>) -> anyhow::Result<()> {
     supervisor::prepare_stages(pipeline)?;
     let needed = ring_bytes(pipeline);
     let shm = Path::new("/dev/shm");
-    if let Some(free) = crate::pipeline::sys::free_bytes(shm) {
+    if let Some(free) = crate::sys::free_bytes(shm) {
         if needed > free {
             anyhow::bail!(
                 "the rings of pipeline '{}' need {} of /dev/shm but {} is free; free some (`streamd clean` removes what dead pipelines left), make /dev/shm larger, or give rings fewer or smaller slots",
@@ -151,7 +152,7 @@ fn plan(pipeline: &Pipeline) -> String {
         "pipeline '{}' ({}): every check passed; nothing was started",
         pipeline.name, pipeline.origin
     );
-    let free = crate::pipeline::sys::free_bytes(Path::new("/dev/shm"))
+    let free = crate::sys::free_bytes(Path::new("/dev/shm"))
         .map_or(String::new(), |f| format!(" ({} free)", bytes(f)));
     let _ = writeln!(
         out,
@@ -338,6 +339,14 @@ fn start(
     } else {
         Status::Ok
     })
+}
+
+/// `streamd worker SPEC`: one stage or source process of a pipeline, started by
+/// `streamd run` with its description as JSON; exits with the worker's status.
+pub fn worker(spec: &str) -> anyhow::Result<Status> {
+    let spec: crate::pipeline::worker::WorkerSpec = serde_json::from_str(spec)?;
+    let code = crate::pipeline::worker::run(&spec)?;
+    std::process::exit(code)
 }
 
 /// What each stage did, in a line each, and where the writers' files are (the run's

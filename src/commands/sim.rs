@@ -1,14 +1,17 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
-use super::{now_ns, per_second, print_counters, stop_flag, Status};
+use super::{per_second, print_counters, Status};
 use crate::pattern::{FrameContent, NpyStack, RandomPool};
-use crate::pipeline::source::{pace_or_stop, MetadataError, MetadataPlan};
+use crate::pipeline::plan::MetadataPlan;
+use crate::pipeline::source::{pace_or_stop, MetadataError};
 use crate::ring::{
     ClaimError, Dtype, FrameMeta, FullPolicy, Producer, RingOptions, FLAG_END_OF_STREAM,
 };
+use crate::sys::{now_ns, stop_flag};
 use crate::units::{nth_tick, positive_seconds, quote, Rate, Seconds};
 use anyhow::{bail, Context};
 use serde_json::json;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -103,19 +106,8 @@ pub struct SimArgs {
 }
 
 pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
-    let stack = match &args.pattern {
-        Pattern::File(path) => Some(NpyStack::open(path).map_err(anyhow::Error::msg)?),
-        _ => None,
-    };
-    let (nx, ny, dtype) = stack
-        .as_ref()
-        .map_or((args.nx, args.ny, args.dtype), |s| (s.nx, s.ny, s.dtype));
-    let args = &SimArgs {
-        nx,
-        ny,
-        dtype,
-        ..args.clone()
-    };
+    let (args, stack) = with_file_shape(args)?;
+    let args = &args;
     if args.nx == 0 || args.ny == 0 {
         bail!(
             "frame size {}x{} is empty; give --nx and --ny of at least 1",
@@ -124,25 +116,12 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         );
     }
     let frame_bytes = u64::from(args.nx) * u64::from(args.ny) * args.dtype.size() as u64;
-    let options = RingOptions {
-        name: args.ring.clone(),
-        slots: args.slots,
-        slot_bytes: frame_bytes,
-        full_policy: args.policy,
-    };
     // Checked before any ring exists: a bad plan leaves nothing behind.
     let plan = match &args.metadata {
         None => None,
         Some(spec) => Some(metadata_plan(args, spec)?),
     };
-    let (mut producer, stale) = Producer::create(&options)?;
-    if let Some(stale) = stale {
-        eprintln!(
-            "streamd sim: removed stale segment {} left by producer pid {} that is gone",
-            stale.path.display(),
-            stale.producer_pid
-        );
-    }
+    let mut producer = create_ring(args, frame_bytes)?;
     let stop = stop_flag();
     producer.set_interrupt(stop.clone());
     let mut metadata = match plan {
@@ -158,7 +137,6 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             Some((plan, ring))
         }
     };
-    let (mut values, mut values_dropped) = (0u64, 0u64);
     if args.wait_consumers > 0 {
         eprintln!(
             "streamd sim: ring '{}' waiting for {} consumer(s)",
@@ -168,18 +146,109 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             eprintln!("streamd sim: interrupted before any consumer attached");
         }
     }
-    let source = match (stack, &args.pattern) {
+    let content = match (stack, &args.pattern) {
         (Some(stack), _) => FrameContent::Npy(stack),
         (None, Pattern::Random) => {
             FrameContent::Random(RandomPool::new(frame_bytes as usize, 0x5eed))
         }
         (None, _) => FrameContent::Ramp(args.dtype),
     };
+    let started = Instant::now();
+    let sent = publish_frames(
+        args,
+        &mut producer,
+        metadata.as_mut().map(|(plan, ring)| (&*plan, ring)),
+        (&content, frame_bytes as usize),
+        &stop,
+        started,
+    )?;
+    producer.finish();
+    if let Some((_, ring)) = &mut metadata {
+        ring.finish();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let counters = producer.counters();
+    let mut report = json!({
+        "ring": args.ring,
+        "published": counters.published,
+        "dropped": counters.dropped,
+        "consumers_reaped": producer.consumers_reaped(),
+        "first_id": sent.first_id,
+        "last_id": sent.last_id,
+        "fps": per_second(counters.published as f64, elapsed),
+        "mb_per_s": per_second(counters.published as f64 * frame_bytes as f64 / 1e6, elapsed),
+    });
+    if let Some((plan, _)) = &metadata {
+        report["metadata_ring"] = json!(plan.ring);
+        report["metadata_published"] = json!(sent.values);
+        report["metadata_dropped"] = json!(sent.values_dropped);
+    }
+    print_counters(&report, args.json);
+    Ok(Status::Ok)
+}
+
+/// The arguments with a replayed file's shape and dtype in place of --nx, --ny and
+/// --dtype, and the file's frames (`None` for a pattern).
+fn with_file_shape(args: &SimArgs) -> anyhow::Result<(SimArgs, Option<NpyStack>)> {
+    let stack = match &args.pattern {
+        Pattern::File(path) => Some(NpyStack::open(path).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let (nx, ny, dtype) = stack
+        .as_ref()
+        .map_or((args.nx, args.ny, args.dtype), |s| (s.nx, s.ny, s.dtype));
+    let args = SimArgs {
+        nx,
+        ny,
+        dtype,
+        ..args.clone()
+    };
+    Ok((args, stack))
+}
+
+/// Creates the frame ring, saying so when it replaced one whose producer is gone.
+fn create_ring(args: &SimArgs, frame_bytes: u64) -> anyhow::Result<Producer> {
+    let (producer, stale) = Producer::create(&RingOptions {
+        name: args.ring.clone(),
+        slots: args.slots,
+        slot_bytes: frame_bytes,
+        full_policy: args.policy,
+    })?;
+    if let Some(stale) = stale {
+        eprintln!(
+            "streamd sim: removed stale segment {} left by producer pid {} that is gone",
+            stale.path.display(),
+            stale.producer_pid
+        );
+    }
+    Ok(producer)
+}
+
+/// What the publishing loop sent.
+#[derive(Default)]
+struct Sent {
+    first_id: Option<u64>,
+    last_id: Option<u64>,
+    /// Metadata values published and dropped (a full `drop-newest` metadata ring).
+    values: u64,
+    values_dropped: u64,
+}
+
+/// Publishes frames of `frame_bytes` from `content`, paced from `started` when asked,
+/// each after its metadata values, until the frame count or the runtime is reached or
+/// `stop` is raised.
+fn publish_frames(
+    args: &SimArgs,
+    producer: &mut Producer,
+    mut metadata: Option<(&MetadataPlan, &mut Producer)>,
+    (content, frame_bytes): (&FrameContent, usize),
+    stop: &AtomicBool,
+    started: Instant,
+) -> anyhow::Result<Sent> {
     let dims = [args.ny, args.nx];
     let interval = args.fps.interval();
     let deadline = args.runtime.map(Seconds::duration);
-    let started = Instant::now();
-    let (mut first_id, mut last_id) = (None, None);
+    let mut sent = Sent::default();
     let mut frame_id = 0u64;
     while !stop.load(Relaxed) {
         if args.frames.is_some_and(|n| frame_id >= n)
@@ -188,7 +257,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             break;
         }
         if let Some(interval) = interval {
-            if !pace_or_stop(started + nth_tick(interval, frame_id), &stop) {
+            if !pace_or_stop(started + nth_tick(interval, frame_id), stop) {
                 break;
             }
         }
@@ -200,13 +269,14 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             }
             Err(ClaimError::Interrupted) => break,
         };
-        let payload = &mut slot.payload_mut()[..frame_bytes as usize];
-        source.fill(payload, frame_id);
+        content.fill(&mut slot.payload_mut()[..frame_bytes], frame_id);
         let last = args.frames.is_some_and(|n| frame_id + 1 == n);
         let timestamp_ns = now_ns();
-        if let Some((plan, ring)) = &mut metadata {
+        if let Some((plan, ring)) = metadata.as_mut() {
             match plan.publish(ring, frame_id, timestamp_ns) {
-                Ok((p, d)) => (values, values_dropped) = (values + p, values_dropped + d),
+                Ok((p, d)) => {
+                    (sent.values, sent.values_dropped) = (sent.values + p, sent.values_dropped + d)
+                }
                 Err(MetadataError::Interrupted) => break,
                 Err(e) => bail!("publishing metadata: {e}"),
             }
@@ -219,33 +289,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
             flags: if last { FLAG_END_OF_STREAM } else { 0 },
         };
         slot.publish(&meta).context("publishing a frame")?;
-        first_id.get_or_insert(frame_id);
-        last_id = Some(frame_id);
+        sent.first_id.get_or_insert(frame_id);
+        sent.last_id = Some(frame_id);
         frame_id += 1;
     }
-    producer.finish();
-    if let Some((_, ring)) = &mut metadata {
-        ring.finish();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let counters = producer.counters();
-    let mut report = json!({
-        "ring": args.ring,
-        "published": counters.published,
-        "dropped": counters.dropped,
-        "consumers_reaped": producer.consumers_reaped(),
-        "first_id": first_id,
-        "last_id": last_id,
-        "fps": per_second(counters.published as f64, elapsed),
-        "mb_per_s": per_second(counters.published as f64 * frame_bytes as f64 / 1e6, elapsed),
-    });
-    if let Some((plan, _)) = &metadata {
-        report["metadata_ring"] = json!(plan.ring);
-        report["metadata_published"] = json!(values);
-        report["metadata_dropped"] = json!(values_dropped);
-    }
-    print_counters(&report, args.json);
-    Ok(Status::Ok)
+    Ok(sent)
 }
 
 fn metadata_plan(args: &SimArgs, spec: &str) -> anyhow::Result<MetadataPlan> {

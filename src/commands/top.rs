@@ -44,7 +44,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<Status> {
             "streamd top needs a terminal; `streamd top --once` prints the overview as text"
         );
     }
-    let stop = super::stop_flag();
+    let stop = crate::sys::stop_flag();
     streamd_tui::run(&mut source, args.pipeline.clone(), &stop)?;
     Ok(Status::Ok)
 }

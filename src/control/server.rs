@@ -2,11 +2,12 @@
 
 use super::status::{collect, Rates};
 use super::{socket_path, Reply, Request};
-use crate::processors::{self, Wiring};
+use crate::processors::{self, Refused, Wiring};
+use crate::registry;
 use crate::stats::layout::*;
-use crate::stats::StatsSegment;
+use crate::stats::{StatsError, StatsSegment};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -35,12 +36,30 @@ impl Shared {
     }
 }
 
+/// Why the control socket or the metrics endpoint could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the control socket {path}: {io}")]
+    Socket { path: String, io: io::Error },
+    #[error("cannot serve metrics on {addr}: {io}; choose a free port")]
+    Metrics { addr: SocketAddr, io: io::Error },
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    /// The serving thread could not be started.
+    #[error(transparent)]
+    Thread(#[from] io::Error),
+}
+
 /// Binds pipeline `name`'s control socket (mode 0600) and serves it on a thread.
-pub fn serve(name: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
+pub fn serve(name: &str, shared: Arc<Shared>) -> Result<(), ServeError> {
     let path = socket_path(name);
     let _ = std::fs::remove_file(&path);
-    let listener = crate::pipeline::sys::with_umask(0o177, || UnixListener::bind(&path))
-        .map_err(|e| anyhow::anyhow!("cannot create the control socket {}: {e}", path.display()))?;
+    let listener = crate::sys::with_umask(0o177, || UnixListener::bind(&path)).map_err(|io| {
+        ServeError::Socket {
+            path: path.display().to_string(),
+            io,
+        }
+    })?;
     let stats = StatsSegment::open(name)?;
     std::thread::Builder::new()
         .name("control".into())
@@ -52,7 +71,7 @@ pub fn serve(name: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn handle(stats: &StatsSegment, shared: &Shared, stream: UnixStream) -> anyhow::Result<()> {
+fn handle(stats: &StatsSegment, shared: &Shared, stream: UnixStream) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
@@ -128,8 +147,8 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
     let parsed = processors::parse_value(value);
     args.insert(key.to_string(), parsed.clone());
     let processor = stats.stage_processor(index);
-    let checked = processors::build(&processor, &args)
-        .map_err(|e| e.reason)
+    let checked = registry::build(&processor, &args)
+        .map_err(|e| Refused(e.reason))
         .and_then(|p| match shared.wiring.get(stage) {
             Some(wiring) => p.check_wiring(wiring),
             None => Ok(()),
@@ -201,10 +220,11 @@ fn apply(
             // SYNC: pairs with the worker's Release store of applied_gen; the frame id
             // it stored just before is visible.
             if e.applied_gen.load(Acquire) >= gen {
+                // Stored before applied_gen, so set once the generation is.
+                let from = e.applied_from_frame().unwrap_or_default();
                 applied.push(format!(
-                    "worker {} from frame {}",
-                    e.worker.load(Relaxed),
-                    e.applied_from_frame.load(Relaxed)
+                    "worker {} from frame {from}",
+                    e.worker.load(Relaxed)
                 ));
             } else if state == WORKER_RUNNING {
                 waiting = true;
@@ -224,9 +244,8 @@ fn apply(
 }
 
 /// Serves the status as Prometheus text on `addr` (one short HTTP/1.0 reply per connection).
-pub fn serve_metrics(addr: SocketAddr, name: &str, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}; choose a free port"))?;
+pub fn serve_metrics(addr: SocketAddr, name: &str, shared: Arc<Shared>) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr).map_err(|io| ServeError::Metrics { addr, io })?;
     let stats = StatsSegment::open(name)?;
     std::thread::Builder::new()
         .name("metrics".into())

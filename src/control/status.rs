@@ -115,8 +115,8 @@ pub struct WorkerStatus {
     pub reason: Option<String>,
 }
 
-fn optional(v: u64) -> Option<u64> {
-    (v != NONE).then_some(v)
+fn core(v: u64) -> Option<u64> {
+    (v != NO_CORE).then_some(v)
 }
 
 /// How a worker process ended, from [`WorkerEntry::exit`]; `None` before any ended.
@@ -216,7 +216,7 @@ fn gather(
     since_reset: bool,
 ) -> StatusReport {
     let h = stats.header();
-    let now = crate::commands::now_ns();
+    let now = crate::sys::now_ns();
     let name = stats.name();
     let mut stages = Vec::new();
     for s in 0..stats.stage_count() {
@@ -226,6 +226,8 @@ fn gather(
         let mut workers = Vec::new();
         for i in first..(first + count).min(stats.entry_count()) {
             let e = stats.entry(i);
+            // SYNC: pairs with the Release stores of the state (the worker's
+            // `Report::state`, the supervisor's): the counters stored before it are visible.
             let state = e.state.load(Acquire);
             let exit = e.exit.load(Relaxed);
             let heartbeat_age_ms = now.saturating_sub(e.heartbeat_ns.load(Relaxed)) / 1_000_000;
@@ -243,7 +245,7 @@ fn gather(
             workers.push(WorkerStatus {
                 worker: e.worker.load(Relaxed),
                 pid: e.pid.load(Relaxed),
-                core: optional(e.core.load(Relaxed)),
+                core: core(e.core.load(Relaxed)),
                 state: state_name(state).into(),
                 frames_in: count(&e.frames_in, &base.frames_in),
                 frames_out: count(&e.frames_out, &base.frames_out),
@@ -257,7 +259,7 @@ fn gather(
                 proc_us_p99: e.proc_p99_ns.load(Relaxed) as f64 / 1e3,
                 proc_histogram: e.proc_histogram.iter().map(|c| c.load(Relaxed)).collect(),
                 lag: e.lag.load(Relaxed),
-                last_frame_id: optional(e.last_frame_id.load(Relaxed)),
+                last_frame_id: e.last_frame_id(),
                 span_us: e.span_us.load(Relaxed),
                 heartbeat_age_ms,
                 stalled: false,
@@ -265,7 +267,7 @@ fn gather(
                 fps_in,
                 fps_out,
                 configured_from_frame: if e.applied_gen.load(Relaxed) > 2 {
-                    optional(e.applied_from_frame.load(Relaxed))
+                    e.applied_from_frame()
                 } else {
                     None
                 },
@@ -352,6 +354,8 @@ fn gather(
     StatusReport {
         pipeline: name.clone(),
         supervisor_pid: h.supervisor_pid.load(Relaxed),
+        // SYNC: pairs with the supervisor's Release stores of the pipeline state; only the
+        // state is used (the workers' counters were read above, each after its state).
         state: pipeline_state_name(h.state.load(Acquire)).into(),
         started_unix_ns: h.started_unix_ns.load(Relaxed),
         resets: h.reset_gen.load(Relaxed),

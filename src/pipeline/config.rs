@@ -2,14 +2,19 @@
 //! found here, before any ring or process exists, and reported as one sentence that
 //! starts with `FILE:LINE:COLUMN:`.
 
-use super::source::MetadataPlan;
+use super::pinning;
+use super::plan::{
+    CoreChoice, MetadataPlan, Order, Pipeline, RestartPolicy, RingPlan, SourceContent, SourcePlan,
+    StagePlan,
+};
 use crate::pattern::{NpyStack, TiffSeries};
-use crate::processors;
 use crate::processors::python::PythonCode;
-use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
+use crate::processors::{self, Processor};
+use crate::registry;
+use crate::ring::{Delivery, Dtype, FullPolicy};
 use crate::sources::zmq::ZmqSettings;
 use crate::units::{quote, Rate, Seconds};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Longest ring segment name (`PIPELINE.RING.N`), from the ring layout.
-const MAX_SEGMENT_NAME: usize = crate::ring::layout::NAME_CAPACITY - 1;
+const MAX_SEGMENT_NAME: usize = crate::ring::MAX_NAME_LEN;
 const DEFAULT_SLOTS: u32 = 64;
 /// Stages besides the source (the stats segment has 64 entries, one is the source's).
 const MAX_STAGES: usize = 63;
@@ -29,240 +34,6 @@ const MAX_SLOTS: u32 = 1 << 20;
 const MAX_RING_BYTES: u64 = 1 << 40;
 /// Most sets a stage's input may be dealt round (`sets`).
 const MAX_STAGE_SETS: u32 = 1024;
-
-/// A validated pipeline: what `streamd run` starts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pipeline {
-    pub name: String,
-    /// Where it came from, for messages.
-    pub origin: String,
-    pub drain_timeout: Duration,
-    pub restart: RestartPolicy,
-    pub rings: Vec<RingPlan>,
-    pub source: SourcePlan,
-    pub stages: Vec<StagePlan>,
-}
-
-/// When a crashing worker stops being restarted.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RestartPolicy {
-    /// Crashes within `window_s` after which the worker is marked failed.
-    #[serde(default = "default_max_crashes")]
-    pub max_crashes: u32,
-    #[serde(default = "default_window_s")]
-    pub window_s: f64,
-    /// First delay before a restart; doubles with each crash in the window, up to 5 s.
-    #[serde(default = "default_backoff_ms")]
-    pub backoff_ms: u64,
-}
-
-fn default_max_crashes() -> u32 {
-    5
-}
-fn default_window_s() -> f64 {
-    60.0
-}
-fn default_backoff_ms() -> u64 {
-    100
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            max_crashes: default_max_crashes(),
-            window_s: default_window_s(),
-            backoff_ms: default_backoff_ms(),
-        }
-    }
-}
-
-/// A ring as the pipeline uses it. A ring written by a stage with several workers is
-/// one segment per worker (`NAME.0`, `NAME.1`, ...): a ring has a single producer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RingPlan {
-    pub name: String,
-    pub slots: u32,
-    pub slot_bytes: u64,
-    pub full_policy: FullPolicy,
-    /// Processes that write it: one segment each.
-    pub writers: u32,
-}
-
-impl RingPlan {
-    /// Bytes of `/dev/shm` one segment of the ring takes (allocated in full at creation).
-    pub fn segment_bytes(&self) -> u64 {
-        crate::ring::layout::Geometry::new(self.slots, self.slot_bytes)
-            .map_or(u64::MAX, |g| g.segment_size)
-    }
-
-    /// Segment names in `/dev/shm` for pipeline `pipeline`.
-    pub fn segments(&self, pipeline: &str) -> Vec<String> {
-        if self.writers == 1 {
-            vec![format!("{pipeline}.{}", self.name)]
-        } else {
-            (0..self.writers)
-                .map(|i| format!("{pipeline}.{}.{i}", self.name))
-                .collect()
-        }
-    }
-}
-
-/// Which cores a stage's workers run on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CoreChoice {
-    /// Spread over the host's cores by the supervisor.
-    Auto,
-    /// Worker `i` gets `list[i % len]`.
-    List(Vec<usize>),
-}
-
-/// What the source publishes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SourceContent {
-    Ramp,
-    Random,
-    Npy(PathBuf),
-    Tiff(Vec<PathBuf>),
-    /// A Python class's `frames()` generator, given `args` (run in the interpreter):
-    /// the user's (`kind = "python"`) or the package's pvAccess source (`kind = "pva"`).
-    Python {
-        kind: String,
-        code: PythonCode,
-        args: toml::Table,
-    },
-    /// DECTRIS Stream V2 from a ZeroMQ PUSH socket (`kind = "zmq"`).
-    Zmq(ZmqSettings),
-}
-
-impl SourceContent {
-    /// The source kind's name in the registry (`sources::REGISTRY`).
-    pub fn kind(&self) -> &str {
-        match self {
-            SourceContent::Ramp | SourceContent::Random => "sim",
-            SourceContent::Npy(_) | SourceContent::Tiff(_) => "replay",
-            SourceContent::Python { kind, .. } => kind,
-            SourceContent::Zmq(_) => "zmq",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SourcePlan {
-    pub ring: String,
-    pub content: SourceContent,
-    pub nx: u32,
-    pub ny: u32,
-    pub dtype: Dtype,
-    /// Frames per second; 0 = as fast as the pipeline takes them.
-    pub fps: f64,
-    /// `None` runs until stopped.
-    pub frames: Option<u64>,
-    pub cores: CoreChoice,
-    /// Channel values published beside the frames.
-    pub metadata: Option<MetadataPlan>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StagePlan {
-    pub name: String,
-    pub processor: String,
-    pub args: toml::Table,
-    pub inputs: Vec<String>,
-    /// Output rings by port; most stages have one, `route` several, sinks none.
-    pub outputs: Vec<String>,
-    /// Rings of metadata channel values every worker reads in full.
-    pub metadata: Vec<String>,
-    pub workers: u32,
-    pub batch: u32,
-    pub delivery: Delivery,
-    /// Every worker sees every frame instead of sharing them.
-    pub broadcast: bool,
-    /// `(set, sets)`: the stage takes only the runs of `batch` frames dealt to that set
-    /// of its inputs (spec §5.9, PvaPy's distributor sets); stages in one set each see all
-    /// of its frames.
-    #[serde(default)]
-    pub set: Option<(u32, u32)>,
-    /// How the workers take turns at the stage's runs.
-    #[serde(default)]
-    pub order: Order,
-    pub cores: CoreChoice,
-    /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
-    /// (a writer's folder, checked where the run's folder is known).
-    #[serde(default)]
-    pub at: BTreeMap<String, String>,
-}
-
-impl StagePlan {
-    /// Where argument `key` was written, else where the stage's processor was named.
-    pub fn location(&self, key: &str) -> &str {
-        self.at
-            .get(key)
-            .or_else(|| self.at.get("processor"))
-            .map_or("", String::as_str)
-    }
-}
-
-/// How a stage's workers take turns (`order`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Order {
-    /// Whichever worker is free takes the next run.
-    #[default]
-    FirstFree,
-    /// Worker k of W takes runs k, k+W, k+2W, ... of the stage's runs: a set each.
-    RoundRobin,
-}
-
-impl StagePlan {
-    /// The set worker `worker` takes on each input (spec §5.9): the stage's own set, and
-    /// in round-robin order one set per worker within it, so worker k of W takes the
-    /// stage's turns k, k+W, ... (of `sets` sets, set `s`: sets `s + sets·k` of
-    /// `sets·W`). The worker shares its set with the supervisor's holder (mode one).
-    pub fn set_of(&self, worker: u32) -> Option<GroupSet> {
-        let (index, sets) = match (self.order, self.set) {
-            (Order::FirstFree, set) => set?,
-            (Order::RoundRobin, None) => (worker, self.workers),
-            (Order::RoundRobin, Some((set, sets))) => (set + sets * worker, sets * self.workers),
-        };
-        Some(GroupSet {
-            index,
-            sets,
-            mode: SetMode::One,
-        })
-    }
-
-    /// The ring group worker `worker` joins on each input.
-    pub fn group(&self, worker: u32) -> String {
-        if self.broadcast {
-            format!("{}.{worker}", self.name)
-        } else {
-            self.name.clone()
-        }
-    }
-
-    /// The ring group worker `worker` joins on each metadata ring: its own, so every
-    /// worker sees every value.
-    pub fn metadata_group(&self, worker: u32) -> String {
-        format!("{}.m{worker}", self.name)
-    }
-
-    /// Every ring the stage reads: inputs, then metadata.
-    pub fn reads(&self) -> impl Iterator<Item = &String> {
-        self.inputs.iter().chain(&self.metadata)
-    }
-
-    /// Distinct groups (and sets) of this stage on each input.
-    pub fn groups(&self) -> Vec<(String, Option<GroupSet>)> {
-        if self.broadcast || self.order == Order::RoundRobin {
-            (0..self.workers)
-                .map(|w| (self.group(w), self.set_of(w)))
-                .collect()
-        } else {
-            vec![(self.name.clone(), self.set_of(0))]
-        }
-    }
-}
 
 /// A configuration mistake, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -464,6 +235,33 @@ struct Validator<'a> {
     origin: &'a str,
 }
 
+/// A `[[ring]]` as checked so far: its plan, where the file declares it, and the slot
+/// size it declares (`None`: sized from its producer).
+struct Declared<'r> {
+    plan: RingPlan,
+    raw: &'r Spanned<RawRing>,
+    bytes: Option<u64>,
+}
+
+/// The declared rings, in file order, and who writes each (by position).
+struct Rings<'r> {
+    declared: Vec<Declared<'r>>,
+    writer_of: HashMap<usize, String>,
+}
+
+/// The rings a stage reads and writes, by name.
+struct StageRings {
+    inputs: Vec<String>,
+    metadata: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl Rings<'_> {
+    fn index(&self, name: &str) -> Option<usize> {
+        self.declared.iter().position(|d| d.plan.name == name)
+    }
+}
+
 /// Checks a pipeline name given outside the file (`--name`); the message starts with
 /// the quoted name.
 pub fn check_pipeline_name(name: &str) -> Result<(), String> {
@@ -514,7 +312,7 @@ impl Validator<'_> {
                 ))
             }
             Some((k, other)) => {
-                let known: Vec<&str> = crate::sources::REGISTRY.iter().map(|r| r.name).collect();
+                let known: Vec<&str> = registry::SOURCES.iter().map(|k| k.name).collect();
                 return Err(self.at(
                     k,
                     format!(
@@ -841,13 +639,13 @@ impl Validator<'_> {
                 Err(self.at(raw, "cores is an empty list; give core ids or \"auto\""))
             }
             RawCores::List(list) => {
-                let available = super::pinning::available_cores();
+                let available = pinning::available_cores();
                 if let Some(bad) = list.iter().find(|c| !available.contains(c)) {
                     return Err(self.at(
                         raw,
                         format!(
                             "core {bad} is not available on this host (available: {}); use ids from that list or \"auto\"",
-                            super::pinning::describe(&available)
+                            pinning::describe(&available)
                         ),
                     ));
                 }
@@ -856,6 +654,9 @@ impl Validator<'_> {
         }
     }
 
+    /// The whole file, checked step by step in the order its parts depend on each other:
+    /// settings, rings, the source, the stages, then what needs them all (producers,
+    /// cycles, ring sizes, segment names).
     fn pipeline(
         &self,
         raw: RawPipeline,
@@ -880,84 +681,130 @@ impl Validator<'_> {
                 ),
             ));
         }
-
-        // Rings by name.
-        let mut rings: Vec<(RingPlan, &Spanned<RawRing>, Option<u64>)> = Vec::new();
+        let mut rings = Rings {
+            declared: Vec::new(),
+            writer_of: HashMap::new(),
+        };
         for r in &raw.rings {
-            let rn = &r.get_ref().name;
-            check_name("ring", rn.get_ref(), 24).map_err(|m| self.at(rn, m))?;
-            if rings.iter().any(|(p, _, _)| &p.name == rn.get_ref()) {
-                return Err(self.at(rn, format!("ring '{}' is declared twice", rn.get_ref())));
-            }
-            let ring = r.get_ref();
-            let slots = match &ring.slots {
-                None => DEFAULT_SLOTS,
-                Some(s) if (1..=MAX_SLOTS).contains(s.get_ref()) => *s.get_ref(),
-                Some(s) => {
-                    return Err(self.at(
-                        s,
-                        format!("slots must be 1 to {MAX_SLOTS}, got {}", s.get_ref()),
-                    ))
-                }
-            };
-            let full_policy = match &ring.full_policy {
-                None => FullPolicy::Block,
-                Some(p) => p.get_ref().parse().map_err(|m: String| self.at(p, m))?,
-            };
-            let frame_bytes = match &ring.frame {
-                None => None,
-                Some(f) => {
-                    let shape = f.get_ref();
-                    let dtype: Dtype = shape
-                        .dtype
-                        .get_ref()
-                        .parse()
-                        .map_err(|m: String| self.at(&shape.dtype, m))?;
-                    if shape.nx == 0 || shape.ny == 0 {
-                        return Err(self.at(f, "frame nx and ny must be at least 1"));
-                    }
-                    Some(u64::from(shape.nx) * u64::from(shape.ny) * dtype.size() as u64)
-                }
-            };
-            let declared = match (&ring.slot_bytes, frame_bytes) {
-                (Some(s), Some(fb)) if *s.get_ref() < fb => {
-                    return Err(self.at(
-                        s,
-                        format!(
-                            "ring '{}' has slot_bytes {} but its frame needs {fb} bytes; raise slot_bytes or drop it",
-                            rn.get_ref(),
-                            s.get_ref()
-                        ),
-                    ))
-                }
-                (Some(s), _) if *s.get_ref() == 0 => {
-                    return Err(self.at(s, "slot_bytes must be at least 1"))
-                }
-                (Some(s), _) => Some(*s.get_ref()),
-                (None, fb) => fb,
-            };
-            rings.push((
-                RingPlan {
-                    name: rn.get_ref().clone(),
-                    slots,
-                    slot_bytes: declared.unwrap_or(0),
-                    full_policy,
-                    writers: 1,
-                },
-                r,
-                declared,
-            ));
+            let ring = self.ring(r, &rings.declared)?;
+            rings.declared.push(ring);
         }
-        let positions: HashMap<String, usize> = rings
-            .iter()
-            .enumerate()
-            .map(|(i, (p, _, _))| (p.name.clone(), i))
-            .collect();
-        let ring_index = |name: &str| positions.get(name).copied();
+        let (source, source_bytes) = self.source(&raw.source, base, &mut rings)?;
+        let mut stages = Vec::new();
+        let mut processors_built = Vec::new();
+        for s in &raw.stages {
+            let (stage, processor) = self.stage(s, &stages, &source, base, &mut rings)?;
+            stages.push(stage);
+            processors_built.push(processor);
+        }
+        self.group_tables(&raw.stages, &stages)?;
+        self.worker_total(&raw.stages, &stages)?;
+        self.producers(&mut rings, &stages)?;
+        // No cycles; the order also sizes rings from their producers.
+        let order = self.topological(&raw, &stages)?;
+        let bytes = self.ring_sizes(
+            &raw,
+            &rings,
+            (&source, source_bytes),
+            &stages,
+            &processors_built,
+            &order,
+        )?;
+        let rings = self.ring_plans(rings, bytes, &name)?;
+        Ok(Pipeline {
+            name,
+            origin: self.origin.to_string(),
+            drain_timeout,
+            restart,
+            rings,
+            source,
+            stages,
+        })
+    }
 
-        // The source.
-        let src = raw.source.get_ref();
-        let src_ring = ring_index(src.ring.get_ref()).ok_or_else(|| {
+    /// One `[[ring]]` after the `earlier` ones: its name, slots, full policy and the
+    /// frame or slot size it declares (`None`: sized from its producer).
+    fn ring<'r>(
+        &self,
+        r: &'r Spanned<RawRing>,
+        earlier: &[Declared<'_>],
+    ) -> Result<Declared<'r>, ConfigError> {
+        let ring = r.get_ref();
+        let rn = &ring.name;
+        check_name("ring", rn.get_ref(), 24).map_err(|m| self.at(rn, m))?;
+        if earlier.iter().any(|d| &d.plan.name == rn.get_ref()) {
+            return Err(self.at(rn, format!("ring '{}' is declared twice", rn.get_ref())));
+        }
+        let slots = match &ring.slots {
+            None => DEFAULT_SLOTS,
+            Some(s) if (1..=MAX_SLOTS).contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                return Err(self.at(
+                    s,
+                    format!("slots must be 1 to {MAX_SLOTS}, got {}", s.get_ref()),
+                ))
+            }
+        };
+        let full_policy = match &ring.full_policy {
+            None => FullPolicy::Block,
+            Some(p) => p.get_ref().parse().map_err(|m: String| self.at(p, m))?,
+        };
+        let frame_bytes = match &ring.frame {
+            None => None,
+            Some(f) => {
+                let shape = f.get_ref();
+                let dtype: Dtype = shape
+                    .dtype
+                    .get_ref()
+                    .parse()
+                    .map_err(|m: String| self.at(&shape.dtype, m))?;
+                if shape.nx == 0 || shape.ny == 0 {
+                    return Err(self.at(f, "frame nx and ny must be at least 1"));
+                }
+                Some(u64::from(shape.nx) * u64::from(shape.ny) * dtype.size() as u64)
+            }
+        };
+        let declared = match (&ring.slot_bytes, frame_bytes) {
+            (Some(s), Some(fb)) if *s.get_ref() < fb => {
+                return Err(self.at(
+                    s,
+                    format!(
+                        "ring '{}' has slot_bytes {} but its frame needs {fb} bytes; raise slot_bytes or drop it",
+                        rn.get_ref(),
+                        s.get_ref()
+                    ),
+                ))
+            }
+            (Some(s), _) if *s.get_ref() == 0 => {
+                return Err(self.at(s, "slot_bytes must be at least 1"))
+            }
+            (Some(s), _) => Some(*s.get_ref()),
+            (None, fb) => fb,
+        };
+        Ok(Declared {
+            plan: RingPlan {
+                name: rn.get_ref().clone(),
+                slots,
+                slot_bytes: declared.unwrap_or(0),
+                full_policy,
+                writers: 1,
+            },
+            raw: r,
+            bytes: declared,
+        })
+    }
+
+    /// The `[source]` table: the ring it writes, its rate, its frames (a pattern,
+    /// replayed files or a Python class) and the metadata it publishes beside them.
+    /// Returns the plan and the bytes of one frame.
+    fn source(
+        &self,
+        raw: &Spanned<RawSource>,
+        base: &Path,
+        rings: &mut Rings<'_>,
+    ) -> Result<(SourcePlan, u64), ConfigError> {
+        let src = raw.get_ref();
+        let src_ring = rings.index(src.ring.get_ref()).ok_or_else(|| {
             self.at(
                 &src.ring,
                 format!(
@@ -973,7 +820,37 @@ impl Validator<'_> {
                 .get(),
         };
         let python = self.python_source(src, base)?;
-        let (content, nx, ny, dtype, frames) = match (&src.pattern, &src.replay) {
+        let (content, nx, ny, dtype, frames) = self.source_frames(raw, python, base)?;
+        let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
+        rings.writer_of.insert(src_ring, "the source".to_string());
+        let metadata = match &src.metadata {
+            None => None,
+            Some(m) => Some(self.source_metadata(m, &content, rings)?),
+        };
+        let source = SourcePlan {
+            ring: src.ring.get_ref().clone(),
+            content,
+            nx,
+            ny,
+            dtype,
+            fps,
+            frames,
+            cores: self.cores(src.cores.as_ref())?,
+            metadata,
+        };
+        Ok((source, source_bytes))
+    }
+
+    /// What the source's frames are: content, nx, ny, dtype and how many (`None`: until
+    /// stopped).
+    fn source_frames(
+        &self,
+        raw: &Spanned<RawSource>,
+        python: Option<SourceContent>,
+        base: &Path,
+    ) -> Result<(SourceContent, u32, u32, Dtype, Option<u64>), ConfigError> {
+        let src = raw.get_ref();
+        Ok(match (&src.pattern, &src.replay) {
             (pattern, replay) if python.is_some() => {
                 let who = python.as_ref().map_or("", SourceContent::kind);
                 if let Some(other) = pattern.as_ref().or(replay.as_ref()) {
@@ -984,7 +861,7 @@ impl Validator<'_> {
                 }
                 let (Some(nx), Some(ny)) = (src.nx, src.ny) else {
                     return Err(self.at(
-                        &raw.source,
+                        raw,
                         format!("a {who} source declares the largest frame it takes: set nx and ny (and dtype, u16 by default)"),
                     ));
                 };
@@ -993,7 +870,7 @@ impl Validator<'_> {
                     Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
                 };
                 if nx == 0 || ny == 0 {
-                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                    return Err(self.at(raw, "the source's nx and ny must be at least 1"));
                 }
                 let content = python.expect("matched");
                 // A pva source counts the frames it takes itself (see pva_source).
@@ -1054,264 +931,316 @@ impl Validator<'_> {
                 };
                 let (nx, ny) = (src.nx.unwrap_or(512), src.ny.unwrap_or(512));
                 if nx == 0 || ny == 0 {
-                    return Err(self.at(&raw.source, "the source's nx and ny must be at least 1"));
+                    return Err(self.at(raw, "the source's nx and ny must be at least 1"));
                 }
                 (content, nx, ny, dtype, src.frames)
             }
-        };
-        let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
-        let mut writer_of: HashMap<usize, String> =
-            HashMap::from([(src_ring, "the source".to_string())]);
-        let metadata = match &src.metadata {
-            None => None,
-            Some(m) => {
-                let raw = m.get_ref();
-                let ring = ring_index(raw.ring.get_ref()).ok_or_else(|| {
-                    self.at(
-                        &raw.ring,
-                        format!(
-                            "the source's metadata goes to ring '{}', which no [[ring]] declares",
-                            raw.ring.get_ref()
-                        ),
-                    )
-                })?;
-                if writer_of.insert(ring, "the source".into()).is_some() {
-                    return Err(self.at(
-                        &raw.ring,
-                        "the metadata ring must differ from the frame ring",
-                    ));
-                }
-                if !(raw.jitter_us >= 0.0 && raw.jitter_us.is_finite()) {
-                    return Err(self.at(
-                        m,
-                        "jitter_us must be 0 or a positive number of microseconds",
-                    ));
-                }
-                match MetadataPlan::parse_pvs(raw.channels.get_ref()) {
-                    None => {
-                        if raw.queue_size.is_some() {
-                            return Err(self.at(m, "queue_size belongs to channels read from PVs (pva://NAME, ca://NAME)"));
-                        }
-                        Some(MetadataPlan {
-                            ring: raw.ring.get_ref().clone(),
-                            channels: MetadataPlan::parse_channels(raw.channels.get_ref())
-                                .map_err(|e| self.at(&raw.channels, e))?,
-                            jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
-                            gap_every: raw.gap_every,
-                            pvs: Vec::new(),
-                            queue_size: 0,
-                        })
-                    }
-                    Some(pvs) => {
-                        let pvs = pvs.map_err(|e| self.at(&raw.channels, e))?;
-                        if !matches!(content, SourceContent::Python { .. }) {
-                            return Err(self.at(&raw.channels, "channels read from PVs need a source that runs in Python: kind = \"pva\" or kind = \"python\""));
-                        }
-                        if raw.jitter_us != 0.0 || raw.gap_every != 0 {
-                            return Err(self.at(m, "jitter_us and gap_every shape simulated channels; PV channels bring their own values"));
-                        }
-                        let queue_size = match raw.queue_size {
-                            None => 0,
-                            Some(q) if (0..=1_000_000).contains(&q) => q as u32,
-                            Some(q) => {
-                                return Err(
-                                    self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))
-                                )
-                            }
-                        };
-                        Some(MetadataPlan {
-                            ring: raw.ring.get_ref().clone(),
-                            channels: Vec::new(),
-                            jitter_ns: 0,
-                            gap_every: 0,
-                            pvs,
-                            queue_size,
-                        })
-                    }
-                }
-            }
-        };
-        let source = SourcePlan {
-            ring: src.ring.get_ref().clone(),
-            content,
-            nx,
-            ny,
-            dtype,
-            fps,
-            frames,
-            cores: self.cores(src.cores.as_ref())?,
-            metadata,
-        };
+        })
+    }
 
-        // Stages.
-        let mut stages: Vec<StagePlan> = Vec::new();
-        let mut processors_built = Vec::new();
-        for s in &raw.stages {
-            let st = s.get_ref();
-            check_name("stage", st.name.get_ref(), 24).map_err(|m| self.at(&st.name, m))?;
-            if stages.iter().any(|p| &p.name == st.name.get_ref()) {
-                return Err(self.at(
-                    &st.name,
-                    format!("stage '{}' is declared twice", st.name.get_ref()),
-                ));
-            }
-            let stage_name = st.name.get_ref().clone();
-            let inputs = OneOrMany::list(Some(&st.input));
-            if inputs.is_empty() {
-                return Err(self.at(
-                    &st.input,
-                    format!("stage '{stage_name}' has an empty input list"),
-                ));
-            }
-            let metadata = OneOrMany::list(st.metadata.as_ref());
-            for (input, span) in inputs.iter().map(|i| (i, st.input.span())).chain(
-                metadata
-                    .iter()
-                    .map(|m| (m, st.metadata.as_ref().expect("listed").span())),
-            ) {
-                if ring_index(input).is_none() {
-                    return Err(self.error(
-                        span,
-                        format!(
-                            "stage '{stage_name}' reads ring '{input}', which no [[ring]] declares"
-                        ),
-                    ));
-                }
-            }
-            let outputs = OneOrMany::list(st.output.as_ref());
-            for o in &outputs {
-                let span = st.output.as_ref().expect("listed");
-                let idx = ring_index(o).ok_or_else(|| {
-                    self.at(
-                        span,
-                        format!(
-                            "stage '{stage_name}' writes ring '{o}', which no [[ring]] declares"
-                        ),
-                    )
-                })?;
-                if let Some(other) = writer_of.get(&idx) {
-                    return Err(self.at(
-                        span,
-                        format!("ring '{o}' is already written by {other}; a ring has one producer, so give this stage its own ring"),
-                    ));
-                }
-                writer_of.insert(idx, format!("stage '{stage_name}'"));
-            }
-            let positive = |v: &Option<Spanned<u32>>, key: &str| -> Result<u32, ConfigError> {
-                match v {
-                    None => Ok(1),
-                    Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
-                    Some(n) => Err(self.at(n, format!("{key} must be at least 1"))),
-                }
-            };
-            let workers = positive(&st.workers, "workers")?;
-            if workers > 64 {
-                return Err(self.at(
-                    st.workers.as_ref().expect("set"),
-                    "workers must be at most 64",
-                ));
-            }
-            let batch = positive(&st.batch, "batch")?;
-            let delivery = match &st.delivery {
-                None => Delivery::Lossless,
-                Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
-            };
-            let set = self.stage_set(&stage_name, st)?;
-            let order = match st.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
-                None | Some((_, "first-free")) => Order::FirstFree,
-                Some((o, "round-robin")) if st.broadcast => {
-                    return Err(self.at(o, format!("stage '{stage_name}': round-robin deals runs to workers, broadcast gives every worker every frame; keep one")));
-                }
-                Some((_, "round-robin")) => Order::RoundRobin,
-                Some((o, other)) => {
-                    return Err(self.at(
-                        o,
-                        format!("unknown order '{other}' (use first-free or round-robin)"),
-                    ))
-                }
-            };
-            let mut processor = processors::create(st.processor.get_ref())
-                .map_err(|m| self.at(&st.processor, m))?;
-            // Keys that exclude each other (a later one would silently replace the other).
-            for (one, other) in EXCLUSIVE_ARGS {
-                if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {
-                    return Err(self.at(
-                        second,
-                        format!(
-                            "stage '{stage_name}': {one} and {other} exclude each other; keep one"
-                        ),
-                    ));
-                }
-            }
-            let mut args = toml::Table::new();
-            for (key, value) in &st.args {
-                let value_here = match (st.processor.get_ref().as_str(), key.as_str()) {
-                    // A Python stage's file is found from the pipeline file's folder.
-                    ("python", "file") => match value.get_ref().as_str() {
-                        Some(file) => toml::Value::String(base.join(file).display().to_string()),
-                        None => value.get_ref().clone(),
-                    },
-                    _ => value.get_ref().clone(),
-                };
-                processor
-                    .configure(key, &value_here)
-                    .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
-                args.insert(key.clone(), value_here);
-            }
-            processor
-                .check_wiring(&processors::Wiring {
-                    inputs: inputs.len(),
-                    outputs: outputs.len(),
-                    metadata: metadata.len(),
-                    workers,
-                    // Frames straight from the source have its shape.
-                    frame: inputs
-                        .iter()
-                        .all(|i| i == src.ring.get_ref())
-                        .then_some((source.ny, source.nx)),
-                })
-                .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
-            // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
-            let longest_group = if metadata.is_empty() {
-                stage_name.len() + if st.broadcast { 3 } else { 0 }
-            } else {
-                stage_name.len() + 4
-            };
-            if longest_group > MAX_SEGMENT_NAME {
-                return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 27 characters")));
-            }
-            let cores = self.cores(st.cores.as_ref())?;
-            processors_built.push(processor);
-            let mut at = BTreeMap::new();
-            at.insert(
-                "processor".to_string(),
-                self.at(&st.processor, "").location(),
-            );
-            for (key, value) in &st.args {
-                at.insert(key.clone(), self.at(value, "").location());
-            }
-            stages.push(StagePlan {
-                at,
-                name: stage_name,
-                processor: st.processor.get_ref().clone(),
-                args,
-                inputs,
-                outputs,
-                metadata,
-                workers,
-                batch,
-                delivery,
-                broadcast: st.broadcast,
-                set,
-                order,
-                cores,
-            });
+    /// The source's `metadata` table: its own ring and the channels it publishes,
+    /// simulated or read from PVs (by a `content` that runs in Python).
+    fn source_metadata(
+        &self,
+        m: &Spanned<RawMetadata>,
+        content: &SourceContent,
+        rings: &mut Rings<'_>,
+    ) -> Result<MetadataPlan, ConfigError> {
+        let raw = m.get_ref();
+        let ring = rings.index(raw.ring.get_ref()).ok_or_else(|| {
+            self.at(
+                &raw.ring,
+                format!(
+                    "the source's metadata goes to ring '{}', which no [[ring]] declares",
+                    raw.ring.get_ref()
+                ),
+            )
+        })?;
+        if rings.writer_of.insert(ring, "the source".into()).is_some() {
+            return Err(self.at(
+                &raw.ring,
+                "the metadata ring must differ from the frame ring",
+            ));
         }
+        if !(raw.jitter_us >= 0.0 && raw.jitter_us.is_finite()) {
+            return Err(self.at(
+                m,
+                "jitter_us must be 0 or a positive number of microseconds",
+            ));
+        }
+        let Some(pvs) = MetadataPlan::parse_pvs(raw.channels.get_ref()) else {
+            if raw.queue_size.is_some() {
+                return Err(self.at(
+                    m,
+                    "queue_size belongs to channels read from PVs (pva://NAME, ca://NAME)",
+                ));
+            }
+            return Ok(MetadataPlan {
+                ring: raw.ring.get_ref().clone(),
+                channels: MetadataPlan::parse_channels(raw.channels.get_ref())
+                    .map_err(|e| self.at(&raw.channels, e))?,
+                jitter_ns: (raw.jitter_us * 1000.0).round() as u64,
+                gap_every: raw.gap_every,
+                pvs: Vec::new(),
+                queue_size: 0,
+            });
+        };
+        let pvs = pvs.map_err(|e| self.at(&raw.channels, e))?;
+        if !matches!(content, SourceContent::Python { .. }) {
+            return Err(self.at(&raw.channels, "channels read from PVs need a source that runs in Python: kind = \"pva\" or kind = \"python\""));
+        }
+        if raw.jitter_us != 0.0 || raw.gap_every != 0 {
+            return Err(self.at(
+                m,
+                "jitter_us and gap_every shape simulated channels; PV channels bring their own values",
+            ));
+        }
+        let queue_size = match raw.queue_size {
+            None => 0,
+            Some(q) if (0..=1_000_000).contains(&q) => q as u32,
+            Some(q) => return Err(self.at(m, format!("queue_size must be 0 to 1000000, got {q}"))),
+        };
+        Ok(MetadataPlan {
+            ring: raw.ring.get_ref().clone(),
+            channels: Vec::new(),
+            jitter_ns: 0,
+            gap_every: 0,
+            pvs,
+            queue_size,
+        })
+    }
 
-        // Each group (and set) of a stage takes an entry of its ring's group table on
-        // every segment it reads; a full table would only show when the run starts.
+    /// One `[[stage]]` after the `earlier` ones: its rings (each written by one producer),
+    /// workers, delivery and processor, whose arguments and wiring are checked by the
+    /// processor itself. Returns the plan and the configured processor (which sizes the
+    /// stage's output rings).
+    fn stage(
+        &self,
+        s: &Spanned<RawStage>,
+        earlier: &[StagePlan],
+        source: &SourcePlan,
+        base: &Path,
+        rings: &mut Rings<'_>,
+    ) -> Result<(StagePlan, Box<dyn Processor>), ConfigError> {
+        let st = s.get_ref();
+        check_name("stage", st.name.get_ref(), 24).map_err(|m| self.at(&st.name, m))?;
+        if earlier.iter().any(|p| &p.name == st.name.get_ref()) {
+            return Err(self.at(
+                &st.name,
+                format!("stage '{}' is declared twice", st.name.get_ref()),
+            ));
+        }
+        let stage_name = st.name.get_ref().clone();
+        let StageRings {
+            inputs,
+            metadata,
+            outputs,
+        } = self.stage_rings(st, &stage_name, rings)?;
+        let positive = |v: &Option<Spanned<u32>>, key: &str| -> Result<u32, ConfigError> {
+            match v {
+                None => Ok(1),
+                Some(n) if *n.get_ref() >= 1 => Ok(*n.get_ref()),
+                Some(n) => Err(self.at(n, format!("{key} must be at least 1"))),
+            }
+        };
+        let workers = positive(&st.workers, "workers")?;
+        if workers > 64 {
+            return Err(self.at(
+                st.workers.as_ref().expect("set"),
+                "workers must be at most 64",
+            ));
+        }
+        let batch = positive(&st.batch, "batch")?;
+        let delivery = match &st.delivery {
+            None => Delivery::Lossless,
+            Some(d) => d.get_ref().parse().map_err(|m: String| self.at(d, m))?,
+        };
+        let set = self.stage_set(&stage_name, st)?;
+        let order = self.stage_order(&stage_name, st)?;
+        let (processor, args) = self.stage_processor(st, &stage_name, base)?;
+        processor
+            .check_wiring(&processors::Wiring {
+                inputs: inputs.len(),
+                outputs: outputs.len(),
+                metadata: metadata.len(),
+                workers,
+                // Frames straight from the source have its shape.
+                frame: inputs
+                    .iter()
+                    .all(|i| *i == source.ring)
+                    .then_some((source.ny, source.nx)),
+            })
+            .map_err(|m| self.at(&st.processor, format!("stage '{stage_name}': {m}")))?;
+        // `NAME.63` for broadcast groups and metadata groups (`NAME.m63`).
+        let longest_group = if metadata.is_empty() {
+            stage_name.len() + if st.broadcast { 3 } else { 0 }
+        } else {
+            stage_name.len() + 4
+        };
+        if longest_group > MAX_SEGMENT_NAME {
+            return Err(self.at(&st.name, format!("stage name '{stage_name}' is too long for a ring group; use at most 27 characters")));
+        }
+        let cores = self.cores(st.cores.as_ref())?;
+        let mut at = BTreeMap::new();
+        at.insert(
+            "processor".to_string(),
+            self.at(&st.processor, "").location(),
+        );
+        for (key, value) in &st.args {
+            at.insert(key.clone(), self.at(value, "").location());
+        }
+        let plan = StagePlan {
+            at,
+            name: stage_name,
+            processor: st.processor.get_ref().clone(),
+            args,
+            inputs,
+            outputs,
+            metadata,
+            workers,
+            batch,
+            delivery,
+            broadcast: st.broadcast,
+            set,
+            order,
+            cores,
+        };
+        Ok((plan, processor))
+    }
+
+    /// A stage's inputs, metadata rings and outputs: each declared, each output written by
+    /// this stage alone.
+    fn stage_rings(
+        &self,
+        st: &RawStage,
+        stage_name: &str,
+        rings: &mut Rings<'_>,
+    ) -> Result<StageRings, ConfigError> {
+        let inputs = OneOrMany::list(Some(&st.input));
+        if inputs.is_empty() {
+            return Err(self.at(
+                &st.input,
+                format!("stage '{stage_name}' has an empty input list"),
+            ));
+        }
+        let metadata = OneOrMany::list(st.metadata.as_ref());
+        for (input, span) in inputs.iter().map(|i| (i, st.input.span())).chain(
+            metadata
+                .iter()
+                .map(|m| (m, st.metadata.as_ref().expect("listed").span())),
+        ) {
+            if rings.index(input).is_none() {
+                return Err(self.error(
+                    span,
+                    format!(
+                        "stage '{stage_name}' reads ring '{input}', which no [[ring]] declares"
+                    ),
+                ));
+            }
+        }
+        let outputs = OneOrMany::list(st.output.as_ref());
+        for o in &outputs {
+            let span = st.output.as_ref().expect("listed");
+            let idx = rings.index(o).ok_or_else(|| {
+                self.at(
+                    span,
+                    format!("stage '{stage_name}' writes ring '{o}', which no [[ring]] declares"),
+                )
+            })?;
+            if let Some(other) = rings.writer_of.get(&idx) {
+                return Err(self.at(
+                    span,
+                    format!("ring '{o}' is already written by {other}; a ring has one producer, so give this stage its own ring"),
+                ));
+            }
+            rings.writer_of.insert(idx, format!("stage '{stage_name}'"));
+        }
+        Ok(StageRings {
+            inputs,
+            metadata,
+            outputs,
+        })
+    }
+
+    /// A stage's processor, configured with its `args` (each refusal at the value that
+    /// caused it), and the arguments as the workers get them.
+    fn stage_processor(
+        &self,
+        st: &RawStage,
+        stage_name: &str,
+        base: &Path,
+    ) -> Result<(Box<dyn Processor>, toml::Table), ConfigError> {
+        let mut processor =
+            registry::create(st.processor.get_ref()).map_err(|m| self.at(&st.processor, m))?;
+        // Keys that exclude each other (a later one would silently replace the other).
+        for (one, other) in EXCLUSIVE_ARGS {
+            if let (Some(_), Some(second)) = (st.args.get(*one), st.args.get(*other)) {
+                return Err(self.at(
+                    second,
+                    format!("stage '{stage_name}': {one} and {other} exclude each other; keep one"),
+                ));
+            }
+        }
+        let mut args = toml::Table::new();
+        for (key, value) in &st.args {
+            let value_here = match (st.processor.get_ref().as_str(), key.as_str()) {
+                // A Python stage's file is found from the pipeline file's folder.
+                ("python", "file") => match value.get_ref().as_str() {
+                    Some(file) => toml::Value::String(base.join(file).display().to_string()),
+                    None => value.get_ref().clone(),
+                },
+                _ => value.get_ref().clone(),
+            };
+            processor
+                .configure(key, &value_here)
+                .map_err(|m| self.at(value, format!("stage '{stage_name}': {m}")))?;
+            args.insert(key.clone(), value_here);
+        }
+        Ok((processor, args))
+    }
+
+    /// Every ring has a producer; a ring written by a stage has a segment per worker.
+    fn producers(&self, rings: &mut Rings<'_>, stages: &[StagePlan]) -> Result<(), ConfigError> {
+        for (i, d) in rings.declared.iter_mut().enumerate() {
+            if !rings.writer_of.contains_key(&i) {
+                return Err(self.at(
+                    &d.raw.get_ref().name,
+                    format!(
+                        "ring '{}' has no producer: neither the source nor any stage writes it",
+                        d.plan.name
+                    ),
+                ));
+            }
+            d.plan.writers = stages
+                .iter()
+                .find(|s| s.outputs.contains(&d.plan.name))
+                .map_or(1, |s| s.workers);
+        }
+        Ok(())
+    }
+
+    /// How the stage's workers take turns (`order`).
+    fn stage_order(&self, stage: &str, st: &RawStage) -> Result<Order, ConfigError> {
+        match st.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
+            None | Some((_, "first-free")) => Ok(Order::FirstFree),
+            Some((o, "round-robin")) if st.broadcast => Err(self.at(o, format!("stage '{stage}': round-robin deals runs to workers, broadcast gives every worker every frame; keep one"))),
+            Some((_, "round-robin")) => Ok(Order::RoundRobin),
+            Some((o, other)) => Err(self.at(
+                o,
+                format!("unknown order '{other}' (use first-free or round-robin)"),
+            )),
+        }
+    }
+
+    /// Each group (and set) of a stage takes an entry of its ring's group table on every
+    /// segment it reads; a full table would only show when the run starts.
+    fn group_tables(
+        &self,
+        raw: &[Spanned<RawStage>],
+        stages: &[StagePlan],
+    ) -> Result<(), ConfigError> {
         let mut entries: HashMap<String, usize> = HashMap::new();
-        for (st, plan) in raw.stages.iter().zip(&stages) {
+        for (st, plan) in raw.iter().zip(stages) {
             for ring in &plan.inputs {
                 *entries.entry(ring.clone()).or_default() += plan.groups().len();
             }
@@ -1321,17 +1250,25 @@ impl Validator<'_> {
             let over = plan
                 .reads()
                 .map(|r| (r, entries.get(r).copied().unwrap_or(0)))
-                .find(|&(_, n)| n > crate::ring::layout::MAX_GROUPS);
+                .find(|&(_, n)| n > crate::ring::MAX_GROUPS);
             if let Some((ring, n)) = over {
                 return Err(self.at(
                     &st.get_ref().name,
-                    format!("ring '{ring}' would need {n} consumer groups with stage '{}' (a group per stage, per worker with broadcast or round-robin); a ring has {}: use fewer workers or another ring", plan.name, crate::ring::layout::MAX_GROUPS),
+                    format!("ring '{ring}' would need {n} consumer groups with stage '{}' (a group per stage, per worker with broadcast or round-robin); a ring has {}: use fewer workers or another ring", plan.name, crate::ring::MAX_GROUPS),
                 ));
             }
         }
+        Ok(())
+    }
 
+    /// At most 1024 worker processes, the source's included.
+    fn worker_total(
+        &self,
+        raw: &[Spanned<RawStage>],
+        stages: &[StagePlan],
+    ) -> Result<(), ConfigError> {
         let mut total = 1u32;
-        for (st, plan) in raw.stages.iter().zip(&stages) {
+        for (st, plan) in raw.iter().zip(stages) {
             total += plan.workers;
             if total > 1024 {
                 let st = st.get_ref();
@@ -1342,54 +1279,52 @@ impl Validator<'_> {
                 ));
             }
         }
+        Ok(())
+    }
 
-        // Every ring has a producer; remember how many segments it needs.
-        for (i, (plan, r, _)) in rings.iter_mut().enumerate() {
-            if !writer_of.contains_key(&i) {
-                return Err(self.at(
-                    &r.get_ref().name,
-                    format!(
-                        "ring '{}' has no producer: neither the source nor any stage writes it",
-                        plan.name
-                    ),
-                ));
-            }
-            plan.writers = stages
-                .iter()
-                .find(|s| s.outputs.contains(&plan.name))
-                .map_or(1, |s| s.workers);
-        }
-
-        // No cycles; the order also sizes rings from their producers.
-        let order = self.topological(&raw, &stages)?;
-        let mut bytes: Vec<u64> = rings.iter().map(|(p, _, _)| p.slot_bytes).collect();
-        if rings[src_ring]
-            .2
+    /// Every ring's slot size: the declared one, else what its producer writes (the
+    /// source's frames, or what a stage makes of its inputs, in data-flow `order`); a
+    /// declared size too small for its producer is refused.
+    fn ring_sizes(
+        &self,
+        raw: &RawPipeline,
+        rings: &Rings<'_>,
+        (source, source_bytes): (&SourcePlan, u64),
+        stages: &[StagePlan],
+        processors_built: &[Box<dyn Processor>],
+        order: &[usize],
+    ) -> Result<Vec<u64>, ConfigError> {
+        let declared = &rings.declared;
+        let index = |name: &str| rings.index(name).expect("checked");
+        let src_ring = index(&source.ring);
+        let mut bytes: Vec<u64> = declared.iter().map(|d| d.plan.slot_bytes).collect();
+        if declared[src_ring]
+            .bytes
             .is_some_and(|declared| declared < source_bytes)
         {
             return Err(self.at(
-                &src.ring,
+                &raw.source.get_ref().ring,
                 format!(
-                    "the source's {nx}x{ny} {} frames ({source_bytes} bytes) do not fit ring '{}', whose slots hold {} bytes",
-                    dtype.name(), source.ring, bytes[src_ring]
+                    "the source's {}x{} {} frames ({source_bytes} bytes) do not fit ring '{}', whose slots hold {} bytes",
+                    source.nx, source.ny, source.dtype.name(), source.ring, bytes[src_ring]
                 ),
             ));
         }
-        if rings[src_ring].2.is_none() {
+        if declared[src_ring].bytes.is_none() {
             bytes[src_ring] = source_bytes;
         }
-        for &si in &order {
+        for &si in order {
             let stage = &stages[si];
             let input_bytes = stage
                 .inputs
                 .iter()
-                .map(|i| bytes[ring_index(i).expect("checked")])
+                .map(|i| bytes[index(i)])
                 .max()
                 .unwrap_or(0);
             let needed = processors_built[si].output_bytes(input_bytes, source_bytes);
             for out in &stage.outputs {
-                let oi = ring_index(out).expect("checked");
-                match rings[oi].2 {
+                let oi = index(out);
+                match declared[oi].bytes {
                     Some(declared) if declared < needed => {
                         let o = raw.stages[si]
                             .get_ref()
@@ -1409,8 +1344,19 @@ impl Validator<'_> {
                 }
             }
         }
+        Ok(bytes)
+    }
+
+    /// The rings as planned, sized by `bytes`: each within the ring's size limit, and
+    /// each segment name (`PIPELINE.RING.N`) within the ring layout's.
+    fn ring_plans(
+        &self,
+        rings: Rings<'_>,
+        bytes: Vec<u64>,
+        pipeline: &str,
+    ) -> Result<Vec<RingPlan>, ConfigError> {
         let mut ring_plans = Vec::new();
-        for ((mut plan, r, _), b) in rings.into_iter().zip(bytes) {
+        for (Declared { mut plan, raw, .. }, b) in rings.declared.into_iter().zip(bytes) {
             plan.slot_bytes = b;
             // As the ring will compute it: pages of payload plus a page of header a slot.
             let size = b
@@ -1418,7 +1364,7 @@ impl Validator<'_> {
                 .and_then(|p| p.checked_add(4096))
                 .and_then(|stride| stride.checked_mul(u64::from(plan.slots)));
             if size.is_none_or(|s| s > MAX_RING_BYTES) {
-                let ring = r.get_ref();
+                let ring = raw.get_ref();
                 let span = ring
                     .slot_bytes
                     .as_ref()
@@ -1431,12 +1377,12 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if let Some(longest) = plan.segments(&name).iter().map(String::len).max() {
+            if let Some(longest) = plan.segments(pipeline).iter().map(String::len).max() {
                 if longest > MAX_SEGMENT_NAME {
                     return Err(self.at(
-                        &r.get_ref().name,
+                        &raw.get_ref().name,
                         format!(
-                            "ring '{}' of pipeline '{name}' makes a segment name of {longest} characters; shorten the pipeline or ring name to stay within {MAX_SEGMENT_NAME}",
+                            "ring '{}' of pipeline '{pipeline}' makes a segment name of {longest} characters; shorten the pipeline or ring name to stay within {MAX_SEGMENT_NAME}",
                             plan.name
                         ),
                     ));
@@ -1444,15 +1390,7 @@ impl Validator<'_> {
             }
             ring_plans.push(plan);
         }
-        Ok(Pipeline {
-            name,
-            origin: self.origin.to_string(),
-            drain_timeout,
-            restart,
-            rings: ring_plans,
-            source,
-            stages,
-        })
+        Ok(ring_plans)
     }
 
     /// Stage indices in data-flow order; a cycle is an error at the stage closing it.

@@ -2,7 +2,7 @@
 //! and the supervisor says so; pinning still keeps each process off the others' caches
 //! as far as the host allows.
 
-use super::config::CoreChoice;
+use super::plan::CoreChoice;
 
 /// Core ids this process may run on (its affinity mask), ascending.
 pub fn available_cores() -> Vec<usize> {

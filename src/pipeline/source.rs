@@ -3,9 +3,9 @@
 //! (simulated, or read from outside by a [`MetadataFeed`]). Shared by `streamd sim` and a
 //! pipeline's source.
 
+use super::plan::MetadataPlan;
 use crate::ring::{AttrValue, ClaimError, Dtype, FrameMeta, Producer};
 use crate::units::{nth_tick, Rate};
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ impl Schedule {
         Schedule {
             interval: rate.interval(),
             start: Instant::now(),
-            start_ns: crate::commands::now_ns(),
+            start_ns: crate::sys::now_ns(),
             first,
         }
     }
@@ -159,100 +159,8 @@ impl RateMeter {
     }
 }
 
-/// Metadata channel values a source publishes beside its frames (`streamd sim
-/// --metadata`, a pipeline source's `metadata` table), for tests and commissioning.
-///
-/// Channel `k` (0-based) of frame `f` has the value `f + (k + 1) / 8` (exact in f64) and
-/// the frame's timestamp moved by a jitter in `±jitter_ns` (fixed by `f` and `k`). A
-/// channel written `NAME/N` publishes only for frames whose id is a multiple of `N`; with
-/// `gap_every = G`, frames whose id is `G - 1` modulo `G` get no values at all. Each value
-/// is one record in the metadata ring — an empty payload, the value as an `f64`
-/// attribute named after the channel, its timestamp in the header — published just
-/// before its frame.
-///
-/// With `pvs`, the values come from EPICS channels instead (`channels = "pva://x,
-/// ca://y"`): each update's value and timestamp become one such record, published
-/// between frames by a Python-hosted source (see [`MetadataFeed`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetadataPlan {
-    pub ring: String,
-    /// Simulated channels (none when `pvs` is given).
-    pub channels: Vec<ChannelPlan>,
-    pub jitter_ns: u64,
-    pub gap_every: u64,
-    /// Channels read from EPICS PVs.
-    #[serde(default)]
-    pub pvs: Vec<PvChannel>,
-    /// The monitor queue each PV's server keeps for this client (`record[queueSize=N]`,
-    /// PvaPy's `--server-queue-size`); 0 leaves the library's default.
-    #[serde(default)]
-    pub queue_size: u32,
-}
-
-/// A metadata channel read from an EPICS PV: `pva://PV` or `ca://PV`, optionally named
-/// `NAME=pva://PV` (the attribute name; the PV name otherwise).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PvChannel {
-    pub name: String,
-    /// `pva` or `ca`.
-    pub protocol: String,
-    pub pv: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelPlan {
-    pub name: String,
-    pub every: u64,
-}
-
+/// Publishing is the source's part of the plan (the plan itself is plain data).
 impl MetadataPlan {
-    /// Parses `pva://x,ca://y,z=pva://13SIM1:m1.RBV`; `None` when no entry names a
-    /// protocol (simulated channels, [`parse_channels`](Self::parse_channels)).
-    pub fn parse_pvs(spec: &str) -> Option<Result<Vec<PvChannel>, String>> {
-        if !spec.contains("://") {
-            return None;
-        }
-        let parse = || {
-            let mut pvs: Vec<PvChannel> = Vec::new();
-            for part in spec.split(',').map(str::trim) {
-                let (name, url) = match part.split_once('=') {
-                    Some((name, url)) if !name.contains("://") => (Some(name.trim()), url.trim()),
-                    _ => (None, part),
-                };
-                let Some((protocol, pv)) = url.split_once("://") else {
-                    return Err(format!(
-                        "channel '{part}' names no protocol; write every channel as pva://PV or ca://PV"
-                    ));
-                };
-                if !matches!(protocol, "pva" | "ca") {
-                    return Err(format!(
-                        "channel '{part}': unknown protocol '{protocol}' (use pva:// or ca://)"
-                    ));
-                }
-                if pv.is_empty() || pv.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(format!("channel '{part}' has no usable PV name"));
-                }
-                let name = name.unwrap_or(pv);
-                let max = crate::processors::metadata::MAX_CHANNEL_NAME;
-                if name.is_empty() || name.len() > max {
-                    return Err(format!(
-                        "channel '{part}': the name '{name}' must be 1 to {max} characters; name it NAME={protocol}://{pv}"
-                    ));
-                }
-                if pvs.iter().any(|c| c.name == name) {
-                    return Err(format!("channel '{name}' is listed twice"));
-                }
-                pvs.push(PvChannel {
-                    name: name.to_string(),
-                    protocol: protocol.to_string(),
-                    pv: pv.to_string(),
-                });
-            }
-            Ok(pvs)
-        };
-        Some(parse())
-    }
-
     /// Publishes one channel value as metadata record number `seq`; `Ok(false)` when a
     /// full `drop-newest` ring dropped it.
     pub fn publish_value(
@@ -278,42 +186,6 @@ impl MetadataPlan {
             flags: 0,
         })?;
         Ok(true)
-    }
-
-    /// Parses `x,y/2,z`.
-    pub fn parse_channels(spec: &str) -> Result<Vec<ChannelPlan>, String> {
-        let mut channels: Vec<ChannelPlan> = Vec::new();
-        for part in spec.split(',').map(str::trim) {
-            let (name, every) = match part.split_once('/') {
-                None => (part, 1),
-                Some((name, n)) => match n.parse::<u64>() {
-                    Ok(n) if n >= 1 => (name, n),
-                    _ => return Err(format!("channel '{part}': the part after '/' must be a positive integer (publish every N frames)")),
-                },
-            };
-            let max = crate::processors::metadata::MAX_CHANNEL_NAME;
-            let valid = !name.is_empty()
-                && name.len() <= max
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !valid {
-                return Err(format!(
-                    "channel name '{name}' is invalid: use 1 to {max} characters from A-Z a-z 0-9 _"
-                ));
-            }
-            if channels.iter().any(|c| c.name == name) {
-                return Err(format!("channel '{name}' is listed twice"));
-            }
-            channels.push(ChannelPlan {
-                name: name.to_string(),
-                every,
-            });
-        }
-        Ok(channels)
-    }
-
-    /// The value of channel `k` for frame `frame_id`.
-    pub fn value(k: usize, frame_id: u64) -> f64 {
-        frame_id as f64 + (k + 1) as f64 / 8.0
     }
 
     /// Publishes frame `frame_id`'s values (stamped around `frame_ts`); returns how many
@@ -419,48 +291,5 @@ mod tests {
         assert!(meter.record(t0 + Duration::from_secs(12), 2).below);
         let mut unpaced = RateMeter::new(0.0, t0, 0);
         assert!(!unpaced.record(t0 + Duration::from_secs(5), 1).below);
-    }
-
-    #[test]
-    fn channel_lists_parse_with_rates() {
-        let c = MetadataPlan::parse_channels("x, y/2,z").unwrap();
-        assert_eq!(
-            c.iter()
-                .map(|c| (c.name.as_str(), c.every))
-                .collect::<Vec<_>>(),
-            [("x", 1), ("y", 2), ("z", 1)]
-        );
-        assert!(MetadataPlan::parse_channels("x,x").is_err());
-        assert!(MetadataPlan::parse_channels("x/0").is_err());
-        assert!(MetadataPlan::parse_channels("a.b").is_err());
-    }
-
-    #[test]
-    fn pv_channel_lists_name_their_protocols() {
-        assert!(MetadataPlan::parse_pvs("x,y").is_none());
-        let c = MetadataPlan::parse_pvs("pva://x, ca://y:z,m=pva://13SIM1:m1.RBV")
-            .unwrap()
-            .unwrap();
-        let got: Vec<_> = c
-            .iter()
-            .map(|c| (c.name.as_str(), c.protocol.as_str(), c.pv.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("x", "pva", "x"),
-                ("y:z", "ca", "y:z"),
-                ("m", "pva", "13SIM1:m1.RBV")
-            ]
-        );
-        for bad in [
-            "pva://x,y",
-            "http://x",
-            "pva://",
-            "pva://x,pva://x",
-            "pva://a_very_long_pv_name",
-        ] {
-            assert!(MetadataPlan::parse_pvs(bad).unwrap().is_err(), "{bad}");
-        }
     }
 }

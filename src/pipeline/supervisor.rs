@@ -2,23 +2,24 @@
 //! worker as its own pinned process, restarts what crashes, serves the control socket,
 //! drains in order on SIGINT/SIGTERM/`streamd stop`, and removes its segments.
 
-use super::config::{Pipeline, SourceContent};
 use super::logs::{LastLine, Logs};
 use super::pinning::CoreAssigner;
+use super::plan::{Pipeline, SourceContent};
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
-use crate::commands::stop_flag;
-use crate::control::server::{serve, serve_metrics, Shared};
+use crate::control::server::{serve, serve_metrics, ServeError, Shared};
 use crate::control::socket_path;
 use crate::control::status::{collect_whole_run, exit_text, pipeline_rings, StatusReport};
-use crate::processors::{self, Wiring};
-use crate::ring::{Consumer, ConsumerOptions, OwnedRing, RingOptions};
+use crate::processors::{Refused, Wiring};
+use crate::registry;
+use crate::ring::{AttachError, Consumer, ConsumerOptions, CreateError, OwnedRing, RingOptions};
 use crate::stats::layout::*;
-use crate::stats::{StageDecl, StatsSegment};
+use crate::stats::{StageDecl, StatsError, StatsSegment};
+use crate::sys::{signal_child, stop_flag};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,25 +125,68 @@ impl CorePlan {
     }
 }
 
+/// Why a pipeline could not be run (once running, a failed stage is a problem in the
+/// outcome, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the {kind} source: {reason}")]
+    PythonSource { kind: String, reason: String },
+    /// A stage's processor could not be made from its arguments.
+    #[error("stage '{stage}': {reason}")]
+    Stage { stage: String, reason: String },
+    /// A stage refused what it needs outside the pipeline, at `location` in the file.
+    #[error("{location}: stage '{stage}': {reason}")]
+    Prepare {
+        location: String,
+        stage: String,
+        reason: Refused,
+    },
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    #[error(transparent)]
+    Ring(#[from] CreateError),
+    /// A stage's group could not be held.
+    #[error(transparent)]
+    Hold(#[from] AttachError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// A worker process could not be started.
+    #[error(transparent)]
+    Spawn(#[from] std::io::Error),
+    /// Arguments or a worker's description could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+}
+
 /// The checks that need the run's folder (a writer's folder and files), made before
 /// anything starts; each refusal names where the file set it.
-pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
+pub fn prepare_stages(pipeline: &Pipeline) -> Result<(), RunError> {
     if let SourceContent::Python { kind, code, args } = &pipeline.source.content {
         code.check("source", args, None)
-            .map_err(|e| anyhow::anyhow!("the {kind} source: {e}"))?;
+            .map_err(|reason| RunError::PythonSource {
+                kind: kind.clone(),
+                reason,
+            })?;
     }
     for stage in &pipeline.stages {
-        processors::build(&stage.processor, &stage.args)
-            .map_err(|e| anyhow::anyhow!("stage '{}': {}", stage.name, e.reason))?
+        registry::build(&stage.processor, &stage.args)
+            .map_err(|e| RunError::Stage {
+                stage: stage.name.clone(),
+                reason: e.reason,
+            })?
             .prepare(stage.workers)
-            .map_err(|e| {
+            .map_err(|reason| {
                 let key = [
                     "folder", "template", "prefix", "ids_file", "file", "module", "class", "python",
                 ]
                 .into_iter()
-                .find(|k| e.contains(k) && stage.at.contains_key(*k))
+                .find(|k| reason.0.contains(k) && stage.at.contains_key(*k))
                 .unwrap_or("processor");
-                anyhow::anyhow!("{}: stage '{}': {e}", stage.location(key), stage.name)
+                RunError::Prepare {
+                    location: stage.location(key).to_string(),
+                    stage: stage.name.clone(),
+                    reason,
+                }
             })?;
     }
     Ok(())
@@ -150,8 +194,76 @@ pub fn prepare_stages(pipeline: &Pipeline) -> anyhow::Result<()> {
 
 /// Runs `pipeline` until it ends or is stopped. The caller has made the checks of
 /// [`prepare_stages`], in the run's folder.
-pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutcome> {
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunOutcome, RunError> {
     let stop = stop_flag();
+    let stats = declare_stats(pipeline)?;
+    // Whatever happens from here on, the segments go when we return.
+    let _cleanup = Cleanup {
+        stats: &stats,
+        socket: socket_path(&pipeline.name),
+    };
+    // The source's one argument that `streamd configure` may change while it runs.
+    stats.write_args(
+        0,
+        &serde_json::json!({ "fps": pipeline.source.fps }).to_string(),
+    );
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
+    }
+    let rings = create_rings(pipeline)?;
+    let holders = hold_groups(pipeline)?;
+    let shared = serve_control(pipeline, options)?;
+    let mut slots = worker_slots(pipeline);
+    let logs = Logs::start()?;
+    for slot in &mut slots {
+        stats.write_outputs(slot.spec.entry, &slot.outputs);
+        spawn(slot, &stats, &logs)?;
+    }
+    stats.header().state.store(PIPELINE_RUNNING, Release);
+    eprintln!(
+        "streamd run: pipeline '{}' running with {} processes; `streamd status` shows it, Ctrl-C drains and stops it",
+        pipeline.name,
+        slots.len()
+    );
+    let mut run = Supervision {
+        pipeline,
+        options,
+        stats: &stats,
+        shared: &shared,
+        holders,
+        rings,
+        slots,
+        logs,
+        problems: Vec::new(),
+        notes: Vec::new(),
+        started: Instant::now(),
+        drain_deadline: None,
+        rate_clock: Instant::now(),
+        last_counts: HashMap::new(),
+    };
+    while !run.tick(&stop)? {
+        std::thread::sleep(TICK);
+    }
+    // Stages cut short by the drain deadline conclude with what they left.
+    run.conclude(|_| true);
+    stats.header().state.store(PIPELINE_FINISHED, Release);
+    for slot in &mut run.slots {
+        slot.show_stderr(&stats);
+    }
+    let report = collect_whole_run(&stats, &held_rates(&stats));
+    let Supervision {
+        problems, notes, ..
+    } = run;
+    Ok(RunOutcome {
+        report,
+        problems,
+        notes,
+    })
+}
+
+/// Creates the pipeline's stats segment, one entry per worker (the source is stage 0),
+/// replacing (and saying so) what a dead supervisor of the same name left.
+fn declare_stats(pipeline: &Pipeline) -> Result<StatsSegment, RunError> {
     let name = &pipeline.name;
     let mut decls = vec![StageDecl {
         name: "source".into(),
@@ -171,24 +283,24 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             "streamd run: removed the stale stats segment and {removed} ring(s) of pipeline '{name}' left by supervisor pid {pid}, which is gone"
         );
     }
-    // Whatever happens from here on, the segments go when we return.
-    let _cleanup = Cleanup {
-        stats: &stats,
-        socket: socket_path(name),
-    };
-    // The source's one argument that `streamd configure` may change while it runs.
-    stats.write_args(
-        0,
-        &serde_json::json!({ "fps": pipeline.source.fps }).to_string(),
-    );
-    for (i, stage) in pipeline.stages.iter().enumerate() {
-        stats.write_args(i + 1, &serde_json::to_string(&stage.args)?);
-    }
+    Ok(stats)
+}
 
-    // Rings, owned here so consumers wait through a writer's restart.
-    let mut rings: HashMap<String, OwnedRing> = HashMap::new();
+/// The segments of the pipeline's ring `ring` (one per writer).
+fn segments_of(pipeline: &Pipeline, ring: &str) -> Vec<String> {
+    pipeline
+        .rings
+        .iter()
+        .find(|r| r.name == ring)
+        .map(|r| r.segments(&pipeline.name))
+        .unwrap_or_default()
+}
+
+/// Every ring segment, owned here so consumers wait through a writer's restart.
+fn create_rings(pipeline: &Pipeline) -> Result<HashMap<String, OwnedRing>, RunError> {
+    let mut rings = HashMap::new();
     for plan in &pipeline.rings {
-        for segment in plan.segments(name) {
+        for segment in plan.segments(&pipeline.name) {
             let (ring, _stale) = OwnedRing::create(&RingOptions {
                 name: segment.clone(),
                 slots: plan.slots,
@@ -198,22 +310,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             rings.insert(segment, ring);
         }
     }
-    let segments_of = |ring: &str| -> Vec<String> {
-        pipeline
-            .rings
-            .iter()
-            .find(|r| r.name == ring)
-            .map(|r| r.segments(name))
-            .unwrap_or_default()
-    };
+    Ok(rings)
+}
 
-    // Hold every stage group from the first frame on, so a group keeps its place while
-    // its only worker restarts, and no frame is published before the group exists.
-    let mut holders: Vec<Vec<Consumer>> = Vec::new();
+/// Holds every stage group from the first frame on, so a group keeps its place while its
+/// only worker restarts, and no frame is published before the group exists. One list per
+/// stage: its input groups, then each worker's metadata group.
+fn hold_groups(pipeline: &Pipeline) -> Result<Vec<Vec<Consumer>>, RunError> {
+    let mut holders = Vec::new();
     for stage in &pipeline.stages {
         let mut held = Vec::new();
         for input in &stage.inputs {
-            for segment in segments_of(input) {
+            for segment in segments_of(pipeline, input) {
                 for (group, set) in stage.groups() {
                     held.push(Consumer::attach(
                         &segment,
@@ -229,7 +337,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             }
         }
         for ring in &stage.metadata {
-            for segment in segments_of(ring) {
+            for segment in segments_of(pipeline, ring) {
                 for w in 0..stage.workers {
                     held.push(Consumer::attach(
                         &segment,
@@ -244,7 +352,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
         }
         holders.push(held);
     }
+    Ok(holders)
+}
 
+/// Serves the control socket (and the metrics endpoint when asked) on their threads.
+fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared>, RunError> {
     let shared = Arc::new(Shared {
         wiring: pipeline
             .stages
@@ -262,12 +374,17 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             .collect(),
         ..Shared::default()
     });
-    serve(name, shared.clone())?;
+    serve(&pipeline.name, shared.clone())?;
     if let Some(addr) = options.metrics {
-        serve_metrics(addr, name, shared.clone())?;
+        serve_metrics(addr, &pipeline.name, shared.clone())?;
     }
+    Ok(shared)
+}
 
-    // Worker slots: stages first (so they are attached), the source last.
+/// A slot for every worker process, pinned to its core: stages first (so they are
+/// attached), the source last.
+fn worker_slots(pipeline: &Pipeline) -> Vec<Slot> {
+    let name = &pipeline.name;
     let cores = CorePlan::new(pipeline);
     let supervisor_pid = std::process::id();
     let mut slots: Vec<Slot> = Vec::new();
@@ -278,10 +395,18 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             let outputs: Vec<String> = stage
                 .outputs
                 .iter()
-                .filter_map(|r| segments_of(r).get(w as usize).cloned())
+                .filter_map(|r| segments_of(pipeline, r).get(w as usize).cloned())
                 .collect();
-            let inputs = stage.inputs.iter().flat_map(|r| segments_of(r)).collect();
-            let metadata = stage.metadata.iter().flat_map(|r| segments_of(r)).collect();
+            let inputs = stage
+                .inputs
+                .iter()
+                .flat_map(|r| segments_of(pipeline, r))
+                .collect();
+            let metadata = stage
+                .metadata
+                .iter()
+                .flat_map(|r| segments_of(pipeline, r))
+                .collect();
             let spec = WorkerSpec {
                 pipeline: name.clone(),
                 supervisor_pid,
@@ -301,13 +426,13 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             entry += 1;
         }
     }
-    let source_output = segments_of(&pipeline.source.ring).remove(0);
+    let source_output = segments_of(pipeline, &pipeline.source.ring).remove(0);
     let source_metadata = pipeline
         .source
         .metadata
         .as_ref()
-        .map(|m| segments_of(&m.ring).remove(0));
-    let source_spec = WorkerSpec {
+        .map(|m| segments_of(pipeline, &m.ring).remove(0));
+    let spec = WorkerSpec {
         pipeline: name.clone(),
         supervisor_pid,
         stage_index: 0,
@@ -320,89 +445,71 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
             metadata: source_metadata.clone(),
         },
     };
-    let source_outputs = [Some(source_output), source_metadata]
+    let outputs = [Some(source_output), source_metadata]
         .into_iter()
         .flatten()
         .collect();
-    slots.push(Slot::new(source_spec, source_outputs));
+    slots.push(Slot::new(spec, outputs));
     if let Some(shared) = &cores.shared {
         eprintln!(
             "streamd run: {} processes on {} available core(s): {shared}, so processes on one core take turns",
             cores.processes, cores.available
         );
     }
-    let logs = Logs::start()?;
-    for slot in &mut slots {
-        stats.write_outputs(slot.spec.entry, &slot.outputs);
-        spawn(slot, &stats, &logs)?;
-    }
-    stats.header().state.store(PIPELINE_RUNNING, Release);
-    eprintln!(
-        "streamd run: pipeline '{name}' running with {} processes; `streamd status` shows it, Ctrl-C drains and stops it",
-        slots.len()
-    );
+    slots
+}
 
-    let started = Instant::now();
-    let mut drain_deadline: Option<Instant> = None;
-    let mut problems = Vec::new();
-    let mut notes = Vec::new();
-    let mut rate_clock = Instant::now();
-    let mut last_counts: HashMap<usize, (u64, u64)> = HashMap::new();
-    loop {
-        // SYNC: pairs with the Release store of a worker whose fault asks for a stop.
-        let fault_stop = stats.header().stop_request.load(Acquire) != 0;
-        let asked_to_stop = stop.load(Relaxed)
-            || shared.stop.load(SeqCst)
-            || fault_stop
-            || options.runtime.is_some_and(|r| started.elapsed() >= r);
-        if asked_to_stop && drain_deadline.is_none() {
-            if fault_stop {
-                for i in 0..stats.entry_count() {
-                    if stats.entry(i).state.load(Acquire) == WORKER_ERROR {
-                        let stage = stats.stage_name(stats.entry(i).stage.load(Relaxed) as usize);
-                        let text = format!(
-                            "stage '{stage}' worker {} stopped the pipeline (on_error = \"stop\"): {}",
-                            stats.entry(i).worker.load(Relaxed),
-                            stats.last_error(i)
-                        );
-                        shared.event(text.clone());
-                        problems.push(text);
-                    }
-                }
-            }
-            drain_deadline = Some(Instant::now() + pipeline.drain_timeout);
-            stats.header().state.store(PIPELINE_DRAINING, Release);
-            let source = slots.last_mut().expect("the source slot");
-            match &source.child {
-                Some(child) => signal(child.id(), libc::SIGTERM),
-                None => {
-                    // Waiting for a restart: it will not come; end its stream here.
-                    source.done = true;
-                    source.restart_at = None;
-                    finish_output(source, &rings);
-                }
-            }
+/// A running pipeline as the supervisor loop keeps it.
+struct Supervision<'a> {
+    pipeline: &'a Pipeline,
+    options: &'a RunOptions,
+    stats: &'a StatsSegment,
+    shared: &'a Shared,
+    /// Each stage's held groups, let go once the stage is done (before the rings go).
+    holders: Vec<Vec<Consumer>>,
+    rings: HashMap<String, OwnedRing>,
+    /// The workers, the source last.
+    slots: Vec<Slot>,
+    /// Where the workers' stderr goes.
+    logs: Logs,
+    problems: Vec<String>,
+    notes: Vec<String>,
+    started: Instant,
+    drain_deadline: Option<Instant>,
+    rate_clock: Instant,
+    last_counts: HashMap<usize, (u64, u64)>,
+}
+
+impl Supervision<'_> {
+    /// One turn of the loop: start draining when asked, notice exits, restart what is
+    /// due, conclude finished stages, enforce the drain deadline, update the rates.
+    /// Returns true once every worker is done (or was killed at the deadline).
+    fn tick(&mut self, stop: &AtomicBool) -> Result<bool, RunError> {
+        if self.drain_deadline.is_none() && self.asked_to_stop(stop) {
+            self.start_drain();
         }
-        let draining = drain_deadline.is_some();
-        for slot in &mut slots {
-            slot.show_stderr(&stats);
+        let draining = self.drain_deadline.is_some();
+        for slot in &mut self.slots {
+            slot.show_stderr(self.stats);
             reap(
                 slot,
-                &stats,
-                &shared,
-                &rings,
-                pipeline,
+                self.stats,
+                self.shared,
+                &self.rings,
+                self.pipeline,
                 draining,
-                &mut problems,
+                &mut self.problems,
             );
             if slot.restart_at.is_some_and(|t| Instant::now() >= t) {
                 slot.restart_at = None;
-                stats.entry(slot.spec.entry).restarts.fetch_add(1, Relaxed);
-                spawn(slot, &stats, &logs)?;
+                let entry = self.stats.entry(slot.spec.entry);
+                entry.restarts.fetch_add(1, Relaxed);
+                spawn(slot, self.stats, &self.logs)?;
             }
         }
         // A stage whose workers are all done no longer needs its groups held, and
         // concludes (a writer ties its workers' files together).
+        let slots = &self.slots;
         let stage_done = |i: usize| {
             slots
                 .iter()
@@ -410,72 +517,128 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> anyhow::Result<RunOutco
                 .all(|s| s.done)
         };
         let mut ended = Ended {
-            notes: &mut notes,
-            problems: &mut problems,
+            notes: &mut self.notes,
+            problems: &mut self.problems,
         };
-        ended.conclude(&mut holders, pipeline, &stats, stage_done);
-        if slots.iter().all(|s| s.done) {
-            break;
+        ended.conclude(&mut self.holders, self.pipeline, self.stats, stage_done);
+        if self.slots.iter().all(|s| s.done) {
+            return Ok(true);
         }
-        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
-            for slot in slots.iter_mut().filter(|s| !s.done) {
-                let stage = stats.stage_name(slot.spec.stage_index);
-                problems.push(format!(
-                    "stage '{stage}' worker {} did not drain within {:.0} s and was killed",
-                    slot.spec.worker,
-                    pipeline.drain_timeout.as_secs_f64()
-                ));
-                if let Some(mut child) = slot.child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                slot.done = true;
-            }
-            break;
+        if self.drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            self.kill_undrained();
+            return Ok(true);
         }
-        if rate_clock.elapsed() >= Duration::from_secs(1) {
-            let seconds = rate_clock.elapsed().as_secs_f64();
-            rate_clock = Instant::now();
-            let mut rates = HashMap::new();
-            for i in 0..stats.entry_count() {
-                let e = stats.entry(i);
-                let now = (e.frames_in.load(Relaxed), e.frames_out.load(Relaxed));
-                let before = last_counts.insert(i, now).unwrap_or((0, 0));
-                rates.insert(
-                    i,
-                    (
-                        now.0.saturating_sub(before.0) as f64 / seconds,
-                        now.1.saturating_sub(before.1) as f64 / seconds,
-                    ),
+        if self.rate_clock.elapsed() >= Duration::from_secs(1) {
+            self.update_rates();
+        }
+        Ok(false)
+    }
+
+    /// Whether a signal, `streamd stop`, a worker's fault or the runtime asks to stop.
+    fn asked_to_stop(&mut self, stop: &AtomicBool) -> bool {
+        // SYNC: pairs with the Release store of a worker whose fault asks for a stop.
+        let fault_stop = self.stats.header().stop_request.load(Acquire) != 0;
+        if fault_stop {
+            self.report_fault_stops();
+        }
+        stop.load(Relaxed)
+            || self.shared.stop.load(SeqCst)
+            || fault_stop
+            || self
+                .options
+                .runtime
+                .is_some_and(|r| self.started.elapsed() >= r)
+    }
+
+    /// Names every worker whose fault stopped the pipeline.
+    fn report_fault_stops(&mut self) {
+        let stats = self.stats;
+        for i in 0..stats.entry_count() {
+            // SYNC: pairs with the worker's Release store in `Report::state`; the
+            // last_error it wrote before is visible.
+            if stats.entry(i).state.load(Acquire) == WORKER_ERROR {
+                let stage = stats.stage_name(stats.entry(i).stage.load(Relaxed) as usize);
+                let text = format!(
+                    "stage '{stage}' worker {} stopped the pipeline (on_error = \"stop\"): {}",
+                    stats.entry(i).worker.load(Relaxed),
+                    stats.last_error(i)
                 );
-            }
-            if options.progress {
-                eprintln!("{}", progress_line(&stats, &rates, started.elapsed()));
-            }
-            if let Ok(mut r) = shared.rates.lock() {
-                *r = rates;
+                self.shared.event(text.clone());
+                self.problems.push(text);
             }
         }
-        std::thread::sleep(TICK);
     }
-    // Stages cut short by the drain deadline conclude with what they left.
-    let mut ended = Ended {
-        notes: &mut notes,
-        problems: &mut problems,
-    };
-    ended.conclude(&mut holders, pipeline, &stats, |_| true);
-    stats.header().state.store(PIPELINE_FINISHED, Release);
-    for slot in &mut slots {
-        slot.show_stderr(&stats);
+
+    /// Stops the source; the stages drain behind it, each ending when its inputs do.
+    fn start_drain(&mut self) {
+        self.drain_deadline = Some(Instant::now() + self.pipeline.drain_timeout);
+        self.stats.header().state.store(PIPELINE_DRAINING, Release);
+        let source = self.slots.last_mut().expect("the source slot");
+        match &source.child {
+            Some(child) => signal_child(child.id(), libc::SIGTERM),
+            None => {
+                // Waiting for a restart: it will not come; end its stream here.
+                source.done = true;
+                source.restart_at = None;
+                finish_output(source, &self.rings);
+            }
+        }
     }
-    let report = collect_whole_run(&stats, &held_rates(&stats));
-    drop(holders);
-    drop(rings);
-    Ok(RunOutcome {
-        report,
-        problems,
-        notes,
-    })
+
+    /// Kills the workers still running at the drain deadline, each a problem.
+    fn kill_undrained(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| !s.done) {
+            let stage = self.stats.stage_name(slot.spec.stage_index);
+            self.problems.push(format!(
+                "stage '{stage}' worker {} did not drain within {:.0} s and was killed",
+                slot.spec.worker,
+                self.pipeline.drain_timeout.as_secs_f64()
+            ));
+            if let Some(mut child) = slot.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            slot.done = true;
+        }
+    }
+
+    /// Frames per second in and out of every worker since the last update, for
+    /// `status` and the progress line.
+    fn update_rates(&mut self) {
+        let seconds = self.rate_clock.elapsed().as_secs_f64();
+        self.rate_clock = Instant::now();
+        let mut rates = HashMap::new();
+        for i in 0..self.stats.entry_count() {
+            let e = self.stats.entry(i);
+            let now = (e.frames_in.load(Relaxed), e.frames_out.load(Relaxed));
+            let before = self.last_counts.insert(i, now).unwrap_or((0, 0));
+            rates.insert(
+                i,
+                (
+                    now.0.saturating_sub(before.0) as f64 / seconds,
+                    now.1.saturating_sub(before.1) as f64 / seconds,
+                ),
+            );
+        }
+        if self.options.progress {
+            eprintln!(
+                "{}",
+                progress_line(self.stats, &rates, self.started.elapsed())
+            );
+        }
+        if let Ok(mut r) = self.shared.rates.lock() {
+            *r = rates;
+        }
+    }
+
+    /// Lets every stage that is `done` let its groups go and conclude.
+    fn conclude(&mut self, done: impl Fn(usize) -> bool) {
+        let mut ended = Ended {
+            notes: &mut self.notes,
+            problems: &mut self.problems,
+        };
+        ended.conclude(&mut self.holders, self.pipeline, self.stats, done);
+    }
 }
 
 /// Each worker's frames in and out per second over the span it handled frames in (its
@@ -532,9 +695,9 @@ impl Ended<'_> {
                 .read_args(i + 1)
                 .and_then(|(_, text)| serde_json::from_str::<toml::Table>(&text).ok())
                 .unwrap_or_else(|| stage.args.clone());
-            let concluded = processors::build(&stage.processor, &args)
+            let concluded = registry::build(&stage.processor, &args)
                 .map_err(|e| e.reason)
-                .and_then(|p| p.conclude(stage.workers));
+                .and_then(|p| p.conclude(stage.workers).map_err(|e| e.to_string()));
             match concluded {
                 Ok(Some(note)) => self.notes.push(format!("stage '{}': {note}", stage.name)),
                 Ok(None) => {}
@@ -557,7 +720,7 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-fn spawn(slot: &mut Slot, stats: &StatsSegment, logs: &Logs) -> anyhow::Result<()> {
+fn spawn(slot: &mut Slot, stats: &StatsSegment, logs: &Logs) -> Result<(), RunError> {
     let spec = serde_json::to_string(&slot.spec)?;
     // A Python stage or source runs in its interpreter, which hosts the same worker loop
     // through the streamd package; every other worker is this binary again.
@@ -592,11 +755,6 @@ fn spawn(slot: &mut Slot, stats: &StatsSegment, logs: &Logs) -> anyhow::Result<(
     Ok(())
 }
 
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a child we have not reaped yet (so the pid is still ours).
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
 fn finish_output(slot: &Slot, rings: &HashMap<String, OwnedRing>) {
     for ring in slot.outputs.iter().filter_map(|o| rings.get(o)) {
         ring.finish();
@@ -629,6 +787,8 @@ fn reap(
         e.pid.load(Relaxed)
     );
     let is_source = slot.spec.stage_index == 0;
+    // SYNC: pairs with the worker's Release store in `Report::state`; its final counters
+    // are visible (and, through our Release stores of the pipeline state, to readers).
     if status.success() && e.state.load(Acquire) == WORKER_FINISHED {
         slot.done = true;
         return;

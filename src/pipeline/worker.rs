@@ -4,22 +4,25 @@
 //! segment current. It exits 0 only when every input ended and its outputs are
 //! finished; any other exit is a crash the supervisor restarts.
 
-use super::config::{SourceContent, SourcePlan, StagePlan};
-use super::source::{pace_or_stop, MetadataError, MetadataFeed, MetadataPlan, RateMeter, Schedule};
-use crate::commands::{now_ns, stop_flag};
+use super::plan::{MetadataPlan, SourceContent, SourcePlan, StagePlan};
+use super::source::{pace_or_stop, MetadataError, MetadataFeed, RateMeter, Schedule};
 use crate::processors::python::PythonCode;
-use crate::processors::{self, Outputs, StageContext};
+use crate::processors::{self, Outputs, ProcessError, StageContext};
+use crate::registry;
 use crate::ring::{
-    ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer, RecvError, WaitMode,
+    AttachError, ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer,
+    PublishError, RecvError, WaitMode,
 };
-use crate::sources::{self, Next, Source};
+use crate::sources::{Next, Source, SuppliedFrame};
 use crate::stats::layout::*;
-use crate::stats::StatsSegment;
+use crate::stats::{StatsError, StatsSegment};
+use crate::sys::{self, now_ns, stop_flag};
 use crate::units::Rate;
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Everything a worker process needs, passed by the supervisor as JSON.
@@ -90,21 +93,59 @@ pub trait Host {
     fn metadata(&self, plan: &MetadataPlan) -> Result<Box<dyn MetadataFeed>, String>;
 }
 
+// Every counter a processor may show has a place in its stats entry.
+const _: () = assert!(processors::MAX_COUNTERS <= MAX_COUNTERS);
+
 /// Exit status of a worker interrupted by a signal (a crash for the supervisor).
 pub const EXIT_INTERRUPTED: i32 = 4;
 /// How often an idle worker shows it lives, and a busy one refreshes its quantiles.
 const HEARTBEAT: Duration = Duration::from_millis(100);
 
+/// Why a worker stopped short: the process exits with it, and the supervisor restarts
+/// it as a crash.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the supervisor (pid {0}) is gone")]
+    SupervisorGone(u32),
+    #[error("the pipeline's supervisor (pid {0}) died")]
+    SupervisorDied(u32),
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    /// An input, metadata or output ring could not be attached or resumed.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// An input ring is damaged past reading.
+    #[error(transparent)]
+    Ring(RecvError),
+    /// The stage's processor could not be made from its arguments.
+    #[error("stage '{stage}': {reason}")]
+    Build { stage: String, reason: String },
+    #[error("stage '{stage}' could not start: {reason}")]
+    Start { stage: String, reason: ProcessError },
+    /// The source could not be opened (its files, its socket, its Python class).
+    #[error("the {kind} source: {reason}")]
+    OpenSource { kind: String, reason: String },
+    #[error("the metadata channels: {0}")]
+    MetadataChannels(String),
+    /// The source's frames could not be made (its files, its rate, its supply).
+    #[error("{0}")]
+    Source(String),
+    #[error("publishing metadata: {0}")]
+    Metadata(MetadataError),
+    #[error("publishing a frame")]
+    Publish(#[source] PublishError),
+}
+
 /// Runs a worker to its end; returns the process exit status.
-pub fn run(spec: &WorkerSpec) -> anyhow::Result<i32> {
+pub fn run(spec: &WorkerSpec) -> Result<i32, WorkerError> {
     run_hosted(spec, None)
 }
 
 /// Runs a worker whose stage or source may need `host` (see [`Host`]).
-pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<i32> {
-    super::sys::ignore_file_size_signal();
-    if !super::sys::die_with_parent(spec.supervisor_pid) {
-        anyhow::bail!("the supervisor (pid {}) is gone", spec.supervisor_pid);
+pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> Result<i32, WorkerError> {
+    sys::ignore_file_size_signal();
+    if !sys::die_with_parent(spec.supervisor_pid) {
+        return Err(WorkerError::SupervisorGone(spec.supervisor_pid));
     }
     if let Some(core) = spec.core {
         super::pinning::pin_to(core);
@@ -138,7 +179,7 @@ pub fn run_hosted(spec: &WorkerSpec, host: Option<&dyn Host>) -> anyhow::Result<
     };
     // The supervisor shows why the worker ended, with how it ended.
     if let Err(e) = &status {
-        stats.write_last_error(spec.entry, &format!("{e:#}"));
+        stats.write_last_error(spec.entry, &crate::units::sentence(e));
     }
     report.flush(&[]);
     status
@@ -175,7 +216,7 @@ impl<'a> Report<'a> {
         entry.pid.store(std::process::id(), Relaxed);
         entry
             .core
-            .store(spec.core.map_or(NONE, |c| c as u64), Relaxed);
+            .store(spec.core.map_or(NO_CORE, |c| c as u64), Relaxed);
         entry.state.store(WORKER_STARTING, Relaxed);
         entry.heartbeat_ns.store(now_ns(), Relaxed);
         Report {
@@ -219,7 +260,7 @@ impl<'a> Report<'a> {
         self.bytes_in += bytes;
         self.entry.frames_in.store(self.frames_in, Relaxed);
         self.entry.bytes_in.store(self.bytes_in, Relaxed);
-        self.entry.last_frame_id.store(frame_id, Relaxed);
+        self.entry.set_last_frame_id(frame_id);
         self.entry.lag.store(lag, Relaxed);
         self.times.saturating_record(took.as_nanos().max(1) as u64);
     }
@@ -363,140 +404,242 @@ fn run_source(
     metadata: Option<&str>,
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
-) -> anyhow::Result<i32> {
-    let mut supply = sources::open(plan, host)
-        .map_err(|e| anyhow::anyhow!("the {} source: {e}", plan.content.kind()))?;
-    report.gauges = supply.gauges();
-    // Channel values from EPICS PVs come through the host, published between frames.
-    let mut feed: Option<Box<dyn MetadataFeed>> = match (plan.metadata.as_ref(), host) {
-        (Some(m), Some(host)) if !m.pvs.is_empty() => Some(
-            host.metadata(m)
-                .map_err(|e| anyhow::anyhow!("the metadata channels: {e}"))?,
-        ),
-        _ => None,
-    };
-    let mut producer = Producer::resume(output)?;
-    let stop = stop_flag();
-    producer.set_interrupt(stop.clone());
-    let mut metadata_ring = match metadata {
-        Some(name) => {
-            let mut ring = Producer::resume(name)?;
-            ring.set_interrupt(stop.clone());
-            Some(ring)
+) -> Result<i32, WorkerError> {
+    let mut source = SourceLoop::open(plan, output, metadata, report, host)?;
+    while !source.stop.load(Relaxed) && plan.frames.is_none_or(|n| source.frame_id < n) {
+        if source.step()? == Flow::Stop {
+            break;
         }
-        None => None,
-    };
-    let mut values = Values::default();
-    // A restarted source continues after the last frame its predecessor published.
-    let last_id = producer.last_published().map(|h| h.frame_id);
-    let mut frame_id = last_id.map_or(0, |id| id + 1);
-    // The rate as last configured (`streamd configure source fps=F` changes it).
-    let mut rate = SourceRate::start(report, plan.fps)?;
-    let mut schedule = Schedule::new(rate.rate, frame_id);
-    let (mut published, mut bytes, mut dropped, mut missed) = (0u64, 0u64, 0u64, 0u64);
-    report.state(WORKER_RUNNING);
-    'frames: while !stop.load(Relaxed) && plan.frames.is_none_or(|n| frame_id < n) {
-        if rate.changed(report, frame_id, published)? {
-            schedule = Schedule::new(rate.rate, frame_id);
-        }
-        if let Some(at) = schedule.due(frame_id) {
-            // Waiting for a slow rate's next frame, the source still shows it lives, and
-            // takes a new rate at once.
-            loop {
-                let wake = at.min(Instant::now() + HEARTBEAT);
-                if !pace_or_stop(wake, &stop) {
-                    break 'frames;
-                }
-                if wake == at {
-                    break;
-                }
-                report.beat();
-                rate.measure(report, published);
-                if rate.changed(report, frame_id, published)? {
-                    continue 'frames;
-                }
+    }
+    source.finish()
+}
+
+/// Whether a source goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Next,
+    /// Interrupted, or the supply ended.
+    Stop,
+}
+
+/// A source worker between its start and its end: where its frames and metadata values
+/// come from, its rings, its schedule and what it counted.
+struct SourceLoop<'r, 'a> {
+    plan: &'r SourcePlan,
+    report: &'r mut Report<'a>,
+    supply: Box<dyn Source>,
+    /// Channel values from EPICS PVs, through the host, published between frames.
+    feed: Option<Box<dyn MetadataFeed>>,
+    producer: Producer,
+    metadata_ring: Option<Producer>,
+    stop: Arc<AtomicBool>,
+    /// The last frame a crashed predecessor published: a supply that numbers its own
+    /// frames starts again from its first, and those are not published twice.
+    last_id: Option<u64>,
+    frame_id: u64,
+    rate: SourceRate,
+    schedule: Schedule,
+    values: Values,
+    published: u64,
+    bytes: u64,
+    dropped: u64,
+    missed: u64,
+}
+
+impl<'r, 'a> SourceLoop<'r, 'a> {
+    /// Opens the supply (built in, or the host's) and the feed, and resumes the rings
+    /// after the last frame a predecessor published.
+    fn open(
+        plan: &'r SourcePlan,
+        output: &str,
+        metadata: Option<&str>,
+        report: &'r mut Report<'a>,
+        host: Option<&dyn Host>,
+    ) -> Result<SourceLoop<'r, 'a>, WorkerError> {
+        let supply: Box<dyn Source> = match (&plan.content, host) {
+            (SourceContent::Python { kind, code, args }, Some(host)) => host
+                .frames(code, args, plan)
+                .map_err(|reason| WorkerError::OpenSource {
+                    kind: kind.clone(),
+                    reason,
+                })?,
+            (content, _) => {
+                registry::open_source(plan).map_err(|reason| WorkerError::OpenSource {
+                    kind: content.kind().to_string(),
+                    reason,
+                })?
             }
+        };
+        report.gauges = supply.gauges();
+        let feed = match (plan.metadata.as_ref(), host) {
+            (Some(m), Some(host)) if !m.pvs.is_empty() => {
+                Some(host.metadata(m).map_err(WorkerError::MetadataChannels)?)
+            }
+            _ => None,
+        };
+        let mut producer = Producer::resume(output)?;
+        let stop = stop_flag();
+        producer.set_interrupt(stop.clone());
+        let metadata_ring = match metadata {
+            Some(name) => {
+                let mut ring = Producer::resume(name)?;
+                ring.set_interrupt(stop.clone());
+                Some(ring)
+            }
+            None => None,
+        };
+        // A restarted source continues after the last frame its predecessor published.
+        let last_id = producer.last_published().map(|h| h.frame_id);
+        let frame_id = last_id.map_or(0, |id| id + 1);
+        // The rate as last configured (`streamd configure source fps=F` changes it).
+        let rate = SourceRate::start(report, plan.fps)?;
+        let schedule = Schedule::new(rate.rate, frame_id);
+        report.state(WORKER_RUNNING);
+        Ok(SourceLoop {
+            plan,
+            report,
+            supply,
+            feed,
+            producer,
+            metadata_ring,
+            stop,
+            last_id,
+            frame_id,
+            rate,
+            schedule,
+            values: Values::default(),
+            published: 0,
+            bytes: 0,
+            dropped: 0,
+            missed: 0,
+        })
+    }
+
+    /// One frame: a new rate, the wait for its time, the values that arrived before
+    /// it, then the frame itself.
+    fn step(&mut self) -> Result<Flow, WorkerError> {
+        if self
+            .rate
+            .changed(self.report, self.frame_id, self.published)?
+        {
+            self.schedule = Schedule::new(self.rate.rate, self.frame_id);
         }
-        let next = supply.next(frame_id).map_err(anyhow::Error::msg)?;
+        match self.wait_due()? {
+            Pace::Due => {}
+            Pace::Again => return Ok(Flow::Next),
+            Pace::Stop => return Ok(Flow::Stop),
+        }
+        let next = self
+            .supply
+            .next(self.frame_id)
+            .map_err(WorkerError::Source)?;
         // Values that arrived before this frame go first, as a motor position would.
-        if let (Some(feed), Some(ring), Some(m)) = (
-            feed.as_mut(),
-            metadata_ring.as_mut(),
-            plan.metadata.as_ref(),
-        ) {
-            match values.publish_from(feed.as_mut(), ring, m) {
-                Ok(()) => {}
-                Err(MetadataError::Interrupted) => break,
-                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
-            }
+        if self.publish_feed()? == Flow::Stop {
+            return Ok(Flow::Stop);
         }
         // Frames the source missed that no frame carries (a refused image).
-        missed += supply.take_missed();
-        let next = match next {
-            Next::Frame(next) => next,
+        self.missed += self.supply.take_missed();
+        match next {
+            Next::Frame(next) => self.publish(next),
             Next::Idle | Next::Problem(_) => {
                 if let Next::Problem(why) = &next {
-                    report.error(why);
+                    self.report.error(why);
                 }
-                if !report.due() {
-                    continue;
+                if self.report.due() {
+                    self.show(false);
                 }
-                let counters = source_counters(
-                    supply.as_ref(),
-                    feed.as_deref(),
-                    metadata_ring.is_some().then_some(&values),
-                );
-                if report.tick(missed, &counters) {
-                    supply.reset_counters();
-                    if let Some(feed) = feed.as_mut() {
-                        feed.reset_counters();
-                    }
-                }
-                continue;
+                Ok(Flow::Next)
             }
-            Next::End => break,
-        };
-        // A restarted supply that numbers its own frames starts again from its first:
-        // what the predecessor published is not published twice.
-        if last_id.is_some_and(|id| next.frame_id <= id) {
-            continue;
+            Next::End => Ok(Flow::Stop),
         }
-        frame_id = next.frame_id;
-        missed += next.missed;
-        report.entry.claiming.store(1, Relaxed);
-        let claimed = producer.claim();
-        report.entry.claiming.store(0, Relaxed);
+    }
+
+    /// Waits until the current frame is due. Waiting for a slow rate's next frame, the
+    /// source still shows it lives, and takes a new rate at once (`Again`).
+    fn wait_due(&mut self) -> Result<Pace, WorkerError> {
+        let Some(at) = self.schedule.due(self.frame_id) else {
+            return Ok(Pace::Due);
+        };
+        loop {
+            let wake = at.min(Instant::now() + HEARTBEAT);
+            if !pace_or_stop(wake, &self.stop) {
+                return Ok(Pace::Stop);
+            }
+            if wake == at {
+                return Ok(Pace::Due);
+            }
+            self.report.beat();
+            self.rate.measure(self.report, self.published);
+            if self
+                .rate
+                .changed(self.report, self.frame_id, self.published)?
+            {
+                return Ok(Pace::Again);
+            }
+        }
+    }
+
+    /// Publishes every value the feed has; `Stop` when interrupted.
+    fn publish_feed(&mut self) -> Result<Flow, WorkerError> {
+        let (Some(feed), Some(ring), Some(m)) = (
+            self.feed.as_mut(),
+            self.metadata_ring.as_mut(),
+            self.plan.metadata.as_ref(),
+        ) else {
+            return Ok(Flow::Next);
+        };
+        match self.values.publish_from(feed.as_mut(), ring, m) {
+            Ok(()) => Ok(Flow::Next),
+            Err(MetadataError::Interrupted) => Ok(Flow::Stop),
+            Err(e) => Err(WorkerError::Metadata(e)),
+        }
+    }
+
+    /// Claims a slot, writes the supplied frame into it and publishes it after its
+    /// simulated metadata values.
+    fn publish(&mut self, next: SuppliedFrame) -> Result<Flow, WorkerError> {
+        if self.last_id.is_some_and(|id| next.frame_id <= id) {
+            return Ok(Flow::Next);
+        }
+        self.frame_id = next.frame_id;
+        self.missed += next.missed;
+        self.report.entry.claiming.store(1, Relaxed);
+        let claimed = self.producer.claim();
+        self.report.entry.claiming.store(0, Relaxed);
         let mut slot = match claimed {
             Ok(slot) => slot,
             Err(ClaimError::Full) => {
-                dropped += 1;
-                frame_id += 1;
-                report.outputs((published, bytes, dropped));
-                continue;
+                self.dropped += 1;
+                self.frame_id += 1;
+                self.report
+                    .outputs((self.published, self.bytes, self.dropped));
+                return Ok(Flow::Next);
             }
-            Err(ClaimError::Interrupted) => break,
+            Err(ClaimError::Interrupted) => return Ok(Flow::Stop),
         };
-        if let Err(e) = supply.write(&mut slot) {
+        if let Err(e) = self.supply.write(&mut slot) {
             // Not published; the next claim reuses the slot.
-            report.error(&format!("frame {frame_id}: {e}"));
-            frame_id += 1;
-            continue;
+            self.report.error(&format!("frame {}: {e}", self.frame_id));
+            self.frame_id += 1;
+            return Ok(Flow::Next);
         }
+        let frame_id = self.frame_id;
         let timestamp_ns = next
             .timestamp_ns
-            .or_else(|| schedule.timestamp_ns(frame_id))
+            .or_else(|| self.schedule.timestamp_ns(frame_id))
             .unwrap_or_else(now_ns);
-        if let (Some(ring), Some(m)) = (metadata_ring.as_mut(), plan.metadata.as_ref()) {
+        if let (Some(ring), Some(m)) = (self.metadata_ring.as_mut(), self.plan.metadata.as_ref()) {
             // Published before the frame it belongs to, as a motor position would be.
-            report.entry.claiming.store(2, Relaxed);
+            self.report.entry.claiming.store(2, Relaxed);
             let published_values = m.publish(ring, frame_id, timestamp_ns);
-            report.entry.claiming.store(0, Relaxed);
+            self.report.entry.claiming.store(0, Relaxed);
             match published_values {
                 Ok((p, d)) => {
-                    (values.published, values.dropped) = (values.published + p, values.dropped + d)
+                    self.values.published += p;
+                    self.values.dropped += d;
                 }
-                Err(MetadataError::Interrupted) => break,
-                Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+                Err(MetadataError::Interrupted) => return Ok(Flow::Stop),
+                Err(e) => return Err(WorkerError::Metadata(e)),
             }
         }
         let meta = FrameMeta {
@@ -506,54 +649,69 @@ fn run_source(
             dims: &next.dims,
             flags: 0,
         };
-        slot.publish(&meta).context("publishing a frame")?;
-        report.active();
-        published += 1;
-        bytes += next.bytes() as u64;
-        report.entry.last_frame_id.store(frame_id, Relaxed);
-        report.outputs((published, bytes, dropped));
-        if report.due() {
-            rate.measure(report, published);
-            let counters = source_counters(
-                supply.as_ref(),
-                feed.as_deref(),
-                metadata_ring.is_some().then_some(&values),
-            );
-            if report.tick(missed, &counters) {
-                supply.reset_counters();
-                if let Some(feed) = feed.as_mut() {
-                    feed.reset_counters();
-                }
+        slot.publish(&meta).map_err(WorkerError::Publish)?;
+        self.report.active();
+        self.published += 1;
+        self.bytes += next.bytes() as u64;
+        self.report.entry.set_last_frame_id(frame_id);
+        self.report
+            .outputs((self.published, self.bytes, self.dropped));
+        if self.report.due() {
+            self.show(true);
+        }
+        self.frame_id += 1;
+        Ok(Flow::Next)
+    }
+
+    /// The heartbeat and the counters (with the rate achieved, after a frame). After
+    /// `reset-stats` the frame counts go on (the entry's reset base marks where `status`
+    /// starts); the source's and the feed's own counters start over.
+    fn show(&mut self, measure: bool) {
+        if measure {
+            self.rate.measure(self.report, self.published);
+        }
+        let counters = self.counters();
+        if self.report.tick(self.missed, &counters) {
+            self.supply.reset_counters();
+            if let Some(feed) = self.feed.as_mut() {
+                feed.reset_counters();
             }
         }
-        frame_id += 1;
     }
-    report.entry.below_rate.store(0, Relaxed);
-    report.state(WORKER_DRAINING);
-    // What the feed holds is published too: the metadata stage drains after the frames.
-    if let (Some(feed), Some(ring), Some(m)) = (
-        feed.as_mut(),
-        metadata_ring.as_mut(),
-        plan.metadata.as_ref(),
-    ) {
-        match values.publish_from(feed.as_mut(), ring, m) {
-            Ok(()) | Err(MetadataError::Interrupted) => {}
-            Err(e) => return Err(anyhow::anyhow!("publishing metadata: {e}")),
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        source_counters(
+            self.supply.as_ref(),
+            self.feed.as_deref(),
+            self.metadata_ring.is_some().then_some(&self.values),
+        )
+    }
+
+    /// The stream ends: what the feed holds is published too (the metadata stage drains
+    /// after the frames), both rings end, the final counters are shown.
+    fn finish(mut self) -> Result<i32, WorkerError> {
+        self.report.entry.below_rate.store(0, Relaxed);
+        self.report.state(WORKER_DRAINING);
+        self.publish_feed()?;
+        self.producer.finish();
+        if let Some(ring) = &mut self.metadata_ring {
+            ring.finish();
         }
+        self.missed += self.supply.take_missed();
+        self.report.missed(self.missed);
+        let counters = self.counters();
+        self.report.flush(&counters);
+        self.report.state(WORKER_FINISHED);
+        Ok(0)
     }
-    producer.finish();
-    if let Some(ring) = &mut metadata_ring {
-        ring.finish();
-    }
-    missed += supply.take_missed();
-    report.missed(missed);
-    report.flush(&source_counters(
-        supply.as_ref(),
-        feed.as_deref(),
-        metadata_ring.is_some().then_some(&values),
-    ));
-    report.state(WORKER_FINISHED);
-    Ok(0)
+}
+
+/// How the wait for a frame's time ended.
+enum Pace {
+    Due,
+    /// A new rate came while waiting: start the frame again.
+    Again,
+    Stop,
 }
 
 /// A source's requested rate as last configured, and how well it holds it.
@@ -566,13 +724,13 @@ struct SourceRate {
 impl SourceRate {
     /// The rate as the supervisor last published it (a restarted source keeps one
     /// `streamd configure` set), else the plan's `fps`.
-    fn start(report: &Report<'_>, fps: f64) -> anyhow::Result<SourceRate> {
+    fn start(report: &Report<'_>, fps: f64) -> Result<SourceRate, WorkerError> {
         let (args_gen, fps) = match current_args(report.stats, 0) {
             Some((gen, args)) => (gen, source_fps(&args).unwrap_or(fps)),
             None => (0, fps),
         };
         // Validated in the pipeline file already; checked again, never trusted to fit.
-        let rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+        let rate = Rate::new(fps, "fps").map_err(WorkerError::Source)?;
         report.entry.applied_gen.store(args_gen, Relaxed);
         Ok(SourceRate {
             rate,
@@ -588,7 +746,7 @@ impl SourceRate {
         report: &Report<'_>,
         frame_id: u64,
         published: u64,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, WorkerError> {
         if report.stats.stage(0).args_gen.load(Relaxed) == self.args_gen {
             return Ok(false);
         }
@@ -598,10 +756,10 @@ impl SourceRate {
         };
         self.args_gen = gen;
         if let Some(fps) = source_fps(&args) {
-            self.rate = Rate::new(fps, "fps").map_err(anyhow::Error::msg)?;
+            self.rate = Rate::new(fps, "fps").map_err(WorkerError::Source)?;
             self.meter = RateMeter::new(self.rate.get(), Instant::now(), published);
         }
-        report.entry.applied_from_frame.store(frame_id, Relaxed);
+        report.entry.set_applied_from_frame(frame_id);
         // SYNC: pairs with the supervisor's Acquire load when it waits for the workers to
         // take a configuration: applied_from_frame is visible.
         report.entry.applied_gen.store(gen, Release);
@@ -692,163 +850,282 @@ fn run_stage(
     wires: &Wires<'_>,
     report: &mut Report<'_>,
     host: Option<&dyn Host>,
-) -> anyhow::Result<i32> {
-    let Wires {
-        inputs,
-        group,
-        outputs,
-        metadata,
-    } = *wires;
-    let stats = report.stats;
-    let stage_slot = stats.stage(spec.stage_index);
-    // The arguments as last configured (they may have changed since the plan was made).
-    let (mut args_gen, mut args) =
-        current_args(stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
-    let mut processor = match (spec.python(), host) {
-        (Some(_), Some(host)) => host.processor(&plan.processor, &args),
-        _ => processors::build(&plan.processor, &args).map_err(|e| e.reason),
-    }
-    .map_err(|e| anyhow::anyhow!("stage '{}': {e}", plan.name))?;
-    let stop = stop_flag();
-    // A processor that makes frames durable later (a writer) holds them in the ring
-    // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
-    let sync_every = processor.sync_interval();
-    report.gauges = processor.gauges();
-    let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
-        let options = ConsumerOptions {
-            group: Some(group),
-            batch,
-            set,
-            delivery,
-            wait: WaitMode::Futex,
-            attach_timeout: Duration::from_secs(5),
-            hold,
-        };
-        let mut consumer = Consumer::attach(name, &options)?;
-        consumer.set_interrupt(stop.clone());
-        anyhow::Ok(Input {
-            consumer,
-            ended: false,
-        })
-    };
-    let mut ins = inputs
-        .iter()
-        .map(|name| {
-            attach(
-                name,
-                group.to_string(),
-                plan.batch,
-                plan.set_of(spec.worker),
-                plan.delivery,
-                sync_every.is_some(),
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let metadata_group = plan.metadata_group(spec.worker);
-    let mut side = metadata
-        .iter()
-        .map(|name| {
-            attach(
-                name,
-                metadata_group.clone(),
-                METADATA_BATCH,
-                None,
-                Delivery::Lossless,
-                false,
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut producers = Vec::new();
-    for name in outputs {
-        let mut producer = Producer::resume(name)?;
-        producer.set_interrupt(stop.clone());
-        producers.push(producer);
-    }
-    let mut out = Outputs::new(producers);
-    // Its own mapping of the stats segment, so the watch outlives any borrow here.
-    let marks = StatsSegment::open(&spec.pipeline)?;
-    let entry = spec.entry;
-    out.watch_claims(Box::new(move |port| {
-        let claiming = port.map_or(0, |p| p as u32 + 1);
-        marks.entry(entry).claiming.store(claiming, Relaxed);
-    }));
-    let ctx = StageContext {
-        stage: plan.name.clone(),
-        worker: spec.worker,
-        workers: plan.workers,
-        inputs: ins.len(),
-        outputs: plan.outputs.clone(),
-        restarts: report.entry.restarts.load(Relaxed),
-        previous: report.counter_base.clone(),
-    };
-    processor
-        .start(&ctx)
-        .map_err(|e| anyhow::anyhow!("stage '{}' could not start: {e}", plan.name))?;
-    report.entry.applied_gen.store(args_gen, Relaxed);
-    report.state(WORKER_RUNNING);
-    let mut pending_config = false;
-    let mut last_sync = Instant::now();
-    let mut next = 0usize;
-    let mut idle_pass = 0usize;
-    // How long to wait for a frame before polling the processor (metadata may be due).
-    let idle_wait = if side.is_empty() {
-        Duration::from_millis(10)
-    } else {
-        Duration::from_millis(1)
-    };
-    let mut ended = 0usize;
-    while ended < ins.len() {
-        // `streamd configure`: new arguments apply from the next frame on.
-        if stage_slot.args_gen.load(Relaxed) != args_gen {
-            if let Some((gen, text)) = stats.read_args(spec.stage_index) {
-                if let Ok(new_args) = serde_json::from_str::<toml::Table>(&text) {
-                    for (key, value) in &new_args {
-                        if args.get(key) != Some(value) {
-                            if let Err(e) = processor.configure(key, value) {
-                                report.error(&format!("configure {key}: {e}"));
-                            }
-                        }
-                    }
-                    args = new_args;
-                }
-                args_gen = gen;
-                pending_config = true;
-            }
+) -> Result<i32, WorkerError> {
+    let mut stage = StageLoop::open(spec, plan, wires, report, host)?;
+    while stage.ended < stage.ins.len() {
+        if let Some(code) = stage.step()? {
+            return Ok(code);
         }
-        // The next input that has not ended and that the processor wants (any open one
-        // when it wants none), round robin, with no list built per frame.
-        let active = ins.len() - ended;
+    }
+    stage.finish()
+}
+
+/// A stage worker between its start and its end: its processor, its rings and where it
+/// is in reading them.
+struct StageLoop<'r, 'a> {
+    spec: &'r WorkerSpec,
+    plan: &'r StagePlan,
+    report: &'r mut Report<'a>,
+    processor: Box<dyn processors::Processor>,
+    /// The arguments as last configured, and their generation in the stats segment.
+    args: toml::Table,
+    args_gen: u64,
+    /// A configuration was applied: the next frame says from where.
+    pending_config: bool,
+    ins: Vec<Input>,
+    /// Metadata rings, read in full before every input frame.
+    side: Vec<Input>,
+    out: Outputs,
+    /// How often the processor makes its frames durable, if it holds them (a writer).
+    sync_every: Option<Duration>,
+    last_sync: Instant,
+    /// The input to try first next (round robin).
+    next: usize,
+    /// Inputs tried in a row without a frame.
+    idle_pass: usize,
+    /// How long to wait for a frame before polling the processor.
+    idle_wait: Duration,
+    /// Inputs whose stream ended.
+    ended: usize,
+}
+
+impl<'r, 'a> StageLoop<'r, 'a> {
+    /// Builds and configures the processor, attaches to the input and metadata rings in
+    /// the stage's groups, resumes the output rings and starts the processor.
+    fn open(
+        spec: &'r WorkerSpec,
+        plan: &'r StagePlan,
+        wires: &Wires<'_>,
+        report: &'r mut Report<'a>,
+        host: Option<&dyn Host>,
+    ) -> Result<StageLoop<'r, 'a>, WorkerError> {
+        // The arguments as last configured (they may have changed since the plan was made).
+        let (args_gen, args) =
+            current_args(report.stats, spec.stage_index).unwrap_or((0, plan.args.clone()));
+        let mut processor = match (spec.python(), host) {
+            (Some(_), Some(host)) => host.processor(&plan.processor, &args),
+            _ => registry::build(&plan.processor, &args).map_err(|e| e.reason),
+        }
+        .map_err(|reason| WorkerError::Build {
+            stage: plan.name.clone(),
+            reason,
+        })?;
+        let stop = stop_flag();
+        // A processor that makes frames durable later (a writer) holds them in the ring
+        // until it has (spec §5.8): a crash then re-delivers them instead of losing them.
+        let sync_every = processor.sync_interval();
+        report.gauges = processor.gauges();
+        let attach = |name: &String, group: String, batch: u32, set, delivery, hold| {
+            let options = ConsumerOptions {
+                group: Some(group),
+                batch,
+                set,
+                delivery,
+                wait: WaitMode::Futex,
+                attach_timeout: Duration::from_secs(5),
+                hold,
+            };
+            let mut consumer = Consumer::attach(name, &options)?;
+            consumer.set_interrupt(stop.clone());
+            Ok::<_, WorkerError>(Input {
+                consumer,
+                ended: false,
+            })
+        };
+        let ins = wires
+            .inputs
+            .iter()
+            .map(|name| {
+                let group = wires.group.to_string();
+                let set = plan.set_of(spec.worker);
+                attach(
+                    name,
+                    group,
+                    plan.batch,
+                    set,
+                    plan.delivery,
+                    sync_every.is_some(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata_group = plan.metadata_group(spec.worker);
+        let side = wires
+            .metadata
+            .iter()
+            .map(|name| {
+                let group = metadata_group.clone();
+                attach(name, group, METADATA_BATCH, None, Delivery::Lossless, false)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut producers = Vec::new();
+        for name in wires.outputs {
+            let mut producer = Producer::resume(name)?;
+            producer.set_interrupt(stop.clone());
+            producers.push(producer);
+        }
+        let mut out = Outputs::new(producers);
+        // Its own mapping of the stats segment, so the watch outlives any borrow here.
+        let marks = StatsSegment::open(&spec.pipeline)?;
+        let entry = spec.entry;
+        out.watch_claims(Box::new(move |port| {
+            let claiming = port.map_or(0, |p| p as u32 + 1);
+            marks.entry(entry).claiming.store(claiming, Relaxed);
+        }));
+        let ctx = StageContext {
+            stage: plan.name.clone(),
+            worker: spec.worker,
+            workers: plan.workers,
+            inputs: ins.len(),
+            outputs: plan.outputs.clone(),
+            restarts: report.entry.restarts.load(Relaxed),
+            previous: report.counter_base.clone(),
+        };
+        processor.start(&ctx).map_err(|reason| WorkerError::Start {
+            stage: plan.name.clone(),
+            reason,
+        })?;
+        report.entry.applied_gen.store(args_gen, Relaxed);
+        report.state(WORKER_RUNNING);
+        let idle_wait = if side.is_empty() {
+            Duration::from_millis(10)
+        } else {
+            Duration::from_millis(1)
+        };
+        Ok(StageLoop {
+            spec,
+            plan,
+            report,
+            processor,
+            args,
+            args_gen,
+            pending_config: false,
+            ins,
+            side,
+            out,
+            sync_every,
+            last_sync: Instant::now(),
+            next: 0,
+            idle_pass: 0,
+            idle_wait,
+            ended: 0,
+        })
+    }
+
+    /// One frame, or one wait for it, from the next input, with what goes around it:
+    /// a new configuration before, metadata and polls, syncs and the heartbeat after.
+    /// `Some(status)` ends the worker early (interrupted).
+    fn step(&mut self) -> Result<Option<i32>, WorkerError> {
+        self.apply_configuration();
+        let k = self.pick_input();
+        let wait = self.wait();
+        // Every value published before the frame is taken reaches the processor first;
+        // new values may let held frames go, decided before the next frame comes.
+        if take_metadata(&mut self.side, self.processor.as_mut(), self.report)? {
+            poll(self.processor.as_mut(), &mut self.out, self.report);
+        }
+        let must_settle = match self.receive(k, wait)? {
+            Received::Frame | Received::Nothing => false,
+            Received::MustSettle => true,
+            Received::Interrupted => return Ok(Some(EXIT_INTERRUPTED)),
+        };
+        let sync_due = self
+            .sync_every
+            .is_some_and(|every| self.last_sync.elapsed() >= every);
+        if must_settle || sync_due {
+            settle(
+                self.processor.as_mut(),
+                &mut self.ins,
+                self.report,
+                &self.plan.name,
+            );
+            self.last_sync = Instant::now();
+        }
+        if self.report.due()
+            && self
+                .report
+                .tick(missed(&self.ins, &self.side), &self.processor.counters())
+        {
+            self.processor.reset_counters();
+        }
+        Ok(None)
+    }
+
+    /// `streamd configure`: new arguments apply from the next frame on.
+    fn apply_configuration(&mut self) {
+        let stats = self.report.stats;
+        let slot = stats.stage(self.spec.stage_index);
+        if slot.args_gen.load(Relaxed) == self.args_gen {
+            return;
+        }
+        let Some((gen, text)) = stats.read_args(self.spec.stage_index) else {
+            return;
+        };
+        if let Ok(new_args) = serde_json::from_str::<toml::Table>(&text) {
+            for (key, value) in &new_args {
+                if self.args.get(key) == Some(value) {
+                    continue;
+                }
+                if let Err(e) = self.processor.configure(key, value) {
+                    self.report.error(&format!("configure {key}: {e}"));
+                }
+            }
+            self.args = new_args;
+        }
+        self.args_gen = gen;
+        self.pending_config = true;
+    }
+
+    /// The next input that has not ended and that the processor wants (any open one
+    /// when it wants none), round robin, with no list built per frame.
+    fn pick_input(&mut self) -> usize {
+        let (ins, processor) = (&self.ins, &self.processor);
         let pick = |wanted: bool| {
             (0..ins.len())
-                .map(|i| (next + i) % ins.len())
+                .map(|i| (self.next + i) % ins.len())
                 .find(|&i| !ins[i].ended && (!wanted || processor.wants(i)))
         };
         let k = pick(true)
             .or_else(|| pick(false))
             .expect("the loop runs while an input is open");
-        next = k + 1;
-        // One input: wait a while. Several: poll each, then nap briefly on one.
-        let wait = if active == 1 {
-            idle_wait
-        } else if idle_pass >= active {
+        self.next = k + 1;
+        k
+    }
+
+    /// How long to wait for a frame: one input waits a while; several are polled in
+    /// turn, with a short nap once a whole round brought nothing.
+    fn wait(&self) -> Duration {
+        let active = self.ins.len() - self.ended;
+        if active == 1 {
+            self.idle_wait
+        } else if self.idle_pass >= active {
             Duration::from_millis(1)
         } else {
             Duration::ZERO
-        };
-        // Every value published before the frame is taken reaches the processor first;
-        // new values may let held frames go, decided before the next frame comes.
-        if take_metadata(&mut side, processor.as_mut(), report)? {
-            poll(processor.as_mut(), &mut out, report);
         }
+    }
+
+    /// Takes a frame from input `k` and hands it to the processor, or notes why none came.
+    fn receive(&mut self, k: usize, wait: Duration) -> Result<Received, WorkerError> {
+        let StageLoop {
+            plan,
+            report,
+            processor,
+            args_gen,
+            pending_config,
+            ins,
+            out,
+            idle_pass,
+            ended,
+            ..
+        } = self;
         let input = &mut ins[k];
-        let mut must_settle = false;
         match input.consumer.recv_timeout(wait) {
             Ok(Some(frame)) => {
-                idle_pass = 0;
+                *idle_pass = 0;
                 let (frame_id, payload_len) = (frame.header().frame_id, frame.header().payload_len);
                 let lag = frame.lag();
                 let began = Instant::now();
-                let result = processor.process(k, &frame, &mut out);
+                let result = processor.process(k, &frame, out);
                 let took = began.elapsed();
                 drop(frame);
                 if let Err(e) = result {
@@ -859,59 +1136,74 @@ fn run_stage(
                 }
                 report.frame_in(frame_id, payload_len, lag, took);
                 report.outputs(out.counts());
-                if pending_config {
-                    pending_config = false;
-                    report.entry.applied_from_frame.store(frame_id, Relaxed);
+                if *pending_config {
+                    *pending_config = false;
+                    report.entry.set_applied_from_frame(frame_id);
                     // SYNC: pairs with the supervisor's Acquire load when it waits for the
                     // workers to take a configuration: applied_from_frame is visible.
-                    report.entry.applied_gen.store(args_gen, Release);
+                    report.entry.applied_gen.store(*args_gen, Release);
                 }
+                Ok(Received::Frame)
             }
             Ok(None) => {
-                idle_pass += 1;
-                poll(processor.as_mut(), &mut out, report);
+                *idle_pass += 1;
+                poll(processor.as_mut(), out, report);
                 // Idle: `status` shows counters that include every frame handled.
                 if report.counters_behind {
                     report.show_counters(&processor.counters());
                 }
+                Ok(Received::Nothing)
             }
             Err(RecvError::EndOfStream { .. }) => {
                 input.ended = true;
-                ended += 1;
+                *ended += 1;
+                Ok(Received::Nothing)
             }
-            Err(RecvError::ProducerDied { pid, .. }) => {
-                anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
+            Err(RecvError::ProducerDied { pid, .. }) => Err(WorkerError::SupervisorDied(pid)),
+            Err(RecvError::Interrupted) => Ok(Received::Interrupted),
+            Err(RecvError::MustCommit) => Ok(Received::MustSettle),
+            Err(e @ RecvError::Corrupt { .. }) => {
+                report.error(&e.to_string());
+                Ok(Received::Nothing)
             }
-            Err(RecvError::Interrupted) => return Ok(EXIT_INTERRUPTED),
-            Err(RecvError::MustCommit) => must_settle = true,
-            Err(e @ RecvError::Corrupt { .. }) => report.error(&e.to_string()),
             Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
-                anyhow::bail!("{e}")
+                Err(WorkerError::Ring(e))
             }
-        };
-        if must_settle || sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
-            settle(processor.as_mut(), &mut ins, report, &plan.name);
-            last_sync = Instant::now();
-        }
-        if report.due() && report.tick(missed(&ins, &side), &processor.counters()) {
-            processor.reset_counters();
         }
     }
-    report.state(WORKER_DRAINING);
-    take_metadata(&mut side, processor.as_mut(), report)?;
-    if let Err(e) = processor.stop(&mut out) {
-        report.error(&format!("stage '{}' stop: {e}", plan.name));
+
+    /// Every input ended: the processor stops, what it holds is committed, the output
+    /// streams end and the final counters are shown.
+    fn finish(mut self) -> Result<i32, WorkerError> {
+        let report = &mut *self.report;
+        report.state(WORKER_DRAINING);
+        take_metadata(&mut self.side, self.processor.as_mut(), report)?;
+        if let Err(e) = self.processor.stop(&mut self.out) {
+            report.error(&format!("stage '{}' stop: {e}", self.plan.name));
+        }
+        // Whatever stop could not make durable is counted by the processor by now.
+        for input in &mut self.ins {
+            input.consumer.commit();
+        }
+        self.out.finish();
+        report.outputs(self.out.counts());
+        report.missed(missed(&self.ins, &self.side));
+        report.flush(&self.processor.counters());
+        report.state(WORKER_FINISHED);
+        Ok(0)
     }
-    // Whatever stop could not make durable is counted by the processor by now.
-    for input in &mut ins {
-        input.consumer.commit();
-    }
-    out.finish();
-    report.outputs(out.counts());
-    report.missed(missed(&ins, &side));
-    report.flush(&processor.counters());
-    report.state(WORKER_FINISHED);
-    Ok(0)
+}
+
+/// What one receive on an input came to.
+enum Received {
+    /// A frame was handed to the processor.
+    Frame,
+    /// No frame: a timeout (the processor was polled), an input ended, a damaged slot.
+    Nothing,
+    /// A holding consumer must commit before it reads on.
+    MustSettle,
+    /// The worker was asked to stop.
+    Interrupted,
 }
 
 /// Frames the ring skipped past this worker, over its inputs and metadata rings.
@@ -930,7 +1222,7 @@ fn take_metadata(
     side: &mut [Input],
     processor: &mut dyn processors::Processor,
     report: &mut Report<'_>,
-) -> anyhow::Result<bool> {
+) -> Result<bool, WorkerError> {
     let mut took = false;
     for input in side.iter_mut().filter(|i| !i.ended) {
         loop {
@@ -950,7 +1242,7 @@ fn take_metadata(
                     break;
                 }
                 Err(RecvError::ProducerDied { pid, .. }) => {
-                    anyhow::bail!("the pipeline's supervisor (pid {pid}) died")
+                    return Err(WorkerError::SupervisorDied(pid))
                 }
                 // Metadata rings are read without holding (MustCommit cannot come).
                 Err(RecvError::Interrupted | RecvError::MustCommit) => break,
@@ -959,7 +1251,7 @@ fn take_metadata(
                     break;
                 }
                 Err(e @ (RecvError::Damaged { .. } | RecvError::FrameDetached { .. })) => {
-                    anyhow::bail!("{e}")
+                    return Err(WorkerError::Ring(e))
                 }
             }
         }

@@ -10,7 +10,10 @@
 //! shown a value newer than the window, or once the frame has waited `wait_ms` for late
 //! values; frames wait in arrival order (at most `max_held`) and leave in that order.
 
-use super::{number, positive_integer, unknown_key, ArgValue, Outputs, Processor, Wiring};
+use super::{
+    number, positive_integer, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused,
+    Wiring,
+};
 use crate::ring::{AttrValue, AttributeArea, Frame, FrameHeader};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -145,7 +148,7 @@ const KEYS: [&str; 5] = [
 ];
 
 impl Processor for AttachMetadata {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "channels" => {
                 let names = value
@@ -154,7 +157,7 @@ impl Processor for AttachMetadata {
                     .ok_or_else(|| format!("channels must be a list of names, got {value}"))?;
                 let names: Vec<String> = names;
                 if names.is_empty() || names.len() > MAX_CHANNELS {
-                    return Err(format!("channels must list 1 to {MAX_CHANNELS} names"));
+                    return Err(format!("channels must list 1 to {MAX_CHANNELS} names").into());
                 }
                 if let Some(bad) = names
                     .iter()
@@ -163,7 +166,8 @@ impl Processor for AttachMetadata {
                     return Err(format!(
                         "channel name {} must be 1 to {MAX_CHANNEL_NAME} characters",
                         crate::units::quote(bad)
-                    ));
+                    )
+                    .into());
                 }
                 if let Some(twice) = names
                     .iter()
@@ -173,7 +177,8 @@ impl Processor for AttachMetadata {
                     return Err(format!(
                         "channel {} is listed twice in channels; list each once",
                         crate::units::quote(twice)
-                    ));
+                    )
+                    .into());
                 }
                 if self.matcher.is_some() {
                     return Err("channels cannot change while the stage runs".into());
@@ -183,10 +188,10 @@ impl Processor for AttachMetadata {
             "tolerance_us" | "offset_us" => {
                 let us = number(key, value)?;
                 if !(-1e12..=1e12).contains(&us) {
-                    return Err(format!("{key} must be within ±1e12 microseconds, got {us}"));
+                    return Err(format!("{key} must be within ±1e12 microseconds, got {us}").into());
                 }
                 if key == "tolerance_us" && us < 0.0 {
-                    return Err(format!("tolerance_us must be 0 or more, got {us}"));
+                    return Err(format!("tolerance_us must be 0 or more, got {us}").into());
                 }
                 let ns = (us * 1000.0).round() as i64;
                 if key == "tolerance_us" {
@@ -201,17 +206,17 @@ impl Processor for AttachMetadata {
             "wait_ms" => {
                 let ms = number(key, value)?;
                 if !(0.0..=60_000.0).contains(&ms) {
-                    return Err(format!("wait_ms must be 0 to 60000, got {ms}"));
+                    return Err(format!("wait_ms must be 0 to 60000, got {ms}").into());
                 }
                 self.wait = Duration::from_secs_f64(ms / 1000.0);
             }
             "max_held" => self.max_held = positive_integer(key, value)? as usize,
-            _ => return Err(unknown_key("metadata", key, &KEYS)),
+            _ => return Err(unknown_key("metadata", key, &KEYS).into()),
         }
         Ok(())
     }
 
-    fn check_wiring(&self, wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, wiring: &Wiring) -> Result<(), Refused> {
         if self.channels.is_empty() {
             return Err("metadata needs channels = [\"x\", ...]".into());
         }
@@ -223,7 +228,7 @@ impl Processor for AttachMetadata {
         Ok(())
     }
 
-    fn start(&mut self, _ctx: &super::StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &super::StageContext) -> Result<(), ProcessError> {
         self.matcher = Some(Matcher::new(
             self.channels.len(),
             self.tolerance_ns,
@@ -232,11 +237,11 @@ impl Processor for AttachMetadata {
         Ok(())
     }
 
-    fn metadata(&mut self, record: &Frame<'_>) -> Result<(), String> {
+    fn metadata(&mut self, record: &Frame<'_>) -> Result<(), ProcessError> {
         let ts = record.header().timestamp_ns;
         let matcher = self.matcher.as_mut().ok_or("metadata before start")?;
         for attribute in record.attributes() {
-            let (key, value) = attribute.map_err(|e| e.to_string())?;
+            let (key, value) = attribute?;
             let Some(c) = self.channels.iter().position(|n| n == key) else {
                 continue;
             };
@@ -255,14 +260,14 @@ impl Processor for AttachMetadata {
         _input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         // Every value published before the frames held so far has been taken by now.
         let checked = Instant::now();
         let header = frame.header();
         if self.held.is_empty() {
             let matcher = self.matcher.as_mut().ok_or("frame before start")?;
             if let Some(values) = matcher.decide(header.timestamp_ns, false) {
-                let attributes = frame.raw_attributes().map_err(|e| e.to_string())?;
+                let attributes = frame.raw_attributes()?;
                 return send(
                     &self.channels,
                     out,
@@ -276,8 +281,7 @@ impl Processor for AttachMetadata {
         let mut pixels = self.spare.pop().unwrap_or_default();
         pixels.clear();
         pixels.extend_from_slice(frame.payload());
-        let attributes = AttributeArea::copied(frame.raw_attributes().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let attributes = AttributeArea::copied(frame.raw_attributes()?)?;
         self.held.push_back(Held {
             header: header.clone(),
             pixels,
@@ -288,11 +292,11 @@ impl Processor for AttachMetadata {
         self.release(out, Some(checked))
     }
 
-    fn poll(&mut self, out: &mut Outputs) -> Result<(), String> {
+    fn poll(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
         self.release(out, Some(Instant::now()))
     }
 
-    fn stop(&mut self, out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
         self.release(out, None)
     }
 
@@ -316,7 +320,7 @@ impl AttachMetadata {
     /// the moment by which every value published before it had been taken. Measuring
     /// to `checked`, not to now, keeps time spent blocked on a full output ring (while
     /// no metadata is read) from counting as waiting for values.
-    fn release(&mut self, out: &mut Outputs, checked: Option<Instant>) -> Result<(), String> {
+    fn release(&mut self, out: &mut Outputs, checked: Option<Instant>) -> Result<(), ProcessError> {
         let matcher = self.matcher.as_mut().ok_or("frame before start")?;
         while let Some(front) = self.held.front() {
             let give_up = checked.is_none_or(|checked| {
@@ -349,7 +353,7 @@ fn send(
     pixels: &[u8],
     attributes: &[u8],
     values: &[Option<f64>],
-) -> Result<(), String> {
+) -> Result<(), ProcessError> {
     if out.is_empty() {
         return Ok(());
     }
@@ -359,8 +363,7 @@ fn send(
         .filter_map(|(name, v)| v.map(|v| (name.as_str(), AttrValue::F64(v))))
         .collect();
     let meta = header.meta();
-    out.send(0, &meta, pixels, attributes, &extra)
-        .map_err(|e| e.to_string())
+    Ok(out.send(0, &meta, pixels, attributes, &extra)?)
 }
 
 #[cfg(test)]

@@ -7,20 +7,24 @@
 //! (`pipeline::worker`) owns the loop, the rings and the statistics.
 //!
 //! Adding one: write a type implementing [`Processor`], then add a line to
-//! [`REGISTRY`]. The README walks through an example.
+//! [`crate::registry::REGISTRY`], which names the processors and the writers and so sits
+//! above both. The README walks through an example.
 
+mod error;
 pub mod metadata;
 mod outputs;
-mod passthrough;
+pub(crate) mod passthrough;
 pub mod python;
+#[allow(unsafe_code)] // the AVX2 reduction, after the CPU check
 pub mod reductions;
-mod route;
-mod split;
-mod stitch;
-mod verify;
-mod zmq_push;
+pub(crate) mod route;
+pub(crate) mod split;
+pub(crate) mod stitch;
+pub(crate) mod verify;
+pub(crate) mod zmq_push;
 
-pub use outputs::{ClaimWatch, OutputSlot, Outputs};
+pub use error::{ProcessError, Refused};
+pub use outputs::{ClaimWatch, OutputError, OutputSlot, Outputs};
 
 use crate::ring::Frame;
 
@@ -66,23 +70,27 @@ pub trait Processor: Send {
     /// Sets one argument. Called for every `args` entry before `start`, and at run time
     /// by `streamd configure`. On error the processor must be left exactly as it was;
     /// the message says what is wrong with the key or the value.
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String>;
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused>;
 
     /// Refuses a stage whose rings do not suit the processor's arguments (checked when
     /// the pipeline file is read and again for `streamd configure`).
-    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), Refused> {
         Ok(())
     }
 
     /// Called once before the first frame.
-    fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &StageContext) -> Result<(), ProcessError> {
         Ok(())
     }
 
     /// Handles one frame that arrived on input ring `input`. Publishing to `out` is the
     /// only way results travel on. An error counts the frame as failed and goes on.
-    fn process(&mut self, input: usize, frame: &Frame<'_>, out: &mut Outputs)
-        -> Result<(), String>;
+    fn process(
+        &mut self,
+        input: usize,
+        frame: &Frame<'_>,
+        out: &mut Outputs,
+    ) -> Result<(), ProcessError>;
 
     /// Whether the processor wants a frame from input `input` now. A collector whose
     /// inputs run apart (a stitcher with a full cache) reads only the inputs behind; the
@@ -94,14 +102,14 @@ pub trait Processor: Send {
 
     /// Takes one record from a metadata ring (stages with a `metadata` key). Every
     /// record published before an input frame is handed over before that frame.
-    fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), String> {
+    fn metadata(&mut self, _record: &Frame<'_>) -> Result<(), ProcessError> {
         Ok(())
     }
 
     /// Called when no input frame came for a while (about 10 ms, 1 ms with metadata
     /// rings) and after metadata arrived: a processor holding frames can time them out.
     /// Every metadata record published before any frame it holds has been handed over.
-    fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn poll(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -117,12 +125,12 @@ pub trait Processor: Send {
 
     /// Makes everything handed over so far durable, or counts what could not be. Also
     /// called when the ring needs its slots back (the worker holds half a ring at most).
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), ProcessError> {
         Ok(())
     }
 
     /// Called once after every input ended, before the output rings end.
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         Ok(())
     }
 
@@ -137,14 +145,14 @@ pub trait Processor: Send {
     /// Checks what the processor needs outside the pipeline (an output folder it can
     /// write) once, in the supervisor, before any process starts or frame is taken;
     /// `workers` is the stage's worker count.
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
         Ok(())
     }
 
     /// Called once in the supervisor after every worker of the stage finished or failed
     /// (a writer ties its workers' files together here); `Ok(Some(text))` is a line for
     /// the run's summary.
-    fn conclude(&self, _workers: u32) -> Result<Option<String>, String> {
+    fn conclude(&self, _workers: u32) -> Result<Option<String>, ProcessError> {
         Ok(None)
     }
 
@@ -180,121 +188,6 @@ pub struct Fault {
 
 /// How many processor counters a worker can publish.
 pub const MAX_COUNTERS: usize = 32;
-
-/// A processor the pipeline file can name.
-pub struct Registration {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub create: fn() -> Box<dyn Processor>,
-}
-
-/// Every built-in processor, by name.
-pub static REGISTRY: &[Registration] = &[
-    Registration {
-        name: "passthrough",
-        about: "forwards frames unchanged (every = N keeps one frame id in N)",
-        create: || Box::new(passthrough::Passthrough::default()),
-    },
-    Registration {
-        name: "verify",
-        about: "checks the ramp pattern of every frame and can record frame ids and attributes",
-        create: || Box::new(verify::Verify::default()),
-    },
-    Registration {
-        name: "split",
-        about: "cuts each frame into tiles (tile = [ny, nx] or grid = [rows, cols])",
-        create: || Box::new(split::Split::default()),
-    },
-    Registration {
-        name: "stitch",
-        about: "reassembles tiles into whole frames, in frame-id order",
-        create: || Box::new(stitch::Stitch::default()),
-    },
-    Registration {
-        name: "metadata",
-        about: "attaches metadata channel values to frames by timestamp",
-        create: || Box::new(metadata::AttachMetadata::default()),
-    },
-    Registration {
-        name: "stats",
-        about: "per-frame reductions: sum, mean, min, max, std, histogram, centroid, count above",
-        create: || Box::new(reductions::Reduce::default()),
-    },
-    Registration {
-        name: "route",
-        about: "sends each frame to one output ring by a value of its attributes",
-        create: || Box::new(route::Route::default()),
-    },
-    Registration {
-        name: "python",
-        about:
-            "runs a Python class on every frame (file or module, class; PvaPy's processor shape)",
-        create: || Box::new(python::PythonStage::default()),
-    },
-    Registration {
-        name: "pva",
-        about: "serves frames as an EPICS pvAccess NTNDArray channel (channel = NAME; p4p)",
-        create: || Box::new(python::PythonStage::shipped("pva")),
-    },
-    Registration {
-        name: "zmq",
-        about: "publishes frames as DECTRIS Stream V2 on a ZeroMQ PUSH socket (receivers share it)",
-        create: || Box::new(zmq_push::ZmqSink::default()),
-    },
-    Registration {
-        name: "tiff",
-        about: "writes one TIFF file per frame (tags: frame id, timestamp, attributes)",
-        create: || Box::new(crate::writers::tiff::TiffWriter::default()),
-    },
-    Registration {
-        name: "hdf5",
-        about: "writes NXmx HDF5 files: SWMR, rollover, optional bitshuffle-LZ4",
-        create: || Box::new(crate::writers::hdf5::Hdf5Writer::default()),
-    },
-    Registration {
-        name: "raw",
-        about: "appends frames to flat O_DIRECT files with a CSV index",
-        create: || Box::new(crate::writers::raw::RawWriter::default()),
-    },
-];
-
-/// Names of the registered processors, for messages.
-pub fn names() -> String {
-    REGISTRY
-        .iter()
-        .map(|r| r.name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A new, unconfigured processor.
-pub fn create(name: &str) -> Result<Box<dyn Processor>, String> {
-    REGISTRY
-        .iter()
-        .find(|r| r.name == name)
-        .map(|r| (r.create)())
-        .ok_or_else(|| format!("unknown processor '{name}' (known: {})", names()))
-}
-
-/// Creates processor `name` and applies `args`; the error names the failing key.
-pub fn build(name: &str, args: &toml::Table) -> Result<Box<dyn Processor>, ArgError> {
-    let mut processor = create(name).map_err(|reason| ArgError { key: None, reason })?;
-    for (key, value) in args {
-        processor.configure(key, value).map_err(|reason| ArgError {
-            key: Some(key.clone()),
-            reason,
-        })?;
-    }
-    Ok(processor)
-}
-
-/// A processor or one of its arguments was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError {
-    /// The argument at fault; `None` when the processor itself is unknown.
-    pub key: Option<String>,
-    pub reason: String,
-}
 
 /// Parses the VALUE of `KEY=VALUE` as TOML (`3`, `2.5`, `true`, `"text"`, `[1, 2]`); a
 /// bare word that is not TOML is taken as a string.
@@ -364,14 +257,5 @@ mod tests {
         assert_eq!(parse_value("true"), ArgValue::Boolean(true));
         assert_eq!(parse_value("\"a b\""), ArgValue::String("a b".into()));
         assert_eq!(parse_value("ramp"), ArgValue::String("ramp".into()));
-    }
-
-    #[test]
-    fn build_names_the_failing_argument() {
-        let args: toml::Table = toml::from_str("every = 0").unwrap();
-        let err = build("passthrough", &args).err().unwrap();
-        assert_eq!(err.key.as_deref(), Some("every"));
-        assert_eq!(err.reason, "every must be a positive integer, got 0");
-        assert!(build("nope", &toml::Table::new()).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! `passthrough`: forwards frames unchanged. With `every = N` it keeps only frames whose
 //! id is a multiple of N — a live-preview tap that does not load its consumers.
 
-use super::{positive_integer, unknown_key, ArgValue, Outputs, Processor};
+use super::{positive_integer, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused};
 use crate::ring::Frame;
 
 pub struct Passthrough {
@@ -19,10 +19,10 @@ impl Default for Passthrough {
 }
 
 impl Processor for Passthrough {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "every" => self.every = positive_integer(key, value)?,
-            _ => return Err(unknown_key("passthrough", key, &["every"])),
+            _ => return Err(unknown_key("passthrough", key, &["every"]).into()),
         }
         Ok(())
     }
@@ -32,7 +32,7 @@ impl Processor for Passthrough {
         _input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         if frame.header().frame_id % self.every != 0 {
             self.skipped += 1;
             return Ok(());
@@ -40,7 +40,7 @@ impl Processor for Passthrough {
         if out.is_empty() {
             return Ok(());
         }
-        out.forward(0, frame).map_err(|e| e.to_string())
+        out.forward(0, frame).map_err(Into::into)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

@@ -10,7 +10,7 @@
 //! pvAccess sink (`streamd.pva.Sink`, on p4p), which serves a ring's frames as an
 //! NTNDArray channel.
 
-use super::{ArgValue, Outputs, Processor, Wiring};
+use super::{ArgValue, Outputs, ProcessError, Processor, Refused, Wiring};
 use crate::ring::Frame;
 use serde::{Deserialize, Serialize};
 use std::process::{Command, Stdio};
@@ -177,12 +177,13 @@ impl PythonStage {
 }
 
 impl Processor for PythonStage {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         if let Some(name) = self.shipped {
             if matches!(key, "file" | "module" | "class") {
                 return Err(format!(
                     "{name} runs the package's own class; {key} belongs to processor = \"python\""
-                ));
+                )
+                .into());
             }
         }
         if !self.code.configure(key, value)? {
@@ -191,24 +192,26 @@ impl Processor for PythonStage {
         Ok(())
     }
 
-    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, _wiring: &Wiring) -> Result<(), Refused> {
         if let Some((name, _, required)) = SHIPPED.iter().find(|s| Some(s.0) == self.shipped) {
             if let Some(missing) = required.iter().find(|k| !self.user_args.contains_key(**k)) {
-                return Err(format!("{name} needs {missing} = \"...\""));
+                return Err(format!("{name} needs {missing} = \"...\"").into());
             }
         }
-        self.code.check_complete()
+        Ok(self.code.check_complete()?)
     }
 
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
-        self.code.check("stage", &self.user_args, None)
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
+        self.code
+            .check("stage", &self.user_args, None)
+            .map_err(Into::into)
     }
 
-    fn start(&mut self, _ctx: &super::StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &super::StageContext) -> Result<(), ProcessError> {
         Err("a Python stage runs in its Python interpreter (python -m streamd._worker), not in the streamd binary".into())
     }
 
-    fn process(&mut self, _: usize, _: &Frame<'_>, _: &mut Outputs) -> Result<(), String> {
+    fn process(&mut self, _: usize, _: &Frame<'_>, _: &mut Outputs) -> Result<(), ProcessError> {
         Err("a Python stage runs in its Python interpreter".into())
     }
 }
@@ -221,7 +224,7 @@ impl PythonStage {
         args: &toml::Table,
         key: &str,
         value: &ArgValue,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         let mut stage = PythonStage::default();
         if let Some(code) = PythonCode::for_stage(processor, args) {
             stage.code = code;
@@ -232,9 +235,10 @@ impl PythonStage {
         if CODE_KEYS.contains(&key) {
             return Err(format!(
                 "{key} names the stage's code; change it in the pipeline file and run again"
-            ));
+            )
+            .into());
         }
         let change = toml::Table::from_iter([(key.to_string(), value.clone())]);
-        stage.code.check("stage", &stage.user_args, Some(&change))
+        Ok(stage.code.check("stage", &stage.user_args, Some(&change))?)
     }
 }

@@ -20,7 +20,10 @@
 //! `nonfinite`, `hist_lo`, `hist_hi`), under the frame's id, timestamp and attributes.
 //! `publish = "frame"` forwards the frame itself with those attributes, for a `route`.
 
-use super::{image_shape, integer_list, number, unknown_key, ArgValue, Outputs, Processor};
+use super::{
+    image_shape, integer_list, number, unknown_key, ArgValue, Outputs, ProcessError, Processor,
+    Refused,
+};
 use crate::ring::{AttrValue, Dtype, Frame, FrameMeta};
 
 /// A region of interest: first row, first column, rows, columns.
@@ -745,14 +748,15 @@ const KEYS: [&str; 5] = ["roi", "threshold", "bins", "range", "publish"];
 const MAX_BINS: usize = 65536;
 
 impl Processor for Reduce {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "roi" => {
                 let v = integer_list(key, value, 4)?;
                 if v[2] == 0 || v[3] == 0 || v.iter().any(|&n| n > u64::from(u32::MAX)) {
                     return Err(format!(
                         "roi = [y, x, ny, nx] needs ny and nx of at least 1, got {value}"
-                    ));
+                    )
+                    .into());
                 }
                 self.settings.roi = Some(Roi {
                     y: v[0] as u32,
@@ -776,7 +780,11 @@ impl Processor for Reduce {
                     list.and_then(|l| Some((number(key, &l[0]).ok()?, number(key, &l[1]).ok()?)));
                 match pair {
                     Some((lo, hi)) if lo < hi => self.settings.range = Some((lo, hi)),
-                    _ => return Err(format!("range must be [lo, hi] with lo < hi, got {value}")),
+                    _ => {
+                        return Err(
+                            format!("range must be [lo, hi] with lo < hi, got {value}").into()
+                        )
+                    }
                 }
             }
             "publish" => {
@@ -784,13 +792,13 @@ impl Processor for Reduce {
                     Some("record") => Publish::Record,
                     Some("frame") => Publish::Frame,
                     _ => {
-                        return Err(format!(
-                            "publish must be \"record\" or \"frame\", got {value}"
-                        ))
+                        return Err(
+                            format!("publish must be \"record\" or \"frame\", got {value}").into(),
+                        )
                     }
                 }
             }
-            _ => return Err(unknown_key("stats", key, &KEYS)),
+            _ => return Err(unknown_key("stats", key, &KEYS).into()),
         }
         Ok(())
     }
@@ -800,7 +808,7 @@ impl Processor for Reduce {
         _input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let header = frame.header();
         let (ny, nx) = image_shape("stats", header)?;
         let r = self
@@ -825,7 +833,7 @@ impl Processor for Reduce {
         if let Some(above) = r.above {
             extra.push(("above", AttrValue::I64(above as i64)));
         }
-        let attributes = frame.raw_attributes().map_err(|e| e.to_string())?;
+        let attributes = frame.raw_attributes()?;
         let result = match self.publish {
             Publish::Frame => {
                 let meta = header.meta();
@@ -846,7 +854,7 @@ impl Processor for Reduce {
                 out.send(0, &meta, &bytes, attributes, &extra)
             }
         };
-        result.map_err(|e| e.to_string())
+        result.map_err(Into::into)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

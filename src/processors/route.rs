@@ -8,7 +8,9 @@
 //! attribute is absent, not a number, or NaN goes to output `missing` (default 0) and is
 //! also counted in `no_value`. Every route counts its frames under its ring's name.
 
-use super::{number, unknown_key, ArgValue, Outputs, Processor, StageContext, Wiring};
+use super::{
+    number, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused, StageContext, Wiring,
+};
 use crate::ring::{AttrValue, Frame};
 
 #[derive(Default)]
@@ -23,11 +25,11 @@ pub struct Route {
 }
 
 impl Processor for Route {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "key" => match value.as_str() {
                 Some(k) if !k.is_empty() => self.key = Some(k.to_string()),
-                _ => return Err(format!("key must be an attribute name, got {value}")),
+                _ => return Err(format!("key must be an attribute name, got {value}").into()),
             },
             "bounds" => {
                 let bounds = value
@@ -42,14 +44,15 @@ impl Processor for Route {
                         format!("bounds must be a non-empty list of numbers, got {value}")
                     })?;
                 if bounds.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(format!("bounds must be strictly ascending, got {value}"));
+                    return Err(format!("bounds must be strictly ascending, got {value}").into());
                 }
                 if !self.names.is_empty() && bounds.len() + 1 != self.names.len() {
                     return Err(format!(
                         "bounds makes {} routes but the stage has {} output rings",
                         bounds.len() + 1,
                         self.names.len()
-                    ));
+                    )
+                    .into());
                 }
                 self.bounds = bounds;
             }
@@ -59,12 +62,12 @@ impl Processor for Route {
                     format!("missing must be an output index (0, 1, ...), got {value}")
                 })? as usize;
             }
-            _ => return Err(unknown_key("route", key, &["key", "bounds", "missing"])),
+            _ => return Err(unknown_key("route", key, &["key", "bounds", "missing"]).into()),
         }
         Ok(())
     }
 
-    fn check_wiring(&self, wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, wiring: &Wiring) -> Result<(), Refused> {
         if self.key.is_none() || self.bounds.is_empty() {
             return Err("route needs key = \"ATTRIBUTE\" and bounds = [..]".into());
         }
@@ -74,19 +77,20 @@ impl Processor for Route {
                 "route with {} bounds sends frames to {routes} output rings, but the stage lists {}",
                 self.bounds.len(),
                 wiring.outputs
-            ));
+            ).into());
         }
         if self.missing >= routes {
             return Err(format!(
                 "missing = {} is not an output index (0 to {})",
                 self.missing,
                 routes - 1
-            ));
+            )
+            .into());
         }
         Ok(())
     }
 
-    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
         self.names = ctx.outputs.clone();
         self.routed = vec![0; ctx.outputs.len()];
         Ok(())
@@ -97,7 +101,7 @@ impl Processor for Route {
         _input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let key = self.key.as_deref().unwrap_or_default();
         let value = frame
             .attributes()
@@ -118,7 +122,7 @@ impl Processor for Route {
         if let Some(n) = self.routed.get_mut(port) {
             *n += 1;
         }
-        out.forward(port, frame).map_err(|e| e.to_string())
+        out.forward(port, frame).map_err(Into::into)
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

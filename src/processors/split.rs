@@ -10,7 +10,10 @@
 //! Tile `i` (row-major) goes to output port `i % outputs`; its pixels are copied once,
 //! straight from the input slot into the output slot.
 
-use super::{image_shape, integer_list, unknown_key, ArgValue, Outputs, Processor, Wiring};
+use super::{
+    image_shape, integer_list, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused,
+    Wiring,
+};
 use crate::ring::{AttrValue, Frame, FrameMeta};
 
 /// Tile attribute keys, in the order they are written.
@@ -74,7 +77,7 @@ pub struct Split {
 }
 
 impl Processor for Split {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         let positive = |list: Vec<u64>| -> Result<(u32, u32), String> {
             match list[..] {
                 [a, b]
@@ -94,13 +97,13 @@ impl Processor for Split {
                 let (rows, cols) = positive(integer_list(key, value, 2)?)?;
                 Cut::Grid { rows, cols }
             }
-            _ => return Err(unknown_key("split", key, &["tile", "grid"])),
+            _ => return Err(unknown_key("split", key, &["tile", "grid"]).into()),
         };
         self.cut = Some(cut);
         Ok(())
     }
 
-    fn check_wiring(&self, wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, wiring: &Wiring) -> Result<(), Refused> {
         if self.cut.is_none() {
             return Err("split needs tile = [ny, nx] or grid = [rows, cols]".into());
         }
@@ -119,7 +122,8 @@ impl Processor for Split {
                 };
                 return Err(format!(
                     "{what} than the source's {ny}x{nx} (ny x nx) frames; give at most [{ny}, {nx}]"
-                ));
+                )
+                .into());
             }
         }
         Ok(())
@@ -130,7 +134,7 @@ impl Processor for Split {
         _input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let header = frame.header();
         let (ny, nx) = image_shape("split", header)?;
         let cut = self.cut.ok_or("split has no tile or grid")?;
@@ -141,12 +145,12 @@ impl Processor for Split {
         let size = header.dtype.size();
         let row_bytes = nx as usize * size;
         let payload = frame.payload();
-        let attributes = frame.raw_attributes().map_err(|e| e.to_string())?;
+        let attributes = frame.raw_attributes()?;
         for (r, &(y0, h)) in rows.iter().enumerate() {
             for (c, &(x0, w)) in cols.iter().enumerate() {
                 let index = r * cols.len() + c;
                 let port = index % out.len();
-                let Some(mut slot) = out.claim(port).map_err(|e| e.to_string())? else {
+                let Some(mut slot) = out.claim(port)? else {
                     continue;
                 };
                 let tile_row_bytes = w as usize * size;
@@ -155,15 +159,13 @@ impl Processor for Split {
                     let at = (y0 as usize + y) * row_bytes + x0 as usize * size;
                     dst.copy_from_slice(&payload[at..at + tile_row_bytes]);
                 }
-                slot.copy_attributes(attributes)
-                    .map_err(|e| e.to_string())?;
+                slot.copy_attributes(attributes)?;
                 let values = [r, c, rows.len(), cols.len()]
                     .map(|v| v as u64)
                     .into_iter()
                     .chain([y0, x0, ny, nx].map(u64::from));
                 for (key, value) in TILE_KEYS.iter().zip(values) {
-                    slot.push_attr(key, AttrValue::I64(value as i64))
-                        .map_err(|e| e.to_string())?;
+                    slot.push_attr(key, AttrValue::I64(value as i64))?;
                 }
                 let dims = [h, w];
                 let meta = FrameMeta {
@@ -173,7 +175,7 @@ impl Processor for Split {
                     dims: &dims,
                     flags: 0,
                 };
-                slot.publish(&meta).map_err(|e| e.to_string())?;
+                slot.publish(&meta)?;
                 self.tiles += 1;
             }
         }

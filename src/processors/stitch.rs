@@ -13,7 +13,9 @@
 //! and ignored; ids that never showed a tile are counted `skipped_ids`.
 
 use super::split::TILE_KEYS;
-use super::{number, positive_integer, unknown_key, ArgValue, Outputs, Processor};
+use super::{
+    number, positive_integer, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused,
+};
 use crate::ring::{AttrValue, AttributeArea, Dtype, Frame, FrameMeta};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,10 +34,10 @@ struct TilePos {
 }
 
 impl TilePos {
-    fn of(frame: &Frame<'_>) -> Result<TilePos, String> {
+    fn of(frame: &Frame<'_>) -> Result<TilePos, ProcessError> {
         let mut v = [None; 8];
         for record in frame.attributes() {
-            let (key, value) = record.map_err(|e| e.to_string())?;
+            let (key, value) = record?;
             if let Some(i) = TILE_KEYS.iter().position(|k| *k == key) {
                 if let AttrValue::I64(n) = value {
                     v[i] = u32::try_from(n).ok();
@@ -129,7 +131,7 @@ impl Default for Stitch {
 }
 
 impl Processor for Stitch {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "cache" => self.cache = positive_integer(key, value)? as usize,
             "timeout_ms" => self.timeout = Duration::from_millis(positive_integer(key, value)?),
@@ -138,9 +140,9 @@ impl Processor for Stitch {
                     Some("mark") => Incomplete::Mark,
                     Some("drop") => Incomplete::Drop,
                     _ => {
-                        return Err(format!(
-                            "incomplete must be \"mark\" or \"drop\", got {value}"
-                        ))
+                        return Err(
+                            format!("incomplete must be \"mark\" or \"drop\", got {value}").into(),
+                        )
                     }
                 }
             }
@@ -155,7 +157,8 @@ impl Processor for Stitch {
                     "stitch",
                     key,
                     &["cache", "timeout_ms", "incomplete", "fill"],
-                ))
+                )
+                .into())
             }
         }
         Ok(())
@@ -181,7 +184,7 @@ impl Processor for Stitch {
         input: usize,
         frame: &Frame<'_>,
         out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let header = frame.header();
         let id = header.frame_id;
         if self.latest.len() <= input {
@@ -194,10 +197,7 @@ impl Processor for Stitch {
             return Ok(());
         }
         let &[h, w] = &header.dims[..] else {
-            return Err(format!(
-                "tile of frame {id} has dims {:?}, not 2-D",
-                header.dims
-            ));
+            return Err(format!("tile of frame {id} has dims {:?}, not 2-D", header.dims).into());
         };
         let fits = tile.row < tile.rows
             && tile.col < tile.cols
@@ -206,9 +206,7 @@ impl Processor for Stitch {
             && u64::from(tile.y) + u64::from(h) <= u64::from(tile.frame_ny)
             && u64::from(tile.x) + u64::from(w) <= u64::from(tile.frame_nx);
         if !fits {
-            return Err(format!(
-                "tile {tile:?} of frame {id} lies outside its frame"
-            ));
+            return Err(format!("tile {tile:?} of frame {id} lies outside its frame").into());
         }
         if !self.pending.contains_key(&id) {
             let bytes = tile.frame_ny as usize * tile.frame_nx as usize * header.dtype.size();
@@ -225,10 +223,7 @@ impl Processor for Stitch {
                 pixels.resize(bytes, 0);
             }
             let attributes =
-                AttributeArea::filtered(frame.raw_attributes().map_err(|e| e.to_string())?, |k| {
-                    !TILE_KEYS.contains(&k)
-                })
-                .map_err(|e| e.to_string())?;
+                AttributeArea::filtered(frame.raw_attributes()?, |k| !TILE_KEYS.contains(&k))?;
             let count = tile.rows as usize * tile.cols as usize;
             self.pending.insert(
                 id,
@@ -261,7 +256,8 @@ impl Processor for Stitch {
         {
             return Err(format!(
                 "tile {tile:?} of frame {id} disagrees with the frame's earlier tiles"
-            ));
+            )
+            .into());
         }
         let index = tile.row as usize * tile.cols as usize + tile.col as usize;
         if p.got[index] {
@@ -298,11 +294,11 @@ impl Processor for Stitch {
         input_bytes.max(source_bytes)
     }
 
-    fn poll(&mut self, out: &mut Outputs) -> Result<(), String> {
+    fn poll(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
         self.release(out, false)
     }
 
-    fn stop(&mut self, out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {
         self.release(out, true)
     }
 
@@ -327,7 +323,7 @@ impl Processor for Stitch {
 impl Stitch {
     /// Lets frames leave in id order: complete ones whose predecessors left, and the
     /// lowest one when the window overflows or times out (every one with `all`).
-    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), String> {
+    fn release(&mut self, out: &mut Outputs, all: bool) -> Result<(), ProcessError> {
         let overflow = |s: &Self| s.pending.len() > s.cache;
         while let Some((&id, p)) = self.pending.first_key_value() {
             let in_turn = self.next.is_none_or(|next| next == id);
@@ -349,7 +345,7 @@ impl Stitch {
         Ok(())
     }
 
-    fn emit(&mut self, id: u64, p: &mut Pending, out: &mut Outputs) -> Result<(), String> {
+    fn emit(&mut self, id: u64, p: &mut Pending, out: &mut Outputs) -> Result<(), ProcessError> {
         if !p.in_slot && out.is_held(0) {
             // A frame assembled in a buffer leaves before the one in the slot (a lower id
             // came late): the slot's frame moves to a buffer, the slot is given up.
@@ -384,7 +380,8 @@ impl Stitch {
             let Some(mut slot) = out.held(0) else {
                 return Err(format!(
                     "frame {id}: the output slot it was assembled in was lost"
-                ));
+                )
+                .into());
             };
             if missing_tiles > 0 {
                 mark_missing(
@@ -395,13 +392,11 @@ impl Stitch {
                     self.fill,
                 );
             }
-            slot.copy_attributes(p.attributes.as_bytes())
-                .map_err(|e| e.to_string())?;
+            slot.copy_attributes(p.attributes.as_bytes())?;
             for (key, value) in extra {
-                slot.push_attr(key, value.clone())
-                    .map_err(|e| e.to_string())?;
+                slot.push_attr(key, value.clone())?;
             }
-            return slot.publish(&meta).map_err(|e| e.to_string());
+            return Ok(slot.publish(&meta).map_err(OutputError::from)?);
         }
         if missing_tiles > 0 {
             mark_missing(p.dtype, p.nx, &p.areas, &mut p.pixels, self.fill);
@@ -409,8 +404,7 @@ impl Stitch {
         if out.is_empty() {
             return Ok(());
         }
-        out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), extra)
-            .map_err(|e| e.to_string())
+        Ok(out.send(0, &meta, &p.pixels, p.attributes.as_bytes(), extra)?)
     }
 
     /// Moves the frame assembled in the held output slot into a buffer.

@@ -6,7 +6,7 @@
 //! turns counter-clockwise after the ramp was written (`numpy.rot90(a, K)`), as a
 //! rotating stage makes them.
 
-use super::{unknown_key, ArgValue, Outputs, Processor, StageContext};
+use super::{unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused, StageContext};
 use crate::pattern::verify_ramp;
 use crate::ring::{AttrValue, Frame};
 use std::fs::File;
@@ -31,7 +31,7 @@ pub struct Verify {
 }
 
 impl Processor for Verify {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match (key, value) {
             ("pattern", ArgValue::String(p)) if p == "ramp" || p == "none" => {
                 self.record_only = p == "none"
@@ -39,7 +39,8 @@ impl Processor for Verify {
             ("pattern", other) => {
                 return Err(format!(
                     "pattern must be \"ramp\" (the only verifiable one) or \"none\", got {other}"
-                ))
+                )
+                .into())
             }
             ("ids_file", ArgValue::String(path)) if path.trim().is_empty() => {
                 return Err("ids_file is empty; give a file name, or remove the key".into())
@@ -50,7 +51,9 @@ impl Processor for Verify {
             ("ids_file", ArgValue::String(_)) => {
                 return Err("ids_file cannot change while the stage runs".into())
             }
-            ("ids_file", other) => return Err(format!("ids_file must be a path, got {other}")),
+            ("ids_file", other) => {
+                return Err(format!("ids_file must be a path, got {other}").into())
+            }
             ("attributes", ArgValue::Array(list)) => {
                 self.attributes = list
                     .iter()
@@ -59,27 +62,29 @@ impl Processor for Verify {
                     .ok_or_else(|| format!("attributes must be a list of names, got {value}"))?
             }
             ("attributes", other) => {
-                return Err(format!("attributes must be a list of names, got {other}"))
+                return Err(format!("attributes must be a list of names, got {other}").into())
             }
             ("rotated", ArgValue::Integer(k)) if (0..4).contains(k) => self.rotated = *k as u8,
             ("rotated", other) => {
                 return Err(format!(
                     "rotated must be 0, 1, 2 or 3 quarter turns (as numpy.rot90's k), got {other}"
-                ))
+                )
+                .into())
             }
             _ => {
                 return Err(unknown_key(
                     "verify",
                     key,
                     &["pattern", "ids_file", "attributes", "rotated"],
-                ))
+                )
+                .into())
             }
         }
         Ok(())
     }
 
     /// Each worker's ids file must be a file in a folder that exists and takes new files.
-    fn prepare(&self, workers: u32) -> Result<(), String> {
+    fn prepare(&self, workers: u32) -> Result<(), Refused> {
         let Some(template) = &self.ids_file else {
             return Ok(());
         };
@@ -91,16 +96,16 @@ impl Processor for Verify {
             };
             let shown = folder.display();
             if path.is_dir() {
-                return Err(format!(
-                    "ids_file {} is a folder; give a file name",
-                    path.display()
-                ));
+                return Err(
+                    format!("ids_file {} is a folder; give a file name", path.display()).into(),
+                );
             }
             if !folder.is_dir() {
                 return Err(format!(
                     "ids_file {}: folder {shown} does not exist; create it or correct ids_file",
                     path.display()
-                ));
+                )
+                .into());
             }
             let probe = folder.join(format!(".streamd-probe-{}", std::process::id()));
             match File::options().write(true).create_new(true).open(&probe) {
@@ -111,14 +116,15 @@ impl Processor for Verify {
                     return Err(format!(
                         "ids_file {}: cannot write in folder {shown}: {e}",
                         path.display()
-                    ))
+                    )
+                    .into())
                 }
             }
         }
         Ok(())
     }
 
-    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
         if let Some(template) = &self.ids_file {
             let path = ids_path(template, ctx.worker);
             // Append: a restarted worker keeps what its predecessor recorded.
@@ -137,7 +143,7 @@ impl Processor for Verify {
         _input: usize,
         frame: &Frame<'_>,
         _out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let header = frame.header();
         if let Some(ids) = &mut self.ids {
             let mut line = header.frame_id.to_string();
@@ -176,7 +182,8 @@ impl Processor for Verify {
                 return Err(format!(
                     "frame {} has dims {dims:?}; only 2-D frames can be turned back",
                     header.frame_id
-                ));
+                )
+                .into());
             }
         };
         if let Some(pixel) = verify_ramp(pixels, header.dtype, header.frame_id, &mut self.scratch) {
@@ -184,7 +191,8 @@ impl Processor for Verify {
             return Err(format!(
                 "frame {} differs from the ramp at pixel {pixel}",
                 header.frame_id
-            ));
+            )
+            .into());
         }
         self.verified += 1;
         Ok(())
@@ -196,14 +204,14 @@ impl Processor for Verify {
         self.ids_file.as_ref().map(|_| Duration::from_millis(200))
     }
 
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), ProcessError> {
         if let Some(ids) = &mut self.ids {
             ids.flush().map_err(|e| format!("writing ids: {e}"))?;
         }
         Ok(())
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         if let Some(ids) = &mut self.ids {
             ids.flush().map_err(|e| format!("writing ids: {e}"))?;
         }

@@ -13,12 +13,14 @@
 //! `frames_dropped`. At the end the sink waits up to `linger_ms` for its queue to go;
 //! what is left is counted in `frames_dropped` too.
 
-use super::{number, unknown_key, ArgValue, Outputs, Processor, StageContext, Wiring};
-use crate::commands::stop_flag;
+use super::{
+    number, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused, StageContext, Wiring,
+};
 use crate::ring::{AttrValue, Frame};
 use crate::series::{Series, UserValue};
 use crate::sources::zmq::{check_endpoint, monitor_events};
 use crate::stream2::encode::{self, ImageHeader, Pixels};
+use crate::sys::stop_flag;
 use crate::writers::bitshuffle;
 use crate::writers::nxmx::Experiment;
 use std::collections::VecDeque;
@@ -323,9 +325,9 @@ impl ZmqSink {
 }
 
 impl Processor for ZmqSink {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         if self.socket.is_some() && matches!(key, "endpoint" | "channel" | "series_id") {
-            return Err(format!("{key} cannot change while the stage runs"));
+            return Err(format!("{key} cannot change while the stage runs").into());
         }
         match (key, value) {
             ("endpoint", ArgValue::String(e)) => {
@@ -333,7 +335,7 @@ impl Processor for ZmqSink {
                 self.endpoint = e.clone();
             }
             ("endpoint", other) => {
-                return Err(format!("endpoint must be \"tcp://*:PORT\", got {other}"))
+                return Err(format!("endpoint must be \"tcp://*:PORT\", got {other}").into())
             }
             ("compression", ArgValue::String(c)) if c == "none" || c == "bslz4" => {
                 self.bslz4 = c == "bslz4"
@@ -341,7 +343,7 @@ impl Processor for ZmqSink {
             ("compression", other) => {
                 return Err(format!(
                     "compression must be \"none\" or \"bslz4\" (bitshuffle-LZ4 under the DECTRIS compression tag), got {other}"
-                ))
+                ).into())
             }
             ("hwm", v) => self.hwm = count(key, v, 1, 1 << 20)? as usize,
             ("full", ArgValue::String(f)) if f == "block" || f == "drop" => {
@@ -350,20 +352,20 @@ impl Processor for ZmqSink {
             ("full", other) => {
                 return Err(format!(
                     "full must be \"block\" (wait for a receiver) or \"drop\" (drop and count), got {other}"
-                ))
+                ).into())
             }
             ("linger_ms", v) => self.linger = Duration::from_millis(count(key, v, 0, 3_600_000)?),
             ("wait_receivers", v) => self.wait_receivers = count(key, v, 0, 1024)?,
             ("series_id", v) => self.series_id = Some(number(key, v)?.max(0.0) as u64),
             ("channel", ArgValue::String(c)) if !c.is_empty() => self.channel = c.clone(),
-            ("channel", other) => return Err(format!("channel must be a name, got {other}")),
+            ("channel", other) => return Err(format!("channel must be a name, got {other}").into()),
             ("detector", v) => self.detector = Some(Experiment::parse(v)?),
-            _ => return Err(unknown_key("zmq", key, KEYS)),
+            _ => return Err(unknown_key("zmq", key, KEYS).into()),
         }
         Ok(())
     }
 
-    fn check_wiring(&self, wiring: &Wiring) -> Result<(), String> {
+    fn check_wiring(&self, wiring: &Wiring) -> Result<(), Refused> {
         if self.endpoint.is_empty() {
             return Err(
                 "the zmq sink needs endpoint = \"tcp://*:PORT\" (where receivers connect)".into(),
@@ -381,7 +383,7 @@ impl Processor for ZmqSink {
         Ok(())
     }
 
-    fn start(&mut self, _ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, _ctx: &StageContext) -> Result<(), ProcessError> {
         let context = ::zmq::Context::new();
         let fail = |what: &str, e: ::zmq::Error| format!("zmq sink: {what}: {e}");
         let socket = context.socket(::zmq::PUSH).map_err(|e| fail("socket", e))?;
@@ -417,7 +419,7 @@ impl Processor for ZmqSink {
         _input: usize,
         frame: &Frame<'_>,
         _out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         if self.sending.is_none() {
             self.begin(frame)?;
         }
@@ -434,30 +436,31 @@ impl Processor for ZmqSink {
                     return Err(format!(
                         "frame {} dropped: stopped while waiting for a receiver",
                         frame.header().frame_id
-                    ));
+                    )
+                    .into());
                 }
                 self.flush()?;
             }
         }
         let message = self.encode(frame)?;
         self.queue.push_back(message);
-        self.flush()
+        Ok(self.flush()?)
     }
 
-    fn poll(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn poll(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         self.watch();
-        self.flush()
+        Ok(self.flush()?)
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         let deadline = Instant::now() + self.linger;
-        let mut result = Ok(());
+        let mut result: Result<(), ProcessError> = Ok(());
         while !self.queue.is_empty() {
             if !self.wait_for_room(Some(deadline))? {
                 break;
             }
             if let Err(e) = self.flush() {
-                result = Err(e);
+                result = Err(e.into());
             }
         }
         let left = self.queue.len() as u64;
@@ -467,7 +470,8 @@ impl Processor for ZmqSink {
             result = Err(format!(
                 "{left} frames were still queued after linger_ms ({} ms) with no receiver taking them; they are counted in frames_dropped",
                 self.linger.as_millis()
-            ));
+            )
+            .into());
         }
         if let Some(s) = self.sending.take() {
             let end = encode::end(s.id, &s.unique_id);

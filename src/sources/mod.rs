@@ -5,12 +5,10 @@
 //! the worker's. Each source is one file here and one entry in [`REGISTRY`], chosen in
 //! the pipeline file by `[source] kind = "..."`.
 
-mod replay;
-mod sim;
+pub(crate) mod replay;
+pub(crate) mod sim;
 pub mod zmq;
 
-use crate::pipeline::config::{SourceContent, SourcePlan};
-use crate::pipeline::worker::Host;
 use crate::ring::{Dims, Dtype, SlotWriter};
 
 /// One source of frames.
@@ -89,68 +87,4 @@ impl SuppliedFrame {
     pub fn bytes(&self) -> usize {
         self.dims.iter().map(|&d| d as usize).product::<usize>() * self.dtype.size()
     }
-}
-
-/// Makes the source of a validated plan; Python sources need the worker's host.
-pub type Open = fn(&SourcePlan, Option<&dyn Host>) -> Result<Box<dyn Source>, String>;
-
-/// A source kind the pipeline file can name.
-pub struct Registration {
-    pub name: &'static str,
-    pub about: &'static str,
-    pub open: Open,
-}
-
-/// Every source kind, by name.
-pub static REGISTRY: &[Registration] = &[
-    Registration {
-        name: "sim",
-        about: "the simulator: ramp or random frames (the default kind)",
-        open: |plan, _| Ok(Box::new(sim::Sim::open(plan)?)),
-    },
-    Registration {
-        name: "replay",
-        about: "frames replayed from an .npy stack or a TIFF series (chosen when replay is given)",
-        open: |plan, _| Ok(Box::new(replay::Replay::open(plan)?)),
-    },
-    Registration {
-        name: "python",
-        about: "frames from a Python class's frames() generator",
-        open: hosted,
-    },
-    Registration {
-        name: "pva",
-        about: "EPICS pvAccess NTNDArray frames, through the Python package (p4p)",
-        open: hosted,
-    },
-    Registration {
-        name: "zmq",
-        about: "DECTRIS Stream V2 (CBOR over a ZeroMQ PULL socket): a detector or another streamd",
-        open: |plan, _| Ok(Box::new(zmq::ZmqSource::open(plan)?)),
-    },
-];
-
-/// A source whose frames its host's code makes (the Python package).
-fn hosted(plan: &SourcePlan, host: Option<&dyn Host>) -> Result<Box<dyn Source>, String> {
-    match (&plan.content, host) {
-        (SourceContent::Python { code, args, .. }, Some(host)) => host.frames(code, args, plan),
-        _ => Err("a Python source runs in its interpreter (python -m streamd._worker)".into()),
-    }
-}
-
-/// The registration of source kind `name`.
-pub fn registration(name: &str) -> Result<&'static Registration, String> {
-    REGISTRY.iter().find(|r| r.name == name).ok_or_else(|| {
-        let known: Vec<&str> = REGISTRY.iter().map(|r| r.name).collect();
-        format!(
-            "unknown source kind {} (known: {})",
-            crate::units::quote(name),
-            known.join(", ")
-        )
-    })
-}
-
-/// Opens the source a plan describes.
-pub fn open(plan: &SourcePlan, host: Option<&dyn Host>) -> Result<Box<dyn Source>, String> {
-    (registration(plan.content.kind())?.open)(plan, host)
 }

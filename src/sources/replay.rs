@@ -3,8 +3,8 @@
 
 use super::{Next, Source, SuppliedFrame};
 use crate::pattern::{FrameContent, NpyStack, TiffSeries};
-use crate::pipeline::config::{SourceContent, SourcePlan};
-use crate::ring::SlotWriter;
+use crate::ring::{Dtype, SlotWriter};
+use std::path::{Path, PathBuf};
 
 pub struct Replay {
     content: FrameContent,
@@ -12,14 +12,21 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn open(plan: &SourcePlan) -> Result<Replay, String> {
-        let content = match &plan.content {
-            SourceContent::Npy(path) => FrameContent::Npy(NpyStack::open(path)?),
-            SourceContent::Tiff(paths) => FrameContent::Tiff(TiffSeries::from_paths(paths)?),
-            _ => return Err("a replay source reads an .npy stack or TIFF files".into()),
-        };
-        let frame = SuppliedFrame::image(0, plan.dtype, plan.ny, plan.nx);
-        Ok(Replay { content, frame })
+    /// The frames of an `.npy` stack, as `ny` × `nx` pixels of `dtype`.
+    pub fn npy(path: &Path, dtype: Dtype, ny: u32, nx: u32) -> Result<Replay, String> {
+        let content = FrameContent::Npy(NpyStack::open(path)?);
+        Ok(Replay::of(content, dtype, ny, nx))
+    }
+
+    /// The frames of a TIFF series, one file each.
+    pub fn tiff(paths: &[PathBuf], dtype: Dtype, ny: u32, nx: u32) -> Result<Replay, String> {
+        let content = FrameContent::Tiff(TiffSeries::from_paths(paths)?);
+        Ok(Replay::of(content, dtype, ny, nx))
+    }
+
+    fn of(content: FrameContent, dtype: Dtype, ny: u32, nx: u32) -> Replay {
+        let frame = SuppliedFrame::image(0, dtype, ny, nx);
+        Replay { content, frame }
     }
 }
 

@@ -3,8 +3,7 @@
 
 use super::{Next, Source, SuppliedFrame};
 use crate::pattern::{FrameContent, RandomPool};
-use crate::pipeline::config::{SourceContent, SourcePlan};
-use crate::ring::SlotWriter;
+use crate::ring::{Dtype, SlotWriter};
 
 pub struct Sim {
     content: FrameContent,
@@ -12,14 +11,14 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn open(plan: &SourcePlan) -> Result<Sim, String> {
-        let frame = SuppliedFrame::image(0, plan.dtype, plan.ny, plan.nx);
-        let content = match plan.content {
-            SourceContent::Ramp => FrameContent::Ramp(plan.dtype),
-            SourceContent::Random => FrameContent::Random(RandomPool::new(frame.bytes(), 0x5eed)),
-            _ => return Err("the simulator makes ramp or random frames".into()),
+    /// `ramp` frames, or `random` ones, of `ny` × `nx` pixels of `dtype`.
+    pub fn open(random: bool, dtype: Dtype, ny: u32, nx: u32) -> Sim {
+        let frame = SuppliedFrame::image(0, dtype, ny, nx);
+        let content = match random {
+            false => FrameContent::Ramp(dtype),
+            true => FrameContent::Random(RandomPool::new(frame.bytes(), 0x5eed)),
         };
-        Ok(Sim { content, frame })
+        Sim { content, frame }
     }
 }
 

@@ -19,11 +19,10 @@
 //!   reported; ZeroMQ reconnects when it comes back.
 
 use super::{Next, Source, SuppliedFrame};
-use crate::commands::now_ns;
-use crate::pipeline::config::{SourceContent, SourcePlan};
 use crate::ring::{AttrValue, AttributeArea, Dtype, SlotWriter};
 use crate::series::{Series, UserValue};
 use crate::stream2::{self, Algorithm, Array, Data, DecodeError, Message};
+use crate::sys::now_ns;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -204,14 +203,18 @@ pub struct ZmqSource {
 }
 
 impl ZmqSource {
-    pub fn open(plan: &SourcePlan) -> Result<ZmqSource, String> {
-        let SourceContent::Zmq(settings) = &plan.content else {
-            return Err("a zmq source needs its endpoint".into());
-        };
+    /// Connects to the sender of `settings`; frames of at most `ny` × `nx` pixels of
+    /// `dtype` fit a slot.
+    pub fn open(
+        settings: &ZmqSettings,
+        dtype: Dtype,
+        ny: u32,
+        nx: u32,
+    ) -> Result<ZmqSource, String> {
         let context = ::zmq::Context::new();
         let fail = |what: &str, e: ::zmq::Error| format!("zmq source: {what}: {e}");
         let socket = context.socket(::zmq::PULL).map_err(|e| fail("socket", e))?;
-        let frame_bytes = plan.nx as usize * plan.ny as usize * plan.dtype.size();
+        let frame_bytes = nx as usize * ny as usize * dtype.size();
         let queue = (RECEIVE_QUEUE_BYTES / frame_bytes.max(1)).clamp(2, 32) as i32;
         socket
             .set_rcvhwm(queue)

@@ -25,13 +25,13 @@
 //! and counts what it found. `frames_per_file` starts a new data file every N frames.
 
 use super::bitshuffle;
-use super::hdf5_ffi::{self as h5, Element, File, Growing, Mode};
+use super::hdf5_ffi::{self as h5, Element, File, Growing, H5Error, Mode};
 use super::nxmx::{self, Experiment};
 use super::{
     unknown_writer_key, Destination, FileContent, Incoming, OrderedStore, Recovered, Reorder,
     Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
-use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
+use crate::processors::{ArgValue, Fault, Outputs, ProcessError, Processor, Refused, StageContext};
 use crate::ring::{Dtype, Frame};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -122,7 +122,7 @@ impl Hdf5Writer {
     }
 
     /// Opens the next data file for frames like `frame`.
-    fn open_next(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
+    fn open_next(&mut self, frame: &Incoming<'_>) -> Result<(), H5Error> {
         let header = frame.header();
         let index = self.next_file;
         let path = self.data_path(self.worker, index);
@@ -169,7 +169,8 @@ impl Hdf5Writer {
         h5::string_attribute(timestamps.id(), "units", "ns")?;
         // The series description, once per file (SWMR allows no new datasets later).
         if let Some(series) = frame.series() {
-            let json = serde_json::to_vec(&series).map_err(|e| e.to_string())?;
+            let json = serde_json::to_vec(&series)
+                .map_err(|e| H5Error::Setup(format!("the series description: {e}")))?;
             let ds = h5::values_dataset(entry.id(), "series", Element::U8, &json, "")?;
             h5::string_attribute(ds.id(), "format", "streamd series description, JSON")?;
         }
@@ -198,7 +199,7 @@ impl Hdf5Writer {
     }
 
     /// Appends the pending per-frame values and makes everything visible and durable.
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), H5Error> {
         let Some(f) = self.current.as_mut() else {
             return Ok(());
         };
@@ -232,9 +233,8 @@ impl Hdf5Writer {
                 self.counters.durable();
                 Ok(())
             }
-            Err(message) => {
-                let e = h5::take_io_error().unwrap_or_else(|| std::io::Error::other(message));
-                let reason = self.counters.pending_lost(&self.destination, &e);
+            Err(e) => {
+                let reason = self.counters.pending_lost(&self.destination, &e.into_io());
                 // The file keeps what its ids name; the next frame starts a new file.
                 if let Some(f) = self.current.take() {
                     let path = f.path.clone();
@@ -265,10 +265,11 @@ impl Hdf5Writer {
         flushed
     }
 
-    fn write_frame(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
+    fn write_frame(&mut self, frame: &Incoming<'_>) -> Result<(), StoreError> {
         let header = frame.header();
         if header.pixel_count() == 0 {
-            return Err(format!("frame {} has no pixels to store", header.frame_id));
+            let reason = format!("frame {} has no pixels to store", header.frame_id);
+            return Err(StoreError::Other(reason));
         }
         if self
             .current
@@ -317,6 +318,37 @@ impl Hdf5Writer {
     }
 }
 
+/// Why a frame was not stored.
+enum StoreError {
+    /// libhdf5 or its file driver failed (a full disk, no permission).
+    File(H5Error),
+    /// The frame cannot be stored, or closing the previous file failed: the sentence.
+    Other(String),
+}
+
+impl From<H5Error> for StoreError {
+    fn from(e: H5Error) -> StoreError {
+        StoreError::File(e)
+    }
+}
+
+impl From<String> for StoreError {
+    fn from(reason: String) -> StoreError {
+        StoreError::Other(reason)
+    }
+}
+
+impl StoreError {
+    /// The system error a writer classifies (disk full, no permission), or one that
+    /// carries the sentence.
+    fn into_io(self) -> std::io::Error {
+        match self {
+            StoreError::File(e) => e.into_io(),
+            StoreError::Other(reason) => std::io::Error::other(reason),
+        }
+    }
+}
+
 fn element(dtype: Dtype) -> Element {
     match dtype {
         Dtype::U8 => Element::U8,
@@ -339,8 +371,8 @@ impl OrderedStore for Hdf5Writer {
 
     fn store(&mut self, frame: &Incoming<'_>) -> Result<(), String> {
         let id = frame.header().frame_id;
-        self.write_frame(frame).map_err(|message| {
-            let e = h5::take_io_error().unwrap_or_else(|| std::io::Error::other(message));
+        self.write_frame(frame).map_err(|e| {
+            let e = e.into_io();
             let path = self
                 .current
                 .as_ref()
@@ -355,14 +387,14 @@ impl OrderedStore for Hdf5Writer {
 }
 
 impl Processor for Hdf5Writer {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         let changing_layout = self.current.is_some()
             && matches!(
                 key,
                 "compression" | "attributes" | "template" | "prefix" | "folder"
             );
         if changing_layout {
-            return Err(format!("{key} cannot change while a file is open"));
+            return Err(format!("{key} cannot change while a file is open").into());
         }
         if self.destination.configure(key, value)?
             || self.rollover.configure(key, value)?
@@ -377,7 +409,7 @@ impl Processor for Hdf5Writer {
             ("compression", other) => {
                 return Err(format!(
                     "compression must be \"none\" or \"bslz4\" (bitshuffle-LZ4, HDF5 filter 32008), got {other}"
-                ))
+                ).into())
             }
             ("attributes", ArgValue::Array(list)) => {
                 self.attributes = Some(
@@ -388,36 +420,41 @@ impl Processor for Hdf5Writer {
                 )
             }
             ("attributes", other) => {
-                return Err(format!("attributes must be a list of names, got {other}"))
+                return Err(format!("attributes must be a list of names, got {other}").into())
             }
             ("detector", v) => self.experiment = Experiment::parse(v)?,
             _ => {
                 let own: Vec<&str> = OWN_KEYS.iter().chain(&REORDER_KEYS).copied().collect();
-                return Err(unknown_writer_key("hdf5", key, &own));
+                return Err(unknown_writer_key("hdf5", key, &own).into());
             }
         }
         Ok(())
     }
 
-    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
-        self.destination.check_workers(wiring.workers, "data file")
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), Refused> {
+        self.destination
+            .check_workers(wiring.workers, "data file")
+            .map_err(Into::into)
     }
 
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
-        h5::init()?;
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
+        h5::init().map_err(String::from)?;
         self.destination.check_folder()?;
         let master = self.master_path();
         if master.exists() && !self.destination.overwrite {
             return Err(format!(
                 "{} already exists; set overwrite = true to replace it, or change `prefix`",
                 master.display()
-            ));
+            )
+            .into());
         }
-        self.destination.check_earlier_files("HDF5 data")
+        self.destination
+            .check_earlier_files("HDF5 data")
+            .map_err(Into::into)
     }
 
-    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
-        h5::init()?;
+    fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
+        h5::init().map_err(String::from)?;
         self.worker = ctx.worker;
         if ctx.restarts > 0 {
             let _hdf5 = h5::lock();
@@ -442,7 +479,7 @@ impl Processor for Hdf5Writer {
                         );
                         break;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 };
                 found.files += 1;
                 for id in ids {
@@ -461,29 +498,29 @@ impl Processor for Hdf5Writer {
         _input: usize,
         frame: &Frame<'_>,
         _out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let _hdf5 = h5::lock();
-        self.take(frame)
+        self.take(frame).map_err(Into::into)
     }
 
     fn sync_interval(&self) -> Option<Duration> {
         Some(self.rollover.flush_every)
     }
 
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), ProcessError> {
         let _hdf5 = h5::lock();
         let kept = self.store_kept(true);
-        kept.and(self.make_durable())
+        kept.and(self.make_durable()).map_err(Into::into)
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         let _hdf5 = h5::lock();
         let kept = self.store_kept(true);
-        kept.and(self.close_current())
+        kept.and(self.close_current()).map_err(Into::into)
     }
 
-    fn conclude(&self, workers: u32) -> Result<Option<String>, String> {
-        h5::init()?;
+    fn conclude(&self, workers: u32) -> Result<Option<String>, ProcessError> {
+        h5::init().map_err(String::from)?;
         let _hdf5 = h5::lock();
         let files: Vec<PathBuf> = (0..workers).flat_map(|w| self.data_files(w)).collect();
         let master = self.master_path();
@@ -524,7 +561,7 @@ impl Processor for Hdf5Writer {
 mod tests {
     use super::*;
 
-    fn restarted(folder: &std::path::Path) -> Result<Hdf5Writer, String> {
+    fn restarted(folder: &std::path::Path) -> Result<Hdf5Writer, ProcessError> {
         let mut writer = Hdf5Writer::default();
         writer.configure("folder", &ArgValue::String(folder.display().to_string()))?;
         writer.start(&StageContext {
@@ -554,7 +591,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("scan_data_000001.h5"), b"damaged").unwrap();
         std::fs::write(dir.path().join("scan_data_000002.h5"), b"damaged").unwrap();
-        let err = restarted(dir.path()).err().expect("refused");
+        let err = restarted(dir.path()).err().expect("refused").to_string();
         assert!(err.contains("scan_data_000001.h5"), "{err}");
         assert!(dir.path().join("scan_data_000001.h5").exists());
     }

@@ -127,7 +127,9 @@ struct UringFile {
 }
 
 thread_local! {
-    /// The system error behind the last failed driver call, for the writer's message.
+    /// The system error behind the last failed driver call. A C callback can only return
+    /// -1 to libhdf5; the failed call's check (`failure`) takes the error from here into
+    /// the [`H5Error`] it returns, so it never outlives the failure it explains.
     static LAST_IO_ERROR: RefCell<Option<io::Error>> = const { RefCell::new(None) };
 }
 
@@ -136,10 +138,36 @@ fn failed(e: io::Error) -> herr_t {
     -1
 }
 
-/// Takes the system error behind the last failed libhdf5 call, if the driver saw one
-/// (failure messages include it; the writer classifies it: disk full, no permission).
-pub fn take_io_error() -> Option<io::Error> {
-    LAST_IO_ERROR.with(|last| last.borrow_mut().take())
+/// Why a libhdf5 call failed. Displays as the sentence for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum H5Error {
+    /// libhdf5 could not be set up: its version, the file driver, the filter.
+    #[error("{0}")]
+    Setup(String),
+    /// `what` failed because a system call of the file driver did (a full disk, no
+    /// permission): its error, which a writer classifies.
+    #[error("{what}: {io}")]
+    Io { what: String, io: io::Error },
+    /// libhdf5 refused `what` with no system error behind it.
+    #[error("{what} (libhdf5 refused it)")]
+    Refused { what: String },
+}
+
+impl H5Error {
+    /// The system error behind the failure, or one that carries the sentence.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            H5Error::Io { io, .. } => io,
+            other => io::Error::other(other.to_string()),
+        }
+    }
+}
+
+impl From<H5Error> for String {
+    /// The sentence, for messages that only report it.
+    fn from(e: H5Error) -> String {
+        e.to_string()
+    }
 }
 
 unsafe extern "C" fn drv_open(
@@ -450,84 +478,87 @@ pub fn lock() -> MutexGuard<'static, ()> {
 
 /// Sets libhdf5 up once: checks its version, silences its error printing (errors come
 /// back as messages), registers the io_uring driver and the bitshuffle filter.
-pub fn init() -> Result<(), String> {
-    LIBRARY
-        .get_or_init(|| {
-            let _guard = lock();
-            let (mut major, mut minor, mut release) = (0, 0, 0);
-            // SAFETY: plain library calls with valid out pointers.
-            unsafe {
-                if h5::H5open() < 0 {
-                    return Err("libhdf5 could not be initialised".to_string());
-                }
-                h5::H5get_libversion(&mut major, &mut minor, &mut release);
-            }
-            if (major, minor) != (1, 10) {
-                return Err(format!(
-                    "the hdf5 writer supports libhdf5 1.10 only (its io_uring file driver follows that version's driver structure) but streamd is linked with {major}.{minor}.{release}; build it against libhdf5 1.10 (Debian 12's libhdf5-dev) or use the raw writer"
-                ));
-            }
-            // SAFETY: turning off libhdf5's automatic error printing for all stacks.
-            unsafe { h5e::H5Eset_auto2(h5e::H5E_DEFAULT, None, std::ptr::null_mut()) };
-            let class = Box::leak(Box::new(DriverClass {
-                name: c"streamd-uring".as_ptr(),
-                maxaddr: MAX_ADDR,
-                fc_degree: 1, // H5F_CLOSE_WEAK
-                terminate: None,
-                sb_size: None,
-                sb_encode: None,
-                sb_decode: None,
-                fapl_size: 0,
-                fapl_get: None,
-                fapl_copy: None,
-                fapl_free: None,
-                dxpl_size: 0,
-                dxpl_copy: None,
-                dxpl_free: None,
-                open: Some(drv_open),
-                close: Some(drv_close),
-                cmp: Some(drv_cmp),
-                query: Some(drv_query),
-                get_type_map: None,
-                alloc: None,
-                free: None,
-                get_eoa: Some(drv_get_eoa),
-                set_eoa: Some(drv_set_eoa),
-                get_eof: Some(drv_get_eof),
-                get_handle: Some(drv_get_handle),
-                read: Some(drv_read),
-                write: Some(drv_write),
-                flush: Some(drv_flush),
-                truncate: Some(drv_truncate),
-                lock: Some(drv_lock),
-                unlock: Some(drv_unlock),
-                fl_map: FREE_LIST_MAP,
-            }));
-            // SAFETY: the class is leaked ('static) and laid out as libhdf5 1.10's
-            // H5FD_class_t (checked version above).
-            let driver = unsafe { h5fd::H5FDregister((class as *const DriverClass).cast()) };
-            if driver < 0 {
-                return Err("libhdf5 refused the io_uring file driver".into());
-            }
-            let filter = Box::leak(Box::new(h5z::H5Z_class2_t {
-                version: 1, // H5Z_CLASS_T_VERS
-                id: bitshuffle::FILTER_ID as h5z::H5Z_filter_t,
-                encoder_present: 1,
-                decoder_present: 1,
-                name: c"bitshuffle; see https://github.com/kiyo-masui/bitshuffle".as_ptr(),
-                can_apply: None,
-                set_local: None,
-                filter: Some(bitshuffle_filter),
-            }));
-            // SAFETY: a leaked, fully initialised H5Z_class2_t.
-            if unsafe { h5z::H5Zregister((filter as *const h5z::H5Z_class2_t).cast()) } < 0 {
-                return Err("libhdf5 refused the bitshuffle filter".into());
-            }
-            Ok(Library { driver })
-        })
+pub fn init() -> Result<(), H5Error> {
+    let library = LIBRARY.get_or_init(set_up);
+    library
         .as_ref()
         .map(|_| ())
-        .map_err(Clone::clone)
+        .map_err(|reason| H5Error::Setup(reason.clone()))
+}
+
+/// Checks libhdf5's version and registers the driver and the filter (once).
+fn set_up() -> Result<Library, String> {
+    let _guard = lock();
+    let (mut major, mut minor, mut release) = (0, 0, 0);
+    // SAFETY: plain library calls with valid out pointers.
+    unsafe {
+        if h5::H5open() < 0 {
+            return Err("libhdf5 could not be initialised".to_string());
+        }
+        h5::H5get_libversion(&mut major, &mut minor, &mut release);
+    }
+    if (major, minor) != (1, 10) {
+        return Err(format!(
+            "the hdf5 writer supports libhdf5 1.10 only (its io_uring file driver follows that version's driver structure) but streamd is linked with {major}.{minor}.{release}; build it against libhdf5 1.10 (Debian 12's libhdf5-dev) or use the raw writer"
+        ));
+    }
+    // SAFETY: turning off libhdf5's automatic error printing for all stacks.
+    unsafe { h5e::H5Eset_auto2(h5e::H5E_DEFAULT, None, std::ptr::null_mut()) };
+    let class = Box::leak(Box::new(DriverClass {
+        name: c"streamd-uring".as_ptr(),
+        maxaddr: MAX_ADDR,
+        fc_degree: 1, // H5F_CLOSE_WEAK
+        terminate: None,
+        sb_size: None,
+        sb_encode: None,
+        sb_decode: None,
+        fapl_size: 0,
+        fapl_get: None,
+        fapl_copy: None,
+        fapl_free: None,
+        dxpl_size: 0,
+        dxpl_copy: None,
+        dxpl_free: None,
+        open: Some(drv_open),
+        close: Some(drv_close),
+        cmp: Some(drv_cmp),
+        query: Some(drv_query),
+        get_type_map: None,
+        alloc: None,
+        free: None,
+        get_eoa: Some(drv_get_eoa),
+        set_eoa: Some(drv_set_eoa),
+        get_eof: Some(drv_get_eof),
+        get_handle: Some(drv_get_handle),
+        read: Some(drv_read),
+        write: Some(drv_write),
+        flush: Some(drv_flush),
+        truncate: Some(drv_truncate),
+        lock: Some(drv_lock),
+        unlock: Some(drv_unlock),
+        fl_map: FREE_LIST_MAP,
+    }));
+    // SAFETY: the class is leaked ('static) and laid out as libhdf5 1.10's
+    // H5FD_class_t (checked version above).
+    let driver = unsafe { h5fd::H5FDregister((class as *const DriverClass).cast()) };
+    if driver < 0 {
+        return Err("libhdf5 refused the io_uring file driver".into());
+    }
+    let filter = Box::leak(Box::new(h5z::H5Z_class2_t {
+        version: 1, // H5Z_CLASS_T_VERS
+        id: bitshuffle::FILTER_ID as h5z::H5Z_filter_t,
+        encoder_present: 1,
+        decoder_present: 1,
+        name: c"bitshuffle; see https://github.com/kiyo-masui/bitshuffle".as_ptr(),
+        can_apply: None,
+        set_local: None,
+        filter: Some(bitshuffle_filter),
+    }));
+    // SAFETY: a leaked, fully initialised H5Z_class2_t.
+    if unsafe { h5z::H5Zregister((filter as *const h5z::H5Z_class2_t).cast()) } < 0 {
+        return Err("libhdf5 refused the bitshuffle filter".into());
+    }
+    Ok(Library { driver })
 }
 
 fn driver() -> hid_t {
@@ -551,7 +582,7 @@ impl Drop for Handle {
     }
 }
 
-fn check_id(id: hid_t, what: &str) -> Result<hid_t, String> {
+fn check_id(id: hid_t, what: &str) -> Result<hid_t, H5Error> {
     if id < 0 {
         Err(failure(what))
     } else {
@@ -559,7 +590,7 @@ fn check_id(id: hid_t, what: &str) -> Result<hid_t, String> {
     }
 }
 
-fn check(status: herr_t, what: &str) -> Result<(), String> {
+fn check(status: herr_t, what: &str) -> Result<(), H5Error> {
     if status < 0 {
         Err(failure(what))
     } else {
@@ -567,12 +598,13 @@ fn check(status: herr_t, what: &str) -> Result<(), String> {
     }
 }
 
-/// The message for a failed call: the system error the driver saw, if any.
-fn failure(what: &str) -> String {
-    LAST_IO_ERROR.with(|last| match &*last.borrow() {
-        Some(e) => format!("{what}: {e}"),
-        None => format!("{what} (libhdf5 refused it)"),
-    })
+/// The error of a failed call: with the system error the driver saw, if any.
+fn failure(what: &str) -> H5Error {
+    let what = what.to_string();
+    match LAST_IO_ERROR.with(|last| last.borrow_mut().take()) {
+        Some(io) => H5Error::Io { what, io },
+        None => H5Error::Refused { what },
+    }
 }
 
 fn c_string(text: &str) -> CString {
@@ -658,7 +690,7 @@ pub enum Mode {
 }
 
 impl File {
-    pub fn open(path: &Path, mode: Mode) -> Result<File, String> {
+    pub fn open(path: &Path, mode: Mode) -> Result<File, H5Error> {
         init()?;
         let name = c_string(&path.to_string_lossy());
         let what = format!("could not open {}", path.display());
@@ -722,21 +754,21 @@ impl File {
     }
 
     /// From here on a reader may follow the file (no new objects may be created).
-    pub fn start_swmr(&self) -> Result<(), String> {
+    pub fn start_swmr(&self) -> Result<(), H5Error> {
         // SAFETY: a live file identifier.
         let status = unsafe { h5f::H5Fstart_swmr_write(self.handle.id) };
         check(status, "could not start SWMR writing")
     }
 
     /// Writes what libhdf5 caches and fdatasyncs the file.
-    pub fn flush(&self) -> Result<(), String> {
+    pub fn flush(&self) -> Result<(), H5Error> {
         // SAFETY: a live file identifier.
         let status = unsafe { h5f::H5Fflush(self.handle.id, h5f::H5F_scope_t::H5F_SCOPE_LOCAL) };
         check(status, "could not flush")
     }
 
     /// Closes the file, reporting a failure (dropping closes too, silently).
-    pub fn close(self) -> Result<(), String> {
+    pub fn close(self) -> Result<(), H5Error> {
         let id = self.handle.id;
         std::mem::forget(self);
         // SAFETY: a live file identifier, closed once (the Drop was skipped).
@@ -745,7 +777,7 @@ impl File {
 }
 
 /// Creates group `name` in `parent` with its `NX_class` attribute.
-pub fn group(parent: hid_t, name: &str, nx_class: &str) -> Result<Handle, String> {
+pub fn group(parent: hid_t, name: &str, nx_class: &str) -> Result<Handle, H5Error> {
     let c_name = c_string(name);
     let what = format!("could not create group {name}");
     // SAFETY: a live parent identifier; `c_name` outlives the call.
@@ -766,7 +798,7 @@ pub fn group(parent: hid_t, name: &str, nx_class: &str) -> Result<Handle, String
     Ok(group)
 }
 
-fn string_type(text: &str) -> Result<Handle, String> {
+fn string_type(text: &str) -> Result<Handle, H5Error> {
     // SAFETY: copying a predefined type and sizing the copy.
     unsafe {
         let t = Handle {
@@ -778,7 +810,7 @@ fn string_type(text: &str) -> Result<Handle, String> {
     }
 }
 
-fn scalar_space() -> Result<Handle, String> {
+fn scalar_space() -> Result<Handle, H5Error> {
     // SAFETY: plain constructor.
     let id = unsafe { h5s::H5Screate(h5s::H5S_class_t::H5S_SCALAR) };
     Ok(Handle {
@@ -788,7 +820,7 @@ fn scalar_space() -> Result<Handle, String> {
 }
 
 /// A fixed-length string attribute (how NeXus tools expect `NX_class`, `units`).
-pub fn string_attribute(object: hid_t, name: &str, value: &str) -> Result<(), String> {
+pub fn string_attribute(object: hid_t, name: &str, value: &str) -> Result<(), H5Error> {
     let text = c_string(value);
     let t = string_type(value)?;
     // The type is sized to the text (at least 1 byte): the bytes with the NUL hold it.
@@ -808,7 +840,7 @@ fn typed_attribute(
     (file_type, memory_type): (hid_t, hid_t),
     space: &Handle,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), H5Error> {
     let c_name = c_string(name);
     let what = format!("could not write attribute {name}");
     // SAFETY: live identifiers; `bytes` holds every element of the dataspace in the
@@ -836,7 +868,7 @@ fn typed_attribute(
 }
 
 /// A scalar string dataset (`definition`, `description`, ...).
-pub fn string_dataset(parent: hid_t, name: &str, value: &str) -> Result<(), String> {
+pub fn string_dataset(parent: hid_t, name: &str, value: &str) -> Result<(), H5Error> {
     let text = c_string(value);
     let t = string_type(value)?;
     // The type is sized to the text (at least 1 byte): the bytes with the NUL hold it.
@@ -857,7 +889,7 @@ pub fn number_dataset(
     name: &str,
     value: f64,
     units: &str,
-) -> Result<Handle, String> {
+) -> Result<Handle, H5Error> {
     scalar_dataset(parent, name, Element::F64, &value.to_le_bytes(), units)
 }
 
@@ -878,7 +910,7 @@ impl Growing {
         item: &[u64],
         chunk_items: u64,
         bitshuffle_lz4: bool,
-    ) -> Result<Growing, String> {
+    ) -> Result<Growing, H5Error> {
         let c_name = c_string(name);
         let what = format!("could not create dataset {name}");
         let rank = item.len() + 1;
@@ -944,7 +976,7 @@ impl Growing {
         self.handle.id
     }
 
-    fn extend(&mut self, len: u64) -> Result<(), String> {
+    fn extend(&mut self, len: u64) -> Result<(), H5Error> {
         let dims: Vec<hsize_t> = std::iter::once(len)
             .chain(self.item.iter().copied())
             .collect();
@@ -957,7 +989,7 @@ impl Growing {
 
     /// Appends one item as a ready chunk (one item per chunk), stored as given: raw
     /// bytes, or bitshuffle-LZ4 bytes for a compressed dataset.
-    pub fn append_chunk(&mut self, chunk: &[u8]) -> Result<(), String> {
+    pub fn append_chunk(&mut self, chunk: &[u8]) -> Result<(), H5Error> {
         let index = self.len;
         self.extend(index + 1)?;
         let offset: Vec<hsize_t> = std::iter::once(index)
@@ -983,7 +1015,7 @@ impl Growing {
     }
 
     /// Appends values to a 1-D dataset of this element type (given as raw LE bytes).
-    pub fn append_values(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn append_values(&mut self, bytes: &[u8]) -> Result<(), H5Error> {
         let count = (bytes.len() / self.element.size()) as u64;
         if count == 0 {
             return Ok(());
@@ -1028,7 +1060,7 @@ impl Growing {
     }
 
     /// Makes what was appended visible to SWMR readers.
-    pub fn flush(&self) -> Result<(), String> {
+    pub fn flush(&self) -> Result<(), H5Error> {
         // SAFETY: a live dataset.
         let status = unsafe { h5d::H5Dflush(self.handle.id) };
         check(status, "could not flush a dataset")
@@ -1036,7 +1068,7 @@ impl Growing {
 }
 
 /// Opens group `path` (e.g. `/entry/data`) of an open file.
-pub fn open_group(file: &File, path: &str) -> Result<Handle, String> {
+pub fn open_group(file: &File, path: &str) -> Result<Handle, H5Error> {
     let c_path = c_string(path);
     // SAFETY: a live file; the string outlives the call.
     let id = unsafe { h5g::H5Gopen2(file.root(), c_path.as_ptr(), h5p::H5P_DEFAULT) };
@@ -1073,7 +1105,7 @@ pub fn open_dataset(file: &File, path: &str) -> Option<Dataset> {
 
 impl Dataset {
     /// The current extent, one value per axis.
-    pub fn dims(&self) -> Result<Vec<u64>, String> {
+    pub fn dims(&self) -> Result<Vec<u64>, H5Error> {
         let what = "could not read a dataset's shape";
         // SAFETY: a live dataset; `dims` has room for the rank libhdf5 reports.
         unsafe {
@@ -1095,7 +1127,7 @@ impl Dataset {
     }
 
     /// Reads a whole 1-D dataset as `element` values (converted by libhdf5).
-    pub fn read(&self, element: Element) -> Result<Vec<u8>, String> {
+    pub fn read(&self, element: Element) -> Result<Vec<u8>, H5Error> {
         let len = self.dims()?.iter().product::<u64>() as usize;
         let mut bytes = vec![0u8; len * element.size()];
         if len == 0 {
@@ -1117,7 +1149,7 @@ impl Dataset {
     }
 
     /// Sets the length of the first axis (the frame axis), keeping the others.
-    pub fn set_len(&self, len: u64) -> Result<(), String> {
+    pub fn set_len(&self, len: u64) -> Result<(), H5Error> {
         let mut dims = self.dims()?;
         if dims.is_empty() {
             return Ok(());
@@ -1129,7 +1161,7 @@ impl Dataset {
     }
 
     /// The dataset's type as stored (for a virtual dataset over it).
-    pub fn file_type(&self) -> Result<Handle, String> {
+    pub fn file_type(&self) -> Result<Handle, H5Error> {
         // SAFETY: a live dataset.
         let id = unsafe { h5d::H5Dget_type(self.handle.id) };
         Ok(Handle {
@@ -1173,7 +1205,7 @@ pub fn link_names(file: &File, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn simple_space(dims: &[u64]) -> Result<Handle, String> {
+fn simple_space(dims: &[u64]) -> Result<Handle, H5Error> {
     // SAFETY: `dims` holds `dims.len()` values.
     let id = unsafe { h5s::H5Screate_simple(dims.len() as c_int, dims.as_ptr(), std::ptr::null()) };
     Ok(Handle {
@@ -1183,7 +1215,7 @@ fn simple_space(dims: &[u64]) -> Result<Handle, String> {
 }
 
 /// Selects `count` items from `start` along the first axis of `space` (all of the rest).
-fn select_items(space: &Handle, dims: &[u64], start: u64, count: u64) -> Result<(), String> {
+fn select_items(space: &Handle, dims: &[u64], start: u64, count: u64) -> Result<(), H5Error> {
     let offset: Vec<hsize_t> = std::iter::once(start)
         .chain(dims[1..].iter().map(|_| 0))
         .collect();
@@ -1212,7 +1244,7 @@ pub fn values_dataset(
     element: Element,
     bytes: &[u8],
     units: &str,
-) -> Result<Handle, String> {
+) -> Result<Handle, H5Error> {
     let space = simple_space(&[(bytes.len() / element.size()) as u64])?;
     typed_dataset(parent, name, element.types(), &space, bytes, units)
 }
@@ -1224,7 +1256,7 @@ pub fn scalar_dataset(
     element: Element,
     bytes: &[u8],
     units: &str,
-) -> Result<Handle, String> {
+) -> Result<Handle, H5Error> {
     typed_dataset(
         parent,
         name,
@@ -1243,7 +1275,7 @@ fn typed_dataset(
     space: &Handle,
     bytes: &[u8],
     units: &str,
-) -> Result<Handle, String> {
+) -> Result<Handle, H5Error> {
     let c_name = c_string(name);
     let what = format!("could not write dataset {name}");
     // SAFETY: live identifiers; `bytes` holds every element of the dataspace in the
@@ -1285,7 +1317,7 @@ fn typed_dataset(
 }
 
 /// An f64 array attribute (a transformation's `vector` and `offset`).
-pub fn f64s_attribute(object: hid_t, name: &str, values: &[f64]) -> Result<(), String> {
+pub fn f64s_attribute(object: hid_t, name: &str, values: &[f64]) -> Result<(), H5Error> {
     typed_attribute(
         object,
         name,
@@ -1314,7 +1346,7 @@ pub fn virtual_dataset(
     element_type: hid_t,
     dims: &[u64],
     pieces: &[VirtualPiece],
-) -> Result<(), String> {
+) -> Result<(), H5Error> {
     let c_name = c_string(name);
     let what = format!("could not write virtual dataset {name}");
     let space = simple_space(dims)?;

@@ -4,8 +4,10 @@
 //! output folder and file-name template (confined to the folder), the folder check made
 //! before any frame is taken, the error policy, and the counters.
 
+#[allow(unsafe_code)] // the AVX2 shuffle, after the CPU check
 pub mod bitshuffle;
 pub mod hdf5;
+#[allow(unsafe_code)] // libhdf5 and its file driver
 mod hdf5_ffi;
 pub mod nxmx;
 pub mod raw;

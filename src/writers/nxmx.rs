@@ -544,7 +544,7 @@ fn axis(
     h5::f64s_attribute(object, "vector", &vector)?;
     h5::f64s_attribute(object, "offset", &offset)?;
     h5::string_attribute(object, "offset_units", "m")?;
-    h5::string_attribute(object, "depends_on", depends_on)
+    h5::string_attribute(object, "depends_on", depends_on).map_err(Into::into)
 }
 
 fn write_instrument(

@@ -25,7 +25,7 @@ use super::{
     unknown_writer_key, Destination, FileContent, Incoming, OrderedStore, Recovered, Reorder,
     Rollover, Seen, WriteCounters, REORDER_KEYS,
 };
-use crate::processors::{ArgValue, Fault, Outputs, Processor, StageContext};
+use crate::processors::{ArgValue, Fault, Outputs, ProcessError, Processor, Refused, StageContext};
 use crate::ring::{Frame, FrameHeader};
 use crate::uring::{align_up, direct_ok, Uring, DIRECT_ALIGN};
 use std::io;
@@ -246,9 +246,9 @@ impl OrderedStore for RawWriter {
 }
 
 impl Processor for RawWriter {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         if matches!(key, "template" | "prefix" | "folder") && self.current.is_some() {
-            return Err(format!("{key} cannot change while a file is open"));
+            return Err(format!("{key} cannot change while a file is open").into());
         }
         if self.destination.configure(key, value)?
             || self.rollover.configure(key, value)?
@@ -261,19 +261,21 @@ impl Processor for RawWriter {
             .chain(&REORDER_KEYS)
             .copied()
             .collect();
-        Err(unknown_writer_key("raw", key, &own))
+        Err(unknown_writer_key("raw", key, &own).into())
     }
 
-    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
-        self.destination.check_workers(wiring.workers, "raw file")
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), Refused> {
+        self.destination
+            .check_workers(wiring.workers, "raw file")
+            .map_err(Into::into)
     }
 
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
         self.destination.check_folder()?;
-        self.destination.check_earlier_files("raw")
+        Ok(self.destination.check_earlier_files("raw")?)
     }
 
-    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
         self.worker = ctx.worker;
         self.uring = Some(Uring::new(DIRECT_ALIGN).map_err(|e| format!("io_uring: {e}"))?);
         if ctx.restarts > 0 {
@@ -298,30 +300,32 @@ impl Processor for RawWriter {
         _input: usize,
         frame: &Frame<'_>,
         _out: &mut Outputs,
-    ) -> Result<(), String> {
-        self.take(frame)
+    ) -> Result<(), ProcessError> {
+        self.take(frame).map_err(Into::into)
     }
 
     fn sync_interval(&self) -> Option<Duration> {
         Some(self.rollover.flush_every)
     }
 
-    fn sync(&mut self) -> Result<(), String> {
+    fn sync(&mut self) -> Result<(), ProcessError> {
         let kept = self.store_kept(true);
-        kept.and(self.make_durable())
+        kept.and(self.make_durable()).map_err(Into::into)
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
         self.store_kept(true)?;
         self.make_durable()?;
         let path = self.current.as_ref().map(|f| f.path.clone());
-        self.close_current().map_err(|e| {
-            format!(
-                "closing {}: {}",
-                path.unwrap_or_default().display(),
-                super::write_failure(&self.destination.folder, &e)
-            )
-        })
+        self.close_current()
+            .map_err(|e| {
+                format!(
+                    "closing {}: {}",
+                    path.unwrap_or_default().display(),
+                    super::write_failure(&self.destination.folder, &e)
+                )
+            })
+            .map_err(Into::into)
     }
 
     fn fault(&self) -> Option<&Fault> {

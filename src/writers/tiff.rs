@@ -20,7 +20,9 @@
 //! ASCII decimal; Software is `streamd VERSION`.
 
 use super::{unknown_writer_key, Destination, Recovered, Seen, WriteCounters};
-use crate::processors::{image_shape, ArgValue, Fault, Outputs, Processor, StageContext};
+use crate::processors::{
+    image_shape, ArgValue, Fault, Outputs, ProcessError, Processor, Refused, StageContext,
+};
 use crate::ring::{AttrValue, Dtype, Frame};
 use crate::uring::{FileOptions, Staged, Uring};
 use std::io::Cursor;
@@ -67,36 +69,39 @@ impl Default for TiffWriter {
 }
 
 impl Processor for TiffWriter {
-    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), String> {
+    fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         if self.destination.configure(key, value)? {
             return Ok(());
         }
         match (key, value) {
             ("sync", ArgValue::Boolean(b)) => self.sync = *b,
-            ("sync", other) => return Err(format!("sync must be true or false, got {other}")),
+            ("sync", other) => return Err(format!("sync must be true or false, got {other}").into()),
             ("flush_ms", ArgValue::Integer(n)) if *n > 0 => {
                 self.flush_every = Duration::from_millis(*n as u64)
             }
             ("flush_ms", other) => {
                 return Err(format!(
                     "flush_ms must be a positive number of ms, got {other}"
-                ))
+                )
+                .into())
             }
-            _ => return Err(unknown_writer_key("tiff", key, &["sync", "flush_ms"])),
+            _ => return Err(unknown_writer_key("tiff", key, &["sync", "flush_ms"]).into()),
         }
         Ok(())
     }
 
-    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), String> {
-        self.destination.check_workers(wiring.workers, "TIFF")
+    fn check_wiring(&self, wiring: &crate::processors::Wiring) -> Result<(), Refused> {
+        self.destination
+            .check_workers(wiring.workers, "TIFF")
+            .map_err(Into::into)
     }
 
-    fn prepare(&self, _workers: u32) -> Result<(), String> {
+    fn prepare(&self, _workers: u32) -> Result<(), Refused> {
         self.destination.check_folder()?;
-        self.destination.check_earlier_files("TIFF")
+        Ok(self.destination.check_earlier_files("TIFF")?)
     }
 
-    fn start(&mut self, ctx: &StageContext) -> Result<(), String> {
+    fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
         self.worker = ctx.worker;
         self.uring = Some(Uring::new(TIFF_OVERHEAD).map_err(|e| format!("io_uring: {e}"))?);
         self.restarted = ctx.restarts > 0;
@@ -148,7 +153,7 @@ impl Processor for TiffWriter {
         _input: usize,
         frame: &Frame<'_>,
         _out: &mut Outputs,
-    ) -> Result<(), String> {
+    ) -> Result<(), ProcessError> {
         let header = frame.header();
         let (ny, nx) = image_shape("tiff", header)?;
         let path = self.destination.path(&[
@@ -192,7 +197,8 @@ impl Processor for TiffWriter {
                 "{} not written: {}",
                 path.display(),
                 self.counters.not_written(&self.destination, &e)
-            )),
+            )
+            .into()),
         }
     }
 

@@ -2,8 +2,8 @@
 
 use super::error::{AttachError, ClaimError, CreateError, PublishError};
 use super::frame::{
-    decode_header, encode_attribute, encode_header, set_attr_len, AttrValue, Dims, Dtype,
-    FrameError, FrameHeader,
+    attr_area_mut, decode_header, encode_attribute, encode_header, set_attr_len, AttrValue, Dims,
+    Dtype, FrameError, FrameHeader,
 };
 use super::layout::*;
 use super::membership::{active_consumers, lossless_floor, reap};
@@ -129,9 +129,12 @@ impl OwnedRing {
     /// consumers drain what was published and stop. No writer may be running.
     pub fn finish(&self) {
         let header = self.segment.header();
+        // SYNC: pairs with the Release store in `end_stream` (a stream ends once).
         if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             return;
         }
+        // SYNC: pairs with the head store in the last writer's `publish`; only the count
+        // is used (no writer runs now).
         end_stream(&self.segment, header.head.load(Acquire));
     }
 }
@@ -178,12 +181,12 @@ impl Producer {
     pub fn resume(name: &str) -> Result<Producer, AttachError> {
         let segment = Segment::open(name, Duration::ZERO)?;
         let header = segment.header();
-        // SYNC: pairs with the Release store in `finish`.
+        // SYNC: pairs with the Release store in `end_stream`.
         if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             return Err(AttachError::Finished(name.into()));
         }
         let head = header.head.load(Acquire);
-        let policy = if header.full_policy == POLICY_DROP_NEWEST {
+        let policy = if header.full_policy.load(Relaxed) == POLICY_DROP_NEWEST {
             FullPolicy::DropNewest
         } else {
             FullPolicy::Block
@@ -206,12 +209,10 @@ impl Producer {
     pub fn last_published(&self) -> Option<FrameHeader> {
         let seq = self.next_seq.checked_sub(1)?;
         let slot = (seq % u64::from(self.segment.geometry().slot_count)) as u32;
-        // SAFETY: the slot header lies inside the mapping, and only this producer writes
-        // slots, so the published header cannot change while we read it.
-        let slot_header = unsafe {
-            std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE)
-        };
-        decode_header(slot_header, self.slot_capacity()).ok()
+        // SAFETY: only this producer writes slots, and `&self` keeps it from writing while
+        // the area is read.
+        let area = unsafe { self.segment.frame_area(slot) };
+        decode_header(area, self.slot_capacity()).ok()
     }
 
     /// Makes waits return `Interrupted` once `flag` is set (for example by SIGINT).
@@ -223,7 +224,14 @@ impl Producer {
         self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed))
     }
 
-    pub fn segment(&self) -> &Segment {
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        self.segment.name()
+    }
+
+    /// The segment itself, for tests that damage it on purpose.
+    #[cfg(test)]
+    pub(crate) fn segment(&self) -> &Segment {
         &self.segment
     }
 
@@ -431,20 +439,17 @@ pub struct SlotWriter<'a> {
 impl SlotWriter<'_> {
     /// The slot's whole payload area (`slot_capacity` bytes, page-aligned).
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let seg = &self.producer.segment;
-        let len = seg.geometry().payload_capacity as usize;
-        // SAFETY: the payload area lies inside the mapping; the claim protocol guarantees
-        // no consumer reads this slot until publish (lossless floor and lossy pins were
-        // checked after the WRITING stamp), and `&mut self` makes this the only writer.
-        unsafe { std::slice::from_raw_parts_mut(seg.payload_ptr(self.slot), len) }
+        // SAFETY: this writer holds the claim of the slot: no consumer reads it until
+        // publish (the lossless floor and the lossy pins were checked after the WRITING
+        // stamp), and `&mut self` makes the returned slice the only reference.
+        unsafe { self.producer.segment.payload_mut(self.slot) }
     }
 
-    fn slot_header_mut(&mut self) -> &mut [u8] {
-        let seg = &self.producer.segment;
-        // SAFETY: as for `payload_mut`; the slot header is SLOT_HEADER_SIZE bytes; the
-        // stamp (first 8 bytes) is only touched through its atomic, never through this
-        // slice, because every caller writes at FRAME_HEADER_OFFSET or later.
-        unsafe { std::slice::from_raw_parts_mut(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) }
+    /// The frame header and attribute area; the stamp, which lossy readers in other
+    /// processes load, stays outside it and is only ever stored as an atomic.
+    fn frame_area_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `payload_mut`.
+        unsafe { self.producer.segment.frame_area_mut(self.slot) }
     }
 
     /// Replaces the attributes with an already encoded area, such as
@@ -453,7 +458,7 @@ impl SlotWriter<'_> {
         if encoded.len() > ATTR_CAPACITY {
             return Err(FrameError::AttrTooLong(encoded.len() as u32));
         }
-        self.slot_header_mut()[ATTR_OFFSET..ATTR_OFFSET + encoded.len()].copy_from_slice(encoded);
+        attr_area_mut(self.frame_area_mut())[..encoded.len()].copy_from_slice(encoded);
         self.attr_used = encoded.len();
         Ok(())
     }
@@ -461,7 +466,7 @@ impl SlotWriter<'_> {
     /// Appends a key/value attribute (tile coordinates, motor positions, ...).
     pub fn push_attr(&mut self, key: &str, value: AttrValue<'_>) -> Result<(), FrameError> {
         let used = self.attr_used;
-        let area = &mut self.slot_header_mut()[ATTR_OFFSET..];
+        let area = attr_area_mut(self.frame_area_mut());
         self.attr_used = encode_attribute(area, used, key, &value)?;
         Ok(())
     }
@@ -507,14 +512,14 @@ impl SlotWriter<'_> {
             flags: meta.flags,
         };
         let attr_used = self.attr_used;
-        let slot_header = self.slot_header_mut();
-        encode_header(slot_header, &header);
-        set_attr_len(slot_header, attr_used);
+        let area = self.frame_area_mut();
+        encode_header(area, &header);
+        set_attr_len(area, attr_used);
         let (seq, slot) = (self.seq, self.slot);
         let producer = &mut *self.producer;
         let ring = producer.segment.header();
-        // SYNC: pairs with the Acquire stamp load of lossy readers: header and payload
-        // are visible to whoever sees this stamp.
+        // SYNC: pairs with readers' stamp loads (Acquire for lossless, SeqCst for lossy):
+        // header and payload are visible to whoever sees this stamp.
         producer
             .segment
             .stamp(slot)

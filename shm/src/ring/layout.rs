@@ -1,9 +1,10 @@
 //! Byte layout of a ring segment, exactly as `ringbuf-spec/SPEC.md` §3 gives it.
 //!
-//! Every structure is `#[repr(C)]`, little-endian, and made of fixed-size integers and
-//! atomics of the same size, so any bit pattern is a valid value and another language
-//! can map the same bytes. Offsets, never pointers. Producer-written and
-//! consumer-written words sit on separate 128-byte lines. The `const` asserts at the end
+//! Every structure is `#[repr(C)]`, little-endian, and made only of atomics (padding
+//! included), so any bit pattern is a valid value, another language can map the same
+//! bytes, and a `&RingHeader` stays sound while other processes store into any of its
+//! words: every byte is behind an `UnsafeCell`. Offsets, never pointers. Producer-written
+//! and consumer-written words sit on separate 128-byte lines. The `const` asserts at the end
 //! keep this file and the spec in step: change one and the build tells you to change
 //! the other.
 
@@ -26,6 +27,9 @@ pub const MAX_GROUPS: usize = 32;
 pub const SLOT_HEADER_SIZE: usize = PAGE;
 /// Offset of the frame header inside a slot header.
 pub const FRAME_HEADER_OFFSET: usize = 64;
+/// The frame header and the attribute area: the part of a slot header the producer
+/// writes as bytes (the stamp before it is only ever touched as an atomic).
+pub const FRAME_AREA_SIZE: usize = SLOT_HEADER_SIZE - FRAME_HEADER_OFFSET;
 /// Offset and capacity of the attribute area inside a slot header.
 pub const ATTR_OFFSET: usize = 128;
 pub const ATTR_CAPACITY: usize = SLOT_HEADER_SIZE - ATTR_OFFSET;
@@ -35,8 +39,8 @@ pub const NAME_CAPACITY: usize = 32;
 /// "Nothing pinned" in a consumer's `pin`.
 pub const NO_PIN: u64 = u64::MAX;
 
-/// Slot stamps: which sequence a slot holds and whether it is complete.
-pub const STAMP_EMPTY: u64 = 0;
+/// Slot stamps: which sequence a slot holds and whether it is complete (0, as creation
+/// leaves it, is an empty slot).
 pub const fn stamp_writing(seq: u64) -> u64 {
     2 * seq + 1
 }
@@ -72,25 +76,28 @@ pub const RING_FLAG_HUGE_PAGES: u32 = 1;
 /// The ring header at offset 0.
 #[repr(C, align(128))]
 pub struct RingHeader {
-    // Line 0: written once by the creator before `version`, read-only afterwards.
-    pub magic: u64,
+    // Line 0: stored once by the creator (Relaxed) before `version`, never changed
+    // afterwards. Atomics even so: an attacher maps and reads the header while its
+    // creator may still be writing it (spec §2.3), and only atomic loads of words being
+    // stored are defined.
+    pub magic: AtomicU64,
     /// Stored last at creation with Release; attachers load it with Acquire first.
     pub version: AtomicU32,
-    pub header_size: u32,
-    pub segment_size: u64,
-    pub slot_count: u32,
-    pub max_consumers: u32,
-    pub max_groups: u32,
-    pub slot_header_size: u32,
-    pub slot_stride: u64,
-    pub payload_capacity: u64,
-    pub consumers_offset: u64,
-    pub groups_offset: u64,
-    pub slots_offset: u64,
-    pub full_policy: u32,
-    pub flags: u32,
-    pub created_unix_ns: u64,
-    pub name: [u8; NAME_CAPACITY],
+    pub header_size: AtomicU32,
+    pub segment_size: AtomicU64,
+    pub slot_count: AtomicU32,
+    pub max_consumers: AtomicU32,
+    pub max_groups: AtomicU32,
+    pub slot_header_size: AtomicU32,
+    pub slot_stride: AtomicU64,
+    pub payload_capacity: AtomicU64,
+    pub consumers_offset: AtomicU64,
+    pub groups_offset: AtomicU64,
+    pub slots_offset: AtomicU64,
+    pub full_policy: AtomicU32,
+    pub flags: AtomicU32,
+    pub created_unix_ns: AtomicU64,
+    pub name: [AtomicU8; NAME_CAPACITY],
 
     // Line 1: producer identity and state; written by the producer, rarely.
     pub producer_pid: AtomicU32,
@@ -99,7 +106,7 @@ pub struct RingHeader {
     pub producer_start_time: AtomicU64,
     /// Final `head`, valid once `producer_state` is FINISHED.
     pub end_seq: AtomicU64,
-    _pad1: [u8; LINE - 24],
+    _pad1: [AtomicU8; LINE - 24],
 
     // Line 2: the producer's hot words.
     /// Number of frames published; frame `seq` lives in slot `seq % slot_count`.
@@ -108,14 +115,14 @@ pub struct RingHeader {
     pub dropped: AtomicU64,
     /// Futex word consumers sleep on; bumped after a publish when `data_waiters > 0`.
     pub data_futex: AtomicU32,
-    _pad2: [u8; LINE - 20],
+    _pad2: [AtomicU8; LINE - 20],
 
     // Line 3: consumer-written words the producer reads.
     pub data_waiters: AtomicU32,
     /// Futex word the producer sleeps on when the ring is full.
     pub space_futex: AtomicU32,
     pub producer_waiting: AtomicU32,
-    _pad3: [u8; LINE - 12],
+    _pad3: [AtomicU8; LINE - 12],
 
     // Line 4: membership, changed only under the segment's flock.
     /// Bumped after every join, so the producer recomputes its cached limit.
@@ -124,14 +131,18 @@ pub struct RingHeader {
     pub lossy_mask: AtomicU64,
     /// Consumers found dead and reaped since creation.
     pub consumers_reaped: AtomicU64,
-    _pad4: [u8; LINE - 24],
+    _pad4: [AtomicU8; LINE - 24],
 }
 
 /// One consumer entry; `MAX_CONSUMERS` of them start at `consumers_offset`.
 ///
-/// Per frame, the owner changes only `progress` (then `pin`), so a consumer killed
-/// between any two stores leaves an entry the reaper reads consistently: the next
-/// sequence and the counters are derived from `run_start`, `progress` and the bases.
+/// Per frame, the owner stores only `progress` (then `pin`), one word each, so a consumer
+/// killed between any two of its stores leaves an entry whose derived values (the next
+/// sequence, the counters: from `run_start`, `progress` and the bases) are exact. The
+/// reaper reads it only after finding the owner dead, under the membership lock. A new
+/// run changes several words: `progress = 0` first, then the run and the bases with
+/// Release; live readers (status, a mate's end check) load those with Acquire before
+/// `progress`, so what they derive may dip for a moment, never double (spec §4).
 #[repr(C, align(128))]
 pub struct ConsumerEntry {
     // Line A: written by the owning consumer (and by journaled changes under the lock).
@@ -148,7 +159,7 @@ pub struct ConsumerEntry {
     pub received_base: AtomicU64,
     /// Frames missed before this run.
     pub missed_base: AtomicU64,
-    _pad_a: [u8; LINE - 48],
+    _pad_a: [AtomicU8; LINE - 48],
 
     // Line B: identity, written under the segment's flock.
     pub state: AtomicU32,
@@ -157,7 +168,7 @@ pub struct ConsumerEntry {
     pub group: AtomicU32,
     pub delivery: AtomicU32,
     pub attached_unix_ns: AtomicU64,
-    _pad_b: [u8; LINE - 32],
+    _pad_b: [AtomicU8; LINE - 32],
 }
 
 /// Packs a run's progress word.
@@ -180,7 +191,7 @@ pub struct GroupEntry {
     pub gen: AtomicU64,
     /// Orphan entries waiting for adoption.
     pub orphans: AtomicU32,
-    _pad_a: [u8; LINE - 20],
+    _pad_a: [AtomicU8; LINE - 20],
 
     // Line B: written under the segment's flock.
     pub state: AtomicU32,
@@ -202,17 +213,17 @@ pub struct GroupEntry {
     /// 1: the group belongs to one consumer and nobody joins it by name (a broadcast
     /// consumer, or a set member that sees every frame of its set); 0: joined by name.
     pub solo: AtomicU32,
-    _pad_b: [u8; LINE - 84],
+    _pad_b: [AtomicU8; LINE - 84],
 
     // Lines C and D: redo journal of the membership change in progress (spec §7.6),
     // written under the flock; valid while `gen` is odd.
     pub journal: [JournalWrite; 2],
     pub journal_len: AtomicU32,
-    _pad_c0: u32,
+    _pad_c0: AtomicU32,
     pub journal_retired_received: AtomicU64,
     pub journal_retired_missed: AtomicU64,
     pub journal_claim_next: AtomicU64,
-    _pad_c: [u8; 2 * LINE - 2 * 48 - 32],
+    _pad_c: [AtomicU8; 2 * LINE - 2 * 48 - 32],
 }
 
 /// Final values of one consumer entry in a membership journal.
@@ -225,13 +236,6 @@ pub struct JournalWrite {
     pub run_end: AtomicU64,
     pub received_base: AtomicU64,
     pub missed_base: AtomicU64,
-}
-
-/// The first line of each slot header.
-#[repr(C)]
-pub struct SlotStamp {
-    /// STAMP_EMPTY, stamp_writing(seq) or stamp_published(seq).
-    pub stamp: AtomicU64,
 }
 
 /// Offsets of the frame header fields inside a slot header (little-endian).
@@ -368,6 +372,7 @@ const _: () = {
     assert!(offset_of!(GroupEntry, journal_claim_next) == 376);
 
     assert!(MAX_CONSUMERS <= 64, "lossy_mask has 64 bits");
+    assert!(frame_field::FRAME_ID == FRAME_HEADER_OFFSET);
     assert!(frame_field::ATTR_LEN + 4 <= ATTR_OFFSET);
     assert!(frame_field::DIMS + 4 * frame_field::MAX_DIMS == frame_field::ATTR_LEN);
 };

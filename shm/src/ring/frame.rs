@@ -4,7 +4,9 @@
 //! untrusted: every length is checked against its capacity and malformed input gives a
 //! [`FrameError`], never a panic or an out-of-bounds read.
 
-use super::layout::{frame_field as f, ATTR_CAPACITY, ATTR_OFFSET, SLOT_HEADER_SIZE};
+use super::layout::{
+    frame_field as f, ATTR_CAPACITY, ATTR_OFFSET, FRAME_AREA_SIZE, FRAME_HEADER_OFFSET,
+};
 use std::fmt;
 
 /// Pixel type of a frame's payload: the integer and float types areaDetector serves
@@ -190,7 +192,7 @@ impl FrameHeader {
 /// Why a slot header could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("slot header is {0} bytes, expected {SLOT_HEADER_SIZE}")]
+    #[error("frame area is {0} bytes, expected {FRAME_AREA_SIZE}")]
     ShortHeader(usize),
     #[error("unknown dtype code {0}")]
     UnknownDtype(u16),
@@ -210,33 +212,49 @@ pub enum FrameError {
     BadKey(usize),
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+/// Where a field lies in a slot's frame area (the slot header after its stamp line, spec
+/// §3.4), from its slot-header offset as the spec gives it (§3.5).
+const fn at(slot_header_offset: usize) -> usize {
+    slot_header_offset - FRAME_HEADER_OFFSET
 }
 
-/// Decodes the frame header of a slot header (`SLOT_HEADER_SIZE` bytes).
-pub fn decode_header(slot_header: &[u8], payload_capacity: u64) -> Result<FrameHeader, FrameError> {
-    if slot_header.len() != SLOT_HEADER_SIZE {
-        return Err(FrameError::ShortHeader(slot_header.len()));
+/// Where the attribute records start in the frame area.
+const ATTRS: usize = at(ATTR_OFFSET);
+
+fn u16_at(area: &[u8], field: usize) -> u16 {
+    let i = at(field);
+    u16::from_le_bytes([area[i], area[i + 1]])
+}
+fn u32_at(area: &[u8], field: usize) -> u32 {
+    let i = at(field);
+    u32::from_le_bytes(area[i..i + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(area: &[u8], field: usize) -> u64 {
+    let i = at(field);
+    u64::from_le_bytes(area[i..i + 8].try_into().expect("8 bytes"))
+}
+fn put(area: &mut [u8], field: usize, bytes: &[u8]) {
+    let i = at(field);
+    area[i..i + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Decodes the frame header of a slot's frame area (`FRAME_AREA_SIZE` bytes).
+pub(crate) fn decode_header(area: &[u8], payload_capacity: u64) -> Result<FrameHeader, FrameError> {
+    if area.len() != FRAME_AREA_SIZE {
+        return Err(FrameError::ShortHeader(area.len()));
     }
-    let code = u16_at(slot_header, f::DTYPE);
+    let code = u16_at(area, f::DTYPE);
     let dtype = Dtype::from_code(code).ok_or(FrameError::UnknownDtype(code))?;
-    let ndims = u16_at(slot_header, f::NDIMS);
+    let ndims = u16_at(area, f::NDIMS);
     if ndims == 0 || usize::from(ndims) > f::MAX_DIMS {
         return Err(FrameError::BadNdims(ndims));
     }
     let mut values = [0u32; f::MAX_DIMS];
     for (i, d) in values.iter_mut().enumerate().take(usize::from(ndims)) {
-        *d = u32_at(slot_header, f::DIMS + 4 * i);
+        *d = u32_at(area, f::DIMS + 4 * i);
     }
     let dims = Dims::new(&values[..usize::from(ndims)]).expect("ndims checked above");
-    let payload_len = u64_at(slot_header, f::PAYLOAD_LEN);
+    let payload_len = u64_at(area, f::PAYLOAD_LEN);
     if payload_len > payload_capacity {
         return Err(FrameError::PayloadTooLong {
             len: payload_len,
@@ -252,36 +270,34 @@ pub fn decode_header(slot_header: &[u8], payload_capacity: u64) -> Result<FrameH
             expected: expected.unwrap_or(u64::MAX),
         });
     }
-    let attr_len = u32_at(slot_header, f::ATTR_LEN);
+    let attr_len = u32_at(area, f::ATTR_LEN);
     if attr_len as usize > ATTR_CAPACITY {
         return Err(FrameError::AttrTooLong(attr_len));
     }
     Ok(FrameHeader {
-        frame_id: u64_at(slot_header, f::FRAME_ID),
-        timestamp_ns: u64_at(slot_header, f::TIMESTAMP_NS),
+        frame_id: u64_at(area, f::FRAME_ID),
+        timestamp_ns: u64_at(area, f::TIMESTAMP_NS),
         dtype,
         dims,
         payload_len,
-        flags: u32_at(slot_header, f::FLAGS),
+        flags: u32_at(area, f::FLAGS),
     })
 }
 
-/// Writes `header` into a slot header and clears the attribute area.
+/// Writes `header` into a slot's frame area and clears the attribute area.
 /// The caller has checked dims, dtype and payload length against the slot capacity.
-pub(crate) fn encode_header(slot_header: &mut [u8], header: &FrameHeader) {
-    slot_header[f::FRAME_ID..f::FRAME_ID + 8].copy_from_slice(&header.frame_id.to_le_bytes());
-    slot_header[f::TIMESTAMP_NS..f::TIMESTAMP_NS + 8]
-        .copy_from_slice(&header.timestamp_ns.to_le_bytes());
-    slot_header[f::PAYLOAD_LEN..f::PAYLOAD_LEN + 8]
-        .copy_from_slice(&header.payload_len.to_le_bytes());
-    slot_header[f::DTYPE..f::DTYPE + 2].copy_from_slice(&header.dtype.code().to_le_bytes());
-    slot_header[f::NDIMS..f::NDIMS + 2].copy_from_slice(&(header.dims.len() as u16).to_le_bytes());
-    slot_header[f::FLAGS..f::FLAGS + 4].copy_from_slice(&header.flags.to_le_bytes());
+pub(crate) fn encode_header(area: &mut [u8], header: &FrameHeader) {
+    put(area, f::FRAME_ID, &header.frame_id.to_le_bytes());
+    put(area, f::TIMESTAMP_NS, &header.timestamp_ns.to_le_bytes());
+    put(area, f::PAYLOAD_LEN, &header.payload_len.to_le_bytes());
+    put(area, f::DTYPE, &header.dtype.code().to_le_bytes());
+    put(area, f::NDIMS, &(header.dims.len() as u16).to_le_bytes());
+    put(area, f::FLAGS, &header.flags.to_le_bytes());
     for i in 0..f::MAX_DIMS {
         let d = header.dims.get(i).copied().unwrap_or(0);
-        slot_header[f::DIMS + 4 * i..f::DIMS + 4 * i + 4].copy_from_slice(&d.to_le_bytes());
+        put(area, f::DIMS + 4 * i, &d.to_le_bytes());
     }
-    slot_header[f::ATTR_LEN..f::ATTR_LEN + 4].copy_from_slice(&0u32.to_le_bytes());
+    put(area, f::ATTR_LEN, &0u32.to_le_bytes());
 }
 
 /// Value of one attribute.
@@ -309,16 +325,22 @@ impl AttrValue<'_> {
     }
 }
 
-/// Returns the attribute bytes of a slot header (`attr_len` already validated by decode).
-pub fn attr_bytes(slot_header: &[u8]) -> Result<&[u8], FrameError> {
-    if slot_header.len() != SLOT_HEADER_SIZE {
-        return Err(FrameError::ShortHeader(slot_header.len()));
+/// Returns the attribute bytes of a slot's frame area (`attr_len` already validated by
+/// decode).
+pub(crate) fn attr_bytes(area: &[u8]) -> Result<&[u8], FrameError> {
+    if area.len() != FRAME_AREA_SIZE {
+        return Err(FrameError::ShortHeader(area.len()));
     }
-    let len = u32_at(slot_header, f::ATTR_LEN);
+    let len = u32_at(area, f::ATTR_LEN);
     if len as usize > ATTR_CAPACITY {
         return Err(FrameError::AttrTooLong(len));
     }
-    Ok(&slot_header[ATTR_OFFSET..ATTR_OFFSET + len as usize])
+    Ok(&area[ATTRS..ATTRS + len as usize])
+}
+
+/// The attribute records of a slot's frame area, to write.
+pub(crate) fn attr_area_mut(area: &mut [u8]) -> &mut [u8] {
+    &mut area[ATTRS..]
 }
 
 /// Iterates the records of an attribute area: `key_len u8, type u8, value_len u16 LE,
@@ -446,9 +468,9 @@ impl AttributeArea {
     }
 }
 
-/// Stores the attribute area length in a slot header.
-pub(crate) fn set_attr_len(slot_header: &mut [u8], len: usize) {
-    slot_header[f::ATTR_LEN..f::ATTR_LEN + 4].copy_from_slice(&(len as u32).to_le_bytes());
+/// Stores the attribute area length in a slot's frame area.
+pub(crate) fn set_attr_len(area: &mut [u8], len: usize) {
+    put(area, f::ATTR_LEN, &(len as u32).to_le_bytes());
 }
 
 #[cfg(test)]
@@ -470,7 +492,7 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let mut slot = vec![0u8; SLOT_HEADER_SIZE];
+        let mut slot = vec![0u8; FRAME_AREA_SIZE];
         let h = header(Dtype::U16, vec![3, 5]);
         encode_header(&mut slot, &h);
         assert_eq!(decode_header(&slot, 4096).unwrap(), h);
@@ -478,7 +500,7 @@ mod tests {
 
     #[test]
     fn header_rejects_payload_longer_than_capacity() {
-        let mut slot = vec![0u8; SLOT_HEADER_SIZE];
+        let mut slot = vec![0u8; FRAME_AREA_SIZE];
         encode_header(&mut slot, &header(Dtype::U8, vec![64, 65]));
         assert_eq!(
             decode_header(&slot, 4096),
@@ -491,8 +513,8 @@ mod tests {
 
     #[test]
     fn attributes_round_trip() {
-        let mut slot = vec![0u8; SLOT_HEADER_SIZE];
-        let area = &mut slot[ATTR_OFFSET..];
+        let mut slot = vec![0u8; FRAME_AREA_SIZE];
+        let area = attr_area_mut(&mut slot);
         let mut used = encode_attribute(area, 0, "x", &AttrValue::F64(1.5)).unwrap();
         used = encode_attribute(area, used, "tile_row", &AttrValue::I64(-2)).unwrap();
         used = encode_attribute(area, used, "motor", &AttrValue::Str("th")).unwrap();
@@ -526,7 +548,7 @@ mod tests {
     proptest! {
         // Arbitrary slot headers never panic and never yield an inconsistent header.
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), SLOT_HEADER_SIZE),
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), FRAME_AREA_SIZE),
                                capacity in 0u64..1 << 20) {
             if let Ok(h) = decode_header(&bytes, capacity) {
                 prop_assert!(h.payload_len <= capacity);
@@ -551,7 +573,7 @@ mod tests {
 
         // Wrong-length slot headers are refused.
         #[test]
-        fn short_headers_are_refused(len in 0usize..SLOT_HEADER_SIZE) {
+        fn short_headers_are_refused(len in 0usize..FRAME_AREA_SIZE) {
             let bytes = vec![0u8; len];
             prop_assert_eq!(decode_header(&bytes, 4096), Err(FrameError::ShortHeader(len)));
         }

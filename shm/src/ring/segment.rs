@@ -12,7 +12,8 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Folder holding ring segments; tmpfs on Linux.
@@ -61,7 +62,7 @@ fn effective_uid() -> u32 {
 }
 
 /// A mapped ring segment.
-pub struct Segment {
+pub(crate) struct Segment {
     name: String,
     path: PathBuf,
     file: File,
@@ -71,7 +72,7 @@ pub struct Segment {
 
 /// Parameters of a new ring.
 #[derive(Debug, Clone)]
-pub struct RingSpec {
+pub(crate) struct RingSpec {
     pub name: String,
     pub slots: u32,
     pub payload_bytes: u64,
@@ -178,40 +179,40 @@ impl Segment {
     fn initialise(&self, spec: &RingSpec, huge: bool) {
         let g = &self.geometry;
         let me = ProcessId::current();
-        // SAFETY: the mapping is at least HEADER_SIZE bytes, page-aligned, and no other
-        // process reads these plain fields before `version` is stored below.
-        let header = unsafe { &mut *(self.map.as_mut_ptr() as *mut RingHeader) };
-        header.magic = MAGIC;
-        header.header_size = HEADER_SIZE as u32;
-        header.segment_size = g.segment_size;
-        header.slot_count = g.slot_count;
-        header.max_consumers = MAX_CONSUMERS as u32;
-        header.max_groups = MAX_GROUPS as u32;
-        header.slot_header_size = SLOT_HEADER_SIZE as u32;
-        header.slot_stride = g.slot_stride;
-        header.payload_capacity = g.payload_capacity;
-        header.consumers_offset = g.consumers_offset;
-        header.groups_offset = g.groups_offset;
-        header.slots_offset = g.slots_offset;
-        header.full_policy = spec.full_policy;
-        header.flags = if huge { RING_FLAG_HUGE_PAGES } else { 0 };
-        header.created_unix_ns = unix_ns();
-        header.name = name_bytes(&spec.name);
-        header.producer_pid.store(me.pid, Ordering::Relaxed);
+        let header = self.header();
+        // Relaxed: nobody reads these words before the Release store of `version` below.
+        header.magic.store(MAGIC, Relaxed);
+        header.header_size.store(HEADER_SIZE as u32, Relaxed);
+        header.segment_size.store(g.segment_size, Relaxed);
+        header.slot_count.store(g.slot_count, Relaxed);
+        header.max_consumers.store(MAX_CONSUMERS as u32, Relaxed);
+        header.max_groups.store(MAX_GROUPS as u32, Relaxed);
         header
-            .producer_start_time
-            .store(me.start_time, Ordering::Relaxed);
-        header
-            .producer_state
-            .store(PRODUCER_RUNNING, Ordering::Relaxed);
+            .slot_header_size
+            .store(SLOT_HEADER_SIZE as u32, Relaxed);
+        header.slot_stride.store(g.slot_stride, Relaxed);
+        header.payload_capacity.store(g.payload_capacity, Relaxed);
+        header.consumers_offset.store(g.consumers_offset, Relaxed);
+        header.groups_offset.store(g.groups_offset, Relaxed);
+        header.slots_offset.store(g.slots_offset, Relaxed);
+        header.full_policy.store(spec.full_policy, Relaxed);
+        let flags = if huge { RING_FLAG_HUGE_PAGES } else { 0 };
+        header.flags.store(flags, Relaxed);
+        header.created_unix_ns.store(unix_ns(), Relaxed);
+        for (cell, byte) in header.name.iter().zip(name_bytes(&spec.name)) {
+            cell.store(byte, Relaxed);
+        }
+        header.producer_pid.store(me.pid, Relaxed);
+        header.producer_start_time.store(me.start_time, Relaxed);
+        header.producer_state.store(PRODUCER_RUNNING, Relaxed);
         // The rest of the segment is zero from fallocate: free entries, empty stamps.
-        // SYNC: pairs with the Acquire load in `validate`; every field above is visible
-        // to an attacher that reads this version.
-        header.version.store(VERSION, Ordering::Release);
+        // SYNC: pairs with the Acquire load of `version` in `validate`; every word above
+        // is visible to an attacher that reads this version.
+        header.version.store(VERSION, Release);
     }
 
     /// Opens and validates an existing segment, waiting up to `wait` for it to appear.
-    pub fn open(name: &str, wait: Duration) -> Result<Segment, AttachError> {
+    pub(crate) fn open(name: &str, wait: Duration) -> Result<Segment, AttachError> {
         if !valid_name(name) {
             return Err(AttachError::BadName(super::error::shown(name)));
         }
@@ -321,45 +322,42 @@ impl Segment {
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn geometry(&self) -> &Geometry {
+    pub(crate) fn geometry(&self) -> &Geometry {
         &self.geometry
     }
 
-    pub fn header(&self) -> &RingHeader {
-        // SAFETY: validated or initialised mapping of at least HEADER_SIZE bytes, aligned
-        // to a page; RingHeader is plain integers and atomics, valid for any bytes; the
-        // mapping lives as long as `self`.
-        unsafe { &*(self.map.as_ptr() as *const RingHeader) }
+    pub(crate) fn header(&self) -> &RingHeader {
+        header_of(&self.map)
     }
 
-    pub fn consumer(&self, index: usize) -> &ConsumerEntry {
+    pub(crate) fn consumer(&self, index: usize) -> &ConsumerEntry {
         assert!(index < MAX_CONSUMERS);
         let offset =
             self.geometry.consumers_offset as usize + index * std::mem::size_of::<ConsumerEntry>();
         // SAFETY: the geometry was checked against the file size, so the entry lies inside
-        // the mapping; offsets are multiples of 128 from a page-aligned base; any bytes
-        // are a valid ConsumerEntry.
+        // the mapping; offsets are multiples of 128 from a page-aligned base; the entry is
+        // all atomics, valid for any bytes and for stores by other processes.
         unsafe { &*(self.map.as_ptr().add(offset) as *const ConsumerEntry) }
     }
 
-    pub fn group(&self, index: usize) -> &GroupEntry {
+    pub(crate) fn group(&self, index: usize) -> &GroupEntry {
         assert!(index < MAX_GROUPS);
         let offset =
             self.geometry.groups_offset as usize + index * std::mem::size_of::<GroupEntry>();
-        // SAFETY: as for `consumer`: inside the checked mapping, 128-aligned, any bytes valid.
+        // SAFETY: as for `consumer`: inside the checked mapping, 128-aligned, all atomics.
         unsafe { &*(self.map.as_ptr().add(offset) as *const GroupEntry) }
     }
 
     /// The stamp of slot `index` (`index < slot_count`).
-    pub fn stamp(&self, index: u32) -> &AtomicU64 {
+    pub(crate) fn stamp(&self, index: u32) -> &AtomicU64 {
         assert!(index < self.geometry.slot_count);
         // SAFETY: slot offsets are inside the checked mapping and page-aligned, so the
         // first 8 bytes form an aligned AtomicU64.
@@ -371,21 +369,68 @@ impl Segment {
         }
     }
 
-    /// Pointer to the slot header (`SLOT_HEADER_SIZE` bytes) of slot `index`.
-    pub(crate) fn slot_header_ptr(&self, index: u32) -> *mut u8 {
-        assert!(index < self.geometry.slot_count);
-        // SAFETY: the offset is inside the checked mapping.
-        unsafe {
-            self.map
-                .as_mut_ptr()
-                .add(self.geometry.slot_offset(index) as usize)
-        }
+    /// The frame header and attribute area of slot `index` (`FRAME_AREA_SIZE` bytes from
+    /// `FRAME_HEADER_OFFSET`), without the stamp.
+    ///
+    /// # Safety
+    /// No process may write these bytes while the slice lives: the slot holds a frame
+    /// published for this reader and kept from rewriting by its pin (spec §5.4, §6.3), or
+    /// it is the caller's own producer's.
+    pub(crate) unsafe fn frame_area(&self, index: u32) -> &[u8] {
+        // SAFETY: the area lies inside the mapping (`frame_area_ptr`); nobody writes it
+        // while the slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.frame_area_ptr(index), FRAME_AREA_SIZE) }
     }
 
-    /// Pointer to the payload (`payload_capacity` bytes) of slot `index`.
-    pub(crate) fn payload_ptr(&self, index: u32) -> *mut u8 {
-        // SAFETY: payload = slot header + SLOT_HEADER_SIZE, still inside the slot's stride.
-        unsafe { self.slot_header_ptr(index).add(SLOT_HEADER_SIZE) }
+    /// The frame header and attribute area of slot `index`, to write.
+    ///
+    /// # Safety
+    /// The caller is the ring's one producer, holds the claim of this slot (stamped
+    /// WRITING, with the lossless floor and lossy pins checked, spec §6.2), and makes no
+    /// other reference to these bytes while the slice lives.
+    #[allow(clippy::mut_from_ref)] // the claim, not `&self`, gives the exclusivity
+    pub(crate) unsafe fn frame_area_mut(&self, index: u32) -> &mut [u8] {
+        // SAFETY: inside the mapping; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.frame_area_ptr(index), FRAME_AREA_SIZE) }
+    }
+
+    /// The first `len` payload bytes of slot `index` (`len ≤ payload_capacity`).
+    ///
+    /// # Safety
+    /// As for [`frame_area`](Self::frame_area).
+    pub(crate) unsafe fn payload(&self, index: u32, len: usize) -> &[u8] {
+        assert!(len as u64 <= self.geometry.payload_capacity);
+        // SAFETY: inside the slot's payload (checked above); nobody writes it while the
+        // slice lives (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.payload_ptr(index), len) }
+    }
+
+    /// The whole payload of slot `index` (`payload_capacity` bytes, page-aligned), to
+    /// write.
+    ///
+    /// # Safety
+    /// As for [`frame_area_mut`](Self::frame_area_mut).
+    #[allow(clippy::mut_from_ref)] // the claim, not `&self`, gives the exclusivity
+    pub(crate) unsafe fn payload_mut(&self, index: u32) -> &mut [u8] {
+        let len = self.geometry.payload_capacity as usize;
+        // SAFETY: the payload area lies inside the mapping; exclusive by the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(index), len) }
+    }
+
+    fn frame_area_ptr(&self, index: u32) -> *mut u8 {
+        assert!(index < self.geometry.slot_count);
+        let offset = self.geometry.slot_offset(index) as usize + FRAME_HEADER_OFFSET;
+        // SAFETY: the slot lies inside the checked mapping, and FRAME_HEADER_OFFSET +
+        // FRAME_AREA_SIZE is its header.
+        unsafe { self.map.as_mut_ptr().add(offset) }
+    }
+
+    fn payload_ptr(&self, index: u32) -> *mut u8 {
+        assert!(index < self.geometry.slot_count);
+        let offset = self.geometry.slot_offset(index) as usize + SLOT_HEADER_SIZE;
+        // SAFETY: payload = slot header + SLOT_HEADER_SIZE, inside the slot's stride,
+        // which lies inside the checked mapping.
+        unsafe { self.map.as_mut_ptr().add(offset) }
     }
 
     /// Holds the segment's membership lock (flock) until the guard drops. The kernel
@@ -404,11 +449,11 @@ impl Segment {
     }
 
     /// Producer identity stored in the header.
-    pub fn producer(&self) -> ProcessId {
+    pub(crate) fn producer(&self) -> ProcessId {
         let h = self.header();
         ProcessId {
-            pid: h.producer_pid.load(Ordering::Relaxed),
-            start_time: h.producer_start_time.load(Ordering::Relaxed),
+            pid: h.producer_pid.load(Relaxed),
+            start_time: h.producer_start_time.load(Relaxed),
         }
     }
 }
@@ -430,13 +475,21 @@ enum Validation {
     Invalid(AttachError),
 }
 
+/// The ring header at the start of a mapping of at least `HEADER_SIZE` bytes.
+fn header_of(map: &MmapRaw) -> &RingHeader {
+    assert!(map.len() >= HEADER_SIZE);
+    // SAFETY: the mapping holds at least HEADER_SIZE bytes (asserted), is page-aligned
+    // and lives as long as the borrow; RingHeader is all atomics, so any bytes are a
+    // valid value and stores by other processes, even mid-initialisation, are atomic
+    // stores to cells we only load or store atomically.
+    unsafe { &*(map.as_ptr() as *const RingHeader) }
+}
+
 fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geometry, Validation> {
-    // SAFETY: the mapping holds at least HEADER_SIZE bytes (checked by the caller), is
-    // page-aligned, and RingHeader is valid for any bytes. Plain fields are read only
-    // after the Acquire load of `version` shows the creator finished writing them.
-    let header = unsafe { &*(map.as_ptr() as *const RingHeader) };
-    // SYNC: pairs with the Release store of `version` in `initialise`.
-    let version = header.version.load(Ordering::Acquire);
+    let header = header_of(map);
+    // SYNC: pairs with the Release store of `version` in `initialise`; the Relaxed loads
+    // of every other line-0 word below see what the creator stored before it.
+    let version = header.version.load(Acquire);
     if version == 0 {
         return Err(Validation::Initialising);
     }
@@ -446,7 +499,7 @@ fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geo
             what,
         })
     };
-    if header.magic != MAGIC {
+    if header.magic.load(Relaxed) != MAGIC {
         return Err(Validation::Invalid(AttachError::BadMagic {
             path: path.to_path_buf(),
         }));
@@ -458,37 +511,41 @@ fn validate(name: &str, path: &Path, map: &MmapRaw, file_len: u64) -> Result<Geo
             expected: VERSION,
         }));
     }
-    if header.header_size != HEADER_SIZE as u32
-        || header.slot_header_size != SLOT_HEADER_SIZE as u32
-    {
+    let (header_size, slot_header_size) = (
+        header.header_size.load(Relaxed),
+        header.slot_header_size.load(Relaxed),
+    );
+    if header_size != HEADER_SIZE as u32 || slot_header_size != SLOT_HEADER_SIZE as u32 {
         return Err(layout(format!(
-            "header size {} and slot header size {}, expected {HEADER_SIZE} and {SLOT_HEADER_SIZE}",
-            header.header_size, header.slot_header_size
+            "header size {header_size} and slot header size {slot_header_size}, expected {HEADER_SIZE} and {SLOT_HEADER_SIZE}"
         )));
     }
-    if header.max_consumers != MAX_CONSUMERS as u32 || header.max_groups != MAX_GROUPS as u32 {
+    let (max_consumers, max_groups) = (
+        header.max_consumers.load(Relaxed),
+        header.max_groups.load(Relaxed),
+    );
+    if max_consumers != MAX_CONSUMERS as u32 || max_groups != MAX_GROUPS as u32 {
         return Err(layout(format!(
-            "{} consumer and {} group entries, expected {MAX_CONSUMERS} and {MAX_GROUPS}",
-            header.max_consumers, header.max_groups
+            "{max_consumers} consumer and {max_groups} group entries, expected {MAX_CONSUMERS} and {MAX_GROUPS}"
         )));
     }
-    let expected = Geometry::new(header.slot_count, header.payload_capacity)
-        .filter(|_| header.slot_count > 0)
+    let stored = Geometry {
+        slot_count: header.slot_count.load(Relaxed),
+        payload_capacity: header.payload_capacity.load(Relaxed),
+        slot_stride: header.slot_stride.load(Relaxed),
+        consumers_offset: header.consumers_offset.load(Relaxed),
+        groups_offset: header.groups_offset.load(Relaxed),
+        slots_offset: header.slots_offset.load(Relaxed),
+        segment_size: header.segment_size.load(Relaxed),
+    };
+    let expected = Geometry::new(stored.slot_count, stored.payload_capacity)
+        .filter(|_| stored.slot_count > 0)
         .ok_or_else(|| {
             layout(format!(
                 "{} slots of {} bytes overflow",
-                header.slot_count, header.payload_capacity
+                stored.slot_count, stored.payload_capacity
             ))
         })?;
-    let stored = Geometry {
-        slot_count: header.slot_count,
-        payload_capacity: header.payload_capacity,
-        slot_stride: header.slot_stride,
-        consumers_offset: header.consumers_offset,
-        groups_offset: header.groups_offset,
-        slots_offset: header.slots_offset,
-        segment_size: header.segment_size,
-    };
     if stored != expected {
         let fields = [
             ("slot_stride", stored.slot_stride, expected.slot_stride),
@@ -552,8 +609,8 @@ fn remove_if_stale(name: &str, path: &Path) -> Result<Option<StaleSegment>, Crea
     let producer_pid = match Segment::open_file(name, path.to_path_buf(), file, INIT_GRACE) {
         Ok(segment) => {
             let producer = segment.producer();
-            let finished =
-                segment.header().producer_state.load(Ordering::Acquire) == PRODUCER_FINISHED;
+            // SYNC: pairs with the Release store in `end_stream`; only the state is used.
+            let finished = segment.header().producer_state.load(Acquire) == PRODUCER_FINISHED;
             if producer.is_alive() && !finished {
                 return Err(CreateError::Exists {
                     name: name.into(),

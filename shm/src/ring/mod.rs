@@ -5,7 +5,7 @@
 //! beyond the pids it stores for liveness.
 //!
 //! ```no_run
-//! use streamd::ring::*;
+//! use streamd_shm::ring::*;
 //! let opts = RingOptions { name: "raw".into(), slots: 64, slot_bytes: 512 * 512, full_policy: FullPolicy::Block };
 //! let (mut producer, _stale) = Producer::create(&opts)?;
 //! let mut slot = producer.claim()?;
@@ -20,7 +20,7 @@
 mod consumer;
 mod error;
 mod frame;
-pub mod layout;
+mod layout;
 mod liveness;
 mod membership;
 mod producer;
@@ -34,8 +34,7 @@ pub use consumer::{
 };
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
-    attributes, decode_header, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader,
-    FLAG_END_OF_STREAM,
+    attributes, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM,
 };
 pub use liveness::ProcessId;
 pub use membership::{ConsumerSnapshot, GroupSnapshot, SetSnapshot};
@@ -43,9 +42,23 @@ pub use producer::{
     FrameMeta, FullPolicy, HeldSlot, OwnedRing, Producer, ProducerCounters, RingOptions,
     SlotWriter, REAP_INTERVAL,
 };
-pub use segment::{list_names, segment_path, Segment, StaleSegment};
+use segment::Segment;
+pub use segment::{list_names, segment_path, StaleSegment};
 pub use sets::MAX_SETS;
 pub use wait::WaitMode;
+
+/// Longest ring or group name, in bytes (spec §2.1).
+pub const MAX_NAME_LEN: usize = layout::NAME_CAPACITY - 1;
+/// Bytes of attributes a frame carries at most (spec §3.6).
+pub const ATTR_CAPACITY: usize = layout::ATTR_CAPACITY;
+/// Consumer groups a ring holds (spec §3.3).
+pub const MAX_GROUPS: usize = layout::MAX_GROUPS;
+
+/// Bytes of a ring segment of `slots` slots of `slot_bytes` (spec §3.1), `None` when
+/// the sizes overflow.
+pub fn segment_size(slots: u32, slot_bytes: u64) -> Option<u64> {
+    layout::Geometry::new(slots, slot_bytes).map(|g| g.segment_size)
+}
 
 /// A read-only look at a ring for status tools (`streamd rings`, the dashboard).
 pub struct RingInspector {
@@ -86,6 +99,7 @@ impl RingInspector {
 
     /// `running`, `finished` or `dead`.
     fn producer_state(&self) -> &'static str {
+        // SYNC: pairs with the Release store in `end_stream`; only the state is used.
         if self
             .segment
             .header()
@@ -113,14 +127,15 @@ impl RingInspector {
             slots: seg.geometry().slot_count,
             slot_bytes: seg.geometry().payload_capacity,
             segment_bytes: seg.geometry().segment_size,
-            huge_pages: h.flags & layout::RING_FLAG_HUGE_PAGES != 0,
-            full_policy: if h.full_policy == layout::POLICY_DROP_NEWEST {
+            huge_pages: h.flags.load(Relaxed) & layout::RING_FLAG_HUGE_PAGES != 0,
+            full_policy: if h.full_policy.load(Relaxed) == layout::POLICY_DROP_NEWEST {
                 "drop-newest"
             } else {
                 "block"
             },
             producer_pid: producer.pid,
             producer: state,
+            // SYNC: pairs with the head store in `publish`; only the count is used.
             published: h.head.load(Acquire),
             dropped: h.dropped.load(Relaxed),
             consumers_reaped: h.consumers_reaped.load(Relaxed),

@@ -12,7 +12,7 @@ use super::membership::{
 use super::segment::Segment;
 use super::sets::Deal;
 use super::wait::{futex_wait, futex_wake_all, WaitMode};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -251,10 +251,6 @@ impl Consumer {
         }
     }
 
-    pub fn segment(&self) -> &Segment {
-        &self.segment
-    }
-
     fn entry(&self) -> &ConsumerEntry {
         self.segment.consumer(self.seat.entry)
     }
@@ -311,6 +307,8 @@ impl Consumer {
     /// holder that cannot commit yet uses this to tell the end from a full window.
     pub fn read_everything(&self) -> bool {
         let header = self.segment.header();
+        // SYNC: pairs with the Release store of producer_state in `end_stream`; end_seq is
+        // visible. The head load pairs with the head store in `publish` (a count only).
         let published = if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
             header.end_seq.load(Relaxed)
         } else if !self.segment.producer().is_alive() {
@@ -396,11 +394,10 @@ impl Consumer {
 
     fn open_frame(&mut self, seq: u64, slot: u32) -> Result<Frame<'_>, RecvError> {
         let capacity = self.segment.geometry().payload_capacity;
-        // SAFETY: slot header inside the mapping; pinned against rewriting (see `recv`).
-        let slot_header = unsafe {
-            std::slice::from_raw_parts(self.segment.slot_header_ptr(slot), SLOT_HEADER_SIZE)
-        };
-        match decode_header(slot_header, capacity) {
+        // SAFETY: the slot holds `seq`, published (stamp checked in `next_frame`), and our
+        // pin keeps the producer from rewriting it until this frame is released.
+        let area = unsafe { self.segment.frame_area(slot) };
+        match decode_header(area, capacity) {
             Ok(header) => Ok(Frame {
                 consumer: self,
                 slot,
@@ -438,7 +435,8 @@ impl Consumer {
                 self.plausible("the group's claim position", grp.claim_next.load(SeqCst))?;
             if self.delivery == Delivery::Lossy {
                 // More than a ring behind: jump to the newest frame owed, not to the oldest
-                // one still held, whose slot the producer needs next (spec §5.5).
+                // one still held, whose slot the producer needs next (spec §5.5). SYNC:
+                // pairs with the head store in `publish`; only the count is used here.
                 let head = self.plausible("head", self.segment.header().head.load(Acquire))?;
                 let newest = self.deal.newest_below(head).filter(|&n| n > start);
                 if let Some(newest) = newest.filter(|_| start + slots < head) {
@@ -471,12 +469,15 @@ impl Consumer {
             received_base: counters.received,
             missed_base,
         };
-        // Progress first: a reader summing the words may see a count dip, never a double.
+        // Progress first, then the bases and the run with Release. SYNC: pairs with the
+        // Acquire loads in `membership::view`, which load those words before `progress`:
+        // a reader that sees the new run sees `progress = 0`, so it may see a count dip,
+        // never a double. (If we die in between, our private group ends with us.)
         entry.progress.store(0, Relaxed);
-        entry.received_base.store(run.received_base, Relaxed);
-        entry.missed_base.store(run.missed_base, Relaxed);
-        entry.run_start.store(run.start, Relaxed);
-        entry.run_end.store(run.end, Relaxed);
+        entry.received_base.store(run.received_base, Release);
+        entry.missed_base.store(run.missed_base, Release);
+        entry.run_start.store(run.start, Release);
+        entry.run_end.store(run.end, Release);
         self.start_run(run);
         Ok(())
     }
@@ -510,7 +511,8 @@ impl Consumer {
             if self.interrupt.as_ref().is_some_and(|f| f.load(Relaxed)) {
                 return Err(RecvError::Interrupted);
             }
-            // SYNC: pairs with the Release store in Producer::finish; end_seq is visible.
+            // SYNC: pairs with the Release store in `end_stream`; end_seq, and the head it
+            // was taken from, are visible.
             if header.producer_state.load(Acquire) == PRODUCER_FINISHED {
                 let published = header.end_seq.load(Relaxed);
                 if published > header.head.load(Acquire) {
@@ -532,6 +534,7 @@ impl Consumer {
                 if !producer.is_alive() && header.producer_state.load(Acquire) != PRODUCER_FINISHED
                 {
                     // A dead producer never advances head again: what is below it is whole.
+                    // SYNC: pairs with the head store in `publish`, as at the loop's top.
                     let published = header.head.load(Acquire);
                     if seq >= published {
                         return self.end_of_run(
@@ -547,7 +550,8 @@ impl Consumer {
                 reap(&self.segment);
             }
             // A departed member's older run pins the ring below `seq`: take it first, or
-            // the producer never gets to `seq` (spec §7.3).
+            // the producer never gets to `seq` (spec §7.3). SYNC: pairs with the SeqCst
+            // store in `membership::normalize`; `adopt` re-reads everything under the lock.
             if self.segment.group(self.seat.group).orphans.load(Acquire) > 0 {
                 // A holder hands nothing back: it commits, then claims the orphan (§5.8).
                 if self.held() > 0 {
@@ -614,6 +618,9 @@ impl Consumer {
 
     fn store_progress(&mut self) {
         let entry = self.segment.consumer(self.seat.entry);
+        // One word per frame (then the pin): whichever of these stores a killed consumer
+        // made, its entry derives exact counts. Relaxed: no reader needs more than the
+        // word itself (the pin below is what orders our reads of the slot).
         entry
             .progress
             .store(progress(self.done, self.missed_in_run), Relaxed);
@@ -656,6 +663,7 @@ impl Frame<'_> {
 
     /// Frames the producer has published after this one: how far the reader lags.
     pub fn lag(&self) -> u64 {
+        // SYNC: pairs with the head store in `publish`; only the count is used.
         let head = self.consumer.segment.header().head.load(Acquire);
         head.saturating_sub(self.seq + 1)
     }
@@ -667,31 +675,22 @@ impl Frame<'_> {
 
     /// The pixels, `header().payload_len` bytes, page-aligned.
     pub fn payload(&self) -> &[u8] {
-        let seg = &self.consumer.segment;
-        // SAFETY: payload_len ≤ payload_capacity (checked by decode_header), so the range
-        // lies inside the slot; the slot cannot be rewritten while this guard lives.
-        unsafe {
-            std::slice::from_raw_parts(seg.payload_ptr(self.slot), self.header.payload_len as usize)
-        }
+        let len = self.header.payload_len as usize;
+        // SAFETY: the slot cannot be rewritten while this guard lives (our pin holds it);
+        // payload_len ≤ payload_capacity (checked by decode_header).
+        unsafe { self.consumer.segment.payload(self.slot, len) }
     }
 
     /// The attribute area as encoded (spec §4.3), for copying a frame's attributes
     /// unchanged into another ring.
     pub fn raw_attributes(&self) -> Result<&[u8], FrameError> {
-        let seg = &self.consumer.segment;
-        // SAFETY: slot header inside the mapping, reserved while this guard lives.
-        let slot_header =
-            unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
-        attr_bytes(slot_header)
+        // SAFETY: the slot is reserved for this guard, as for `payload`.
+        attr_bytes(unsafe { self.consumer.segment.frame_area(self.slot) })
     }
 
     /// The key/value attributes the producer attached.
     pub fn attributes(&self) -> impl Iterator<Item = Result<(&str, AttrValue<'_>), FrameError>> {
-        let seg = &self.consumer.segment;
-        // SAFETY: slot header inside the mapping, reserved while this guard lives.
-        let slot_header =
-            unsafe { std::slice::from_raw_parts(seg.slot_header_ptr(self.slot), SLOT_HEADER_SIZE) };
-        let area = attr_bytes(slot_header);
+        let area = self.raw_attributes();
         let failed = area.as_ref().err().cloned();
         area.ok()
             .into_iter()
@@ -764,15 +763,11 @@ impl Consumer {
         if !self.reserves(frame) {
             return None;
         }
-        // SAFETY: payload_len ≤ payload_capacity (decode_header); the slot cannot be
-        // rewritten while the frame is reserved for this consumer (checked above), and the
-        // returned borrow of `self` keeps it so (release and commit take `&mut self`).
-        Some(unsafe {
-            std::slice::from_raw_parts(
-                self.segment.payload_ptr(frame.slot),
-                frame.header.payload_len as usize,
-            )
-        })
+        let len = frame.header.payload_len as usize;
+        // SAFETY: the slot cannot be rewritten while the frame is reserved for this
+        // consumer (checked above), and the returned borrow of `self` keeps it so (release
+        // and commit take `&mut self`); payload_len ≤ payload_capacity (decode_header).
+        Some(unsafe { self.segment.payload(frame.slot, len) })
     }
 
     /// The attribute area of a detached frame (spec §4.3); `None` as for the payload.
@@ -780,11 +775,8 @@ impl Consumer {
         if !self.reserves(frame) {
             return None;
         }
-        // SAFETY: slot header inside the mapping, reserved as checked above.
-        let slot_header = unsafe {
-            std::slice::from_raw_parts(self.segment.slot_header_ptr(frame.slot), SLOT_HEADER_SIZE)
-        };
-        Some(attr_bytes(slot_header))
+        // SAFETY: the slot is reserved for this consumer, as for `detached_payload`.
+        Some(attr_bytes(unsafe { self.segment.frame_area(frame.slot) }))
     }
 
     /// Releases a detached frame of a consumer that does not hold; a holder releases
@@ -874,7 +866,7 @@ mod tests {
     fn a_damaged_slot_is_reported_once_then_skipped_and_counted() {
         let mut producer = ring("stamp", 0);
         let mut consumer =
-            Consumer::attach(producer.segment().name(), &group("G", Delivery::Lossless)).unwrap();
+            Consumer::attach(producer.name(), &group("G", Delivery::Lossless)).unwrap();
         publish(&mut producer, 0..6);
         producer.segment().stamp(4).store(0, SeqCst);
         producer.finish();
@@ -911,7 +903,7 @@ mod tests {
             hold: true,
             ..ConsumerOptions::default()
         };
-        let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+        let mut consumer = Consumer::attach(producer.name(), &options).unwrap();
         publish(&mut producer, 0..8);
         let frames: Vec<Detached> = (0..4).map(|_| consumer.recv().unwrap().detach()).collect();
         assert_eq!(consumer.held(), 4);
@@ -937,8 +929,7 @@ mod tests {
     #[test]
     fn a_detached_frame_blocks_reading_until_released() {
         let mut producer = ring("detach", 0);
-        let mut consumer =
-            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        let mut consumer = Consumer::attach(producer.name(), &ConsumerOptions::default()).unwrap();
         publish(&mut producer, 0..3);
         let first = consumer.recv().unwrap().detach();
         assert_eq!(
@@ -946,8 +937,7 @@ mod tests {
             Some(RecvError::FrameDetached { seq: 0 })
         );
         assert!(consumer.detached_payload(&first).is_some());
-        let other =
-            Consumer::attach(producer.segment().name(), &ConsumerOptions::default()).unwrap();
+        let other = Consumer::attach(producer.name(), &ConsumerOptions::default()).unwrap();
         assert!(other.detached_payload(&first).is_none());
         consumer.release(first);
         assert_eq!(consumer.recv().unwrap().header().frame_id, 1);
@@ -1128,7 +1118,7 @@ mod tests {
                     ..ConsumerOptions::default()
                 }
             };
-            let mut consumer = Consumer::attach(producer.segment().name(), &options).unwrap();
+            let mut consumer = Consumer::attach(producer.name(), &options).unwrap();
             producer.segment().header().head.store(u64::MAX, SeqCst);
             let mut outcome = None;
             // Frames before the damage may still come; the damage ends it.

@@ -1,4 +1,34 @@
-//! The few system calls the supervisor and its children make outside the ring.
+//! The process's edge to the operating system outside the rings: the wall clock,
+//! signals (stopping on SIGINT/SIGTERM, signalling a child, dying with the parent), and
+//! the file-creation mask. A leaf: it imports nothing of the crate, so every other part
+//! may use it.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Nanoseconds since the Unix epoch (frame timestamps).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A raised flag on SIGINT or SIGTERM, so loops can stop cleanly and still report.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&flag));
+    }
+    flag
+}
+
+/// Sends signal `sig` to child `pid`, which the caller has not reaped yet.
+pub fn signal_child(pid: u32, sig: i32) {
+    // SAFETY: kill(2) touches no memory of ours; the caller has not reaped the child, so
+    // the pid still names it.
+    unsafe { libc::kill(pid as i32, sig) };
+}
 
 /// Asks the kernel to SIGKILL this process when its parent dies, so no worker outlives
 /// a supervisor that was killed; false if the parent (`parent`) is already gone.

@@ -4,13 +4,15 @@
 //! its own entry. Readers (`status`, `top`, metrics) only load, so they never slow a
 //! worker; a snapshot may be a frame apart between fields.
 
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"STRMSTAT");
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 pub const NAME_BYTES: usize = 32;
 pub const COUNTER_NAME_BYTES: usize = 32;
-pub const MAX_COUNTERS: usize = crate::processors::MAX_COUNTERS;
+/// Processor counters an entry holds (a stage worker checks its processor's fit).
+pub const MAX_COUNTERS: usize = 32;
 /// Room for a stage's arguments as JSON.
 pub const ARGS_BYTES: usize = 8000;
 /// Room for a worker's last error message, and for the last line it wrote to stderr.
@@ -47,8 +49,12 @@ pub const WORKER_ERROR: u32 = 7;
 /// bucket b times in [2^b, 2^(b+1)) µs, the last bucket everything longer.
 pub const TIME_BUCKETS: usize = 24;
 
-/// No frame yet (`last_frame_id`), no core (`core`).
-pub const NONE: u64 = u64::MAX;
+/// A worker that runs unpinned (`core`).
+pub const NO_CORE: u64 = u64::MAX;
+
+/// `WorkerEntry::frame_ids_set` bits: which frame-id fields hold an id.
+const LAST_FRAME_SET: u32 = 1;
+const APPLIED_FRAME_SET: u32 = 2;
 
 /// How a worker process last ended (`WorkerEntry::exit`): the kind in the high 32 bits,
 /// the exit status or signal number in the low ones; 0 before any exit.
@@ -113,13 +119,18 @@ pub struct WorkerEntry {
     pub proc_histogram: [AtomicU64; TIME_BUCKETS],
     /// Frames published into the input ring that this worker's group had not taken yet.
     pub lag: AtomicU64,
-    pub last_frame_id: AtomicU64,
+    /// Read through [`WorkerEntry::last_frame_id`].
+    last_frame_id: AtomicU64,
     /// µs from this worker's first frame to its latest (since it started or statistics
     /// were reset): frames over it is the rate it held.
     pub span_us: AtomicU64,
-    /// The stage `args_gen` this worker applies, and the first frame id it applied to.
+    /// The stage `args_gen` this worker applies, and the first frame id it applied to
+    /// (read through [`WorkerEntry::applied_from_frame`]).
     pub applied_gen: AtomicU64,
-    pub applied_from_frame: AtomicU64,
+    applied_from_frame: AtomicU64,
+    /// Which of the two frame ids above is set (`LAST_FRAME_SET`, `APPLIED_FRAME_SET`):
+    /// a frame id may be any u64, so no value of it can mean "none yet".
+    frame_ids_set: AtomicU32,
     pub reset_seen: AtomicU64,
     pub counter_names: [[AtomicU8; COUNTER_NAME_BYTES]; MAX_COUNTERS],
     pub counter_values: [AtomicU64; MAX_COUNTERS],
@@ -170,6 +181,43 @@ pub struct Text<const N: usize> {
     pub gen: AtomicU64,
     pub len: AtomicU32,
     pub bytes: [AtomicU8; N],
+}
+
+impl WorkerEntry {
+    /// Records the id of the frame just handled (the worker only).
+    pub fn set_last_frame_id(&self, id: u64) {
+        self.last_frame_id.store(id, Relaxed);
+        // The bit is set once; a Relaxed load per frame keeps the RMW off the hot path.
+        if self.frame_ids_set.load(Relaxed) & LAST_FRAME_SET == 0 {
+            // SYNC: pairs with the Acquire load in `last_frame_id`: whoever sees the bit
+            // sees an id stored before it.
+            self.frame_ids_set.fetch_or(LAST_FRAME_SET, Release);
+        }
+    }
+
+    /// The id of the last frame the worker (or a predecessor) handled; `None` before
+    /// the first.
+    pub fn last_frame_id(&self) -> Option<u64> {
+        // SYNC: pairs with the Release `fetch_or` in `set_last_frame_id`.
+        let set = self.frame_ids_set.load(Acquire) & LAST_FRAME_SET != 0;
+        set.then(|| self.last_frame_id.load(Relaxed))
+    }
+
+    /// Records the first frame a new configuration applied to (the worker only), before
+    /// it stores `applied_gen`.
+    pub fn set_applied_from_frame(&self, id: u64) {
+        self.applied_from_frame.store(id, Relaxed);
+        // SYNC: pairs with the Acquire load in `applied_from_frame`.
+        self.frame_ids_set.fetch_or(APPLIED_FRAME_SET, Release);
+    }
+
+    /// The first frame the worker's current configuration applied to; `None` before any
+    /// `configure` took effect.
+    pub fn applied_from_frame(&self) -> Option<u64> {
+        // SYNC: pairs with the Release `fetch_or` in `set_applied_from_frame`.
+        let set = self.frame_ids_set.load(Acquire) & APPLIED_FRAME_SET != 0;
+        set.then(|| self.applied_from_frame.load(Relaxed))
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<StatsHeader>() <= HEADER_SIZE);

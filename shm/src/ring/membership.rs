@@ -10,7 +10,7 @@ use super::liveness::ProcessId;
 use super::segment::{name_bytes, name_from_bytes, unix_ns, valid_name, MembershipLock, Segment};
 use super::sets::{Deal, MAX_SETS};
 use std::sync::atomic::AtomicU8;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// Where a consumer sits in the tables.
 #[derive(Debug, Clone, Copy)]
@@ -247,14 +247,23 @@ struct EntryView {
     missed: u64,
 }
 
+/// Derives an entry's view. The run and base words are loaded before `progress`, with
+/// Acquire. SYNC: pairs with the Release stores of those words, which come after
+/// `progress = 0`, in the broadcast claim (`Consumer::claim_run`) and in `apply_journal`:
+/// a reader that sees a new run or base sees its `progress` reset, so a live entry's
+/// `next` and counts may read low for a moment (a dip), never high (a double). Read after
+/// its owner died, the entry is exact: per frame the owner stores one word, `progress`.
 fn view(e: &ConsumerEntry) -> EntryView {
+    let received_base = e.received_base.load(Acquire);
+    let missed_base = e.missed_base.load(Acquire);
+    let run_start = e.run_start.load(Acquire);
+    let run_end = e.run_end.load(Acquire);
     let (done, missed_in_run) = progress_parts(e.progress.load(Relaxed));
-    let received_base = e.received_base.load(Relaxed);
     EntryView {
-        next: e.run_start.load(Relaxed) + u64::from(done),
-        run_end: e.run_end.load(Relaxed),
+        next: run_start + u64::from(done),
+        run_end,
         received: received_base + u64::from(done - missed_in_run.min(done)),
-        missed: e.missed_base.load(Relaxed) + u64::from(missed_in_run),
+        missed: missed_base + u64::from(missed_in_run),
     }
 }
 
@@ -286,6 +295,9 @@ fn commit(seg: &Segment, g: usize, writes: &[EntryValues], retired: (u64, u64), 
     grp.journal_retired_received.store(retired.0, Relaxed);
     grp.journal_retired_missed.store(retired.1, Relaxed);
     grp.journal_claim_next.store(claim_next, Relaxed);
+    // SYNC: the journal words above, then `gen` odd (SeqCst, so a release): pairs with
+    // the SeqCst load of `gen` in `locked` by whoever takes the lock after us, which then
+    // reads the journal we wrote if we die before turning `gen` even.
     grp.gen.fetch_add(1, SeqCst);
     apply_journal(seg, g);
     grp.gen.fetch_add(1, SeqCst);
@@ -302,19 +314,25 @@ fn apply_journal(seg: &Segment, g: usize) {
         }
         let e = seg.consumer(index);
         e.pin.store(w.pin.load(Relaxed), SeqCst);
-        // Every journaled run starts fresh: nothing of it done yet.
+        // Every journaled run starts fresh: nothing of it done yet. Progress first, then
+        // the run and bases with Release. SYNC: pairs with the Acquire loads in `view`,
+        // which load those words before `progress`: a count may dip, never double.
         e.progress.store(0, Relaxed);
-        e.run_start.store(w.run_start.load(Relaxed), Relaxed);
-        e.run_end.store(w.run_end.load(Relaxed), Relaxed);
+        e.run_start.store(w.run_start.load(Relaxed), Release);
+        e.run_end.store(w.run_end.load(Relaxed), Release);
         e.received_base
-            .store(w.received_base.load(Relaxed), Relaxed);
-        e.missed_base.store(w.missed_base.load(Relaxed), Relaxed);
+            .store(w.received_base.load(Relaxed), Release);
+        e.missed_base.store(w.missed_base.load(Relaxed), Release);
         e.state.store(w.state.load(Relaxed), SeqCst);
     }
+    // The group's counters after its entries: a retired member's counts leave its entry
+    // before they reach `retired_*`. SYNC: Release, paired with the Acquire loads in
+    // `groups`, which read `retired_*` before the entries: a member's counts are summed
+    // at most once (a dip, never a double).
     grp.retired_received
-        .store(grp.journal_retired_received.load(Relaxed), Relaxed);
+        .store(grp.journal_retired_received.load(Relaxed), Release);
     grp.retired_missed
-        .store(grp.journal_retired_missed.load(Relaxed), Relaxed);
+        .store(grp.journal_retired_missed.load(Relaxed), Release);
     grp.claim_next
         .store(grp.journal_claim_next.load(Relaxed), SeqCst);
     normalize(seg, g);
@@ -408,7 +426,8 @@ fn retire(seg: &Segment, entry: usize) {
         o.state.load(Relaxed) == ENTRY_ACTIVE && o.group.load(Relaxed) as usize == g
     });
     let v = view(e);
-    // Frames past the end of a finished stream are owed to nobody.
+    // Frames past the end of a finished stream are owed to nobody. SYNC: pairs with the
+    // Release store of producer_state in `end_stream`; end_seq is visible.
     let finished = h.producer_state.load(Acquire) == PRODUCER_FINISHED;
     let owed_end = if finished {
         v.run_end.min(h.end_seq.load(Relaxed))
@@ -455,6 +474,7 @@ pub(crate) fn claim_shared_run(seg: &Segment, seat: Seat, slots: u64) -> Run {
     let mut start = grp.claim_next.load(SeqCst);
     let mut missed_base = v.missed;
     if lossy {
+        // SYNC: pairs with the head store in `publish`; only the count is used.
         let head = seg.header().head.load(Acquire);
         if start + slots < head {
             // To the newest frame owed (of the set, with sets), counting what it skips.
@@ -661,6 +681,7 @@ pub(crate) fn lossless_floor(seg: &Segment) -> u64 {
 
 /// Number of active consumers.
 pub(crate) fn active_consumers(seg: &Segment) -> usize {
+    // SYNC: pairs with the SeqCst store of `state` that ends `join`; only the count is used.
     (0..MAX_CONSUMERS)
         .filter(|&i| seg.consumer(i).state.load(Acquire) == ENTRY_ACTIVE)
         .count()
@@ -706,20 +727,27 @@ pub struct ConsumerSnapshot {
 /// holds by construction; counters are read without stopping anyone, so a snapshot of
 /// a running ring may be a few frames apart between fields.
 pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
+    // SYNC: pairs with the head store in `publish`; only the count is used.
     let head = seg.header().head.load(Acquire);
     let mut out = Vec::new();
     for g in 0..MAX_GROUPS {
         let grp = seg.group(g);
+        // SYNC: pairs with the SeqCst store of `state` in `form_group`: the group's
+        // settings, stored before it, are visible.
         if grp.state.load(Acquire) != GROUP_ACTIVE {
             continue;
         }
         let mut consumers = Vec::new();
+        // SYNC: pairs with the Release stores in `apply_journal`: counts that moved here
+        // from a retired entry are no longer in that entry when we read it below.
         let (mut delivered, mut missed) = (
-            grp.retired_received.load(Relaxed),
-            grp.retired_missed.load(Relaxed),
+            grp.retired_received.load(Acquire),
+            grp.retired_missed.load(Acquire),
         );
         for i in 0..MAX_CONSUMERS {
             let e = seg.consumer(i);
+            // SYNC: pairs with the SeqCst store of `state` that ends `join`: the identity
+            // words stored before it are visible.
             if e.state.load(Acquire) == ENTRY_ACTIVE && e.group.load(Relaxed) as usize == g {
                 let v = view(e);
                 let (r, m) = (v.received, v.missed);

@@ -17,6 +17,13 @@ use std::sync::atomic::{fence, AtomicU8};
 const SHM_DIR: &str = "/dev/shm";
 const PREFIX: &str = "streamd-stats.";
 
+/// Nanoseconds since the Unix epoch, when the supervisor started.
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Path of pipeline `name`'s stats segment.
 pub fn stats_path(name: &str) -> PathBuf {
     Path::new(SHM_DIR).join(format!("{PREFIX}{name}"))
@@ -194,7 +201,7 @@ impl StatsSegment {
         let me = ProcessId::current();
         h.supervisor_pid.store(me.pid, Relaxed);
         h.supervisor_start_time.store(me.start_time, Relaxed);
-        h.started_unix_ns.store(crate::commands::now_ns(), Relaxed);
+        h.started_unix_ns.store(unix_ns(), Relaxed);
         write_str(&h.name, name);
         let mut first = 0u32;
         for (i, s) in stages.iter().enumerate() {
@@ -207,9 +214,8 @@ impl StatsSegment {
                 let e = seg.entry((first + w) as usize);
                 e.stage.store(i as u32, Relaxed);
                 e.worker.store(w, Relaxed);
-                e.core.store(NONE, Relaxed);
-                e.last_frame_id.store(NONE, Relaxed);
-                e.applied_from_frame.store(NONE, Relaxed);
+                // The frame ids start unset: the file is zero from set_len.
+                e.core.store(NO_CORE, Relaxed);
             }
             first += s.workers;
         }
