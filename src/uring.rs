@@ -506,8 +506,7 @@ impl Uring {
                 Ok(res) => {
                     for (k, &i) in chunk.iter().enumerate() {
                         let chain = &res[3 * k..3 * k + 3];
-                        if let Some(&r) = chain.iter().find(|&&r| r < 0 && r != -libc::ECANCELED)
-                        {
+                        if let Some(&r) = chain.iter().find(|&&r| r < 0 && r != -libc::ECANCELED) {
                             results[i] = Err(io::Error::from_raw_os_error(-r));
                         }
                         if chain[0] >= 0 && chain[2] < 0 {

@@ -378,10 +378,9 @@ impl Stitch {
         };
         if p.in_slot {
             let Some(mut slot) = out.held(0) else {
-                return Err(format!(
-                    "frame {id}: the output slot it was assembled in was lost"
-                )
-                .into());
+                return Err(
+                    format!("frame {id}: the output slot it was assembled in was lost").into(),
+                );
             };
             if missing_tiles > 0 {
                 mark_missing(
@@ -396,7 +395,7 @@ impl Stitch {
             for (key, value) in extra {
                 slot.push_attr(key, value.clone())?;
             }
-            return Ok(slot.publish(&meta).map_err(OutputError::from)?);
+            return Ok(slot.publish(&meta).map_err(super::OutputError::from)?);
         }
         if missing_tiles > 0 {
             mark_missing(p.dtype, p.nx, &p.areas, &mut p.pixels, self.fill);

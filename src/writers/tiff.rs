@@ -75,15 +75,14 @@ impl Processor for TiffWriter {
         }
         match (key, value) {
             ("sync", ArgValue::Boolean(b)) => self.sync = *b,
-            ("sync", other) => return Err(format!("sync must be true or false, got {other}").into()),
+            ("sync", other) => {
+                return Err(format!("sync must be true or false, got {other}").into())
+            }
             ("flush_ms", ArgValue::Integer(n)) if *n > 0 => {
                 self.flush_every = Duration::from_millis(*n as u64)
             }
             ("flush_ms", other) => {
-                return Err(format!(
-                    "flush_ms must be a positive number of ms, got {other}"
-                )
-                .into())
+                return Err(format!("flush_ms must be a positive number of ms, got {other}").into())
             }
             _ => return Err(unknown_writer_key("tiff", key, &["sync", "flush_ms"]).into()),
         }
@@ -206,12 +205,12 @@ impl Processor for TiffWriter {
         self.sync.then_some(self.flush_every)
     }
 
-    fn sync(&mut self) -> Result<(), String> {
-        self.publish()
+    fn sync(&mut self) -> Result<(), ProcessError> {
+        Ok(self.publish()?)
     }
 
-    fn stop(&mut self, _out: &mut Outputs) -> Result<(), String> {
-        self.publish()
+    fn stop(&mut self, _out: &mut Outputs) -> Result<(), ProcessError> {
+        Ok(self.publish()?)
     }
 
     fn fault(&self) -> Option<&Fault> {
