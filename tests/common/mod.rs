@@ -59,6 +59,20 @@ pub fn finish(mut child: Child, what: &str) -> Output {
     }
 }
 
+/// The last stdout line of a finished Python script, as JSON.
+pub fn python_json(child: Child, what: &str) -> Value {
+    let out = finish(child, what);
+    assert!(
+        out.status.success(),
+        "{what} exited {:?}:\n{}",
+        out.status,
+        stderr(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed {last:?}: {e}"))
+}
+
 /// The JSON object on the last stdout line.
 pub fn counters(out: &Output, what: &str) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
