@@ -8,7 +8,7 @@ use crate::processors::{
     metadata, passthrough, python, reductions, route, split, stitch, verify, zmq_push, Processor,
     Refused,
 };
-use crate::sources::{replay::Replay, sim::Sim, zmq::ZmqSource, Source};
+use crate::sources::{replay, sim, zmq::ZmqSource, Source};
 use crate::writers::{hdf5, raw, tiff};
 
 /// A processor the pipeline file can name.
@@ -151,7 +151,7 @@ pub static SOURCES: &[SourceKind] = &[
                 SourceContent::Random => true,
                 _ => return Err("the simulator makes ramp or random frames".into()),
             };
-            Ok(Box::new(Sim::open(random, plan.dtype, plan.ny, plan.nx)))
+            Ok(Box::new(sim::open(random, plan.dtype, plan.ny, plan.nx)))
         }),
     },
     SourceKind {
@@ -160,8 +160,8 @@ pub static SOURCES: &[SourceKind] = &[
         open: Some(|plan| {
             let (dtype, ny, nx) = (plan.dtype, plan.ny, plan.nx);
             Ok(Box::new(match &plan.content {
-                SourceContent::Npy(path) => Replay::npy(path, dtype, ny, nx)?,
-                SourceContent::Tiff(paths) => Replay::tiff(paths, dtype, ny, nx)?,
+                SourceContent::Npy(path) => replay::npy(path, dtype, ny, nx)?,
+                SourceContent::Tiff(paths) => replay::tiff(paths, dtype, ny, nx)?,
                 _ => return Err("a replay source reads an .npy stack or TIFF files".into()),
             }))
         }),

@@ -192,6 +192,32 @@ pub fn sentence(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// `ns` since the Unix epoch as an ISO 8601 / RFC 3339 UTC date-time with `digits`
+/// (at most 9) digits of the second: `2023-11-14T22:13:20.123Z` for 3.
+pub fn utc_date_time(ns: u64, digits: u32) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let digits = digits.min(9);
+    let fraction = (ns % 1_000_000_000) / 10u64.pow(9 - digits);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:0width$}Z",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60,
+        width = digits as usize
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,35 +7,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn venv_python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-}
-
-/// Runs `scripts/SCRIPT ARGS...` with the venv's interpreter; its JSON report.
-fn read_back(script: &str, args: &[&str]) -> Value {
-    let out = Command::new(venv_python())
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("scripts")
-                .join(script),
-        )
-        .args(args)
-        .output()
-        .expect(".venv/bin/python (scripts/install-deps installs it)");
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}{}",
-        stderr(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{script} printed {text:?}: {e}"))
-}
 
 #[test]
 fn the_demo_writes_hits_to_tiff_and_every_frame_with_its_metadata_and_reductions_to_nxmx() {

@@ -10,32 +10,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-}
-
-/// Runs one of the independent checkers in `scripts/`; its JSON summary (last line).
-fn check(script: &str, args: &[&str]) -> Value {
-    let out = Command::new(python())
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("scripts")
-                .join(script),
-        )
-        .args(args)
-        .output()
-        .expect("run a checker (scripts/install-deps makes .venv)");
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("a JSON summary")
-}
+use std::path::Path;
+use std::process::Output;
 
 fn signal(pid: u64, sig: i32) {
     // SAFETY: signalling a pid that the pipeline's status reported for its worker.
@@ -75,7 +51,7 @@ fn raw_ids(dir: &Path) -> Vec<u64> {
                     .map(|l| l.split(',').next().unwrap().parse::<u64>().unwrap()),
             );
             // Every record of every file is the right frame.
-            check("check_files.py", &["raw", path.to_str().unwrap()]);
+            read_back("check_files.py", &["raw", path.to_str().unwrap()]);
         }
     }
     ids
@@ -160,7 +136,7 @@ fn writers_killed_at_random_lose_nothing_and_leave_files_that_open() {
         let expected = dir.path().join("expected.ids");
         let all: Vec<String> = (0..FRAMES).map(|i| i.to_string()).collect();
         std::fs::write(&expected, all.join("\n")).unwrap();
-        let nx = check(
+        let nx = read_back(
             "check_nxmx.py",
             &[
                 master.to_str().unwrap(),
@@ -172,7 +148,7 @@ fn writers_killed_at_random_lose_nothing_and_leave_files_that_open() {
         assert_eq!(nx["fabio_frames"], FRAMES);
         assert_eq!(nx["dxtbx_images"], FRAMES);
         assert_eq!(nx["nxmx"], "ok");
-        let h5 = check(
+        let h5 = read_back(
             "check_files.py",
             &[
                 "hdf5",
@@ -187,7 +163,7 @@ fn writers_killed_at_random_lose_nothing_and_leave_files_that_open() {
 
         // raw and TIFF: every frame once over all files, each one right.
         exactly_once(raw_ids(dir.path()), "raw index files");
-        let tiff = check(
+        let tiff = read_back(
             "check_files.py",
             &[
                 "tiff",
@@ -366,7 +342,7 @@ fn a_full_disk_leaves_hdf5_extents_that_count_only_frames_written() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         if name.starts_with("full_data_") {
-            let part = check("check_files.py", &["partial", path.to_str().unwrap()]);
+            let part = read_back("check_files.py", &["partial", path.to_str().unwrap()]);
             assert_eq!(part["visible"], part["frames"], "{name}: extent vs ids");
             stored += part["frames"].as_u64().unwrap();
         }

@@ -42,20 +42,6 @@ fn spawn_python(args: &[&str]) -> Child {
         .expect("run .venv/bin/python (scripts/install-deps installs it)")
 }
 
-/// The last stdout line of a finished Python script, as JSON.
-fn python_json(child: Child, what: &str) -> Value {
-    let out = finish(child, what);
-    assert!(
-        out.status.success(),
-        "{what} exited {:?}:\n{}",
-        out.status,
-        stderr(&out)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed {last:?}: {e}"))
-}
-
 /// Reads stdout lines of `child` until one equals `line`.
 fn wait_line(child: &mut Child, line: &str) {
     let stdout = child.stdout.as_mut().expect("piped stdout");

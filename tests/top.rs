@@ -15,9 +15,13 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own: the tests of this file run at once, each with a session
+    /// named `top`.
     fn new() -> Tmux {
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tmux {
-            socket: format!("streamd-test-{}", std::process::id()),
+            socket: format!("streamd-test-{}-{n}", std::process::id()),
         }
     }
 

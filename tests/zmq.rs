@@ -30,20 +30,6 @@ fn python(args: &[&str]) -> Child {
         .expect("run .venv/bin/python (scripts/install-deps installs it)")
 }
 
-/// The last stdout line of a finished Python script, as JSON.
-fn python_json(child: Child, what: &str) -> Value {
-    let out = finish(child, what);
-    assert!(
-        out.status.success(),
-        "{what} exited {:?}:\n{}",
-        out.status,
-        stderr(&out)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed {last:?}: {e}"))
-}
-
 /// A TCP port for this test process and `slot` (tests run in parallel).
 fn port(slot: u16) -> u16 {
     20_000 + (std::process::id() % 4000) as u16 * 10 + slot

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::ring::{AttrValue, Frame};
 use crate::series::{Series, UserValue};
-use crate::sources::zmq::{check_endpoint, monitor_events};
+use crate::sources::zmq::{check_endpoint, monitor, monitor_events};
 use crate::stream2::encode::{self, ImageHeader, Pixels};
 use crate::sys::stop_flag;
 use crate::writers::bitshuffle;
@@ -390,20 +390,14 @@ impl Processor for ZmqSink {
         socket
             .set_sndhwm(SEND_QUEUE)
             .map_err(|e| fail("send queue", e))?;
-        let monitor_at = format!("inproc://streamd-sink-monitor-{}", std::process::id());
-        socket
-            .monitor(
-                &monitor_at,
-                (::zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32)
-                    | (::zmq::SocketEvent::DISCONNECTED as i32),
-            )
-            .map_err(|e| fail("monitor", e))?;
-        let monitor = context
-            .socket(::zmq::PAIR)
-            .map_err(|e| fail("monitor socket", e))?;
-        monitor
-            .connect(&monitor_at)
-            .map_err(|e| fail("monitor socket", e))?;
+        let monitor = monitor(
+            &context,
+            &socket,
+            "sink",
+            ::zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+                | ::zmq::SocketEvent::DISCONNECTED as i32,
+        )
+        .map_err(|e| fail("monitor", e))?;
         socket
             .bind(&self.endpoint)
             .map_err(|e| fail(&format!("binding {}", self.endpoint), e))?;

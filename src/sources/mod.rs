@@ -9,6 +9,7 @@ pub(crate) mod replay;
 pub(crate) mod sim;
 pub mod zmq;
 
+use crate::pattern::FrameContent;
 use crate::ring::{Dims, Dtype, SlotWriter};
 
 /// One source of frames.
@@ -86,5 +87,31 @@ impl SuppliedFrame {
 
     pub fn bytes(&self) -> usize {
         self.dims.iter().map(|&d| d as usize).product::<usize>() * self.dtype.size()
+    }
+}
+
+/// Frames whose pixels a [`FrameContent`] computes or holds, one frame id after another:
+/// the simulator's ([`sim::open`]) and replayed ones ([`replay::npy`], [`replay::tiff`]).
+pub struct ContentFrames {
+    content: FrameContent,
+    frame: SuppliedFrame,
+}
+
+impl ContentFrames {
+    fn new(content: FrameContent, frame: SuppliedFrame) -> ContentFrames {
+        ContentFrames { content, frame }
+    }
+}
+
+impl Source for ContentFrames {
+    fn next(&mut self, next_id: u64) -> Result<Next, String> {
+        self.frame.frame_id = next_id;
+        Ok(Next::Frame(self.frame))
+    }
+
+    fn write(&mut self, slot: &mut SlotWriter<'_>) -> Result<(), String> {
+        let out = &mut slot.payload_mut()[..self.frame.bytes()];
+        self.content.fill(out, self.frame.frame_id);
+        Ok(())
     }
 }

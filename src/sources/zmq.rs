@@ -221,19 +221,13 @@ impl ZmqSource {
             .map_err(|e| fail("receive queue", e))?;
         // Closing never waits for messages nobody will read.
         socket.set_linger(0).map_err(|e| fail("linger", e))?;
-        let monitor_at = format!("inproc://streamd-source-monitor-{}", std::process::id());
-        socket
-            .monitor(
-                &monitor_at,
-                (::zmq::SocketEvent::CONNECTED as i32) | (::zmq::SocketEvent::DISCONNECTED as i32),
-            )
-            .map_err(|e| fail("monitor", e))?;
-        let monitor = context
-            .socket(::zmq::PAIR)
-            .map_err(|e| fail("monitor socket", e))?;
-        monitor
-            .connect(&monitor_at)
-            .map_err(|e| fail("monitor socket", e))?;
+        let monitor = monitor(
+            &context,
+            &socket,
+            "source",
+            ::zmq::SocketEvent::CONNECTED as i32 | ::zmq::SocketEvent::DISCONNECTED as i32,
+        )
+        .map_err(|e| fail("monitor", e))?;
         socket
             .connect(&settings.endpoint)
             .map_err(|e| fail(&format!("connecting to {}", settings.endpoint), e))?;
@@ -500,6 +494,21 @@ impl ZmqSource {
         frame.missed = gap;
         Some(Next::Frame(frame))
     }
+}
+
+/// A PAIR socket that receives `socket`'s `events` (a mask of `zmq::SocketEvent`s), for
+/// [`monitor_events`]; `role` names it apart from the other end's in this process.
+pub fn monitor(
+    context: &::zmq::Context,
+    socket: &::zmq::Socket,
+    role: &str,
+    events: i32,
+) -> Result<::zmq::Socket, ::zmq::Error> {
+    let at = format!("inproc://streamd-{role}-monitor-{}", std::process::id());
+    socket.monitor(&at, events)?;
+    let monitor = context.socket(::zmq::PAIR)?;
+    monitor.connect(&at)?;
+    Ok(monitor)
 }
 
 /// The events a socket monitor has queued, by code (`zmq::SocketEvent::to_raw`).

@@ -560,6 +560,9 @@ impl Processor for Hdf5Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::{Dims, FrameHeader};
+    use crate::writers::KeptFrame;
+    use std::path::Path;
 
     fn restarted(folder: &std::path::Path) -> Result<Hdf5Writer, ProcessError> {
         let mut writer = Hdf5Writer::default();
@@ -594,5 +597,141 @@ mod tests {
         let err = restarted(dir.path()).err().expect("refused").to_string();
         assert!(err.contains("scan_data_000001.h5"), "{err}");
         assert!(dir.path().join("scan_data_000001.h5").exists());
+    }
+
+    const NY: u32 = 96;
+    const NX: u32 = 128;
+
+    fn pixels(id: u64) -> Vec<u16> {
+        (0..NY * NX)
+            .map(|k| (u64::from(k) + id * 7) as u16)
+            .collect()
+    }
+
+    fn frame(id: u64) -> KeptFrame {
+        let payload: Vec<u8> = bytemuck::cast_slice(&pixels(id)).to_vec();
+        KeptFrame {
+            header: FrameHeader {
+                frame_id: id,
+                timestamp_ns: 1_000 + id,
+                dtype: Dtype::U16,
+                dims: Dims::new(&[NY, NX]).unwrap(),
+                payload_len: payload.len() as u64,
+                flags: 0,
+            },
+            payload,
+            values: Vec::new(),
+            series: None,
+        }
+    }
+
+    /// A bitshuffle-LZ4 writer into `folder` that has stored and synced frames 0..40
+    /// and stored frames 40..80 (not yet synced).
+    fn writing(folder: &Path) -> Hdf5Writer {
+        let mut writer = Hdf5Writer::default();
+        let folder = ArgValue::String(folder.display().to_string());
+        writer.configure("folder", &folder).unwrap();
+        let bslz4 = ArgValue::String("bslz4".into());
+        writer.configure("compression", &bslz4).unwrap();
+        h5::init().unwrap();
+        let _hdf5 = h5::lock();
+        for id in 0..80 {
+            writer.store(&Incoming::Kept(&frame(id))).unwrap();
+            if id == 39 {
+                writer.make_durable().unwrap();
+            }
+        }
+        writer
+    }
+
+    /// What SIGKILL leaves: the file's bytes as they are now (the page cache outlives
+    /// the process), copied to `to` while the writer still has it open.
+    fn killed_copy(from: &Path, to: &Path) -> PathBuf {
+        let name = "scan_data_000001.h5";
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+        to.join(name)
+    }
+
+    /// The ids and frames in a data file, read back as a reader (or the master) would.
+    fn read_back(path: &Path) -> (Vec<u64>, Vec<u16>) {
+        let _hdf5 = h5::lock();
+        let file = File::open(path, Mode::Read).expect("opens read-only");
+        let ids = h5::open_dataset(&file, "/entry/data/frame_id")
+            .unwrap()
+            .read(Element::U64)
+            .unwrap();
+        let data = h5::open_dataset(&file, "/entry/data/data").unwrap();
+        let data = data
+            .read(Element::U16)
+            .expect("every frame it names reads back");
+        (
+            bytemuck::pod_collect_to_vec(&ids),
+            bytemuck::pod_collect_to_vec(&data),
+        )
+    }
+
+    fn assert_holds(path: &Path, frames: u64) {
+        let (ids, data) = read_back(path);
+        assert_eq!(ids, (0..frames).collect::<Vec<_>>());
+        let expected: Vec<u16> = (0..frames).flat_map(pixels).collect();
+        assert!(data == expected, "the frames' pixels differ");
+    }
+
+    /// The superblock's (v2/v3) stored end of allocation.
+    fn stored_eoa(path: &Path) -> u64 {
+        let bytes = std::fs::read(path).unwrap();
+        u64::from_le_bytes(bytes[28..36].try_into().unwrap())
+    }
+
+    #[test]
+    fn frames_named_before_the_superblock_was_written_survive_a_restart() {
+        let (dir, killed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut writer = writing(dir.path());
+        // Killed inside a sync: frame chunks and datasets flushed (the ids name frames
+        // 40..80), the superblock, whose EOA ends before their chunks, not yet.
+        let copy = {
+            let _hdf5 = h5::lock();
+            let f = writer.current.as_mut().unwrap();
+            f.data.flush().unwrap();
+            let ids = std::mem::take(&mut f.pending_ids);
+            f.frame_ids
+                .append_values(bytemuck::cast_slice(&ids))
+                .unwrap();
+            f.frame_ids.flush().unwrap();
+            let copy = killed_copy(dir.path(), killed.path());
+            drop(writer);
+            copy
+        };
+        let len = std::fs::metadata(&copy).unwrap().len();
+        assert!(stored_eoa(&copy) < len, "the superblock lags the data");
+
+        let restarted = restarted(killed.path()).expect("the restart goes on");
+        assert_eq!(restarted.next_file, 2);
+        assert!(stored_eoa(&copy) >= len, "the EOA covers every frame");
+        assert_holds(&copy, 80);
+    }
+
+    #[test]
+    fn a_file_shorter_than_its_stored_eoa_is_recovered_not_removed() {
+        let (dir, killed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let writer = writing(dir.path());
+        let copy = killed_copy(dir.path(), killed.path());
+        // Killed inside a sync after the superblock was written but before the file was
+        // extended to its EOA: the stored EOA lies past the end of the file.
+        let mut bytes = std::fs::read(&copy).unwrap();
+        let eoa = bytes.len() as u64 + 4096;
+        bytes[28..36].copy_from_slice(&eoa.to_le_bytes());
+        let sum = h5::metadata_checksum(&bytes[..44]);
+        bytes[44..48].copy_from_slice(&sum.to_le_bytes());
+        std::fs::write(&copy, &bytes).unwrap();
+        {
+            let _hdf5 = h5::lock();
+            drop(writer);
+        }
+
+        let restarted = restarted(killed.path()).expect("the restart goes on");
+        assert!(copy.exists(), "a file that holds frames stays");
+        assert_eq!(restarted.next_file, 2);
+        assert_holds(&copy, 40);
     }
 }

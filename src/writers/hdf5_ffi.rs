@@ -672,6 +672,12 @@ impl Element {
     }
 }
 
+extern "C" {
+    /// libhdf5 1.10 (`H5Fpublic.h`), what `h5clear --increment` calls: sets the file's
+    /// EOA to the maximum of its EOA and EOF, plus `increment`.
+    fn H5Fincrement_filesize(file_id: hid_t, increment: hsize_t) -> herr_t;
+}
+
 /// An HDF5 file opened through the io_uring driver.
 pub struct File {
     handle: Handle,
@@ -685,7 +691,15 @@ pub enum Mode {
     /// An existing file, read-only.
     Read,
     /// An existing file, read-write, clearing the "open for write" flags a killed SWMR
-    /// writer leaves (what `h5clear -s` does), so that readers can open it again.
+    /// writer leaves (what `h5clear -s` does), so that readers can open it again, and
+    /// taking every byte the file holds as allocated (what `h5clear --increment=0`
+    /// does): a SWMR writer writes its superblock, with the end of allocation (EOA),
+    /// only in `H5Fflush`, after the frame chunks and the datasets that name them. One
+    /// killed between the two leaves a file whose ids name chunks past the stored EOA;
+    /// taken as it is, libhdf5 would allocate over those chunks and cut them off at
+    /// close (a later read: "addr overflow, addr = …, eoa = …"). One killed after the
+    /// superblock but before the file was extended to it leaves a file shorter than
+    /// its EOA, which libhdf5 refuses to open ("truncated file").
     Recover,
 }
 
@@ -727,25 +741,34 @@ impl File {
                 }
                 Mode::Read => h5f::H5Fopen(name.as_ptr(), h5f::H5F_ACC_RDONLY, fapl.id),
                 Mode::Recover => {
-                    let mut clear: h5::hbool_t = 1 as _;
-                    // The file-access property h5clear sets; libhdf5 1.10 registers it.
-                    check(
-                        h5p::H5Pset(
-                            fapl.id,
-                            c"clear_status_flags".as_ptr(),
-                            (&mut clear as *mut h5::hbool_t).cast(),
-                        ),
-                        &what,
-                    )?;
+                    // The file-access properties h5clear sets (-s, and --increment's
+                    // EOF check); libhdf5 1.10 registers them.
+                    for property in [c"clear_status_flags", c"skip_eof_check"] {
+                        let mut on: h5::hbool_t = 1 as _;
+                        check(
+                            h5p::H5Pset(
+                                fapl.id,
+                                property.as_ptr(),
+                                (&mut on as *mut h5::hbool_t).cast(),
+                            ),
+                            &what,
+                        )?;
+                    }
                     h5f::H5Fopen(name.as_ptr(), h5f::H5F_ACC_RDWR, fapl.id)
                 }
             };
-            Ok(File {
+            let file = File {
                 handle: Handle {
                     id: check_id(id, &what)?,
                     close: h5f::H5Fclose,
                 },
-            })
+            };
+            if mode == Mode::Recover {
+                // EOA = max(EOA, EOF) before anything is allocated; the superblock,
+                // dirty from the cleared flags, stores it at close.
+                check(H5Fincrement_filesize(file.handle.id, 0), &what)?;
+            }
+            Ok(file)
         }
     }
 
@@ -1409,4 +1432,14 @@ pub fn unsigned_max(type_id: hid_t) -> Option<f64> {
     };
     (class == h5t::H5T_class_t::H5T_INTEGER && sign == h5t::H5T_sign_t::H5T_SGN_NONE)
         .then(|| 2f64.powi(8 * size as i32) - 1.0)
+}
+
+/// libhdf5's checksum of metadata (a superblock's, for one): for tests that edit one.
+#[cfg(test)]
+pub fn metadata_checksum(bytes: &[u8]) -> u32 {
+    extern "C" {
+        fn H5_checksum_metadata(data: *const c_void, len: usize, initval: u32) -> u32;
+    }
+    // SAFETY: libhdf5 reads `bytes.len()` bytes of a live slice.
+    unsafe { H5_checksum_metadata(bytes.as_ptr().cast(), bytes.len(), 0) }
 }

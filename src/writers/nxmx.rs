@@ -697,25 +697,7 @@ fn write_series(detector: h5::hid_t, s: &Series) -> Result<(), String> {
 
 /// `ns` since the Unix epoch as ISO 8601 UTC with milliseconds.
 fn iso8601(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let millis = (ns / 1_000_000) % 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rest / 3600,
-        (rest / 60) % 60,
-        rest % 60
-    )
+    crate::units::utc_date_time(ns, 3)
 }
 
 #[cfg(test)]

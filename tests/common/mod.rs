@@ -59,6 +59,40 @@ pub fn finish(mut child: Child, what: &str) -> Output {
     }
 }
 
+/// Runs `scripts/SCRIPT ARGS...` (one of the independent readers) with the project's
+/// `.venv` interpreter; its JSON report (the last line it printed).
+pub fn read_back(script: &str, args: &[&str]) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts").join(script))
+        .args(args)
+        .output()
+        .expect(".venv/bin/python (scripts/install-deps installs it)");
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}{}",
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{script} printed {text:?}: {e}"))
+}
+
+/// The last stdout line of a finished Python script, as JSON.
+pub fn python_json(child: Child, what: &str) -> Value {
+    let out = finish(child, what);
+    assert!(
+        out.status.success(),
+        "{what} exited {:?}:\n{}",
+        out.status,
+        stderr(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed {last:?}: {e}"))
+}
+
 /// The JSON object on the last stdout line.
 pub fn counters(out: &Output, what: &str) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
