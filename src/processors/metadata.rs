@@ -261,8 +261,6 @@ impl Processor for AttachMetadata {
         frame: &Frame<'_>,
         out: &mut Outputs,
     ) -> Result<(), ProcessError> {
-        // Every value published before the frames held so far has been taken by now.
-        let checked = Instant::now();
         let header = frame.header();
         if self.held.is_empty() {
             let matcher = self.matcher.as_mut().ok_or("frame before start")?;
@@ -282,14 +280,17 @@ impl Processor for AttachMetadata {
         pixels.clear();
         pixels.extend_from_slice(frame.payload());
         let attributes = AttributeArea::copied(frame.raw_attributes()?)?;
+        // Every value published before the frames held so far has been taken by now; this
+        // frame is held from the same moment, so it cannot time out before its values come.
+        let now = Instant::now();
         self.held.push_back(Held {
             header: header.clone(),
             pixels,
             attributes,
-            since: Instant::now(),
+            since: now,
         });
         self.frames_held += 1;
-        self.release(out, Some(checked))
+        self.release(out, Some(now))
     }
 
     fn poll(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {

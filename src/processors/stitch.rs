@@ -171,12 +171,15 @@ impl Processor for Stitch {
         if self.pending.len() + 1 < self.cache {
             return true;
         }
-        let behind = self.latest.iter().flatten().min();
-        self.latest
-            .get(input)
-            .copied()
-            .flatten()
-            .is_none_or(|id| Some(&id) <= behind)
+        // `None` sorts first: an input that brought nothing yet is the furthest behind.
+        let behind = self.latest.iter().copied().min().flatten();
+        self.latest.get(input).copied().flatten() <= behind
+    }
+
+    fn start(&mut self, ctx: &super::StageContext) -> Result<(), ProcessError> {
+        // Every input counts from the start, the ones that brought nothing yet included.
+        self.latest = vec![None; ctx.inputs];
+        Ok(())
     }
 
     fn process(

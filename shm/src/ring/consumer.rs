@@ -619,11 +619,13 @@ impl Consumer {
     fn store_progress(&mut self) {
         let entry = self.segment.consumer(self.seat.entry);
         // One word per frame (then the pin): whichever of these stores a killed consumer
-        // made, its entry derives exact counts. Relaxed: no reader needs more than the
-        // word itself (the pin below is what orders our reads of the slot).
+        // made, its entry derives exact counts. The pin below is what orders our reads of
+        // the slot.
+        // SYNC: Release pairs with the Acquire load in `membership::view`: a status reader
+        // that counts this frame then reads a head at least as far as the one we read.
         entry
             .progress
-            .store(progress(self.done, self.missed_in_run), Relaxed);
+            .store(progress(self.done, self.missed_in_run), Release);
         // SYNC: SeqCst pin store (our reads of the slot happen-before the producer's
         // rewrite, which loads this pin), then the SeqCst load of producer_waiting.
         let pin = if self.delivery == Delivery::Lossless {

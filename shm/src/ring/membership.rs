@@ -258,7 +258,9 @@ fn view(e: &ConsumerEntry) -> EntryView {
     let missed_base = e.missed_base.load(Acquire);
     let run_start = e.run_start.load(Acquire);
     let run_end = e.run_end.load(Acquire);
-    let (done, missed_in_run) = progress_parts(e.progress.load(Relaxed));
+    // SYNC: pairs with the Release store in `Consumer::store_progress`: a frame counted
+    // here was published by a head this thread can no longer read below (`groups`).
+    let (done, missed_in_run) = progress_parts(e.progress.load(Acquire));
     EntryView {
         next: run_start + u64::from(done),
         run_end,
@@ -725,10 +727,9 @@ pub struct ConsumerSnapshot {
 
 /// Reads every active group's counters. `published = delivered + missed + in_flight`
 /// holds by construction; counters are read without stopping anyone, so a snapshot of
-/// a running ring may be a few frames apart between fields.
+/// a running ring may be a few frames apart between fields, but `published` is read last
+/// and is never below `delivered + missed`.
 pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
-    // SYNC: pairs with the head store in `publish`; only the count is used.
-    let head = seg.header().head.load(Acquire);
     let mut out = Vec::new();
     for g in 0..MAX_GROUPS {
         let grp = seg.group(g);
@@ -765,7 +766,11 @@ pub(crate) fn groups(seg: &Segment) -> Vec<GroupSnapshot> {
                 });
             }
         }
+        // Read after the counts, so `published` covers every frame they count: a counted
+        // frame's `progress` store (Release) follows its reader's Acquire load of a head
+        // past it, and our Acquire loads of `progress` then `head` see at least that head.
         // Only the frames of its set are published to a set (spec §12).
+        let head = seg.header().head.load(Acquire);
         let published = deal_of(grp).owed(grp.start_seq.load(Relaxed), head);
         let sets = grp.sets.load(Relaxed);
         out.push(GroupSnapshot {
