@@ -104,6 +104,11 @@ pub struct FileOptions {
     /// temporary name with its writeback started (sync_file_range), for
     /// [`Uring::publish_batch`] to make durable and rename with others.
     pub rename: bool,
+    /// Write through O_DIRECT, the file padded with zeros to a multiple of
+    /// [`DIRECT_ALIGN`]: the bytes go to the disk without the page cache, so no pages are
+    /// allocated for them and a later sync has no data left to write back. File systems
+    /// without O_DIRECT (tmpfs before Linux 6.6) refuse the open with EINVAL.
+    pub direct: bool,
 }
 
 /// A file written under a temporary name, waiting for [`Uring::publish_batch`].
@@ -384,11 +389,22 @@ impl Uring {
             return Err(beyond_staging(len, most));
         }
         let (c_temp, c_path) = (c_path(temp)?, c_path(path)?);
+        let (len, open_flags) = if options.direct {
+            // The staging buffer is a whole number of alignment units (AlignedBuf).
+            let padded = align_up(len);
+            self.staging.as_mut_slice()[len..padded].fill(0);
+            (padded, libc::O_DIRECT)
+        } else {
+            (len, 0)
+        };
+        if len > most {
+            return Err(beyond_staging(len, most));
+        }
         let slot = types::DestinationSlot::try_from_slot_target(CHAIN_SLOT).expect("slot 0");
         let file = types::Fixed(CHAIN_SLOT);
         let mut chain = vec![
             opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), c_temp.as_ptr())
-                .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+                .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | open_flags)
                 .mode(0o644)
                 // A direct descriptor: never in the fd table, so no O_CLOEXEC (refused).
                 .file_index(Some(slot))
@@ -402,7 +418,7 @@ impl Uring {
                     .build(),
             );
         }
-        if !options.rename {
+        if !options.rename && !options.direct {
             // Start writing the pages back now, without waiting: the disk works while
             // the next file is encoded, and the batch's sync finds little left to do.
             chain.push(
@@ -735,6 +751,7 @@ mod tests {
             overwrite: false,
             sync: true,
             rename: true,
+            direct: false,
         };
         uring.staging_mut(10).unwrap().fill(7);
         uring.fault = Some(Fault::Refused(libc::EBUSY));
@@ -804,6 +821,7 @@ mod tests {
             overwrite: false,
             sync: true,
             rename: true,
+            direct: false,
         };
         uring
             .write_file(&temp, &final_path, 20_000, options)
@@ -831,6 +849,29 @@ mod tests {
     }
 
     #[test]
+    fn direct_files_are_padded_with_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut uring = Uring::new(4096).unwrap();
+        let options = FileOptions {
+            overwrite: false,
+            sync: false,
+            rename: true,
+            direct: true,
+        };
+        // Leftovers of a larger earlier file must not reach the padding.
+        uring.staging_mut(3 * DIRECT_ALIGN).unwrap().fill(9);
+        uring.staging_mut(5000).unwrap().fill(7);
+        let path = dir.path().join("d.bin");
+        uring
+            .write_file(&dir.path().join(".d.part"), &path, 5000, options)
+            .unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 2 * DIRECT_ALIGN);
+        assert_eq!(&back[..5000], &[7u8; 5000][..]);
+        assert!(back[5000..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn staged_files_appear_whole_only_when_the_batch_is_published() {
         let dir = tempfile::tempdir().unwrap();
         let mut uring = Uring::new(4096).unwrap();
@@ -838,6 +879,7 @@ mod tests {
             overwrite: false,
             sync: false,
             rename: false,
+            direct: false,
         };
         let mut files = Vec::new();
         for (i, name) in ["a", "b", "c"].iter().enumerate() {
@@ -884,6 +926,7 @@ mod tests {
             overwrite: false,
             sync: false,
             rename: true,
+            direct: false,
         };
         let err = uring
             .write_file(
