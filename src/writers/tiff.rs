@@ -1,12 +1,12 @@
 //! `tiff`: one TIFF per frame, encoded by the `tiff` crate straight into the io_uring
 //! engine's registered buffer and written under a hidden temporary name; a file appears
 //! under its final name only whole, by a rename that does not replace (whole or absent,
-//! whatever happens to the writer).
+//! whatever happens to the writer). Files are written with O_DIRECT, padded with zeros
+//! to 4 KiB after the last IFD: filling fresh page-cache pages cost as much as the disk
+//! itself on the hosts measured (BENCHMARKS.md). A file system without O_DIRECT gets
+//! buffered writes, their writeback started at once.
 //!
-//! Durability (`sync = true`, the default): files are written with O_DIRECT, padded with
-//! zeros to 4 KiB after the last IFD (no page cache to fill, which on this kind of host
-//! costs as much as the disk; without O_DIRECT, buffered with writeback started at
-//! once), and every `flush_ms` (and when the worker
+//! Durability (`sync = true`, the default): every `flush_ms` (and when the worker
 //! needs its ring slots back, and at the end) the batch is made durable together — one
 //! fdatasync per file, all in flight at once, so the file system commits its journal
 //! once for the batch rather than once per file — then renamed, then the folder is
@@ -48,8 +48,8 @@ pub struct TiffWriter {
     restarted: bool,
     seen: Seen,
     uring: Option<Uring>,
-    /// Durable files are written with O_DIRECT (padded to 4 KiB with zeros past the
-    /// last IFD), until the folder's file system refuses it.
+    /// Files are written with O_DIRECT (padded to 4 KiB with zeros past the last IFD),
+    /// until the folder's file system refuses it.
     direct: bool,
     /// Files written under their temporary names, not yet durable, with their bytes.
     batch: Vec<(Staged, u64)>,
@@ -108,7 +108,7 @@ impl Processor for TiffWriter {
 
     fn start(&mut self, ctx: &StageContext) -> Result<(), ProcessError> {
         self.worker = ctx.worker;
-        self.direct = self.sync;
+        self.direct = true;
         self.uring = Some(Uring::new(TIFF_OVERHEAD).map_err(|e| format!("io_uring: {e}"))?);
         self.restarted = ctx.restarts > 0;
         if self.restarted {
