@@ -305,13 +305,14 @@ fn float_row<T: Pixel>(row: &[T], columns: &mut [f64], threshold: f64) -> FloatR
 fn bin_of(v: f64, h: &HistSpec) -> u32 {
     let inside = v >= h.lo && v <= h.hi;
     // min(trunc(t), last) = trunc(min(t, last)) for t >= 0 (every value inside the
-    // range). Clamped to [0, last] (below 2^16), t's floor plus 2^52 holds the floor in
-    // its low mantissa bits: a conversion that vectorises, where `as` (saturating, NaN
-    // to 0) does not.
+    // range). The clamps also turn NaN into a number.
     let t = (v - h.lo) * h.scale;
     let t = if t < h.last_f { t } else { h.last_f };
     let t = if t > 0.0 { t } else { 0.0 };
-    let b = (t.floor() + (1u64 << 52) as f64).to_bits() as u32;
+    // SAFETY: t is in [0, last] (last <= i32::MAX, see `hist_spec`), not NaN, so it
+    // fits an i32. Unchecked, the conversion is one vector instruction; `as`
+    // (saturating, NaN to 0) is scalar.
+    let b = unsafe { t.to_int_unchecked::<i32>() } as u32;
     if inside {
         b
     } else {
@@ -533,7 +534,9 @@ fn hist_spec((lo, hi): (f64, f64), bins: usize) -> Option<HistSpec> {
         lo,
         hi,
         scale: bins as f64 / (hi - lo),
-        last_f: (bins - 1) as f64,
+        // At most i32::MAX, which `bin_of`'s conversion relies on (counts for more bins
+        // could not be allocated anyway).
+        last_f: (bins - 1).min(i32::MAX as usize) as f64,
         none: bins as u32,
     })
 }
