@@ -416,16 +416,18 @@ fn fill_lut(lut: &mut [u32; 1 << 16], lo: u32, hi: u32, h: &HistSpec) {
     }
 }
 
-/// u8 and u16 frames: exact integer moments and column sums in one pass; a histogram
-/// counts each pixel's bin, looked up in a table of the bin of every value. The table
-/// needs the range: given, rows are counted in the same pass; else, once the frame's
-/// min and max are known, in a second.
+/// u8 and u16 frames: exact integer moments and column sums in one pass. A u16
+/// histogram counts each pixel's bin, looked up in a table of the bin of every value;
+/// the table needs the range: given, rows are counted in the same pass; else, once the
+/// frame's min and max are known, in a second. A u8 histogram (no `lut`) counts each
+/// value in the one pass (256 entries, in L1: cheaper per pixel than a lookup) and bins
+/// the values at the end.
 #[inline(always)]
 fn reduce_small<T: SmallPixel>(
     payload: &[u8],
     region: Region,
     settings: &Settings,
-    lut: &mut [u32; 1 << 16],
+    mut lut: Option<&mut [u32; 1 << 16]>,
 ) -> Reductions {
     let above = Above::of(settings.threshold.unwrap_or(f64::INFINITY));
     // No pixel is above a limit past the type's largest value.
@@ -443,9 +445,13 @@ fn reduce_small<T: SmallPixel>(
         ..Default::default()
     };
     let mut counts = vec![[0u32; COUNT_LANES]; settings.bins + 1];
-    let fused = settings.range.and_then(|r| hist_spec(r, settings.bins));
-    if let Some(h) = &fused {
-        fill_lut(lut, 0, T::MAX.into(), h);
+    let by_value = lut.is_none() && settings.bins > 0;
+    let mut values = vec![[0u32; COUNT_LANES]; if by_value { 256 } else { 0 }];
+    let mut fused = None;
+    let given = settings.range.and_then(|r| hist_spec(r, settings.bins));
+    if let (Some(lut), Some(h)) = (lut.as_deref_mut(), given) {
+        fill_lut(lut, 0, T::MAX.into(), &h);
+        fused = Some(h);
     }
     let mut scratch = Vec::new();
     for (i, y) in (region.y0..region.y1).enumerate() {
@@ -460,20 +466,32 @@ fn reduce_small<T: SmallPixel>(
         m.min = m.min.min(r.min);
         m.max = m.max.max(r.max);
         m.above += r.above;
-        if let Some(h) = &fused {
+        if by_value {
+            count_keys(&mut values, row, Into::<usize>::into);
+        }
+        if let (Some(h), Some(lut)) = (&fused, lut.as_deref()) {
             count_blocks(&mut counts, row, lut, h.none);
         }
     }
     widen(&mut partial, &mut columns);
     let mut r = integer_result(&m, &columns, region, above, settings);
-    if fused.is_none() {
-        if let Some(h) = hist_spec(r.hist_range, settings.bins) {
+    match (hist_spec(r.hist_range, settings.bins), lut) {
+        (Some(h), None) => {
+            for (v, lanes) in values.iter().enumerate() {
+                let b = bin_of(v as f64, &h) as usize;
+                for &n in lanes {
+                    counts[b][0] = counts[b][0].wrapping_add(n);
+                }
+            }
+        }
+        (Some(h), Some(lut)) if fused.is_none() => {
             fill_lut(lut, m.min, m.max, &h);
             for y in region.y0..region.y1 {
                 let row = region.row::<T>(payload, y, &mut scratch);
                 count_blocks(&mut counts, row, lut, h.none);
             }
         }
+        _ => {}
     }
     histogram_of(&counts, &mut r.histogram);
     r
@@ -838,7 +856,7 @@ pub fn reduce(payload: &[u8], dtype: Dtype, ny: u32, nx: u32, settings: &Setting
 /// Tables kept from frame to frame (allocated on first use).
 #[derive(Default)]
 pub struct Scratch {
-    /// The bin of each u8/u16 value.
+    /// The bin of each u16 value.
     lut: Option<Box<[u32; 1 << 16]>>,
 }
 
@@ -872,15 +890,11 @@ impl Scratch {
         region: Region,
         settings: &Settings,
     ) -> Reductions {
-        let lut = &mut self.lut;
         match dtype {
-            Dtype::U8 => {
-                let lut = lut.get_or_insert_with(bytemuck::zeroed_box);
-                reduce_small::<u8>(payload, region, settings, lut)
-            }
+            Dtype::U8 => reduce_small::<u8>(payload, region, settings, None),
             Dtype::U16 => {
-                let lut = lut.get_or_insert_with(bytemuck::zeroed_box);
-                reduce_small::<u16>(payload, region, settings, lut)
+                let lut = self.lut.get_or_insert_with(bytemuck::zeroed_box);
+                reduce_small::<u16>(payload, region, settings, Some(lut))
             }
             Dtype::U32 => reduce_wide(payload, region, settings),
             Dtype::F32 => reduce_float::<f32>(payload, region, settings),
