@@ -360,7 +360,7 @@ fn count_keys<T: Copy>(counts: &mut [[u32; COUNT_LANES]], values: &[T], key: imp
 /// Pixels per block in [`count_blocks`].
 const BLOCK: usize = 16;
 
-/// Counts u8/u16 pixels by their bins in `lut`. Bins rise with the value inside the
+/// Counts pixels by their bins in `lut` (u16). Bins rise with the value inside the
 /// range (values below and above it share `none`), so a block whose min and max share a
 /// bin other than `none` lies wholly in it and counts at once: neighbouring pixels
 /// mostly do (dark areas, smooth ones, a ramp).
