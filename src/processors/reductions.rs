@@ -303,7 +303,12 @@ fn float_row<T: Pixel>(row: &[T], columns: &mut [f64], threshold: f64) -> FloatR
 /// vectorises.
 #[inline(always)]
 fn bin_of(v: f64, h: &HistSpec) -> u32 {
-    let inside = v >= h.lo && v <= h.hi;
+    bin_inside(v, v >= h.lo && v <= h.hi, h)
+}
+
+/// [`bin_of`] with the range test done by the caller.
+#[inline(always)]
+fn bin_inside(v: f64, inside: bool, h: &HistSpec) -> u32 {
     // min(trunc(t), last) = trunc(min(t, last)) for t >= 0 (every value inside the
     // range). The clamps also turn NaN into a number.
     let t = (v - h.lo) * h.scale;
@@ -318,13 +323,6 @@ fn bin_of(v: f64, h: &HistSpec) -> u32 {
     } else {
         h.none
     }
-}
-
-/// Bins a row of values into `index` (`bins` for none); the caller counts the indices.
-#[inline(always)]
-fn bin_row<T: Pixel>(row: &[T], index: &mut Vec<u32>, h: &HistSpec) {
-    index.clear();
-    index.extend(row.iter().map(|&v| bin_of(v.f64(), h)));
 }
 
 /// A histogram's range and scale, as [`bin_of`] takes them.
@@ -540,7 +538,7 @@ fn histogram_pass<T: Pixel>(
     let mut scratch = Vec::new();
     for y in region.y0..region.y1 {
         let row = region.row::<T>(payload, y, &mut scratch);
-        bin_row(row, &mut index, h);
+        T::bin_row(row, &mut index, h);
         count_keys(counts, &index, |b| b as usize);
     }
 }
@@ -619,6 +617,14 @@ trait Pixel: bytemuck::Pod {
     fn row(row: &[Self], columns: &mut [f64], threshold: f64) -> FloatRow {
         float_row(row, columns, threshold)
     }
+
+    /// Bins a row of values into `index` (`bins` for none); the caller counts the
+    /// indices.
+    #[inline(always)]
+    fn bin_row(row: &[Self], index: &mut Vec<u32>, h: &HistSpec) {
+        index.clear();
+        index.extend(row.iter().map(|&v| bin_of(v.f64(), h)));
+    }
 }
 
 macro_rules! pixel_as_f64 {
@@ -642,6 +648,18 @@ impl Pixel for f32 {
     #[inline(always)]
     fn row(row: &[f32], columns: &mut [f64], threshold: f64) -> FloatRow {
         f32_row(row, columns, threshold)
+    }
+
+    /// The range test in f32 (exact: the bounds rounded inwards to f32s), on twice the
+    /// lanes of an f64 one, its mask as wide as the indices.
+    #[inline(always)]
+    fn bin_row(row: &[f32], index: &mut Vec<u32>, h: &HistSpec) {
+        let (lo, hi) = (-f32_below(-h.lo), f32_below(h.hi));
+        index.clear();
+        index.extend(
+            row.iter()
+                .map(|&v| bin_inside(f64::from(v), v >= lo && v <= hi, h)),
+        );
     }
 }
 
@@ -784,7 +802,7 @@ fn reduce_float<T: Pixel>(payload: &[u8], region: Region, settings: &Settings) -
         max = max.max(r.max);
         above += r.above;
         if let Some(h) = &fused {
-            bin_row(row, &mut index, h);
+            T::bin_row(row, &mut index, h);
             count_keys(&mut counts, &index, |b| b as usize);
         }
     }
