@@ -1,7 +1,8 @@
 //! The `stats` reductions on one core beside the single-core memory read bandwidth,
 //! measured in the same process: 2048×2048 frames (u16: the simulator's ramp; f32: the
-//! same values as floats), all reductions with a threshold, with and without a 256-bin
-//! histogram. Frames cycle through 256 MiB so they come from DRAM, as ring slots do.
+//! same values as floats; and a mostly-zero u16 frame, as real detector images are),
+//! all reductions with a threshold, with and without a 256-bin histogram. Frames cycle
+//! through 256 MiB so they come from DRAM, as ring slots do.
 //! Prints one JSON object; `scripts/bench-reductions` runs it beside NumPy.
 //!
 //!     cargo bench --bench reductions_rate -- [SECONDS]
@@ -47,7 +48,12 @@ fn main() {
     let f32s: Vec<u8> = (0..pixels)
         .flat_map(|i| f32::from(i as u16).to_le_bytes())
         .collect();
+    // One pixel in 16 lit (values below 4096), the rest zero.
+    let zeros: Vec<u8> = (0..pixels)
+        .flat_map(|i| (if i % 16 == 0 { (i % 4096) as u16 } else { 0 }).to_le_bytes())
+        .collect();
     let (u16_frames, f32_frames) = (copies(&u16s), copies(&f32s));
+    let zero_frames = copies(&zeros);
     let settings = |bins| Settings {
         roi: None,
         threshold: Some(1000.0),
@@ -64,6 +70,7 @@ fn main() {
     let u16_0 = run(&u16_frames, Dtype::U16, 0);
     let u16_256 = run(&u16_frames, Dtype::U16, 256);
     let f32_256 = run(&f32_frames, Dtype::F32, 256);
+    let zeros_256 = run(&zero_frames, Dtype::U16, 256);
     // The ceiling: reading every byte once (a sum of 64-bit words), same frames.
     let read_ms = time_ms(seconds, &u16_frames, |f| {
         let words = f
@@ -73,7 +80,7 @@ fn main() {
     });
     let bytes = (pixels * 2) as f64;
     println!(
-        "{{\"u16_ms\":{u16_0:.3},\"u16_hist256_ms\":{u16_256:.3},\"f32_hist256_ms\":{f32_256:.3},\"read_ms_u16_frame\":{read_ms:.3},\"read_mb_per_s\":{:.1}}}",
+        "{{\"u16_ms\":{u16_0:.3},\"u16_hist256_ms\":{u16_256:.3},\"f32_hist256_ms\":{f32_256:.3},\"u16_zeros_hist256_ms\":{zeros_256:.3},\"read_ms_u16_frame\":{read_ms:.3},\"read_mb_per_s\":{:.1}}}",
         bytes / read_ms / 1e3
     );
 }

@@ -171,23 +171,52 @@ struct IntMoments {
     above: u64,
 }
 
+/// Moments of one u8/u16 row.
+#[derive(Debug)]
+struct SmallRow {
+    sum: u64,
+    squares: u64,
+    min: u32,
+    max: u32,
+    above: u64,
+}
+
 /// One row of a u8/u16 frame, in one loop the compiler vectorises: the row's sum, sum of
 /// squares, min, max and count above `limit`, and each pixel added to its column's sum.
+/// Every quantity is at most 32 bits wide (sums over at most 2^16 pixels), so a vector
+/// holds 8 or more pixels.
 #[inline(always)]
-fn small_row<T: Copy + Into<u32>>(row: &[T], columns: &mut [u64], limit: u32) -> [u64; 5] {
-    let (mut sum, mut squares, mut above) = (0u64, 0u64, 0u64);
-    let (mut min, mut max) = (u32::MAX, 0u32);
-    for (c, &v) in columns.iter_mut().zip(row) {
-        let v: u32 = v.into();
-        *c += u64::from(v);
-        sum += u64::from(v);
-        // v < 2^16, so v² < 2^32 and a row of at most 2^32 pixels fits 64 bits.
-        squares += u64::from(v * v);
-        min = min.min(v);
-        max = max.max(v);
-        above += u64::from(v > limit);
+fn small_row<T: SmallPixel>(row: &[T], columns: &mut [u32], limit: T) -> SmallRow {
+    let mut r = SmallRow {
+        sum: 0,
+        squares: 0,
+        min: u32::MAX,
+        max: 0,
+        above: 0,
+    };
+    for (row, columns) in row.chunks(1 << 16).zip(columns.chunks_mut(1 << 16)) {
+        let (mut sum, mut above) = (0u32, 0u32);
+        // w² < 2^32 in two 16-bit halves, each summed over 2^16 pixels below 2^32.
+        let (mut squares_hi, mut squares_lo) = (0u32, 0u32);
+        let (mut min, mut max) = (T::MAX, T::MIN);
+        for (c, &v) in columns.iter_mut().zip(row) {
+            let w: u32 = v.into();
+            *c += w;
+            sum += w;
+            let square = w * w;
+            squares_hi += square >> 16;
+            squares_lo += square & 0xffff;
+            min = min.min(v);
+            max = max.max(v);
+            above += u32::from(v > limit);
+        }
+        r.sum += u64::from(sum);
+        r.squares += (u64::from(squares_hi) << 16) + u64::from(squares_lo);
+        r.min = r.min.min(min.into());
+        r.max = r.max.max(max.into());
+        r.above += u64::from(above);
     }
-    [sum, squares, u64::from(min), u64::from(max), above]
+    r
 }
 
 /// One row of a u32 frame: as [`small_row`], with the squares split in 16-bit halves
@@ -269,28 +298,34 @@ fn float_row<T: Pixel>(row: &[T], columns: &mut [f64], threshold: f64) -> FloatR
     }
 }
 
-/// Bins a row of values into `index` (`bins` for none), with [`bin`]'s formula, in a
-/// loop the compiler vectorises; the caller counts the indices.
+/// The histogram bin of `v`: `floor((v - lo) * scale)` with `scale = bins / (hi - lo)`,
+/// `hi` in the last bin, `h.none` outside `[lo, hi]`; written so that a loop of it
+/// vectorises.
 #[inline(always)]
-fn bin_row<T: Pixel>(row: &[T], index: &mut Vec<u32>, h: &HistSpec) {
-    index.clear();
-    index.extend(row.iter().map(|&v| {
-        let v = v.f64();
-        let inside = v >= h.lo && v <= h.hi;
-        // min(trunc(t), last) = trunc(min(t, last)) for t >= 0 (every value inside the
-        // range); clamped, the conversion needs no saturation and vectorises.
-        let t = (v - h.lo) * h.scale;
-        let t = if t < h.last_f { t } else { h.last_f };
-        let b = (if t > 0.0 { t } else { 0.0 }) as i32 as u32;
-        if inside {
-            b
-        } else {
-            h.none
-        }
-    }));
+fn bin_of(v: f64, h: &HistSpec) -> u32 {
+    bin_inside(v, v >= h.lo && v <= h.hi, h)
 }
 
-/// A histogram's range and scale, as [`bin`] takes them.
+/// [`bin_of`] with the range test done by the caller.
+#[inline(always)]
+fn bin_inside(v: f64, inside: bool, h: &HistSpec) -> u32 {
+    // min(trunc(t), last) = trunc(min(t, last)) for t >= 0 (every value inside the
+    // range). The clamps also turn NaN into a number.
+    let t = (v - h.lo) * h.scale;
+    let t = if t < h.last_f { t } else { h.last_f };
+    let t = if t > 0.0 { t } else { 0.0 };
+    // SAFETY: t is in [0, last] (last <= i32::MAX, see `hist_spec`), not NaN, so it
+    // fits an i32. Unchecked, the conversion is one vector instruction; `as`
+    // (saturating, NaN to 0) is scalar.
+    let b = unsafe { t.to_int_unchecked::<i32>() } as u32;
+    if inside {
+        b
+    } else {
+        h.none
+    }
+}
+
+/// A histogram's range and scale, as [`bin_of`] takes them.
 #[derive(Debug, Clone, Copy)]
 struct HistSpec {
     lo: f64,
@@ -301,97 +336,162 @@ struct HistSpec {
     none: u32,
 }
 
-/// Counts `index` into four interleaved tables (no store-to-load stall on repeated
-/// values) of `tables[k].len()` entries each.
+/// Interleaved count lanes per bin: pixel `i` counts in lane `i % 8`, so a run of equal
+/// values (a mostly-zero frame) increments each lane every 8th pixel, longer than it
+/// takes a store to reach the next load of the same counter.
+const COUNT_LANES: usize = 8;
+
+/// Adds one to `counts[key(v)]` for each value.
 #[inline(always)]
-fn count_into<T: Copy + Into<usize>, const N: usize>(tables: &mut [[u32; N]; 4], values: &[T]) {
-    let [t0, t1, t2, t3] = tables;
-    let mut quads = values.chunks_exact(4);
-    for q in &mut quads {
-        t0[q[0].into()] += 1;
-        t1[q[1].into()] += 1;
-        t2[q[2].into()] += 1;
-        t3[q[3].into()] += 1;
+fn count_keys<T: Copy>(counts: &mut [[u32; COUNT_LANES]], values: &[T], key: impl Fn(T) -> usize) {
+    let mut chunks = values.chunks_exact(COUNT_LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in chunk.iter().enumerate() {
+            counts[key(v)][lane] += 1;
+        }
     }
-    for &v in quads.remainder() {
-        t0[v.into()] += 1;
+    for &v in chunks.remainder() {
+        counts[key(v)][0] += 1;
     }
 }
 
-/// Merges four count tables into `merged` (u64: no overflow however many flushes).
-fn merge<const N: usize>(tables: &mut [[u32; N]; 4], merged: &mut [u64]) {
-    for (i, m) in merged.iter_mut().enumerate() {
-        *m += tables.iter().map(|t| u64::from(t[i])).sum::<u64>();
+/// Pixels per block in [`count_blocks`].
+const BLOCK: usize = 16;
+
+/// Counts pixels by their bins in `lut` (u16). Bins rise with the value inside the
+/// range (values below and above it share `none`), so a block whose min and max share a
+/// bin other than `none` lies wholly in it and counts at once: neighbouring pixels
+/// mostly do (dark areas, smooth ones, a ramp).
+#[inline(always)]
+fn count_blocks<T: SmallPixel>(
+    counts: &mut [[u32; COUNT_LANES]],
+    row: &[T],
+    lut: &[u32; 1 << 16],
+    none: u32,
+) {
+    let bin = |v: T| lut[Into::<usize>::into(v)] as usize;
+    let mut blocks = row.chunks_exact(BLOCK);
+    for (i, block) in (&mut blocks).enumerate() {
+        let lo = block.iter().copied().fold(T::MAX, Ord::min);
+        let hi = block.iter().copied().fold(T::MIN, Ord::max);
+        let b = lut[Into::<usize>::into(lo)];
+        if b == lut[Into::<usize>::into(hi)] && b != none {
+            // Lanes in turn: consecutive blocks in one bin do not wait on each other.
+            counts[b as usize][i % COUNT_LANES] += BLOCK as u32;
+        } else {
+            count_keys(counts, block, bin);
+        }
     }
-    for t in tables.iter_mut() {
-        t.fill(0);
+    count_keys(counts, blocks.remainder(), bin);
+}
+
+/// The histogram from lane counts (the entry past the last bin, values in none, left out).
+fn histogram_of(counts: &[[u32; COUNT_LANES]], histogram: &mut [u32]) {
+    for (out, c) in histogram.iter_mut().zip(counts) {
+        *out = c.iter().fold(0u32, |a, &n| a.wrapping_add(n));
     }
 }
 
-/// A u8 or u16 pixel: every value indexes a count table.
-trait SmallPixel: bytemuck::Pod + Into<u32> + Into<usize> + Into<f64> {}
-impl SmallPixel for u8 {}
-impl SmallPixel for u16 {}
+/// A u8 or u16 pixel: every value indexes a table of 2^16 entries.
+trait SmallPixel: bytemuck::Pod + Ord + Into<u32> + Into<usize> + TryFrom<u32> {
+    const MIN: Self;
+    const MAX: Self;
+}
+impl SmallPixel for u8 {
+    const MIN: u8 = u8::MIN;
+    const MAX: u8 = u8::MAX;
+}
+impl SmallPixel for u16 {
+    const MIN: u16 = u16::MIN;
+    const MAX: u16 = u16::MAX;
+}
 
-/// u8 and u16 frames, in one pass over the region: exact integer moments and column
-/// sums, and (with a histogram) every value counted in a table of `2^bits` entries;
-/// the histogram is then made from the table, one [`bin`] per distinct value, so its
-/// bins are the ones the per-pixel formula gives.
+/// Sets `lut[v]` to the bin of `v` for `v` in `lo..=hi`.
+fn fill_lut(lut: &mut [u32; 1 << 16], lo: u32, hi: u32, h: &HistSpec) {
+    for (i, e) in lut[lo as usize..=hi as usize].iter_mut().enumerate() {
+        // Values below 2^16: i32 converts to f64 in vector instructions.
+        *e = bin_of(f64::from(lo as i32 + i as i32), h);
+    }
+}
+
+/// u8 and u16 frames: exact integer moments and column sums in one pass. A u16
+/// histogram counts each pixel's bin, looked up in a table of the bin of every value;
+/// the table needs the range: given, rows are counted in the same pass; else, once the
+/// frame's min and max are known, in a second. A u8 histogram (no `lut`) counts each
+/// value in the one pass (256 entries, in L1: cheaper per pixel than a lookup) and bins
+/// the values at the end.
 #[inline(always)]
-fn reduce_small<T: SmallPixel, const N: usize>(
+fn reduce_small<T: SmallPixel>(
     payload: &[u8],
     region: Region,
     settings: &Settings,
-    tables: &mut [[u32; N]; 4],
-    values: &mut Vec<u64>,
+    mut lut: Option<&mut [u32; 1 << 16]>,
 ) -> Reductions {
     let above = Above::of(settings.threshold.unwrap_or(f64::INFINITY));
-    let limit = above.limit();
+    // No pixel is above a limit past the type's largest value.
+    let limit = T::try_from(above.limit()).unwrap_or(T::MAX);
     let mut columns = vec![0u64; region.width()];
+    // Column sums of up to 2^16 rows (below 2^32), added into `columns` every 2^16 rows.
+    let mut partial = vec![0u32; region.width()];
+    let widen = |partial: &mut [u32], columns: &mut [u64]| {
+        for (c, p) in columns.iter_mut().zip(partial.iter_mut()) {
+            *c += u64::from(std::mem::take(p));
+        }
+    };
     let mut m = IntMoments {
         min: u32::MAX,
         ..Default::default()
     };
-    let want_table = settings.bins > 0;
-    values.clear();
-    values.resize(if want_table { N } else { 0 }, 0);
-    // Each table entry counts at most this many pixels before the tables are merged.
-    let mut since_merge = 0u64;
+    let mut counts = vec![[0u32; COUNT_LANES]; settings.bins + 1];
+    let by_value = lut.is_none() && settings.bins > 0;
+    let mut values = vec![[0u32; COUNT_LANES]; if by_value { 256 } else { 0 }];
+    let mut fused = None;
+    let given = settings.range.and_then(|r| hist_spec(r, settings.bins));
+    if let (Some(lut), Some(h)) = (lut.as_deref_mut(), given) {
+        fill_lut(lut, 0, T::MAX.into(), &h);
+        fused = Some(h);
+    }
     let mut scratch = Vec::new();
-    for y in region.y0..region.y1 {
+    for (i, y) in (region.y0..region.y1).enumerate() {
+        if i > 0 && i % (1 << 16) == 0 {
+            widen(&mut partial, &mut columns);
+        }
         let row = region.row::<T>(payload, y, &mut scratch);
-        let [sum, squares, min, max, over] = small_row(row, &mut columns, limit);
-        m.sum += u128::from(sum);
-        m.squares += u128::from(squares);
-        m.wy += u128::from(y) * u128::from(sum);
-        m.min = m.min.min(min as u32);
-        m.max = m.max.max(max as u32);
-        m.above += over;
-        if want_table {
-            if since_merge + row.len() as u64 > u64::from(u32::MAX) {
-                merge(tables, values);
-                since_merge = 0;
-            }
-            since_merge += row.len() as u64;
-            count_into(tables, row);
+        let r = small_row(row, &mut partial, limit);
+        m.sum += u128::from(r.sum);
+        m.squares += u128::from(r.squares);
+        m.wy += u128::from(y) * u128::from(r.sum);
+        m.min = m.min.min(r.min);
+        m.max = m.max.max(r.max);
+        m.above += r.above;
+        if by_value {
+            count_keys(&mut values, row, Into::<usize>::into);
+        }
+        if let (Some(h), Some(lut)) = (&fused, lut.as_deref()) {
+            count_blocks(&mut counts, row, lut, h.none);
         }
     }
-    if want_table {
-        // Leaves the tables zeroed for the next frame.
-        merge(tables, values);
-    }
+    widen(&mut partial, &mut columns);
     let mut r = integer_result(&m, &columns, region, above, settings);
-    if want_table {
-        let h = hist_spec(r.hist_range, settings.bins);
-        for v in m.min..=m.max {
-            let n = values[v as usize];
-            if n > 0 {
-                if let Some(b) = bin(f64::from(v), h.lo, h.hi, h.scale, settings.bins) {
-                    r.histogram[b] = r.histogram[b].wrapping_add(n as u32);
+    match (hist_spec(r.hist_range, settings.bins), lut) {
+        (Some(h), None) => {
+            for (v, lanes) in values.iter().enumerate() {
+                let b = bin_of(v as f64, &h) as usize;
+                for &n in lanes {
+                    counts[b][0] = counts[b][0].wrapping_add(n);
                 }
             }
         }
+        (Some(h), Some(lut)) if fused.is_none() => {
+            fill_lut(lut, m.min, m.max, &h);
+            for y in region.y0..region.y1 {
+                let row = region.row::<T>(payload, y, &mut scratch);
+                count_blocks(&mut counts, row, lut, h.none);
+            }
+        }
+        _ => {}
     }
+    histogram_of(&counts, &mut r.histogram);
     r
 }
 
@@ -418,50 +518,43 @@ fn reduce_wide(payload: &[u8], region: Region, settings: &Settings) -> Reduction
         m.above += over;
     }
     let mut r = integer_result(&m, &columns, region, above, settings);
-    if settings.bins > 0 {
-        histogram_pass::<u32>(payload, region, &mut r, settings.bins);
+    if let Some(h) = hist_spec(r.hist_range, settings.bins) {
+        let mut counts = vec![[0u32; COUNT_LANES]; settings.bins + 1];
+        histogram_pass::<u32>(payload, region, &h, &mut counts);
+        histogram_of(&counts, &mut r.histogram);
     }
     r
 }
 
-/// Bins every pixel of the region into `r.histogram` over `r.hist_range`.
+/// Bins and counts every pixel of the region.
 #[inline(always)]
-fn histogram_pass<T: Pixel>(payload: &[u8], region: Region, r: &mut Reductions, bins: usize) {
-    let h = hist_spec(r.hist_range, bins);
-    // `bin` places nothing in an empty or NaN range.
-    if h.hi.partial_cmp(&h.lo) != Some(std::cmp::Ordering::Greater) {
-        return;
-    }
-    let mut counts = vec![[0u32; 4]; bins + 1];
+fn histogram_pass<T: Pixel>(
+    payload: &[u8],
+    region: Region,
+    h: &HistSpec,
+    counts: &mut [[u32; COUNT_LANES]],
+) {
     let mut index = Vec::with_capacity(region.width());
     let mut scratch = Vec::new();
     for y in region.y0..region.y1 {
         let row = region.row::<T>(payload, y, &mut scratch);
-        bin_row(row, &mut index, &h);
-        let mut quads = index.chunks_exact(4);
-        for q in &mut quads {
-            counts[q[0] as usize][0] += 1;
-            counts[q[1] as usize][1] += 1;
-            counts[q[2] as usize][2] += 1;
-            counts[q[3] as usize][3] += 1;
-        }
-        for &b in quads.remainder() {
-            counts[b as usize][0] += 1;
-        }
-    }
-    for (out, c) in r.histogram.iter_mut().zip(&counts) {
-        *out = c.iter().fold(0u32, |a, &n| a.wrapping_add(n));
+        T::bin_row(row, &mut index, h);
+        count_keys(counts, &index, |b| b as usize);
     }
 }
 
-fn hist_spec((lo, hi): (f64, f64), bins: usize) -> HistSpec {
-    HistSpec {
+/// The histogram's spec, or `None` when no value can fall in a bin (no bins, or an
+/// empty or NaN range).
+fn hist_spec((lo, hi): (f64, f64), bins: usize) -> Option<HistSpec> {
+    (bins > 0 && hi > lo).then(|| HistSpec {
         lo,
         hi,
         scale: bins as f64 / (hi - lo),
-        last_f: bins.saturating_sub(1) as f64,
+        // At most i32::MAX, which `bin_of`'s conversion relies on (counts for more bins
+        // could not be allocated anyway).
+        last_f: (bins - 1).min(i32::MAX as usize) as f64,
         none: bins as u32,
-    }
+    })
 }
 
 /// The histogram range: `range`, or the frame's min and max (widened when equal).
@@ -518,6 +611,20 @@ fn integer_result(
 /// (signed, and 64-bit, whose values beyond 2^53 round).
 trait Pixel: bytemuck::Pod {
     fn f64(self) -> f64;
+
+    /// One row's moments: [`float_row`], unless the type has a faster exact loop.
+    #[inline(always)]
+    fn row(row: &[Self], columns: &mut [f64], threshold: f64) -> FloatRow {
+        float_row(row, columns, threshold)
+    }
+
+    /// Bins a row of values into `index` (`bins` for none); the caller counts the
+    /// indices.
+    #[inline(always)]
+    fn bin_row(row: &[Self], index: &mut Vec<u32>, h: &HistSpec) {
+        index.clear();
+        index.extend(row.iter().map(|&v| bin_of(v.f64(), h)));
+    }
 }
 
 macro_rules! pixel_as_f64 {
@@ -530,11 +637,142 @@ macro_rules! pixel_as_f64 {
         })*
     };
 }
-pixel_as_f64!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+pixel_as_f64!(u32, u64, i8, i16, i32, i64, f64);
+
+impl Pixel for f32 {
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        f64::from(self)
+    }
+
+    #[inline(always)]
+    fn row(row: &[f32], columns: &mut [f64], threshold: f64) -> FloatRow {
+        f32_row(row, columns, threshold)
+    }
+
+    /// The range test in f32 (exact: the bounds rounded inwards to f32s), on twice the
+    /// lanes of an f64 one, its mask as wide as the indices.
+    #[inline(always)]
+    fn bin_row(row: &[f32], index: &mut Vec<u32>, h: &HistSpec) {
+        let (lo, hi) = (-f32_below(-h.lo), f32_below(h.hi));
+        index.clear();
+        index.extend(
+            row.iter()
+                .map(|&v| bin_inside(f64::from(v), v >= lo && v <= hi, h)),
+        );
+    }
+}
+
+/// Whether an f32 is finite, as a float comparison (false for NaN) that vectorises.
+#[inline(always)]
+fn finite(v: f32) -> bool {
+    v.abs() < f32::INFINITY
+}
+
+/// The largest f32 at most `t` (+inf for NaN): for an f32 `v`, `v > t` exactly when
+/// `v > f32_below(t)`, so the threshold test can run in f32 lanes.
+fn f32_below(t: f64) -> f32 {
+    if t.is_nan() {
+        return f32::INFINITY;
+    }
+    let f = t as f32;
+    if f64::from(f) <= t {
+        return f;
+    }
+    // The next f32 down from f (> t, so not -inf); f32::next_down is newer than the MSRV.
+    let bits = f.to_bits();
+    f32::from_bits(if f == 0.0 {
+        0x8000_0001
+    } else if f > 0.0 {
+        bits - 1
+    } else {
+        bits + 1
+    })
+}
+
+/// An f32's bits as an i32 in the order of the floats (for all but NaN; -0 below +0), so
+/// min and max are integer reductions, which vectorise (float ones do not: NaN rules).
+/// Its own inverse.
+#[inline(always)]
+fn ordered(bits: i32) -> i32 {
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// `v` as an f64, 0 when not finite.
+#[inline(always)]
+fn finite_f64(v: f32) -> f64 {
+    f64::from(if finite(v) { v } else { 0.0 })
+}
+
+/// Independent f64 lanes of [`lane_sum`].
+const LANES: usize = 16;
+
+/// Σ `term(v)` over a row, in [`LANES`] lanes: one f64 sum is a chain of additions the
+/// compiler may not reorder, so it would stay scalar; lanes are vectors.
+#[inline(always)]
+fn lane_sum(row: &[f32], term: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let mut pixels = row.chunks_exact(LANES);
+    for p in &mut pixels {
+        for (s, &v) in lanes.iter_mut().zip(p) {
+            *s += term(v);
+        }
+    }
+    for &v in pixels.remainder() {
+        lanes[0] += term(v);
+    }
+    lanes.iter().sum()
+}
+
+/// One row of an f32 frame, as [`float_row`] computes it, in loops that vectorise: the
+/// finite count, column sums, min, max (as ordered integers) and threshold test (in
+/// f32, exact) in one; the f64 sum and the squared deviations in [`lane_sum`]s.
+#[inline(always)]
+fn f32_row(row: &[f32], columns: &mut [f64], threshold: f64) -> FloatRow {
+    let t = f32_below(threshold);
+    // u32 counts: a row has fewer than 2^32 pixels.
+    let (mut count, mut above) = (0u32, 0u32);
+    let (mut min, mut max) = (i32::MAX, i32::MIN);
+    for (c, &v) in columns.iter_mut().zip(row) {
+        let ok = finite(v);
+        *c += finite_f64(v);
+        count += u32::from(ok);
+        let k = ordered(v.to_bits() as i32);
+        min = min.min(if ok { k } else { i32::MAX });
+        max = max.max(if ok { k } else { i32::MIN });
+        above += u32::from(ok && v > t);
+    }
+    let count = u64::from(count);
+    let sum = lane_sum(row, finite_f64);
+    let m2 = if count > 0 {
+        let mean = sum / count as f64;
+        lane_sum(row, |v| {
+            let d = if finite(v) { f64::from(v) - mean } else { 0.0 };
+            d * d
+        })
+    } else {
+        0.0
+    };
+    let float = |k: i32| f64::from(f32::from_bits(ordered(k) as u32));
+    FloatRow {
+        count,
+        sum,
+        m2,
+        min: if count > 0 { float(min) } else { f64::INFINITY },
+        max: if count > 0 {
+            float(max)
+        } else {
+            f64::NEG_INFINITY
+        },
+        above: u64::from(above),
+    }
+}
 
 /// f32 and f64 frames, and integer types without a typed path, in f64: one pass for the
-/// moments (rows merged with Chan's formula, so the variance does not cancel), a second
-/// for a histogram.
+/// moments (rows merged with Chan's formula, so the variance does not cancel); a
+/// histogram bins each row in the same pass when its range is given, else in a second
+/// pass once the frame's min and max are known. Non-finite pixels fail the range test,
+/// so they land in no bin.
 #[inline(always)]
 fn reduce_float<T: Pixel>(payload: &[u8], region: Region, settings: &Settings) -> Reductions {
     let threshold = settings.threshold.unwrap_or(f64::INFINITY);
@@ -543,10 +781,13 @@ fn reduce_float<T: Pixel>(payload: &[u8], region: Region, settings: &Settings) -
     let (mut mean, mut m2) = (0.0f64, 0.0f64);
     let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
     let mut wy = 0.0f64;
+    let mut counts = vec![[0u32; COUNT_LANES]; settings.bins + 1];
+    let fused = settings.range.and_then(|r| hist_spec(r, settings.bins));
+    let mut index = Vec::new();
     let mut scratch = Vec::new();
     for y in region.y0..region.y1 {
         let row = region.row::<T>(payload, y, &mut scratch);
-        let r = float_row(row, &mut columns, threshold);
+        let r = T::row(row, &mut columns, threshold);
         if r.count > 0 {
             let row_mean = r.sum / r.count as f64;
             let total = count + r.count;
@@ -560,6 +801,10 @@ fn reduce_float<T: Pixel>(payload: &[u8], region: Region, settings: &Settings) -
         min = min.min(r.min);
         max = max.max(r.max);
         above += r.above;
+        if let Some(h) = &fused {
+            T::bin_row(row, &mut index, h);
+            count_keys(&mut counts, &index, |b| b as usize);
+        }
     }
     let nonfinite = region.pixels() - count;
     if count == 0 {
@@ -590,10 +835,12 @@ fn reduce_float<T: Pixel>(payload: &[u8], region: Region, settings: &Settings) -
         hist_range: hist_range(settings, min, max),
         empty_roi: false,
     };
-    if settings.bins > 0 {
-        // Non-finite pixels fail the range test, so they land in no bin.
-        histogram_pass::<T>(payload, region, &mut r, settings.bins);
+    if fused.is_none() {
+        if let Some(h) = hist_spec(r.hist_range, settings.bins) {
+            histogram_pass::<T>(payload, region, &h, &mut counts);
+        }
     }
+    histogram_of(&counts, &mut r.histogram);
     r
 }
 
@@ -617,19 +864,18 @@ fn empty(nonfinite: u64, settings: &Settings, empty_roi: bool) -> Reductions {
     }
 }
 
-/// Reduces a `ny` × `nx` frame in one pass over the region (a histogram of u32 or f32
-/// takes a second): typed integer arithmetic for u8, u16 and u32, exact until the final
+/// Reduces a `ny` × `nx` frame in one pass over the region (a histogram takes a second
+/// unless its range is given, and always for u32): typed integer arithmetic for u8, u16 and u32, exact until the final
 /// conversion to f64; the other types in f64.
 pub fn reduce(payload: &[u8], dtype: Dtype, ny: u32, nx: u32, settings: &Settings) -> Reductions {
     Scratch::default().reduce(payload, dtype, ny, nx, settings)
 }
 
-/// Value-count tables kept from frame to frame (allocated on first use, left zeroed).
+/// Tables kept from frame to frame (allocated on first use).
 #[derive(Default)]
 pub struct Scratch {
-    u8_tables: Option<Box<[[u32; 256]; 4]>>,
-    u16_tables: Option<Box<[[u32; 65536]; 4]>>,
-    values: Vec<u64>,
+    /// The bin of each u16 value.
+    lut: Option<Box<[u32; 1 << 16]>>,
 }
 
 impl Scratch {
@@ -662,15 +908,11 @@ impl Scratch {
         region: Region,
         settings: &Settings,
     ) -> Reductions {
-        let values = &mut self.values;
         match dtype {
-            Dtype::U8 => {
-                let t = self.u8_tables.get_or_insert_with(bytemuck::zeroed_box);
-                reduce_small::<u8, 256>(payload, region, settings, t, values)
-            }
+            Dtype::U8 => reduce_small::<u8>(payload, region, settings, None),
             Dtype::U16 => {
-                let t = self.u16_tables.get_or_insert_with(bytemuck::zeroed_box);
-                reduce_small::<u16, 65536>(payload, region, settings, t, values)
+                let lut = self.lut.get_or_insert_with(bytemuck::zeroed_box);
+                reduce_small::<u16>(payload, region, settings, Some(lut))
             }
             Dtype::U32 => reduce_wide(payload, region, settings),
             Dtype::F32 => reduce_float::<f32>(payload, region, settings),
@@ -706,15 +948,6 @@ impl Scratch {
 fn avx2() -> bool {
     static HAS_AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS_AVX2.get_or_init(|| is_x86_feature_detected!("avx2"))
-}
-
-/// The histogram bin of `v` over `[lo, hi]` with `bins` bins of width `1 / scale`
-/// (`scale = bins / (hi - lo)`): `floor((v - lo) * scale)`; `hi` is in the last one.
-pub fn bin(v: f64, lo: f64, hi: f64, scale: f64, bins: usize) -> Option<usize> {
-    if bins == 0 || !(v >= lo && v <= hi) || hi <= lo {
-        return None;
-    }
-    Some((((v - lo) * scale) as usize).min(bins - 1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1023,6 +1256,66 @@ mod tests {
             let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
             let values: Vec<f64> = data.iter().map(|&v| f64::from(v)).collect();
             agree(&reduce(&payload, Dtype::F32, ny, nx, &s), &reference(&values, ny, nx, &s))?;
+        }
+    }
+
+    proptest! {
+        // Rows wider than the vector lanes and count lanes, so the lane loops run, not
+        // only their remainders.
+        #[test]
+        fn wide_rows_agree_with_the_reference(
+            (ny, nx, words) in (1u32..4, 16u32..80).prop_flat_map(|(ny, nx)| {
+                (Just(ny), Just(nx), proptest::collection::vec(any::<u32>(), (ny * nx) as usize))
+            }),
+            s in settings(),
+        ) {
+            let s = Settings { roi: s.roi.map(|r| Roi { nx: r.nx * 4, ..r }), ..s };
+            // Mostly small u16 values (many repeated), some anywhere in the range.
+            let u16s: Vec<u16> = words
+                .iter()
+                .map(|&w| if w % 4 == 0 { (w >> 16) as u16 } else { (w % 8) as u16 })
+                .collect();
+            let payload: Vec<u8> = u16s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let values: Vec<f64> = u16s.iter().map(|&v| f64::from(v)).collect();
+            agree(&reduce(&payload, Dtype::U16, ny, nx, &s), &reference(&values, ny, nx, &s))?;
+            let f32s: Vec<f32> = words
+                .iter()
+                .map(|&w| match w % 16 {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    2 => -0.0,
+                    _ => (w >> 8) as f32 / 64.0 - 100.0,
+                })
+                .collect();
+            let payload: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let values: Vec<f64> = f32s.iter().map(|&v| f64::from(v)).collect();
+            agree(&reduce(&payload, Dtype::F32, ny, nx, &s), &reference(&values, ny, nx, &s))?;
+        }
+    }
+
+    #[test]
+    fn the_f32_threshold_splits_f32s_as_the_f64_one_does() {
+        let ts = [
+            0.0,
+            -0.0,
+            0.1,
+            -0.1,
+            1000.0,
+            1e-50,
+            -1e-50,
+            1e39,
+            -1e39,
+            16777217.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        for t in ts {
+            let below = f32_below(t);
+            let near = (-3i32..=3).map(|d| f32::from_bits(below.to_bits().wrapping_add_signed(d)));
+            for v in near.chain([0.0, -0.0, f32::MAX, f32::MIN, f32::INFINITY]) {
+                assert_eq!(v > below, f64::from(v) > t, "v {v}, t {t}");
+            }
         }
     }
 
