@@ -377,18 +377,15 @@ impl<'a> Report<'a> {
     /// Publishes the processor's counters on top of what predecessors counted.
     fn show_counters(&mut self, counters: &[(String, u64)]) {
         self.counters_behind = false;
-        let totals: Vec<(String, u64)> = counters
-            .iter()
-            .map(|(name, value)| {
-                let base = self
-                    .counter_base
-                    .iter()
-                    .find(|(n, _)| n == name && !self.gauges.contains(&n.as_str()))
-                    .map_or(0, |(_, b)| *b);
-                (name.clone(), base + value)
-            })
-            .collect();
-        self.stats.write_counters(self.index, &totals);
+        let totals = counters.iter().map(|(name, value)| {
+            let base = self
+                .counter_base
+                .iter()
+                .find(|(n, _)| n == name && !self.gauges.contains(&n.as_str()))
+                .map_or(0, |(_, b)| *b);
+            (name.as_str(), base + value)
+        });
+        self.stats.write_counters(self.index, totals);
     }
 }
 
