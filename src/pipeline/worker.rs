@@ -377,18 +377,15 @@ impl<'a> Report<'a> {
     /// Publishes the processor's counters on top of what predecessors counted.
     fn show_counters(&mut self, counters: &[(String, u64)]) {
         self.counters_behind = false;
-        let totals: Vec<(String, u64)> = counters
-            .iter()
-            .map(|(name, value)| {
-                let base = self
-                    .counter_base
-                    .iter()
-                    .find(|(n, _)| n == name && !self.gauges.contains(&n.as_str()))
-                    .map_or(0, |(_, b)| *b);
-                (name.clone(), base + value)
-            })
-            .collect();
-        self.stats.write_counters(self.index, &totals);
+        let totals = counters.iter().map(|(name, value)| {
+            let base = self
+                .counter_base
+                .iter()
+                .find(|(n, _)| n == name && !self.gauges.contains(&n.as_str()))
+                .map_or(0, |(_, b)| *b);
+            (name.as_str(), base + value)
+        });
+        self.stats.write_counters(self.index, totals);
     }
 }
 
@@ -844,6 +841,39 @@ struct Wires<'a> {
     metadata: &'a [String],
 }
 
+/// Runs stage worker `spec` in the calling thread and hands its loop to `drive`, which
+/// steps it: for benches and tests that feed the input and read the output between
+/// steps in one thread. A worker process runs [`run`] instead, to the end of its inputs.
+///
+/// # Panics
+///
+/// When `spec` is a source's.
+pub fn with_stage<T>(
+    spec: &WorkerSpec,
+    drive: impl FnOnce(&mut StageLoop<'_, '_>) -> T,
+) -> Result<T, WorkerError> {
+    let Role::Stage {
+        plan,
+        inputs,
+        group,
+        outputs,
+        metadata,
+    } = &spec.role
+    else {
+        panic!("with_stage runs a stage, not a source");
+    };
+    let stats = StatsSegment::open(&spec.pipeline)?;
+    let mut report = Report::start(&stats, spec);
+    let wires = Wires {
+        inputs,
+        group,
+        outputs,
+        metadata,
+    };
+    let mut stage = StageLoop::open(spec, plan, &wires, &mut report, None)?;
+    Ok(drive(&mut stage))
+}
+
 fn run_stage(
     spec: &WorkerSpec,
     plan: &StagePlan,
@@ -862,7 +892,7 @@ fn run_stage(
 
 /// A stage worker between its start and its end: its processor, its rings and where it
 /// is in reading them.
-struct StageLoop<'r, 'a> {
+pub struct StageLoop<'r, 'a> {
     spec: &'r WorkerSpec,
     plan: &'r StagePlan,
     report: &'r mut Report<'a>,
@@ -1014,7 +1044,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
     /// One frame, or one wait for it, from the next input, with what goes around it:
     /// a new configuration before, metadata and polls, syncs and the heartbeat after.
     /// `Some(status)` ends the worker early (interrupted).
-    fn step(&mut self) -> Result<Option<i32>, WorkerError> {
+    pub fn step(&mut self) -> Result<Option<i32>, WorkerError> {
         self.apply_configuration();
         let k = self.pick_input();
         let wait = self.wait();

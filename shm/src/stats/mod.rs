@@ -126,6 +126,15 @@ fn write_str(cells: &[AtomicU8], text: &str) {
     }
 }
 
+/// Whether `cells` hold `text`, compared in place (without reading it into a String).
+fn holds_str(cells: &[AtomicU8], text: &str) -> bool {
+    cells
+        .iter()
+        .map(|c| c.load(Relaxed))
+        .take_while(|&b| b != 0)
+        .eq(text.bytes())
+}
+
 fn read_str(cells: &[AtomicU8]) -> String {
     let bytes: Vec<u8> = cells
         .iter()
@@ -378,14 +387,19 @@ impl StatsSegment {
             .then(|| (before, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    /// Publishes a worker's processor counters (the worker only).
-    pub fn write_counters(&self, entry: usize, counters: &[(String, u64)]) {
+    /// Publishes a worker's processor counters (the worker only). Allocates nothing: a
+    /// worker shows them at every heartbeat and whenever it falls idle.
+    pub fn write_counters<'n>(
+        &self,
+        entry: usize,
+        counters: impl IntoIterator<Item = (&'n str, u64)>,
+    ) {
         let e = self.entry(entry);
-        for (i, (name, value)) in counters.iter().take(MAX_COUNTERS).enumerate() {
-            if read_str(&e.counter_names[i]) != *name {
+        for (i, (name, value)) in counters.into_iter().take(MAX_COUNTERS).enumerate() {
+            if !holds_str(&e.counter_names[i], name) {
                 write_str(&e.counter_names[i], name);
             }
-            e.counter_values[i].store(*value, Relaxed);
+            e.counter_values[i].store(value, Relaxed);
         }
     }
 
@@ -440,5 +454,29 @@ impl StatsSegment {
     /// Removes the segment's name.
     pub fn unlink(&self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_read_back_as_last_written_a_shorter_name_over_a_longer_one() {
+        let name = format!("unit-counters-{}", std::process::id());
+        let stage = StageDecl {
+            name: "s".into(),
+            processor: "p".into(),
+            workers: 1,
+        };
+        let (seg, _) = StatsSegment::create(&name, &[stage]).unwrap();
+        seg.write_counters(0, [("frames_kept", 1), ("skipped", 2)]);
+        seg.write_counters(0, [("frames", 3), ("skipped", 4)]);
+        let read = seg.counters(0);
+        seg.unlink();
+        assert_eq!(
+            read,
+            [("frames".to_string(), 3), ("skipped".to_string(), 4)]
+        );
     }
 }
