@@ -398,7 +398,7 @@ impl Stitch {
             for (key, value) in extra {
                 slot.push_attr(key, value.clone())?;
             }
-            return Ok(slot.publish(&meta).map_err(super::OutputError::from)?);
+            return Ok(slot.publish(&meta)?);
         }
         if missing_tiles > 0 {
             mark_missing(p.dtype, p.nx, &p.areas, &mut p.pixels, self.fill);
