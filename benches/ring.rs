@@ -79,30 +79,7 @@ fn publish_and_consume(c: &mut Criterion) {
     group.finish();
 }
 
-const PIPELINE: &str = r#"
-name = "bench"
-
-[[ring]]
-name = "in"
-slot_bytes = 64
-
-[[ring]]
-name = "out"
-slot_bytes = 64
-
-[source]
-ring = "in"
-nx = 8
-ny = 8
-dtype = "u8"
-
-[[stage]]
-name = "pass"
-processor = "passthrough"
-input = "in"
-output = "out"
-batch = BATCH
-"#;
+const PIPELINE: &str = include_str!("../fixtures/pipelines/passthrough-64b.toml");
 
 /// One frame through a passthrough stage: published into its input ring, one step of
 /// the worker loop (take it in the stage's group, forward it, count it in the stats
@@ -112,7 +89,7 @@ fn through_a_passthrough_stage(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for batch in [1, 16] {
         let name = format!("bench-{}", std::process::id());
-        let text = PIPELINE.replace("BATCH", &batch.to_string());
+        let text = PIPELINE.replace("batch = 1", &format!("batch = {batch}"));
         let plan = Pipeline::parse(&text, "bench", Path::new("."), Some(&name))
             .expect("pipeline")
             .stages

@@ -62,29 +62,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const PIPELINE: &str = r#"
-name = "allocations"
-
-[[ring]]
-name = "in"
-slot_bytes = 64
-
-[[ring]]
-name = "out"
-slot_bytes = 64
-
-[source]
-ring = "in"
-nx = 8
-ny = 8
-dtype = "u8"
-
-[[stage]]
-name = "pass"
-processor = "passthrough"
-input = "in"
-output = "out"
-"#;
+const PIPELINE: &str = include_str!("../fixtures/pipelines/passthrough-64b.toml");
 
 /// Frames stepped before counting: first uses (the histogram's, the clock's) may allocate.
 const WARM_UP: u64 = 100;
