@@ -306,6 +306,9 @@ fn bin_of(v: f64, h: &HistSpec) -> u32 {
     bin_inside(v, v >= h.lo && v <= h.hi, h)
 }
 
+/// 2^52: the f64 whose unit in the last place is 1.
+const TWO_TO_52: f64 = 4_503_599_627_370_496.0;
+
 /// [`bin_of`] with the range test done by the caller.
 #[inline(always)]
 fn bin_inside(v: f64, inside: bool, h: &HistSpec) -> u32 {
@@ -314,10 +317,10 @@ fn bin_inside(v: f64, inside: bool, h: &HistSpec) -> u32 {
     let t = (v - h.lo) * h.scale;
     let t = if t < h.last_f { t } else { h.last_f };
     let t = if t > 0.0 { t } else { 0.0 };
-    // SAFETY: t is in [0, last] (last <= i32::MAX, see `hist_spec`), not NaN, so it
-    // fits an i32. Unchecked, the conversion is one vector instruction; `as`
+    // t is in [0, last] (last <= i32::MAX, see `hist_spec`), not NaN: 2^52 + floor(t)
+    // is exact, and its low mantissa bits are floor(t). Safe and vectorised, where `as`
     // (saturating, NaN to 0) is scalar.
-    let b = unsafe { t.to_int_unchecked::<i32>() } as u32;
+    let b = (t.floor() + TWO_TO_52).to_bits() as u32;
     if inside {
         b
     } else {
