@@ -1100,6 +1100,11 @@ impl<'r, 'a> StageLoop<'r, 'a> {
                 }
             }
             self.args = new_args;
+            // A holding writer's sync interval (`flush_ms`) may have changed; whether it
+            // holds at all was settled when it attached.
+            if self.sync_every.is_some() {
+                self.sync_every = self.processor.sync_interval().or(self.sync_every);
+            }
         }
         self.args_gen = gen;
         self.pending_config = true;

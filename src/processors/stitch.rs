@@ -220,13 +220,21 @@ impl Processor for Stitch {
                 && !out.is_held(0)
                 && bytes as u64 <= out.capacity(0)
                 && out.hold(0).unwrap_or(false);
+            let attributes = match frame_attributes(frame) {
+                Ok(attributes) => attributes,
+                Err(e) => {
+                    // No frame is assembled in the slot it took.
+                    if in_slot {
+                        out.release_held(0);
+                    }
+                    return Err(e);
+                }
+            };
             let mut pixels = Vec::new();
             if !in_slot {
                 pixels = self.spare.pop().unwrap_or_default();
                 pixels.resize(bytes, 0);
             }
-            let attributes =
-                AttributeArea::filtered(frame.raw_attributes()?, |k| !TILE_KEYS.contains(&k))?;
             let count = tile.rows as usize * tile.cols as usize;
             self.pending.insert(
                 id,
@@ -394,9 +402,18 @@ impl Stitch {
                     self.fill,
                 );
             }
-            slot.copy_attributes(p.attributes.as_bytes())?;
-            for (key, value) in extra {
-                slot.push_attr(key, value.clone())?;
+            let attributes = slot
+                .copy_attributes(p.attributes.as_bytes())
+                .and_then(|()| {
+                    extra
+                        .iter()
+                        .try_for_each(|(key, value)| slot.push_attr(key, value.clone()))
+                });
+            if let Err(e) = attributes {
+                // The frame cannot leave: the slot is given up, not kept held.
+                drop(slot);
+                out.release_held(0);
+                return Err(e.into());
             }
             return Ok(slot.publish(&meta)?);
         }
@@ -411,9 +428,8 @@ impl Stitch {
 
     /// Moves the frame assembled in the held output slot into a buffer.
     fn demote(&mut self, out: &mut Outputs) {
-        let spare = self.spare.pop().unwrap_or_default();
         if let Some(p) = self.pending.values_mut().find(|p| p.in_slot) {
-            let mut pixels = spare;
+            let mut pixels = self.spare.pop().unwrap_or_default();
             pixels.clear();
             if let Some(mut slot) = out.held(0) {
                 pixels.extend_from_slice(&slot.payload_mut()[..p.bytes]);
@@ -424,6 +440,13 @@ impl Stitch {
         }
         out.release_held(0);
     }
+}
+
+/// A tile's attributes without the tile keys: the whole frame's.
+fn frame_attributes(tile: &Frame<'_>) -> Result<AttributeArea, ProcessError> {
+    Ok(AttributeArea::filtered(tile.raw_attributes()?, |k| {
+        !TILE_KEYS.contains(&k)
+    })?)
 }
 
 /// Sets every pixel no tile covered to `fill` (default: the dtype's largest value, NaN

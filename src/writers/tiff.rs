@@ -80,6 +80,12 @@ impl Processor for TiffWriter {
             return Ok(());
         }
         match (key, value) {
+            // Whether the worker holds frames in its ring until they are durable is
+            // settled when it attaches; a durable batch without holding could lose them.
+            ("sync", _) if self.uring.is_some() => {
+                let reason = "sync cannot change while the stage runs; restart with the new value";
+                return Err(reason.into());
+            }
             ("sync", ArgValue::Boolean(b)) => self.sync = *b,
             ("sync", other) => {
                 return Err(format!("sync must be true or false, got {other}").into())
@@ -371,4 +377,43 @@ where
         header.timestamp_ns.to_string().as_str(),
     )?;
     image.write_data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_is_fixed_once_started_and_flush_ms_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = TiffWriter::default();
+        let folder = ArgValue::String(dir.path().display().to_string());
+        writer.configure("folder", &folder).unwrap();
+        writer.configure("sync", &ArgValue::Boolean(false)).unwrap();
+        writer.configure("sync", &ArgValue::Boolean(true)).unwrap();
+        writer
+            .start(&StageContext {
+                stage: "tiff".into(),
+                worker: 0,
+                workers: 1,
+                inputs: 1,
+                outputs: Vec::new(),
+                restarts: 0,
+                previous: Vec::new(),
+            })
+            .unwrap();
+        // Whether frames are held until durable was settled by the first value.
+        let refused = writer
+            .configure("sync", &ArgValue::Boolean(false))
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("sync cannot change"),
+            "{refused}"
+        );
+        assert_eq!(writer.sync_interval(), Some(Duration::from_secs(1)));
+        writer
+            .configure("flush_ms", &ArgValue::Integer(250))
+            .unwrap();
+        assert_eq!(writer.sync_interval(), Some(Duration::from_millis(250)));
+    }
 }
