@@ -183,7 +183,7 @@ impl Outputs {
             }
             .into());
         }
-        slot.payload_mut()[..payload.len()].copy_from_slice(payload);
+        crate::ring::copy_to_slot(&mut slot.payload_mut()[..payload.len()], payload);
         slot.copy_attributes(attributes)?;
         for (key, value) in extra {
             slot.push_attr(key, value.clone())?;

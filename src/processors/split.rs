@@ -157,7 +157,7 @@ impl Processor for Split {
                 let tile = &mut slot.payload_mut()[..h as usize * tile_row_bytes];
                 for (y, dst) in tile.chunks_exact_mut(tile_row_bytes).enumerate() {
                     let at = (y0 as usize + y) * row_bytes + x0 as usize * size;
-                    dst.copy_from_slice(&payload[at..at + tile_row_bytes]);
+                    crate::ring::stream_copy(dst, &payload[at..at + tile_row_bytes]);
                 }
                 slot.copy_attributes(attributes)?;
                 let values = [r, c, rows.len(), cols.len()]

@@ -290,7 +290,7 @@ impl Processor for Stitch {
             .enumerate()
         {
             let at = (tile.y as usize + y) * row_bytes + tile.x as usize * size;
-            pixels[at..at + tile_row_bytes].copy_from_slice(src);
+            crate::ring::stream_copy(&mut pixels[at..at + tile_row_bytes], src);
         }
         drop(slot);
         p.got[index] = true;
