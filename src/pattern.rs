@@ -5,7 +5,7 @@
 //! `((f + i) mod 2^24) as f32` for f32 and `((f + i) mod 2^53) as f64` for f64 — exact
 //! in each precision. Values are stored little-endian.
 
-use crate::ring::Dtype;
+use crate::ring::{copy_to_slot, Dtype};
 
 /// Bytes generated or compared per step; small enough to stay in L1/L2.
 const CHUNK_PIXELS: usize = 16 * 1024;
@@ -82,9 +82,62 @@ pub fn verify_ramp(data: &[u8], dtype: Dtype, frame_id: u64, scratch: &mut Vec<u
     None
 }
 
+/// The ramp of one dtype, as [`fill_ramp`] defines it, written at memory speed where it
+/// can be: a ramp of 8 or 16 bits repeats every 2^8 or 2^16 pixels, so a frame is one
+/// precomputed window copied over and over with streaming stores, one write per byte
+/// and no arithmetic. Wider types are computed pixel by pixel.
+pub struct Ramp {
+    dtype: Dtype,
+    /// For a repeating ramp: `WINDOW_PIXELS` plus one period of the ramp of frame 0, so
+    /// the window of any frame starts at its id modulo the period.
+    table: Vec<u8>,
+}
+
+/// Pixels per copied window: a whole number of periods of both repeating widths, and at
+/// least the 64 KiB from which [`copy_to_slot`] streams.
+const WINDOW_PIXELS: usize = 1 << 16;
+
+impl Ramp {
+    pub fn new(dtype: Dtype) -> Ramp {
+        let table = match ramp_period(dtype) {
+            Some(period) => {
+                let mut table = vec![0u8; (WINDOW_PIXELS + period) * dtype.size()];
+                fill_ramp(&mut table, dtype, 0);
+                table
+            }
+            None => Vec::new(),
+        };
+        Ramp { dtype, table }
+    }
+
+    /// Writes the ramp of frame `frame_id` into `out` (whole pixels).
+    pub fn fill(&self, out: &mut [u8], frame_id: u64) {
+        let Some(period) = ramp_period(self.dtype) else {
+            return fill_ramp(out, self.dtype, frame_id);
+        };
+        let px = self.dtype.size();
+        // Pixel i of the frame holds (frame_id + i) mod period, and every window starts
+        // a whole number of periods into the frame.
+        let start = (frame_id % period as u64) as usize * px;
+        let window = &self.table[start..start + WINDOW_PIXELS * px];
+        for chunk in out.chunks_mut(window.len()) {
+            copy_to_slot(chunk, &window[..chunk.len()]);
+        }
+    }
+}
+
+/// The period in pixels of a ramp that repeats within [`WINDOW_PIXELS`].
+fn ramp_period(dtype: Dtype) -> Option<usize> {
+    match dtype {
+        Dtype::U8 | Dtype::I8 => Some(1 << 8),
+        Dtype::U16 | Dtype::I16 => Some(1 << 16),
+        _ => None,
+    }
+}
+
 /// Where the pixels of each frame come from: a pattern or a replayed file.
 pub enum FrameContent {
-    Ramp(Dtype),
+    Ramp(Ramp),
     Random(RandomPool),
     Npy(NpyStack),
     Tiff(TiffSeries),
@@ -94,7 +147,7 @@ impl FrameContent {
     /// Writes frame `frame_id` into `out` (exactly one frame's bytes).
     pub fn fill(&self, out: &mut [u8], frame_id: u64) {
         match self {
-            FrameContent::Ramp(dtype) => fill_ramp(out, *dtype, frame_id),
+            FrameContent::Ramp(ramp) => ramp.fill(out, frame_id),
             FrameContent::Random(pool) => pool.fill(out, frame_id),
             FrameContent::Npy(stack) => stack.fill(out, frame_id),
             FrameContent::Tiff(series) => series.fill(out, frame_id),
@@ -122,7 +175,7 @@ impl RandomPool {
     /// Copies the random frame for `frame_id` into `out`.
     pub fn fill(&self, out: &mut [u8], frame_id: u64) {
         let offset = (frame_id as usize % 4096) * 16;
-        out.copy_from_slice(&self.bytes[offset..offset + out.len()]);
+        copy_to_slot(out, &self.bytes[offset..offset + out.len()]);
     }
 }
 
@@ -242,7 +295,7 @@ impl NpyStack {
     /// Copies the frame for `frame_id` into `out` (exactly one frame long).
     pub fn fill(&self, out: &mut [u8], frame_id: u64) {
         let at = (frame_id % self.frames as u64) as usize * out.len();
-        out.copy_from_slice(&self.data[at..at + out.len()]);
+        copy_to_slot(out, &self.data[at..at + out.len()]);
     }
 
     /// Frames in the stack.
@@ -310,7 +363,7 @@ impl TiffSeries {
     /// Copies frame `frame_id` (cycling through the series) into `out`.
     pub fn fill(&self, out: &mut [u8], frame_id: u64) {
         let at = (frame_id % self.paths.len() as u64) as usize * out.len();
-        out.copy_from_slice(&self.data[at..at + out.len()]);
+        copy_to_slot(out, &self.data[at..at + out.len()]);
     }
 }
 
@@ -452,6 +505,23 @@ mod tests {
         let mut out = vec![0u8; 8];
         fill_ramp(&mut out, Dtype::I64, u64::MAX);
         assert_eq!(i64::from_le_bytes(out.try_into().unwrap()), -1);
+    }
+
+    #[test]
+    fn the_windowed_ramp_is_the_ramp_for_every_dtype_and_phase() {
+        for dtype in Dtype::ALL {
+            let ramp = Ramp::new(dtype);
+            // Frames shorter than, equal to and longer than a window, ending mid-window.
+            for pixels in [3, WINDOW_PIXELS, 3 * WINDOW_PIXELS + 1001] {
+                for frame_id in [0, 1, 255, 256, 65_535, 65_537, u64::MAX] {
+                    let mut expected = vec![0u8; pixels * dtype.size()];
+                    fill_ramp(&mut expected, dtype, frame_id);
+                    let mut got = vec![0xAAu8; expected.len()];
+                    ramp.fill(&mut got, frame_id);
+                    assert!(got == expected, "{dtype:?} {pixels} px, frame {frame_id}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `streamd sim`: a detector simulator that publishes frames into a ring.
 
 use super::{per_second, print_counters, Status};
-use crate::pattern::{FrameContent, NpyStack, RandomPool};
+use crate::pattern::{FrameContent, NpyStack, Ramp, RandomPool};
 use crate::pipeline::plan::MetadataPlan;
 use crate::pipeline::source::{pace_or_stop, MetadataError};
 use crate::ring::{
@@ -151,7 +151,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<Status> {
         (None, Pattern::Random) => {
             FrameContent::Random(RandomPool::new(frame_bytes as usize, 0x5eed))
         }
-        (None, _) => FrameContent::Ramp(args.dtype),
+        (None, _) => FrameContent::Ramp(Ramp::new(args.dtype)),
     };
     let started = Instant::now();
     let sent = publish_frames(
