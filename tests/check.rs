@@ -175,3 +175,31 @@ fn a_tiff_folder_holding_an_earlier_run_is_refused_up_front_unless_overwrite() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn tile_rings_are_sized_for_tiles_not_whole_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = streamd()
+        .args(["check", &fixture("split-stitch.toml")])
+        .args(["--output", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let slot = |ring: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ring))
+            .unwrap_or_else(|| panic!("no ring {ring} in\n{text}"));
+        line.split_whitespace()
+            .skip(4)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // 750 × 1000 u16 frames cut 3 × 4: tiles of 250 × 250 pixels, 125,000 bytes.
+    assert_eq!(slot("raw"), "1.4 MiB");
+    assert_eq!(slot("tiles"), "122.1 KiB");
+    assert_eq!(slot("worked"), "122.1 KiB");
+    assert_eq!(slot("whole"), "1.4 MiB");
+}

@@ -1,5 +1,6 @@
 //! The frame processors in real pipelines: split → stitch bit for bit (u8, u16, f32;
-//! even and uneven cuts; tiles over two workers), a tile worker killed for good, metadata
+//! even and uneven cuts; tiles over two workers), a tile worker killed for good (and a
+//! tile too large for its rings refused while it runs), metadata
 //! merged by timestamp with exact counters, and gating with exact counts per route.
 
 mod common;
@@ -65,6 +66,16 @@ fn a_tile_worker_killed_for_good_gives_counted_and_marked_incomplete_frames() {
     let name = pipeline_name("tilekill");
     let child = start("split-kill.toml", &name, dir.path());
     let live = wait_status(&name, "frames stitched", |s| frames_in(s, "check") > 100);
+    // Its tile rings hold 128 × 128 u16 tiles, so larger tiles are refused while it runs.
+    let larger = streamd()
+        .args(["configure", "split", "tile=[256,256]", "--pipeline", &name])
+        .output()
+        .expect("configure");
+    assert_eq!(larger.status.code(), Some(2), "a larger tile was accepted");
+    assert_eq!(
+        stderr(&larger).trim(),
+        "streamd: stage 'split' refused tile=[256,256]: its frames of up to 131072 bytes would not fit its output's 32768-byte slots; nothing changed"
+    );
     let victim = num(worker(&live, "right", 0), "pid");
     // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);

@@ -2,7 +2,7 @@
 
 use super::status::{collect, Rates};
 use super::{socket_path, Reply, Request};
-use crate::processors::{self, Refused, Wiring};
+use crate::processors::{self, InputFrames, Refused, Wiring};
 use crate::registry;
 use crate::stats::layout::*;
 use crate::stats::{StatsError, StatsSegment};
@@ -25,6 +25,9 @@ pub struct Shared {
     pub events: Mutex<Vec<String>>,
     /// How each stage is connected, by name, to check a configuration against.
     pub wiring: HashMap<String, Wiring>,
+    /// Each stage's input frames and the slot size of its smallest output ring, by
+    /// name: a change whose frames would not fit is refused.
+    pub room: HashMap<String, (InputFrames, u64)>,
 }
 
 impl Shared {
@@ -149,9 +152,17 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
     let processor = stats.stage_processor(index);
     let checked = registry::build(&processor, &args)
         .map_err(|e| Refused(e.reason))
-        .and_then(|p| match shared.wiring.get(stage) {
-            Some(wiring) => p.check_wiring(wiring),
-            None => Ok(()),
+        .and_then(|p| {
+            if let Some(wiring) = shared.wiring.get(stage) {
+                p.check_wiring(wiring)?;
+            }
+            match shared.room.get(stage) {
+                Some((input, room)) if p.output_bytes(input) > *room => Err(Refused(format!(
+                    "its frames of up to {} bytes would not fit its output's {room}-byte slots",
+                    p.output_bytes(input)
+                ))),
+                _ => Ok(()),
+            }
         })
         // A Python class checks the change itself, on a scratch instance.
         .and_then(|()| match processor.as_str() {

@@ -689,7 +689,7 @@ impl Validator<'_> {
             let ring = self.ring(r, &rings.declared)?;
             rings.declared.push(ring);
         }
-        let (source, source_bytes) = self.source(&raw.source, base, &mut rings)?;
+        let source = self.source(&raw.source, base, &mut rings)?;
         let mut stages = Vec::new();
         let mut processors_built = Vec::new();
         for s in &raw.stages {
@@ -702,14 +702,7 @@ impl Validator<'_> {
         self.producers(&mut rings, &stages)?;
         // No cycles; the order also sizes rings from their producers.
         let order = self.topological(&raw, &stages)?;
-        let bytes = self.ring_sizes(
-            &raw,
-            &rings,
-            (&source, source_bytes),
-            &stages,
-            &processors_built,
-            &order,
-        )?;
+        let bytes = self.ring_sizes(&raw, &rings, &source, &stages, &processors_built, &order)?;
         let rings = self.ring_plans(rings, bytes, &name)?;
         Ok(Pipeline {
             name,
@@ -802,7 +795,7 @@ impl Validator<'_> {
         raw: &Spanned<RawSource>,
         base: &Path,
         rings: &mut Rings<'_>,
-    ) -> Result<(SourcePlan, u64), ConfigError> {
+    ) -> Result<SourcePlan, ConfigError> {
         let src = raw.get_ref();
         let src_ring = rings.index(src.ring.get_ref()).ok_or_else(|| {
             self.at(
@@ -821,7 +814,6 @@ impl Validator<'_> {
         };
         let python = self.python_source(src, base)?;
         let (content, nx, ny, dtype, frames) = self.source_frames(raw, python, base)?;
-        let source_bytes = u64::from(nx) * u64::from(ny) * dtype.size() as u64;
         rings.writer_of.insert(src_ring, "the source".to_string());
         let metadata = match &src.metadata {
             None => None,
@@ -838,7 +830,7 @@ impl Validator<'_> {
             cores: self.cores(src.cores.as_ref())?,
             metadata,
         };
-        Ok((source, source_bytes))
+        Ok(source)
     }
 
     /// What the source's frames are: content, nx, ny, dtype and how many (`None`: until
@@ -1289,7 +1281,7 @@ impl Validator<'_> {
         &self,
         raw: &RawPipeline,
         rings: &Rings<'_>,
-        (source, source_bytes): (&SourcePlan, u64),
+        source: &SourcePlan,
         stages: &[StagePlan],
         processors_built: &[Box<dyn Processor>],
         order: &[usize],
@@ -1298,6 +1290,7 @@ impl Validator<'_> {
         let index = |name: &str| rings.index(name).expect("checked");
         let src_ring = index(&source.ring);
         let mut bytes: Vec<u64> = declared.iter().map(|d| d.plan.slot_bytes).collect();
+        let source_bytes = source.frame_bytes();
         if declared[src_ring]
             .bytes
             .is_some_and(|declared| declared < source_bytes)
@@ -1315,13 +1308,8 @@ impl Validator<'_> {
         }
         for &si in order {
             let stage = &stages[si];
-            let input_bytes = stage
-                .inputs
-                .iter()
-                .map(|i| bytes[index(i)])
-                .max()
-                .unwrap_or(0);
-            let needed = processors_built[si].output_bytes(input_bytes, source_bytes);
+            let input = stage.input_frames(source, |ring| bytes[index(ring)]);
+            let needed = processors_built[si].output_bytes(&input);
             for out in &stage.outputs {
                 let oi = index(out);
                 match declared[oi].bytes {

@@ -3,6 +3,7 @@
 //! file, the supervisor, the workers and the source read it.
 
 use crate::processors::python::PythonCode;
+use crate::processors::InputFrames;
 use crate::ring::{Delivery, Dtype, FullPolicy, GroupSet, SetMode};
 use crate::sources::zmq::ZmqSettings;
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,12 @@ pub struct SourcePlan {
     pub metadata: Option<MetadataPlan>,
 }
 
+impl SourcePlan {
+    pub fn frame_bytes(&self) -> u64 {
+        u64::from(self.nx) * u64::from(self.ny) * self.dtype.size() as u64
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StagePlan {
     pub name: String,
@@ -173,6 +180,23 @@ pub struct StagePlan {
 }
 
 impl StagePlan {
+    /// The frames this stage reads, given each ring's slot size.
+    pub fn input_frames(
+        &self,
+        source: &SourcePlan,
+        slot_bytes: impl Fn(&str) -> u64,
+    ) -> InputFrames {
+        InputFrames {
+            bytes: self.inputs.iter().map(|i| slot_bytes(i)).max().unwrap_or(0),
+            source_bytes: source.frame_bytes(),
+            shape: self.inputs.iter().all(|i| *i == source.ring).then_some((
+                source.ny,
+                source.nx,
+                source.dtype.size() as u64,
+            )),
+        }
+    }
+
     /// Where argument `key` was written, else where the stage's processor was named.
     pub fn location(&self, key: &str) -> &str {
         self.at

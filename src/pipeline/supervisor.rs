@@ -372,6 +372,19 @@ fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared
                 (s.name.clone(), wiring)
             })
             .collect(),
+        room: pipeline
+            .stages
+            .iter()
+            .filter_map(|s| {
+                let slot_bytes = |name: &str| {
+                    let ring = pipeline.rings.iter().find(|r| r.name == name);
+                    ring.map_or(0, |r| r.slot_bytes)
+                };
+                let room = s.outputs.iter().map(|o| slot_bytes(o)).min()?;
+                let input = s.input_frames(&pipeline.source, slot_bytes);
+                Some((s.name.clone(), (input, room)))
+            })
+            .collect(),
         ..Shared::default()
     });
     serve(&pipeline.name, shared.clone())?;

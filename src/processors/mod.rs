@@ -51,6 +51,18 @@ pub struct StageContext {
     pub previous: Vec<(String, u64)>,
 }
 
+/// The frames a stage reads, for sizing what it writes: what
+/// [`Processor::output_bytes`] is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputFrames {
+    /// The largest payload its input rings' slots hold.
+    pub bytes: u64,
+    /// The size of the pipeline source's frames.
+    pub source_bytes: u64,
+    /// `(ny, nx, bytes per pixel)` where the stage reads only the source's ring.
+    pub shape: Option<(u32, u32, u64)>,
+}
+
 /// How a stage is connected: what [`Processor::check_wiring`] is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wiring {
@@ -171,11 +183,10 @@ pub trait Processor: Send {
         &[]
     }
 
-    /// Largest payload this processor publishes for inputs of `input_bytes` in a
-    /// pipeline whose source frames are `source_bytes`; sizes output rings that do not
-    /// give their own size.
-    fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
-        input_bytes
+    /// Largest payload this processor publishes for `input`; sizes output rings that
+    /// do not give their own size, and bounds a change of arguments at run time.
+    fn output_bytes(&self, input: &InputFrames) -> u64 {
+        input.bytes
     }
 }
 

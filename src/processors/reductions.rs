@@ -21,8 +21,8 @@
 //! `publish = "frame"` forwards the frame itself with those attributes, for a `route`.
 
 use super::{
-    image_shape, integer_list, number, unknown_key, ArgValue, Outputs, ProcessError, Processor,
-    Refused,
+    image_shape, integer_list, number, unknown_key, ArgValue, InputFrames, Outputs, ProcessError,
+    Processor, Refused,
 };
 use crate::ring::{AttrValue, Dtype, Frame, FrameMeta};
 
@@ -1100,9 +1100,9 @@ impl Processor for Reduce {
         ]
     }
 
-    fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
+    fn output_bytes(&self, input: &InputFrames) -> u64 {
         match self.publish {
-            Publish::Frame => input_bytes,
+            Publish::Frame => input.bytes,
             Publish::Record => (self.settings.bins as u64 * 4).max(1),
         }
     }

@@ -11,8 +11,8 @@
 //! straight from the input slot into the output slot.
 
 use super::{
-    image_shape, integer_list, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused,
-    Wiring,
+    image_shape, integer_list, unknown_key, ArgValue, InputFrames, Outputs, ProcessError,
+    Processor, Refused, Wiring,
 };
 use crate::ring::{AttrValue, Frame, FrameMeta};
 
@@ -55,6 +55,15 @@ pub fn bands(cut_len: u32, size: u32, by_count: bool) -> Bands {
             .map(|i| (i * cut_len, cut_len.min(size - i * cut_len)))
             .collect()
     }
+}
+
+/// The length of the longest band.
+fn longest(bands: &Bands) -> u64 {
+    bands
+        .iter()
+        .map(|&(_, len)| u64::from(len))
+        .max()
+        .unwrap_or(0)
 }
 
 impl Cut {
@@ -143,6 +152,15 @@ impl Processor for Split {
         }
         let (rows, cols) = cut.layout(ny, nx)?;
         let size = header.dtype.size();
+        let (h, w) = (longest(&rows), longest(&cols));
+        let largest = h * w * size as u64;
+        if let Some(port) = (0..out.len()).find(|&p| out.capacity(p) < largest) {
+            return Err(format!(
+                "frame {}'s {h}x{w} tiles ({largest} bytes) do not fit output port {port}'s {}-byte slots; give that ring a larger slot_bytes or cut smaller tiles",
+                header.frame_id, out.capacity(port)
+            )
+            .into());
+        }
         let row_bytes = nx as usize * size;
         let payload = frame.payload();
         let attributes = frame.raw_attributes()?;
@@ -155,10 +173,10 @@ impl Processor for Split {
                 };
                 let tile_row_bytes = w as usize * size;
                 let tile = &mut slot.payload_mut()[..h as usize * tile_row_bytes];
-                for (y, dst) in tile.chunks_exact_mut(tile_row_bytes).enumerate() {
-                    let at = (y0 as usize + y) * row_bytes + x0 as usize * size;
-                    crate::ring::stream_copy(dst, &payload[at..at + tile_row_bytes]);
-                }
+                let sources = payload[y0 as usize * row_bytes..]
+                    .chunks(row_bytes)
+                    .map(|row| &row[x0 as usize * size..][..tile_row_bytes]);
+                crate::ring::stream_rows(tile.chunks_exact_mut(tile_row_bytes).zip(sources));
                 slot.copy_attributes(attributes)?;
                 let values = [r, c, rows.len(), cols.len()]
                     .map(|v| v as u64)
@@ -186,11 +204,18 @@ impl Processor for Split {
         vec![("tiles".into(), self.tiles)]
     }
 
-    fn output_bytes(&self, input_bytes: u64, _source_bytes: u64) -> u64 {
-        // A tile is never larger than its frame; the dtype is not known here.
-        match self.cut {
-            Some(Cut::Tile { ny, nx }) => input_bytes.min(u64::from(ny) * u64::from(nx) * 4),
-            _ => input_bytes,
+    fn output_bytes(&self, input: &InputFrames) -> u64 {
+        match (self.cut, input.shape) {
+            (Some(cut), Some((ny, nx, pixel))) => match cut.layout(ny, nx) {
+                Ok((rows, cols)) => longest(&rows) * longest(&cols) * pixel,
+                Err(_) => input.bytes,
+            },
+            // The shape is not known here, only that a tile is never larger than its
+            // frame, nor than its pixels of the widest dtype (8 bytes).
+            (Some(Cut::Tile { ny, nx }), None) => {
+                input.bytes.min(u64::from(ny) * u64::from(nx) * 8)
+            }
+            _ => input.bytes,
         }
     }
 }
@@ -222,6 +247,36 @@ mod tests {
         assert_eq!(bands(4, 10, true), vec![(0, 2), (2, 3), (5, 2), (7, 3)]);
         assert_eq!(bands(3, 9, true), vec![(0, 3), (3, 3), (6, 3)]);
         assert!(Cut::Grid { rows: 4, cols: 1 }.layout(3, 8).is_err());
+    }
+
+    #[test]
+    fn tile_rings_are_sized_by_the_largest_tile_where_the_frame_is_known() {
+        let split = |key: &str, value: [i64; 2]| {
+            let mut s = Split::default();
+            s.configure(key, &toml::Value::from(value.to_vec()))
+                .unwrap();
+            s
+        };
+        let frames = |shape| InputFrames {
+            bytes: 3840 * 2160 * 2,
+            source_bytes: 3840 * 2160 * 2,
+            shape,
+        };
+        let source = frames(Some((2160, 3840, 2)));
+        assert_eq!(split("grid", [2, 2]).output_bytes(&source), 1080 * 1920 * 2);
+        // Uneven grids: the longest band of each axis (3840 / 7: bands of 548 and 549).
+        assert_eq!(split("grid", [5, 7]).output_bytes(&source), 432 * 549 * 2);
+        assert_eq!(
+            split("tile", [1000, 1000]).output_bytes(&source),
+            1000 * 1000 * 2
+        );
+        // Frames not straight from the source: a tile of the widest pixels, at most the frame.
+        let unknown = frames(None);
+        assert_eq!(
+            split("tile", [100, 100]).output_bytes(&unknown),
+            100 * 100 * 8
+        );
+        assert_eq!(split("grid", [2, 2]).output_bytes(&unknown), unknown.bytes);
     }
 
     proptest::proptest! {

@@ -14,7 +14,8 @@
 
 use super::split::TILE_KEYS;
 use super::{
-    number, positive_integer, unknown_key, ArgValue, Outputs, ProcessError, Processor, Refused,
+    number, positive_integer, unknown_key, ArgValue, InputFrames, Outputs, ProcessError, Processor,
+    Refused,
 };
 use crate::ring::{AttrValue, AttributeArea, Dtype, Frame, FrameMeta};
 use std::collections::BTreeMap;
@@ -283,15 +284,15 @@ impl Processor for Stitch {
             None if p.in_slot => return Err("the output slot being assembled was lost".into()),
             None => &mut p.pixels[..],
         };
-        for (y, src) in frame
+        let x0 = tile.x as usize * size;
+        let destinations = pixels[tile.y as usize * row_bytes..]
+            .chunks_mut(row_bytes)
+            .map(|row| &mut row[x0..x0 + tile_row_bytes]);
+        let sources = frame
             .payload()
             .chunks_exact(tile_row_bytes.max(1))
-            .take(h as usize)
-            .enumerate()
-        {
-            let at = (tile.y as usize + y) * row_bytes + tile.x as usize * size;
-            crate::ring::stream_copy(&mut pixels[at..at + tile_row_bytes], src);
-        }
+            .take(h as usize);
+        crate::ring::stream_rows(destinations.zip(sources));
         drop(slot);
         p.got[index] = true;
         p.missing -= 1;
@@ -301,8 +302,8 @@ impl Processor for Stitch {
 
     /// Whole frames: as large as the source's unless the tiles are larger (a ring with
     /// its own `frame` or `slot_bytes` overrides this for frames that changed size).
-    fn output_bytes(&self, input_bytes: u64, source_bytes: u64) -> u64 {
-        input_bytes.max(source_bytes)
+    fn output_bytes(&self, input: &InputFrames) -> u64 {
+        input.bytes.max(input.source_bytes)
     }
 
     fn poll(&mut self, out: &mut Outputs) -> Result<(), ProcessError> {

@@ -4,7 +4,6 @@
 
 /// Copies `src` into `dst` (equal lengths) bypassing the cache where the CPU allows.
 pub fn copy_to_slot(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_to_slot: lengths differ");
     #[cfg(target_arch = "x86_64")]
     {
         // Small copies: the cache is where the reader will find them soonest.
@@ -13,41 +12,90 @@ pub fn copy_to_slot(dst: &mut [u8], src: &[u8]) {
             return;
         }
     }
-    stream_copy(dst, src);
+    stream_rows([(dst, src)]);
 }
 
-/// [`copy_to_slot`] without its size rule: for one piece of a large frame (a tile row).
-pub fn stream_copy(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "stream_copy: lengths differ");
+/// [`copy_to_slot`] without its size rule, for the pieces of a large frame: copies each
+/// `(dst, src)` pair (equal lengths) with streaming stores, as the rows of a tile. One fence at the end orders them all before the caller's publish; a fence per
+/// row would wait for each row to reach memory.
+pub fn stream_rows<'a>(rows: impl IntoIterator<Item = (&'a mut [u8], &'a [u8])>) {
+    let mut rows = rows.into_iter().peekable();
+    while let Some((dst, src)) = rows.next() {
+        assert_eq!(dst.len(), src.len(), "stream_rows: lengths differ");
+        // The hardware prefetcher stops at each 4 KiB page, and the rows of a tile cut
+        // from a frame are pages apart: fetch the next row while this one is copied,
+        // unless it simply follows this one.
+        let ahead = match rows.peek() {
+            Some((_, next)) if !std::ptr::eq(next.as_ptr(), src.as_ptr_range().end) => next,
+            _ => &[][..],
+        };
+        stream_unfenced(dst, src, ahead);
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is baseline; the fence orders the streaming stores before any later
+    // store (the publish that hands the slot over is a Release store).
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+/// The copy of [`stream_rows`], whose caller fences, prefetching `ahead` alongside.
+fn stream_unfenced(dst: &mut [u8], src: &[u8], ahead: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        use std::arch::x86_64::{
+            __m128i, _mm_loadu_si128, _mm_prefetch, _mm_stream_si128, _MM_HINT_T0,
+        };
         let head = dst.as_ptr().align_offset(16).min(dst.len());
         dst[..head].copy_from_slice(&src[..head]);
         let body = (dst.len() - head) / 16 * 16;
         let (d, s) = (dst[head..].as_mut_ptr(), src[head..].as_ptr());
-        for i in (0..body).step_by(16) {
-            // SAFETY: `i + 16 <= body <= len - head`, so both 16-byte accesses are in
-            // bounds; `d + i` is 16-byte aligned (head aligned it); SSE2 is baseline on
-            // x86_64.
+        // Whole lines alongside a line of `ahead` each, then the rest.
+        let fetched = body.min(ahead.len().next_multiple_of(64)) / 64 * 64;
+        let copy16 = |i: usize| {
+            // SAFETY: callers pass `i + 16 <= body <= len - head`, so both 16-byte
+            // accesses are in bounds; `d + i` is 16-byte aligned (head aligned it); SSE2
+            // is baseline on x86_64.
             unsafe {
                 let v = _mm_loadu_si128(s.add(i) as *const __m128i);
                 _mm_stream_si128(d.add(i) as *mut __m128i, v);
             }
+        };
+        for line in (0..fetched).step_by(64) {
+            // SAFETY: `line < ahead.len()` (fetched rounds it up to a line, from below
+            // it), so the address is within `ahead`; a prefetch only hints and never
+            // faults; SSE is baseline on x86_64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(line) as *const i8) };
+            for i in (line..line + 64).step_by(16) {
+                copy16(i);
+            }
         }
-        // SAFETY: SSE2 is baseline; the fence orders the streaming stores before any
-        // later store (the publish that hands the slot over is a Release store).
-        unsafe { _mm_sfence() };
+        for i in (fetched..body).step_by(16) {
+            copy16(i);
+        }
         let done = head + body;
         dst[done..].copy_from_slice(&src[done..]);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    dst.copy_from_slice(src);
+    {
+        let _ = ahead;
+        dst.copy_from_slice(src);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`stream_rows`] in three rows, the middle one at an odd offset.
+    fn streamed(dst: &mut [u8], src: &[u8]) {
+        let len = dst.len();
+        let (a, rest) = dst.split_at_mut(len / 3);
+        let (b, c) = rest.split_at_mut(len / 3);
+        let (sa, srest) = src.split_at(len / 3);
+        let (sb, sc) = srest.split_at(len / 3);
+        stream_rows([(a, sa), (b, sb), (c, sc)]);
+    }
 
     #[test]
     fn copies_match_at_every_alignment_and_length() {
@@ -60,7 +108,7 @@ mod tests {
             (16, 65_536),
             (7, 199_990),
         ] {
-            for copy in [copy_to_slot, stream_copy] {
+            for copy in [copy_to_slot, streamed] {
                 let mut dst = vec![0u8; 200_016];
                 copy(&mut dst[offset..offset + len], &src[..len]);
                 assert_eq!(&dst[offset..offset + len], &src[..len], "{offset} {len}");

@@ -33,7 +33,7 @@ pub use consumer::{
     Consumer, ConsumerCounters, ConsumerOptions, Delivery, Detached, Frame, GroupSet, SetMode,
     LIVENESS_INTERVAL,
 };
-pub use copy::{copy_to_slot, stream_copy};
+pub use copy::{copy_to_slot, stream_rows};
 pub use error::{AttachError, ClaimError, CreateError, PublishError, RecvError};
 pub use frame::{
     attributes, AttrValue, AttributeArea, Dims, Dtype, FrameError, FrameHeader, FLAG_END_OF_STREAM,

@@ -117,7 +117,7 @@ impl OwnedRing {
     /// Creates ring `options.name` owned by the calling process; a stale segment of the
     /// same name is replaced and returned.
     pub fn create(options: &RingOptions) -> Result<(OwnedRing, Option<StaleSegment>), CreateError> {
-        let (segment, stale) = Segment::create(&ring_spec(options))?;
+        let (segment, stale) = Segment::create(&ring_spec(options), false)?;
         Ok((OwnedRing { segment }, stale))
     }
 
@@ -159,7 +159,7 @@ impl Producer {
     /// Creates the ring. A stale segment of the same name (dead producer) is replaced and
     /// returned so the caller can say so.
     pub fn create(options: &RingOptions) -> Result<(Producer, Option<StaleSegment>), CreateError> {
-        let (segment, stale) = Segment::create(&ring_spec(options))?;
+        let (segment, stale) = Segment::create(&ring_spec(options), true)?;
         let producer = Producer {
             segment,
             policy: options.full_policy,

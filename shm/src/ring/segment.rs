@@ -92,7 +92,13 @@ const MAX_SEGMENT: u64 = 1 << 40;
 impl Segment {
     /// Creates, sizes, pre-faults and initialises a segment; the caller becomes its producer.
     /// A segment of the same name whose producer is gone is removed first and reported.
-    pub(crate) fn create(spec: &RingSpec) -> Result<(Segment, Option<StaleSegment>), CreateError> {
+    /// `populate` maps every page now: for a creator that writes the slots itself, so
+    /// its first frames take no page faults. An owner that hands the slots to other
+    /// processes leaves it out; each of them faults in its own mapping anyway.
+    pub(crate) fn create(
+        spec: &RingSpec,
+        populate: bool,
+    ) -> Result<(Segment, Option<StaleSegment>), CreateError> {
         if !valid_name(&spec.name) {
             return Err(CreateError::BadName(super::error::shown(&spec.name)));
         }
@@ -156,14 +162,15 @@ impl Segment {
                 _ => io_err("allocate", err),
             });
         }
-        let map = MmapOptions::new()
-            .len(geometry.segment_size as usize)
-            .populate()
-            .map_raw(&file)
-            .map_err(|e| {
-                let _ = fs::remove_file(&path);
-                io_err("map", e)
-            })?;
+        let mut options = MmapOptions::new();
+        options.len(geometry.segment_size as usize);
+        if populate {
+            options.populate();
+        }
+        let map = options.map_raw(&file).map_err(|e| {
+            let _ = fs::remove_file(&path);
+            io_err("map", e)
+        })?;
         let huge = huge_pages_available() && map.advise(memmap2::Advice::HugePage).is_ok();
         let segment = Segment {
             name: spec.name.clone(),
