@@ -241,28 +241,27 @@ pub struct HeldOutput<'a> {
     bytes: &'a mut u64,
 }
 
-impl HeldOutput<'_> {
+impl<'a> HeldOutput<'a> {
+    /// The writer is taken only by `publish`, which consumes the guard, and by `Drop`.
+    fn writer(&mut self) -> &mut SlotWriter<'a> {
+        self.writer.as_mut().expect("a HeldOutput keeps its writer until published")
+    }
+
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        self.writer.as_mut().expect("until published").payload_mut()
+        self.writer().payload_mut()
     }
 
     pub fn copy_attributes(&mut self, encoded: &[u8]) -> Result<(), FrameError> {
-        self.writer
-            .as_mut()
-            .expect("until published")
-            .copy_attributes(encoded)
+        self.writer().copy_attributes(encoded)
     }
 
     pub fn push_attr(&mut self, key: &str, value: AttrValue<'_>) -> Result<(), FrameError> {
-        self.writer
-            .as_mut()
-            .expect("until published")
-            .push_attr(key, value)
+        self.writer().push_attr(key, value)
     }
 
     /// Publishes the frame and counts it; the port holds nothing afterwards.
     pub fn publish(mut self, meta: &FrameMeta<'_>) -> Result<(), OutputError> {
-        let writer = self.writer.take().expect("until published");
+        let writer = self.writer.take().expect("a HeldOutput keeps its writer until published");
         OutputSlot {
             slot: writer,
             frames: &mut *self.frames,

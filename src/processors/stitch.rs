@@ -220,7 +220,7 @@ impl Processor for Stitch {
             let in_slot = next_to_leave
                 && !out.is_held(0)
                 && bytes as u64 <= out.capacity(0)
-                && out.hold(0).unwrap_or(false);
+                && out.hold(0)?;
             let attributes = match frame_attributes(frame) {
                 Ok(attributes) => attributes,
                 Err(e) => {
