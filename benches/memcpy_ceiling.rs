@@ -18,14 +18,11 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let streams: Option<usize> = args
-        .iter()
-        .position(|a| a == "--streams")
-        .map(|at| {
-            let n = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(2);
-            args.drain(at..(at + 2).min(args.len()));
-            n
-        });
+    let streams: Option<usize> = args.iter().position(|a| a == "--streams").map(|at| {
+        let n = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(2);
+        args.drain(at..(at + 2).min(args.len()));
+        n
+    });
     let bytes: usize = args
         .first()
         .and_then(|a| a.parse().ok())

@@ -202,4 +202,50 @@ fn tile_rings_are_sized_for_tiles_not_whole_frames() {
     assert_eq!(slot("tiles"), "122.1 KiB");
     assert_eq!(slot("worked"), "122.1 KiB");
     assert_eq!(slot("whole"), "1.4 MiB");
+    // A ZeroMQ source takes any frame up to its size: tiles of 64 × 64 pixels of the
+    // widest dtype (8 bytes) rather than of the u16 it declares.
+    let file = dir.path().join("zmq-split.toml");
+    std::fs::write(
+        &file,
+        r#"name = "zmqsplit"
+[[ring]]
+name = "raw"
+slots = 8
+[[ring]]
+name = "tiles"
+slots = 8
+[source]
+kind = "zmq"
+ring = "raw"
+endpoint = "tcp://127.0.0.1:31009"
+nx = 256
+ny = 256
+dtype = "u16"
+[[stage]]
+name = "split"
+processor = "split"
+input = "raw"
+output = "tiles"
+args = { tile = [64, 64] }
+[[stage]]
+name = "sink"
+processor = "verify"
+input = "tiles"
+args = { pattern = "none" }
+"#,
+    )
+    .unwrap();
+    let out = streamd()
+        .args(["check", file.to_str().unwrap()])
+        .args(["--output", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tiles = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("tiles"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let size: Vec<&str> = tiles.split_whitespace().skip(4).take(2).collect();
+    assert_eq!(size, ["32.0", "KiB"], "{tiles}");
 }

@@ -74,7 +74,7 @@ fn a_tile_worker_killed_for_good_gives_counted_and_marked_incomplete_frames() {
     assert_eq!(larger.status.code(), Some(2), "a larger tile was accepted");
     assert_eq!(
         stderr(&larger).trim(),
-        "streamd: stage 'split' refused tile=[256,256]: its frames of up to 131072 bytes would not fit its output's 32768-byte slots; nothing changed"
+        "streamd: stage 'split' refused tile=[256,256]: its frames of up to 131072 bytes would not fit ring 'left', whose slots hold 32768 bytes (give that ring a larger slot_bytes and restart the pipeline); nothing changed"
     );
     let victim = num(worker(&live, "right", 0), "pid");
     // SAFETY: signalling a pid the status reported for a live worker of our pipeline.

@@ -25,9 +25,9 @@ pub struct Shared {
     pub events: Mutex<Vec<String>>,
     /// How each stage is connected, by name, to check a configuration against.
     pub wiring: HashMap<String, Wiring>,
-    /// Each stage's input frames and the slot size of its smallest output ring, by
-    /// name: a change whose frames would not fit is refused.
-    pub room: HashMap<String, (InputFrames, u64)>,
+    /// Each stage's input frames and its output ring with the smallest slots (name,
+    /// bytes), by stage name: a change whose frames would not fit is refused.
+    pub room: HashMap<String, (InputFrames, String, u64)>,
 }
 
 impl Shared {
@@ -157,11 +157,13 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
                 p.check_wiring(wiring)?;
             }
             match shared.room.get(stage) {
-                Some((input, room)) if p.output_bytes(input) > *room => Err(Refused(format!(
-                    "its frames of up to {} bytes would not fit its output's {room}-byte slots",
-                    p.output_bytes(input)
-                ))),
-                _ => Ok(()),
+                Some((input, ring, room)) => match p.output_bytes(input) {
+                    needed if needed > *room => Err(Refused(format!(
+                        "its frames of up to {needed} bytes would not fit ring '{ring}', whose slots hold {room} bytes (give that ring a larger slot_bytes and restart the pipeline)"
+                    ))),
+                    _ => Ok(()),
+                },
+                None => Ok(()),
             }
         })
         // A Python class checks the change itself, on a scratch instance.

@@ -144,8 +144,21 @@ pub struct SourcePlan {
 }
 
 impl SourcePlan {
+    /// The source's frame size: the size of every frame, or the largest it takes.
     pub fn frame_bytes(&self) -> u64 {
         u64::from(self.nx) * u64::from(self.ny) * self.dtype.size() as u64
+    }
+
+    /// `(ny, nx, bytes per pixel)` where every frame has the declared shape; a source fed
+    /// from outside (Python, pvAccess, ZeroMQ) takes any frame up to its size.
+    pub fn exact_shape(&self) -> Option<(u32, u32, u64)> {
+        match self.content {
+            SourceContent::Ramp
+            | SourceContent::Random
+            | SourceContent::Npy(_)
+            | SourceContent::Tiff(_) => Some((self.ny, self.nx, self.dtype.size() as u64)),
+            SourceContent::Python { .. } | SourceContent::Zmq(_) => None,
+        }
     }
 }
 
@@ -189,11 +202,12 @@ impl StagePlan {
         InputFrames {
             bytes: self.inputs.iter().map(|i| slot_bytes(i)).max().unwrap_or(0),
             source_bytes: source.frame_bytes(),
-            shape: self.inputs.iter().all(|i| *i == source.ring).then_some((
-                source.ny,
-                source.nx,
-                source.dtype.size() as u64,
-            )),
+            shape: self
+                .inputs
+                .iter()
+                .all(|i| *i == source.ring)
+                .then(|| source.exact_shape())
+                .flatten(),
         }
     }
 

@@ -380,9 +380,9 @@ fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared
                     let ring = pipeline.rings.iter().find(|r| r.name == name);
                     ring.map_or(0, |r| r.slot_bytes)
                 };
-                let room = s.outputs.iter().map(|o| slot_bytes(o)).min()?;
+                let (room, ring) = s.outputs.iter().map(|o| (slot_bytes(o), o)).min()?;
                 let input = s.input_frames(&pipeline.source, slot_bytes);
-                Some((s.name.clone(), (input, room)))
+                Some((s.name.clone(), (input, ring.clone(), room)))
             })
             .collect(),
         ..Shared::default()

@@ -124,6 +124,11 @@ impl Outputs {
         self.held.get(port).is_some_and(Option::is_some)
     }
 
+    /// The ring segment port `port` writes (empty for no such port).
+    pub fn ring_name(&self, port: usize) -> &str {
+        self.rings.get(port).map_or("", Producer::name)
+    }
+
     /// Bytes a slot of port `port` holds (0 for no such port).
     pub fn capacity(&self, port: usize) -> u64 {
         self.rings.get(port).map_or(0, Producer::slot_capacity)
@@ -244,7 +249,9 @@ pub struct HeldOutput<'a> {
 impl<'a> HeldOutput<'a> {
     /// The writer is taken only by `publish`, which consumes the guard, and by `Drop`.
     fn writer(&mut self) -> &mut SlotWriter<'a> {
-        self.writer.as_mut().expect("a HeldOutput keeps its writer until published")
+        self.writer
+            .as_mut()
+            .expect("a HeldOutput keeps its writer until published")
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -261,7 +268,10 @@ impl<'a> HeldOutput<'a> {
 
     /// Publishes the frame and counts it; the port holds nothing afterwards.
     pub fn publish(mut self, meta: &FrameMeta<'_>) -> Result<(), OutputError> {
-        let writer = self.writer.take().expect("a HeldOutput keeps its writer until published");
+        let writer = self
+            .writer
+            .take()
+            .expect("a HeldOutput keeps its writer until published");
         OutputSlot {
             slot: writer,
             frames: &mut *self.frames,

@@ -152,12 +152,12 @@ impl Processor for Split {
         }
         let (rows, cols) = cut.layout(ny, nx)?;
         let size = header.dtype.size();
-        let (h, w) = (longest(&rows), longest(&cols));
-        let largest = h * w * size as u64;
+        let (tile_h, tile_w) = (longest(&rows), longest(&cols));
+        let largest = tile_h * tile_w * size as u64;
         if let Some(port) = (0..out.len()).find(|&p| out.capacity(p) < largest) {
             return Err(format!(
-                "frame {}'s {h}x{w} tiles ({largest} bytes) do not fit output port {port}'s {}-byte slots; give that ring a larger slot_bytes or cut smaller tiles",
-                header.frame_id, out.capacity(port)
+                "frame {}'s {tile_h}x{tile_w} tiles ({largest} bytes) do not fit ring '{}', whose slots hold {} bytes; give that ring a larger slot_bytes or cut smaller tiles",
+                header.frame_id, out.ring_name(port), out.capacity(port)
             )
             .into());
         }

@@ -52,26 +52,32 @@ fn stream_unfenced(dst: &mut [u8], src: &[u8], ahead: &[u8]) {
         let (d, s) = (dst[head..].as_mut_ptr(), src[head..].as_ptr());
         // Whole lines alongside a line of `ahead` each, then the rest.
         let fetched = body.min(ahead.len().next_multiple_of(64)) / 64 * 64;
-        let copy16 = |i: usize| {
-            // SAFETY: callers pass `i + 16 <= body <= len - head`, so both 16-byte
-            // accesses are in bounds; `d + i` is 16-byte aligned (head aligned it); SSE2
-            // is baseline on x86_64.
+        /// Copies the 16 bytes at `s + i` to `d + i` with a streaming store.
+        ///
+        /// # Safety
+        ///
+        /// Both 16-byte ranges are in bounds and `d + i` is 16-byte aligned.
+        unsafe fn copy16(d: *mut u8, s: *const u8, i: usize) {
+            // SAFETY: the caller's promise; SSE2 is baseline on x86_64.
             unsafe {
                 let v = _mm_loadu_si128(s.add(i) as *const __m128i);
                 _mm_stream_si128(d.add(i) as *mut __m128i, v);
             }
-        };
+        }
         for line in (0..fetched).step_by(64) {
-            // SAFETY: `line < ahead.len()` (fetched rounds it up to a line, from below
-            // it), so the address is within `ahead`; a prefetch only hints and never
-            // faults; SSE is baseline on x86_64.
+            // SAFETY: `line` is a multiple of 64 below `ahead.len()` rounded up to 64,
+            // hence below `ahead.len()`: the address is within `ahead`; a prefetch only
+            // hints and never faults; SSE is baseline on x86_64.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(line) as *const i8) };
             for i in (line..line + 64).step_by(16) {
-                copy16(i);
+                // SAFETY: `i + 16 <= fetched <= body <= len - head`, and `d` is
+                // 16-byte aligned (head aligned it), as is every `i`.
+                unsafe { copy16(d, s, i) };
             }
         }
         for i in (fetched..body).step_by(16) {
-            copy16(i);
+            // SAFETY: `i + 16 <= body <= len - head`; `d + i` is 16-byte aligned.
+            unsafe { copy16(d, s, i) };
         }
         let done = head + body;
         dst[done..].copy_from_slice(&src[done..]);
@@ -95,6 +101,30 @@ mod tests {
         let (sa, srest) = src.split_at(len / 3);
         let (sb, sc) = srest.split_at(len / 3);
         stream_rows([(a, sa), (b, sb), (c, sc)]);
+    }
+
+    #[test]
+    fn rows_apart_are_copied_whole_whatever_their_lengths() {
+        // Source rows 1000 bytes apart, as a tile's rows lie in its frame; each next row
+        // shorter or longer than the one before, so the prefetch stops short of the
+        // copy, runs to its end, or past it.
+        let src: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let lengths = [600usize, 130, 999, 64, 1, 700, 0, 333];
+        let mut dst = vec![0u8; lengths.iter().sum::<usize>() + 7];
+        let mut rows = Vec::new();
+        let mut rest = &mut dst[7..];
+        for (r, &len) in lengths.iter().enumerate() {
+            let (row, tail) = rest.split_at_mut(len);
+            rest = tail;
+            rows.push((row, &src[3 + r * 1000..3 + r * 1000 + len]));
+        }
+        stream_rows(rows);
+        let mut at = 7;
+        for (r, &len) in lengths.iter().enumerate() {
+            assert_eq!(&dst[at..at + len], &src[3 + r * 1000..][..len], "row {r}");
+            at += len;
+        }
+        assert!(dst[..7].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub struct StaleSegment {
 const MAX_SEGMENT: u64 = 1 << 40;
 
 impl Segment {
-    /// Creates, sizes, pre-faults and initialises a segment; the caller becomes its producer.
+    /// Creates, sizes, allocates and initialises a segment; the caller becomes its producer.
     /// A segment of the same name whose producer is gone is removed first and reported.
     /// `populate` maps every page now: for a creator that writes the slots itself, so
     /// its first frames take no page faults. An owner that hands the slots to other
