@@ -176,32 +176,35 @@ fn a_tiff_folder_holding_an_earlier_run_is_refused_up_front_unless_overwrite() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-#[test]
-fn tile_rings_are_sized_for_tiles_not_whole_frames() {
-    let dir = tempfile::tempdir().unwrap();
+/// The slot size `streamd check` prints for each ring of pipeline file `file`.
+fn slot_sizes(file: &str, dir: &Path) -> Vec<(String, String)> {
     let out = streamd()
-        .args(["check", &fixture("split-stitch.toml")])
-        .args(["--output", dir.path().to_str().unwrap()])
+        .args(["check", file, "--output", dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    let slot = |ring: &str| {
-        let line = text
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(ring))
-            .unwrap_or_else(|| panic!("no ring {ring} in\n{text}"));
-        line.split_whitespace()
-            .skip(4)
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let rings = text.lines().skip(2).take_while(|l| l.starts_with("  "));
+    rings
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells[0].to_string(), cells[4..6].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn tile_rings_are_sized_for_tiles_not_whole_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = slot_sizes(&fixture("split-stitch.toml"), dir.path());
     // 750 × 1000 u16 frames cut 3 × 4: tiles of 250 × 250 pixels, 125,000 bytes.
-    assert_eq!(slot("raw"), "1.4 MiB");
-    assert_eq!(slot("tiles"), "122.1 KiB");
-    assert_eq!(slot("worked"), "122.1 KiB");
-    assert_eq!(slot("whole"), "1.4 MiB");
+    let expected = [
+        ("raw", "1.4 MiB"),
+        ("tiles", "122.1 KiB"),
+        ("worked", "122.1 KiB"),
+        ("whole", "1.4 MiB"),
+    ];
+    assert_eq!(sizes, expected.map(|(r, s)| (r.to_string(), s.to_string())));
     // A ZeroMQ source takes any frame up to its size: tiles of 64 × 64 pixels of the
     // widest dtype (8 bytes) rather than of the u16 it declares.
     let file = dir.path().join("zmq-split.toml");
@@ -235,17 +238,6 @@ args = { pattern = "none" }
 "#,
     )
     .unwrap();
-    let out = streamd()
-        .args(["check", file.to_str().unwrap()])
-        .args(["--output", dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tiles = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("tiles"))
-        .unwrap_or_else(|| panic!("{text}"));
-    let size: Vec<&str> = tiles.split_whitespace().skip(4).take(2).collect();
-    assert_eq!(size, ["32.0", "KiB"], "{tiles}");
+    let sizes = slot_sizes(file.to_str().unwrap(), dir.path());
+    assert_eq!(sizes[1], ("tiles".to_string(), "32.0 KiB".to_string()));
 }
