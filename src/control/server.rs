@@ -23,11 +23,24 @@ pub struct Shared {
     pub rates: Mutex<Rates>,
     /// Human-readable events (restarts, failures, configuration changes), newest last.
     pub events: Mutex<Vec<String>>,
-    /// How each stage is connected, by name, to check a configuration against.
-    pub wiring: HashMap<String, Wiring>,
-    /// Each stage's input frames and its output ring with the smallest slots (name,
-    /// bytes), by stage name: a change whose frames would not fit is refused.
-    pub room: HashMap<String, (InputFrames, String, u64)>,
+    /// What a configuration change of each stage is checked against, by stage name.
+    pub stages: HashMap<String, StageBounds>,
+}
+
+/// A stage's shape, which a live configuration change must fit.
+pub struct StageBounds {
+    /// How the stage is connected.
+    pub wiring: Wiring,
+    /// The stage's output ring with the smallest slots, if it has outputs: a change whose
+    /// frames would not fit is refused.
+    pub room: Option<OutputRoom>,
+}
+
+/// The frames a stage reads and the room its smallest output slots give them.
+pub struct OutputRoom {
+    pub input: InputFrames,
+    pub ring: String,
+    pub slot_bytes: u64,
 }
 
 impl Shared {
@@ -153,13 +166,18 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
     let checked = registry::build(&processor, &args)
         .map_err(|e| Refused(e.reason))
         .and_then(|p| {
-            if let Some(wiring) = shared.wiring.get(stage) {
-                p.check_wiring(wiring)?;
-            }
-            match shared.room.get(stage) {
-                Some((input, ring, room)) => match p.output_bytes(input) {
-                    needed if needed > *room => Err(Refused(format!(
-                        "its frames of up to {needed} bytes would not fit ring '{ring}', whose slots hold {room} bytes (give that ring a larger slot_bytes and restart the pipeline)"
+            let Some(bounds) = shared.stages.get(stage) else {
+                return Ok(());
+            };
+            p.check_wiring(&bounds.wiring)?;
+            match &bounds.room {
+                Some(OutputRoom {
+                    input,
+                    ring,
+                    slot_bytes,
+                }) => match p.output_bytes(input) {
+                    needed if needed > *slot_bytes => Err(Refused(format!(
+                        "its frames of up to {needed} bytes would not fit ring '{ring}', whose slots hold {slot_bytes} bytes (give that ring a larger slot_bytes and restart the pipeline)"
                     ))),
                     _ => Ok(()),
                 },

@@ -6,7 +6,7 @@ use super::logs::{LastLine, Logs};
 use super::pinning::CoreAssigner;
 use super::plan::{Pipeline, SourceContent};
 use super::worker::{Role, WorkerSpec, METADATA_BATCH};
-use crate::control::server::{serve, serve_metrics, ServeError, Shared};
+use crate::control::server::{serve, serve_metrics, OutputRoom, ServeError, Shared, StageBounds};
 use crate::control::socket_path;
 use crate::control::status::{collect_whole_run, exit_text, pipeline_rings, StatusReport};
 use crate::processors::{Refused, Wiring};
@@ -357,8 +357,12 @@ fn hold_groups(pipeline: &Pipeline) -> Result<Vec<Vec<Consumer>>, RunError> {
 
 /// Serves the control socket (and the metrics endpoint when asked) on their threads.
 fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared>, RunError> {
+    let slot_bytes = |name: &str| {
+        let ring = pipeline.rings.iter().find(|r| r.name == name);
+        ring.map_or(0, |r| r.slot_bytes)
+    };
     let shared = Arc::new(Shared {
-        wiring: pipeline
+        stages: pipeline
             .stages
             .iter()
             .map(|s| {
@@ -369,20 +373,17 @@ fn serve_control(pipeline: &Pipeline, options: &RunOptions) -> Result<Arc<Shared
                     workers: s.workers,
                     frame: None,
                 };
-                (s.name.clone(), wiring)
-            })
-            .collect(),
-        room: pipeline
-            .stages
-            .iter()
-            .filter_map(|s| {
-                let slot_bytes = |name: &str| {
-                    let ring = pipeline.rings.iter().find(|r| r.name == name);
-                    ring.map_or(0, |r| r.slot_bytes)
-                };
-                let (room, ring) = s.outputs.iter().map(|o| (slot_bytes(o), o)).min()?;
-                let input = s.input_frames(&pipeline.source, slot_bytes);
-                Some((s.name.clone(), (input, ring.clone(), room)))
+                let room =
+                    s.outputs
+                        .iter()
+                        .map(|o| (slot_bytes(o), o))
+                        .min()
+                        .map(|(bytes, ring)| OutputRoom {
+                            input: s.input_frames(&pipeline.source, slot_bytes),
+                            ring: ring.clone(),
+                            slot_bytes: bytes,
+                        });
+                (s.name.clone(), StageBounds { wiring, room })
             })
             .collect(),
         ..Shared::default()
