@@ -88,9 +88,11 @@ unsafe impl Send for AlignedBuf {}
 pub struct Uring {
     ring: IoUring,
     staging: AlignedBuf,
-    /// Test hook: how the next `io_uring_enter` fails.
+    /// Test hook: how an `io_uring_enter` fails, after `fault_after` calls that do not.
     #[cfg(test)]
     fault: Option<tests::Fault>,
+    #[cfg(test)]
+    fault_after: usize,
 }
 
 /// How a whole file is published by [`Uring::write_file`].
@@ -127,6 +129,8 @@ impl Uring {
             staging,
             #[cfg(test)]
             fault: None,
+            #[cfg(test)]
+            fault_after: 0,
         })
     }
 
@@ -193,8 +197,11 @@ impl Uring {
     /// Submits what is queued and waits for `want` completions.
     fn enter(&mut self, want: usize) -> io::Result<usize> {
         #[cfg(test)]
-        if let Some(fault) = self.fault.take() {
-            return Err(fault.inject(&self.ring));
+        if self.fault.is_some() {
+            match self.fault_after.checked_sub(1) {
+                Some(left) => self.fault_after = left,
+                None => return Err(self.fault.take().expect("checked").inject(&self.ring)),
+            }
         }
         self.ring.submit_and_wait(want)
     }
@@ -557,8 +564,16 @@ impl Uring {
                     }
                 }
                 Err(e) => {
+                    // `run` waited for what the kernel took before the call failed: a
+                    // temporary name that is gone was renamed, and its file is published.
                     for &i in chunk {
-                        results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                        let renamed = files[i]
+                            .temp
+                            .symlink_metadata()
+                            .is_err_and(|m| m.kind() == io::ErrorKind::NotFound);
+                        if !renamed {
+                            results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+                        }
                     }
                 }
             }
@@ -871,10 +886,8 @@ mod tests {
         assert!(back[5000..].iter().all(|&b| b == 0));
     }
 
-    #[test]
-    fn staged_files_appear_whole_only_when_the_batch_is_published() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut uring = Uring::new(4096).unwrap();
+    /// Files `names` in `dir`, file k of 100 bytes k + 1, staged for a batch.
+    fn staged(uring: &mut Uring, dir: &Path, names: &[&str]) -> Vec<Staged> {
         let stage = FileOptions {
             overwrite: false,
             sync: false,
@@ -882,11 +895,11 @@ mod tests {
             direct: false,
         };
         let mut files = Vec::new();
-        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
             uring.staging_mut(100).unwrap().fill(i as u8 + 1);
             let staged = Staged {
-                temp: dir.path().join(format!(".{name}.part")),
-                path: dir.path().join(name),
+                temp: dir.join(format!(".{name}.part")),
+                path: dir.join(name),
             };
             uring
                 .write_file(&staged.temp, &staged.path, 100, stage)
@@ -894,6 +907,14 @@ mod tests {
             assert!(staged.temp.exists() && !staged.path.exists());
             files.push(staged);
         }
+        files
+    }
+
+    #[test]
+    fn staged_files_appear_whole_only_when_the_batch_is_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut uring = Uring::new(4096).unwrap();
+        let files = staged(&mut uring, dir.path(), &["a", "b", "c"]);
         std::fs::write(dir.path().join("c"), b"already there").unwrap();
         let results = uring.publish_batch(&files, false);
         assert!(results[0].is_ok() && results[1].is_ok());
@@ -909,6 +930,34 @@ mod tests {
             files.iter().all(|f| !f.temp.exists()),
             "no temporary file is left"
         );
+    }
+
+    #[test]
+    fn a_failed_rename_submission_counts_the_files_the_kernel_renamed() {
+        for (fault, renamed) in [
+            (Fault::FailedAfterTaking(libc::ENOMEM), true),
+            (Fault::Refused(libc::EBUSY), false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut uring = Uring::new(4096).unwrap();
+            let files = staged(&mut uring, dir.path(), &["a", "b"]);
+            // The batch's first call syncs the files; the second, its renames, fails.
+            uring.fault = Some(fault);
+            uring.fault_after = 1;
+            let results = uring.publish_batch(&files, false);
+            assert!(uring.fault.is_none(), "{fault:?} was not injected");
+            for (k, (file, result)) in files.iter().zip(&results).enumerate() {
+                assert_eq!(result.is_ok(), renamed, "{fault:?}: {result:?}");
+                if renamed {
+                    assert_eq!(std::fs::read(&file.path).unwrap(), vec![k as u8 + 1; 100]);
+                } else {
+                    let kind = result.as_ref().unwrap_err().kind();
+                    assert_eq!(kind, io::ErrorKind::ResourceBusy);
+                    assert!(!file.path.exists());
+                }
+                assert!(!file.temp.exists(), "a temporary file is left");
+            }
+        }
     }
 
     #[test]

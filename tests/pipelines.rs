@@ -216,22 +216,26 @@ fn configure_applies_from_the_next_frame_and_a_bad_one_changes_nothing() {
     let name = pipeline_name("conf");
     let child = start("configure.toml", &name, dir.path());
     wait_status(&name, "frames at the sink", |s| frames_in(s, "sink") > 50);
-    let configure = |setting: &str| {
+    let configure_stage = |stage: &str, setting: &str| {
         streamd()
-            .args(["configure", "tap", setting, "--pipeline", &name])
+            .args(["configure", stage, setting, "--pipeline", &name])
             .output()
             .expect("configure")
     };
-    for (setting, reason) in [
-        ("every=0", "stage 'tap' refused every=0: every must be a positive integer, got 0; nothing changed"),
-        ("speed=2", "stage 'tap' refused speed=2: passthrough has no argument 'speed' (it takes: every); nothing changed"),
+    let configure = |setting: &str| configure_stage("tap", setting);
+    for (stage_name, setting, reason) in [
+        ("tap", "every=0", "stage 'tap' refused every=0: every must be a positive integer, got 0; nothing changed"),
+        ("tap", "speed=2", "stage 'tap' refused speed=2: passthrough has no argument 'speed' (it takes: every); nothing changed"),
+        // The ids file was created at start: the command refuses, not the worker later.
+        ("sink", "ids_file=other.ids", "stage 'sink' refused ids_file=other.ids: ids_file cannot change while the stage runs; restart the pipeline with the new value; nothing changed"),
     ] {
-        let out = configure(setting);
+        let out = configure_stage(stage_name, setting);
         assert_eq!(out.status.code(), Some(2), "{setting} accepted");
         assert_eq!(stderr(&out).trim(), format!("streamd: {reason}"));
     }
     let unchanged = status(&name).expect("status");
     assert_eq!(stage(&unchanged, "tap")["args"]["every"], 1);
+    assert_eq!(stage(&unchanged, "sink")["args"]["ids_file"], "sink.ids");
     let out = configure("every=5");
     assert!(out.status.success(), "{}", stderr(&out));
     let message = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -166,6 +166,9 @@ fn configure(stats: &StatsSegment, shared: &Shared, stage: &str, key: &str, valu
     let checked = registry::build(&processor, &args)
         .map_err(|e| Refused(e.reason))
         .and_then(|p| {
+            if p.fixed_while_running().contains(&key) && before.get(key) != Some(&parsed) {
+                return Err(processors::fixed_while_running(key));
+            }
             let Some(bounds) = shared.stages.get(stage) else {
                 return Ok(());
             };

@@ -148,6 +148,11 @@ const KEYS: [&str; 5] = [
 ];
 
 impl Processor for AttachMetadata {
+    /// The channels matched are settled when the matcher is built, at start.
+    fn fixed_while_running(&self) -> &'static [&'static str] {
+        &["channels"]
+    }
+
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match key {
             "channels" => {
@@ -181,7 +186,7 @@ impl Processor for AttachMetadata {
                     .into());
                 }
                 if self.matcher.is_some() {
-                    return Err("channels cannot change while the stage runs".into());
+                    return Err(super::fixed_while_running(key));
                 }
                 self.channels = names;
             }

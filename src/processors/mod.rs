@@ -84,6 +84,13 @@ pub trait Processor: Send {
     /// the message says what is wrong with the key or the value.
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused>;
 
+    /// Arguments that cannot change while the stage runs (what the processor settled
+    /// when it started: a socket bound, a file opened, a way of holding frames).
+    /// `streamd configure` refuses a change of these before any worker sees it.
+    fn fixed_while_running(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Refuses a stage whose rings do not suit the processor's arguments (checked when
     /// the pipeline file is read and again for `streamd configure`).
     fn check_wiring(&self, _wiring: &Wiring) -> Result<(), Refused> {
@@ -188,6 +195,13 @@ pub trait Processor: Send {
     fn output_bytes(&self, input: &InputFrames) -> u64 {
         input.bytes
     }
+}
+
+/// The refusal of a change to one of [`Processor::fixed_while_running`]'s arguments.
+pub fn fixed_while_running(key: &str) -> Refused {
+    Refused(format!(
+        "{key} cannot change while the stage runs; restart the pipeline with the new value"
+    ))
 }
 
 /// What [`Processor::fault`] reports.

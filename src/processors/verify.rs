@@ -31,6 +31,11 @@ pub struct Verify {
 }
 
 impl Processor for Verify {
+    /// The ids file is created when the stage starts.
+    fn fixed_while_running(&self) -> &'static [&'static str] {
+        &["ids_file"]
+    }
+
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         match (key, value) {
             ("pattern", ArgValue::String(p)) if p == "ramp" || p == "none" => {
@@ -48,9 +53,7 @@ impl Processor for Verify {
             ("ids_file", ArgValue::String(path)) if self.ids.is_none() => {
                 self.ids_file = Some(path.clone())
             }
-            ("ids_file", ArgValue::String(_)) => {
-                return Err("ids_file cannot change while the stage runs".into())
-            }
+            ("ids_file", ArgValue::String(_)) => return Err(super::fixed_while_running(key)),
             ("ids_file", other) => {
                 return Err(format!("ids_file must be a path, got {other}").into())
             }

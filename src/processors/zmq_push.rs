@@ -325,9 +325,14 @@ impl ZmqSink {
 }
 
 impl Processor for ZmqSink {
+    /// The socket is bound and the series begun at start.
+    fn fixed_while_running(&self) -> &'static [&'static str] {
+        &["endpoint", "channel", "series_id"]
+    }
+
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
-        if self.socket.is_some() && matches!(key, "endpoint" | "channel" | "series_id") {
-            return Err(format!("{key} cannot change while the stage runs").into());
+        if self.socket.is_some() && self.fixed_while_running().contains(&key) {
+            return Err(super::fixed_while_running(key));
         }
         match (key, value) {
             ("endpoint", ArgValue::String(e)) => {

@@ -23,7 +23,8 @@
 
 use super::{unknown_writer_key, Destination, Recovered, Seen, WriteCounters};
 use crate::processors::{
-    image_shape, ArgValue, Fault, Outputs, ProcessError, Processor, Refused, StageContext,
+    fixed_while_running, image_shape, ArgValue, Fault, Outputs, ProcessError, Processor, Refused,
+    StageContext,
 };
 use crate::ring::{AttrValue, Dtype, Frame};
 use crate::uring::{FileOptions, Staged, Uring};
@@ -75,17 +76,18 @@ impl Default for TiffWriter {
 }
 
 impl Processor for TiffWriter {
+    /// Whether the worker holds frames in its ring until they are durable is settled when
+    /// it attaches; a durable batch without holding could lose them.
+    fn fixed_while_running(&self) -> &'static [&'static str] {
+        &["sync"]
+    }
+
     fn configure(&mut self, key: &str, value: &ArgValue) -> Result<(), Refused> {
         if self.destination.configure(key, value)? {
             return Ok(());
         }
         match (key, value) {
-            // Whether the worker holds frames in its ring until they are durable is
-            // settled when it attaches; a durable batch without holding could lose them.
-            ("sync", _) if self.uring.is_some() => {
-                let reason = "sync cannot change while the stage runs; restart with the new value";
-                return Err(reason.into());
-            }
+            ("sync", _) if self.uring.is_some() => return Err(fixed_while_running(key)),
             ("sync", ArgValue::Boolean(b)) => self.sync = *b,
             ("sync", other) => {
                 return Err(format!("sync must be true or false, got {other}").into())
