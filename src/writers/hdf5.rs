@@ -466,6 +466,8 @@ impl Processor for Hdf5Writer {
                     // A predecessor killed while creating its last file may leave one
                     // libhdf5 cannot open. Frames reach a file only after it is whole,
                     // so that one holds none: it goes, and its number is used again.
+                    // Were that wrong, the frames shown as written that no file holds
+                    // are counted as not written below.
                     Err(_) if k + 1 == files.len() => {
                         std::fs::remove_file(path).map_err(|e| {
                             format!(
@@ -488,7 +490,8 @@ impl Processor for Hdf5Writer {
                 }
             }
             self.next_file = found.files + 1;
-            self.counters.recovered(&found, &ctx.previous);
+            self.counters
+                .recovered(&found, &ctx.previous, &self.destination);
         }
         Ok(())
     }

@@ -450,16 +450,30 @@ impl WriteCounters {
 
     /// Takes what a restarted writer found on disk as the truth: what its predecessor
     /// showed (`previous`, which the worker adds to these counters) plus what it made
-    /// durable without showing it before it died.
-    pub fn recovered(&mut self, found: &Recovered, previous: &[(String, u64)]) {
+    /// durable without showing it before it died. Frames shown as written that the files
+    /// no longer hold are counted as not written: a file gone is never a silent loss.
+    pub fn recovered(
+        &mut self,
+        found: &Recovered,
+        previous: &[(String, u64)],
+        destination: &Destination,
+    ) {
         let shown = |name: &str| {
             previous
                 .iter()
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, v)| *v)
         };
-        self.frames_written += found.frames.saturating_sub(shown("frames_written"));
+        let shown_frames = shown("frames_written");
+        self.frames_written += found.frames.saturating_sub(shown_frames);
         self.files_written += found.files.saturating_sub(shown("files_written"));
+        if found.frames < shown_frames {
+            let gone = shown_frames - found.frames;
+            let why = io::Error::other(format!(
+                "{gone} frames shown as written are not in the files a restarted writer found"
+            ));
+            eprintln!("streamd: {}", self.lost(gone, destination, &why));
+        }
     }
 
     /// Counts a frame that was not written and returns the message for the frame error.
@@ -737,6 +751,46 @@ mod tests {
     use super::*;
 
     const NAMES: &[&str] = &["frame_id", "worker"];
+
+    #[test]
+    fn a_restart_counts_what_its_predecessor_made_durable_unseen_and_what_is_gone() {
+        let destination = Destination::new("{prefix}_{frame_id}.tiff", NAMES);
+        let previous = [
+            ("frames_written".to_string(), 10),
+            ("files_written".to_string(), 10),
+        ];
+        let mut more = WriteCounters::default();
+        more.recovered(
+            &Recovered {
+                frames: 12,
+                files: 12,
+            },
+            &previous,
+            &destination,
+        );
+        assert_eq!((more.frames_written, more.files_written), (2, 2));
+        assert_eq!(more.frames_not_written, 0);
+        assert!(more.fault.is_none());
+
+        let mut fewer = WriteCounters::default();
+        fewer.recovered(
+            &Recovered {
+                frames: 7,
+                files: 7,
+            },
+            &previous,
+            &destination,
+        );
+        assert_eq!((fewer.frames_written, fewer.frames_not_written), (0, 3));
+        let fault = fewer.fault.expect("a loss is a fault");
+        assert!(
+            fault
+                .reason
+                .contains("3 frames shown as written are not in the files"),
+            "{}",
+            fault.reason
+        );
+    }
 
     #[test]
     fn templates_render_and_stay_in_the_folder() {

@@ -290,7 +290,8 @@ impl Processor for RawWriter {
                 found.files += 1;
                 self.next_file += 1;
             }
-            self.counters.recovered(&found, &ctx.previous);
+            self.counters
+                .recovered(&found, &ctx.previous, &self.destination);
         }
         Ok(())
     }

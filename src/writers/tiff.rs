@@ -142,7 +142,8 @@ impl Processor for TiffWriter {
                 frames: files,
                 files,
             };
-            self.counters.recovered(&found, &ctx.previous);
+            self.counters
+                .recovered(&found, &ctx.previous, &self.destination);
             // A predecessor's unpublished batch: its frames come again (held), so
             // its temporary files only take space.
             if let Ok(entries) = std::fs::read_dir(folder) {
