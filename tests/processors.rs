@@ -1,15 +1,26 @@
 //! The frame processors in real pipelines: split → stitch bit for bit (u8, u16, f32;
-//! even and uneven cuts; tiles over two workers), a tile worker killed for good (and a
-//! tile too large for its rings refused while it runs), metadata
-//! merged by timestamp with exact counters, and gating with exact counts per route.
+//! even and uneven cuts; tiles over two workers, handed on or read in place with
+//! `after`), a stitcher after the workers waiting for the tile a stopped (then killed)
+//! worker holds, a tile worker killed for good (and a tile too large for its rings
+//! refused while it runs), metadata merged by timestamp with exact counters, and gating
+//! with exact counts per route.
 
 mod common;
 
 use common::*;
+use serde_json::Value;
+
+/// `split-stitch.toml` with the stitcher reading the tiles ring itself, after the
+/// workers (which then hand nothing on).
+const AFTER_WORK: &[(&str, &str)] = &[
+    ("[[ring]]\nname = \"worked\"\nslots = 16\n\n", ""),
+    ("output = \"worked\"\n", ""),
+    ("input = \"worked\"", "input = \"tiles\"\nafter = \"work\""),
+];
 
 #[test]
 fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
-    let cases: [(&str, &[(&str, &str)]); 3] = [
+    let cases: [(&str, &[(&str, &str)]); 4] = [
         // u16, a 3 × 4 grid that divides 750 × 1000 evenly.
         ("u16-even", &[]),
         // u8, 256 × 300 tiles: edge tiles of 238 rows and 100 columns.
@@ -28,6 +39,8 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
                 ("grid = [3, 4]", "grid = [4, 3]"),
             ],
         ),
+        // u16 again, the stitcher reading the workers' tiles in place, after them.
+        ("u16-after", AFTER_WORK),
     ];
     for (case, edits) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -58,6 +71,94 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
             "{case}: tiles per worker {w0} + {w1}"
         );
     }
+}
+
+/// `(published, delivered to the workers, delivered to the stitcher)` of a tiles ring.
+fn tile_counts(ring: &Value) -> (u64, u64, u64) {
+    let delivered = |group: &str| {
+        ring["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["name"] == group))
+            .map_or(0, |g| num(g, "delivered"))
+    };
+    (
+        num(ring, "published"),
+        delivered("work"),
+        delivered("stitch"),
+    )
+}
+
+/// With `after = "work"` the stitcher takes a tile only once the workers' group is done
+/// with it. A worker stopped (SIGSTOP) holding a tile holds the stitcher at that tile,
+/// while the other worker takes every later one until the 32-slot ring is full; without
+/// `after` the stitcher would take those too. Killed there, the worker's restarted self
+/// finishes the tile and the stitcher goes on: every frame comes out whole, once.
+#[test]
+fn a_stage_after_another_takes_only_the_frames_it_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("after");
+    let mut edits = AFTER_WORK.to_vec();
+    edits.extend([
+        ("frames = 300", "frames = 2400"),
+        ("fps = 300", "fps = 1200"),
+    ]);
+    let child = start_edited("split-stitch.toml", &name, dir.path(), &edits);
+    let live = wait_status(&name, "tiles worked", |s| frames_in(s, "work") > 24);
+    let stopped = num(worker(&live, "work", 0), "pid");
+    let tiles = format!("{name}.tiles");
+    let signal = |sig: i32| {
+        // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
+        assert_eq!(unsafe { libc::kill(stopped as i32, sig) }, 0);
+    };
+    // Stopped between two tiles, the worker holds none and the other takes them all:
+    // let it run on and stop it again.
+    let held = (0..20).find_map(|_| {
+        signal(libc::SIGSTOP);
+        let ring = wait_ring(&tiles, "a full ring, or the other worker caught up", |r| {
+            let (published, work, stitch) = tile_counts(r);
+            (work + 1 == published && stitch + 32 == published) || work == published
+        });
+        let (published, work, _) = tile_counts(&ring);
+        if work < published {
+            return Some(ring);
+        }
+        let before = frames_in(&status(&name).expect("status"), "work");
+        signal(libc::SIGCONT);
+        wait_status(&name, "the worker taking tiles again", |s| {
+            frames_in(s, "work") > before + 12
+        });
+        None
+    });
+    let ring = held.expect("the worker was never stopped holding a tile");
+    let (published, work, stitch) = tile_counts(&ring);
+    assert_eq!(
+        work,
+        published - 1,
+        "the other worker finished every later tile"
+    );
+    assert_eq!(
+        stitch,
+        published - 32,
+        "the stitcher stopped at the held tile"
+    );
+    // Killed, the worker leaves its tile to its restarted self (spec §7.3): the
+    // stitcher takes it once that one has finished it, and nothing is lost.
+    signal(libc::SIGKILL);
+    let (_, report) = finished_ok(child, "run split-stitch after work");
+    assert_eq!(num(stage(&report, "work"), "restarts"), 1);
+    let frames = 2400;
+    assert_eq!(counter(&report, "stitch", "stitched"), frames);
+    for key in ["incomplete", "late_tiles", "duplicate_tiles"] {
+        assert_eq!(counter(&report, "stitch", key), 0, "stitch {key}");
+    }
+    assert_eq!(counter(&report, "check", "verified"), frames);
+    assert_eq!(counter(&report, "check", "verify_errors"), 0);
+    // The held tile may have been worked twice, never not at all.
+    let worked = frames_in(&report, "work");
+    assert!(
+        (12 * frames..=12 * frames + 1).contains(&worked),
+        "{worked} tiles worked"
+    );
 }
 
 #[test]

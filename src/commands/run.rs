@@ -231,6 +231,9 @@ fn plan(pipeline: &Pipeline) -> String {
         if stage.order == Order::RoundRobin {
             dealing.push_str(&format!(" (round-robin runs of {})", stage.batch));
         }
+        if let Some(after) = &stage.after {
+            dealing.push_str(&format!(" (after {after})"));
+        }
         for (w, &c) in stage_cores.iter().enumerate() {
             let _ = writeln!(
                 out,

@@ -145,6 +145,7 @@ struct RawStage {
     sets: Option<Spanned<u32>>,
     set: Option<Spanned<u32>>,
     order: Option<Spanned<String>>,
+    after: Option<Spanned<String>>,
     cores: Option<Spanned<RawCores>>,
     #[serde(default)]
     args: BTreeMap<String, Spanned<toml::Value>>,
@@ -1049,6 +1050,7 @@ impl Validator<'_> {
         };
         let set = self.stage_set(&stage_name, st)?;
         let order = self.stage_order(&stage_name, st)?;
+        let after = self.stage_after(&stage_name, st, &inputs, earlier)?;
         let (processor, args) = self.stage_processor(st, &stage_name, base)?;
         processor
             .check_wiring(&processors::Wiring {
@@ -1095,6 +1097,7 @@ impl Validator<'_> {
             broadcast: st.broadcast,
             set,
             order,
+            after,
             cores,
         };
         Ok((plan, processor))
@@ -1222,6 +1225,43 @@ impl Validator<'_> {
                 format!("unknown order '{other}' (use first-free or round-robin)"),
             )),
         }
+    }
+
+    /// The earlier stage this one waits for (`after`): it reads every ring this stage
+    /// reads, in one lossless group whose floor says which frames it has finished.
+    fn stage_after(
+        &self,
+        stage: &str,
+        st: &RawStage,
+        inputs: &[String],
+        earlier: &[StagePlan],
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(after) = &st.after else {
+            return Ok(None);
+        };
+        let name = after.get_ref();
+        let Some(first) = earlier.iter().find(|p| &p.name == name) else {
+            let known: Vec<&str> = earlier.iter().map(|p| p.name.as_str()).collect();
+            return Err(self.at(after, format!(
+                "stage '{stage}': after = \"{name}\" names no stage declared before it (earlier stages: {}); name one that reads the same rings",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        if let Some(ring) = inputs.iter().find(|r| !first.inputs.contains(r)) {
+            return Err(self.at(after, format!(
+                "stage '{stage}' reads ring '{ring}', which stage '{name}' does not read; after needs a stage reading every ring this one reads"
+            )));
+        }
+        if first.delivery != Delivery::Lossless
+            || first.broadcast
+            || first.order == Order::RoundRobin
+            || first.set.is_some()
+        {
+            return Err(self.at(after, format!(
+                "stage '{stage}': after = \"{name}\" needs '{name}' to share its frames in one lossless group (no lossy delivery, broadcast, round-robin or sets)"
+            )));
+        }
+        Ok(Some(name.clone()))
     }
 
     /// Each group (and set) of a stage takes an entry of its ring's group table on every

@@ -185,6 +185,11 @@ pub struct StagePlan {
     /// How the workers take turns at the stage's runs.
     #[serde(default)]
     pub order: Order,
+    /// `after = "STAGE"`: the stage takes a frame only once that earlier stage, which
+    /// reads the same rings, has finished it (spec §5.10): its workers can read frames
+    /// without a copy being handed on.
+    #[serde(default)]
+    pub after: Option<String>,
     pub cores: CoreChoice,
     /// `FILE:LINE:COLUMN` of the stage and of each argument, for checks made later
     /// (a writer's folder, checked where the run's folder is known).

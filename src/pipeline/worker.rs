@@ -10,7 +10,7 @@ use crate::processors::python::PythonCode;
 use crate::processors::{self, Outputs, ProcessError, StageContext};
 use crate::registry;
 use crate::ring::{
-    AttachError, ClaimError, Consumer, ConsumerOptions, Delivery, FrameMeta, Producer,
+    AttachError, ClaimError, Consumer, ConsumerOptions, Delivery, Frame, FrameMeta, Producer,
     PublishError, RecvError, WaitMode,
 };
 use crate::sources::{Next, Source, SuppliedFrame};
@@ -917,6 +917,8 @@ pub struct StageLoop<'r, 'a> {
     idle_wait: Duration,
     /// Inputs whose stream ended.
     ended: usize,
+    /// Set when the worker is asked to stop; ends a wait for the stage `after` names.
+    stop: Arc<AtomicBool>,
 }
 
 impl<'r, 'a> StageLoop<'r, 'a> {
@@ -1038,6 +1040,7 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             idle_pass: 0,
             idle_wait,
             ended: 0,
+            stop,
         })
     }
 
@@ -1151,12 +1154,20 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             out,
             idle_pass,
             ended,
+            stop,
             ..
         } = self;
         let input = &mut ins[k];
         match input.consumer.recv_timeout(wait) {
             Ok(Some(frame)) => {
                 *idle_pass = 0;
+                if let Some(after) = &plan.after {
+                    if !wait_until_finished(&frame, after, stop, report) {
+                        // Not handed over: it stays this worker's, to be taken again.
+                        frame.detach();
+                        return Ok(Received::Interrupted);
+                    }
+                }
                 let (frame_id, payload_len) = (frame.header().frame_id, frame.header().payload_len);
                 let lag = frame.lag();
                 let began = Instant::now();
@@ -1227,6 +1238,31 @@ impl<'r, 'a> StageLoop<'r, 'a> {
         report.state(WORKER_FINISHED);
         Ok(0)
     }
+}
+
+/// How long a worker waiting for the stage it comes `after` sleeps between looks: that
+/// stage's members wake nobody when they finish a frame.
+const AFTER_NAP: Duration = Duration::from_micros(50);
+
+/// Waits until the lossless group of stage `after` has finished `frame`, or has left
+/// the ring (its stage is done); false when the worker is asked to stop first. The
+/// worker shows it lives meanwhile: waiting for a slower stage is not a stall.
+fn wait_until_finished(
+    frame: &Frame<'_>,
+    after: &str,
+    stop: &AtomicBool,
+    report: &mut Report<'_>,
+) -> bool {
+    while frame.finished_by(after) == Some(false) {
+        if stop.load(Relaxed) {
+            return false;
+        }
+        if report.due() {
+            report.beat();
+        }
+        std::thread::sleep(AFTER_NAP);
+    }
+    true
 }
 
 /// What one receive on an input came to.

@@ -6,8 +6,8 @@ use super::error::{AttachError, RecvError};
 use super::frame::{attr_bytes, attributes, decode_header, AttrValue, FrameError, FrameHeader};
 use super::layout::*;
 use super::membership::{
-    adopt, claim_shared_run, end_check, extend_held_run, join, leave, reap, EndCheck, JoinRequest,
-    Run, Seat,
+    adopt, claim_shared_run, end_check, extend_held_run, floor_of, join, leave, reap, EndCheck,
+    JoinRequest, Run, Seat,
 };
 use super::segment::Segment;
 use super::sets::Deal;
@@ -675,6 +675,13 @@ impl Frame<'_> {
         self.seq
     }
 
+    /// Whether the lossless group `group` of this ring has finished this frame: every
+    /// member that took it is done with it (spec §5.10). `None` while the ring has no
+    /// such group. What that group did with the frame happens-before a `true`.
+    pub fn finished_by(&self, group: &str) -> Option<bool> {
+        floor_of(&self.consumer.segment, group).map(|floor| floor > self.seq)
+    }
+
     /// The pixels, `header().payload_len` bytes, page-aligned.
     pub fn payload(&self) -> &[u8] {
         let len = self.header.payload_len as usize;
@@ -893,6 +900,31 @@ mod tests {
                 missed: 1
             }
         );
+    }
+
+    /// A frame is finished by a group once every member that took it has moved past it;
+    /// a member still at a frame holds the group's floor there.
+    #[test]
+    fn a_frame_is_finished_by_a_group_once_its_members_are_past_it() {
+        let mut producer = ring("gate", 0);
+        let lossless = |name: &str| {
+            Consumer::attach(producer.name(), &group(name, Delivery::Lossless)).unwrap()
+        };
+        let (mut first, mut second, mut gated) =
+            (lossless("work"), lossless("work"), lossless("after"));
+        publish(&mut producer, 0..4);
+        let frame = gated.recv().unwrap();
+        assert_eq!(frame.seq(), 0);
+        assert_eq!(frame.finished_by("nobody"), None);
+        // Nobody in `work` has taken frame 0 yet.
+        assert_eq!(frame.finished_by("work"), Some(false));
+        // `first` is at frame 0 while `second` takes frame 1 and finishes it.
+        let at_zero = first.recv().unwrap();
+        assert_eq!(at_zero.seq(), 0);
+        drop(second.recv().unwrap());
+        assert_eq!(frame.finished_by("work"), Some(false));
+        drop(at_zero);
+        assert_eq!(frame.finished_by("work"), Some(true));
     }
 
     /// Issue 16: a solo holder keeps frames in use in their slots and releases them out

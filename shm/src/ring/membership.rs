@@ -648,37 +648,62 @@ pub(crate) fn end_check(seg: &Segment, seat: Seat, end: u64) -> EndCheck {
 /// Lowest sequence any lossless group still needs: the producer may write sequence `s`
 /// only while `s < floor + slot_count` (spec §6.1). `u64::MAX` when nothing pins.
 pub(crate) fn lossless_floor(seg: &Segment) -> u64 {
-    let mut floor = u64::MAX;
-    for g in 0..MAX_GROUPS {
-        let grp = seg.group(g);
-        if grp.state.load(SeqCst) != GROUP_ACTIVE || grp.delivery.load(Relaxed) != DELIVERY_LOSSLESS
-        {
+    (0..MAX_GROUPS)
+        .filter(|&g| is_lossless(seg.group(g)))
+        .map(|g| group_floor(seg, g))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+fn is_lossless(grp: &GroupEntry) -> bool {
+    grp.state.load(SeqCst) == GROUP_ACTIVE && grp.delivery.load(Relaxed) == DELIVERY_LOSSLESS
+}
+
+/// Lowest sequence lossless group `g` still needs: every frame below it was claimed and
+/// finished by a member (spec §6.1).
+fn group_floor(seg: &Segment, g: usize) -> u64 {
+    let grp = seg.group(g);
+    loop {
+        let before = grp.gen.load(SeqCst);
+        if before % 2 == 1 {
+            // A change is in flight: wait for its holder, or finish it if the holder
+            // died (taking the lock does both), then scan again.
+            drop(locked(seg));
             continue;
         }
-        loop {
-            let before = grp.gen.load(SeqCst);
-            if before % 2 == 1 {
-                // A change is in flight: wait for its holder, or finish it if the holder
-                // died (taking the lock does both), then scan again.
-                drop(locked(seg));
-                continue;
-            }
-            // SYNC: claim_next before the pins: a member stores its pin before its claim
-            // CAS, so a claim we see implies we see the pin (spec §6.1).
-            let mut f = grp.claim_next.load(SeqCst);
-            for i in 0..MAX_CONSUMERS {
-                let e = seg.consumer(i);
-                if e.state.load(SeqCst) != ENTRY_FREE && e.group.load(Relaxed) as usize == g {
-                    f = f.min(e.pin.load(SeqCst));
-                }
-            }
-            if grp.gen.load(SeqCst) == before {
-                floor = floor.min(f);
-                break;
+        // SYNC: claim_next before the pins: a member stores its pin before its claim
+        // CAS, so a claim we see implies we see the pin (spec §6.1).
+        let mut f = grp.claim_next.load(SeqCst);
+        for i in 0..MAX_CONSUMERS {
+            let e = seg.consumer(i);
+            if e.state.load(SeqCst) != ENTRY_FREE && e.group.load(Relaxed) as usize == g {
+                f = f.min(e.pin.load(SeqCst));
             }
         }
+        if grp.gen.load(SeqCst) == before {
+            return f;
+        }
     }
-    floor
+}
+
+/// The floor of the lossless group named `name` (spec §5.10); `None` while the ring has
+/// no such group.
+pub(crate) fn floor_of(seg: &Segment, name: &str) -> Option<u64> {
+    if name.len() > NAME_CAPACITY {
+        return None;
+    }
+    let wanted = name_bytes(name);
+    (0..MAX_GROUPS)
+        .find(|&g| {
+            let grp = seg.group(g);
+            is_lossless(grp)
+                && grp
+                    .name
+                    .iter()
+                    .zip(wanted)
+                    .all(|(c, b)| c.load(Relaxed) == b)
+        })
+        .map(|g| group_floor(seg, g))
 }
 
 /// Number of active consumers.
