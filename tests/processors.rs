@@ -39,7 +39,8 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
                 ("grid = [3, 4]", "grid = [4, 3]"),
             ],
         ),
-        // u16 again, the stitcher reading the workers' tiles in place, after them.
+        // u16 again, the stitcher reading the workers' tiles in place, after them: the
+        // wiring and the pixels (the order is the next test's).
         ("u16-after", AFTER_WORK),
     ];
     for (case, edits) in cases {
@@ -73,6 +74,17 @@ fn split_then_stitch_gives_back_every_frame_bit_for_bit() {
     }
 }
 
+/// `ring` as `streamd rings --json` shows it now.
+fn ring_now(ring: &str) -> Value {
+    let out = streamd().args(["rings", "--json"]).output().expect("rings");
+    let rings: Value = serde_json::from_slice(&out.stdout).expect("rings json");
+    rings["rings"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["name"] == ring))
+        .unwrap_or_else(|| panic!("no ring {ring}"))
+        .clone()
+}
+
 /// `(published, delivered to the workers, delivered to the stitcher)` of a tiles ring.
 fn tile_counts(ring: &Value) -> (u64, u64, u64) {
     let delivered = |group: &str| {
@@ -91,8 +103,9 @@ fn tile_counts(ring: &Value) -> (u64, u64, u64) {
 /// With `after = "work"` the stitcher takes a tile only once the workers' group is done
 /// with it. A worker stopped (SIGSTOP) holding a tile holds the stitcher at that tile,
 /// while the other worker takes every later one until the 32-slot ring is full; without
-/// `after` the stitcher would take those too. Killed there, the worker's restarted self
-/// finishes the tile and the stitcher goes on: every frame comes out whole, once.
+/// `after` the stitcher would take those too. Killed there, the worker leaves its tile to
+/// the other worker or its own successor (spec §7.3), and the stitcher goes on once that
+/// one has finished it: every frame comes out whole, once.
 #[test]
 fn a_stage_after_another_takes_only_the_frames_it_finished() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,22 +125,36 @@ fn a_stage_after_another_takes_only_the_frames_it_finished() {
     };
     // Stopped between two tiles, the worker holds none and the other takes them all:
     // let it run on and stop it again.
+    // Stopped between two tiles, the worker holds none and the other takes them all;
+    // stopped inside a claim, it holds the group's lock and nothing moves. Either way:
+    // let it run on and stop it again.
     let held = (0..20).find_map(|_| {
         signal(libc::SIGSTOP);
-        let ring = wait_ring(&tiles, "a full ring, or the other worker caught up", |r| {
-            let (published, work, stitch) = tile_counts(r);
-            (work + 1 == published && stitch + 32 == published) || work == published
-        });
-        let (published, work, _) = tile_counts(&ring);
-        if work < published {
-            return Some(ring);
+        let (mut last, mut unchanged) = (None, 0);
+        let outcome = loop {
+            let ring = ring_now(&tiles);
+            let counts = tile_counts(&ring);
+            let (published, work, stitch) = counts;
+            let steady = last == Some(counts);
+            if work == published || unchanged >= 100 {
+                break None;
+            }
+            // Full and still so on a second look: not a tile the other worker is
+            // finishing right then.
+            if steady && work + 1 == published && stitch + 32 == published {
+                break Some(ring);
+            }
+            unchanged = if steady { unchanged + 1 } else { 0 };
+            last = Some(counts);
+        };
+        if outcome.is_none() {
+            let before = frames_in(&status(&name).expect("status"), "work");
+            signal(libc::SIGCONT);
+            wait_status(&name, "the worker taking tiles again", |s| {
+                frames_in(s, "work") > before + 12
+            });
         }
-        let before = frames_in(&status(&name).expect("status"), "work");
-        signal(libc::SIGCONT);
-        wait_status(&name, "the worker taking tiles again", |s| {
-            frames_in(s, "work") > before + 12
-        });
-        None
+        outcome
     });
     let ring = held.expect("the worker was never stopped holding a tile");
     let (published, work, stitch) = tile_counts(&ring);
@@ -141,8 +168,8 @@ fn a_stage_after_another_takes_only_the_frames_it_finished() {
         published - 32,
         "the stitcher stopped at the held tile"
     );
-    // Killed, the worker leaves its tile to its restarted self (spec §7.3): the
-    // stitcher takes it once that one has finished it, and nothing is lost.
+    // Killed, the worker leaves its tile to a live mate or its successor (spec §7.3):
+    // the stitcher takes it once that one has finished it, and nothing is lost.
     signal(libc::SIGKILL);
     let (_, report) = finished_ok(child, "run split-stitch after work");
     assert_eq!(num(stage(&report, "work"), "restarts"), 1);
@@ -158,6 +185,43 @@ fn a_stage_after_another_takes_only_the_frames_it_finished() {
     assert!(
         (12 * frames..=12 * frames + 1).contains(&worked),
         "{worked} tiles worked"
+    );
+}
+
+/// A stage that fails for good never finishes the tiles it held: the stitcher after it
+/// stops there with an error instead of passing them on as worked.
+#[test]
+fn a_stage_after_a_failed_one_stops_instead_of_taking_unfinished_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = pipeline_name("afterfail");
+    let mut edits = AFTER_WORK.to_vec();
+    edits.extend([
+        ("workers = 2", "workers = 1"),
+        (
+            "[[ring]]\nname = \"raw\"",
+            "[restart]\nmax_crashes = 1\n\n[[ring]]\nname = \"raw\"",
+        ),
+    ]);
+    let child = start_edited("split-stitch.toml", &name, dir.path(), &edits);
+    let live = wait_status(&name, "tiles worked", |s| frames_in(s, "work") > 24);
+    let victim = num(worker(&live, "work", 0), "pid");
+    // SAFETY: signalling a pid the status reported for a live worker of our pipeline.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let out = finish(child, "run split-stitch after a failing work stage");
+    assert_eq!(out.status.code(), Some(5), "stderr:\n{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stage 'work', which it comes after, failed before finishing it"),
+        "{}",
+        stderr(&out)
+    );
+    let report = counters(&out, "run split-stitch after a failing work stage");
+    // What reached the check was stitched (the failed stitcher's own counters may not
+    // have been shown).
+    let stitched = frames_in(&report, "check");
+    let worked = frames_in(&report, "work");
+    assert!(
+        stitched * 12 <= worked && stitched < 300,
+        "{stitched} frames stitched from {worked} tiles worked"
     );
 }
 

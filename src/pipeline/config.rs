@@ -1446,7 +1446,10 @@ impl Validator<'_> {
             state[i] = 1;
             path.push(i);
             for (j, s) in stages.iter().enumerate() {
-                if s.reads().any(|inp| stages[i].outputs.contains(inp)) {
+                // A stage also waits for the one it comes `after`.
+                if s.reads().any(|inp| stages[i].outputs.contains(inp))
+                    || s.after.as_ref() == Some(&stages[i].name)
+                {
                     visit(j, stages, state, path, order)?;
                 }
             }

@@ -134,6 +134,13 @@ pub enum WorkerError {
     Metadata(MetadataError),
     #[error("publishing a frame")]
     Publish(#[source] PublishError),
+    /// The stage this one comes `after` ended without finishing a frame.
+    #[error("stage '{stage}' will not take frame {frame_id}: stage '{after}', which it comes after, failed before finishing it; see that stage's error")]
+    AfterFailed {
+        stage: String,
+        after: String,
+        frame_id: u64,
+    },
 }
 
 /// Runs a worker to its end; returns the process exit status.
@@ -1162,10 +1169,20 @@ impl<'r, 'a> StageLoop<'r, 'a> {
             Ok(Some(frame)) => {
                 *idle_pass = 0;
                 if let Some(after) = &plan.after {
-                    if !wait_until_finished(&frame, after, stop, report) {
-                        // Not handed over: it stays this worker's, to be taken again.
+                    let waited = wait_until_finished(&frame, after, stop, report);
+                    if waited != AfterWait::Finished {
+                        // Not handed over nor released: when this worker leaves, its run
+                        // from this frame on is left to a mate or its successor (§7.3).
+                        let frame_id = frame.header().frame_id;
                         frame.detach();
-                        return Ok(Received::Interrupted);
+                        return match waited {
+                            AfterWait::Failed => Err(WorkerError::AfterFailed {
+                                stage: plan.name.clone(),
+                                after: after.clone(),
+                                frame_id,
+                            }),
+                            _ => Ok(Received::Interrupted),
+                        };
                     }
                 }
                 let (frame_id, payload_len) = (frame.header().frame_id, frame.header().payload_len);
@@ -1244,25 +1261,57 @@ impl<'r, 'a> StageLoop<'r, 'a> {
 /// stage's members wake nobody when they finish a frame.
 const AFTER_NAP: Duration = Duration::from_micros(50);
 
-/// Waits until the lossless group of stage `after` has finished `frame`, or has left
-/// the ring (its stage is done); false when the worker is asked to stop first. The
-/// worker shows it lives meanwhile: waiting for a slower stage is not a stall.
+/// How a wait for the stage a stage comes `after` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterWait {
+    Finished,
+    /// The worker was asked to stop.
+    Stopped,
+    /// That stage is over and some worker of it failed: the frame may never have been
+    /// finished, and taking it would pass it on as if it had.
+    Failed,
+}
+
+/// Waits until the lossless group of stage `after` has finished `frame`. The supervisor
+/// holds that group until every worker of the stage has ended, so a group gone means
+/// the stage is over: every frame was finished if every worker finished. The worker
+/// shows it lives meanwhile: waiting for a slower stage is not a stall.
 fn wait_until_finished(
     frame: &Frame<'_>,
     after: &str,
     stop: &AtomicBool,
     report: &mut Report<'_>,
-) -> bool {
-    while frame.finished_by(after) == Some(false) {
+) -> AfterWait {
+    loop {
+        match frame.finished_by(after) {
+            Some(true) => return AfterWait::Finished,
+            None if stage_finished(report.stats, after) => return AfterWait::Finished,
+            None => return AfterWait::Failed,
+            Some(false) => {}
+        }
         if stop.load(Relaxed) {
-            return false;
+            return AfterWait::Stopped;
         }
         if report.due() {
             report.beat();
         }
         std::thread::sleep(AFTER_NAP);
     }
-    true
+}
+
+/// Whether every worker of stage `name` finished (none failed or is still to run).
+fn stage_finished(stats: &StatsSegment, name: &str) -> bool {
+    (0..stats.stage_count())
+        .find(|&i| stats.stage_name(i) == name)
+        .is_some_and(|i| {
+            let slot = stats.stage(i);
+            let first = slot.first_entry.load(Relaxed) as usize;
+            // Final states: stored by each worker before it exited, and the supervisor
+            // let the group go only after they all had (our load of the group's state,
+            // SC, follows that).
+            (first..first + slot.workers.load(Relaxed) as usize)
+                .all(|e| stats.entry(e).state.load(Relaxed) == WORKER_FINISHED)
+        })
 }
 
 /// What one receive on an input came to.

@@ -912,10 +912,13 @@ mod tests {
         };
         let (mut first, mut second, mut gated) =
             (lossless("work"), lossless("work"), lossless("after"));
+        let _metadata = lossless("work.m0");
         publish(&mut producer, 0..4);
         let frame = gated.recv().unwrap();
         assert_eq!(frame.seq(), 0);
         assert_eq!(frame.finished_by("nobody"), None);
+        // Names are whole: "work" is neither its prefix "wor" nor "work.m0".
+        assert_eq!(frame.finished_by("wor"), None);
         // Nobody in `work` has taken frame 0 yet.
         assert_eq!(frame.finished_by("work"), Some(false));
         // `first` is at frame 0 while `second` takes frame 1 and finishes it.
@@ -925,6 +928,7 @@ mod tests {
         assert_eq!(frame.finished_by("work"), Some(false));
         drop(at_zero);
         assert_eq!(frame.finished_by("work"), Some(true));
+        assert_eq!(frame.finished_by("work.m0"), Some(false));
     }
 
     /// Issue 16: a solo holder keeps frames in use in their slots and releases them out

@@ -686,24 +686,27 @@ fn group_floor(seg: &Segment, g: usize) -> u64 {
     }
 }
 
-/// The floor of the lossless group named `name` (spec §5.10); `None` while the ring has
-/// no such group.
+/// The floor of the lossless named group `name` (spec §5.10): one group entry that
+/// takes every frame (no sets). `None` while the ring has no such group.
 pub(crate) fn floor_of(seg: &Segment, name: &str) -> Option<u64> {
-    if name.len() > NAME_CAPACITY {
+    if !valid_name(name) {
         return None;
     }
     let wanted = name_bytes(name);
-    (0..MAX_GROUPS)
-        .find(|&g| {
-            let grp = seg.group(g);
-            is_lossless(grp)
-                && grp
-                    .name
-                    .iter()
-                    .zip(wanted)
-                    .all(|(c, b)| c.load(Relaxed) == b)
-        })
-        .map(|g| group_floor(seg, g))
+    let mut named = (0..MAX_GROUPS).filter(|&g| {
+        let grp = seg.group(g);
+        is_lossless(grp)
+            && grp.sets.load(Relaxed) == 0
+            && grp
+                .name
+                .iter()
+                .zip(wanted)
+                .all(|(c, b)| c.load(Relaxed) == b)
+    });
+    match (named.next(), named.next()) {
+        (Some(g), None) => Some(group_floor(seg, g)),
+        _ => None,
+    }
 }
 
 /// Number of active consumers.
